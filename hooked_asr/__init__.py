@@ -1,0 +1,27 @@
+"""hooked_asr: mechanistic interpretability for speech recognition models.
+
+    import hooked_asr
+    model = hooked_asr.load_model("whisper-tiny.en")
+    out = model.transcribe("speech.wav")
+    logits, cache = model.run_with_cache(input_features=mel, decoder_input_ids=tokens)
+"""
+
+from hooked_asr.audio import load_audio, log_mel_spectrogram
+from hooked_asr.config import DecoderConfig, EncoderConfig, ModelConfig
+from hooked_asr.hooks import HookPoint, act_name
+from hooked_asr.models.base import TranscriptionResult
+from hooked_asr.models.whisper import HookedWhisper
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HookedWhisper",
+    "HookPoint",
+    "act_name",
+    "load_audio",
+    "log_mel_spectrogram",
+    "ModelConfig",
+    "EncoderConfig",
+    "DecoderConfig",
+    "TranscriptionResult",
+]

@@ -1,0 +1,180 @@
+"""Audio in, log-mel features out: reading, validation, resampling, Whisper's log-mel.
+
+``log_mel_spectrogram`` equals Hugging Face's ``WhisperFeatureExtractor`` (80 or 128
+bins): 30 s windows (480000 samples at 16 kHz, zero-padded), a 400-point periodic Hann
+STFT with hop 160, power spectrum through Slaney-normalised mel filters, then
+``x = log10(max(mel, 1e-10)); x = max(x, max(x) - 8); x = (x + 4) / 4``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
+CHUNK_SECONDS = 30
+N_SAMPLES = SAMPLE_RATE * CHUNK_SECONDS  # 480000
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000
+
+
+class AudioError(ValueError):
+    """Audio that cannot be turned into a faithful model input."""
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Polyphase resampling (``scipy.signal.resample_poly``), exact ratio."""
+    if orig_sr == target_sr:
+        return audio
+    if orig_sr <= 0:
+        raise AudioError(f"sampling rate must be positive, got {orig_sr}")
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(orig_sr), int(target_sr))
+    return resample_poly(audio, target_sr // g, orig_sr // g).astype(np.float32)
+
+
+def _to_mono(audio: np.ndarray, where: str) -> np.ndarray:
+    if audio.ndim == 1:
+        return audio
+    if audio.ndim == 2:
+        # Channels are the short axis: soundfile gives [samples, channels], some tools [channels, samples].
+        channel_axis = 1 if audio.shape[1] <= audio.shape[0] else 0
+        n_ch = audio.shape[channel_axis]
+        if n_ch > 8:
+            raise AudioError(
+                f"{where} has shape {audio.shape}: expected 1-D mono audio or [samples, channels]; "
+                "for a batch pass a list of 1-D arrays"
+            )
+        if n_ch > 1:
+            warnings.warn(f"{where} has {n_ch} channels; mixing them to mono by averaging", stacklevel=3)
+        return audio.mean(axis=channel_axis)
+    raise AudioError(f"{where} has {audio.ndim} dimensions; expected 1-D mono audio")
+
+
+def load_audio(
+    audio: str | Path | np.ndarray | torch.Tensor,
+    sampling_rate: int | None = None,
+    allow_long: bool = False,
+    allow_silence: bool = False,
+) -> Float[np.ndarray, "samples"]:
+    """Read and validate audio; return float32 mono at 16 kHz.
+
+    ``audio`` is a file path (anything soundfile reads: wav, flac, ogg) or an array at
+    ``sampling_rate`` Hz (16000 if not given; int16 arrays are scaled by 1/32768).
+    Raises :class:`AudioError` for empty, non-finite, silent (unless ``allow_silence``) or,
+    unless ``allow_long``, longer-than-30-s audio.
+    """
+    if isinstance(audio, (str, Path)):
+        path = Path(audio)
+        if not path.exists():
+            raise AudioError(f"audio file not found: {path}")
+        import soundfile as sf
+
+        try:
+            data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+        except Exception as e:  # soundfile raises its own LibsndfileError
+            raise AudioError(f"cannot read {path} as audio ({e}); use wav, flac or ogg") from None
+        if sampling_rate is not None and sampling_rate != file_sr:
+            raise AudioError(f"{path} is {file_sr} Hz but sampling_rate={sampling_rate} was passed; drop the argument")
+        where, sr = str(path), file_sr
+        data = _to_mono(data, where)
+    else:
+        where = "the audio array"
+        data = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+        if data.dtype == np.int16:
+            data = data.astype(np.float32) / 32768.0
+        elif not np.issubdtype(data.dtype, np.floating):
+            raise AudioError(f"{where} has dtype {data.dtype}; pass float samples in [-1, 1] or int16")
+        data = _to_mono(data, where)
+        sr = SAMPLE_RATE if sampling_rate is None else sampling_rate
+    data = np.asarray(data, dtype=np.float32)
+    if data.size == 0:
+        raise AudioError(f"{where} is empty (0 samples)")
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise AudioError(f"{where} has {int(bad.sum())} NaN/inf samples of {data.size}; clean or drop them first")
+    data = resample(data, sr)
+    seconds = data.size / SAMPLE_RATE
+    if seconds > CHUNK_SECONDS + 1e-6 and not allow_long:
+        raise AudioError(
+            f"{where} lasts {seconds:.1f} s; Whisper reads at most {CHUNK_SECONDS} s at a time. Split it with "
+            f"hooked_asr.audio.chunk_audio(audio) and transcribe each chunk"
+        )
+    peak = float(np.abs(data).max())
+    if peak == 0.0 and not allow_silence:
+        raise AudioError(
+            f"{where} is silent (all samples zero); Whisper hallucinates on silence. "
+            "Pass allow_silence=True if that is what you want to study"
+        )
+    if peak > 1.5:
+        warnings.warn(f"{where} peaks at {peak:.1f}; expected samples in [-1, 1] (is it unscaled int audio?)", stacklevel=2)
+    return data
+
+
+def chunk_audio(audio: np.ndarray, chunk_seconds: float = CHUNK_SECONDS) -> list[np.ndarray]:
+    """Split 16 kHz audio into consecutive chunks of at most ``chunk_seconds`` (the last may be shorter)."""
+    step = int(chunk_seconds * SAMPLE_RATE)
+    return [audio[i : i + step] for i in range(0, len(audio), step)]
+
+
+@lru_cache(maxsize=4)
+def mel_filters(n_mels: int) -> torch.Tensor:
+    """Slaney mel filter bank ``[n_fft // 2 + 1, n_mels]`` from 0 to 8 kHz, the one Whisper uses."""
+    from transformers.audio_utils import mel_filter_bank
+
+    fb = mel_filter_bank(
+        num_frequency_bins=1 + N_FFT // 2,
+        num_mel_filters=n_mels,
+        min_frequency=0.0,
+        max_frequency=8000.0,
+        sampling_rate=SAMPLE_RATE,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+    return torch.from_numpy(fb).float()
+
+
+def log_mel_spectrogram(
+    audio: np.ndarray | torch.Tensor, n_mels: int = 80
+) -> Float[torch.Tensor, "batch n_mels 3000"]:
+    """Whisper log-mel features of 16 kHz audio ``[samples]`` or ``[batch, samples]``, padded to 30 s."""
+    x = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not isinstance(audio, torch.Tensor) else audio).float()
+    if x.ndim == 1:
+        x = x[None]
+    if x.shape[-1] > N_SAMPLES:
+        raise AudioError(f"audio has {x.shape[-1]} samples; at most {N_SAMPLES} (30 s at 16 kHz)")
+    x = torch.nn.functional.pad(x, (0, N_SAMPLES - x.shape[-1]))
+    stft = torch.stft(x, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT), return_complex=True)
+    power = stft[..., :-1].abs() ** 2
+    mel = mel_filters(n_mels).T @ power
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+def prepare_features(
+    audio: Any, n_mels: int, sampling_rate: int | None = None
+) -> tuple[Float[torch.Tensor, "batch n_mels 3000"], bool]:
+    """Turn what a user hands ``transcribe`` into features; returns ``(features, is_batch)``.
+
+    Accepts a path, a 1-D array, a list of those, or ready features ``[batch, n_mels, 3000]``.
+    """
+    if isinstance(audio, torch.Tensor) and audio.ndim == 3:
+        if audio.shape[1] != n_mels:
+            raise AudioError(f"features have {audio.shape[1]} mel bins; this model reads {n_mels}")
+        return audio, True
+    if isinstance(audio, (list, tuple)):
+        if not audio:
+            raise AudioError("an empty list of audio was passed")
+        waves = [load_audio(a, sampling_rate) for a in audio]
+        return torch.cat([log_mel_spectrogram(w, n_mels) for w in waves]), True
+    return log_mel_spectrogram(load_audio(audio, sampling_rate), n_mels), False

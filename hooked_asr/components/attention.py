@@ -1,0 +1,183 @@
+"""One parameterised attention: self or cross, causal or not, rotary or not, grouped heads or not.
+
+With ``x`` the query stream and ``y`` the key/value stream (``y = x`` for self-attention,
+the encoder output for cross-attention), per head ``h``::
+
+    q_h = x W_Q[h] + b_Q[h]          k_h = y W_K[h] (+ b_K[h])       v_h = y W_V[h] + b_V[h]
+    scores_h = q_h k_h^T / sqrt(d_head)  (+ causal / padding mask)
+    pattern_h = softmax(scores_h)       z_h = pattern_h v_h
+    out = sum_h z_h W_O[h] + b_O
+
+Weights use TransformerLens's head-explicit layout: ``W_Q: [n_heads, d_model, d_head]``,
+``W_O: [n_heads, d_head, d_model]``. With grouped-query attention ``W_K, W_V`` have
+``n_kv_heads`` heads and query head ``h`` reads key head ``h // (n_heads // n_kv_heads)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+
+from hooked_asr.hooks import HookPoint
+
+KV = tuple[torch.Tensor, torch.Tensor]  # (k, v), each [batch, kv_head, pos, d_head]
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary positions (Qwen2 / Llama "rotate half" convention).
+
+    ``rot(x)_p = x_p * cos(p * f) + rotate_half(x_p) * sin(p * f)`` with
+    ``f_i = theta^(-2i / d_head)`` repeated over both halves.
+    """
+
+    def __init__(self, d_head: int, theta: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, d_head, 2, dtype=torch.int64).float() / d_head))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(
+        self, x: Float[torch.Tensor, "batch head pos d_head"], position_ids: Int[torch.Tensor, "batch pos"]
+    ) -> Float[torch.Tensor, "batch head pos d_head"]:
+        freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos().to(x.dtype)[:, None], emb.sin().to(x.dtype)[:, None]
+        x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+        return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class Attention(nn.Module):
+    """Multi-head attention with a hook on every intermediate.
+
+    Hooks (shapes for the positions computed in this call):
+    ``hook_q [batch, q_pos, head, d_head]``, ``hook_k / hook_v [batch, k_pos, kv_head, d_head]``,
+    ``hook_rot_q / hook_rot_k`` (rotary only), ``hook_attn_scores / hook_pattern
+    [batch, head, q_pos, k_pos]`` (scores after the mask), ``hook_z [batch, q_pos, head, d_head]``,
+    ``hook_result [batch, q_pos, head, d_model]`` (only when ``use_attn_result`` is set).
+
+    With a key/value cache, ``hook_k``/``hook_v`` see only the new positions; a cached
+    cross-attention computes (and hooks) its keys and values once, on the first call.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_head: int | None = None,
+        n_kv_heads: int | None = None,
+        causal: bool = False,
+        cross: bool = False,
+        k_bias: bool = False,
+        o_bias: bool = True,
+        rotary: RotaryEmbedding | None = None,
+    ):
+        super().__init__()
+        d_head = d_head or d_model // n_heads
+        n_kv_heads = n_kv_heads or n_heads
+        if n_heads % n_kv_heads:
+            raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
+        self.n_heads, self.n_kv_heads, self.d_head = n_heads, n_kv_heads, d_head
+        self.causal, self.cross = causal, cross
+        self.W_Q = nn.Parameter(torch.empty(n_heads, d_model, d_head))
+        self.b_Q = nn.Parameter(torch.zeros(n_heads, d_head))
+        self.W_K = nn.Parameter(torch.empty(n_kv_heads, d_model, d_head))
+        self.b_K = nn.Parameter(torch.zeros(n_kv_heads, d_head)) if k_bias else None
+        self.W_V = nn.Parameter(torch.empty(n_kv_heads, d_model, d_head))
+        self.b_V = nn.Parameter(torch.zeros(n_kv_heads, d_head))
+        self.W_O = nn.Parameter(torch.empty(n_heads, d_head, d_model))
+        self.b_O = nn.Parameter(torch.zeros(d_model)) if o_bias else None
+        self.rotary = rotary
+        self.use_attn_result = False
+
+        self.hook_q = HookPoint()  # [batch, q_pos, head, d_head]
+        self.hook_k = HookPoint()  # [batch, k_pos, kv_head, d_head]
+        self.hook_v = HookPoint()  # [batch, k_pos, kv_head, d_head]
+        if rotary is not None:
+            self.hook_rot_q = HookPoint()  # [batch, q_pos, head, d_head]
+            self.hook_rot_k = HookPoint()  # [batch, k_pos, kv_head, d_head]
+        self.hook_attn_scores = HookPoint()  # [batch, head, q_pos, k_pos]
+        self.hook_pattern = HookPoint()  # [batch, head, q_pos, k_pos]
+        self.hook_z = HookPoint()  # [batch, q_pos, head, d_head]
+        self.hook_result = HookPoint()  # [batch, q_pos, head, d_model]
+
+    def _project(
+        self, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, hook: HookPoint
+    ) -> torch.Tensor:
+        # [batch, 1, pos, d_model] @ [head, d_model, d_head] broadcasts to one batched matmul
+        # without copying W (faster than einsum, which would permute W every call).
+        y = x.unsqueeze(1) @ W
+        if b is not None:
+            y = y + b[:, None, :]
+        return hook(y.transpose(1, 2)).transpose(1, 2)  # hooks see [batch, pos, head, d_head]
+
+    def _rotate(self, x: torch.Tensor, position_ids: torch.Tensor | None, hook: HookPoint) -> torch.Tensor:
+        if position_ids is None:
+            raise ValueError("rotary attention needs position_ids [batch, pos]")
+        return hook(self.rotary(x, position_ids).transpose(1, 2)).transpose(1, 2)
+
+    def forward(
+        self,
+        x: Float[torch.Tensor, "batch q_pos d_model"],
+        kv_input: Float[torch.Tensor, "batch k_pos d_model"] | None = None,
+        past_kv: KV | None = None,
+        position_ids: Int[torch.Tensor, "batch q_pos"] | None = None,
+        attention_mask: Float[torch.Tensor, "batch 1 q_pos k_pos"] | None = None,
+    ) -> tuple[Float[torch.Tensor, "batch q_pos d_model"], KV]:
+        """Attend from ``x`` to ``kv_input`` (cross) or to ``x`` and the cache (self).
+
+        ``attention_mask`` is additive (0 keep, -inf drop) and is added after the causal
+        mask. Returns the output and the keys/values to cache.
+        """
+        q = self._project(x, self.W_Q, self.b_Q, self.hook_q)
+        if self.rotary is not None:
+            q = self._rotate(q, position_ids, self.hook_rot_q)
+        if self.cross and past_kv is not None:
+            k, v = past_kv
+        else:
+            if self.cross and kv_input is None:
+                raise ValueError("cross-attention needs kv_input (the encoder output) or its cached keys/values")
+            src = kv_input if self.cross else x
+            k = self._project(src, self.W_K, self.b_K, self.hook_k)
+            v = self._project(src, self.W_V, self.b_V, self.hook_v)
+            if self.rotary is not None:
+                k = self._rotate(k, position_ids, self.hook_rot_k)
+            if past_kv is not None:
+                k = torch.cat([past_kv[0], k], dim=2)
+                v = torch.cat([past_kv[1], v], dim=2)
+        present = (k, v)
+
+        n_rep = self.n_heads // self.n_kv_heads
+        if n_rep > 1:
+            k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+        q_len, k_len = q.shape[2], k.shape[2]
+        mask = attention_mask
+        if self.causal and q_len > 1:
+            causal = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).triu(k_len - q_len + 1)
+            causal = torch.zeros(q_len, k_len, dtype=q.dtype, device=q.device).masked_fill(causal, float("-inf"))
+            mask = causal if mask is None else mask + causal
+        scale = 1.0 / math.sqrt(self.d_head)
+
+        if not (self.hook_attn_scores._forward_hooks or self.hook_pattern._forward_hooks):
+            # No one reads the pattern: the fused kernel gives the same numbers (to ~1e-6), faster.
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        else:
+            # q is scaled before the product, as Hugging Face's Whisper does.
+            scores = (q * scale) @ k.transpose(-1, -2)
+            if mask is not None:
+                scores = scores + mask
+            scores = self.hook_attn_scores(scores)
+            pattern = self.hook_pattern(F.softmax(scores.float(), dim=-1).to(q.dtype))
+            z = pattern @ v
+        z = self.hook_z(z.transpose(1, 2))  # [batch, q_pos, head, d_head]
+
+        if self.use_attn_result:
+            result = self.hook_result(torch.einsum("bqhd,hdm->bqhm", z, self.W_O))
+            out = result.sum(2)
+        else:
+            out = z.reshape(*z.shape[:2], -1) @ self.W_O.reshape(-1, self.W_O.shape[-1])
+        if self.b_O is not None:
+            out = out + self.b_O
+        return out, present

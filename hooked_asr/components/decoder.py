@@ -1,0 +1,115 @@
+"""The text decoder: token (or merged audio+text) embeddings, causal blocks, final norm, unembedding.
+
+    x = W_E[tokens] (or inputs_embeds)  (+ W_pos[positions] when positions are learned)
+    x = blocks(x, encoder_out)           # causal self-attention, cross-attention if configured
+    logits = ln_final(x) W_U             # W_U = W_E^T when tied (Whisper)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+
+from hooked_asr.components.attention import KV, RotaryEmbedding
+from hooked_asr.components.blocks import Block
+from hooked_asr.components.norm import LayerNorm, RMSNorm
+from hooked_asr.config import DecoderConfig
+from hooked_asr.hooks import HookPoint
+
+LayerCache = dict[str, KV]
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
+        if cfg.positional == "learned":
+            self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
+            self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+            rotary = None
+        else:
+            rotary = RotaryEmbedding(cfg.d_head, cfg.rope_theta)
+        self.blocks = nn.ModuleList(
+            Block(
+                cfg.d_model,
+                cfg.n_heads,
+                cfg.d_mlp,
+                cfg.ln_eps,
+                causal=True,
+                cross_attention=cfg.cross_attention,
+                norm=cfg.norm,
+                mlp=cfg.mlp,
+                n_kv_heads=cfg.n_kv_heads,
+                d_head=cfg.d_head,
+                k_bias=cfg.attn_k_bias,
+                o_bias=cfg.attn_o_bias,
+                rotary=rotary,
+            )
+            for _ in range(cfg.n_layers)
+        )
+        self.ln_final = (LayerNorm if cfg.norm == "layernorm" else RMSNorm)(cfg.d_model, cfg.ln_eps)
+        if not cfg.tie_unembed:
+            self.W_U_untied = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab))
+        self.hook_embed = HookPoint()  # [batch, pos, d_model]
+        self.hook_logits = HookPoint()  # [batch, pos, d_vocab]
+
+    @property
+    def W_U(self) -> Float[torch.Tensor, "d_model d_vocab"]:
+        """The unembedding (``W_E^T`` for Whisper, whose output projection is tied)."""
+        return self.W_E.T if self.cfg.tie_unembed else self.W_U_untied
+
+    def unembed(self, x: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... d_vocab"]:
+        """``x W_U``: the logits of an already-normalised residual (no ``ln_final`` here)."""
+        return F.linear(x, self.W_E) if self.cfg.tie_unembed else x @ self.W_U_untied
+
+    def forward(
+        self,
+        input_ids: Int[torch.Tensor, "batch pos"] | None = None,
+        encoder_out: Float[torch.Tensor, "batch frame d_model"] | None = None,
+        past_kv: list[LayerCache] | None = None,
+        inputs_embeds: Float[torch.Tensor, "batch pos d_model"] | None = None,
+        position_ids: Int[torch.Tensor, "batch pos"] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        stop_at_layer: int | None = None,
+    ) -> tuple[torch.Tensor, list[LayerCache]]:
+        """Returns ``(logits [batch, pos, d_vocab], cache)``; with ``stop_at_layer=l`` the
+        first item is instead the residual after ``l`` blocks (no final norm)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            if input_ids.ndim != 2:
+                raise ValueError(f"decoder input_ids must be [batch, pos], got shape {tuple(input_ids.shape)}")
+            if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.cfg.d_vocab):
+                raise ValueError(
+                    f"token ids must lie in [0, {self.cfg.d_vocab - 1}] (the vocabulary), got "
+                    f"[{int(input_ids.min())}, {int(input_ids.max())}]"
+                )
+            inputs_embeds = F.embedding(input_ids, self.W_E)
+        batch, n_pos = inputs_embeds.shape[:2]
+        past_len = past_kv[0]["self"][0].shape[2] if past_kv else 0
+        x = self.hook_embed(inputs_embeds)
+        if self.cfg.positional == "learned":
+            if past_len + n_pos > self.cfg.n_ctx:
+                raise ValueError(
+                    f"the decoder reads at most {self.cfg.n_ctx} tokens; got {past_len + n_pos} "
+                    f"(cache {past_len} + new {n_pos}): lower max_new_tokens"
+                )
+            x = x + self.hook_pos_embed(self.W_pos[past_len : past_len + n_pos].expand(batch, -1, -1))
+        elif position_ids is None:
+            position_ids = torch.arange(past_len, past_len + n_pos, device=x.device).expand(batch, -1)
+        present: list[LayerCache] = []
+        for i, block in enumerate(self.blocks[:stop_at_layer]):
+            x, kv = block(
+                x,
+                encoder_out=encoder_out,
+                past_kv=past_kv[i] if past_kv else None,
+                position_ids=position_ids,
+                attention_mask=attention_mask,
+            )
+            present.append(kv)
+        if stop_at_layer is not None:
+            return x, present
+        return self.hook_logits(self.unembed(self.ln_final(x))), present

@@ -1,0 +1,47 @@
+"""MLPs: Whisper's GELU MLP and Qwen2's gated SiLU MLP."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from jaxtyping import Float
+
+from hooked_asr.hooks import HookPoint
+
+
+class MLP(nn.Module):
+    """``out = gelu(x W_in + b_in) W_out + b_out`` (exact, erf-based GELU as in Whisper)."""
+
+    def __init__(self, d_model: int, d_mlp: int):
+        super().__init__()
+        self.W_in = nn.Parameter(torch.empty(d_model, d_mlp))
+        self.b_in = nn.Parameter(torch.zeros(d_mlp))
+        self.W_out = nn.Parameter(torch.empty(d_mlp, d_model))
+        self.b_out = nn.Parameter(torch.zeros(d_model))
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+
+    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+        pre = self.hook_pre(torch.addmm(self.b_in, x.flatten(0, -2), self.W_in).view(*x.shape[:-1], -1))
+        post = self.hook_post(F.gelu(pre))
+        return torch.addmm(self.b_out, post.flatten(0, -2), self.W_out).view(*x.shape[:-1], -1)
+
+
+class GatedMLP(nn.Module):
+    """``out = (silu(x W_gate) * (x W_in)) W_out``, no biases (Qwen2)."""
+
+    def __init__(self, d_model: int, d_mlp: int):
+        super().__init__()
+        self.W_gate = nn.Parameter(torch.empty(d_model, d_mlp))
+        self.W_in = nn.Parameter(torch.empty(d_model, d_mlp))
+        self.W_out = nn.Parameter(torch.empty(d_mlp, d_model))
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]  x W_gate
+        self.hook_pre_linear = HookPoint()  # [batch, pos, d_mlp]  x W_in
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp]
+
+    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+        pre = self.hook_pre(x @ self.W_gate)
+        pre_linear = self.hook_pre_linear(x @ self.W_in)
+        post = self.hook_post(F.silu(pre) * pre_linear)
+        return post @ self.W_out

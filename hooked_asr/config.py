@@ -1,0 +1,110 @@
+"""Configuration: one dataclass per stack, and a model config holding both.
+
+The fields describe shapes and the few architectural switches that tell Whisper's and
+Qwen2-Audio's stacks apart (norm type, positional scheme, MLP type, cross-attention,
+grouped-query heads). Token ids needed to decode live in :class:`ModelConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class EncoderConfig:
+    """The audio encoder: conv front end, pre-norm blocks, final norm.
+
+    ``n_ctx`` is the number of frames after the stride-2 conv (1500 for 30 s of audio);
+    the encoder therefore reads exactly ``2 * n_ctx`` mel frames. ``pool_stride > 0``
+    adds Qwen2-Audio's average pooling after the blocks (``encoder.hook_pooled``).
+    """
+
+    n_mels: int = 80
+    d_model: int = 384
+    n_heads: int = 6
+    n_layers: int = 4
+    d_mlp: int = 1536
+    n_ctx: int = 1500
+    ln_eps: float = 1e-5
+    pool_stride: int = 0
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def n_frames(self) -> int:
+        """Mel frames the encoder reads (3000 for Whisper's 30 s window)."""
+        return 2 * self.n_ctx
+
+
+@dataclass
+class DecoderConfig:
+    """The text decoder.
+
+    Whisper: LayerNorm, learned positions, GELU MLP, cross-attention, tied unembedding.
+    Qwen2: RMSNorm, rotary positions, gated SiLU MLP, no cross-attention, grouped-query
+    attention with biases on q/k/v, untied unembedding.
+    """
+
+    d_model: int = 384
+    n_heads: int = 6
+    n_layers: int = 4
+    d_mlp: int = 1536
+    d_vocab: int = 51865
+    n_ctx: int = 448
+    ln_eps: float = 1e-5
+    n_key_value_heads: int | None = None
+    d_head_override: int | None = None
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    positional: Literal["learned", "rotary"] = "learned"
+    rope_theta: float = 10000.0
+    mlp: Literal["gelu", "gated_silu"] = "gelu"
+    cross_attention: bool = True
+    attn_k_bias: bool = False
+    attn_o_bias: bool = True
+    tie_unembed: bool = True
+
+    @property
+    def d_head(self) -> int:
+        return self.d_head_override or self.d_model // self.n_heads
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.n_key_value_heads or self.n_heads
+
+
+@dataclass
+class ModelConfig:
+    """A whole model: its two stacks and the token ids that drive decoding."""
+
+    encoder: EncoderConfig
+    decoder: DecoderConfig
+    architecture: str = "whisper"
+    name: str = "whisper"
+    decoder_start_token_id: int = 50258
+    eos_token_id: int = 50257
+    pad_token_id: int | None = None
+    no_timestamps_token_id: int | None = None
+    suppress_tokens: list[int] = field(default_factory=list)
+    begin_suppress_tokens: list[int] = field(default_factory=list)
+    alignment_heads: list[list[int]] = field(default_factory=list)
+    lang_to_id: dict[str, int] = field(default_factory=dict)
+    task_to_id: dict[str, int] = field(default_factory=dict)
+    is_multilingual: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def n_layers(self, stack: str) -> int:
+        return getattr(self, stack).n_layers
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        enc = EncoderConfig(**d.pop("encoder"))
+        dec = DecoderConfig(**d.pop("decoder"))
+        return cls(encoder=enc, decoder=dec, **d)
