@@ -1,0 +1,82 @@
+"""Attention maths: head-level edits do exactly what the formula says."""
+
+from __future__ import annotations
+
+import torch
+
+from hooked_asr.components.attention import Attention
+
+
+def _attn(**kw):
+    torch.manual_seed(0)
+    a = Attention(d_model=32, n_heads=4, **kw)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.normal_(0, 0.3)
+    return a
+
+
+def test_zeroing_a_heads_z_removes_exactly_its_output_term():
+    attn = _attn(causal=True)
+    x = torch.randn(2, 7, 32)
+    store = {}
+    attn.hook_z.add_hook(lambda z, hook: store.setdefault("z", z.clone()))
+    out, _ = attn(x)
+    attn.hook_z.remove_hooks()
+    head = 2
+
+    def zero_head(z, hook):
+        z = z.clone()
+        z[:, :, head] = 0
+        return z
+
+    attn.hook_z.add_hook(zero_head)
+    ablated, _ = attn(x)
+    attn.hook_z.remove_hooks()
+    # out = sum_h z_h W_O[h] + b_O, so removing head h subtracts z_h W_O[h] and nothing else.
+    expected = out - store["z"][:, :, head] @ attn.W_O[head]
+    torch.testing.assert_close(ablated, expected, atol=1e-5, rtol=0)
+
+
+def test_per_head_result_sums_to_output():
+    attn = _attn()
+    x = torch.randn(1, 5, 32)
+    out, _ = attn(x)
+    attn.use_attn_result = True
+    got = {}
+    attn.hook_result.add_hook(lambda r, hook: got.setdefault("r", r))
+    out2, _ = attn(x)
+    assert got["r"].shape == (1, 5, 4, 32)
+    torch.testing.assert_close(got["r"].sum(2) + attn.b_O, out, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out2, out, atol=1e-5, rtol=0)
+
+
+def test_fused_and_explicit_paths_agree_with_mask_and_cache():
+    attn = _attn(causal=True)
+    x = torch.randn(2, 6, 32)
+    fast, _ = attn(x)
+    attn.hook_pattern.add_hook(lambda p, hook: None)  # forces the explicit path
+    slow, _ = attn(x)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
+    # cache: 4 positions then 2 more equals all 6 at once
+    _, kv = attn(x[:, :4])
+    step, _ = attn(x[:, 4:], past_kv=kv)
+    torch.testing.assert_close(step, slow[:, 4:], atol=1e-5, rtol=0)
+
+
+def test_grouped_query_heads_share_keys():
+    attn = Attention(d_model=32, n_heads=4, n_kv_heads=2, causal=True)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(1, 5, 32)
+    got = {}
+    attn.hook_k.add_hook(lambda k, hook: got.setdefault("k", k))
+    attn.hook_pattern.add_hook(lambda p, hook: got.setdefault("p", p))
+    attn(x)
+    assert got["k"].shape == (1, 5, 2, 8)
+    # query heads 0,1 read key head 0: same pattern iff same queries, so check via scores formula
+    q = (x.unsqueeze(1) @ attn.W_Q + attn.b_Q[:, None]).transpose(1, 2)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, got["k"].repeat_interleave(2, dim=2)) / 8**0.5
+    scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
+    torch.testing.assert_close(got["p"], scores.softmax(-1), atol=1e-5, rtol=0)

@@ -1,0 +1,66 @@
+"""Shared fixtures: random Hugging Face Whisper models of several shapes, and their hooked twins."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+# Shapes that cover what differs across real Whisper sizes: 80 vs 128 mel bins, the three
+# vocabulary sizes (51864 .en, 51865 multilingual, 51866 large-v3), and encoder depth !=
+# decoder depth (large-v3-turbo has 32 encoder and 4 decoder layers).
+WHISPER_SHAPES = {
+    "en-80mel": dict(vocab_size=51864, num_mel_bins=80, encoder_layers=2, decoder_layers=2,
+                     encoder_attention_heads=4, decoder_attention_heads=4, d_model=64,
+                     encoder_ffn_dim=256, decoder_ffn_dim=256, max_source_positions=60, max_target_positions=40),
+    "multi-deep-encoder": dict(vocab_size=51865, num_mel_bins=80, encoder_layers=4, decoder_layers=1,
+                               encoder_attention_heads=2, decoder_attention_heads=2, d_model=48,
+                               encoder_ffn_dim=96, decoder_ffn_dim=192, max_source_positions=40, max_target_positions=32),
+    "v3-128mel": dict(vocab_size=51866, num_mel_bins=128, encoder_layers=2, decoder_layers=3,
+                      encoder_attention_heads=6, decoder_attention_heads=6, d_model=96,
+                      encoder_ffn_dim=384, decoder_ffn_dim=384, max_source_positions=50, max_target_positions=48),
+}
+
+
+def make_hf_whisper(shape: str, seed: int = 0):
+    """A random eager-attention fp32 ``WhisperForConditionalGeneration``.
+
+    Weights are drawn with a larger spread than HF's init so that greedy decoding depends
+    on the audio and produces varied tokens (HF's init gives one token repeated forever).
+    """
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = WhisperConfig(**WHISPER_SHAPES[shape], attn_implementation="eager")
+    cfg.suppress_tokens = [1, 2, 7, 8]
+    cfg.begin_suppress_tokens = [220, cfg.eos_token_id]
+    model = WhisperForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layer_norm" in name and name.endswith("weight"):
+                p.uniform_(0.5, 1.5)
+            elif name.endswith("embed_positions.weight") and "encoder" in name:
+                continue  # sinusoids, as in real checkpoints
+            else:
+                p.normal_(0.0, 0.15)
+    return model
+
+
+@pytest.fixture(params=sorted(WHISPER_SHAPES))
+def whisper_pair(request):
+    """(hf_model, hooked_model, input_features) for each shape."""
+    from hooked_asr import HookedWhisper
+
+    hf = make_hf_whisper(request.param)
+    hooked = HookedWhisper.from_hf(hf)
+    torch.manual_seed(1)
+    n_frames = 2 * hf.config.max_source_positions
+    features = torch.randn(2, hf.config.num_mel_bins, n_frames)
+    return hf, hooked, features
+
+
+@pytest.fixture(scope="session")
+def tiny_hooked_whisper():
+    """One small random hooked Whisper, for tests of hook mechanics."""
+    from hooked_asr import HookedWhisper
+
+    return HookedWhisper.from_hf(make_hf_whisper("en-80mel"))
