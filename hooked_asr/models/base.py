@@ -62,10 +62,48 @@ class TranscriptionResult:
         return sum(self.token_logprobs) / max(len(self.token_logprobs), 1)
 
 
+@dataclass
+class TeacherForcedInputs:
+    """Everything one teacher-forced forward needs: ``logits = model(**inputs.kwargs)``.
+
+    ``tokens`` is the decoder's whole sequence ``[batch, pos]`` (prompt, then the
+    continuation). Position ``prompt_len - 1 + i`` of the logits predicts continuation
+    token ``i``, so ``logits[:, prompt_len - 1 : -1]`` scores the continuation.
+    """
+
+    kwargs: dict[str, Any]
+    tokens: Int[torch.Tensor, "batch pos"]
+    prompt_len: int
+
+
 class HookedEncoderDecoder(HookedRootModule, ABC):
-    """Shared machinery: hook-name validation, greedy generation with live hooks."""
+    """Shared machinery: hook-name validation, greedy generation with live hooks.
+
+    The model-agnostic API that methods (lens, patching, probing, SAE) use:
+    ``prepare_features(audio)``, ``teacher_forced_inputs(audio, continuation)``,
+    ``encode(features, stop_at_layer)``, ``finish_encoder(resid)``,
+    ``generate(features, prompt_ids, encoder_hidden_states=...)``, ``transcribe(audio)``,
+    ``decoder.ln_final`` and ``decoder.unembed``, ``n_layers``, ``tokenizer``.
+    """
 
     cfg: ModelConfig
+
+    @abstractmethod
+    def prepare_features(self, audio: Any, sampling_rate: int | None = None) -> dict[str, torch.Tensor]:
+        """Audio (path, array, list, or ready features) -> the encoder's keyword inputs
+        (``{"input_features": ...}`` plus any mask)."""
+
+    @abstractmethod
+    def teacher_forced_inputs(
+        self, audio: Any, continuation: Sequence[int] = (), language: str | None = None, task: str = "transcribe"
+    ) -> TeacherForcedInputs:
+        """Inputs for one forward over the prompt followed by ``continuation`` tokens."""
+
+    @abstractmethod
+    def finish_encoder(self, resid: Float[torch.Tensor, "batch frame d_model"], **feature_kwargs: Any) -> torch.Tensor:
+        """What follows the encoder blocks (final norm; Qwen2-Audio also pools and projects):
+        turns ``encoder.blocks.{l}.hook_resid_post`` into what the decoder reads. The encoder lens
+        is ``finish_encoder(encode(features, stop_at_layer=l + 1))``."""
 
     # ---- hook names -------------------------------------------------------------------
     @property

@@ -13,7 +13,7 @@ from jaxtyping import Float, Int
 from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.config import ModelConfig
-from hooked_asr.models.base import HookedEncoderDecoder, TranscriptionResult
+from hooked_asr.models.base import HookedEncoderDecoder, TeacherForcedInputs, TranscriptionResult
 from hooked_asr.models.whisper_weights import WeightConversionError, config_from_hf, convert_hf_whisper_weights
 
 
@@ -76,9 +76,30 @@ class HookedWhisper(HookedEncoderDecoder):
             )
         return self.decode(decoder_input_ids, encoder_hidden_states)[0]
 
+    def prepare_features(self, audio: Any, sampling_rate: int | None = None) -> dict[str, torch.Tensor]:
+        from hooked_asr.audio import prepare_features
+
+        features, _ = prepare_features(audio, self.cfg.encoder.n_mels, sampling_rate=sampling_rate)
+        return {"input_features": features.to(self.device_of_weights)}
+
+    def finish_encoder(self, resid: Float[torch.Tensor, "batch frame d_model"], **_: Any) -> torch.Tensor:
+        return self.encoder.ln_final(resid)
+
+    def teacher_forced_inputs(
+        self, audio: Any, continuation: Sequence[int] = (), language: str | None = "en", task: str = "transcribe"
+    ) -> TeacherForcedInputs:
+        feats = self.prepare_features(audio)["input_features"]
+        prompt = self.sot_sequence(language, task)
+        tokens = torch.tensor([prompt + list(continuation)], device=feats.device).expand(feats.shape[0], -1)
+        return TeacherForcedInputs(
+            kwargs={"input_features": feats, "decoder_input_ids": tokens}, tokens=tokens, prompt_len=len(prompt)
+        )
+
     # ---- generation ------------------------------------------------------------------
-    def _generation_context(self, input_features: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return self.encode(input_features)
+    def _generation_context(
+        self, input_features: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        return self.encode(input_features) if encoder_hidden_states is None else encoder_hidden_states
 
     def _decode_step(self, context: torch.Tensor, input_ids: torch.Tensor, past_kv: Any) -> tuple[torch.Tensor, Any]:
         # With a cache the cross-attention keys/values are reused, so the encoder output is not re-read.

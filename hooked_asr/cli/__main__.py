@@ -1,0 +1,5 @@
+import sys
+
+from hooked_asr.cli import main
+
+sys.exit(main())
