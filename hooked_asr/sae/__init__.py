@@ -1,0 +1,30 @@
+"""Sparse autoencoders on frame-level encoder activations (Pluth et al., 2026).
+
+    from hooked_asr.sae import SAEConfig, SparseAutoencoder, ModelFrameSource, SAETrainer, TrainConfig
+    source = ModelFrameSource(model, clips, "encoder.blocks.3.hook_resid_post")
+    sae = SparseAutoencoder(SAEConfig(d_in=384, d_sae=3072, architecture="topk", k=32,
+                                      hook_name="encoder.blocks.3.hook_resid_post"))
+    SAETrainer(sae, TrainConfig(total_frames=200_000, checkpoint_dir="runs/sae")).train(source)
+    evaluate_sae(model, sae, clips, references)          # FVU, L0, dead, spliced WER / CE
+    with steer(model, sae, [Intervention(feature=12, mode="clamp", value=0.0)]):
+        model.transcribe(audio)
+"""
+
+from hooked_asr.sae.frames import FrameSource, GeneratedFrameSource, ModelFrameSource, TensorFrameSource
+from hooked_asr.sae.model import SAEConfig, SparseAutoencoder, identity_sae, load_sae, save_sae
+from hooked_asr.sae.trainer import SAETrainer, TrainConfig, train_sae
+
+__all__ = [
+    "FrameSource",
+    "GeneratedFrameSource",
+    "ModelFrameSource",
+    "TensorFrameSource",
+    "SAEConfig",
+    "SparseAutoencoder",
+    "identity_sae",
+    "load_sae",
+    "save_sae",
+    "SAETrainer",
+    "TrainConfig",
+    "train_sae",
+]

@@ -1,0 +1,161 @@
+"""Streams of frame-level activations for SAE training, never all in memory.
+
+A frame source is an iterable of chunks ``[n, d_in]`` with a ``position`` (chunks
+already yielded) that ``state_dict`` / ``load_state_dict`` save and restore, so a trainer
+resumed from a checkpoint reads exactly the frames it would have read.
+
+:class:`ModelFrameSource` runs a model's encoder on audio clips and keeps one hook's
+activation for the frames that carry the clip (Whisper pads every clip to 30 s; one
+encoder frame is 20 ms = 320 samples at 16 kHz), plus ``pad_frames`` frames of the
+padding after it, so that silence features exist without padding dominating the data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+
+SAMPLES_PER_FRAME = 320  # 16 kHz / 50 encoder frames per second (20 ms)
+FRAME_SECONDS = 0.02
+
+
+def speech_frames(n_samples: int, n_ctx: int = 1500) -> int:
+    """Encoder frames that overlap the audio: ``ceil(n_samples / 320)``, at most ``n_ctx``."""
+    return min(n_ctx, max(1, math.ceil(n_samples / SAMPLES_PER_FRAME)))
+
+
+class FrameSource:
+    """Base: subclasses define ``d_in``, ``n_chunks`` (or None if endless) and ``_chunk(i)``."""
+
+    d_in: int
+    n_chunks: int | None = None
+
+    def __init__(self) -> None:
+        self.position = 0
+
+    def _chunk(self, i: int) -> Float[torch.Tensor, "n d_in"]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Float[torch.Tensor, "n d_in"]]:
+        while self.n_chunks is None or self.position < self.n_chunks:
+            chunk = self._chunk(self.position)
+            self.position += 1
+            yield chunk
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position = int(state["position"])
+
+
+class TensorFrameSource(FrameSource):
+    """Frames already in a tensor ``[n_frames, d_in]``, yielded ``chunk_size`` at a time."""
+
+    def __init__(self, frames: Float[torch.Tensor, "n_frames d_in"], chunk_size: int = 1024):
+        super().__init__()
+        if frames.ndim != 2:
+            raise ValueError(f"frames must be [n_frames, d_in], got shape {tuple(frames.shape)}")
+        self.frames, self.chunk_size, self.d_in = frames, chunk_size, frames.shape[1]
+        self.n_chunks = math.ceil(frames.shape[0] / chunk_size)
+
+    def _chunk(self, i: int) -> torch.Tensor:
+        return self.frames[i * self.chunk_size : (i + 1) * self.chunk_size]
+
+
+class GeneratedFrameSource(FrameSource):
+    """Chunks made on demand by ``make_chunk(i)`` (deterministic in ``i``), e.g. synthetic data."""
+
+    def __init__(self, make_chunk: Callable[[int], torch.Tensor], d_in: int, n_chunks: int | None = None):
+        super().__init__()
+        self.make_chunk, self.d_in, self.n_chunks = make_chunk, d_in, n_chunks
+
+    def _chunk(self, i: int) -> torch.Tensor:
+        return self.make_chunk(i)
+
+
+class _Captured(Exception):
+    """Raised from the capture hook: everything after the hooked site is not needed."""
+
+
+class ModelFrameSource(FrameSource):
+    """Frames of ``hook_name`` (an encoder hook ``[batch, frame, d]``) for a sequence of clips.
+
+    ``audios[i]`` is a 1-D float array at 16 kHz (a lazy sequence works: only
+    ``batch_size`` clips are held at once). One chunk = one batch of clips.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        audios: Sequence[np.ndarray],
+        hook_name: str,
+        batch_size: int = 4,
+        pad_frames: int = 8,
+    ):
+        super().__init__()
+        model.check_hook_name(hook_name)
+        if not hook_name.startswith("encoder."):
+            raise ValueError(f"{hook_name!r} is not an encoder hook; frame-level SAEs read encoder.* hooks")
+        self.model, self.audios, self.hook_name = model, audios, hook_name
+        self.batch_size, self.pad_frames = batch_size, pad_frames
+        self.n_chunks = math.ceil(len(audios) / batch_size)
+        self.d_in = model.cfg.encoder.d_model
+
+    def clip_frames(self, audio: np.ndarray) -> int:
+        return min(self.model.cfg.encoder.n_ctx, speech_frames(len(audio)) + self.pad_frames)
+
+    @torch.no_grad()
+    def activations(self, clips: Sequence[np.ndarray]) -> Float[torch.Tensor, "batch frame d"]:
+        """The hook's activation for whole (padded) clips; the encoder stops at the hook."""
+        feats = self.model.prepare_features(list(clips))
+        store: dict[str, torch.Tensor] = {}
+
+        def capture(x: torch.Tensor, hook: Any) -> None:
+            store["x"] = x.detach()
+            raise _Captured
+
+        try:
+            with self.model.hooks(fwd_hooks=[(self.hook_name, capture)]):
+                self.model.encode(**feats)
+        except _Captured:
+            pass
+        return store["x"].float()
+
+    def chunk_with_meta(
+        self, i: int
+    ) -> tuple[Float[torch.Tensor, "n d"], Int[torch.Tensor, " n"], Int[torch.Tensor, " n"]]:
+        """Frames of batch ``i`` with each frame's clip index and frame index within its clip."""
+        lo = i * self.batch_size
+        clips = [self.audios[j] for j in range(lo, min(lo + self.batch_size, len(self.audios)))]
+        acts = self.activations(clips)
+        xs, clip_idx, frame_idx = [], [], []
+        for b, clip in enumerate(clips):
+            n = self.clip_frames(clip)
+            xs.append(acts[b, :n])
+            clip_idx.append(torch.full((n,), lo + b, dtype=torch.long))
+            frame_idx.append(torch.arange(n))
+        return torch.cat(xs), torch.cat(clip_idx), torch.cat(frame_idx)
+
+    def _chunk(self, i: int) -> torch.Tensor:
+        return self.chunk_with_meta(i)[0]
+
+    def iter_with_meta(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for i in range(self.n_chunks):
+            yield self.chunk_with_meta(i)
+
+
+__all__ = [
+    "FRAME_SECONDS",
+    "SAMPLES_PER_FRAME",
+    "FrameSource",
+    "GeneratedFrameSource",
+    "ModelFrameSource",
+    "TensorFrameSource",
+    "speech_frames",
+]
