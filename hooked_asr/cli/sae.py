@@ -1,0 +1,163 @@
+"""``hooked-asr sae {train,eval,browse,steer}``: sparse autoencoders on encoder frames.
+
+    hooked-asr sae train --layer 2 --frames 200000 --out runs/sae        # espeak speech by default
+    hooked-asr sae train --out runs/sae --resume
+    hooked-asr sae eval runs/sae/sae --say "The birch canoe slid on the smooth planks."
+    hooked-asr sae browse runs/sae/sae --out runs/browser
+    hooked-asr sae steer runs/sae/sae --say "seven red apples" --feature 12 --mode clamp --value 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sae", help="train, evaluate, browse and steer sparse autoencoders on encoder frames")
+    s = p.add_subparsers(dest="sae_command", required=True)
+
+    def audio_args(q: argparse.ArgumentParser, n_default: int) -> None:
+        q.add_argument("--audio", nargs="*", default=[], help="wav/flac files (default: espeak-ng sentences)")
+        q.add_argument("--say", action="append", default=[], help="a sentence to speak with espeak-ng (repeatable)")
+        q.add_argument("--voice", default="en-us")
+        q.add_argument("--n-sentences", type=int, default=n_default, help="built-in sentences when no audio is given")
+        q.add_argument("--model", default=None, help="model name or path (default: the SAE's model, else whisper-tiny.en)")
+
+    t = s.add_parser("train", help="train an SAE streaming frames from the model")
+    audio_args(t, 400)
+    t.add_argument("--layer", type=int, default=2)
+    t.add_argument("--site", default="resid_post")
+    t.add_argument("--arch", choices=["topk", "relu"], default="topk")
+    t.add_argument("--k", type=int, default=32)
+    t.add_argument("--l1", type=float, default=5.0)
+    t.add_argument("--expansion", type=int, default=8)
+    t.add_argument("--frames", type=int, default=200_000)
+    t.add_argument("--batch", type=int, default=512)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--out", required=True, help="folder: checkpoint/ and sae/ go in it")
+    t.add_argument("--resume", action="store_true")
+    t.set_defaults(func=run_train)
+
+    e = s.add_parser("eval", help="FVU, L0, dead fraction, spliced WER and cross-entropy")
+    e.add_argument("sae")
+    audio_args(e, 16)
+    e.add_argument("--frames-spliced", choices=["speech", "all"], default="speech")
+    e.set_defaults(func=run_eval)
+
+    b = s.add_parser("browse", help="write an HTML feature browser")
+    b.add_argument("sae")
+    audio_args(b, 60)
+    b.add_argument("--features", type=int, nargs="*", default=None, help="feature ids (default: the strongest)")
+    b.add_argument("--n-features", type=int, default=16)
+    b.add_argument("--out", required=True)
+    b.set_defaults(func=run_browse)
+
+    st = s.add_parser("steer", help="transcribe with features added, scaled or clamped")
+    st.add_argument("sae")
+    audio_args(st, 4)
+    st.add_argument("--feature", type=int, nargs="+", required=True)
+    st.add_argument("--mode", choices=["add", "scale", "clamp"], default="clamp")
+    st.add_argument("--value", type=float, default=0.0)
+    st.add_argument("--language", default=None)
+    st.set_defaults(func=run_steer)
+
+
+def _model(args: argparse.Namespace, sae=None):
+    from hooked_asr.loading.registry import DEFAULT_MODEL, load_model
+
+    return load_model(args.model or (sae.cfg.model_name if sae is not None and sae.cfg.model_name else DEFAULT_MODEL))
+
+
+def _audio(args: argparse.Namespace, seed: int = 1) -> tuple[list, list[str] | None]:
+    """Audio clips and their texts (None for files)."""
+    from hooked_asr.audio import load_audio
+
+    clips = [load_audio(a) for a in args.audio]
+    if clips and not args.say:
+        return clips, None
+    from hooked_asr.datasets.espeak import synthesize
+    from hooked_asr.sae.corpus import english_sentences
+
+    texts = list(args.say) or english_sentences(args.n_sentences, seed=seed)
+    return clips + [synthesize(t, voice=args.voice) for t in texts], ([""] * len(clips) + texts) if not clips else None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hooked_asr import act_name
+    from hooked_asr.sae import ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TrainConfig, save_sae
+
+    model = _model(args)
+    clips, _ = _audio(args, seed=0)
+    hook = act_name(args.site, args.layer, "encoder")
+    source = ModelFrameSource(model, clips, hook, batch_size=4)
+    ckpt = Path(args.out) / "checkpoint"
+    if args.resume:
+        trainer = SAETrainer.resume(ckpt, source)
+    else:
+        d = model.cfg.encoder.d_model
+        cfg = SAEConfig(d_in=d, d_sae=args.expansion * d, architecture=args.arch, k=args.k, l1_coefficient=args.l1,
+                        hook_name=hook, model_name=args.model or model.cfg.name,
+                        dead_after_frames=min(200_000, args.frames // 4))
+        trainer = SAETrainer(SparseAutoencoder(cfg), TrainConfig(total_frames=args.frames, batch_size=args.batch,
+                                                                 lr=args.lr, checkpoint_dir=str(ckpt),
+                                                                 checkpoint_every=100))
+    trainer.train(source)
+    path = save_sae(trainer.sae, Path(args.out) / "sae")
+    h = trainer.state.history[-1] if trainer.state.history else {}
+    print(f"saved {path}  (last batch: FVU {h.get('fvu', float('nan')):.3f}, L0 {h.get('l0', float('nan')):.1f}, "
+          f"dead {100 * h.get('dead_fraction', float('nan')):.1f}%)")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from hooked_asr.sae import ModelFrameSource, load_sae
+    from hooked_asr.sae.evaluate import reconstruction_metrics, splice_metrics
+
+    sae = load_sae(args.sae)
+    model = _model(args, sae)
+    clips, texts = _audio(args)
+    recon = reconstruction_metrics(sae, ModelFrameSource(model, clips, sae.cfg.hook_name))
+    spl = splice_metrics(model, sae, clips, references=texts, frames=args.frames_spliced)
+    print(json.dumps({"reconstruction": recon.summary(), "splice": spl.summary()}, indent=2))
+    return 0
+
+
+def run_browse(args: argparse.Namespace) -> int:
+    from hooked_asr.sae import load_sae
+    from hooked_asr.sae.features import collect_feature_stats, feature_reports, write_feature_browser
+
+    sae = load_sae(args.sae)
+    model = _model(args, sae)
+    clips, _ = _audio(args)
+    stats = collect_feature_stats(model, sae, clips)
+    feats = args.features
+    if feats is None:
+        ok = ((stats.frequency > 0) & (stats.frequency < 0.1)).nonzero().flatten()
+        feats = ok[stats.max_act[ok].argsort(descending=True)][: args.n_features].tolist()
+    reports = feature_reports(model, stats, clips, feats)
+    out = write_feature_browser(model, sae, stats, reports, clips, args.out)
+    for r in reports:
+        print(f"{r.feature:6d}  {r.label}")
+    print(f"wrote {out / 'index.html'}")
+    return 0
+
+
+def run_steer(args: argparse.Namespace) -> int:
+    from hooked_asr.sae import load_sae
+    from hooked_asr.sae.steering import Intervention, steer
+
+    sae = load_sae(args.sae)
+    model = _model(args, sae)
+    clips, texts = _audio(args)
+    iv = [Intervention(feature=args.feature, mode=args.mode, value=args.value)]
+    for i, clip in enumerate(clips):
+        clean = model.transcribe(clip, language=args.language)
+        with steer(model, sae, iv):
+            steered = model.transcribe(clip, language=args.language)
+        if texts:
+            print(f"text:    {texts[i]}")
+        print(f"clean:   {clean.text}\nsteered: {steered.text}\n")
+    return 0
