@@ -1,0 +1,379 @@
+"""Interventions as composable hook factories.
+
+Every intervention rewrites one component's activation ``a`` (a whole hook, or one head's
+slice of ``hook_z``) at selected batch rows and positions::
+
+    interpolate:  a~ = (1 - alpha) * a + alpha * a_ref     (alpha >= 0; 1 = patch, > 1 extrapolates)
+    patch:        a~ = a_ref                                (interpolate with alpha = 1)
+    zero ablate:  a~ = 0
+    mean ablate:  a~ = mean of a over a reference set (items and positions)
+
+``a_ref`` comes from a recorded reference run (:func:`record_reference`) and is indexed by
+*absolute* position. During generation with a key/value cache a decoder hook sees only
+the newest token, so a :class:`PositionTracker` tells each hook where its positions sit
+in the sequence; the same intervention therefore gives the same transcript with
+``use_cache=True`` and ``use_cache=False``. Positions that the reference does not have
+(a longer transcript than the reference's tokens, a shorter reference input) raise
+:class:`MissingPositionError` unless ``missing="keep"``, which leaves those positions
+unpatched; they are never filled by broadcasting.
+
+A reference (or mean) with batch 1 applies to every selected row; otherwise its batch
+must equal the number of selected rows.
+
+    >>> ivs = [interpolate("encoder.blocks.3.mlp", ref_cache, alpha=0.5), zero_ablate("decoder.blocks.0.attn.head.2")]
+    >>> with patched(model, ivs):
+    ...     out = model.transcribe(audio)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+
+from hooked_asr.patching.components import Component, parse_component
+
+MissingPolicy = Literal["error", "keep"]
+HookFn = Callable[[torch.Tensor, Any], torch.Tensor | None]
+
+
+class MissingPositionError(IndexError):
+    """An intervention needed a reference position that the reference run does not have."""
+
+
+# ---- which axis is "position" for a hook ------------------------------------------------
+_UNSUPPORTED = ("hook_pattern", "hook_attn_scores")
+_CHANNEL_FIRST = ("encoder.hook_mel", "encoder.hook_conv1", "encoder.hook_conv2")
+
+
+def position_kind(hook_name: str) -> Literal["token", "frame"]:
+    """``token`` for decoder sites (indexed by decoder position), ``frame`` for audio sites.
+
+    Cross-attention keys and values are computed from the encoder output, so they are
+    frame-indexed although they live in the decoder.
+    """
+    if hook_name.endswith(_UNSUPPORTED):
+        raise ValueError(
+            f"interventions on attention scores/patterns ('{hook_name}') are not supported: patch the "
+            f"head's output instead ('<stack>.blocks.<l>.<attn|cross_attn>.head.<h>' -> hook_z)"
+        )
+    if hook_name in _CHANNEL_FIRST:
+        raise ValueError(f"'{hook_name}' is [batch, channel, frame]; patch encoder.hook_pos_embed or a block site instead")
+    if hook_name.startswith("decoder.") and not hook_name.endswith(("cross_attn.hook_k", "cross_attn.hook_v")):
+        return "token"
+    return "frame"
+
+
+class PositionTracker:
+    """Absolute decoder position of the first token each decoder call processes.
+
+    Greedy generation calls the decoder on the whole prompt first, then (with a cache) on
+    one new token per step; without a cache every call reruns the sequence from 0. The
+    tracker watches ``decoder.hook_embed`` (fires once per decoder call) and
+    ``encoder.hook_out`` (a new input): a call is a continuation of the previous one only
+    if it feeds exactly one token and no encoder run or :meth:`reset` came in between.
+    Functions in this package reset it before every run they start.
+    """
+
+    def __init__(self, model: Any):
+        if "decoder.hook_embed" not in model.hook_dict:
+            raise ValueError("position tracking needs the hook 'decoder.hook_embed' (every model has it per DESIGN.md)")
+        self._reset_hooks = [n for n in ("encoder.hook_out",) if n in model.hook_dict]
+        self.start = 0
+        self._end: int | None = None
+
+    def reset(self) -> None:
+        self.start, self._end = 0, None
+
+    def _on_embed(self, x: torch.Tensor, hook: Any) -> None:
+        n = x.shape[1]
+        self.start = self._end if (self._end is not None and n == 1) else 0
+        self._end = self.start + n
+
+    def _on_new_input(self, x: torch.Tensor, hook: Any) -> None:
+        self.reset()
+
+    def hooks(self) -> list[tuple[str, HookFn]]:
+        return [(n, self._on_new_input) for n in self._reset_hooks] + [("decoder.hook_embed", self._on_embed)]
+
+
+# ---- sources of a_ref -------------------------------------------------------------------
+@dataclass
+class _CacheSource:
+    """Reference activations with a position axis: ``cache[hook] [ref_batch, pos, ...]``."""
+
+    cache: Mapping[str, torch.Tensor]
+
+    def get(self, hook_name: str) -> torch.Tensor:
+        if hook_name not in self.cache:
+            raise KeyError(
+                f"the reference cache has no activation for '{hook_name}'; record it with "
+                f"record_reference(model, inputs, [... '{hook_name}' ...])"
+            )
+        return self.cache[hook_name]
+
+
+@dataclass
+class _ConstantSource:
+    """A position-free value ``[ref_batch, ...]`` (zero or a mean), applied at every position."""
+
+    values: Mapping[str, torch.Tensor] | None  # None: zeros
+
+    def get(self, hook_name: str) -> torch.Tensor | None:
+        if self.values is None:
+            return None
+        if hook_name not in self.values:
+            raise KeyError(f"no mean for '{hook_name}'; compute it with mean_activations(model, inputs, ['{hook_name}'])")
+        return self.values[hook_name]
+
+
+@dataclass
+class Intervention:
+    """One rewrite of one component; build with :func:`interpolate`, :func:`patch`,
+    :func:`zero_ablate` or :func:`mean_ablate`.
+
+    ``rows``: batch rows it applies to (``None``: all). ``positions``: absolute positions
+    (``None``: all), e.g. the frames of one word. ``missing``: what to do with positions
+    the reference lacks.
+    """
+
+    component: str | Component
+    source: _CacheSource | _ConstantSource
+    alpha: float = 1.0
+    rows: Sequence[int] | None = None
+    positions: Sequence[int] | range | None = None
+    missing: MissingPolicy = "error"
+    label: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha must be a finite real >= 0 (0 = no change, 1 = full patch), got {self.alpha!r}")
+        if self.missing not in ("error", "keep"):
+            raise ValueError(f"missing must be 'error' or 'keep', got {self.missing!r}")
+
+    def hook(self, model: Any, tracker: PositionTracker | None) -> tuple[str, HookFn]:
+        comp = parse_component(model, self.component)
+        kind = position_kind(comp.hook_name)
+        if kind == "token" and tracker is None:
+            raise ValueError(f"'{comp.hook_name}' is a decoder site: pass a PositionTracker (patched() makes one)")
+        return comp.hook_name, _make_hook_fn(self, comp, kind, tracker)
+
+
+def _index(values: Sequence[int] | range | None, device: torch.device) -> torch.Tensor | None:
+    return None if values is None else torch.as_tensor(list(values), dtype=torch.long, device=device)
+
+
+def _make_hook_fn(iv: Intervention, comp: Component, kind: str, tracker: PositionTracker | None) -> HookFn:
+    alpha = float(iv.alpha)
+
+    def fn(act: torch.Tensor, hook: Any) -> torch.Tensor | None:
+        if alpha == 0.0:
+            return None  # (1 - 0) a + 0 a_ref = a: leave the activation untouched
+        device = act.device
+        batch, n = act.shape[0], act.shape[1]
+        start = tracker.start if kind == "token" else 0
+        rows = _index(iv.rows, device)
+        if rows is None:
+            rows = torch.arange(batch, device=device)
+        elif len(rows) and int(rows.max()) >= batch:
+            raise IndexError(f"intervention on {comp} targets row {int(rows.max())}, but the batch has {batch} rows")
+        abs_pos = torch.arange(start, start + n, device=device)
+        if iv.positions is not None:
+            wanted = _index(iv.positions, device)
+            abs_pos = abs_pos[torch.isin(abs_pos, wanted)]
+
+        if isinstance(iv.source, _CacheSource):
+            ref_full = iv.source.get(comp.hook_name)
+            n_ref = ref_full.shape[1]
+            absent = abs_pos[abs_pos >= n_ref]
+            if len(absent):
+                if iv.missing == "error":
+                    raise MissingPositionError(
+                        f"intervention on {comp}: '{comp.hook_name}' needs {kind} position(s) "
+                        f"{absent.tolist()[:5]}{'...' if len(absent) > 5 else ''} but the reference has "
+                        f"{n_ref} (0-{n_ref - 1}); record the reference over enough tokens/frames, restrict "
+                        f"positions=, or pass missing='keep' to leave those positions unpatched"
+                    )
+                abs_pos = abs_pos[abs_pos < n_ref]
+            ref = ref_full[:, abs_pos.to(ref_full.device)].to(device=device, dtype=act.dtype)
+        else:
+            const = iv.source.get(comp.hook_name)
+            ref = None if const is None else const.to(device=device, dtype=act.dtype).unsqueeze(1)
+        if len(abs_pos) == 0 or len(rows) == 0:
+            return None
+        local = abs_pos - start
+        if ref is not None and ref.shape[0] not in (1, len(rows)):
+            raise ValueError(
+                f"intervention on {comp}: the reference has batch {ref.shape[0]} but it applies to "
+                f"{len(rows)} rows; use a batch-1 reference or one row per selected row"
+            )
+        r, p = rows[:, None], local[None, :]
+        orig = act[r, p] if comp.head is None else act[r, p, comp.head]
+        if ref is None:
+            target = torch.zeros_like(orig)
+        else:
+            target = ref if comp.head is None else ref[:, :, comp.head]
+            target = target.expand_as(orig)
+        new = act.clone()
+        value = target if alpha == 1.0 else (1.0 - alpha) * orig + alpha * target
+        if comp.head is None:
+            new[r, p] = value
+        else:
+            new[r, p, comp.head] = value
+        return new
+
+    return fn
+
+
+# ---- factories --------------------------------------------------------------------------
+def interpolate(
+    component: str | Component,
+    reference: Mapping[str, torch.Tensor],
+    alpha: float = 1.0,
+    *,
+    rows: Sequence[int] | None = None,
+    positions: Sequence[int] | range | None = None,
+    missing: MissingPolicy = "error",
+) -> Intervention:
+    """``a~ = (1 - alpha) a + alpha a_ref`` with ``a_ref`` from a recorded reference cache."""
+    return Intervention(component, _CacheSource(reference), alpha, rows, positions, missing, "interpolate")
+
+
+def patch(
+    component: str | Component,
+    reference: Mapping[str, torch.Tensor],
+    *,
+    rows: Sequence[int] | None = None,
+    positions: Sequence[int] | range | None = None,
+    missing: MissingPolicy = "error",
+) -> Intervention:
+    """``a~ = a_ref``: replace the component's activation by the recorded one."""
+    return Intervention(component, _CacheSource(reference), 1.0, rows, positions, missing, "patch")
+
+
+def zero_ablate(
+    component: str | Component,
+    *,
+    alpha: float = 1.0,
+    rows: Sequence[int] | None = None,
+    positions: Sequence[int] | range | None = None,
+) -> Intervention:
+    """``a~ = (1 - alpha) a`` (``alpha = 1``: the component contributes nothing)."""
+    return Intervention(component, _ConstantSource(None), alpha, rows, positions, "error", "zero")
+
+
+def mean_ablate(
+    component: str | Component,
+    means: Mapping[str, torch.Tensor],
+    *,
+    alpha: float = 1.0,
+    rows: Sequence[int] | None = None,
+    positions: Sequence[int] | range | None = None,
+) -> Intervention:
+    """``a~ = (1 - alpha) a + alpha mean(a)`` with means from :func:`mean_activations`."""
+    return Intervention(component, _ConstantSource(means), alpha, rows, positions, "error", "mean")
+
+
+# ---- applying ---------------------------------------------------------------------------
+def intervention_hooks(
+    model: Any, interventions: Iterable[Intervention], tracker: PositionTracker | None = None
+) -> tuple[list[tuple[str, HookFn]], PositionTracker]:
+    """``(fwd_hooks, tracker)`` for ``model.hooks(fwd_hooks=...)`` / ``run_with_hooks``.
+
+    The tracker's own hooks come first so that every intervention hook sees the current
+    position. Interventions on the same hook compose in the order given.
+    """
+    tracker = tracker or PositionTracker(model)
+    hooks = [iv.hook(model, tracker) for iv in interventions]
+    return tracker.hooks() + hooks, tracker
+
+
+@contextlib.contextmanager
+def patched(model: Any, interventions: Iterable[Intervention]) -> Iterator[PositionTracker]:
+    """Context in which every forward, ``generate`` and ``transcribe`` call is intervened on.
+
+    Hooks are removed on exit, also when the body raises.
+    """
+    hooks, tracker = intervention_hooks(model, interventions)
+    with model.hooks(fwd_hooks=hooks):
+        yield tracker
+
+
+def run_with_interventions(model: Any, interventions: Iterable[Intervention], **forward_kwargs: Any) -> torch.Tensor:
+    """Teacher-forced ``model(**forward_kwargs)`` with the interventions applied."""
+    with patched(model, interventions) as tracker:
+        tracker.reset()
+        return model(**forward_kwargs)
+
+
+def generate_with_interventions(model: Any, interventions: Iterable[Intervention], **generate_kwargs: Any) -> Any:
+    """``model.generate(**generate_kwargs)`` with the interventions live at every step."""
+    with patched(model, interventions) as tracker:
+        tracker.reset()
+        return model.generate(**generate_kwargs)
+
+
+# ---- references -------------------------------------------------------------------------
+def hook_names(model: Any, comps: Iterable[str | Component]) -> list[str]:
+    """The distinct hook names a list of components needs, in first-seen order."""
+    return list(dict.fromkeys(parse_component(model, c).hook_name for c in comps))
+
+
+@torch.no_grad()
+def record_reference(model: Any, forward_kwargs: Mapping[str, Any], comps: Iterable[str | Component]) -> dict[str, torch.Tensor]:
+    """Activations of ``model(**forward_kwargs)`` at the hooks of ``comps``.
+
+    For decoder sites the reference must be teacher-forced on the tokens the target run
+    will see (usually the target's own transcript), so that positions line up:
+    ``model.teacher_forced_inputs(reference_audio, continuation=target_tokens).kwargs``.
+    """
+    names = hook_names(model, comps)
+    _, cache = model.run_with_cache(**forward_kwargs, names_filter=names)
+    return {n: cache[n].detach() for n in names}
+
+
+@torch.no_grad()
+def mean_activations(
+    model: Any, forward_kwargs_list: Iterable[Mapping[str, Any]], comps: Iterable[str | Component]
+) -> dict[str, Float[torch.Tensor, "1 ..."]]:
+    """Mean activation over every item and position of a reference set, per hook.
+
+    ``mean[h] = sum_{items, batch, pos} a / count``, shape ``[1, *feature_shape]`` (for
+    ``hook_z``: ``[1, head, d_head]``), so items of different lengths average correctly.
+    """
+    names = hook_names(model, comps)
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    for kwargs in forward_kwargs_list:
+        _, cache = model.run_with_cache(**kwargs, names_filter=names)
+        for n in names:
+            a = cache[n].double()
+            sums[n] = sums.get(n, 0) + a.sum(dim=(0, 1))
+            counts[n] = counts.get(n, 0) + a.shape[0] * a.shape[1]
+    if not counts:
+        raise ValueError("mean_activations needs at least one reference input")
+    return {n: (sums[n] / counts[n]).float()[None] for n in names}
+
+
+__all__ = [
+    "Intervention",
+    "MissingPositionError",
+    "PositionTracker",
+    "generate_with_interventions",
+    "hook_names",
+    "intervention_hooks",
+    "interpolate",
+    "mean_activations",
+    "mean_ablate",
+    "patch",
+    "patched",
+    "position_kind",
+    "record_reference",
+    "run_with_interventions",
+    "zero_ablate",
+]
