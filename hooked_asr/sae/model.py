@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from transformer_lens import HookedRootModule
 
 from hooked_asr.hooks import HookPoint
@@ -133,6 +133,18 @@ class SparseAutoencoder(HookedRootModule):
             return F.relu(pre)
         vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter(-1, idx, F.relu(vals))
+
+    def topk_sparse(self, pre: Float[torch.Tensor, "batch d_sae"]) -> tuple[torch.Tensor, torch.Tensor]:
+        """TopK activations as ``(indices, values)`` ``[batch, k]`` (values after ReLU)."""
+        vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        return idx, F.relu(vals)
+
+    def decode_sparse(
+        self, idx: Int[torch.Tensor, "batch k"], vals: Float[torch.Tensor, "batch k"]
+    ) -> Float[torch.Tensor, "batch d_in"]:
+        """``sum_j vals_j W_dec[idx_j] + b_dec`` in *scaled* units (no ``/ s``): the TopK
+        training path, ``k / d_sae`` of a dense decode's work (forward and backward)."""
+        return F.embedding_bag(idx, self.W_dec, per_sample_weights=vals, mode="sum") + self.b_dec
 
     def encode(self, x: Float[torch.Tensor, "... d_in"]) -> Float[torch.Tensor, "... d_sae"]:
         """Feature activations ``f`` (through ``hook_sae_acts_pre`` and ``hook_sae_acts``)."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hooked_asr.sae.frames import FrameSource
@@ -139,25 +140,28 @@ class SAETrainer:
             g["lr"] = lr
         xs = x * sae.input_scale
         pre = sae.encode_pre(x)
-        f = sae.activation(pre)
-        x_hat = f @ sae.W_dec + sae.b_dec
-        err = xs - x_hat
-        mse = err.pow(2).sum(-1).mean()
-        loss = mse
         aux = torch.zeros(())
         if scfg.architecture == "relu":
+            f = sae.activation(pre)
+            err = xs - (f @ sae.W_dec + sae.b_dec)
+            mse = err.pow(2).sum(-1).mean()
             l1 = scfg.l1_coefficient * min(1.0, (self.state.step + 1) / max(cfg.l1_warmup_steps, 1))
-            loss = loss + l1 * (f * sae.W_dec.norm(dim=-1)).sum(-1).mean()
+            loss = mse + l1 * (f * sae.W_dec.norm(dim=-1)).sum(-1).mean()
+            active_idx, n_active = (f > 0).nonzero()[:, 1], (f > 0).float().sum(-1)
         else:
+            idx, vals = sae.topk_sparse(pre)
+            err = xs - sae.decode_sparse(idx, vals)
+            mse = err.pow(2).sum(-1).mean()
+            loss = mse
+            active_idx, n_active = idx[vals > 0], (vals > 0).float().sum(-1)
             dead = self.dead_mask()
             n_dead = int(dead.sum())
             if n_dead:
                 k_aux = min(scfg.aux_k or scfg.d_in // 2, n_dead)
-                dead_pre = pre.masked_fill(~dead, float("-inf"))
-                vals, idx = dead_pre.topk(k_aux, dim=-1)
-                f_aux = torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
+                a_vals, a_idx = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1)
+                e_hat = F.embedding_bag(a_idx, sae.W_dec, per_sample_weights=F.relu(a_vals), mode="sum")
                 # The dead features learn to explain what the live ones miss (Gao et al., 2024).
-                aux = (err.detach() - f_aux @ sae.W_dec).pow(2).sum(-1).mean()
+                aux = (err.detach() - e_hat).pow(2).sum(-1).mean()
                 if torch.isfinite(aux):
                     loss = loss + scfg.aux_coefficient * aux
         self.opt.zero_grad(set_to_none=True)
@@ -167,9 +171,8 @@ class SAETrainer:
         sae.set_decoder_norm_to_unit_norm()
 
         with torch.no_grad():
-            fired = (f > 0).any(0)
             self.frames_since_fired += len(x)
-            self.frames_since_fired[fired] = 0
+            self.frames_since_fired[active_idx] = 0
             total_var = (xs - xs.mean(0)).pow(2).sum()
             fvu = float(err.pow(2).sum() / total_var.clamp_min(1e-12))
         self.state.step += 1
@@ -183,7 +186,7 @@ class SAETrainer:
             self.resample_dead(xs.detach(), err.detach())
         return StepStats(
             step=self.state.step, frames=self.state.frames_seen, loss=float(loss.detach()), mse=float(mse.detach()), fvu=fvu,
-            l0=float((f > 0).float().sum(-1).mean()), dead_fraction=float(self.dead_mask().float().mean()),
+            l0=float(n_active.mean()), dead_fraction=float(self.dead_mask().float().mean()),
             aux=float(aux.detach()), lr=lr,
         )
 

@@ -115,3 +115,14 @@ def test_save_load_roundtrip_and_folded_scale(tmp_path):
     meta = json.loads((save_sae(loaded, tmp_path / "b") / "cfg.json").read_text())
     assert meta["architecture"] == "standard" and meta["normalize_activations"] == "none"
     assert meta["hook_layer"] == 1
+
+
+def test_sparse_topk_decode_equals_dense_decode():
+    sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=64, architecture="topk", k=6), seed=4)
+    with torch.no_grad():
+        sae.b_dec.normal_()
+    sae.input_scale.fill_(0.5)
+    x = torch.randn(20, 16)
+    idx, vals = sae.topk_sparse(sae.encode_pre(x))
+    # decode_sparse works in scaled units; decode divides by s.
+    assert torch.allclose(sae.decode_sparse(idx, vals) / sae.input_scale, sae.decode(sae.encode(x)), atol=1e-5)
