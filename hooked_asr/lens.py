@@ -1,0 +1,712 @@
+"""Lenses: what each layer of a speech recognizer already "says".
+
+Logit lens (decoder). Layer ``l``'s residual ``h_l = decoder.blocks.{l}.hook_resid_post`` is read
+as if it were the last layer::
+
+    lens_l = unembed(ln_final(h_l))          # ln_final applied explicitly: hooks never normalise
+
+so ``lens_{L-1}`` *is* the model's logits. Per decoding step ``s`` and layer ``l`` we report the
+top-k tokens, the probability and rank of the token finally chosen at ``s``, and the ranks of the
+tokens chosen at ``s+1`` and ``s+2`` (does a layer already predict the future?). Ranks are
+1-based: ``rank = 1 + #{v : lens[v] > lens[token]}``.
+
+Saturation layer of a step: the earliest layer whose top-1 equals the final prediction (the
+last layer's top-1) and stays equal in every later layer. A token that is right at layer 1,
+wrong at layer 2 and right again from layer 3 saturates at 3.
+
+Encoder lens. For each encoder layer ``l`` the decoder, unchanged, reads
+``finish_encoder(encoder.blocks.{l}.hook_resid_post)`` (the final encoder norm, plus pooling and
+projection on Qwen2-Audio) instead of the encoder output; all layers decode as one batch.
+
+Token similarity. How close the top-5 candidates of a layer are to the finally chosen token:
+cosine of the token embeddings ``W_E`` (meaning), and the phoneme error rate of their espeak-ng
+pronunciations (sound).
+
+Everything goes through hook names and the public model API (``models/base.py``), so the same
+code runs on Whisper and Qwen2-Audio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+
+from hooked_asr.hooks import act_name
+
+# ---------------------------------------------------------------------------------------------
+# names and the lens itself
+# ---------------------------------------------------------------------------------------------
+
+
+def decoder_lens_names(model: Any) -> list[str]:
+    """``decoder.blocks.{l}.hook_resid_post`` for every decoder layer, in order."""
+    return [act_name("resid_post", l, "decoder") for l in range(model.n_layers["decoder"])]
+
+
+def encoder_lens_names(model: Any) -> list[str]:
+    """``encoder.blocks.{l}.hook_resid_post`` for every encoder layer, in order."""
+    return [act_name("resid_post", l, "encoder") for l in range(model.n_layers["encoder"])]
+
+
+def apply_logit_lens(model: Any, resid: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... d_vocab"]:
+    """``unembed(ln_final(resid))``: the decoder's head applied to any residual."""
+    return model.decoder.unembed(model.decoder.ln_final(resid))
+
+
+def token_ranks(
+    logits: Float[torch.Tensor, "... d_vocab"], tokens: Int[torch.Tensor, "..."]
+) -> Int[torch.Tensor, "..."]:
+    """1-based rank of ``tokens`` under ``logits``: ``1 + #{v : logits[v] > logits[token]}`` (ties
+    favour the token, so an argmax has rank 1)."""
+    own = logits.gather(-1, tokens.unsqueeze(-1))
+    return (logits > own).sum(-1) + 1
+
+
+def saturation_layer(
+    top1: Int[torch.Tensor, "layer ..."], final: Int[torch.Tensor, "..."] | None = None
+) -> Int[torch.Tensor, "..."]:
+    """Earliest layer from which ``top1[l] == final`` holds in every later layer.
+
+    ``final`` defaults to the last layer's top-1 (then the answer is at most ``n_layers - 1``).
+    With another ``final`` (e.g. a suppressed greedy choice that the last layer does not rank
+    first) a step whose last layer disagrees gets ``n_layers``: never saturated.
+
+    Maths: with ``a_l = [top1_l == final]``, the answer is ``L - (number of trailing ones of a)``.
+    """
+    if top1.ndim < 1 or top1.shape[0] == 0:
+        raise ValueError(f"top1 must be [layer, ...] with at least one layer, got shape {tuple(top1.shape)}")
+    final = top1[-1] if final is None else final
+    agree = (top1 == final).long()
+    trailing = agree.flip(0).cumprod(0).sum(0)
+    return top1.shape[0] - trailing
+
+
+# ---------------------------------------------------------------------------------------------
+# logit lens results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LogitLensResult:
+    """The logit lens of one transcript (layers = ``decoder.blocks.{l}.hook_resid_post``).
+
+    ``tokens[s]`` is the token chosen at step ``s`` (teacher-forced or generated);
+    ``final[s]`` the last layer's top-1 (differs from ``tokens`` only where the transcript was
+    forced or generation suppressed a token). Ranks are 1-based; ``future_ranks[l, s, j]`` is the
+    rank of ``tokens[s + 1 + j]`` at step ``s`` (0 past the end).
+    """
+
+    tokens: Int[torch.Tensor, "step"]
+    final: Int[torch.Tensor, "step"]
+    layer_names: list[str]
+    topk_ids: Int[torch.Tensor, "layer step k"]
+    topk_probs: Float[torch.Tensor, "layer step k"]
+    chosen_prob: Float[torch.Tensor, "layer step"]
+    chosen_rank: Int[torch.Tensor, "layer step"]
+    future_ranks: Int[torch.Tensor, "layer step n_future"]
+    saturation: Int[torch.Tensor, "step"]
+    token_strs: list[str]
+    prompt: list[int] = field(default_factory=list)
+    text: str | None = None
+    mode: str = "teacher_forced"
+    logits: Float[torch.Tensor, "layer step d_vocab"] | None = None
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_names)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def top1(self) -> Int[torch.Tensor, "layer step"]:
+        return self.topk_ids[..., 0]
+
+    def to_dict(self, token_str: Callable[[int], str] | None = None) -> dict[str, Any]:
+        """JSON-ready summary (no full logits)."""
+        name = token_str or (lambda t: str(t))
+        return {
+            "mode": self.mode,
+            "text": self.text,
+            "prompt": self.prompt,
+            "layers": self.layer_names,
+            "tokens": self.tokens.tolist(),
+            "token_strs": self.token_strs,
+            "final": self.final.tolist(),
+            "saturation": self.saturation.tolist(),
+            "chosen_prob": self.chosen_prob.tolist(),
+            "chosen_rank": self.chosen_rank.tolist(),
+            "future_ranks": self.future_ranks.tolist(),
+            "topk_ids": self.topk_ids.tolist(),
+            "topk_probs": self.topk_probs.tolist(),
+            "topk_strs": [[[name(t) for t in step] for step in layer] for layer in self.topk_ids.tolist()],
+        }
+
+    def table(self, token_str: Callable[[int], str] | None = None, max_steps: int | None = None) -> str:
+        """A readable per-layer table: one row per step, one column per layer, each cell
+        ``top-1 token (p of chosen)``; ``*`` marks the saturation layer."""
+        name = token_str or (lambda t: str(t))
+        steps = range(min(self.n_steps, max_steps or self.n_steps))
+        width = 16
+        head = f"{'step':>4} {'chosen':<14} {'sat':>3} | " + " ".join(f"{'L' + str(l):<{width}}" for l in range(self.n_layers))
+        lines = [head, "-" * len(head)]
+        for s in steps:
+            cells = []
+            for l in range(self.n_layers):
+                mark = "*" if l == int(self.saturation[s]) else " "
+                cell = f"{mark}{_clip(name(int(self.top1[l, s])), 8)} {float(self.chosen_prob[l, s]):.2f}"
+                cells.append(f"{cell:<{width}}")
+            lines.append(f"{s:>4} {_clip(self.token_strs[s], 14):<14} {int(self.saturation[s]):>3} | " + " ".join(cells))
+        return "\n".join(lines)
+
+
+def _clip(s: str, n: int) -> str:
+    s = s.replace("\n", "\\n")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def token_string(model: Any, token: int) -> str:
+    """The text of one token (``<id>`` when the model has no tokenizer or the token has no text)."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        return f"<{token}>"
+    try:
+        s = tok.decode([int(token)])
+    except Exception:  # a tokenizer that refuses special ids: fall back to the id
+        s = ""
+    return s if s else f"<{token}>"
+
+
+@torch.no_grad()
+def summarize_lens(
+    lens_logits: Float[torch.Tensor, "layer step d_vocab"],
+    tokens: Int[torch.Tensor, "step"],
+    top_k: int = 5,
+    n_future: int = 2,
+) -> dict[str, torch.Tensor]:
+    """Top-k, probability / rank of the chosen token, future ranks and saturation from lens logits.
+
+    ``p_l(s) = softmax(lens_logits[l, s])``. Saturation is measured against the last layer's top-1.
+    """
+    if lens_logits.ndim != 3 or lens_logits.shape[1] != tokens.shape[0]:
+        raise ValueError(
+            f"lens_logits must be [layer, step, vocab] with step = len(tokens) = {tokens.shape[0]}, "
+            f"got {tuple(lens_logits.shape)}"
+        )
+    n_layers, n_steps, _ = lens_logits.shape
+    logprobs = F.log_softmax(lens_logits.float(), dim=-1)
+    top_lp, top_ids = logprobs.topk(min(top_k, logprobs.shape[-1]), dim=-1)
+    chosen = tokens.to(logprobs.device).expand(n_layers, -1)
+    chosen_prob = logprobs.gather(-1, chosen.unsqueeze(-1))[..., 0].exp()
+    chosen_rank = token_ranks(logprobs, chosen)
+    future = torch.zeros(n_layers, n_steps, n_future, dtype=torch.long, device=logprobs.device)
+    for j in range(n_future):
+        shift = j + 1
+        if n_steps > shift:
+            future[:, : n_steps - shift, j] = token_ranks(logprobs[:, : n_steps - shift], chosen[:, shift:])
+    return {
+        "topk_ids": top_ids,
+        "topk_probs": top_lp.exp(),
+        "chosen_prob": chosen_prob,
+        "chosen_rank": chosen_rank,
+        "future_ranks": future,
+        "final": top_ids[-1, :, 0],
+        "saturation": saturation_layer(top_ids[..., 0]),
+    }
+
+
+def _result_from_resid(
+    model: Any,
+    resid: Float[torch.Tensor, "layer step d_model"],
+    tokens: Int[torch.Tensor, "step"],
+    layer_names: list[str],
+    top_k: int,
+    n_future: int,
+    keep_logits: bool,
+    **meta: Any,
+) -> LogitLensResult:
+    with torch.no_grad():
+        lens_logits = apply_logit_lens(model, resid)
+    summary = summarize_lens(lens_logits, tokens, top_k=top_k, n_future=n_future)
+    return LogitLensResult(
+        tokens=tokens.cpu(),
+        layer_names=layer_names,
+        token_strs=[token_string(model, t) for t in tokens.tolist()],
+        logits=lens_logits.cpu() if keep_logits else None,
+        **{k: v.cpu() for k, v in summary.items()},
+        **meta,
+    )
+
+
+def _one(out: Any) -> Any:
+    """One TranscriptionResult: ``transcribe`` returns a list for feature tensors, even of batch 1."""
+    if isinstance(out, list):
+        if len(out) != 1:
+            raise ValueError(f"lenses take one audio at a time, got a batch of {len(out)}; loop over them")
+        return out[0]
+    return out
+
+
+def _eos(model: Any) -> int:
+    return int(model.cfg.eos_token_id)
+
+
+@torch.no_grad()
+def logit_lens(
+    model: Any,
+    audio: Any,
+    tokens: Sequence[int] | None = None,
+    *,
+    top_k: int = 5,
+    n_future: int = 2,
+    append_eos: bool = True,
+    keep_logits: bool = False,
+    language: str | None = None,
+    **transcribe_kwargs: Any,
+) -> LogitLensResult:
+    """Logit lens on a teacher-forced transcript.
+
+    ``tokens``: the continuation after the model's prompt (default: the model's own greedy
+    transcript). With ``append_eos`` the end-of-text token is forced too, so the last step shows
+    when each layer knows the utterance is over. Step ``s`` reads position ``prompt_len - 1 + s``
+    (the position whose output predicts ``tokens[s]``).
+    """
+    text = None
+    if tokens is None:
+        out = _one(model.transcribe(audio, language=language, **transcribe_kwargs))
+        tokens, text, language = list(out.tokens), out.text, out.language or language
+    tokens = [int(t) for t in tokens]
+    if append_eos and (not tokens or tokens[-1] != _eos(model)):
+        tokens = tokens + [_eos(model)]
+    if not tokens:
+        raise ValueError("nothing to lens: tokens is empty and append_eos=False")
+    tf_kwargs = {"language": language} if language is not None else {}
+    inputs = model.teacher_forced_inputs(audio, tokens, **tf_kwargs)
+    names = decoder_lens_names(model)
+    _, cache = model.run_with_cache(**inputs.kwargs, names_filter=names)
+    p = inputs.prompt_len
+    resid = torch.stack([cache[n][0, p - 1 : p - 1 + len(tokens)] for n in names])
+    target = inputs.tokens[0, p : p + len(tokens)]
+    return _result_from_resid(
+        model, resid, target, names, top_k, n_future, keep_logits,
+        prompt=inputs.tokens[0, :p].tolist(), text=text, mode="teacher_forced",
+    )
+
+
+@torch.no_grad()
+def logit_lens_generate(
+    model: Any,
+    audio: Any,
+    *,
+    top_k: int = 5,
+    n_future: int = 2,
+    keep_logits: bool = False,
+    **transcribe_kwargs: Any,
+) -> LogitLensResult:
+    """Logit lens during greedy generation: hooks on every decoder layer's ``hook_resid_post``
+    record the newest position at every step of ``model.transcribe(audio)``.
+
+    Steps are the generated tokens, plus the end-of-text step when generation finished. The
+    chosen token is the generated one (after token suppression); probabilities are the lens's
+    unsuppressed softmax.
+    """
+    names = decoder_lens_names(model)
+    captured: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+
+    def grab(resid: torch.Tensor, hook: Any) -> None:
+        if resid.shape[0] != 1:
+            raise ValueError(f"logit_lens_generate lenses one audio at a time; the decoder saw batch {resid.shape[0]}")
+        captured[hook.name].append(resid[0, -1].detach())
+
+    with model.hooks(fwd_hooks=[(n, grab) for n in names]):
+        out = _one(model.transcribe(audio, **transcribe_kwargs))
+    tokens = list(out.tokens) + ([_eos(model)] if out.finished else [])
+    n_steps = len(tokens)
+    if n_steps == 0:
+        raise ValueError("generation produced no step to lens (max_new_tokens=0?)")
+    # Only the last n_steps calls are decoding steps: a model may run the decoder before
+    # generation (Whisper's language detection), and those calls come first.
+    resid = torch.stack([torch.stack(captured[n][-n_steps:]) for n in names])
+    return _result_from_resid(
+        model, resid, torch.tensor(tokens, device=resid.device), names, top_k, n_future, keep_logits,
+        prompt=list(out.prompt), text=out.text, mode="generate",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset-level curves
+# ---------------------------------------------------------------------------------------------
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: Student-t interval ``mean ± t_{(1+c)/2, n-1} · sd / sqrt(n)`` (NaNs dropped)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return (math.nan, math.nan, math.nan)
+    m = float(x.mean())
+    if x.size == 1:
+        return (m, m, m)
+    half = float(stats.t.ppf((1 + confidence) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return (m, m - half, m + half)
+
+
+@dataclass
+class LensCurves:
+    """Dataset-level logit-lens curves (every token of every transcript is one sample).
+
+    Each curve is ``[layer, 3]``: mean, CI low, CI high.
+    """
+
+    layer_names: list[str]
+    n_tokens: int
+    n_transcripts: int
+    chosen_prob: np.ndarray  # p_l(chosen) by layer
+    top1_agreement: np.ndarray  # P(top1_l == final) by layer
+    log_rank: np.ndarray  # log10 rank of the chosen token by layer
+    future_log_rank: np.ndarray  # [n_future, layer, 3]: log10 rank of token s+1+j
+    saturation: tuple[float, float, float]  # mean, CI low, CI high (layer index)
+    saturation_fraction: tuple[float, float, float]  # the same divided by (n_layers - 1)
+    saturation_hist: np.ndarray  # [n_layers + 1] counts; the last bin counts "never"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": self.layer_names,
+            "n_tokens": self.n_tokens,
+            "n_transcripts": self.n_transcripts,
+            "chosen_prob": self.chosen_prob.tolist(),
+            "top1_agreement": self.top1_agreement.tolist(),
+            "log10_rank": self.log_rank.tolist(),
+            "future_log10_rank": self.future_log_rank.tolist(),
+            "saturation_mean_ci": list(self.saturation),
+            "saturation_fraction_mean_ci": list(self.saturation_fraction),
+            "saturation_hist": self.saturation_hist.tolist(),
+        }
+
+
+def lens_curves(results: Sequence[LogitLensResult], confidence: float = 0.95) -> LensCurves:
+    """Mean curves over every step of every result, with Student-t confidence intervals."""
+    if not results:
+        raise ValueError("lens_curves needs at least one LogitLensResult")
+    n_layers = results[0].n_layers
+    if any(r.n_layers != n_layers for r in results):
+        raise ValueError(f"results mix models: layer counts {sorted({r.n_layers for r in results})}")
+
+    def cat(get: Callable[[LogitLensResult], torch.Tensor]) -> np.ndarray:
+        return torch.cat([get(r).float() for r in results], dim=-1).numpy()
+
+    def curve(x: np.ndarray) -> np.ndarray:  # x: [layer, n]
+        return np.array([mean_ci(row, confidence) for row in x])
+
+    prob = cat(lambda r: r.chosen_prob)
+    agree = cat(lambda r: (r.top1 == r.final).float())
+    log_rank = np.log10(cat(lambda r: r.chosen_rank))
+    n_future = results[0].future_ranks.shape[-1]
+    fut = []
+    for j in range(n_future):
+        # Only steps that have a token s+1+j.
+        parts = [r.future_ranks[:, : max(r.n_steps - 1 - j, 0), j].float() for r in results]
+        fut.append(curve(np.log10(torch.cat(parts, dim=-1).numpy())))
+    sat = cat(lambda r: r.saturation)
+    return LensCurves(
+        layer_names=list(results[0].layer_names),
+        n_tokens=int(prob.shape[1]),
+        n_transcripts=len(results),
+        chosen_prob=curve(prob),
+        top1_agreement=curve(agree),
+        log_rank=curve(log_rank),
+        future_log_rank=np.stack(fut) if fut else np.zeros((0, n_layers, 3)),
+        saturation=mean_ci(sat, confidence),
+        saturation_fraction=mean_ci(sat / max(n_layers - 1, 1), confidence),
+        saturation_hist=np.bincount(sat.astype(int), minlength=n_layers + 1),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# token similarity
+# ---------------------------------------------------------------------------------------------
+
+
+def edit_distance(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Levenshtein distance (unit insert / delete / substitute)."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def phoneme_error_rate(reference: str, hypothesis: str) -> float:
+    """``edit_distance(ref, hyp) / len(ref)`` over phoneme symbols (characters, whitespace and
+    stress marks dropped); NaN when the reference has no phonemes."""
+    ref, hyp = _phoneme_symbols(reference), _phoneme_symbols(hypothesis)
+    return edit_distance(ref, hyp) / len(ref) if ref else math.nan
+
+
+def _phoneme_symbols(ipa: str) -> list[str]:
+    return [c for c in ipa if not c.isspace() and c not in "ˈˌ"]
+
+
+def _phonemizer(voice: str) -> Callable[[str], str]:
+    try:
+        from hooked_asr.datasets.espeak import phonemize
+    except ImportError as err:
+        raise RuntimeError(
+            "phoneme similarity needs hooked_asr.datasets.espeak.phonemize (espeak-ng through "
+            f"espeakng-loader), which could not be imported ({err}); install espeakng-loader "
+            "(pip install espeakng-loader) or pass phonemes=False"
+        ) from err
+
+    def run(text: str) -> str:
+        out = phonemize(text, voice=voice)
+        return " ".join(out) if isinstance(out, (list, tuple)) else str(out)
+
+    return run
+
+
+@dataclass
+class TokenSimilarity:
+    """Similarity between the chosen token and each layer's top-k candidates.
+
+    ``cosine[l, s, j]`` = cos(W_E[chosen_s], W_E[topk_ids[l, s, j]]); ``per[l, s, j]`` the phoneme
+    error rate of candidate j's pronunciation against the chosen token's. Candidates equal to the
+    chosen token, and tokens without letters, are NaN when ``exclude_chosen``.
+    """
+
+    cosine: Float[torch.Tensor, "layer step k"]
+    per: Float[torch.Tensor, "layer step k"] | None
+
+    def by_layer(self) -> dict[str, list[float]]:
+        out = {"cosine": torch.nanmean(self.cosine.flatten(1), dim=1).tolist()}
+        if self.per is not None:
+            out["per"] = torch.nanmean(self.per.flatten(1), dim=1).tolist()
+        return out
+
+
+@torch.no_grad()
+def token_similarity(
+    model: Any,
+    result: LogitLensResult,
+    k: int = 5,
+    phonemes: bool = True,
+    voice: str = "en-us",
+    exclude_chosen: bool = True,
+) -> TokenSimilarity:
+    """Meaning (embedding cosine) and sound (phoneme error rate) of the top-k candidates per layer
+    relative to the chosen token. ``phonemes=True`` needs espeak-ng (a clear error otherwise)."""
+    ids = result.topk_ids[..., :k]
+    if ids.shape[-1] < k:
+        raise ValueError(f"the lens kept top-{ids.shape[-1]}; rerun it with top_k >= {k}")
+    W_E = model.decoder.W_E.detach().float()
+    emb = F.normalize(W_E, dim=-1)
+    chosen = result.tokens.to(W_E.device)
+    cos = (emb[ids.to(W_E.device)] * emb[chosen][None, :, None]).sum(-1).cpu()
+    same = ids == result.tokens[None, :, None]
+    if exclude_chosen:
+        cos = cos.masked_fill(same, math.nan)
+    per = None
+    if phonemes:
+        phon = _phonemizer(voice)
+        memo: dict[int, str | None] = {}
+
+        def pron(t: int) -> str | None:
+            if t not in memo:
+                text = token_string(model, t).strip()
+                memo[t] = phon(text) if any(c.isalpha() for c in text) and not text.startswith("<") else None
+            return memo[t]
+
+        per = torch.full(ids.shape, math.nan)
+        for s, c in enumerate(result.tokens.tolist()):
+            ref = pron(c)
+            if ref is None:
+                continue
+            for l in range(ids.shape[0]):
+                for j, t in enumerate(ids[l, s].tolist()):
+                    if exclude_chosen and t == c:
+                        continue
+                    hyp = pron(t)
+                    if hyp is not None:
+                        per[l, s, j] = phoneme_error_rate(ref, hyp)
+    return TokenSimilarity(cosine=cos, per=per)
+
+
+# ---------------------------------------------------------------------------------------------
+# encoder lens
+# ---------------------------------------------------------------------------------------------
+
+
+def find_repetition_loop(tokens: Sequence[int], min_repeats: int = 3, min_tokens: int = 6) -> tuple[int, int] | None:
+    """``(period, repeats)`` of the longest back-to-back repetition of a block of tokens with at
+    least ``min_repeats`` copies spanning at least ``min_tokens`` tokens, else None.
+
+    ``[a b a b a b]`` -> ``(2, 3)``; a word said twice is not a loop.
+    """
+    n = len(tokens)
+    best: tuple[int, int] | None = None
+    for period in range(1, n // min_repeats + 1):
+        for start in range(0, n - period * min_repeats + 1):
+            reps = 1
+            while start + (reps + 1) * period <= n and tokens[start + reps * period : start + (reps + 1) * period] == tokens[start : start + period]:
+                reps += 1
+            if reps >= min_repeats and period * reps >= min_tokens and (best is None or period * reps > best[0] * best[1]):
+                best = (period, reps)
+    return best
+
+
+@dataclass
+class EncoderLensLayer:
+    """The transcript the unchanged decoder produces from encoder layer ``layer``."""
+
+    layer: int
+    tokens: list[int]
+    text: str | None
+    finished: bool
+    empty: bool
+    repetition_loop: bool
+    matches_final_prefix: bool  # non-empty and a prefix of the final transcript's tokens
+    common_prefix: int  # tokens shared with the start of the final transcript
+    wer: float | None  # word error rate against the final transcript (None without text)
+
+
+@dataclass
+class EncoderLensResult:
+    layers: list[EncoderLensLayer]
+    final: Any  # the ordinary TranscriptionResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "final": {"text": self.final.text, "tokens": list(self.final.tokens)},
+            "layers": [vars(l) for l in self.layers],
+        }
+
+    def table(self) -> str:
+        lines = [f"{'layer':>5} {'flags':<14} {'wer':>5}  transcript", "-" * 72]
+        for r in self.layers:
+            flags = ",".join(f for f, on in [("empty", r.empty), ("loop", r.repetition_loop),
+                                             ("prefix", r.matches_final_prefix), ("cut", not r.finished)] if on)
+            wer = "" if r.wer is None else f"{r.wer:.2f}"
+            text = r.text if r.text is not None else " ".join(map(str, r.tokens))
+            lines.append(f"{r.layer:>5} {flags:<14} {wer:>5}  {_clip(text, 120)}")
+        lines.append(f"{'final':>5} {'':<14} {'':>5}  {self.final.text if self.final.text is not None else self.final.tokens}")
+        return "\n".join(lines)
+
+
+def _word_error_rate(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    ref, hyp = reference.strip().lower(), hypothesis.strip().lower()
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return float(jiwer.wer(ref, hyp if hyp else ""))
+
+
+@torch.no_grad()
+def encoder_lens_states(model: Any, features: dict[str, torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
+    """``finish_encoder(encoder.blocks.{l}.hook_resid_post)`` for each ``l`` in ``layers``, stacked
+    on the batch axis: ``[len(layers) * batch, ..., d_model]``. One encoder pass (hooks read every
+    layer), equal to ``finish_encoder(encode(features, stop_at_layer=l + 1))``."""
+    names = [act_name("resid_post", l, "encoder") for l in layers]
+    grabbed: dict[str, torch.Tensor] = {}
+
+    def grab(resid: torch.Tensor, hook: Any) -> None:
+        grabbed[hook.name] = resid
+
+    with model.hooks(fwd_hooks=[(n, grab) for n in names]):
+        model.encode(**features)
+    return torch.cat([model.finish_encoder(grabbed[n], **features) for n in names], dim=0)
+
+
+@torch.no_grad()
+def encoder_lens(
+    model: Any,
+    audio: Any,
+    layers: Sequence[int] | None = None,
+    max_new_tokens: int | None = None,
+    language: str | None = None,
+    final: Any | None = None,
+) -> EncoderLensResult:
+    """Decode from every encoder layer with the unchanged decoder, all layers in one batch.
+
+    ``final`` is the ordinary transcript (computed when not given); its prompt is reused for every
+    layer. ``max_new_tokens`` defaults to ``max(2 * len(final) + 10, 32)``: longer outputs are
+    loops, and an uncapped loop would decode to the context limit.
+    """
+    n_enc = model.n_layers["encoder"]
+    layers = list(range(n_enc)) if layers is None else [int(l) for l in layers]
+    bad = [l for l in layers if not 0 <= l < n_enc]
+    if bad:
+        raise ValueError(f"encoder layers {bad} out of range: the encoder has {n_enc} blocks (0-{n_enc - 1})")
+    features = model.prepare_features(audio)
+    main = next(iter(features))
+    if features[main].shape[0] != 1:
+        raise ValueError(f"encoder_lens takes one audio, got a batch of {features[main].shape[0]}")
+    if final is None:
+        final = _one(model.transcribe(audio, language=language))
+    states = encoder_lens_states(model, features, layers)
+    batch = {k: v.expand(len(layers), *v.shape[1:]) for k, v in features.items()}
+    if max_new_tokens is None:
+        max_new_tokens = max(2 * len(final.tokens) + 10, 32)
+    main_input = batch.pop(main)
+    out = model.generate(main_input, final.prompt, max_new_tokens=max_new_tokens, encoder_hidden_states=states, **batch)
+    eos = _eos(model)
+    rows = []
+    for i, layer in enumerate(layers):
+        toks = out.tokens[i].tolist()
+        if eos in toks:
+            toks = toks[: toks.index(eos)]
+        text = model.tokenizer.decode(toks).strip() if getattr(model, "tokenizer", None) is not None else None
+        common = 0
+        while common < min(len(toks), len(final.tokens)) and toks[common] == final.tokens[common]:
+            common += 1
+        rows.append(
+            EncoderLensLayer(
+                layer=layer,
+                tokens=toks,
+                text=text,
+                finished=bool(out.finished[i]),
+                empty=(not toks) or (text is not None and not text.strip()),
+                repetition_loop=find_repetition_loop(toks) is not None,
+                matches_final_prefix=bool(toks) and common == len(toks),
+                common_prefix=common,
+                wer=_word_error_rate(final.text, text) if text is not None and final.text is not None else None,
+            )
+        )
+    return EncoderLensResult(layers=rows, final=final)
+
+
+__all__ = [
+    "LogitLensResult",
+    "LensCurves",
+    "TokenSimilarity",
+    "EncoderLensLayer",
+    "EncoderLensResult",
+    "apply_logit_lens",
+    "decoder_lens_names",
+    "encoder_lens_names",
+    "edit_distance",
+    "encoder_lens",
+    "encoder_lens_states",
+    "find_repetition_loop",
+    "lens_curves",
+    "logit_lens",
+    "logit_lens_generate",
+    "mean_ci",
+    "phoneme_error_rate",
+    "saturation_layer",
+    "summarize_lens",
+    "token_ranks",
+    "token_similarity",
+    "token_string",
+]
