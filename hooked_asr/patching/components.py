@@ -77,6 +77,8 @@ def parse_component(model: Any, spec: "str | Component") -> Component:
         return Component(spec, spec, None, stack, int(lm.group(1)) if lm else None, "hook")
     stack, layer, kind = m.group("stack"), int(m.group("layer")), m.group("kind")
     head = None if m.group("head") is None else int(m.group("head"))
+    if kind == "mlp" and head is not None:
+        raise ComponentError(f"cannot parse component {spec!r}: an MLP has no heads; use '{stack}.blocks.{layer}.mlp'")
     if head is None:
         hook = f"{stack}.blocks.{layer}.{_WHOLE_HOOK[kind]}"
     else:

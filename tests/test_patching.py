@@ -1,0 +1,409 @@
+"""Interventions: the properties that make a patch mean what it says.
+
+Each test builds its expectation independently (a second forward, the cached activations,
+the head-explicit weights) rather than trusting the intervention code.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hooked_asr.patching import (
+    ComponentError,
+    MissingPositionError,
+    SweepItem,
+    attribution_patching,
+    components,
+    continuation_logprob,
+    contains_word,
+    generate_with_interventions,
+    interpolate,
+    mean_ablate,
+    mean_activations,
+    other_utterance,
+    parse_component,
+    patch,
+    patched,
+    patching_effects,
+    record_reference,
+    rms,
+    run_with_interventions,
+    silence,
+    sweep,
+    white_noise,
+    word_error_rate,
+    word_restored,
+    zero_ablate,
+)
+
+CONT = [11, 22, 33, 44, 55]
+
+
+@pytest.fixture(scope="module")
+def model():
+    from conftest import make_hf_whisper
+
+    from hooked_asr import HookedWhisper
+
+    return HookedWhisper.from_hf(make_hf_whisper("en-80mel"))
+
+
+@pytest.fixture(scope="module")
+def feats(model):
+    g = torch.Generator().manual_seed(0)
+    shape = (1, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames)
+    return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+
+
+@pytest.fixture(scope="module")
+def tf(model, feats):
+    return model.teacher_forced_inputs(feats[0], CONT), model.teacher_forced_inputs(feats[1], CONT)
+
+
+def _n_hooks(model):
+    return sum(len(hp.fwd_hooks) + len(hp._forward_hooks) for hp in model.hook_dict.values())
+
+
+def _cache(model, kwargs, names):
+    return model.run_with_cache(**kwargs, names_filter=names)
+
+
+# ---- component language -----------------------------------------------------------------
+def test_component_strings_map_to_hooks_and_heads(model):
+    c = parse_component(model, "decoder.blocks.1.cross_attn.head.3")
+    assert (c.hook_name, c.head, c.layer, c.kind, c.stack) == ("decoder.blocks.1.cross_attn.hook_z", 3, 1, "cross_attn", "decoder")
+    assert parse_component(model, "encoder.blocks.0.attn").hook_name == "encoder.blocks.0.hook_attn_out"
+    assert parse_component(model, "decoder.blocks.0.cross_attn").hook_name == "decoder.blocks.0.hook_cross_attn_out"
+    assert parse_component(model, "encoder.blocks.1.mlp").hook_name == "encoder.blocks.1.hook_mlp_out"
+    assert parse_component(model, "decoder.blocks.0.attn.head.2").hook_name == "decoder.blocks.0.attn.hook_z"
+    assert parse_component(model, "encoder.hook_out").head is None
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("decoder.blocks.7.mlp", "the decoder has 2 blocks (0-1)"),
+    ("encoder.blocks.0.cross_attn", "lacks"),
+    ("decoder.blocks.0.attn.head.4", "the decoder has 4 heads (0-3)"),
+    ("decoder.blocks.0.mlp.head.1", "cannot parse"),
+    ("decoder.blocks.0.hook_attn", "did you mean"),
+])
+def test_bad_components_are_explained(model, bad, says):
+    with pytest.raises(ComponentError, match=bad.replace(".", r"\.")) as e:
+        parse_component(model, bad)
+    assert says in str(e.value)
+
+
+def test_components_enumerates_every_head_and_mlp(model):
+    L, H = 2, 4  # en-80mel: 2 layers, 4 heads in both stacks
+    comps = components(model)
+    assert len(comps) == L * (H + 1) + L * (2 * H + 1)
+    assert len({c.name for c in comps}) == len(comps)
+    whole = components(model, heads=False)
+    assert [c.name for c in whole if c.stack == "decoder" and c.layer == 0] == [
+        "decoder.blocks.0.attn", "decoder.blocks.0.cross_attn", "decoder.blocks.0.mlp"]
+    assert {c.kind for c in components(model, kinds=["cross_attn"])} == {"cross_attn"}
+
+
+# ---- core properties --------------------------------------------------------------------
+def test_alpha_zero_changes_nothing(model, tf):
+    t, r = tf
+    comps = components(model)
+    cache = record_reference(model, r.kwargs, comps)
+    clean = model(**t.kwargs)
+    out = run_with_interventions(model, [interpolate(c, cache, 0.0) for c in comps], **t.kwargs)
+    assert torch.equal(out, clean)
+
+
+def test_patching_with_own_cache_changes_nothing(model, tf, feats):
+    t, _ = tf
+    comps = components(model) + components(model, heads=False)
+    own = record_reference(model, t.kwargs, comps)
+    clean = model(**t.kwargs)
+    for alpha in (1.0, 0.5, 2.0):
+        out = run_with_interventions(model, [interpolate(c, own, alpha) for c in comps], **t.kwargs)
+        torch.testing.assert_close(out, clean, atol=1e-5, rtol=1e-5)
+    # and during generation, with the cache recorded on the clean transcript
+    prompt = t.tokens[0, : t.prompt_len]
+    gen = model.generate(feats[0], prompt, max_new_tokens=8)
+    own = record_reference(model, model.teacher_forced_inputs(feats[0], gen.tokens[0].tolist()).kwargs, comps)
+    out = generate_with_interventions(model, [patch(c, own) for c in comps], input_features=feats[0],
+                                      prompt_ids=prompt, max_new_tokens=8)
+    assert torch.equal(out.tokens, gen.tokens)
+
+
+def test_patching_a_whole_stack_reproduces_the_reference_run(model, tf):
+    t, r = tf
+    last = model.n_layers["encoder"] - 1
+    names = ["encoder.hook_out", f"encoder.blocks.{last}.hook_resid_post", f"decoder.blocks.{model.n_layers['decoder'] - 1}.hook_resid_post"]
+    ref_logits, ref = _cache(model, r.kwargs, names)
+    # every encoder frame of the last block's output -> the encoder output is the reference's
+    with patched(model, [patch(names[1], ref)]) as tr:
+        tr.reset()
+        _, c = _cache(model, t.kwargs, ["encoder.hook_out"])
+    torch.testing.assert_close(c["encoder.hook_out"], ref["encoder.hook_out"], atol=1e-5, rtol=1e-5)
+    # the encoder output -> the decoder sees the reference audio: logits are the reference run's
+    out = run_with_interventions(model, [patch("encoder.hook_out", ref)], **t.kwargs)
+    torch.testing.assert_close(out, ref_logits, atol=1e-5, rtol=1e-5)
+    # the decoder's last residual at every position -> logits are the reference run's
+    out = run_with_interventions(model, [patch(names[2], ref)], **t.kwargs)
+    torch.testing.assert_close(out, ref_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_patching_the_encoder_output_during_generation_gives_the_reference_transcript(model, feats):
+    f, fr = feats
+    prompt = model.teacher_forced_inputs(f).tokens[0]
+    ref_gen = model.generate(fr, prompt, max_new_tokens=8)
+    ref = record_reference(model, {"input_features": fr, "decoder_input_ids": prompt[None]}, ["encoder.hook_out"])
+    out = generate_with_interventions(model, [patch("encoder.hook_out", ref)], input_features=f, prompt_ids=prompt, max_new_tokens=8)
+    assert torch.equal(out.tokens, ref_gen.tokens)
+
+
+@pytest.mark.parametrize("comp", ["decoder.blocks.1.cross_attn.head.2", "encoder.blocks.0.attn.head.1", "decoder.blocks.0.attn.head.3"])
+def test_head_patch_changes_only_that_head(model, tf, comp):
+    t, r = tf
+    c = parse_component(model, comp)
+    stack, layer, kind = c.stack, c.layer, c.kind
+    out_hook = f"{stack}.blocks.{layer}.hook_{'cross_attn' if kind == 'cross_attn' else 'attn'}_out"
+    names = [c.hook_name, out_hook]
+    _, clean = _cache(model, t.kwargs, names)
+    _, ref = _cache(model, r.kwargs, names)
+    with patched(model, [patch(comp, ref)]) as tr:
+        tr.reset()
+        _, new = _cache(model, t.kwargs, names)
+    z, z0, zr = new[c.hook_name], clean[c.hook_name], ref[c.hook_name]
+    others = [h for h in range(z.shape[2]) if h != c.head]
+    assert torch.equal(z[:, :, others], z0[:, :, others])
+    assert torch.equal(z[:, :, c.head], zr[:, :, c.head])
+    # the block output moves by exactly (z_ref,h - z_h) W_O[h]
+    attn = getattr(getattr(model, stack).blocks[layer], kind)
+    want = clean[out_hook] + (zr[:, :, c.head] - z0[:, :, c.head]) @ attn.W_O[c.head]
+    torch.testing.assert_close(new[out_hook], want, atol=1e-5, rtol=1e-5)
+
+
+def test_interpolation_zero_and_mean_ablation_values(model, tf, feats):
+    t, r = tf
+    name = "encoder.blocks.1.hook_mlp_out"
+    _, clean = _cache(model, t.kwargs, [name, "decoder.blocks.0.attn.hook_z"])
+    _, ref = _cache(model, r.kwargs, [name])
+    for alpha in (0.3, 1.0, 2.5):
+        with patched(model, [interpolate("encoder.blocks.1.mlp", ref, alpha)]):
+            _, c = _cache(model, t.kwargs, [name])
+        torch.testing.assert_close(c[name], (1 - alpha) * clean[name] + alpha * ref[name], atol=1e-6, rtol=1e-5)
+    with patched(model, [zero_ablate("encoder.blocks.1.mlp")]):
+        _, c = _cache(model, t.kwargs, [name])
+    assert torch.equal(c[name], torch.zeros_like(c[name]))
+    # mean over two reference inputs and all positions, per head
+    kw = [t.kwargs, r.kwargs]
+    means = mean_activations(model, kw, ["decoder.blocks.0.attn.head.1"])
+    zs = torch.cat([_cache(model, k, ["decoder.blocks.0.attn.hook_z"])[1]["decoder.blocks.0.attn.hook_z"] for k in kw], 1)
+    with patched(model, [mean_ablate("decoder.blocks.0.attn.head.1", means)]) as tr:
+        tr.reset()
+        _, c = _cache(model, t.kwargs, ["decoder.blocks.0.attn.hook_z"])
+    z = c["decoder.blocks.0.attn.hook_z"]
+    torch.testing.assert_close(z[:, :, 1], zs[:, :, 1].mean(1, keepdim=True).expand_as(z[:, :, 1]), atol=1e-6, rtol=1e-5)
+    assert torch.equal(z[:, :, 0], clean["decoder.blocks.0.attn.hook_z"][:, :, 0])
+
+
+def test_alpha_must_be_non_negative(model):
+    with pytest.raises(ValueError, match="alpha must be a finite real >= 0"):
+        interpolate("encoder.blocks.0.mlp", {}, -0.5)
+
+
+def test_rows_and_positions_restrict_the_patch(model, tf):
+    t, r = tf
+    name = "decoder.blocks.0.hook_mlp_out"
+    kw2 = {k: v.expand(2, *v.shape[1:]) for k, v in t.kwargs.items()}
+    _, clean = _cache(model, kw2, [name])
+    _, ref = _cache(model, r.kwargs, [name])
+    with patched(model, [patch("decoder.blocks.0.mlp", ref, rows=[1], positions=[2, 4])]) as tr:
+        tr.reset()
+        _, c = _cache(model, kw2, [name])
+    a = c[name]
+    assert torch.equal(a[0], clean[name][0])
+    assert torch.equal(a[1, [2, 4]], ref[name][0, [2, 4]])
+    keep = [p for p in range(a.shape[1]) if p not in (2, 4)]
+    assert torch.equal(a[1, keep], clean[name][1, keep])
+
+
+# ---- generation -------------------------------------------------------------------------
+def test_decoder_patch_is_the_same_with_and_without_kv_cache(model, feats, tf):
+    f, fr = feats
+    prompt = tf[0].tokens[0, : tf[0].prompt_len]
+    clean = model.generate(f, prompt, max_new_tokens=10)
+    ref = record_reference(model, model.teacher_forced_inputs(fr, clean.tokens[0].tolist()).kwargs,
+                           ["decoder.blocks.1.attn.head.0", "decoder.blocks.0.mlp"])
+    ivs = [patch("decoder.blocks.1.attn.head.0", ref, missing="keep"), interpolate("decoder.blocks.0.mlp", ref, 0.7, missing="keep")]
+    a = generate_with_interventions(model, ivs, input_features=f, prompt_ids=prompt, max_new_tokens=10, use_cache=True)
+    b = generate_with_interventions(model, ivs, input_features=f, prompt_ids=prompt, max_new_tokens=10, use_cache=False)
+    assert torch.equal(a.tokens, b.tokens)
+    assert not torch.equal(a.tokens, clean.tokens)  # the patch did something
+
+
+def test_hooks_see_absolute_positions_during_cached_generation(model, feats, tf):
+    f, _ = feats
+    prompt = tf[0].tokens[0, : tf[0].prompt_len]
+    n_new = 6
+    # a reference whose value at position p is p: what a hook gets tells which position it was given
+    d = model.cfg.decoder.d_model
+    ref = {"decoder.blocks.0.hook_mlp_out": torch.arange(len(prompt) + n_new, dtype=torch.float)[None, :, None].expand(1, -1, d)}
+    seen = []
+    with patched(model, [patch("decoder.blocks.0.mlp", ref)]):
+        with model.hooks(fwd_hooks=[("decoder.blocks.0.hook_mlp_out", lambda a, hook: seen.append(a[0, :, 0].tolist()))]):
+            model.generate(f, prompt, max_new_tokens=n_new, eos_token_id=-1)
+    flat = [p for call in seen for p in call]
+    assert flat == list(range(len(prompt) + n_new - 1))
+
+
+def test_missing_positions_raise_or_are_kept(model, feats, tf):
+    f, fr = feats
+    t = tf[0]
+    prompt = t.tokens[0, : t.prompt_len]
+    short = record_reference(model, model.teacher_forced_inputs(fr, [5, 6]).kwargs, ["decoder.blocks.0.mlp"])
+    before = _n_hooks(model)
+    with pytest.raises(MissingPositionError, match="missing='keep'"):
+        generate_with_interventions(model, [patch("decoder.blocks.0.mlp", short)], input_features=f,
+                                    prompt_ids=prompt, max_new_tokens=8, eos_token_id=-1)
+    assert _n_hooks(model) == before
+    # teacher-forced: positions past the reference keep their clean values
+    name = "decoder.blocks.0.hook_mlp_out"
+    _, clean = _cache(model, t.kwargs, [name])
+    with patched(model, [patch("decoder.blocks.0.mlp", short, missing="keep")]) as tr:
+        tr.reset()
+        _, c = _cache(model, t.kwargs, [name])
+    n = short[name].shape[1]
+    assert torch.equal(c[name][:, :n], short[name])
+    assert torch.equal(c[name][:, n:], clean[name][:, n:])
+
+
+def test_no_hook_remains_after_an_exception(model, tf):
+    t, r = tf
+    ref = record_reference(model, r.kwargs, ["encoder.blocks.0.mlp"])
+    before = _n_hooks(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        with patched(model, [patch("encoder.blocks.0.mlp", ref), zero_ablate("decoder.blocks.1.cross_attn.head.0")]):
+            assert _n_hooks(model) > before
+            raise RuntimeError("boom")
+    assert _n_hooks(model) == before
+
+    def bad(comp, rows, cache):  # an intervention whose hook raises mid-forward
+        iv = zero_ablate(comp, rows=[99])
+        return iv
+    with pytest.raises(IndexError, match="row 99"):
+        run_with_interventions(model, [bad("decoder.blocks.0.mlp", None, None)], **t.kwargs)
+    assert _n_hooks(model) == before
+
+
+# ---- sweeps -----------------------------------------------------------------------------
+def _items(model, n=2):
+    g = torch.Generator().manual_seed(3)
+    shape = (1, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames)
+    return [SweepItem(f"item{k}", torch.randn(shape, generator=g), reference=torch.randn(shape, generator=g)) for k in range(n)]
+
+
+def test_batched_sweep_equals_one_at_a_time_and_single_patches(model):
+    items = _items(model)
+    comps = components(model, layers=[1])
+    kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False)
+    batched = sweep(model, items, comps, "interpolate", 0.8, batch_size=7, **kw)
+    single = sweep(model, items, comps, "interpolate", 0.8, batch_size=1, **kw)
+    assert len(batched.table) == len(comps) * len(items)
+    np.testing.assert_allclose(batched.table["value"], single.table["value"], atol=1e-4)
+    # one row checked against a hand-made patch of that component alone
+    it, c = items[1], comps[5]
+    gen = model.generate(it.audio, model.teacher_forced_inputs(it.audio).tokens[0], max_new_tokens=6)
+    toks = gen.tokens[0].tolist()
+    toks = toks[: toks.index(model.cfg.eos_token_id)] if model.cfg.eos_token_id in toks else toks
+    t = model.teacher_forced_inputs(it.audio, toks)
+    ref = record_reference(model, model.teacher_forced_inputs(it.reference, toks).kwargs, [c])
+    want = continuation_logprob(run_with_interventions(model, [interpolate(c, ref, 0.8)], **t.kwargs), t.tokens, t.prompt_len)
+    got = batched.table.query("component == @c.name and item == @it.id")["value"].item()
+    assert got == pytest.approx(float(want.detach()), abs=1e-4)
+
+
+def test_generation_sweep_batched_matches_single(model):
+    items = _items(model, 1)
+    comps = components(model, heads=False)
+    kw = dict(metrics=["changed", "n_tokens"], missing="keep", max_new_tokens=8, progress=False)
+    a = sweep(model, items, comps, "interpolate", 1.0, batch_size=len(comps), **kw)
+    b = sweep(model, items, comps, "interpolate", 1.0, batch_size=1, **kw)
+    assert a.table["value"].tolist() == b.table["value"].tolist()
+    assert a.n_batched_runs == 1 and b.n_batched_runs == len(comps)
+
+
+def test_sweep_resumes_from_its_results_file(model, tmp_path):
+    items = _items(model)
+    comps = components(model, heads=False)
+    path = tmp_path / "sweep.jsonl"
+    kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False, results_path=path)
+    sweep(model, items, comps[:3], "zero", **kw)
+    calls = []
+
+    def counting(comp, rows, cache):
+        calls.append(comp.name)
+        return zero_ablate(comp, rows=rows)
+    counting.__name__ = "zero"  # same config as the first run
+    full = sweep(model, items, comps, counting, **kw)
+    assert sorted(set(calls)) == sorted(c.name for c in comps[3:])
+    fresh = sweep(model, items, comps, "zero", **{**kw, "results_path": None})
+    merged = full.table.sort_values(["item", "component"])["value"].to_numpy()
+    np.testing.assert_allclose(merged, fresh.table.sort_values(["item", "component"])["value"].to_numpy(), atol=1e-5)
+    assert json.loads(path.read_text().splitlines()[0])["config"]["intervention"] == "zero"
+    with pytest.raises(ValueError, match="different sweep"):
+        sweep(model, items, comps, "zero", alpha=0.5, **kw)
+
+
+def test_heatmap_is_layer_by_head(model):
+    items = _items(model, 1)
+    comps = components(model, kinds=["cross_attn"])
+    res = sweep(model, items, comps, "zero", mode="teacher_forced", metrics=["logprob"], max_new_tokens=5, progress=False)
+    grid, layers = res.heatmap("logprob", "decoder", "cross_attn")
+    assert grid.shape == (2, 4) and layers == [0, 1]
+    row = res.table.query("component == 'decoder.blocks.1.cross_attn.head.3'")["value"].item()
+    assert grid[1, 3] == row
+
+
+# ---- attribution patching ---------------------------------------------------------------
+def test_attribution_is_exact_for_a_linear_metric(model, tf):
+    t, r = tf
+    metric = lambda logits: logits[:, -1, 7] - logits[:, -1, 3]  # noqa: E731
+    a = attribution_patching(model, t.kwargs, r.kwargs, ["decoder.hook_logits"], metric)
+    ref = record_reference(model, r.kwargs, ["decoder.hook_logits"])
+    e = patching_effects(model, t.kwargs, ref, ["decoder.hook_logits"], metric)
+    assert a["attribution"].item() == pytest.approx(e["effect"].item(), rel=1e-5)
+
+
+def test_attribution_is_the_derivative_of_real_patching(model, tf):
+    t, r = tf
+    metric = lambda logits: continuation_logprob(logits, t.tokens, t.prompt_len)  # noqa: E731
+    comps = components(model)
+    attr = attribution_patching(model, t.kwargs, r.kwargs, comps, metric)["attribution"].to_numpy()
+    ref = record_reference(model, r.kwargs, comps)
+    eps = 1e-2
+    fd = patching_effects(model.double(), {k: (v.double() if v.is_floating_point() else v) for k, v in t.kwargs.items()},
+                          {k: v.double() for k, v in ref.items()}, comps, metric, batch_size=len(comps), alpha=eps)
+    model.float()
+    np.testing.assert_allclose(fd["effect"].to_numpy() / eps, attr, rtol=0.05, atol=2e-3 * np.abs(attr).max())
+
+
+# ---- references and metrics -------------------------------------------------------------
+def test_references():
+    audio = np.sin(np.linspace(0, 100, 16000)).astype(np.float32) * 0.3
+    n1, n2 = white_noise(audio, seed=4), white_noise(audio, seed=4)
+    assert n1.shape == audio.shape and np.array_equal(n1, n2)
+    assert not np.array_equal(n1, white_noise(audio, seed=5))
+    assert rms(n1) == pytest.approx(rms(audio), rel=1e-5)
+    assert rms(white_noise(audio, rms_level=0.01)) == pytest.approx(0.01, rel=1e-5)
+    assert not silence(audio).any() and silence(audio).shape == audio.shape
+    other = np.ones(100, dtype=np.float32)
+    cut = other_utterance(audio, other)
+    assert cut.shape == audio.shape and cut[:100].all() and not cut[100:].any()
+
+
+def test_text_metrics():
+    assert word_error_rate("the cat sat", "The cat sat.") == 0.0
+    assert word_error_rate("the cat sat on", "the dog sat") == pytest.approx(2 / 4)  # 1 substitution + 1 deletion
+    assert contains_word("I ate white rice.", "rice") and not contains_word("prices", "rice")
+    assert word_restored("white lice", "lice", "rice") and not word_restored("white rice", "lice", "rice")
