@@ -407,3 +407,38 @@ def test_text_metrics():
     assert word_error_rate("the cat sat on", "the dog sat") == pytest.approx(2 / 4)  # 1 substitution + 1 deletion
     assert contains_word("I ate white rice.", "rice") and not contains_word("prices", "rice")
     assert word_restored("white lice", "lice", "rice") and not word_restored("white rice", "lice", "rice")
+
+
+# ---- CLI --------------------------------------------------------------------------------
+def test_cli_writes_table_json_and_heatmap(tmp_path):
+    """A random 30 s-window Whisper saved to disk; alpha = 0 must change no transcript."""
+    import soundfile as sf
+    from conftest import WHISPER_SHAPES
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from hooked_asr.cli import main
+
+    torch.manual_seed(0)
+    cfg = WhisperConfig(**{**WHISPER_SHAPES["en-80mel"], "max_source_positions": 1500, "d_model": 32,
+                           "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}, attn_implementation="eager")
+    hf = WhisperForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if not name.endswith("embed_positions.weight") or "decoder" in name:
+                p.normal_(0.0, 0.15)
+    hf.save_pretrained(tmp_path / "model", safe_serialization=True)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000)
+    out = tmp_path / "out"
+    rc = main(["patch", str(wav), "--model", str(tmp_path / "model"), "--stacks", "decoder", "--kinds", "cross_attn",
+               "--alpha", "0", "--max-new-tokens", "5", "--out", str(out), "--no-progress", "--metrics", "changed", "n_tokens"])
+    assert rc == 0
+    import pandas as pd
+
+    table = pd.read_csv(out / "patch.csv")
+    assert len(table) == 2 * 4 * 2  # 2 layers x 4 heads x 2 metrics
+    assert (table.query("metric == 'changed'")["value"] == 0).all()
+    assert (table["value"] == table["clean"]).all()
+    summary = json.loads((out / "patch.json").read_text())["summary"]
+    assert set(summary) == {f"decoder.blocks.{l}.cross_attn.head.{h}" for l in range(2) for h in range(4)}
+    assert (out / "heatmap_changed.png").stat().st_size > 1000
