@@ -1,0 +1,603 @@
+"""HookedQwen2Audio: Qwen2-Audio as explicit hooked modules.
+
+    mel [batch, n_mels, 3000] --AudioEncoder (Whisper's encoder, masked)--> blocks
+        --avg pool (stride 2)--> encoder.hook_pooled --ln_final--> encoder.hook_out   [batch, 750, d_audio]
+        --projector: x W + b--> projector.hook_out                                    [batch, 750, d_model]
+    prompt ids with n <|AUDIO|> placeholders --W_E--> embeddings; placeholder i <- audio embedding i
+        (n = the number of real audio positions) --> decoder.hook_embed (the merged sequence)
+        --> Qwen2 blocks (RMSNorm, rotary q/k, grouped-query attention, gated SiLU MLP)
+        --> ln_final --> x W_U --> decoder.hook_logits
+
+The audio tower is :class:`~hooked_asr.components.audio_encoder.AudioEncoder` and the
+language model is :class:`~hooked_asr.components.decoder.TextDecoder`, the same modules
+HookedWhisper uses, configured for Qwen2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+
+from hooked_asr.components.attention import RotaryEmbedding
+from hooked_asr.components.audio_encoder import AudioEncoder
+from hooked_asr.components.decoder import LayerCache, TextDecoder
+from hooked_asr.config import ModelConfig
+from hooked_asr.hooks import HookPoint
+from hooked_asr.models.base import HookedEncoderDecoder, TeacherForcedInputs, TranscriptionResult
+from hooked_asr.models.qwen2_audio_weights import SPECIAL_TOKENS, config_from_hf, iter_converted
+from hooked_asr.models.whisper_weights import WeightConversionError
+
+AUDIO_TOKEN = "<|AUDIO|>"
+SYSTEM_PROMPT = "You are a helpful assistant."
+# Instruct model: a chat turn; base model: its documented speech-recognition prompt.
+DEFAULT_INSTRUCTION = "Transcribe the speech into text."
+BASE_ASR_PROMPT = "Detect the language and recognize the speech: <|{language}|>"
+MEL_HOP = 160  # samples per mel frame at 16 kHz
+
+
+class AudioProjector(nn.Module):
+    """Qwen2-Audio's multimodal projector: ``out = x W + b``, audio width -> language-model width."""
+
+    def __init__(self, d_audio: int, d_model: int):
+        super().__init__()
+        self.W = nn.Parameter(torch.empty(d_audio, d_model))
+        self.b = nn.Parameter(torch.zeros(d_model))
+        self.hook_out = HookPoint()  # [batch, pooled, d_model]
+
+    def forward(self, x: Float[torch.Tensor, "batch pooled d_audio"]) -> Float[torch.Tensor, "batch pooled d_model"]:
+        return self.hook_out(x @ self.W + self.b)
+
+
+@dataclass
+class AudioContext:
+    """What the decoder needs from the audio: projected embeddings and how many of them are real."""
+
+    audio_embeds: Float[torch.Tensor, "n_audio pooled d_model"]
+    n_audio_tokens: Int[torch.Tensor, " n_audio"]
+
+
+class Qwen2AudioTokenizer:
+    """A thin adapter over a ``tokenizers.Tokenizer`` or a ``transformers`` tokenizer/processor:
+    ``encode`` (no special tokens added, special-token strings in the text are parsed),
+    ``decode`` (special tokens skipped) and ``token_to_id``."""
+
+    def __init__(self, tok: Any):
+        tok = getattr(tok, "tokenizer", tok)  # a processor holds its tokenizer
+        self._tok = tok
+        self._fast = hasattr(tok, "token_to_id") and not hasattr(tok, "convert_tokens_to_ids")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Qwen2AudioTokenizer":
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(path)))
+
+    def encode(self, text: str) -> list[int]:
+        if self._fast:
+            return list(self._tok.encode(text, add_special_tokens=False).ids)
+        return list(self._tok.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        if self._fast:
+            return self._tok.token_to_id(token)
+        i = self._tok.convert_tokens_to_ids(token)
+        return None if i is None or i == getattr(self._tok, "unk_token_id", None) else int(i)
+
+
+def _as_tokenizer(tok: Any | None) -> Qwen2AudioTokenizer | None:
+    if tok is None or isinstance(tok, Qwen2AudioTokenizer):
+        return tok
+    return Qwen2AudioTokenizer(tok)
+
+
+def audio_token_counts(
+    feature_attention_mask: Int[torch.Tensor, "batch mel_frames"],
+) -> tuple[Int[torch.Tensor, " batch"], Int[torch.Tensor, " batch"]]:
+    """``(frames after the stride-2 conv, audio tokens after pooling)`` for ``n`` real mel frames:
+    ``c = (n - 1) // 2 + 1`` and ``t = (c - 2) // 2 + 1`` (Hugging Face's formulas)."""
+    n = feature_attention_mask.sum(-1).long()
+    conv = (n - 1) // 2 + 1
+    return conv, (conv - 2) // 2 + 1
+
+
+class HookedQwen2Audio(HookedEncoderDecoder):
+    """Qwen2-Audio with a hook point on every intermediate (names in DESIGN.md).
+
+    >>> logits = model(input_ids=ids, input_features=mel, feature_attention_mask=mask)  # [batch, pos, vocab]
+    >>> logits, cache = model.run_with_cache(**model.teacher_forced_inputs(audio).kwargs)
+    >>> model.transcribe("speech.wav").text
+
+    ``input_ids`` must hold one ``<|AUDIO|>`` placeholder per real audio position (as
+    ``Qwen2AudioProcessor`` expands them); :meth:`transcription_prompt` builds such prompts.
+    "What the decoder reads" (``encoder_hidden_states``, :meth:`finish_encoder`) is the
+    projector's output ``[n_audio, pooled, d_model]``.
+
+    Memory: the real Qwen2-Audio-7B(-Instruct) has about 8.4 B parameters (audio tower
+    0.64 B, language model 7.7 B), so about 17 GB in bf16/fp16 and 34 GB in fp32, plus the
+    key/value cache (32 layers x 2 x 4096 values = 0.5 MB per token in bf16, about 0.4 GB
+    for a 30 s clip's 750 audio tokens and its prompt) and activations (a few hundred MB
+    per item for 30 s). ``from_pretrained`` streams the safetensors shards, so peak host
+    memory is the model plus one shard, never two copies. A 24 GB GPU holds it in bf16;
+    ``run_with_cache`` on every hook of a 30 s clip needs several GB more (filter names).
+    """
+
+    def __init__(self, cfg: ModelConfig, tokenizer: Any | None = None):
+        super().__init__()
+        if cfg.encoder.pool_stride != 2:
+            raise ValueError(f"Qwen2-Audio pools the audio tower with stride 2; the config has pool_stride={cfg.encoder.pool_stride}")
+        if "audio_token_id" not in cfg.extra:
+            raise ValueError("cfg.extra['audio_token_id'] (the <|AUDIO|> placeholder id) is required")
+        self.cfg = cfg
+        self.encoder = AudioEncoder(cfg.encoder)
+        self.projector = AudioProjector(cfg.encoder.d_model, cfg.decoder.d_model)
+        self.decoder = TextDecoder(cfg.decoder)
+        self.tokenizer = _as_tokenizer(tokenizer)
+        self.setup()
+
+    @property
+    def audio_token_id(self) -> int:
+        return int(self.cfg.extra["audio_token_id"])
+
+    @property
+    def device_of_weights(self) -> torch.device:
+        return self.decoder.W_E.device
+
+    # ---- audio tower -----------------------------------------------------------------
+    def _feature_mask(self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The 0/1 mask over mel frames; all ones (no padding) when not given."""
+        n_frames = input_features.shape[-1]
+        if feature_attention_mask is None:
+            return torch.ones(input_features.shape[0], n_frames, dtype=torch.long, device=input_features.device)
+        if feature_attention_mask.shape != (input_features.shape[0], n_frames):
+            raise ValueError(
+                f"feature_attention_mask must be [batch, mel_frames] = [{input_features.shape[0]}, {n_frames}], "
+                f"got {tuple(feature_attention_mask.shape)}"
+            )
+        n = feature_attention_mask.sum(-1)
+        if (n < 1).any():
+            raise ValueError(f"feature_attention_mask marks no real frame in rows {(n < 1).nonzero()[:, 0].tolist()}")
+        return feature_attention_mask.to(input_features.device)
+
+    def encoder_attention_mask(
+        self, feature_attention_mask: Int[torch.Tensor, "batch mel_frames"], dtype: torch.dtype
+    ) -> Float[torch.Tensor, "batch 1 1 frame"] | None:
+        """Additive mask over the tower's frames: ``0`` for the first ``(n - 1) // 2 + 1``
+        frames (``n`` real mel frames), the dtype's minimum beyond (as HF's eager mask).
+        ``None`` when nothing is padded."""
+        conv, _ = audio_token_counts(feature_attention_mask)
+        n_ctx = self.cfg.encoder.n_ctx
+        if (conv >= n_ctx).all():
+            return None
+        pad = torch.arange(n_ctx, device=conv.device)[None, :] >= conv[:, None]
+        mask = torch.zeros(pad.shape, dtype=dtype, device=conv.device).masked_fill(pad, torch.finfo(dtype).min)
+        return mask[:, None, None, :]
+
+    def encode(
+        self,
+        input_features: Float[torch.Tensor, "batch n_mels frames"],
+        feature_attention_mask: Int[torch.Tensor, "batch frames"] | None = None,
+        stop_at_layer: int | None = None,
+    ) -> Float[torch.Tensor, "batch frame d_audio"]:
+        """The audio tower's output ``encoder.hook_out`` (pooled and normed, before the projector)
+        ``[batch, n_ctx // 2, d_audio]``; with ``stop_at_layer=l``, the residual after ``l``
+        blocks ``[batch, n_ctx, d_audio]``. Padded mel frames are masked as keys."""
+        w = self.encoder.conv1.weight
+        input_features = input_features.to(device=w.device, dtype=w.dtype)
+        mask = self._feature_mask(input_features, feature_attention_mask)
+        attn_mask = self.encoder_attention_mask(mask, w.dtype)
+        return self.encoder(input_features, attention_mask=attn_mask, stop_at_layer=stop_at_layer)
+
+    def embed_audio(
+        self,
+        input_features: Float[torch.Tensor, "batch n_mels frames"],
+        feature_attention_mask: Int[torch.Tensor, "batch frames"] | None = None,
+    ) -> Float[torch.Tensor, "batch pooled d_model"]:
+        """``projector(encode(...))``: the audio embeddings that replace the placeholders."""
+        return self.projector(self.encode(input_features, feature_attention_mask))
+
+    def finish_encoder(self, resid: Float[torch.Tensor, "batch frame d_audio"], **_: Any) -> torch.Tensor:
+        """``projector(ln_final(avg_pool(resid)))``: a tower residual ``[batch, n_ctx, d_audio]``
+        turned into what the decoder reads ``[batch, n_ctx // 2, d_model]``."""
+        if resid.shape[1] != self.cfg.encoder.n_ctx:
+            raise ValueError(
+                f"finish_encoder expects the tower's residual [batch, {self.cfg.encoder.n_ctx}, d_audio] "
+                f"(encode(..., stop_at_layer=l)), got {tuple(resid.shape)}"
+            )
+        return self.projector(self.encoder.ln_final(self.encoder.pool(resid)))
+
+    # ---- merging audio into the prompt -------------------------------------------------
+    def merge_audio(
+        self,
+        input_ids: Int[torch.Tensor, "batch pos"],
+        audio_embeds: Float[torch.Tensor, "n_audio pooled d_model"],
+        n_audio_tokens: Int[torch.Tensor, " n_audio"],
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
+        """Token embeddings with the placeholders overwritten by audio, as HF does.
+
+        The first ``n_audio_tokens[i]`` embeddings of audio ``i`` (audios in order) fill the
+        ``<|AUDIO|>`` positions in reading order (row by row, left to right).
+        """
+        self._check_ids(input_ids)
+        is_audio = input_ids == self.audio_token_id
+        n_place, n_tok = int(is_audio.sum()), n_audio_tokens.tolist()
+        name = f"{AUDIO_TOKEN} (id {self.audio_token_id})"
+        fix = "build prompts with model.transcription_prompt(n_audio_tokens), which repeats it once per audio position"
+        if n_place == 0:
+            raise ValueError(f"the prompt has no audio placeholder {name}, so the audio has nowhere to go; {fix}")
+        if n_place != sum(n_tok):
+            per_row = is_audio.sum(-1).tolist()
+            if len(n_tok) > input_ids.shape[0]:
+                what = f"more audio than prompts: {len(n_tok)} audio inputs for {input_ids.shape[0]} prompt rows"
+            elif sum(n_tok) > n_place:
+                what = "more audio than placeholders"
+            else:
+                what = "more placeholders than audio"
+            raise ValueError(
+                f"{what}: the audio gives {n_tok} embeddings (after pooling; {sum(n_tok)} in all) but the prompt "
+                f"rows hold {per_row} placeholders {name}; {fix}"
+            )
+        keep = torch.arange(audio_embeds.shape[1], device=audio_embeds.device)[None, :] < n_audio_tokens.to(audio_embeds.device)[:, None]
+        embeds = F.embedding(input_ids, self.decoder.W_E)
+        audio = audio_embeds[keep].to(embeds.dtype)
+        return embeds.masked_scatter(is_audio[..., None], audio)
+
+    def _check_ids(self, input_ids: torch.Tensor) -> None:
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, pos], got shape {tuple(input_ids.shape)}")
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.cfg.decoder.d_vocab):
+            raise ValueError(
+                f"token ids must lie in [0, {self.cfg.decoder.d_vocab - 1}] (the vocabulary), got "
+                f"[{int(input_ids.min())}, {int(input_ids.max())}]"
+            )
+
+    # ---- forward passes --------------------------------------------------------------
+    def decode(
+        self,
+        input_ids: Int[torch.Tensor, "batch pos"],
+        audio_embeds: Float[torch.Tensor, "n_audio pooled d_model"] | None = None,
+        n_audio_tokens: Int[torch.Tensor, " n_audio"] | None = None,
+        past_key_values: list[LayerCache] | None = None,
+        stop_at_layer: int | None = None,
+    ) -> tuple[torch.Tensor, list[LayerCache]]:
+        """Language-model logits ``[batch, pos, vocab]`` and the cache to continue from.
+
+        With ``audio_embeds`` the placeholders are filled (``n_audio_tokens`` defaults to every
+        pooled position); without, ids are embedded as they are (a cached step's new tokens).
+        """
+        if audio_embeds is None:
+            if past_key_values is None and (input_ids == self.audio_token_id).any():
+                raise ValueError(
+                    f"input_ids hold audio placeholders {AUDIO_TOKEN} but no audio was given: pass "
+                    "input_features (and feature_attention_mask) or encoder_hidden_states"
+                )
+            self._check_ids(input_ids)
+            return self.decoder(input_ids, past_kv=past_key_values, stop_at_layer=stop_at_layer)
+        if audio_embeds.ndim != 3 or audio_embeds.shape[-1] != self.cfg.decoder.d_model:
+            raise ValueError(
+                f"audio embeddings must be [n_audio, pooled, {self.cfg.decoder.d_model}] (the projector's output), "
+                f"got {tuple(audio_embeds.shape)}"
+            )
+        if n_audio_tokens is None:
+            n_audio_tokens = torch.full((audio_embeds.shape[0],), audio_embeds.shape[1], dtype=torch.long)
+        embeds = self.merge_audio(input_ids, audio_embeds, n_audio_tokens)
+        return self.decoder(inputs_embeds=embeds, past_kv=past_key_values, stop_at_layer=stop_at_layer)
+
+    def forward(
+        self,
+        input_ids: Int[torch.Tensor, "batch pos"] | None = None,
+        input_features: Float[torch.Tensor, "n_audio n_mels frames"] | None = None,
+        feature_attention_mask: Int[torch.Tensor, "n_audio frames"] | None = None,
+        encoder_hidden_states: Float[torch.Tensor, "n_audio pooled d_model"] | None = None,
+    ) -> Float[torch.Tensor, "batch pos d_vocab"]:
+        """Teacher-forced logits. Pass ``input_features`` (and their mask), or precomputed
+        ``encoder_hidden_states`` (projector outputs), or neither for text alone."""
+        if input_ids is None:
+            raise ValueError("input_ids is required, e.g. model.transcription_prompt(n) as a [1, n] tensor")
+        if encoder_hidden_states is None and input_features is not None:
+            encoder_hidden_states = self.embed_audio(input_features, feature_attention_mask)
+        n_tok = None
+        if encoder_hidden_states is not None and feature_attention_mask is not None:
+            n_tok = audio_token_counts(feature_attention_mask)[1]
+        return self.decode(input_ids.to(self.device_of_weights), encoder_hidden_states, n_tok)[0]
+
+    # ---- model-agnostic API ----------------------------------------------------------
+    def prepare_features(self, audio: Any, sampling_rate: int | None = None) -> dict[str, torch.Tensor]:
+        """Audio -> ``{"input_features": [batch, n_mels, 3000], "feature_attention_mask": [batch, 3000]}``.
+
+        ``audio``: a path, a 1-D float array at ``sampling_rate`` (16 kHz if not given), a
+        list of those, or ready log-mel features ``[batch, n_mels, frames]`` (all frames real).
+        The mask marks the ``ceil(samples / 160)`` frames that hold audio, as
+        ``WhisperFeatureExtractor(return_attention_mask=True)`` does.
+        """
+        feats, mask, _ = self._features(audio, sampling_rate)
+        return {"input_features": feats, "feature_attention_mask": mask}
+
+    def _features(self, audio: Any, sampling_rate: int | None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        from hooked_asr.audio import AudioError, load_audio, log_mel_spectrogram
+
+        n_mels, n_frames = self.cfg.encoder.n_mels, self.cfg.encoder.n_frames
+        device = self.device_of_weights
+        if isinstance(audio, torch.Tensor) and audio.ndim == 3:
+            if audio.shape[1] != n_mels:
+                raise AudioError(f"features have {audio.shape[1]} mel bins; this model reads {n_mels}")
+            mask = torch.ones(audio.shape[0], audio.shape[-1], dtype=torch.long, device=device)
+            return audio.to(device), mask, True
+        is_batch = isinstance(audio, (list, tuple))
+        items = list(audio) if is_batch else [audio]
+        if not items:
+            raise AudioError("an empty list of audio was passed")
+        max_samples = n_frames * MEL_HOP
+        feats, masks = [], []
+        for a in items:
+            wave = load_audio(a, sampling_rate, allow_long=True)
+            if wave.size > max_samples:
+                raise AudioError(
+                    f"the audio lasts {wave.size / 16000:.1f} s; Qwen2-Audio's audio tower reads at most "
+                    f"{max_samples / 16000:g} s ({n_frames} mel frames, {n_frames // 4} audio tokens). Split it with "
+                    f"hooked_asr.audio.chunk_audio(audio, {max_samples / 16000:g}) and transcribe each chunk"
+                )
+            feats.append(log_mel_spectrogram(wave, n_mels)[..., :n_frames])
+            m = torch.zeros(1, n_frames, dtype=torch.long)
+            m[:, : min(math.ceil(wave.size / MEL_HOP), n_frames)] = 1
+            masks.append(m)
+        return torch.cat(feats).to(device), torch.cat(masks).to(device), is_batch
+
+    def transcription_prompt(
+        self, n_audio_tokens: int, instruction: str | None = None, chat: bool | None = None, language: str = "en"
+    ) -> list[int]:
+        """Prompt ids with ``n_audio_tokens`` copies of ``<|AUDIO|>``.
+
+        Chat (instruct model, the default)::
+
+            <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n
+            Audio 1: <|audio_bos|><|AUDIO|>...<|audio_eos|>\\n{instruction}<|im_end|>\\n<|im_start|>assistant\\n
+
+        Base model (``chat=False``): ``<|audio_bos|><|AUDIO|>...<|audio_eos|>{instruction}``
+        with the instruction ``Detect the language and recognize the speech: <|en|>``.
+        """
+        tok = self._need_tokenizer()
+        chat = self.cfg.extra.get("chat", True) if chat is None else chat
+        if chat:
+            instruction = DEFAULT_INSTRUCTION if instruction is None else instruction
+            pre = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nAudio 1: <|audio_bos|>"
+            post = f"<|audio_eos|>\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
+        else:
+            instruction = BASE_ASR_PROMPT.format(language=language) if instruction is None else instruction
+            pre, post = "<|audio_bos|>", f"<|audio_eos|>{instruction}"
+        # The placeholders are inserted as ids, so the tokenizer never sees 750 special tokens.
+        return tok.encode(pre) + [self.audio_token_id] * int(n_audio_tokens) + tok.encode(post)
+
+    def _need_tokenizer(self) -> Qwen2AudioTokenizer:
+        if self.tokenizer is None:
+            raise ValueError(
+                "this model has no tokenizer: pass tokenizer= to from_hf/from_pretrained (a tokenizers.Tokenizer "
+                "or a transformers tokenizer), or call generate() with prompt ids of your own"
+            )
+        got = self.tokenizer.token_to_id(AUDIO_TOKEN)
+        if got != self.audio_token_id:
+            raise ValueError(
+                f"the tokenizer maps {AUDIO_TOKEN} to {got}, the model's config to {self.audio_token_id}: "
+                "they do not belong together"
+            )
+        return self.tokenizer
+
+    def stop_token_ids(self) -> list[int]:
+        """Ids that end a reply: the config's eos ids plus <|im_end|> and <|endoftext|>."""
+        ids = [self.cfg.eos_token_id, *self.cfg.extra.get("stop_token_ids", [])]
+        if self.tokenizer is not None:
+            ids += [self.tokenizer.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>")]
+        return list(dict.fromkeys(i for i in ids if i is not None and i >= 0))
+
+    def teacher_forced_inputs(
+        self, audio: Any, continuation: Sequence[int] = (), language: str | None = None, task: str = "transcribe"
+    ) -> TeacherForcedInputs:
+        """``model(**inputs.kwargs)`` runs the transcription prompt then ``continuation``.
+        Every item of a batch must give the same number of audio tokens (same length)."""
+        if task != "transcribe":
+            raise ValueError(f"task {task!r}: Qwen2-Audio's prompt here is for 'transcribe'; write your own instruction")
+        feats, mask, _ = self._features(audio, None)
+        n_tok = audio_token_counts(mask)[1].tolist()
+        if len(set(n_tok)) != 1:
+            raise ValueError(
+                f"the items give {n_tok} audio tokens: one prompt needs one length; pass the items one at a time "
+                "or trim them to the same length"
+            )
+        prompt = self.transcription_prompt(n_tok[0], language=language or "en")
+        tokens = torch.tensor([prompt + list(continuation)], device=feats.device).expand(feats.shape[0], -1)
+        return TeacherForcedInputs(
+            kwargs={"input_ids": tokens, "input_features": feats, "feature_attention_mask": mask},
+            tokens=tokens,
+            prompt_len=len(prompt),
+        )
+
+    # ---- generation ------------------------------------------------------------------
+    def _generation_context(
+        self,
+        input_features: torch.Tensor,
+        feature_attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        **_: Any,
+    ) -> AudioContext:
+        mask = self._feature_mask(input_features, feature_attention_mask)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = self.embed_audio(input_features, mask)
+        return AudioContext(encoder_hidden_states, audio_token_counts(mask)[1])
+
+    def _decode_step(self, context: AudioContext, input_ids: torch.Tensor, past_kv: Any) -> tuple[torch.Tensor, Any]:
+        # The audio enters once, through the prompt; a cached step only embeds the new token.
+        if past_kv:
+            return self.decode(input_ids, past_key_values=past_kv)
+        return self.decode(input_ids, context.audio_embeds, context.n_audio_tokens)
+
+    def transcribe(
+        self,
+        audio: Any,
+        instruction: str | None = None,
+        language: str | None = None,
+        max_new_tokens: int = 256,
+        use_cache: bool = True,
+        sampling_rate: int | None = None,
+        chat: bool | None = None,
+    ) -> TranscriptionResult | list[TranscriptionResult]:
+        """Greedy transcription with every hook live at every step.
+
+        ``audio``: a path, a 1-D float array at ``sampling_rate`` (16 kHz if not given), a list
+        of those (returns a list), or log-mel features ``[batch, n_mels, 3000]`` (returns a
+        list). Items are batched by length (one prompt per number of audio tokens); the
+        ``<|AUDIO|>`` id is never generated; the text stops at the first of
+        :meth:`stop_token_ids`. See :mod:`hooked_asr.models.base` for what hooks see.
+        """
+        feats, mask, is_batch = self._features(audio, sampling_rate)
+        n_tok = audio_token_counts(mask)[1].tolist()
+        stops = self.stop_token_ids()
+        if not stops:
+            raise ValueError("no end-of-text id known (config eos_token_id < 0 and no tokenizer): cannot stop decoding")
+        groups: dict[int, list[int]] = {}
+        for i, n in enumerate(n_tok):
+            groups.setdefault(n, []).append(i)
+        by_index: dict[int, TranscriptionResult] = {}
+        for n, idx in groups.items():
+            prompt = self.transcription_prompt(n, instruction, chat=chat, language=language or "en")
+            out = self.generate(
+                feats[idx], prompt, max_new_tokens=max_new_tokens, use_cache=use_cache,
+                suppress_tokens=[self.audio_token_id], begin_suppress_tokens=[self.audio_token_id],
+                eos_token_id=stops[0], feature_attention_mask=mask[idx],
+            )
+            for row, i in enumerate(idx):
+                toks, lps = out.tokens[row].tolist(), out.logprobs[row].tolist()
+                cut = next((j for j, t in enumerate(toks) if t in stops), None)
+                finished = cut is not None
+                if finished:
+                    toks, lps = toks[:cut], lps[:cut]
+                text = self.tokenizer.decode(toks) if self.tokenizer is not None else None
+                by_index[i] = TranscriptionResult(
+                    text=text.strip() if text is not None else None, tokens=toks, token_logprobs=lps,
+                    prompt=prompt, finished=finished, language=language, extra={"n_audio_tokens": n},
+                )
+        results = [by_index[i] for i in range(feats.shape[0])]
+        return results if is_batch else results[0]
+
+    # ---- loading ---------------------------------------------------------------------
+    @classmethod
+    def _empty(cls, cfg: ModelConfig, tokenizer: Any | None) -> "HookedQwen2Audio":
+        with torch.device("meta"):
+            return cls(cfg, tokenizer=tokenizer)
+
+    def _load_pieces(self, pieces: Iterable[dict[str, torch.Tensor]], device: str | torch.device) -> "HookedQwen2Audio":
+        """Assign converted tensors piece by piece into a meta-device model; check every key and shape."""
+        own = {k: v.shape for k, v in self.state_dict().items()}
+        seen: set[str] = set()
+        for piece in pieces:
+            bad = [k for k in piece if k not in own]
+            if bad:
+                raise WeightConversionError(f"converted keys the model does not have: {sorted(bad)[:5]}")
+            wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k])}" for k, v in piece.items() if v.shape != own[k]]
+            if wrong:
+                raise WeightConversionError("checkpoint does not fit the config: " + "; ".join(wrong[:5]))
+            self.load_state_dict(piece, strict=False, assign=True)
+            seen |= set(piece)
+        missing = sorted(set(own) - seen)
+        if missing:
+            raise WeightConversionError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:5]}")
+        for m in self.modules():
+            if isinstance(m, RotaryEmbedding):
+                m.reset_frequencies(device)
+        return self.eval()
+
+    @classmethod
+    def from_hf(
+        cls, hf_model: Any, tokenizer: Any | None = None, dtype: torch.dtype | str | None = None,
+        device: str | torch.device = "cpu",
+    ) -> "HookedQwen2Audio":
+        """Convert an in-memory ``Qwen2AudioForConditionalGeneration`` (weights are copied)."""
+        cfg = config_from_hf(hf_model.config, getattr(hf_model, "generation_config", None),
+                             name=getattr(hf_model.config, "_name_or_path", "") or "qwen2-audio")
+        dtype = _dtype(dtype) or next(hf_model.parameters()).dtype
+        model = cls._empty(cfg, tokenizer)
+        items = ((k, v.detach().clone()) for k, v in hf_model.state_dict().items())
+        return model._load_pieces([dict(iter_converted(items, cfg, dtype, device))], device)
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_hub_id: str | Path, dtype: torch.dtype | str | None = torch.bfloat16,
+        device: str | torch.device = "cpu", tokenizer: Any | None = None, chat: bool | None = None,
+    ) -> "HookedQwen2Audio":
+        """Load a Hugging Face-layout checkpoint (``config.json`` + ``*.safetensors``, sharded or
+        not) from a local directory or a hub id, one shard at a time.
+
+        ``dtype`` (default bf16; ``None`` keeps the checkpoint's) and ``device`` apply to each
+        tensor as it is read. The tokenizer comes from ``tokenizer.json`` (or the
+        ``transformers`` tokenizer files) in the directory unless given. ``chat`` picks the
+        prompt format; by default, chat unless the directory's name lacks "instruct" and its
+        tokenizer has no chat template.
+        """
+        from safetensors import safe_open
+        from transformers import GenerationConfig, Qwen2AudioConfig
+
+        from hooked_asr.loading.hf import CheckpointError, resolve_hub_or_dir
+
+        d = resolve_hub_or_dir(path_or_hub_id)
+        if not (d / "config.json").exists():
+            raise CheckpointError(f"{d} has no config.json; is it a Hugging Face Qwen2-Audio checkpoint?")
+        model_type = json.loads((d / "config.json").read_text()).get("model_type")
+        if model_type != "qwen2_audio":
+            raise CheckpointError(f"{d} holds a {model_type!r} model, not Qwen2-Audio (model_type 'qwen2_audio')")
+        hf_cfg = Qwen2AudioConfig.from_pretrained(str(d))
+        gen = GenerationConfig.from_pretrained(str(d)) if (d / "generation_config.json").exists() else None
+        cfg = config_from_hf(hf_cfg, gen, name=str(path_or_hub_id))
+        files = sorted(d.glob("*.safetensors"))
+        if not files:
+            raise CheckpointError(
+                f"no *.safetensors weights in {d}; pickled weights are not read (convert once with "
+                "model.save_pretrained(dir, safe_serialization=True))"
+            )
+        if tokenizer is None:
+            tokenizer = _load_tokenizer(d)
+        tok_cfg = d / "tokenizer_config.json"
+        has_template = tok_cfg.exists() and "chat_template" in json.loads(tok_cfg.read_text())
+        cfg.extra["chat"] = chat if chat is not None else ("instruct" in str(d).lower() or has_template)
+        target = _dtype(dtype)
+        model = cls._empty(cfg, tokenizer)
+
+        def shards() -> Iterable[dict[str, torch.Tensor]]:
+            for f in files:
+                with safe_open(str(f), framework="pt", device="cpu") as sf:
+                    items = ((k, sf.get_tensor(k)) for k in sf.keys())
+                    yield dict(iter_converted(items, cfg, target, device))
+
+        return model._load_pieces(shards(), device)
+
+
+def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    got = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(got, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use torch.bfloat16, torch.float16 or torch.float32")
+    return got
+
+
+def _load_tokenizer(d: Path) -> Qwen2AudioTokenizer | None:
+    """``tokenizer.json`` through ``tokenizers``; else the ``transformers`` tokenizer files; else None."""
+    if (d / "tokenizer.json").exists():
+        return Qwen2AudioTokenizer.from_file(d / "tokenizer.json")
+    if (d / "vocab.json").exists():
+        from transformers import AutoTokenizer
+
+        return Qwen2AudioTokenizer(AutoTokenizer.from_pretrained(str(d)))
+    return None
+
+
+__all__ = ["HookedQwen2Audio", "AudioProjector", "Qwen2AudioTokenizer", "audio_token_counts", "SPECIAL_TOKENS"]
