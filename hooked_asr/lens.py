@@ -113,6 +113,7 @@ class LogitLensResult:
     future_ranks: Int[torch.Tensor, "layer step n_future"]
     saturation: Int[torch.Tensor, "step"]
     token_strs: list[str]
+    topk_strs: list[list[list[str]]] = field(default_factory=list)  # [layer][step][k]
     prompt: list[int] = field(default_factory=list)
     text: str | None = None
     mode: str = "teacher_forced"
@@ -130,9 +131,8 @@ class LogitLensResult:
     def top1(self) -> Int[torch.Tensor, "layer step"]:
         return self.topk_ids[..., 0]
 
-    def to_dict(self, token_str: Callable[[int], str] | None = None) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no full logits)."""
-        name = token_str or (lambda t: str(t))
         return {
             "mode": self.mode,
             "text": self.text,
@@ -147,13 +147,12 @@ class LogitLensResult:
             "future_ranks": self.future_ranks.tolist(),
             "topk_ids": self.topk_ids.tolist(),
             "topk_probs": self.topk_probs.tolist(),
-            "topk_strs": [[[name(t) for t in step] for step in layer] for layer in self.topk_ids.tolist()],
+            "topk_strs": self.topk_strs,
         }
 
-    def table(self, token_str: Callable[[int], str] | None = None, max_steps: int | None = None) -> str:
+    def table(self, max_steps: int | None = None) -> str:
         """A readable per-layer table: one row per step, one column per layer, each cell
         ``top-1 token (p of chosen)``; ``*`` marks the saturation layer."""
-        name = token_str or (lambda t: str(t))
         steps = range(min(self.n_steps, max_steps or self.n_steps))
         width = 16
         head = f"{'step':>4} {'chosen':<14} {'sat':>3} | " + " ".join(f"{'L' + str(l):<{width}}" for l in range(self.n_layers))
@@ -162,7 +161,7 @@ class LogitLensResult:
             cells = []
             for l in range(self.n_layers):
                 mark = "*" if l == int(self.saturation[s]) else " "
-                cell = f"{mark}{_clip(name(int(self.top1[l, s])), 8)} {float(self.chosen_prob[l, s]):.2f}"
+                cell = f"{mark}{_clip(self.topk_strs[l][s][0], 8)} {float(self.chosen_prob[l, s]):.2f}"
                 cells.append(f"{cell:<{width}}")
             lines.append(f"{s:>4} {_clip(self.token_strs[s], 14):<14} {int(self.saturation[s]):>3} | " + " ".join(cells))
         return "\n".join(lines)
@@ -236,10 +235,18 @@ def _result_from_resid(
     with torch.no_grad():
         lens_logits = apply_logit_lens(model, resid)
     summary = summarize_lens(lens_logits, tokens, top_k=top_k, n_future=n_future)
+    memo: dict[int, str] = {}
+
+    def name(t: int) -> str:
+        if t not in memo:
+            memo[t] = token_string(model, t)
+        return memo[t]
+
     return LogitLensResult(
         tokens=tokens.cpu(),
         layer_names=layer_names,
-        token_strs=[token_string(model, t) for t in tokens.tolist()],
+        token_strs=[name(t) for t in tokens.tolist()],
+        topk_strs=[[[name(t) for t in step] for step in layer] for layer in summary["topk_ids"].tolist()],
         logits=lens_logits.cpu() if keep_logits else None,
         **{k: v.cpu() for k, v in summary.items()},
         **meta,

@@ -1,0 +1,162 @@
+"""Shared plotting helpers (matplotlib, headless).
+
+Every function takes plain arrays (or a result object's fields), draws one figure, writes it
+when ``path`` is given and returns the ``Figure``. Nothing here reads a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path | None, dpi: int = 130) -> Any:
+    """Write ``fig`` to ``path`` (parents created) and close it; returns ``fig``."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        _plt().close(fig)
+    return fig
+
+
+def plot_heatmap(
+    values: np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    cell_text: Sequence[Sequence[str]] | None = None,
+    title: str = "",
+    cbar_label: str = "",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    cmap: str = "viridis",
+    path: str | Path | None = None,
+) -> Any:
+    """A ``[rows, cols]`` heatmap, optionally with a short text in each cell (row 0 at the bottom,
+    as layers read in a lens plot)."""
+    plt = _plt()
+    values = np.asarray(values, dtype=float)
+    n_rows, n_cols = values.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.75 * n_cols + 2), max(2.5, 0.45 * n_rows + 1.5)))
+    im = ax.imshow(values, aspect="auto", origin="lower", cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(n_cols), labels=list(col_labels), rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n_rows), labels=list(row_labels), fontsize=8)
+    if cell_text is not None:
+        lo, hi = (vmin if vmin is not None else np.nanmin(values)), (vmax if vmax is not None else np.nanmax(values))
+        mid = (lo + hi) / 2
+        for r in range(n_rows):
+            for c in range(n_cols):
+                ax.text(c, r, cell_text[r][c], ha="center", va="center", fontsize=6,
+                        color="black" if values[r, c] > mid else "white")
+    fig.colorbar(im, ax=ax, label=cbar_label)
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_curves(
+    curves: Mapping[str, np.ndarray],
+    x: Sequence[Any] | None = None,
+    xlabel: str = "layer",
+    ylabel: str = "",
+    title: str = "",
+    path: str | Path | None = None,
+) -> Any:
+    """Lines with shaded confidence bands: each curve is ``[n, 3]`` (mean, low, high) or ``[n]``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, c in curves.items():
+        c = np.asarray(c, dtype=float)
+        xs = np.arange(c.shape[0]) if x is None else np.asarray(x)
+        mean = c[:, 0] if c.ndim == 2 else c
+        ax.plot(xs, mean, marker="o", ms=3, label=name)
+        if c.ndim == 2 and c.shape[1] >= 3:
+            ax.fill_between(xs, c[:, 1], c[:, 2], alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_bars(
+    values: Mapping[str, Sequence[float]],
+    labels: Sequence[str],
+    errors: Mapping[str, Sequence[Sequence[float]]] | None = None,
+    ylabel: str = "",
+    title: str = "",
+    path: str | Path | None = None,
+) -> Any:
+    """Grouped bars: one group per label, one bar per key of ``values``; ``errors[key]`` is
+    ``[2, n]`` (below, above) when given."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(labels) * len(values) + 2), 3.6))
+    width = 0.8 / max(len(values), 1)
+    for i, (name, v) in enumerate(values.items()):
+        xs = np.arange(len(labels)) + (i - (len(values) - 1) / 2) * width
+        yerr = None if errors is None or name not in errors else np.asarray(errors[name])
+        ax.bar(xs, v, width, yerr=yerr, capsize=3, label=name)
+    ax.set_xticks(range(len(labels)), labels=list(labels), fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    if len(values) > 1:
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+# ---- lens figures -------------------------------------------------------------------------
+
+
+def plot_logit_lens(result: Any, path: str | Path | None = None, title: str = "", max_steps: int = 40) -> Any:
+    """Heatmap of a :class:`~hooked_asr.lens.LogitLensResult`: colour = probability of the chosen
+    token at each layer (rows) and step (columns); text = that layer's top-1 token."""
+    n = min(result.n_steps, max_steps)
+    probs = result.chosen_prob[:, :n].numpy()
+    cells = [[_short(result.topk_strs[l][s][0]) for s in range(n)] for l in range(result.n_layers)]
+    cols = [_short(t) for t in result.token_strs[:n]]
+    rows = [f"L{l}" for l in range(result.n_layers)]
+    return plot_heatmap(probs, rows, cols, cell_text=cells, title=title or f"logit lens ({result.mode})",
+                        cbar_label="p(chosen token)", path=path)
+
+
+def _short(s: str, n: int = 7) -> str:
+    s = s.replace("\n", "\\n")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def plot_lens_curves(curves: Mapping[str, Any], path: str | Path | None = None, title: str = "") -> Any:
+    """Dataset curves (``{model name: LensCurves}``): probability of the chosen token by relative
+    depth (layer / (n_layers - 1)), with confidence bands."""
+    xs, series = {}, {}
+    for name, c in curves.items():
+        n = c.chosen_prob.shape[0]
+        series[name] = c.chosen_prob
+        xs[name] = np.arange(n) / max(n - 1, 1)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, c in series.items():
+        ax.plot(xs[name], c[:, 0], marker="o", ms=3, label=name)
+        ax.fill_between(xs[name], c[:, 1], c[:, 2], alpha=0.2)
+    ax.set_xlabel("relative decoder depth (layer / (L-1))")
+    ax.set_ylabel("p(final token)")
+    ax.set_title(title or "logit lens: probability of the final token", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+__all__ = ["save_figure", "plot_heatmap", "plot_curves", "plot_bars", "plot_logit_lens", "plot_lens_curves"]
