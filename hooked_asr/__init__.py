@@ -11,11 +11,13 @@ from hooked_asr.config import DecoderConfig, EncoderConfig, ModelConfig
 from hooked_asr.hooks import HookPoint, act_name
 from hooked_asr.models.base import TranscriptionResult
 from hooked_asr.models.whisper import HookedWhisper
+from hooked_asr.models.qwen2_audio import HookedQwen2Audio
 
 __version__ = "0.1.0"
 
 __all__ = [
     "HookedWhisper",
+    "HookedQwen2Audio",
     "HookPoint",
     "act_name",
     "load_audio",

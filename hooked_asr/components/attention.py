@@ -36,8 +36,17 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, d_head: int, theta: float = 10000.0):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, d_head, 2, dtype=torch.int64).float() / d_head))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.d_head, self.theta = d_head, theta
+        self.register_buffer("inv_freq", self._frequencies(), persistent=False)
+
+    def _frequencies(self, device: torch.device | str | None = None) -> torch.Tensor:
+        arange = torch.arange(0, self.d_head, 2, dtype=torch.int64, device=device)
+        return 1.0 / (self.theta ** (arange.float() / self.d_head))
+
+    def reset_frequencies(self, device: torch.device | str | None = None) -> None:
+        """Recompute ``inv_freq`` in float32 on ``device``: a model built on the meta device
+        (to load weights without a second copy) has no values in this non-persistent buffer."""
+        self.inv_freq = self._frequencies(device)
 
     def forward(
         self, x: Float[torch.Tensor, "batch head pos d_head"], position_ids: Int[torch.Tensor, "batch pos"]

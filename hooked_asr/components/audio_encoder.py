@@ -75,5 +75,12 @@ class AudioEncoder(nn.Module):
         if stop_at_layer is not None:
             return x
         if self.cfg.pool_stride:
-            x = self.hook_pooled(F.avg_pool1d(x.transpose(1, 2), self.cfg.pool_stride, self.cfg.pool_stride).transpose(1, 2))
+            x = self.hook_pooled(self.pool(x))
         return self.hook_out(self.ln_final(x))
+
+    def pool(self, x: Float[torch.Tensor, "batch frame d_model"]) -> Float[torch.Tensor, "batch pooled d_model"]:
+        """Qwen2-Audio's average pooling over time, ``pooled_t = mean(x[s*t : s*t + s])`` with
+        ``s = pool_stride`` (identity when ``pool_stride = 0``). Hooks are not run here."""
+        if not self.cfg.pool_stride:
+            return x
+        return F.avg_pool1d(x.transpose(1, 2), self.cfg.pool_stride, self.cfg.pool_stride).transpose(1, 2)
