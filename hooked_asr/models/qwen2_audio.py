@@ -393,8 +393,22 @@ class HookedQwen2Audio(HookedEncoderDecoder):
             )
         return self.tokenizer
 
+    def _settle_eos(self) -> "HookedQwen2Audio":
+        """With the chat prompt a reply ends with ``<|im_end|>``: make it the eos that generation
+        stops at and the lens appends (HF configs list ``<|endoftext|>`` first or nothing)."""
+        if self.tokenizer is None:
+            return self
+        im_end, eot = self.tokenizer.token_to_id("<|im_end|>"), self.tokenizer.token_to_id("<|endoftext|>")
+        first = im_end if self.cfg.extra.get("chat", True) else eot
+        if first is not None:
+            self.cfg.eos_token_id = int(first)
+        elif self.cfg.eos_token_id < 0 and eot is not None:
+            self.cfg.eos_token_id = int(eot)
+        return self
+
     def stop_token_ids(self) -> list[int]:
         """Ids that end a reply: the config's eos ids plus <|im_end|> and <|endoftext|>."""
+        # cfg.eos_token_id first: generation stops at it, the others cut the text.
         ids = [self.cfg.eos_token_id, *self.cfg.extra.get("stop_token_ids", [])]
         if self.tokenizer is not None:
             ids += [self.tokenizer.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>")]
@@ -519,15 +533,17 @@ class HookedQwen2Audio(HookedEncoderDecoder):
     @classmethod
     def from_hf(
         cls, hf_model: Any, tokenizer: Any | None = None, dtype: torch.dtype | str | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "cpu", chat: bool = True,
     ) -> "HookedQwen2Audio":
-        """Convert an in-memory ``Qwen2AudioForConditionalGeneration`` (weights are copied)."""
+        """Convert an in-memory ``Qwen2AudioForConditionalGeneration`` (weights are copied).
+        ``chat=False`` for the base (non-instruct) model's prompt and end token."""
         cfg = config_from_hf(hf_model.config, getattr(hf_model, "generation_config", None),
                              name=getattr(hf_model.config, "_name_or_path", "") or "qwen2-audio")
+        cfg.extra["chat"] = chat
         dtype = _dtype(dtype) or next(hf_model.parameters()).dtype
         model = cls._empty(cfg, tokenizer)
         items = ((k, v.detach().clone()) for k, v in hf_model.state_dict().items())
-        return model._load_pieces([dict(iter_converted(items, cfg, dtype, device))], device)
+        return model._load_pieces([dict(iter_converted(items, cfg, dtype, device))], device)._settle_eos()
 
     @classmethod
     def from_pretrained(
@@ -577,7 +593,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
                     items = ((k, sf.get_tensor(k)) for k in sf.keys())
                     yield dict(iter_converted(items, cfg, target, device))
 
-        return model._load_pieces(shards(), device)
+        return model._load_pieces(shards(), device)._settle_eos()
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

@@ -246,23 +246,57 @@ def test_transcribe_equals_generate_on_prepared_audio(qwen_pair):
         assert res.text == model.tokenizer.decode(res.tokens).strip()
 
 
-def test_features_and_mask_equal_hf_feature_extractor():
-    from transformers import WhisperFeatureExtractor
+@pytest.fixture(scope="module")
+def window_pair():
+    """A tiny model with the real 30 s window (3000 mel frames, 750 audio tokens) and its HF twin."""
+    hf = make_hf_qwen2_audio("gqa", n_ctx=1500)
+    return hf, HookedQwen2Audio.from_hf(hf, tokenizer=make_tokenizer())
 
-    hf = make_hf_qwen2_audio("gqa", n_ctx=1500)  # the real 30 s window: 3000 frames, 750 audio tokens
-    model = HookedQwen2Audio.from_hf(hf)
+
+def _hf_processor(n_mels: int):
+    from transformers import PreTrainedTokenizerFast, Qwen2AudioProcessor, WhisperFeatureExtractor
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=make_tokenizer())
+    tok.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
+    return Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=n_mels), tokenizer=tok)
+
+
+def test_prompt_features_and_mask_equal_hf_processor(window_pair):
+    hf, model = window_pair
+    proc = _hf_processor(hf.config.audio_config.num_mel_bins)
+    chat = [{"role": "user", "content": [{"type": "audio", "audio_url": "-"},
+                                         {"type": "text", "text": "Transcribe the speech into text."}]}]
+    text = proc.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
     rng = np.random.default_rng(0)
-    clips = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (16000, 16000 * 7 + 77)]
-    fe = WhisperFeatureExtractor(feature_size=hf.config.audio_config.num_mel_bins)
-    ref = fe(clips, sampling_rate=16000, return_attention_mask=True, padding="max_length", return_tensors="pt")
-    ours = model.prepare_features(clips)
-    torch.testing.assert_close(ours["input_features"], ref["input_features"], atol=1e-4, rtol=0)
-    assert torch.equal(ours["feature_attention_mask"], ref["attention_mask"].long())
-    # 1 s -> 100 frames -> 50 -> 25 audio tokens; a full window gives all 750.
-    assert audio_token_counts(ours["feature_attention_mask"])[1].tolist() == [25, 175]
+    for n_samples, n_tok in [(16000, 25), (16000 * 7 + 77, 175)]:  # 1 s: 100 frames -> 50 -> 25 tokens
+        clip = 0.1 * rng.standard_normal(n_samples).astype(np.float32)
+        ref = proc(text=text, audio=[clip], sampling_rate=16000, return_tensors="pt")
+        ours = model.prepare_features(clip)
+        torch.testing.assert_close(ours["input_features"], ref["input_features"], atol=1e-4, rtol=0)
+        assert torch.equal(ours["feature_attention_mask"], ref["feature_attention_mask"].long())
+        assert audio_token_counts(ours["feature_attention_mask"])[1].tolist() == [n_tok]
+        assert model.transcription_prompt(n_tok) == ref["input_ids"][0].tolist()
     assert audio_token_counts(torch.ones(1, 3000))[1].tolist() == [750]
+    # End to end: our transcript is HF's greedy continuation of the processor's inputs.
+    with torch.no_grad():
+        gen = GenerationMixin.generate(hf, **ref, max_new_tokens=6, do_sample=False, num_beams=1,
+                                       eos_token_id=model.cfg.eos_token_id, pad_token_id=model.cfg.eos_token_id,
+                                       suppress_tokens=[model.audio_token_id])
+    res = model.transcribe(clip, max_new_tokens=6)
+    hf_new = gen[0, ref["input_ids"].shape[1] :].tolist()
+    assert res.tokens == hf_new[: len(res.tokens)] and len(hf_new) == len(res.tokens) + res.finished
     with pytest.raises(AudioError, match=r"lasts 31.0 s; Qwen2-Audio's audio tower reads at most 30 s"):
         model.prepare_features(np.full(16000 * 31, 0.1, dtype=np.float32))
+
+
+def test_end_token_follows_the_prompt_format(window_pair):
+    hf, model = window_pair
+    tok = model.tokenizer
+    assert model.cfg.eos_token_id == tok.token_to_id("<|im_end|>")
+    base = HookedQwen2Audio.from_hf(hf, tokenizer=make_tokenizer(), chat=False)
+    assert base.cfg.eos_token_id == tok.token_to_id("<|endoftext|>")
+    expected = "<|audio_bos|>" + "<|AUDIO|>" * 2 + "<|audio_eos|>Detect the language and recognize the speech: <|en|>"
+    assert tok.decode(base.transcription_prompt(2), skip_special_tokens=False) == expected
 
 
 def test_bad_prompts_raise_clear_errors(qwen_pair):
