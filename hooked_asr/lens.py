@@ -266,6 +266,27 @@ def _eos(model: Any) -> int:
     return int(model.cfg.eos_token_id)
 
 
+def _stop_ids(model: Any) -> list[int]:
+    """Ids that end a transcript: ``model.stop_token_ids()`` where the model has several
+    (Qwen2-Audio), else the config's end of text."""
+    if hasattr(model, "stop_token_ids"):
+        return [int(t) for t in model.stop_token_ids()]
+    return [_eos(model)]
+
+
+def _generate_kwargs(model: Any) -> dict[str, Any]:
+    """What ``transcribe`` passes to ``generate`` beyond the config defaults, so that a lens's own
+    ``generate`` call decodes exactly as ``transcribe`` does: the first stop id as end of text,
+    and (on models that read audio through placeholder tokens) never generating a placeholder."""
+    if hasattr(model, "generation_kwargs"):
+        return dict(model.generation_kwargs())
+    kwargs: dict[str, Any] = {"eos_token_id": _stop_ids(model)[0]}
+    if hasattr(model, "audio_token_id"):
+        kwargs["suppress_tokens"] = [int(model.audio_token_id)]
+        kwargs["begin_suppress_tokens"] = [int(model.audio_token_id)]
+    return kwargs
+
+
 @torch.no_grad()
 def logit_lens(
     model: Any,
@@ -291,7 +312,7 @@ def logit_lens(
         out = _one(model.transcribe(audio, language=language, **transcribe_kwargs))
         tokens, text, language = list(out.tokens), out.text, out.language or language
     tokens = [int(t) for t in tokens]
-    if append_eos and (not tokens or tokens[-1] != _eos(model)):
+    if append_eos and (not tokens or tokens[-1] not in _stop_ids(model)):
         tokens = tokens + [_eos(model)]
     if not tokens:
         raise ValueError("nothing to lens: tokens is empty and append_eos=False")
@@ -327,21 +348,37 @@ def logit_lens_generate(
     """
     names = decoder_lens_names(model)
     captured: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    lengths: list[int] = []  # positions each decoder call ran
 
     def grab(resid: torch.Tensor, hook: Any) -> None:
         if resid.shape[0] != 1:
             raise ValueError(f"logit_lens_generate lenses one audio at a time; the decoder saw batch {resid.shape[0]}")
+        if hook.name == names[0]:
+            lengths.append(resid.shape[1])
         captured[hook.name].append(resid[0, -1].detach())
 
     with model.hooks(fwd_hooks=[(n, grab) for n in names]):
         out = _one(model.transcribe(audio, **transcribe_kwargs))
-    tokens = list(out.tokens) + ([_eos(model)] if out.finished else [])
-    n_steps = len(tokens)
+    n_steps = len(out.tokens) + int(out.finished)
     if n_steps == 0:
         raise ValueError("generation produced no step to lens (max_new_tokens=0?)")
-    # Only the last n_steps calls are decoding steps: a model may run the decoder before
-    # generation (Whisper's language detection), and those calls come first.
-    resid = torch.stack([torch.stack(captured[n][-n_steps:]) for n in names])
+    # Generation's first step runs the whole prompt (with or without a cache); decoder calls
+    # before it (Whisper's language detection) are not decoding steps, and steps after a stop
+    # token that did not end generation are not part of the transcript.
+    starts = [i for i, n in enumerate(lengths) if n == len(out.prompt)]
+    if not starts or starts[-1] + n_steps > len(lengths):
+        raise RuntimeError(
+            f"could not find the {n_steps} decoding steps among {len(lengths)} decoder calls "
+            f"(lengths {lengths[:8]}...) for a prompt of {len(out.prompt)} tokens"
+        )
+    first = starts[-1]
+    resid = torch.stack([torch.stack(captured[n][first : first + n_steps]) for n in names])
+    tokens = list(out.tokens)
+    if out.finished:
+        # The stop token generation chose: the highest-scoring stop id (stop ids are never suppressed).
+        stops = _stop_ids(model)
+        final_logits = apply_logit_lens(model, resid[-1, -1])
+        tokens.append(stops[int(final_logits[stops].argmax())])
     return _result_from_resid(
         model, resid, torch.tensor(tokens, device=resid.device), names, top_k, n_future, keep_logits,
         prompt=list(out.prompt), text=out.text, mode="generate",
@@ -666,13 +703,15 @@ def encoder_lens(
     if max_new_tokens is None:
         max_new_tokens = max(2 * len(final.tokens) + 10, 32)
     main_input = batch.pop(main)
-    out = model.generate(main_input, final.prompt, max_new_tokens=max_new_tokens, encoder_hidden_states=states, **batch)
-    eos = _eos(model)
+    out = model.generate(main_input, final.prompt, max_new_tokens=max_new_tokens, encoder_hidden_states=states,
+                         **_generate_kwargs(model), **batch)
+    stops = set(_stop_ids(model))
     rows = []
     for i, layer in enumerate(layers):
         toks = out.tokens[i].tolist()
-        if eos in toks:
-            toks = toks[: toks.index(eos)]
+        cut = next((j for j, t in enumerate(toks) if t in stops), None)
+        finished = cut is not None
+        toks = toks if cut is None else toks[:cut]
         text = model.tokenizer.decode(toks).strip() if getattr(model, "tokenizer", None) is not None else None
         common = 0
         while common < min(len(toks), len(final.tokens)) and toks[common] == final.tokens[common]:
@@ -682,7 +721,7 @@ def encoder_lens(
                 layer=layer,
                 tokens=toks,
                 text=text,
-                finished=bool(out.finished[i]),
+                finished=finished,
                 empty=(not toks) or (text is not None and not text.strip()),
                 repetition_loop=find_repetition_loop(toks) is not None,
                 matches_final_prefix=bool(toks) and common == len(toks),
