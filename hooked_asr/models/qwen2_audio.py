@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,6 +276,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         With ``audio_embeds`` the placeholders are filled (``n_audio_tokens`` defaults to every
         pooled position); without, ids are embedded as they are (a cached step's new tokens).
         """
+        input_ids = input_ids.to(self.device_of_weights)
         if audio_embeds is None:
             if past_key_values is None and (input_ids == self.audio_token_id).any():
                 raise ValueError(
