@@ -365,8 +365,8 @@ def logit_lens_generate(
     # Generation's first step runs the whole prompt (with or without a cache); decoder calls
     # before it (Whisper's language detection) are not decoding steps, and steps after a stop
     # token that did not end generation are not part of the transcript.
-    starts = [i for i, n in enumerate(lengths) if n == len(out.prompt)]
-    if not starts or starts[-1] + n_steps > len(lengths):
+    starts = [i for i, n in enumerate(lengths) if n == len(out.prompt) and i + n_steps <= len(lengths)]
+    if not starts:
         raise RuntimeError(
             f"could not find the {n_steps} decoding steps among {len(lengths)} decoder calls "
             f"(lengths {lengths[:8]}...) for a prompt of {len(out.prompt)} tokens"
@@ -643,7 +643,8 @@ class EncoderLensResult:
             wer = "" if r.wer is None else f"{r.wer:.2f}"
             text = r.text if r.text is not None else " ".join(map(str, r.tokens))
             lines.append(f"{r.layer:>5} {flags:<14} {wer:>5}  {_clip(text, 120)}")
-        lines.append(f"{'final':>5} {'':<14} {'':>5}  {self.final.text if self.final.text is not None else self.final.tokens}")
+        final = self.final.text if self.final.text is not None else " ".join(map(str, self.final.tokens))
+        lines.append(f"{'final':>5} {'':<14} {'':>5}  {_clip(final, 120)}")
         return "\n".join(lines)
 
 
