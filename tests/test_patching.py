@@ -442,3 +442,50 @@ def test_cli_writes_table_json_and_heatmap(tmp_path):
     summary = json.loads((out / "patch.json").read_text())["summary"]
     assert set(summary) == {f"decoder.blocks.{l}.cross_attn.head.{h}" for l in range(2) for h in range(4)}
     assert (out / "heatmap_changed.png").stat().st_size > 1000
+
+
+# ---- the same properties on Qwen2-Audio (audio as a decoder prefix, rotary, grouped heads) --
+@pytest.fixture(scope="module")
+def qwen():
+    import importlib.util
+    from pathlib import Path
+
+    from hooked_asr import HookedQwen2Audio
+
+    spec = importlib.util.spec_from_file_location("_qwen_fixtures", Path(__file__).parent / "models" / "test_qwen2_audio.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    m = HookedQwen2Audio.from_hf(mod.make_hf_qwen2_audio("gqa"), tokenizer=mod.make_tokenizer())
+    g = torch.Generator().manual_seed(0)
+    shape = (1, m.cfg.encoder.n_mels, m.cfg.encoder.n_frames)
+    return m, torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+
+
+def test_qwen2_audio_patching_properties(qwen):
+    from hooked_asr.patching.sweeps import generation_settings
+
+    m, f, fr = qwen
+    t, r = m.teacher_forced_inputs(f, [10, 11, 12]), m.teacher_forced_inputs(fr, [10, 11, 12])
+    comps = components(m)
+    assert not any(c.kind == "cross_attn" for c in comps)  # the audio is a prefix: no cross-attention
+    clean = m(**t.kwargs)
+    own = record_reference(m, t.kwargs, comps)
+    torch.testing.assert_close(run_with_interventions(m, [patch(c, own) for c in comps], **t.kwargs), clean)
+    assert torch.equal(run_with_interventions(m, [interpolate(c, own, 0.0) for c in comps], **t.kwargs), clean)
+    # everything the decoder reads of the audio -> the reference run's logits
+    ref = record_reference(m, r.kwargs, ["projector.hook_out"])
+    torch.testing.assert_close(run_with_interventions(m, [patch("projector.hook_out", ref)], **t.kwargs), m(**r.kwargs))
+    # decoder patches index absolute positions: cached and uncached decoding agree
+    gk, _ = generation_settings(m)
+    prompt = t.tokens[0, : t.prompt_len]
+    dref = record_reference(m, r.kwargs, ["decoder.blocks.1.attn.head.3"])
+    ivs = [interpolate("decoder.blocks.1.attn.head.3", dref, 3.0, missing="keep")]
+    a = generate_with_interventions(m, ivs, input_features=f, prompt_ids=prompt, max_new_tokens=6, **gk)
+    b = generate_with_interventions(m, ivs, input_features=f, prompt_ids=prompt, max_new_tokens=6, use_cache=False, **gk)
+    assert torch.equal(a.tokens, b.tokens)
+    # batched sweep (encoder shared for decoder chunks) equals one at a time
+    items = [SweepItem("q", f, reference=fr)]
+    kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=5, progress=False)
+    x = sweep(m, items, comps, "interpolate", 0.7, batch_size=32, **kw)
+    y = sweep(m, items, comps, "interpolate", 0.7, batch_size=1, share_encoder=False, **kw)
+    np.testing.assert_allclose(x.table["value"], y.table["value"], atol=1e-4)

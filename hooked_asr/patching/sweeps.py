@@ -116,6 +116,24 @@ def _accepts(fn: Callable, name: str) -> bool:
         return False
 
 
+def generation_settings(model: Any) -> tuple[dict[str, Any], list[int]]:
+    """``(extra generate kwargs, stop ids)`` matching what ``model.transcribe`` does.
+
+    Read from public attributes: ``stop_token_ids()`` (a model with several end tokens,
+    e.g. Qwen2-Audio) and ``audio_token_id`` (a placeholder that must never be generated).
+    """
+    stops = [model.cfg.eos_token_id]
+    kwargs: dict[str, Any] = {}
+    if callable(getattr(model, "stop_token_ids", None)):
+        stops = list(model.stop_token_ids()) or stops
+        kwargs["eos_token_id"] = stops[0]
+    audio_id = getattr(model, "audio_token_id", None)
+    if isinstance(audio_id, int):
+        kwargs["suppress_tokens"] = [audio_id]
+        kwargs["begin_suppress_tokens"] = [audio_id]
+    return kwargs, stops
+
+
 class _Runner:
     """The model-agnostic calls a sweep needs, for one item."""
 
@@ -125,7 +143,7 @@ class _Runner:
         tf = model.teacher_forced_inputs(item.audio, **tf_kwargs)
         self.prompt = tf.tokens[0, : tf.prompt_len]
         self.tf_kwargs = dict(tf_kwargs)
-        self.eos = model.cfg.eos_token_id
+        self.gen_kwargs, self.stops = generation_settings(model)
         self.max_new_tokens = max_new_tokens
         self._encoded: torch.Tensor | None = None
 
@@ -133,24 +151,29 @@ class _Runner:
         return {k: (v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) else v) for k, v in self.features.items()}
 
     def encoded(self) -> torch.Tensor:
+        # What the decoder reads, through the model-agnostic API (Whisper: encoder.hook_out;
+        # Qwen2-Audio: the projector's output), computed once and shared by every row.
         if self._encoded is None:
             with torch.no_grad():
-                self._encoded = self.model.encode(**self.features)
+                resid = self.model.encode(**self.features, stop_at_layer=self.model.n_layers["encoder"])
+                self._encoded = self.model.finish_encoder(resid, **self.features)
         return self._encoded
 
     def transcripts(self, out: Any) -> list[Transcript]:
         res = []
         for row in range(out.tokens.shape[0]):
             toks = out.tokens[row].tolist()
-            if self.eos in toks:
-                toks = toks[: toks.index(self.eos)]
+            cut = next((j for j, t in enumerate(toks) if t in self.stops), None)
+            if cut is not None:
+                toks = toks[:cut]
             tok = getattr(self.model, "tokenizer", None)
             text = tok.decode(toks).strip() if tok is not None else None
             res.append(Transcript(toks, text, bool(out.finished[row])))
         return res
 
     def generate(self, n: int, share_encoder: bool, max_new_tokens: int | None) -> list[Transcript]:
-        kwargs: dict[str, Any] = dict(self._batch(n), prompt_ids=self.prompt, max_new_tokens=max_new_tokens)
+        kwargs: dict[str, Any] = dict(self._batch(n), prompt_ids=self.prompt, max_new_tokens=max_new_tokens,
+                                      **self.gen_kwargs)
         if share_encoder:
             enc = self.encoded()
             kwargs["encoder_hidden_states"] = enc.expand(n, *enc.shape[1:])
@@ -161,7 +184,8 @@ class _Runner:
         kwargs = {k: (v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) else v) for k, v in tf.kwargs.items()}
         if share_encoder:
             enc = self.encoded()
-            kwargs = {k: v for k, v in kwargs.items() if k not in self.features}
+            # the mel goes; any mask stays (Qwen2-Audio counts audio tokens from it)
+            kwargs = {k: v for k, v in kwargs.items() if k != "input_features"}
             kwargs["encoder_hidden_states"] = enc.expand(n, *enc.shape[1:])
         with torch.no_grad():
             return self.model(**kwargs), tf
