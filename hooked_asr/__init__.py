@@ -11,12 +11,15 @@ from hooked_asr.config import DecoderConfig, EncoderConfig, ModelConfig
 from hooked_asr.hooks import HookPoint, act_name
 from hooked_asr.models.base import TranscriptionResult
 from hooked_asr.models.whisper import HookedWhisper
+from hooked_asr.loading.registry import list_models, load_model
 from hooked_asr.models.qwen2_audio import HookedQwen2Audio
 
 __version__ = "0.1.0"
 
 __all__ = [
     "HookedWhisper",
+    "load_model",
+    "list_models",
     "HookedQwen2Audio",
     "HookPoint",
     "act_name",

