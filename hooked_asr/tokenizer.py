@@ -56,7 +56,9 @@ class WhisperTokenizer:
 
     @property
     def is_multilingual(self) -> bool:
-        return bool(self.languages)
+        # English-only vocabularies (*.en) keep GPT-2's <|endoftext|> at 50256 and, in some
+        # shipped tokenizer.json files, list language tokens they never use.
+        return self.eot >= 50257
 
     @property
     def vocab_size(self) -> int:

