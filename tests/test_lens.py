@@ -37,7 +37,7 @@ from hooked_asr.lens import (
 )
 from hooked_asr.tuned_lens import TunedLens, collect_decoder_residuals, compare_lenses, evaluate_kl, train_tuned_lens
 
-from conftest import make_hf_whisper
+from tests.conftest import make_hf_whisper
 
 
 @pytest.fixture(scope="module")
