@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 from hooked_asr.hooks import act_name
+from hooked_asr.text import edit_distance, word_error_rate
 
 # ---------------------------------------------------------------------------------------------
 # names and the lens itself
@@ -178,8 +179,14 @@ def token_string(model: Any, token: int) -> str:
     if tok is None:
         return f"<{token}>"
     try:
-        s = tok.decode([int(token)])
-    except Exception:  # a tokenizer that refuses special ids: fall back to the id
+        if hasattr(tok, "token_to_string"):  # names special tokens (<|endoftext|>) instead of dropping them
+            s = tok.token_to_string(int(token))
+        else:
+            try:
+                s = tok.decode([int(token)], skip_special_tokens=False)
+            except TypeError:
+                s = tok.decode([int(token)])
+    except Exception:  # a tokenizer that refuses an id (outside its vocabulary): show the id
         s = ""
     return s if s else f"<{token}>"
 
@@ -481,17 +488,6 @@ def lens_curves(results: Sequence[LogitLensResult], confidence: float = 0.95) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def edit_distance(a: Sequence[Any], b: Sequence[Any]) -> int:
-    """Levenshtein distance (unit insert / delete / substitute)."""
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
-
-
 def phoneme_error_rate(reference: str, hypothesis: str) -> float:
     """``edit_distance(ref, hyp) / len(ref)`` over phoneme symbols (characters, whitespace and
     stress marks dropped); NaN when the reference has no phonemes."""
@@ -648,15 +644,6 @@ class EncoderLensResult:
         return "\n".join(lines)
 
 
-def _word_error_rate(reference: str, hypothesis: str) -> float:
-    import jiwer
-
-    ref, hyp = reference.strip().lower(), hypothesis.strip().lower()
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    return float(jiwer.wer(ref, hyp if hyp else ""))
-
-
 @torch.no_grad()
 def encoder_lens_states(model: Any, features: dict[str, torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
     """``finish_encoder(encoder.blocks.{l}.hook_resid_post)`` for each ``l`` in ``layers``, stacked
@@ -727,7 +714,7 @@ def encoder_lens(
                 repetition_loop=find_repetition_loop(toks) is not None,
                 matches_final_prefix=bool(toks) and common == len(toks),
                 common_prefix=common,
-                wer=_word_error_rate(final.text, text) if text is not None and final.text is not None else None,
+                wer=word_error_rate(final.text, text) if text is not None and final.text is not None else None,
             )
         )
     return EncoderLensResult(layers=rows, final=final)

@@ -45,7 +45,7 @@ CONT = [11, 22, 33, 44, 55]
 
 @pytest.fixture(scope="module")
 def model():
-    from conftest import make_hf_whisper
+    from tests.conftest import make_hf_whisper
 
     from hooked_asr import HookedWhisper
 
@@ -413,7 +413,7 @@ def test_text_metrics():
 def test_cli_writes_table_json_and_heatmap(tmp_path):
     """A random 30 s-window Whisper saved to disk; alpha = 0 must change no transcript."""
     import soundfile as sf
-    from conftest import WHISPER_SHAPES
+    from tests.conftest import WHISPER_SHAPES
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     from hooked_asr.cli import main

@@ -26,22 +26,7 @@ import torch
 from jaxtyping import Float
 
 from hooked_asr import repetition
-
-
-def normalize_text(text: str | None) -> str:
-    """Lower case, punctuation removed (apostrophes kept), whitespace collapsed."""
-    return " ".join(re.findall(r"[\w']+", (text or "").lower()))
-
-
-def word_error_rate(reference: str | None, hypothesis: str | None) -> float:
-    """``(S + D + I) / N`` on normalised words (jiwer). An empty reference gives 0 for an
-    empty hypothesis and 1 otherwise (jiwer leaves it undefined)."""
-    import jiwer
-
-    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    return float(jiwer.wer(ref, hyp if hyp else ""))
+from hooked_asr.text import normalize_text, word_error_rate  # noqa: F401 - re-exported
 
 
 def transcript_changed(clean: str | None, patched: str | None) -> bool:

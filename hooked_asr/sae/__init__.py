@@ -10,11 +10,12 @@
         model.transcribe(audio)
 """
 
-from hooked_asr.sae.frames import FrameSource, GeneratedFrameSource, ModelFrameSource, TensorFrameSource
+from hooked_asr.sae.frames import CachedFrameSource, FrameSource, GeneratedFrameSource, ModelFrameSource, TensorFrameSource
 from hooked_asr.sae.model import SAEConfig, SparseAutoencoder, identity_sae, load_sae, save_sae
 from hooked_asr.sae.trainer import SAETrainer, TrainConfig, train_sae
 
 __all__ = [
+    "CachedFrameSource",
     "FrameSource",
     "GeneratedFrameSource",
     "ModelFrameSource",

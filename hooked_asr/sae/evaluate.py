@@ -7,7 +7,9 @@ Over frames ``x_n`` (streamed, never all in memory)::
     dead  = fraction of features that never fire on these frames
     dense = fraction of features that fire on more than ``dense_threshold`` of the frames
 
-Downstream (per clip, one at a time so each clip's speech frames can be masked):
+Downstream (per clip, one at a time so each clip's speech frames can be masked; the
+encoder runs once per condition and the decoder reads its stored output, which needs
+Whisper's ``forward(decoder_input_ids=, encoder_hidden_states=)``):
 
 * WER of the greedy transcript with and without the splice (against references if given,
   else the spliced transcript is scored against the clean one);
@@ -32,6 +34,7 @@ from tqdm.auto import tqdm
 from hooked_asr.sae.frames import FrameSource, speech_frames
 from hooked_asr.sae.model import SparseAutoencoder
 from hooked_asr.sae.steering import splice
+from hooked_asr.text import corpus_word_error_rate
 
 
 @dataclass
@@ -89,15 +92,8 @@ def reconstruction_metrics(
 
 
 def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus WER (jiwer), after lower-casing and dropping punctuation, as Whisper's
-    normaliser would, so the score counts words, not commas."""
-    import jiwer
-
-    def norm(s: str) -> str:
-        s = "".join(ch if ch.isalnum() or ch.isspace() or ch == "'" else " " for ch in s.lower())
-        return " ".join(s.split()) or "<empty>"
-
-    return float(jiwer.wer([norm(r) for r in references], [norm(h) for h in hypotheses]))
+    """Corpus WER over clips (see :func:`hooked_asr.text.corpus_word_error_rate`)."""
+    return corpus_word_error_rate(references, hypotheses)
 
 
 def _text(model: Any, result: Any) -> str:
@@ -171,29 +167,37 @@ def splice_metrics(
     for i, audio in enumerate(tqdm(audios, desc="splice eval", disable=not progress)):
         mask = _frame_mask(model, audio, frames, pad_frames)
         clean = model.transcribe(audio, language=language, max_new_tokens=max_new_tokens)
-        with splice(model, sae, frame_mask=mask):
-            spliced = model.transcribe(audio, language=clean.language or language, max_new_tokens=max_new_tokens)
-        ref = references[i] if references is not None else None
-        rows.append({"reference": ref or "", "clean": _text(model, clean), "spliced": _text(model, spliced)})
-
-        target = _target_tokens(model, clean, ref)
-        tf = model.teacher_forced_inputs(audio, continuation=target, language=clean.language or language)
-        sl = slice(tf.prompt_len - 1, tf.tokens.shape[1] - 1)
-        y = tf.tokens[0, tf.prompt_len :]
-        logits_clean = model(**tf.kwargs)[0, sl].float()
-        with splice(model, sae, frame_mask=mask):
-            logits_spliced = model(**tf.kwargs)[0, sl].float()
+        feats = model.prepare_features(audio)
 
         def ablate(x: torch.Tensor, hook: Any) -> torch.Tensor:
             m = torch.ones(x.shape[1], dtype=torch.bool) if mask is None else mask
             return torch.where(m[None, :, None].to(x.device), mean_act.to(x), x)
 
+        # Encode once per condition; the decoder then reads the stored encoder output
+        # (the same as transcribing with the hooks live: the encoder runs once per clip).
+        enc_clean = model.encode(**feats)
+        with splice(model, sae, frame_mask=mask):
+            enc_spliced = model.encode(**feats)
         with model.hooks(fwd_hooks=[(sae.cfg.hook_name, ablate)]):
-            logits_ablated = model(**tf.kwargs)[0, sl].float()
-        ce["clean"].append(float(F.cross_entropy(logits_clean, y)))
-        ce["spliced"].append(float(F.cross_entropy(logits_spliced, y)))
-        ce["ablated"].append(float(F.cross_entropy(logits_ablated, y)))
-        lp_c, lp_s = logits_clean.log_softmax(-1), logits_spliced.log_softmax(-1)
+            enc_ablated = model.encode(**feats)
+        gen = model.generate(feats["input_features"], clean.prompt, max_new_tokens=max_new_tokens,
+                             encoder_hidden_states=enc_spliced)
+        toks = gen.tokens[0].tolist()
+        toks = toks[: toks.index(model.cfg.eos_token_id)] if model.cfg.eos_token_id in toks else toks
+        tok = getattr(model, "tokenizer", None)
+        spliced_text = tok.decode(toks).strip() if tok is not None else " ".join(map(str, toks))
+        ref = references[i] if references is not None else None
+        rows.append({"reference": ref or "", "clean": _text(model, clean), "spliced": spliced_text})
+
+        target = _target_tokens(model, clean, ref)[: model.cfg.decoder.n_ctx - len(clean.prompt)]
+        ids = torch.tensor([clean.prompt + target], device=enc_clean.device)
+        sl = slice(len(clean.prompt) - 1, ids.shape[1] - 1)
+        y = ids[0, len(clean.prompt) :]
+        logits = {k: model(decoder_input_ids=ids, encoder_hidden_states=e)[0, sl].float()
+                  for k, e in (("clean", enc_clean), ("spliced", enc_spliced), ("ablated", enc_ablated))}
+        for k in ce:
+            ce[k].append(float(F.cross_entropy(logits[k], y)))
+        lp_c, lp_s = logits["clean"].log_softmax(-1), logits["spliced"].log_softmax(-1)
         kls.append(float((lp_c.exp() * (lp_c - lp_s)).sum(-1).mean()))
 
     c, s, a = (float(np.mean(ce[k])) for k in ("clean", "spliced", "ablated"))

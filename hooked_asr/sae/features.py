@@ -84,22 +84,28 @@ def align_words(
     """Words of the transcript (``tokens``, or the greedy transcript) with start/end times."""
     from scipy.ndimage import median_filter
 
+    feats = model.prepare_features(audio)
+    enc = model.encode(**feats)  # once: generation and teacher forcing both read it
     if tokens is None:
-        res = model.transcribe(audio, language=language)
-        tokens, language = res.tokens, res.language or language
-    tokens = list(tokens)
+        if language is None and model.cfg.is_multilingual and model.cfg.lang_to_id:
+            language = model.detect_language(feats["input_features"])[0]
+        prompt = model.sot_sequence(language)
+        gen = model.generate(feats["input_features"], prompt, encoder_hidden_states=enc)
+        tokens = gen.tokens[0].tolist()
+        tokens = tokens[: tokens.index(model.cfg.eos_token_id)] if model.cfg.eos_token_id in tokens else tokens
+    else:
+        prompt = model.sot_sequence(language)
+    tokens = list(tokens)[: model.cfg.decoder.n_ctx - len(prompt) - 1]  # room for end of text
     if not tokens:
         return []
-    prompt_len = model.teacher_forced_inputs(audio, continuation=(), language=language).prompt_len
-    tokens = tokens[: model.cfg.decoder.n_ctx - prompt_len - 1]  # room for end of text
-    tf = model.teacher_forced_inputs(audio, continuation=tokens + [model.cfg.eos_token_id], language=language)
+    ids = torch.tensor([prompt + tokens + [model.cfg.eos_token_id]], device=enc.device)
     heads = _alignment_heads(model)
     layers = sorted({layer for layer, _ in heads})
     names = [f"decoder.blocks.{layer}.cross_attn.hook_pattern" for layer in layers]
-    _, cache = model.run_with_cache(**tf.kwargs, names_filter=names)
+    _, cache = model.run_with_cache(decoder_input_ids=ids, encoder_hidden_states=enc, names_filter=names)
     n_frames = speech_frames(len(audio), model.cfg.encoder.n_ctx)
     w = torch.stack([cache[f"decoder.blocks.{layer}.cross_attn.hook_pattern"][0, h] for layer, h in heads])
-    w = w[:, tf.prompt_len : tf.prompt_len + len(tokens), :n_frames].float().numpy()  # [head, token, frame]
+    w = w[:, len(prompt) : len(prompt) + len(tokens), :n_frames].float().numpy()  # [head, token, frame]
     w = (w - w.mean(1, keepdims=True)) / (w.std(1, keepdims=True) + 1e-8)
     if medfilt_width > 1 and n_frames >= medfilt_width:
         w = median_filter(w, size=(1, 1, medfilt_width))
@@ -241,12 +247,13 @@ def _norm_word(w: str) -> str:
 @torch.no_grad()
 def feature_reports(
     model: Any, stats: FeatureStats, audios: Sequence[np.ndarray], features: Sequence[int],
-    language: str | None = None, progress: bool = True,
+    language: str | None = None, progress: bool = True, aligned: dict[int, list[Word]] | None = None,
 ) -> list[FeatureReport]:
-    """Top examples with the words spoken there (clips aligned once each) and a label."""
+    """Top examples with the words spoken there and a label. Each clip is aligned once;
+    pass a dict as ``aligned`` to keep the alignments (``write_feature_browser`` reuses them)."""
     need = sorted({int(c) for i in features for c in stats.top_clip[i].tolist() if c >= 0})
-    words: dict[int, list[Word]] = {}
-    for c in tqdm(need, desc="aligning words", disable=not progress):
+    words = aligned if aligned is not None else {}
+    for c in tqdm([c for c in need if c not in words], desc="aligning words", disable=not progress):
         words[c] = align_words(model, audios[c], language=language)
     reports = []
     for i in features:
@@ -325,7 +332,7 @@ def _trace_png(trace: np.ndarray, words: Sequence[Word], frame: int, lo: int) ->
 def write_feature_browser(
     model: Any, sae: SparseAutoencoder, stats: FeatureStats, reports: Sequence[FeatureReport],
     audios: Sequence[np.ndarray], out_dir: str | Path, snippet_seconds: float = 1.2, title: str = "SAE features",
-    language: str | None = None,
+    language: str | None = None, aligned: dict[int, list[Word]] | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` and ``out_dir/features/feature_{i}.html``, each
     self-contained (audio as base64 WAV, plots as base64 PNG), and ``features.json``."""
@@ -335,7 +342,10 @@ def write_feature_browser(
     source = ModelFrameSource(model, audios, sae.cfg.hook_name, batch_size=1, pad_frames=8)
     feats = [r.feature for r in reports]
     traces = {c: sae.encode(source.chunk_with_meta(c)[0])[:, feats].numpy() for c in clips}
-    aligned = {c: align_words(model, audios[c], language=language) for c in clips}
+    aligned = aligned if aligned is not None else {}
+    for c in clips:
+        if c not in aligned:
+            aligned[c] = align_words(model, audios[c], language=language)
     half = int(snippet_seconds / 2 / FRAME_SECONDS)
     rows = []
     for col, r in enumerate(reports):

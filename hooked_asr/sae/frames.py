@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,7 +151,35 @@ class ModelFrameSource(FrameSource):
             yield self.chunk_with_meta(i)
 
 
+class CachedFrameSource(FrameSource):
+    """A finite source whose chunks are written to ``folder/chunk_{i}.safetensors`` the
+    first time they are read and read back from disk afterwards, so several passes over
+    expensive activations (an encoder run per clip) cost one pass of compute. Memory
+    holds one chunk at a time. A folder from another source is not detected: use a fresh
+    folder per (model, hook, data)."""
+
+    def __init__(self, source: FrameSource, folder: str | Path):
+        super().__init__()
+        if source.n_chunks is None:
+            raise ValueError("CachedFrameSource needs a finite source (n_chunks is None)")
+        self.source, self.folder, self.d_in, self.n_chunks = source, Path(folder), source.d_in, source.n_chunks
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _chunk(self, i: int) -> torch.Tensor:
+        from safetensors.torch import load_file, save_file
+
+        path = self.folder / f"chunk_{i:06d}.safetensors"
+        if path.exists():
+            return load_file(str(path))["frames"]
+        x = self.source._chunk(i).contiguous()
+        tmp = path.with_suffix(".tmp")
+        save_file({"frames": x}, str(tmp))
+        tmp.replace(path)  # a crash never leaves a half-written chunk that looks complete
+        return x
+
+
 __all__ = [
+    "CachedFrameSource",
     "FRAME_SECONDS",
     "SAMPLES_PER_FRAME",
     "FrameSource",

@@ -3,6 +3,7 @@ along a decoder direction on exactly the chosen frames."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,3 +123,18 @@ def test_reconstruction_metrics_match_direct_computation():
 def test_word_error_rate_ignores_case_and_punctuation():
     assert word_error_rate(["Hello, world."], ["hello world"]) == 0.0
     assert word_error_rate(["a b c d"], ["a x c"]) == pytest.approx(0.5)
+
+
+def test_splice_metrics_of_identity_dictionary_show_no_cost(model_30s):
+    """Through the whole evaluation path (transcribe, stored encoder output, teacher forcing):
+    a perfect dictionary costs nothing, and mean ablation costs something."""
+    from hooked_asr.sae.evaluate import splice_metrics
+
+    rng = np.random.default_rng(0)
+    clips = [(0.1 * rng.standard_normal(16000 * (i + 1) // 2)).astype(np.float32) for i in range(2)]
+    sae = identity_sae(model_30s.cfg.encoder.d_model, hook_name="encoder.blocks.0.hook_resid_post")
+    m = splice_metrics(model_30s, sae, clips, max_new_tokens=6, progress=False)
+    assert m.ce_spliced == m.ce_clean and m.kl_clean_spliced == 0.0
+    assert m.wer_spliced_vs_clean == 0.0
+    assert all(r["clean"] == r["spliced"] for r in m.transcripts)
+    assert m.ce_mean_ablated != m.ce_clean and m.ce_recovered == 1.0

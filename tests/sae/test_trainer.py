@@ -71,3 +71,20 @@ def test_topk_aux_loss_revives_dead_features():
     trainer.train(TensorFrameSource(frames, chunk_size=100))
     fired = (sae.encode(frames) > 0).any(0)
     assert fired[:32].float().mean() > 0.5
+
+
+def test_cached_source_replays_the_same_chunks_without_recomputing(tmp_path):
+    from hooked_asr.sae import CachedFrameSource, GeneratedFrameSource
+
+    calls = []
+
+    def make(i):
+        calls.append(i)
+        return torch.full((3, 4), float(i))
+
+    cached = CachedFrameSource(GeneratedFrameSource(make, d_in=4, n_chunks=3), tmp_path)
+    first = [c.clone() for c in cached]
+    cached.position = 0
+    second = list(cached)
+    assert calls == [0, 1, 2]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
