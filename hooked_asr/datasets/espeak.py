@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import difflib
+import os
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -73,7 +74,12 @@ class _Espeak:
         return 0
 
     def set_voice(self, voice: str) -> None:
-        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        if self.lib.espeak_SetVoiceByName(voice.encode()) == 0:
+            return
+        # A language code ("en-gb") names no voice file; the voice that lists it does ("en").
+        base, plus, variant = voice.partition("+")
+        alias = _language_voices().get(base.lower())
+        if alias is None or self.lib.espeak_SetVoiceByName(f"{alias}{plus}{variant}".encode()) != 0:
             names = list_voices()
             close = difflib.get_close_matches(voice, names, n=5, cutoff=0.5)
             raise EspeakError(f"unknown espeak-ng voice {voice!r}" + (f"; close: {', '.join(close)}" if close else "")
@@ -89,9 +95,50 @@ def synthesize(
     text: str, voice: str = "en-us", rate: int = 160, pitch: int | None = None, sample_rate: int = 16000
 ) -> np.ndarray:
     """Speak ``text`` with an espeak-ng ``voice`` (e.g. ``en-us``, ``en-gb-scotland``, ``fr``,
-    ``en-us+f3`` for a female variant) at ``rate`` words per minute; float32 mono in [-1, 1]."""
+    ``en-us+f3`` for a female variant) at ``rate`` words per minute; float32 mono in [-1, 1].
+
+    The same arguments always give the same samples: espeak-ng keeps waveform state between
+    utterances in static variables that no API call resets (a second call differs from the
+    first by a few samples), so each utterance is synthesised in a forked child whose
+    engine has never spoken. Where ``os.fork`` is unavailable it runs in-process.
+    """
     if not text.strip():
         raise ValueError("text is empty: nothing to synthesise")
+    if not hasattr(os, "fork"):
+        return _synthesize_here(text, voice, rate, pitch, sample_rate)
+    with _lock:
+        # The parent loads the engine, voice and resampler (slow, deterministic) but never speaks.
+        _engine().set_voice(voice)
+        import scipy.signal  # noqa: F401
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: speak once, send the samples, exit without running Python's cleanup
+            code = 0
+            try:
+                os.close(r)
+                try:
+                    payload = b"A" + _synthesize_here(text, voice, rate, pitch, sample_rate).tobytes()
+                except Exception as e:  # noqa: BLE001 - sent to the parent, which raises it
+                    payload = (b"V" if isinstance(e, ValueError) else b"E") + str(e).encode()
+                with os.fdopen(w, "wb") as f:
+                    f.write(payload)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            payload = f.read()
+        _, status = os.waitpid(pid, 0)
+    if not payload or status != 0:
+        raise EspeakError(f"the espeak-ng worker process failed (status {status}) for {text[:40]!r}")
+    kind, body = payload[:1], payload[1:]
+    if kind == b"A":
+        return np.frombuffer(body, dtype=np.float32).copy()
+    raise (ValueError if kind == b"V" else EspeakError)(body.decode(errors="replace"))
+
+
+def _synthesize_here(text: str, voice: str, rate: int, pitch: int | None, sample_rate: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
     with _lock:
@@ -146,6 +193,32 @@ def _voice_names() -> tuple[str, ...]:
                 names.append(Path(v.identifier.decode()).name.lower())
             i += 1
     return tuple(sorted(set(names)))
+
+
+@lru_cache(maxsize=1)
+def _language_voices() -> dict[str, str]:
+    """Language code -> the voice that speaks it best (``en-gb`` -> ``en``), from espeak's list."""
+    best: dict[str, tuple[int, str]] = {}
+    with _lock:
+        e = _engine()
+        voices = e.lib.espeak_ListVoices(None)
+        i = 0
+        while voices[i]:
+            v = voices[i].contents
+            i += 1
+            if not v.identifier or not v.languages:
+                continue
+            name = Path(v.identifier.decode()).name.lower()
+            # languages: repeated (priority byte, NUL-terminated code), ended by a zero byte
+            raw = ctypes.string_at(v.languages, 256)
+            pos = 0
+            while pos < len(raw) and raw[pos] != 0:
+                prio, end = raw[pos], raw.index(b"\0", pos + 1)
+                code = raw[pos + 1 : end].decode(errors="replace").lower()
+                if code and (code not in best or prio < best[code][0]):
+                    best[code] = (prio, name)
+                pos = end + 1
+    return {code: name for code, (_, name) in best.items()}
 
 
 def list_voices() -> list[str]:

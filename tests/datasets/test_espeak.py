@@ -38,3 +38,20 @@ def test_errors():
 def test_tiny_en_understands_it(whisper_tiny_en):
     out = whisper_tiny_en.transcribe(synthesize("I would like a cup of coffee please."))
     assert "coffee" in out.text.lower()
+
+
+def test_language_code_selects_the_voice_that_speaks_it():
+    """'en-gb' names no voice file; espeak's 'en' voice lists it, so both give the same audio."""
+    from hooked_asr.datasets.espeak import synthesize
+
+    assert np.array_equal(synthesize("hello there", voice="en-gb"), synthesize("hello there", voice="en"))
+    assert np.array_equal(synthesize("hi", voice="en-gb+f3"), synthesize("hi", voice="en+f3"))
+
+
+def test_same_arguments_give_the_same_samples_whatever_came_before():
+    """espeak-ng carries waveform state across utterances; synthesize must not."""
+    from hooked_asr.datasets.espeak import synthesize
+
+    first = synthesize("Seven red apples.", voice="en-us")
+    synthesize("Something else entirely, said in another voice.", voice="en-gb-scotland+f2")
+    assert np.array_equal(synthesize("Seven red apples.", voice="en-us"), first)
