@@ -534,7 +534,8 @@ class ProbeSweep:
     def summary(self) -> str:
         """A per-layer table (as in the paper's per-layer probing tables); ``*`` marks the best."""
         cols = self.columns()
-        show = [c for c in cols if c not in ("stack",)]
+        skip = {"stack"} | ({"hook"} if all(r["hook"] is None for r in self.rows) else set())
+        show = [c for c in cols if c not in skip]
         best = self.best_layer
         lines = []
         if self.title:
@@ -579,6 +580,20 @@ class ProbeSweep:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(json.dumps(data, indent=1))
         return data
+
+    def save(self, out_dir: str | Path, stem: str = "probe_sweep", probes: bool = False) -> dict[str, Path]:
+        """Write ``<stem>.csv``, ``<stem>.json``, ``<stem>.png`` (and, with ``probes``, every
+        layer's probe under ``<stem>_probes/``) into ``out_dir``; returns the paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"csv": out / f"{stem}.csv", "json": out / f"{stem}.json", "png": out / f"{stem}.png"}
+        self.to_csv(paths["csv"])
+        self.to_json(paths["json"])
+        self.plot(paths["png"])
+        if probes:
+            for k, res in self.results.items():
+                res.probe.save(out / f"{stem}_probes" / str(k).replace("/", "_"))
+        return paths
 
     def plot(self, path: str | Path | None = None, title: str | None = None) -> Any:
         """Train and test accuracy (R^2 for regression) per layer, with the chance level dashed."""

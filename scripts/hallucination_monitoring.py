@@ -1,0 +1,169 @@
+"""Section 4.2 of "Beyond Transcription": predicting a bad transcript from the decoder's residual stream.
+
+1. Inputs on which small Whisper models often go wrong (``hallucination_prone_inputs``: clean,
+   noisy, truncated, silence-padded, fast and repeated-word speech, each with its exact reference).
+2. The model transcribes them all; ``hallucination_dataset`` keeps zero-WER transcripts
+   (label 0, "correct") and the highest-WER ones (label 1, "hallucination", WER >= ``--min-wer``),
+   matched pair by pair on reference length so that length cannot give the label away.
+3. The residual stream after every decoder block at the end-of-text position
+   (``decoder.blocks.{l}.hook_resid_post``, pooling ``final``; teacher-forced on the model's own
+   transcript) is extracted, and a logistic probe per layer is trained on a stratified 80/20 split.
+4. The best layer's probe becomes a :class:`hooked_asr.monitors.ProbeMonitor`: the held-out clips
+   are transcribed again with the monitor live, and its scores are written next to their WER
+   (the monitor's accuracy must equal the probe's test accuracy: same rows, same probe).
+
+Paper reference (Whisper large-v3; the paper curates the zero-WER clips and the ~200 highest-WER
+clips of a corpus; qualitative, exact numbers not reproduced here): a linear probe on the decoder's
+final-token residual separates hallucinated from correct transcripts with high accuracy, best in
+the late decoder layers. Our inputs are synthetic and tiny.en has only 4 decoder layers, so expect
+the shape (rising with depth), not the numbers.
+
+Writes ``<out>/dataset.csv`` (every kept clip: kind, reference, transcript, WER, label),
+``<out>/probe_sweep.{csv,json,png}``, ``<out>/best_probe.safetensors`` (+ ``.json``),
+``<out>/monitor_scores.csv`` and ``<out>/summary.json``.
+
+    python scripts/hallucination_monitoring.py --model whisper-tiny.en --n 100 --out results/hallucination
+    python scripts/hallucination_monitoring.py --n 4 --out /tmp/x      # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PAPER_REFERENCE = (
+    "Paper (Whisper large-v3, Sec 4.2; qualitative, exact numbers not reproduced here): a linear probe on the "
+    "decoder's final-token residual stream predicts hallucinated (high-WER) vs correct (zero-WER) transcripts "
+    "with high accuracy, best in the late decoder layers."
+)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="whisper-tiny.en", help="registry name, local dir or hub id")
+    ap.add_argument("--n", type=int, default=50, help="pairs wanted (items per class)")
+    ap.add_argument("--per-kind", type=int, default=None,
+                    help="inputs generated per kind, 6 kinds (default: max(2, ceil(n/2)), which on tiny.en gives "
+                         "about n pairs; raise it when fewer pairs come out)")
+    ap.add_argument("--out", default="results/hallucination")
+    ap.add_argument("--stack", choices=["decoder", "encoder", "all"], default="decoder")
+    ap.add_argument("--min-wer", type=float, default=0.5)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--l2", type=float, default=1e-3)
+    ap.add_argument("--test-size", type=float, default=0.2)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--smoke", action="store_true", help="tiny settings (n=4) for a quick check")
+    return ap.parse_args(argv)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def main(argv=None) -> dict:
+    import hooked_asr
+    from hooked_asr.activations import extract_activations
+    from hooked_asr.datasets.labelled import hallucination_dataset, hallucination_prone_inputs
+    from hooked_asr.monitors import ProbeMonitor, transcribe_with_monitors
+    from hooked_asr.probing import model_hooks, probe_layers
+
+    args = parse_args(argv)
+    if args.smoke:
+        args.n = min(args.n, 4)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    model = hooked_asr.load_model(args.model).to(args.device).eval()
+    name = getattr(model.cfg, "name", args.model)
+    language = "en" if getattr(model.cfg, "is_multilingual", False) else None
+    kw = {"language": language} if language else {}
+    print(f"{name}: hallucination probes, {args.n} pairs wanted")
+    print(PAPER_REFERENCE)
+
+    per_kind = args.per_kind or max(2, math.ceil(args.n / 2))
+    inputs = hallucination_prone_inputs(per_kind, seed=args.seed, progress=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = hallucination_dataset(model, inputs, n_per_class=args.n, min_wer=args.min_wer,
+                                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, **kw)
+        except ValueError as err:
+            print(f"no pairs: {err}")
+            (out / "summary.json").write_text(json.dumps({"model": name, "error": str(err)}, indent=1))
+            return {}
+    for w in caught:
+        print(f"note: {w.message}")
+    rows = [{k: r.get(k) for k in ("pair", "label", "label_name", "kind", "wer", "ref_words", "text", "transcript")}
+            for r in ds.metadata()]
+    _write_csv(out / "dataset.csv", rows)
+    n_pairs = len(ds) // 2
+    kinds = {}
+    for r in rows:
+        kinds.setdefault(r["label_name"], {}).setdefault(r["kind"], 0)
+        kinds[r["label_name"]][r["kind"]] += 1
+    print(f"{n_pairs} length-matched pairs from {len(inputs)} inputs; kinds per class: {kinds}")
+    if n_pairs < 2:
+        msg = "fewer than 2 pairs: a held-out split needs at least 2 per class; raise --per-kind or --n"
+        print(msg)
+        (out / "summary.json").write_text(json.dumps({"model": name, "pairs": n_pairs, "error": msg}, indent=1))
+        return {}
+
+    hooks = model_hooks(model, args.stack)
+    store = extract_activations(model, ds, hooks, out / "acts", batch_size=args.batch_size,
+                                max_new_tokens=args.max_new_tokens, language=language or "en",
+                                dataset_id=f"{ds.dataset_id}|{name}", progress=True)
+    same = sum(a.get("transcript") == b["transcript"] for a, b in zip(store.items(), rows))
+    if same != len(rows):
+        print(f"note: {len(rows) - same} of {len(rows)} transcripts differ between dataset building and "
+              "extraction (different batch composition changes greedy decoding slightly)")
+    sweep = probe_layers(store, hooks=hooks, test_size=args.test_size, seed=args.seed, l2=args.l2,
+                         title=f"hallucination vs correct (final token) - {name}")
+    sweep.save(out)
+    print()
+    print(sweep.summary())
+
+    best = sweep.best_layer
+    res = sweep.results[best]
+    res.probe.save(out / "best_probe")
+    monitor = ProbeMonitor("hallucination", res.probe, best)
+    test_items = [ds[int(i)] for i in res.test_idx]
+    scored = transcribe_with_monitors(model, [it["audio"] for it in test_items], [monitor],
+                                      max_new_tokens=args.max_new_tokens, **kw)
+    score_rows = []
+    for i, it, r in zip(res.test_idx, test_items, scored):
+        score_rows.append({"item": int(i), "label": it["label"], "kind": it.get("kind"), "wer": it["wer"],
+                           "score": r.extra["monitors"]["hallucination"],
+                           "predicted": r.extra["monitor_labels"]["hallucination"], "transcript": r.text})
+    _write_csv(out / "monitor_scores.csv", score_rows)
+    mon_acc = float(np.mean([s["predicted"] == s["label"] for s in score_rows]))
+    print(f"\nmonitor on {best} over {len(score_rows)} held-out clips: accuracy {mon_acc:.3f} "
+          f"(probe test accuracy {res.test_acc:.3f})")
+    for s in score_rows:
+        print(f"  label {s['label']}  p(halluc) {s['score']:.3f}  WER {s['wer']:.2f}  {s['kind']:<15} {s['transcript']!r}")
+    summary = {"model": name, "pairs": n_pairs, "inputs": len(inputs), "kinds_per_class": kinds,
+               "best_layer": best, "test_acc": res.test_acc, "monitor_acc": mon_acc,
+               "rows": sweep.to_json()["rows"], "paper_reference": PAPER_REFERENCE,
+               "seconds": round(time.time() - t0, 1)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=lambda v: None if
+                                                 (isinstance(v, float) and math.isnan(v)) else str(v)))
+    print(f"wrote {out}/ ({time.time() - t0:.1f} s)")
+    return {"sweep": sweep, "monitor_acc": mon_acc}
+
+
+if __name__ == "__main__":
+    main()
