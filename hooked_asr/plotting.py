@@ -14,9 +14,8 @@ import numpy as np
 
 
 def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    # No matplotlib.use(): headless machines fall back to Agg by themselves, and forcing it
+    # would stop notebooks from showing figures inline.
     import matplotlib.pyplot as plt
 
     return plt

@@ -6,18 +6,23 @@ from pathlib import Path
 from typing import Any
 
 
-def plot_head_heatmaps(result: Any, metric: str, path: str | Path, title: str | None = None) -> Path:
+def plot_head_heatmaps(
+    result: Any, metric: str, path: str | Path, title: str | None = None, relative_to_clean: bool = False
+) -> Path:
     """Write a PNG with one layer x head heatmap per (stack, kind) that the sweep covered at head level.
 
-    Panels with whole components (``mlp``, whole ``attn``) are drawn as one extra column
-    to the right of the heads when present.
+    ``relative_to_clean`` plots ``patched - clean`` (the effect of the patch) instead of the
+    patched value, so the diverging colour scale is centred on "no effect".
     """
-    import matplotlib
+    import dataclasses
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    from hooked_asr.plotting import _plt
+
+    plt = _plt()
+    if relative_to_clean:
+        result = dataclasses.replace(result, table=result.table.assign(value=result.table["value"] - result.table["clean"]))
     t = result.table
     t = t[t["metric"] == metric]
     panels = [(s, k) for s, k in t[t["head"].notna()][["stack", "kind"]].drop_duplicates().itertuples(index=False)]
@@ -38,7 +43,7 @@ def plot_head_heatmaps(result: Any, metric: str, path: str | Path, title: str | 
         ax.set_yticks(range(len(layers)), [str(x) for x in layers])
         ax.set_xticks(range(grid.shape[1]))
     fig.colorbar(im, ax=axes[0].tolist(), label=metric)
-    fig.suptitle(title or f"patching: mean {metric} per head")
+    fig.suptitle(title or f"patching: mean {metric} per head", y=1.06)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -286,21 +286,17 @@ def wav_base64(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
 
 
 def _png_base64(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")  # a bare Figure: garbage-collected, no close
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _histogram_png(stats: FeatureStats, i: int) -> str:
-    import matplotlib
+    from matplotlib.figure import Figure  # off-screen figure: no pyplot state, no backend switch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 1.6))
+    fig = Figure()
+    ax = fig.subplots()
+    fig.set_size_inches(4, 1.6)
     e = stats.bin_edges.numpy()
     ax.bar(e[:-1], stats.hist[i].numpy(), width=np.diff(e), align="edge", color="#4472c4")
     ax.set_xlabel("log10 activation (firing frames)")
@@ -310,12 +306,11 @@ def _histogram_png(stats: FeatureStats, i: int) -> str:
 
 
 def _trace_png(trace: np.ndarray, words: Sequence[Word], frame: int, lo: int) -> str:
-    import matplotlib
+    from matplotlib.figure import Figure  # off-screen figure: no pyplot state, no backend switch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 1.2))
+    fig = Figure()
+    ax = fig.subplots()
+    fig.set_size_inches(4, 1.2)
     t = (np.arange(len(trace)) + lo + 0.5) * FRAME_SECONDS
     ax.plot(t, trace, color="#c0504d")
     ax.axvline((frame + 0.5) * FRAME_SECONDS, color="k", lw=0.5, ls=":")

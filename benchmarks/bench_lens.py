@@ -1,0 +1,113 @@
+"""Encoder lens over all layers (one batch) vs one ordinary transcription per layer.
+
+Reference, measured in the same run: ``n_layers x`` the time of ``model.transcribe(audio)``.
+Also timed: the naive encoder lens (each layer decoded on its own, batch 1). The issue's target
+is ``encoder lens / reference <= 1.5``.
+
+Uses the real whisper tiny.en / base and espeak-ng speech when they load; otherwise a random
+model with tiny.en's shape on noise (decoding then runs to the length cap, so the absolute
+numbers differ, the ratio is still meaningful).
+
+    python benchmarks/bench_lens.py [--model whisper-tiny.en] [--repeats 3] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _timed(fn, repeats: int, device: str) -> float:
+    fn()  # warm-up: first calls pay for allocations and lazy initialisation
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _load(name: str, device: str):
+    try:
+        import hooked_asr
+        from hooked_asr.datasets.espeak import synthesize
+
+        model = hooked_asr.load_model(name).to(device)
+        audio = synthesize("Please call Stella and ask her to bring these things with her from the store.", voice="en-us")
+        return model, audio, f"{name}, espeak-ng speech"
+    except Exception as err:  # noqa: BLE001 - any missing piece (weights, loader, espeak) falls back
+        print(f"[{name} or espeak-ng unavailable ({type(err).__name__}: {err}); using a random tiny.en-shaped model]")
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from hooked_asr import HookedWhisper
+
+    cfg = WhisperConfig(vocab_size=51864, num_mel_bins=80, encoder_layers=4, decoder_layers=4, d_model=384,
+                        encoder_attention_heads=6, decoder_attention_heads=6, encoder_ffn_dim=1536,
+                        decoder_ffn_dim=1536, max_source_positions=1500, max_target_positions=448)
+    torch.manual_seed(0)
+    model = HookedWhisper.from_hf(WhisperForConditionalGeneration(cfg).eval()).to(device)
+    audio = (0.1 * np.random.default_rng(0).standard_normal(16000 * 5)).astype(np.float32)
+    return model, audio, "random tiny.en-shaped model, noise"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="whisper-tiny.en")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="cap every decode (default: the lens's own cap)")
+    args = ap.parse_args(argv)
+
+    from hooked_asr.lens import _generate_kwargs, _stop_ids, encoder_lens, encoder_lens_states
+
+    model, audio, what = _load(args.model, args.device)
+    if what.startswith("random") and args.max_new_tokens is None:
+        args.max_new_tokens = 48  # a random model never stops: cap every decode alike
+    n_layers = model.n_layers["encoder"]
+    lang = "en" if model.cfg.is_multilingual else None
+    kw = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    final = model.transcribe(audio, language=lang, **kw)
+    cap = args.max_new_tokens or max(2 * len(final.tokens) + 10, 32)
+
+    with torch.no_grad():
+        t_one = _timed(lambda: model.transcribe(audio, language=lang, **kw), args.repeats, args.device)
+        t_lens = _timed(lambda: encoder_lens(model, audio, language=lang, final=final, max_new_tokens=cap),
+                        args.repeats, args.device)
+        t_lens_full = _timed(lambda: encoder_lens(model, audio, language=lang, max_new_tokens=cap), args.repeats, args.device)
+
+        def naive() -> None:
+            feats = model.prepare_features(audio)
+            main_key = next(iter(feats))
+            rest = {k: v for k, v in feats.items() if k != main_key}
+            for l in range(n_layers):
+                states = encoder_lens_states(model, feats, [l])
+                model.generate(feats[main_key], final.prompt, max_new_tokens=cap, encoder_hidden_states=states,
+                               **_generate_kwargs(model), **rest)
+
+        t_naive = _timed(naive, args.repeats, args.device)
+
+    res = encoder_lens(model, audio, language=lang, final=final, max_new_tokens=cap)
+    stops = set(_stop_ids(model))
+    longest = max(len(l.tokens) + (1 if l.finished else 0) for l in res.layers)
+    ref = n_layers * t_one
+    print(f"model: {what}; device {args.device}; {n_layers} encoder layers; final transcript "
+          f"{len(final.tokens)} tokens; longest layer transcript {longest} steps (cap {cap}); stops {sorted(stops)[:3]}")
+    print(f"one ordinary transcription:                 {t_one * 1e3:9.1f} ms")
+    print(f"reference = {n_layers} x ordinary transcription:      {ref * 1e3:9.1f} ms")
+    print(f"encoder lens, all layers batched:           {t_lens * 1e3:9.1f} ms   ratio {t_lens / ref:.2f} (target <= 1.5)")
+    print(f"  ... including the final transcription:    {t_lens_full * 1e3:9.1f} ms   ratio {t_lens_full / ref:.2f}")
+    print(f"encoder lens, one layer at a time:          {t_naive * 1e3:9.1f} ms   ratio {t_naive / ref:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
