@@ -827,7 +827,8 @@ def hallucination_dataset(
     src = getattr(clips_or_dataset, "dataset_id", None) or _digest(references, [np.asarray(c) for c in clips])
     model_id = getattr(getattr(model, "cfg", None), "name", None) or type(model).__name__
     return _finish("hallucination_dataset", {"source": src, "model": model_id, "n_per_class": n_per_class,
-                                             "min_wer": min_wer, "max_length_diff": max_length_diff},
+                                             "min_wer": min_wer, "max_length_diff": max_length_diff,
+                                             **{k: v for k, v in sorted(kw.items())}},
                    records, audio, ["correct", "hallucination"])
 
 

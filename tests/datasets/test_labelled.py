@@ -259,10 +259,32 @@ def test_hallucination_prone_inputs():
 
 @pytest.mark.slow
 def test_hallucination_dataset_on_tiny_en(whisper_tiny_en):
-    src = hallucination_prone_inputs(3, seed=0, kinds=("clean", "fast"), progress=False)
-    ds = hallucination_dataset(whisper_tiny_en, src, n_per_class=2, max_length_diff=None, progress=False)
+    src = hallucination_prone_inputs(2, seed=0, kinds=("clean", "truncated", "repeated"), progress=False)
+    ds = hallucination_dataset(whisper_tiny_en, src, n_per_class=1, max_length_diff=None, max_new_tokens=32,
+                               progress=False)
     zero = [ds[i] for i in range(len(ds)) if ds[i]["label"] == 0]
     assert zero and all(it["wer"] == 0.0 for it in zero)
-    again = whisper_tiny_en.transcribe([it["audio"] for it in zero], max_new_tokens=128)
+    again = whisper_tiny_en.transcribe([it["audio"] for it in zero], max_new_tokens=32)
     assert all(word_error_rate(it["text"], r.text) == 0.0 for it, r in zip(zero, again))
     assert all(ds[i]["wer"] >= 0.5 for i in range(len(ds)) if ds[i]["label"] == 1)
+
+
+def test_extract_activations_reads_a_built_dataset(tmp_path):
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from hooked_asr import HookedWhisper
+    from hooked_asr.activations import extract_activations
+
+    torch.manual_seed(0)  # a random 1+1-layer Whisper with the real 30-s window (1500 frames)
+    cfg = WhisperConfig(vocab_size=51864, num_mel_bins=80, encoder_layers=1, decoder_layers=1, d_model=32,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                        max_source_positions=1500, max_target_positions=16, attn_implementation="eager")
+    model = HookedWhisper.from_hf(WhisperForConditionalGeneration(cfg).eval())
+    ds = gender_dataset(2, seed=0, progress=False)
+    hook = "encoder.blocks.0.hook_resid_post"
+    store = extract_activations(model, ds, [hook], tmp_path / "store", batch_size=4, max_new_tokens=2,
+                                progress=False)
+    assert store.n_items == len(ds) and store.spec["dataset"] == ds.dataset_id
+    assert store.labels("label").tolist() == ds.labels().tolist()
+    assert store.load(hook).shape[0] == len(ds)
