@@ -146,12 +146,12 @@ def repeated_word(
 
 
 def add_white_noise(audio: Float[np.ndarray, "samples"], snr_db: float, seed: int = 0) -> Float[np.ndarray, "samples"]:
-    """``audio + noise`` with ``10 log10(P_audio / P_noise) = snr_db`` (seeded Gaussian noise)."""
-    a = np.asarray(audio, dtype=np.float64)
-    p = np.mean(a**2) if a.size else 0.0
-    noise = np.random.default_rng(seed).standard_normal(a.size)
-    noise *= np.sqrt(p / 10 ** (snr_db / 10)) / max(np.sqrt(np.mean(noise**2)), 1e-12)
-    return (a + noise).astype(np.float32)
+    """``audio + noise`` with ``10 log10(P_audio / P_noise) = snr_db`` (seeded Gaussian noise;
+    :func:`hooked_asr.datasets.nonspeech.mix_at_snr` scales both down together if it would clip)."""
+    from hooked_asr.datasets.nonspeech import mix_at_snr
+
+    a = np.asarray(audio, dtype=np.float32)
+    return mix_at_snr(a, np.random.default_rng(seed).standard_normal(a.size), snr_db).astype(np.float32)
 
 
 def fragment(
