@@ -13,7 +13,7 @@
    (the monitor's accuracy must equal the probe's test accuracy: same rows, same probe).
 
 Paper reference (Whisper large-v3; the paper curates the zero-WER clips and the ~200 highest-WER
-clips of a corpus; qualitative, exact numbers not reproduced here): a linear probe on the decoder's
+clips of a corpus; 93.4 % at decoder layer 22 as secondary sources report it, see ``PAPER_REFERENCE``): a linear probe on the decoder's
 final-token residual separates hallucinated from correct transcripts with high accuracy, best in
 the late decoder layers. Our inputs are synthetic and tiny.en has only 4 decoder layers, so expect
 the shape (rising with depth), not the numbers.
@@ -40,9 +40,9 @@ import numpy as np
 import torch
 
 PAPER_REFERENCE = (
-    "Paper (Whisper large-v3, Sec 4.2; qualitative, exact numbers not reproduced here): a linear probe on the "
-    "decoder's final-token residual stream predicts hallucinated (high-WER) vs correct (zero-WER) transcripts "
-    "with high accuracy, best in the late decoder layers."
+    "Paper (Whisper large-v3, Sec 4.2, as secondary sources report it, see docs/paper_reference.md): a linear "
+    "probe on the decoder residual stream predicts hallucinated vs correct transcripts with 93.4 % accuracy "
+    "at decoder layer 22 (of 32); labelling details not retrieved."
 )
 
 

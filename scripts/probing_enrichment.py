@@ -11,8 +11,8 @@ layer is trained on a stratified 80/20 split (the same split for every layer):
 * speech  - speech vs non-speech (noise colours, tones, chirps, synthetic music) of equal length;
 * language (opt-in, ``--tasks ...,language``) - en/de/fr/es parallel sentences.
 
-Paper reference (Whisper large-v3, real speech corpora), qualitative - we do not quote exact
-figures here: probe accuracy for gender, accent, noise and speech-vs-non-speech rises through the
+Paper reference (Whisper large-v3, real speech corpora; the numbers secondary sources report are in
+``PAPER_REFERENCE`` below and docs/paper_reference.md, the per-layer curves were not retrieved): probe accuracy for gender, accent, noise and speech-vs-non-speech rises through the
 encoder and is high in the middle-to-late encoder layers; the paper reads this as the encoder
 carrying speaker and acoustic-condition information well beyond what transcription needs. Our
 data are synthetic (espeak-ng), so absolute numbers are not comparable; the per-layer shape is.
@@ -36,9 +36,10 @@ import numpy as np
 import torch
 
 PAPER_REFERENCE = (
-    "Paper (Whisper large-v3, Sec 4.1; qualitative, exact numbers not reproduced here): gender, accent, "
-    "noise and speech-vs-non-speech probes rise through the encoder and reach high accuracy in the "
-    "middle-to-late encoder layers."
+    "Paper (Whisper large-v3 encoder, Sec 4.1, numbers as secondary sources report them, see "
+    "docs/paper_reference.md): gender 94.6 % (peak layer 25), clean vs noisy 90.0 % (layer 27), accent "
+    "~97 % (layer 22); speech vs non-speech: no number retrieved. Per-layer curves not retrieved: "
+    "qualitatively high in the deep encoder layers."
 )
 TASKS = ("gender", "accent", "noise", "speech", "language")
 DEFAULT_TASKS = ("gender", "accent", "noise", "speech")
