@@ -54,7 +54,7 @@ print(lens.table())
 
 # %%
 fig = plot_logit_lens(lens, title=f"logit lens: {lens.text}"[:80])
-fig
+plt.show()
 
 # %% [markdown]
 # The last row is the model's own prediction, so it agrees with the transcript everywhere;
@@ -97,7 +97,7 @@ results = [lens] + [logit_lens_generate(model, synthesize(s)) for s in sentences
 curves = lens_curves(results)
 fig = plot_curves({"p(final token)": curves.chosen_prob, "top-1 = final": curves.top1_agreement},
                   ylabel="mean over tokens (95% CI)", title=f"{curves.n_tokens} tokens, {curves.n_transcripts} clips")
-fig
+plt.show()
 
 # %%
 sat_mean, lo, hi = curves.saturation

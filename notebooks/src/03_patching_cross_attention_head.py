@@ -24,6 +24,7 @@
 # %matplotlib inline
 import time
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -100,7 +101,7 @@ fig = plot_heatmap(delta, [f"L{l}" for l in layers], [f"h{h}" for h in range(gri
                    vmin=-lim, vmax=lim, cmap="RdBu",
                    title="patch one cross-attention head from noise: change in log p(transcript)",
                    cbar_label="Δ log p")
-fig
+plt.show()
 
 # %% [markdown]
 # ## Interpolation
@@ -117,7 +118,7 @@ alphas = [0.0, 0.5, 0.75, 1.0, 1.5]
 curve = np.array([score([interpolate(best, ref_best, alpha=a)]) for a in alphas])
 fig = plot_curves({best: curve}, x=alphas, xlabel="alpha", ylabel="log p(clean transcript)",
                   title="interpolating one head towards its noise activation")
-fig
+plt.show()
 
 # %% [markdown]
 # ## Repetition loops
