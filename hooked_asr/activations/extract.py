@@ -112,6 +112,21 @@ def _run_batch(
     max_new_tokens: int,
 ) -> tuple[dict[str, list[torch.Tensor]], list[dict[str, Any]]]:
     """Pooled rows per hook (one tensor per clip) and per-clip transcript info."""
+    is_whisper = hasattr(model, "sot_sequence")
+    dec = [h for h in pooling if not h.startswith("encoder.")]
+    regroups = not is_whisper or (language is None and getattr(model.cfg, "is_multilingual", False))
+    if dec and regroups and len(clips) > 1:
+        # transcribe() may split this batch into groups (per detected language, per audio
+        # length) and run the encoder once per group; the capture below keeps one encoder
+        # pass, so such a batch is run clip by clip.
+        out: dict[str, list[torch.Tensor]] = {h: [] for h in pooling}
+        info: list[dict[str, Any]] = []
+        for clip in clips:
+            o, i = _run_batch(model, [clip], pooling, language, max_new_tokens)
+            for h in pooling:
+                out[h] += o[h]
+            info += i
+        return out, info
     enc_names = [h for h in pooling if h.startswith("encoder.")]
     dec_names = [h for h in pooling if not h.startswith("encoder.")]
     feats = model.prepare_features(list(clips))
@@ -127,6 +142,10 @@ def _run_batch(
             results = model.transcribe(audio_in, language=language, max_new_tokens=max_new_tokens)
         else:
             model.encode(**feats)
+    for h in enc.names:
+        if h in enc.acts and enc.acts[h].shape[0] != len(clips):
+            raise RuntimeError(f"{h!r} captured a batch of {enc.acts[h].shape[0]} for {len(clips)} clips: the encoder "
+                               "ran in groups; extract with batch_size=1")
     for h in enc_names:
         x = flatten_positions(enc.acts[h], h)
         lengths = [audio_frames(n, x.shape[1]) for n in n_samples]
