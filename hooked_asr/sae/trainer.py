@@ -133,6 +133,7 @@ class SAETrainer:
         return batch
 
     # ---- one step ----------------------------------------------------------------------
+    @torch.enable_grad()  # trains inside torch.no_grad() / set_grad_enabled(False) too (e.g. a notebook)
     def step(self, x: torch.Tensor) -> StepStats:
         sae, cfg, scfg = self.sae, self.cfg, self.sae.cfg
         lr = self.lr_at(self.state.step)
