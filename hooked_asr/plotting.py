@@ -53,12 +53,13 @@ def plot_heatmap(
     ax.set_xticks(range(n_cols), labels=list(col_labels), rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(n_rows), labels=list(row_labels), fontsize=8)
     if cell_text is not None:
-        lo, hi = (vmin if vmin is not None else np.nanmin(values)), (vmax if vmax is not None else np.nanmax(values))
-        mid = (lo + hi) / 2
         for r in range(n_rows):
             for c in range(n_cols):
+                # text colour from the cell's own luminance, so it reads on any colormap (diverging too)
+                red, green, blue, _ = im.cmap(im.norm(values[r, c]))
+                light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
                 ax.text(c, r, cell_text[r][c], ha="center", va="center", fontsize=6,
-                        color="black" if values[r, c] > mid else "white")
+                        color="black" if light else "white")
     fig.colorbar(im, ax=ax, label=cbar_label)
     ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
