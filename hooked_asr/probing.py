@@ -615,6 +615,8 @@ class ProbeSweep:
         fig = plot_curves({k: np.asarray(v, dtype=float) for k, v in curves.items()}, x=xs, xlabel=xlabel,
                           ylabel=ylabel, title=self.title if title is None else title)
         ax = fig.axes[0]
+        if all(isinstance(x, int) for x in xs):
+            ax.set_xticks(xs)  # layers are whole numbers
         if self.task == "classification":
             chance = [r["chance"] for r in self.rows if not math.isnan(r["chance"])]
             if chance:
