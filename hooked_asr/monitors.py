@@ -37,7 +37,14 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from hooked_asr.activations.pooling import audio_frames, default_pooling, flatten_positions, normalise_pooling, pool
+from hooked_asr.activations.pooling import (
+    audio_frames,
+    default_pooling,
+    flatten_positions,
+    normalise_pooling,
+    pool,
+    window_samples,
+)
 from hooked_asr.probing import LinearProbe
 
 
@@ -126,7 +133,7 @@ def _monitor_batch(model: Any, clips: list[np.ndarray], monitors: Sequence[Probe
             x = flatten_positions(cap.acts[m.hook_name], m.hook_name)
             if x.shape[0] != len(clips):
                 raise RuntimeError(f"{m.hook_name} saw a batch of {x.shape[0]}, expected {len(clips)}")
-            lengths = [audio_frames(n, x.shape[1]) for n in n_samples]
+            lengths = [audio_frames(n, x.shape[1], window_samples(model)) for n in n_samples]
             rows[(m.hook_name, m.pooling)] = torch.cat(pool(x, lengths, m.pooling))
 
     if dec_mons:

@@ -250,7 +250,7 @@ def test_lenses_are_model_agnostic_on_qwen2_audio():
     import numpy as np
 
     from hooked_asr import HookedQwen2Audio
-    from models.test_qwen2_audio import make_hf_qwen2_audio, make_tokenizer
+    from tests.conftest import make_hf_qwen2_audio, make_tokenizer
 
     hf = make_hf_qwen2_audio("mha")
     model = HookedQwen2Audio.from_hf(hf, tokenizer=make_tokenizer())

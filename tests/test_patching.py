@@ -447,15 +447,10 @@ def test_cli_writes_table_json_and_heatmap(tmp_path):
 # ---- the same properties on Qwen2-Audio (audio as a decoder prefix, rotary, grouped heads) --
 @pytest.fixture(scope="module")
 def qwen():
-    import importlib.util
-    from pathlib import Path
-
     from hooked_asr import HookedQwen2Audio
+    from tests.conftest import make_hf_qwen2_audio, make_tokenizer
 
-    spec = importlib.util.spec_from_file_location("_qwen_fixtures", Path(__file__).parent / "models" / "test_qwen2_audio.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    m = HookedQwen2Audio.from_hf(mod.make_hf_qwen2_audio("gqa"), tokenizer=mod.make_tokenizer())
+    m = HookedQwen2Audio.from_hf(make_hf_qwen2_audio("gqa"), tokenizer=make_tokenizer())
     g = torch.Generator().manual_seed(0)
     shape = (1, m.cfg.encoder.n_mels, m.cfg.encoder.n_frames)
     return m, torch.randn(shape, generator=g), torch.randn(shape, generator=g)

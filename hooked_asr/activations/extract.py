@@ -31,6 +31,7 @@ from hooked_asr.activations.pooling import (
     flatten_positions,
     normalise_pooling,
     pool,
+    window_samples,
 )
 from hooked_asr.activations.store import (
     MANIFEST,
@@ -148,7 +149,7 @@ def _run_batch(
                                "ran in groups; extract with batch_size=1")
     for h in enc_names:
         x = flatten_positions(enc.acts[h], h)
-        lengths = [audio_frames(n, x.shape[1]) for n in n_samples]
+        lengths = [audio_frames(n, x.shape[1], window_samples(model)) for n in n_samples]
         out[h] = pool(x, lengths, pooling[h])
 
     if dec_names:

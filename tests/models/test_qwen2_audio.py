@@ -16,25 +16,10 @@ from transformers.generation.utils import GenerationMixin
 from hooked_asr import HookedQwen2Audio
 from hooked_asr.audio import AudioError
 from hooked_asr.models.qwen2_audio import audio_token_counts
-from hooked_asr.models.qwen2_audio_weights import SPECIAL_TOKENS, WeightConversionError, convert_tensor
+from hooked_asr.models.qwen2_audio_weights import WeightConversionError, convert_tensor
+from tests.conftest import QWEN2_AUDIO_SHAPES, SPECIAL_TOKENS, make_hf_qwen2_audio, make_tokenizer
 
 ATOL = 1e-4
-VOCAB = 300  # the tokenizer's 300 ids; the model's vocabulary is larger, as in the real checkpoint
-
-QWEN2_AUDIO_SHAPES = {
-    "mha": dict(
-        audio=dict(d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, num_mel_bins=16,
-                   max_source_positions=20),
-        text=dict(vocab_size=304, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=4, rope_theta=10000.0, tie_word_embeddings=True),
-    ),
-    "gqa": dict(
-        audio=dict(d_model=24, encoder_layers=3, encoder_attention_heads=2, encoder_ffn_dim=48, num_mel_bins=8,
-                   max_source_positions=16),
-        text=dict(vocab_size=320, hidden_size=64, intermediate_size=80, num_hidden_layers=3, num_attention_heads=8,
-                  num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=False),
-    ),
-}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,43 +30,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def make_tokenizer():
-    """Byte-level BPE with a few merges and Qwen2-Audio's special tokens (ids 0-5)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(["You are a helpful assistant. Transcribe the speech into text."] * 3, trainer)
-    return tok
-
-
-def make_hf_qwen2_audio(shape: str, seed: int = 0, n_ctx: int | None = None):
-    """A random eager fp32 ``Qwen2AudioForConditionalGeneration``, weights spread wider than HF's
-    init so that greedy decoding depends on the audio."""
-    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
-
-    spec = QWEN2_AUDIO_SHAPES[shape]
-    audio = dict(spec["audio"], model_type="qwen2_audio_encoder")
-    if n_ctx is not None:
-        audio["max_source_positions"] = n_ctx
-    text = dict(spec["text"], model_type="qwen2", max_position_embeddings=2048, rms_norm_eps=1e-6)
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": text.pop("rope_theta")}
-    audio_id = SPECIAL_TOKENS.index("<|AUDIO|>")
-    cfg = Qwen2AudioConfig(audio_config=audio, text_config=text, audio_token_index=audio_id, attn_implementation="eager")
-    torch.manual_seed(seed)
-    model = Qwen2AudioForConditionalGeneration(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.uniform_(0.5, 1.5)
-            else:
-                p.normal_(0.0, 0.15)
-    return model
 
 
 @pytest.fixture(scope="module", params=sorted(QWEN2_AUDIO_SHAPES))
