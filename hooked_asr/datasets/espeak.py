@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import difflib
 import os
+import struct
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -165,7 +166,19 @@ def _synthesize_here(text: str, voice: str, rate: int, pitch: int | None, sample
 
 
 def phonemize(text: str, voice: str = "en-us") -> str:
-    """IPA phonemes of ``text`` as espeak-ng pronounces it with ``voice``."""
+    """IPA phonemes of ``text`` as espeak-ng pronounces it with ``voice``.
+
+    Runs in one long-lived forked worker: text-to-phoneme calls change espeak-ng's state,
+    and this process's engine must stay as it was when loaded, so that every
+    :func:`synthesize` child starts from the same state.
+    """
+    if not hasattr(os, "fork"):
+        return _phonemize_here(text, voice)
+    with _lock:
+        return _phoneme_worker().ask(voice, text)
+
+
+def _phonemize_here(text: str, voice: str) -> str:
     with _lock:
         e = _engine()
         e.set_voice(voice)
@@ -178,6 +191,72 @@ def phonemize(text: str, voice: str = "en-us") -> str:
             if res:
                 out.append(res.decode("utf-8"))
     return " ".join(s.strip() for s in out if s.strip())
+
+
+def _send(fd: int, kind: bytes, body: bytes) -> None:
+    data = kind + struct.pack("<I", len(body)) + body
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _recv(fd: int) -> tuple[bytes, bytes]:
+    def exactly(n: int) -> bytes:
+        chunks = b""
+        while len(chunks) < n:
+            part = os.read(fd, n - len(chunks))
+            if not part:
+                raise EOFError
+            chunks += part
+        return chunks
+
+    head = exactly(5)
+    return head[:1], exactly(struct.unpack("<I", head[1:])[0])
+
+
+class _PhonemeWorker:
+    """A forked child answering ``(voice, text)`` requests over pipes until its parent exits."""
+
+    def __init__(self) -> None:
+        _engine()  # load in the parent (loading is state-neutral) so the child inherits it
+        req_r, self.req_w = os.pipe()
+        self.res_r, res_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            code = 0
+            try:
+                os.close(self.req_w)
+                os.close(self.res_r)
+                while True:
+                    try:
+                        _, body = _recv(req_r)
+                    except EOFError:
+                        break
+                    voice, _, text = body.decode().partition("\0")
+                    try:
+                        _send(res_w, b"A", _phonemize_here(text, voice).encode())
+                    except Exception as e:  # noqa: BLE001 - sent to the parent, which raises it
+                        _send(res_w, b"E", str(e).encode())
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(req_r)
+        os.close(res_w)
+
+    def ask(self, voice: str, text: str) -> str:
+        _send(self.req_w, b"Q", f"{voice}\0{text}".encode())
+        try:
+            kind, body = _recv(self.res_r)
+        except EOFError:
+            raise EspeakError("the espeak-ng phoneme worker died; restart the Python process") from None
+        if kind == b"E":
+            raise EspeakError(body.decode(errors="replace"))
+        return body.decode()
+
+
+@lru_cache(maxsize=1)
+def _phoneme_worker() -> _PhonemeWorker:
+    return _PhonemeWorker()
 
 
 @lru_cache(maxsize=1)

@@ -52,6 +52,9 @@ def test_same_arguments_give_the_same_samples_whatever_came_before():
     """espeak-ng carries waveform state across utterances; synthesize must not."""
     from hooked_asr.datasets.espeak import synthesize
 
+    from hooked_asr.datasets.espeak import phonemize
+
     first = synthesize("Seven red apples.", voice="en-us")
     synthesize("Something else entirely, said in another voice.", voice="en-gb-scotland+f2")
+    phonemize("Text to phonemes changes espeak's state too.")
     assert np.array_equal(synthesize("Seven red apples.", voice="en-us"), first)
