@@ -99,17 +99,19 @@ def synthesize(
     ``en-us+f3`` for a female variant) at ``rate`` words per minute; float32 mono in [-1, 1].
 
     The same arguments always give the same samples: espeak-ng keeps waveform state between
-    utterances in static variables that no API call resets (a second call differs from the
-    first by a few samples), so each utterance is synthesised in a forked child whose
-    engine has never spoken. Where ``os.fork`` is unavailable it runs in-process.
+    utterances, and voice settings between voices, in static variables that no API call
+    resets (a second call differs from the first), so each utterance is synthesised in a
+    forked child whose engine has never spoken nor loaded a voice. Where ``os.fork`` is
+    unavailable it runs in-process.
     """
     if not text.strip():
         raise ValueError("text is empty: nothing to synthesise")
     if not hasattr(os, "fork"):
         return _synthesize_here(text, voice, rate, pitch, sample_rate)
     with _lock:
-        # The parent loads the engine, voice and resampler (slow, deterministic) but never speaks.
-        _engine().set_voice(voice)
+        # The parent loads the engine and the resampler but never speaks, nor loads a voice:
+        # a voice (its variant especially) leaves settings behind that the next voice keeps.
+        _engine()
         import scipy.signal  # noqa: F401
         r, w = os.pipe()
         pid = os.fork()
