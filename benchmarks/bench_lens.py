@@ -14,26 +14,12 @@ numbers differ, the ratio is still meaningful).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
 import numpy as np
 import torch
-
-
-def _timed(fn, repeats: int, device: str) -> float:
-    fn()  # warm-up: first calls pay for allocations and lazy initialisation
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from _timing import median_seconds
 
 
 def _load(name: str, device: str):
@@ -79,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     cap = args.max_new_tokens or max(2 * len(final.tokens) + 10, 32)
 
     with torch.no_grad():
-        t_one = _timed(lambda: model.transcribe(audio, language=lang, **kw), args.repeats, args.device)
-        t_lens = _timed(lambda: encoder_lens(model, audio, language=lang, final=final, max_new_tokens=cap),
+        t_one = median_seconds(lambda: model.transcribe(audio, language=lang, **kw), args.repeats, args.device)
+        t_lens = median_seconds(lambda: encoder_lens(model, audio, language=lang, final=final, max_new_tokens=cap),
                         args.repeats, args.device)
-        t_lens_full = _timed(lambda: encoder_lens(model, audio, language=lang, max_new_tokens=cap), args.repeats, args.device)
+        t_lens_full = median_seconds(lambda: encoder_lens(model, audio, language=lang, max_new_tokens=cap), args.repeats, args.device)
 
         def naive() -> None:
             feats = model.prepare_features(audio)
@@ -93,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 model.generate(feats[main_key], final.prompt, max_new_tokens=cap, encoder_hidden_states=states,
                                **_generate_kwargs(model), **rest)
 
-        t_naive = _timed(naive, args.repeats, args.device)
+        t_naive = median_seconds(naive, args.repeats, args.device)
 
     res = encoder_lens(model, audio, language=lang, final=final, max_new_tokens=cap)
     stops = set(_stop_ids(model))

@@ -16,11 +16,11 @@ espeak-ng speech; falls back to a random tiny.en-shaped model on noise when thos
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
 import torch
+from _timing import median_seconds
 
 SENTENCES = [
     "Please call Stella and ask her to bring these things with her from the store.",
@@ -32,20 +32,6 @@ SENTENCES = [
     "He forgot his umbrella on the train again.",
     "Turn left after the bridge and follow the river to the old mill.",
 ]
-
-
-def _timed(fn, repeats: int, device: str) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _load(name: str, device: str, batch: int):
@@ -98,9 +84,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         kw["language"] = "en"
 
     with torch.no_grad():
-        t_ref = _timed(lambda: model.transcribe(clips, **kw), args.repeats, args.device)
-        t_enc = _timed(lambda: transcribe_with_monitors(model, clips, [enc], **kw), args.repeats, args.device)
-        t_both = _timed(lambda: transcribe_with_monitors(model, clips, [enc, dec], **kw), args.repeats, args.device)
+        t_ref = median_seconds(lambda: model.transcribe(clips, **kw), args.repeats, args.device)
+        t_enc = median_seconds(lambda: transcribe_with_monitors(model, clips, [enc], **kw), args.repeats, args.device)
+        t_both = median_seconds(lambda: transcribe_with_monitors(model, clips, [enc, dec], **kw), args.repeats, args.device)
     out = transcribe_with_monitors(model, clips, [enc, dec], **kw)
     n_tok = sum(len(r.tokens) for r in out)
     print(f"{what}; batch {len(clips)}, {n_tok} tokens in all, device {args.device}, median of {args.repeats}")
