@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import add_probe_options
 
 PAPER_REFERENCE = (
     "Paper (Whisper large-v3, Sec 4.3; qualitative, see docs/paper_reference.md): specific encoder layers "
@@ -50,12 +51,7 @@ def parse_args(argv=None):
     ap.add_argument("--carriers", nargs="*", default=None,
                     help="carrier sentences with {word} (more carriers allow --n > 16)")
     ap.add_argument("--stack", choices=["encoder", "decoder", "all"], default="encoder")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--l2", type=float, default=1e-2)
-    ap.add_argument("--test-size", type=float, default=0.25)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--smoke", action="store_true", help="tiny settings (n=4, one pair) for a quick check")
+    add_probe_options(ap, l2=1e-2, test_size=0.25, smoke_help="tiny settings (n=4, one pair) for a quick check")
     return ap.parse_args(argv)
 
 

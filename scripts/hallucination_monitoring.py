@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import add_probe_options
 
 PAPER_REFERENCE = (
     "Paper (Whisper large-v3, Sec 4.2, as secondary sources report it, see docs/paper_reference.md): a linear "
@@ -57,12 +58,7 @@ def parse_args(argv=None):
     ap.add_argument("--stack", choices=["decoder", "encoder", "all"], default="decoder")
     ap.add_argument("--min-wer", type=float, default=0.5)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--l2", type=float, default=1e-3)
-    ap.add_argument("--test-size", type=float, default=0.2)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--smoke", action="store_true", help="tiny settings (n=4) for a quick check")
+    add_probe_options(ap, l2=1e-3, test_size=0.2)
     return ap.parse_args(argv)
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import add_probe_options
 
 PAPER_REFERENCE = (
     "Paper (Whisper large-v3 encoder, Sec 4.1, numbers as secondary sources report them, see "
@@ -70,12 +71,7 @@ def parse_args(argv=None):
     ap.add_argument("--stack", choices=["encoder", "decoder", "all"], default="encoder",
                     help="which residual streams to probe (decoder hooks need a transcription per clip)")
     ap.add_argument("--snr", type=float, default=0.0, help="SNR (dB) of the noisy class")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--l2", type=float, default=1e-3)
-    ap.add_argument("--test-size", type=float, default=0.2)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--smoke", action="store_true", help="tiny settings (n=4) for a quick check")
+    add_probe_options(ap, l2=1e-3, test_size=0.2)
     return ap.parse_args(argv)
 
 
