@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--n-label", type=int, default=12, help="features to label and put in the browser")
     ap.add_argument("--out", default="results/sae_tiny")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--store", action="store_true",
+                    help="extract the training frames once into an activation store (out/acts, resumable) and "
+                         "train from it, instead of re-running the encoder on every pass")
     args = ap.parse_args()
     torch.manual_seed(0)
     out = Path(args.out)
@@ -94,6 +97,13 @@ def main() -> None:
     source = ModelFrameSource(model, train_clips, hook, batch_size=2, pad_frames=8)
     n_frames_est = sum(  # speech frames per pass, estimated from one clip
         [source.clip_frames(train_clips[0])]) * len(train_clips)
+    if args.store:
+        from hooked_asr.activations import extract_activations
+
+        store = extract_activations(model, train_clips, [hook], out / "acts", pooling="none", shard_size=4,
+                                    batch_size=2, dataset_id=f"sae_train:{args.train_sentences}")
+        source = store.frame_source(hook)  # one chunk per shard; the trainer starts a new pass when it ends
+        n_frames_est = store.n_rows(hook)
     total_frames = int(args.epochs * n_frames_est)
     timings["synthesize one clip (estimate)"] = time.process_time() - t0
     d_in = model.cfg.encoder.d_model

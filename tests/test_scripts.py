@@ -92,7 +92,7 @@ CASES: list[tuple[str, list[str], Callable[[Path], None]]] = [
     ("attribution_vs_patching.py", ["--n", "1"], _check_attribution),
     ("repetition_circuits.py", ["--n-per-kind", "1", "--max-new-tokens", "40", "--interventions", "zero"], _check_repetition),
     ("sae_train.py", ["--train-sentences", "6", "--epochs", "1", "--eval-sentences", "1", "--n-label", "1",
-                      "--expansion", "2", "--k", "8"], _check_sae_train),
+                      "--expansion", "2", "--k", "8", "--store"], _check_sae_train),
     ("sae_steering.py", ["--langs", "en", "de", "--epochs", "0.5", "--n-test", "1", "--expansion", "2", "--k", "8"],
      _check_sae_steering),
     ("probing_enrichment.py", ["--n", "4"], _check_probe_summary),
