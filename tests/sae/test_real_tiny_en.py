@@ -1,4 +1,4 @@
-"""On the real whisper tiny.en with espeak-ng speech (skipped when either is unavailable):
+"""On the real whisper tiny.en with espeak-ng speech:
 an identity-dictionary splice leaves the transcript and logits unchanged, and word times
 from cross-attention put a word spoken after a pause after the pause."""
 
@@ -12,16 +12,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny_en():
-    try:
-        import hooked_asr
-        from hooked_asr.datasets.espeak import synthesize
+def tiny_en(whisper_tiny_en):
+    # The shared session model; a missing package or espeak-ng fails here instead of skipping.
+    from hooked_asr.datasets.espeak import synthesize
 
-        model = hooked_asr.load_model("whisper-tiny.en")
-        synthesize("test", voice="en-us")
-    except Exception as e:  # noqa: BLE001 - any missing piece (package, weights, espeak) skips
-        pytest.skip(f"real tiny.en or espeak-ng unavailable: {e}")
-    return model, synthesize
+    return whisper_tiny_en, synthesize
 
 
 def test_identity_splice_keeps_real_transcript_and_logits(tiny_en):
