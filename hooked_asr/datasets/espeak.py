@@ -13,6 +13,7 @@ import difflib
 import os
 import struct
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -119,26 +120,22 @@ def synthesize(
             code = 0
             try:
                 os.close(r)
-                try:
-                    payload = b"A" + _synthesize_here(text, voice, rate, pitch, sample_rate).tobytes()
-                except Exception as e:  # noqa: BLE001 - sent to the parent, which raises it
-                    payload = (b"V" if isinstance(e, ValueError) else b"E") + str(e).encode()
-                with os.fdopen(w, "wb") as f:
-                    f.write(payload)
+                _reply(w, lambda: _synthesize_here(text, voice, rate, pitch, sample_rate).tobytes())
             except BaseException:
                 code = 1
             finally:
                 os._exit(code)
         os.close(w)
-        with os.fdopen(r, "rb") as f:
-            payload = f.read()
+        try:
+            kind, body = _recv(r)
+        except EOFError:
+            kind, body = b"", b""
+        finally:
+            os.close(r)
         _, status = os.waitpid(pid, 0)
-    if not payload or status != 0:
+    if not kind or status != 0:
         raise EspeakError(f"the espeak-ng worker process failed (status {status}) for {text[:40]!r}")
-    kind, body = payload[:1], payload[1:]
-    if kind == b"A":
-        return np.frombuffer(body, dtype=np.float32).copy()
-    raise (ValueError if kind == b"V" else EspeakError)(body.decode(errors="replace"))
+    return np.frombuffer(_answer(kind, body), dtype=np.float32).copy()
 
 
 def _synthesize_here(text: str, voice: str, rate: int, pitch: int | None, sample_rate: int) -> np.ndarray:
@@ -215,6 +212,21 @@ def _recv(fd: int) -> tuple[bytes, bytes]:
     return head[:1], exactly(struct.unpack("<I", head[1:])[0])
 
 
+def _reply(fd: int, compute: Callable[[], bytes]) -> None:
+    """In a child: send ``compute()``'s bytes, or the error it raised, for :func:`_answer`."""
+    try:
+        _send(fd, b"A", compute())
+    except Exception as e:  # noqa: BLE001 - sent to the parent, which raises it
+        _send(fd, b"V" if isinstance(e, ValueError) else b"E", str(e).encode())
+
+
+def _answer(kind: bytes, body: bytes) -> bytes:
+    """In the parent: the bytes a child sent with :func:`_reply`, or its error raised here."""
+    if kind == b"A":
+        return body
+    raise (ValueError if kind == b"V" else EspeakError)(body.decode(errors="replace"))
+
+
 class _PhonemeWorker:
     """A forked child answering ``(voice, text)`` requests over pipes until its parent exits."""
 
@@ -234,10 +246,7 @@ class _PhonemeWorker:
                     except EOFError:
                         break
                     voice, _, text = body.decode().partition("\0")
-                    try:
-                        _send(res_w, b"A", _phonemize_here(text, voice).encode())
-                    except Exception as e:  # noqa: BLE001 - sent to the parent, which raises it
-                        _send(res_w, b"E", str(e).encode())
+                    _reply(res_w, lambda: _phonemize_here(text, voice).encode())
             except BaseException:
                 code = 1
             finally:
@@ -251,9 +260,7 @@ class _PhonemeWorker:
             kind, body = _recv(self.res_r)
         except EOFError:
             raise EspeakError("the espeak-ng phoneme worker died; restart the Python process") from None
-        if kind == b"E":
-            raise EspeakError(body.decode(errors="replace"))
-        return body.decode()
+        return _answer(kind, body).decode()
 
 
 @lru_cache(maxsize=1)
