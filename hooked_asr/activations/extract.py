@@ -114,9 +114,10 @@ def _run_batch(
 ) -> tuple[dict[str, list[torch.Tensor]], list[dict[str, Any]]]:
     """Pooled rows per hook (one tensor per clip) and per-clip transcript info."""
     is_whisper = hasattr(model, "sot_sequence")
-    dec = [h for h in pooling if not h.startswith("encoder.")]
+    enc_names = [h for h in pooling if h.startswith("encoder.")]
+    dec_names = [h for h in pooling if not h.startswith("encoder.")]
     regroups = not is_whisper or (language is None and getattr(model.cfg, "is_multilingual", False))
-    if dec and regroups and len(clips) > 1:
+    if dec_names and regroups and len(clips) > 1:
         # transcribe() may split this batch into groups (per detected language, per audio
         # length) and run the encoder once per group; the capture below keeps one encoder
         # pass, so such a batch is run clip by clip.
@@ -128,18 +129,16 @@ def _run_batch(
                 out[h] += o[h]
             info += i
         return out, info
-    enc_names = [h for h in pooling if h.startswith("encoder.")]
-    dec_names = [h for h in pooling if not h.startswith("encoder.")]
     feats = model.prepare_features(list(clips))
     out: dict[str, list[torch.Tensor]] = {}
     info: list[dict[str, Any]] = [{} for _ in clips]
     n_samples = [len(c) for c in clips]
 
-    enc = _Capture(enc_names + (["encoder.hook_out"] if dec_names and hasattr(model, "sot_sequence") else []))
+    enc = _Capture(enc_names + (["encoder.hook_out"] if dec_names and is_whisper else []))
     with model.hooks(fwd_hooks=enc.hooks()):
         if dec_names:
             # Whisper takes the features directly; other models re-prepare (they need their masks).
-            audio_in = feats["input_features"] if hasattr(model, "sot_sequence") else list(clips)
+            audio_in = feats["input_features"] if is_whisper else list(clips)
             results = model.transcribe(audio_in, language=language, max_new_tokens=max_new_tokens)
         else:
             model.encode(**feats)
@@ -156,7 +155,7 @@ def _run_batch(
         for b, r in enumerate(results):
             info[b] = {"transcript": r.text, "tokens": list(r.tokens), "finished": bool(r.finished)}
         dec = _Capture(dec_names)
-        if hasattr(model, "sot_sequence"):
+        if is_whisper:
             # Whisper: one batched teacher-forced pass over the encoder output already computed.
             # The decoder is causal, so the eos padding after a row's end changes nothing before it.
             ids, lengths = _decoder_sequences(model, results, max_new_tokens)
