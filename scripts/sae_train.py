@@ -94,18 +94,18 @@ def main() -> None:
     train_clips = PackedClips(all_train, VOICES, max_seconds=28.0, per_clip=8)
 
     t0 = time.process_time()
-    source = ModelFrameSource(model, train_clips, hook, batch_size=2, pad_frames=8)
-    n_frames_est = sum(  # speech frames per pass, estimated from one clip
-        [source.clip_frames(train_clips[0])]) * len(train_clips)
     if args.store:
         from hooked_asr.activations import extract_activations
 
         store = extract_activations(model, train_clips, [hook], out / "acts", pooling="none", shard_size=4,
                                     batch_size=2, dataset_id=f"sae_train:{args.train_sentences}")
         source = store.frame_source(hook)  # one chunk per shard; the trainer starts a new pass when it ends
-        n_frames_est = store.n_rows(hook)
+        n_frames_est = store.n_rows(hook)  # exact
+    else:
+        source = ModelFrameSource(model, train_clips, hook, batch_size=2, pad_frames=8)
+        n_frames_est = source.clip_frames(train_clips[0]) * len(train_clips)  # estimated from one clip
     total_frames = int(args.epochs * n_frames_est)
-    timings["synthesize one clip (estimate)"] = time.process_time() - t0
+    timings["extract to store" if args.store else "synthesize one clip (estimate)"] = time.process_time() - t0
     d_in = model.cfg.encoder.d_model
     ckpt = out / "checkpoint"
     tcfg = dict(total_frames=total_frames, batch_size=args.batch, lr=args.lr, buffer_frames=16384,
