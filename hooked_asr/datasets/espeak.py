@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import difflib
 import os
+import re
 import struct
 import threading
 from collections.abc import Callable
@@ -27,6 +28,8 @@ _RATE, _PITCH = 1, 3  # espeak_PARAMETER ids
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 _lock = threading.RLock()
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(-[a-z0-9]+)*")
+_MAX_LANGUAGE_PRIORITY = 30  # espeak's voice files use small priorities (1-10)
 
 
 class EspeakError(RuntimeError):
@@ -269,43 +272,47 @@ def _phoneme_worker() -> _PhonemeWorker:
 
 
 @lru_cache(maxsize=1)
-def _voice_names() -> tuple[str, ...]:
+def _voice_table() -> tuple[tuple[str, tuple[tuple[int, str], ...]], ...]:
+    """Every voice espeak-ng lists: (name, ((priority, language code), ...))."""
+    table = []
     with _lock:
-        e = _engine()
-        voices = e.lib.espeak_ListVoices(None)
-        names = []
+        voices = _engine().lib.espeak_ListVoices(None)
         i = 0
         while voices[i]:
             v = voices[i].contents
-            if v.identifier:
-                names.append(Path(v.identifier.decode()).name.lower())
             i += 1
-    return tuple(sorted(set(names)))
+            if not v.identifier:
+                continue
+            langs = []
+            if v.languages:
+                # repeated (priority byte, NUL-terminated code), ended by a zero byte
+                raw = ctypes.string_at(v.languages, 256)
+                pos = 0
+                while pos < len(raw) and raw[pos] != 0:
+                    end = raw.index(b"\0", pos + 1)
+                    code = raw[pos + 1 : end].decode(errors="replace").lower()
+                    # This build does not always end the list with a zero byte; what follows is
+                    # other memory, so the list ends at the first entry that is not a language.
+                    if raw[pos] > _MAX_LANGUAGE_PRIORITY or not _LANGUAGE_CODE.fullmatch(code):
+                        break
+                    langs.append((raw[pos], code))
+                    pos = end + 1
+            table.append((Path(v.identifier.decode()).name.lower(), tuple(langs)))
+    return tuple(table)
+
+
+def _voice_names() -> tuple[str, ...]:
+    return tuple(sorted({name for name, _ in _voice_table()}))
 
 
 @lru_cache(maxsize=1)
 def _language_voices() -> dict[str, str]:
     """Language code -> the voice that speaks it best (``en-gb`` -> ``en``), from espeak's list."""
     best: dict[str, tuple[int, str]] = {}
-    with _lock:
-        e = _engine()
-        voices = e.lib.espeak_ListVoices(None)
-        i = 0
-        while voices[i]:
-            v = voices[i].contents
-            i += 1
-            if not v.identifier or not v.languages:
-                continue
-            name = Path(v.identifier.decode()).name.lower()
-            # languages: repeated (priority byte, NUL-terminated code), ended by a zero byte
-            raw = ctypes.string_at(v.languages, 256)
-            pos = 0
-            while pos < len(raw) and raw[pos] != 0:
-                prio, end = raw[pos], raw.index(b"\0", pos + 1)
-                code = raw[pos + 1 : end].decode(errors="replace").lower()
-                if code and (code not in best or prio < best[code][0]):
-                    best[code] = (prio, name)
-                pos = end + 1
+    for name, langs in _voice_table():
+        for prio, code in langs:
+            if code and (code not in best or prio < best[code][0]):
+                best[code] = (prio, name)
     return {code: name for code, (_, name) in best.items()}
 
 

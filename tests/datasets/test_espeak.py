@@ -58,3 +58,17 @@ def test_same_arguments_give_the_same_samples_whatever_came_before():
     synthesize("Something else entirely, said in another voice.", voice="en-gb-scotland+f2")
     phonemize("Text to phonemes changes espeak's state too.")
     assert np.array_equal(synthesize("Seven red apples.", voice="en-us"), first)
+
+
+def test_language_aliases_are_language_codes_of_listed_voices():
+    """Only well-formed codes become aliases: memory after espeak's list must not turn 's' into a voice."""
+    import re
+
+    from hooked_asr.datasets.espeak import EspeakError, _language_voices, list_voices, synthesize
+
+    aliases = _language_voices()
+    assert aliases["en-gb"] == "en"
+    assert all(re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]+)*", code) for code in aliases)
+    assert set(aliases.values()) <= set(list_voices())
+    with pytest.raises(EspeakError, match="unknown espeak-ng voice 's'"):
+        synthesize("hello", voice="s")
