@@ -122,13 +122,13 @@ def _accumulate(graph: Graph, ef: EdgeForward, grads: list[torch.Tensor | None],
             continue
         G = ef.receiver_grads(gi, gout)  # [reps * batch, pos, n, d_model]
         G = G.view(reps, -1, *G.shape[1:]).sum(0)
+        Gt = G.permute(0, 1, 3, 2).reshape(-1, G.shape[2])  # [(batch pos d_model), n]: one matmul per sender group
         cols = torch.tensor(rg.index)
-        for si, sg in enumerate(graph.sender_groups):
-            if sg.stack != rg.stack or not bool(graph.allowed[sg.index][:, rg.index].any()):
-                continue
+        for si in rg.upstream:
+            sg = graph.sender_groups[si]
             D = deltas[si].to(G.device, G.dtype)  # [n_u, batch, pos, d_model]
-            s = torch.einsum("ubpd,bpnd->un", D, G).to(scores.dtype).cpu()
-            scores[torch.tensor(sg.index)[:, None], cols[None, :]] += s
+            D = D.expand(D.shape[0], *G.shape[:2], D.shape[-1]).reshape(D.shape[0], -1)
+            scores[torch.tensor(sg.index)[:, None], cols[None, :]] += (D @ Gt).to(scores.dtype).cpu()
 
 
 def _run(model: Any, graph: Graph, target_kwargs: Mapping[str, Any], ref: list[torch.Tensor],

@@ -48,6 +48,7 @@ from jaxtyping import Bool, Float
 
 from hooked_asr.circuits.heads import head_results, z_name
 from hooked_asr.circuits.weights import attention_kinds, attention_module
+from hooked_asr.components.norm import LayerNorm, RMSNorm
 
 _SLOT = {"embed": 0, "attn": 0, "cross_attn": 1, "mlp": 2}
 
@@ -110,6 +111,7 @@ class _ReceiverGroup:
     index: list[int]  # columns of Graph.receivers
     owner: str  # the module that owns the norm / the projection ("decoder.blocks.1")
     order: tuple[int, int]
+    upstream: list[int] = field(default_factory=list)  # sender groups with an edge into this group
 
 
 @dataclass
@@ -199,9 +201,10 @@ class Graph:
                               [Receiver("logits", "logits", "decoder", n_layers, "logits")])
         allowed = torch.zeros(len(senders), len(receivers), dtype=torch.bool)
         for g in rgroups:
-            for sg in sgroups:
+            for si, sg in enumerate(sgroups):
                 if sg.stack == g.stack and (sg.layer, _SLOT[sg.kind]) < g.order:
                     allowed[torch.tensor(sg.index)[:, None], torch.tensor(g.index)[None, :]] = True
+                    g.upstream.append(si)
         for hook in {g.hook for g in rgroups} | {g.x_hook for g in rgroups} | {g.hook for g in sgroups}:
             model.check_hook_name(hook)
         return cls(senders, receivers, allowed, sgroups, rgroups)
@@ -391,7 +394,8 @@ class EdgeForward:
         def fn(act: torch.Tensor, hook: Any) -> None:
             a = act.detach()
             if sg.kind in ("attn", "cross_attn"):
-                a = head_results(self.model, {sg.hook: a}, sg.stack, sg.layer, sg.kind).movedim(-2, 0)
+                with torch.no_grad():
+                    a = head_results(self.model, {sg.hook: a}, sg.stack, sg.layer, sg.kind).movedim(-2, 0)
             else:
                 a = a[None]
             self.acts[si] = a
@@ -448,19 +452,46 @@ class EdgeForward:
 
     def receiver_grads(self, gi: int, grad_out: torch.Tensor) -> Float[torch.Tensor, "batch pos n d_model"]:
         """``dm/dx_v`` for the receivers of group ``gi`` from ``dm/d(hook value)``: the vector-Jacobian
-        product of ``norm`` and the per-head projection at this forward's residual ``x_v``."""
+        product of the per-head projection (``g W[h]^T``) and of the norm at this forward's residual ``x_v``."""
         rg = self.graph.receiver_groups[gi]
         x = self.x[rg.x_hook].detach()
-        n = len(rg.index)
-        with torch.enable_grad():
-            xr = x.unsqueeze(2).expand(*x.shape[:2], n, x.shape[-1]).clone().requires_grad_(True)
+        if rg.input is None:
+            g_y = grad_out.unsqueeze(2)
+        else:
+            W, _ = _projection(self.model, rg)
+            g_y = torch.einsum("bpnd,nmd->bpnm", grad_out, W.detach().to(grad_out.dtype))
+        norm = _norm_fn(self.model, rg)
+        if isinstance(norm, (LayerNorm, RMSNorm)):
+            return _norm_vjp(norm, x.unsqueeze(2), g_y)
+        with torch.enable_grad():  # any other map (a model's finish_encoder): autograd on one copy per head
+            xr = x.unsqueeze(2).expand(*x.shape[:2], g_y.shape[2], x.shape[-1]).clone().requires_grad_(True)
             self._busy = True
             try:
-                y = receiver_input_map(self.model, rg)(xr)
+                y = norm(xr)
             finally:
                 self._busy = False
-            (g,) = torch.autograd.grad(y, xr, grad_out.to(y.dtype))
+            (g,) = torch.autograd.grad(y, xr, g_y.to(y.dtype))
         return g
+
+
+def _norm_vjp(norm: Any, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``J^T g`` of the norm at ``x`` (closed form, ``x`` shared by every head on axis 2)::
+
+        LayerNorm: x^ = (x - mean x) / s,  dx = (g' - mean g' - x^ mean(g' x^)) / s,  g' = g w
+        RMSNorm:   x^ = x / r,             dx = (g' - x^ mean(g' x^)) / r
+    """
+    x = x.float()
+    gw = g.float() * norm.w.detach().float()
+    if isinstance(norm, LayerNorm):
+        xc = x - x.mean(-1, keepdim=True)
+        s = (xc.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
+        xh = xc / s
+        dx = (gw - gw.mean(-1, keepdim=True) - xh * (gw * xh).mean(-1, keepdim=True)) / s
+    else:
+        r = (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
+        xh = x / r
+        dx = (gw - xh * (gw * xh).mean(-1, keepdim=True)) / r
+    return dx.to(g.dtype)
 
 
 def _chain(fs: list[Callable]) -> Callable:

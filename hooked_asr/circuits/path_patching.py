@@ -49,7 +49,8 @@ def _reference_acts(model: Any, graph: Graph, reference: Mapping[str, Any], refe
     missing = [h for h in graph.sender_hooks() if h not in cache]
     if missing:
         raise KeyError(f"the reference cache lacks {missing[:3]}...; record it with record_graph_reference(model, ref_kwargs)")
-    return graph.sender_activations(model, cache)
+    with torch.no_grad():
+        return [a.detach() for a in graph.sender_activations(model, cache)]
 
 
 def _check_kwargs(kwargs: Mapping[str, Any]) -> None:
