@@ -11,7 +11,7 @@ reference run)::
 i.e. ``metric(circuit) / metric(full model)`` for the metric measured from the reference
 run: 1 when the circuit alone carries the clean behaviour, 0 when it carries none of it.
 
-    >>> scores = eap_ig(model, tf.kwargs, ref_cache, metric, reference_is_cache=True)
+    >>> scores = eap_ig(model, tf.kwargs, ref_cache, metric)
     >>> c = scores.circuit(50)
     >>> c.evaluate(model, tf.kwargs, ref_cache, metric).faithfulness
     >>> c.draw("circuit.png"); c.to_json("circuit.json")
@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from hooked_asr.circuits.graph import Graph
-from hooked_asr.circuits.path_patching import _reference_acts, run_with_patched_edges
+from hooked_asr.circuits.path_patching import as_reference_cache, run_with_patched_edges
 
 
 @dataclass
@@ -87,13 +87,13 @@ class Circuit:
 
     def evaluate(
         self, model: Any, target_kwargs: Mapping[str, Any], reference: Mapping[str, Any], metric: Any,
-        reference_is_cache: bool = True, baselines: tuple[float, float] | None = None,
+        reference_is_cache: bool | None = None, baselines: tuple[float, float] | None = None,
     ) -> CircuitEvaluation:
         """Run the model with every edge outside the circuit patched; ``metric`` summed over rows.
 
         ``baselines=(clean, reference)`` reuses the two baseline values (a curve computes them once).
         """
-        cache = reference if reference_is_cache else _as_cache(model, self.graph, reference)
+        cache = as_reference_cache(model, self.graph, reference, reference_is_cache)
         outside = self.graph.allowed & ~self.edges
         m = float(metric(run_with_patched_edges(model, target_kwargs, cache, outside, self.graph)).sum())
         clean, ref = baselines if baselines is not None else circuit_baselines(model, self.graph, target_kwargs, cache, metric)
@@ -190,12 +190,6 @@ def _n_heads(graph: Graph, node: Any) -> int:
     return 1 + max(n.head for n in graph.senders if (n.stack, n.layer, n.kind) == (node.stack, node.layer, node.kind))
 
 
-def _as_cache(model: Any, graph: Graph, reference: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    from hooked_asr.circuits.path_patching import record_graph_reference
-
-    return record_graph_reference(model, reference, graph)
-
-
 @torch.no_grad()
 def circuit_baselines(
     model: Any, graph: Graph, target_kwargs: Mapping[str, Any], reference_cache: Mapping[str, torch.Tensor], metric: Any
@@ -210,17 +204,17 @@ def faithfulness_curve(
     model: Any,
     scores: Any,
     target_kwargs: Mapping[str, Any],
-    reference_cache: Mapping[str, torch.Tensor],
+    reference: Mapping[str, Any],
     metric: Any,
     ks: Iterable[int] = (10, 50, 200),
     progress: bool = True,
 ) -> Any:
     """Faithfulness of the top-``k`` circuit of ``scores`` (:class:`~hooked_asr.circuits.eap.EdgeScores`)
-    for each ``k``, each evaluated by real patching: a DataFrame (k, n_nodes, metric, clean, reference, faithfulness)."""
+    for each ``k`` (``reference``: a cache or the reference inputs), each evaluated by real patching: a DataFrame (k, n_nodes, metric, clean, reference, faithfulness)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
-    _reference_acts(model, scores.graph, reference_cache, True)  # fail early on an incomplete cache
+    reference_cache = as_reference_cache(model, scores.graph, reference)
     base = circuit_baselines(model, scores.graph, target_kwargs, reference_cache, metric)
     rows = []
     for k in tqdm(list(ks), desc="circuit faithfulness", disable=not progress):

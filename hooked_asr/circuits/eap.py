@@ -157,13 +157,13 @@ def eap(
     reference: Mapping[str, Any],
     metric: Metric,
     graph: Graph | None = None,
-    reference_is_cache: bool = False,
+    reference_is_cache: bool | None = None,
 ) -> EdgeScores:
     """EAP scores of every edge: the first-order estimate of patching that edge alone (one forward + backward).
 
     ``target_kwargs``: the teacher-forced forward's inputs; ``reference``: the reference
-    inputs teacher-forced on the same tokens, or (``reference_is_cache=True``) a cache from
-    :func:`~hooked_asr.circuits.path_patching.record_graph_reference`. ``metric`` maps
+    inputs teacher-forced on the same tokens, or a cache from
+    :func:`~hooked_asr.circuits.path_patching.record_graph_reference` (told apart by their keys). ``metric`` maps
     logits to one value per row; rows are summed.
     """
     graph = graph or Graph.from_model(model)
@@ -183,7 +183,7 @@ def eap_ig(
     graph: Graph | None = None,
     steps: int = 8,
     batch_size: int = 4,
-    reference_is_cache: bool = False,
+    reference_is_cache: bool | None = None,
     progress: bool = True,
 ) -> EdgeScores:
     """EAP-IG scores of every edge: gradients averaged over ``steps`` points from the clean to the

@@ -44,11 +44,26 @@ def record_graph_reference(
     return record_reference(model, reference_kwargs, graph.sender_hooks())
 
 
-def _reference_acts(model: Any, graph: Graph, reference: Mapping[str, Any], reference_is_cache: bool) -> list[torch.Tensor]:
-    cache = dict(reference) if reference_is_cache else record_graph_reference(model, reference, graph)
-    missing = [h for h in graph.sender_hooks() if h not in cache]
+def as_reference_cache(
+    model: Any, graph: Graph, reference: Mapping[str, Any], reference_is_cache: bool | None = None
+) -> dict[str, torch.Tensor]:
+    """A reference cache as it is, or recorded from reference inputs; ``reference_is_cache=None``
+    tells the two apart by their keys (hook names vs ``input_features`` / ``decoder_input_ids``)."""
+    if reference_is_cache is None:
+        reference_is_cache = any(isinstance(k, str) and ".hook_" in k for k in reference)
+    if not reference_is_cache:
+        return record_graph_reference(model, reference, graph)
+    missing = [h for h in graph.sender_hooks() if h not in reference]
     if missing:
-        raise KeyError(f"the reference cache lacks {missing[:3]}...; record it with record_graph_reference(model, ref_kwargs)")
+        raise KeyError(f"the reference cache lacks {missing[:3]}{'...' if len(missing) > 3 else ''}; "
+                       f"record it with record_graph_reference(model, ref_kwargs, graph)")
+    return dict(reference)
+
+
+def _reference_acts(
+    model: Any, graph: Graph, reference: Mapping[str, Any], reference_is_cache: bool | None = None
+) -> list[torch.Tensor]:
+    cache = as_reference_cache(model, graph, reference, reference_is_cache)
     with torch.no_grad():
         return [a.detach() for a in graph.sender_activations(model, cache)]
 
@@ -65,7 +80,7 @@ def run_with_patched_edges(
     reference: Mapping[str, Any],
     mask: Bool[torch.Tensor, "sender receiver"],
     graph: Graph | None = None,
-    reference_is_cache: bool = True,
+    reference_is_cache: bool | None = None,
 ) -> Float[torch.Tensor, "batch pos d_vocab"]:
     """Teacher-forced logits with the edges ``mask[i, j]`` (``graph.senders[i] -> graph.receivers[j]``)
     patched to the reference: receiver ``j`` reads ``x_j + sum_i mask[i, j] (a^ref_i - a_i)``."""
@@ -87,7 +102,7 @@ def path_patch(
     receivers: str | Sequence[str] | None = None,
     *,
     graph: Graph | None = None,
-    reference_is_cache: bool = True,
+    reference_is_cache: bool | None = None,
 ) -> Float[torch.Tensor, "batch pos d_vocab"]:
     """Logits with the senders' reference values reaching only ``receivers`` (``None``: all receivers).
 
@@ -95,12 +110,12 @@ def path_patch(
     ``encoder.embed``) or prefixes (``encoder.blocks.3.attn``: every head). ``receivers``:
     ``decoder.blocks.1.cross_attn.head.2<k>``, a whole head (all of q, k, v the senders reach),
     a prefix, ``decoder.blocks.2.mlp``, ``logits``. ``reference``: a cache from
-    :func:`record_graph_reference` (``reference_is_cache=False``: the reference inputs,
-    teacher-forced on the target's tokens).
+    :func:`record_graph_reference`, or the reference inputs teacher-forced on the target's
+    tokens (told apart by their keys; ``reference_is_cache`` forces one reading).
     """
     graph = graph or Graph.from_model(model)
     mask = graph.edge_mask(senders, receivers)
     return run_with_patched_edges(model, target_kwargs, reference, mask, graph, reference_is_cache)
 
 
-__all__ = ["path_patch", "record_graph_reference", "run_with_patched_edges"]
+__all__ = ["as_reference_cache", "path_patch", "record_graph_reference", "run_with_patched_edges"]
