@@ -291,7 +291,11 @@ def _projection(model: Any, g: _ReceiverGroup) -> tuple[torch.Tensor, torch.Tens
 def _norm_fn(model: Any, g: _ReceiverGroup) -> Callable[[torch.Tensor], torch.Tensor]:
     """The nonlinearity between the residual and the receiver, as the model computes it."""
     if g.kind == "cross_attn" and g.input in ("k", "v"):
-        return model.finish_encoder
+        # What the decoder's keys and values read: ``finish_encoder``, which for a model with
+        # cross-attention (Whisper) is the encoder's final norm; the module itself lets the
+        # gradient use the closed-form VJP below.
+        ln = getattr(getattr(model, "encoder", None), "ln_final", None)
+        return ln if isinstance(ln, (LayerNorm, RMSNorm)) and not getattr(model.cfg.encoder, "pool_stride", 0) else model.finish_encoder
     if g.kind in ("attn", "cross_attn"):
         return model.get_submodule(g.owner.rsplit(".", 1)[0] + (".ln1" if g.kind == "attn" else ".ln_cross"))
     return model.get_submodule(g.owner)  # ln2 / decoder.ln_final
@@ -332,7 +336,8 @@ class EdgeForward:
         self.mask = None if mask is None else (mask & graph.allowed if mask.dtype == torch.bool else mask * graph.allowed)
         self.alphas = alphas
         self.x: dict[str, torch.Tensor] = {}
-        self.acts: dict[int, torch.Tensor] = {}  # sender group -> [n, batch, pos, d_model]
+        self.acts: dict[int, torch.Tensor] = {}  # sender group -> [n, batch, pos, d_model] (record=True)
+        self.diffs: dict[int, torch.Tensor] = {}  # sender group -> a^ref - a, [batch, pos, d_model, n] (mask given)
         self.deltas: dict[int, torch.Tensor] = {}  # receiver group -> delta (grad mode)
         self.outputs: dict[int, torch.Tensor] = {}  # receiver group -> the hook's value (grad mode)
         self._busy = False
@@ -346,21 +351,20 @@ class EdgeForward:
         sub = self.mask[:, cols]
         return sub if bool(sub.any()) else None
 
-    def _extra(self, gi: int, sub: torch.Tensor) -> torch.Tensor:
+    def _extra(self, gi: int, sub: torch.Tensor) -> torch.Tensor | None:
         """``sum_u M[u, v] (a^ref_u - a_u)`` for the receivers of group ``gi``: ``[batch, pos, n, d_model]``."""
         g = self.graph.receiver_groups[gi]
         total = None
-        for si, sg in enumerate(self.graph.sender_groups):
-            if sg.stack != g.stack or si not in self.acts:
+        for si in g.upstream:
+            if si not in self.diffs:
                 continue
-            w = sub[sg.index]
+            w = sub[self.graph.sender_groups[si].index]
             if not bool(w.any()):
                 continue
-            cur, ref = self.acts[si], self.ref[si].to(self.acts[si].device, self.acts[si].dtype)
-            _check_positions(ref, cur, sg.hook)
-            term = torch.einsum("ubpd,un->bpnd", ref - cur, w.to(cur.device, cur.dtype))
+            D = self.diffs[si]  # [batch, pos, d_model, n_u]
+            term = D @ w.to(D.device, D.dtype)  # [batch, pos, d_model, n]
             total = term if total is None else total + term
-        return total
+        return None if total is None else total.transpose(-1, -2)
 
     def _hook_fns(self) -> dict[str, list[Callable]]:
         fns: dict[str, list[Callable]] = {}
@@ -393,12 +397,18 @@ class EdgeForward:
 
         def fn(act: torch.Tensor, hook: Any) -> None:
             a = act.detach()
-            if sg.kind in ("attn", "cross_attn"):
-                with torch.no_grad():
+            with torch.no_grad():
+                if sg.kind in ("attn", "cross_attn"):
                     a = head_results(self.model, {sg.hook: a}, sg.stack, sg.layer, sg.kind).movedim(-2, 0)
-            else:
-                a = a[None]
-            self.acts[si] = a
+                else:
+                    a = a[None]
+                if self.record:
+                    self.acts[si] = a
+                if self.mask is not None and bool(self.mask[sg.index].any()):
+                    ref = self.ref[si].to(a.device, a.dtype)
+                    _check_positions(ref, a, sg.hook)
+                    # once per sender group, in the layout every receiver's matmul wants
+                    self.diffs[si] = (ref - a).movedim(0, -1).contiguous()
         return fn
 
     def _capture_fn(self, name: str) -> Callable:
@@ -481,16 +491,18 @@ def _norm_vjp(norm: Any, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         RMSNorm:   x^ = x / r,             dx = (g' - x^ mean(g' x^)) / r
     """
     x = x.float()
-    gw = g.float() * norm.w.detach().float()
+    gw = g.float() * norm.w.detach().float()  # a new tensor: everything below works in place on it
     if isinstance(norm, LayerNorm):
         xc = x - x.mean(-1, keepdim=True)
         s = (xc.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
         xh = xc / s
-        dx = (gw - gw.mean(-1, keepdim=True) - xh * (gw * xh).mean(-1, keepdim=True)) / s
+        m2 = (gw * xh).mean(-1, keepdim=True)
+        gw.sub_(gw.mean(-1, keepdim=True))
     else:
-        r = (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
-        xh = x / r
-        dx = (gw - xh * (gw * xh).mean(-1, keepdim=True)) / r
+        s = (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
+        xh = x / s
+        m2 = (gw * xh).mean(-1, keepdim=True)
+    dx = gw.addcmul_(xh, m2, value=-1.0).div_(s)
     return dx.to(g.dtype)
 
 
