@@ -5,9 +5,9 @@
                    head_result(model, cache, "decoder.blocks.3.cross_attn.head.2")   one head
                    head_components(model, stack, kinds, layer)          heads as sweep components
                    stack_head_results(model, cache, stack, kinds, layer) -> (stack, labels)
-    weights.py   weight-space views: attention_module, attention_kinds, stacked_weight("W_Q", stack, kind)
-                   [layer, head, d_model, d_head], head_weight, QK / OV as TransformerLens FactoredMatrix
-                   for any head (cross-attention too), ov_through_unembed
+    weights.py   QK / OV as TransformerLens FactoredMatrix for any head (cross-attention too),
+                   ov_through_unembed; stacked weights come from the model:
+                   model.weights("decoder", "cross_attn").W_Q  [layer, head, d_model, d_head]
 
 Components are named with the sweep language of :mod:`hooked_asr.patching.components`
 (``decoder.blocks.3.cross_attn.head.2``), so attribution tables and patching sweeps line up.
@@ -17,17 +17,9 @@ Components are named with the sweep language of :mod:`hooked_asr.patching.compon
 """
 
 from hooked_asr.circuits.heads import head_components, head_result, head_results, stack_head_results, z_name
-from hooked_asr.circuits.weights import (
-    OV,
-    QK,
-    attention_kinds,
-    attention_module,
-    head_weight,
-    ov_through_unembed,
-    stacked_weight,
-)
+from hooked_asr.circuits.weights import OV, QK, ov_through_unembed
 
 __all__ = [
-    "OV", "QK", "attention_kinds", "attention_module", "head_components", "head_result", "head_results",
-    "head_weight", "ov_through_unembed", "stack_head_results", "stacked_weight", "z_name",
+    "OV", "QK", "head_components", "head_result", "head_results", "ov_through_unembed", "stack_head_results",
+    "z_name",
 ]

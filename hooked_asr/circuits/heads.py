@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
-from hooked_asr.circuits.weights import attention_kinds, attention_module
 from hooked_asr.patching.components import Component, components, parse_component
 
 
@@ -49,7 +48,7 @@ def head_results(
 
     Equals the opt-in ``hook_result`` (``model.set_use_attn_result(True)``) without caching it.
     """
-    W_O = attention_module(model, stack, layer, kind).W_O
+    W_O = model.attn_weight("W_O", stack, layer, kind)
     z = _z(cache, z_name(stack, layer, kind))
     return torch.einsum("...phd,hdm->...phm", z.to(W_O.dtype), W_O)
 
@@ -61,7 +60,7 @@ def head_result(
     comp = parse_component(model, component)
     if comp.head is None or comp.kind not in ("attn", "cross_attn"):
         raise ValueError(f"{comp.name!r} is not an attention head; write '<stack>.blocks.<l>.<attn|cross_attn>.head.<h>'")
-    W_O = attention_module(model, comp.stack, comp.layer, comp.kind).W_O[comp.head]
+    W_O = model.attn_weight("W_O", comp.stack, comp.layer, comp.kind)[comp.head]
     z = _z(cache, comp.hook_name)[..., comp.head, :]
     return z.to(W_O.dtype) @ W_O
 
@@ -76,7 +75,7 @@ def head_components(
     layers strictly before it (TransformerLens's ``stack_head_results`` convention; ``None``
     or ``-1``: all).
     """
-    kinds = attention_kinds(model, stack) if kinds is None else list(kinds)
+    kinds = model.attention_kinds(stack) if kinds is None else list(kinds)
     n = model.n_layers[stack]
     upto = n if layer is None or layer == -1 else layer
     if not 0 <= upto <= n:
