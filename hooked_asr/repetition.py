@@ -84,6 +84,22 @@ def find_loops(
     return loops
 
 
+def find_repetition_loop(
+    seq: str | Sequence[Hashable], min_repeats: int = 3, max_ngram: int = 8
+) -> tuple[int, int] | None:
+    """``(period, repeats)`` of the longest loop :func:`find_loops` finds, else None.
+
+    ``[a b a b a b]`` -> ``(2, 3)``; a block said twice is not a loop. The same rule as
+    :func:`find_loops` (it is a view of its answer), so the encoder lens and the patching
+    metrics call the same things loops.
+    """
+    loops = find_loops(seq, min_repeats, max_ngram)
+    if not loops:
+        return None
+    best = max(loops, key=lambda lp: (lp.length, -lp.start))
+    return len(best.ngram), best.repeats
+
+
 def has_loop(seq: str | Sequence[Hashable], min_repeats: int = 3, max_ngram: int = 8) -> bool:
     return bool(find_loops(seq, min_repeats, max_ngram))
 
@@ -225,6 +241,7 @@ __all__ = [
     "code_switch",
     "excess_repeats",
     "find_loops",
+    "find_repetition_loop",
     "fragment",
     "has_loop",
     "is_repetition_failure",
