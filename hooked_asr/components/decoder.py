@@ -18,7 +18,26 @@ from hooked_asr.components.norm import LayerNorm, RMSNorm
 from hooked_asr.config import DecoderConfig
 from hooked_asr.hooks import HookPoint
 
-LayerCache = dict[str, KV]
+LayerCache = dict[str, KV]  # {"self": (k, v), "cross": (k, v)}, each [batch, kv_head, pos, d_head]
+
+
+def reorder_cache(past_kv: list[LayerCache], beam_idx: Int[torch.Tensor, "rows"]) -> list[LayerCache]:
+    """The cache of the rows ``beam_idx``: ``new[r] = old[beam_idx[r]]`` for every cached key and
+    value (self- and cross-attention) of every layer, as beam search needs after each step.
+
+    ``beam_idx`` may repeat or drop rows, so the result can hold more or fewer rows than the input.
+    The input is not modified.
+    """
+    if beam_idx.ndim != 1 or beam_idx.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"beam_idx must be a 1-d integer tensor of row indices, got {beam_idx.dtype} {tuple(beam_idx.shape)}")
+    out: list[LayerCache] = []
+    for layer in past_kv:
+        new: LayerCache = {}
+        for kind, (k, v) in layer.items():
+            idx = beam_idx.to(k.device)
+            new[kind] = (k.index_select(0, idx), v.index_select(0, idx))
+        out.append(new)
+    return out
 
 
 class TextDecoder(nn.Module):
