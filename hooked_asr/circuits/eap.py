@@ -43,7 +43,8 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float
 
-from hooked_asr.circuits.graph import EdgeForward, Graph
+from hooked_asr.circuits.graph import EdgeForward, Graph, _norm_fn, _projection
+from hooked_asr.components.norm import LayerNorm, RMSNorm
 from hooked_asr.circuits.path_patching import _check_kwargs, _reference_acts
 
 Metric = Callable[[Float[torch.Tensor, "batch pos d_vocab"]], Float[torch.Tensor, "batch"]]
@@ -120,15 +121,69 @@ def _accumulate(graph: Graph, ef: EdgeForward, grads: list[torch.Tensor | None],
         gout = grads[gi]
         if gout is None:
             continue
-        G = ef.receiver_grads(gi, gout)  # [reps * batch, pos, n, d_model]
-        G = G.view(reps, -1, *G.shape[1:]).sum(0)
-        Gt = G.permute(0, 1, 3, 2).reshape(-1, G.shape[2])  # [(batch pos d_model), n]: one matmul per sender group
         cols = torch.tensor(rg.index)
+        norm = _norm_fn(ef.model, rg)
+        if isinstance(norm, (LayerNorm, RMSNorm)):
+            parts = _norm_scores(ef, gi, norm, gout, reps)
+        else:  # any other map: the VJP per row, then one contraction
+            G = ef.receiver_grads(gi, gout)  # [reps * batch, pos, n, d_model]
+            G = G.view(reps, -1, *G.shape[1:]).sum(0)
+            Gt = G.permute(0, 1, 3, 2).reshape(-1, G.shape[2])
+            parts = lambda D: D.reshape(D.shape[0], -1) @ Gt  # noqa: E731
         for si in rg.upstream:
             sg = graph.sender_groups[si]
-            D = deltas[si].to(G.device, G.dtype)  # [n_u, batch, pos, d_model]
-            D = D.expand(D.shape[0], *G.shape[:2], D.shape[-1]).reshape(D.shape[0], -1)
-            scores[torch.tensor(sg.index)[:, None], cols[None, :]] += (D @ Gt).to(scores.dtype).cpu()
+            D = deltas[si].float()  # [n_u, batch, pos, d_model]
+            scores[torch.tensor(sg.index)[:, None], cols[None, :]] += parts(D).to(scores.dtype).cpu()
+
+
+def _norm_scores(ef: EdgeForward, gi: int, norm: Any, gout: torch.Tensor, reps: int) -> Callable:
+    """``D -> sum_{rows, pos, d} D * dm/dx_v`` for a receiver behind a LayerNorm / RMSNorm, without
+    forming ``dm/dx_v`` per row. With ``x^ = (x - mu)/s``, ``y = x^ w + beta`` (``mu = beta = 0`` for
+    RMSNorm), ``g`` the gradient at the hook (after the head's projection ``W``, or ``y`` itself)::
+
+        dm/dx = (1/s) (w W g - a - x^ b),   a = mean_d(w W g) = g.(W^T w)/d,   b = mean_d(w W g x^) = g.(y W)/d
+
+    and ``y W = hook value - beta W - b_proj`` is what the hook already carried, so every per-row
+    quantity lives in head space and only ``sum_rows g / s`` is projected back to ``d_model``.
+    """
+    rg = ef.graph.receiver_groups[gi]
+    x = ef.x[rg.x_hook].detach().float()  # [rows, pos, d_model]
+    rows, n_pos, d = x.shape
+    B = rows // reps
+    layer = isinstance(norm, LayerNorm)
+    w = norm.w.detach().float()
+    beta = norm.b.detach().float() if layer else None
+    xc = x - x.mean(-1, keepdim=True) if layer else x
+    s = (xc.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
+    xh = xc / s
+    inv_s = (1.0 / s)[..., 0]  # [rows, pos]
+    g = gout.detach().float()
+    y = ef.outputs[gi].float()
+    if rg.input is None:
+        g, y = g[:, :, None], y[:, :, None]  # one receiver, "head space" = d_model
+        yW = y if beta is None else y - beta
+        v = w[None]
+    else:
+        W, bias = (t.detach().float() if t is not None else None for t in _projection(ef.model, rg))
+        yW = y if bias is None else y - bias
+        if beta is not None:
+            yW = yW - torch.einsum("d,nde->ne", beta, W)
+        v = torch.einsum("d,nde->ne", w, W)
+    n = g.shape[2]
+    H = (g * inv_s[..., None, None]).view(reps, B, n_pos, n, -1).sum(0)  # [B, pos, n, e]
+    T = (H if rg.input is None else torch.einsum("bpne,nde->bpnd", H, W)) * w  # [B, pos, n, d]
+    # the x^ b and a terms, summed over rows once, so each sender group costs one matmul
+    C = ((g * yW).sum(-1) / d * inv_s[..., None]).view(reps, B, n_pos, n)  # b / s per row
+    T = T - torch.einsum("rbpn,rbpd->bpnd", C, xh.view(reps, B, n_pos, d))
+    if layer:
+        a = torch.einsum("rpne,ne->rpn", g, v) / d
+        T = T - (a * inv_s[..., None]).view(reps, B, n_pos, n).sum(0)[..., None]
+    Tt = T.permute(0, 1, 3, 2).reshape(-1, n)  # [(batch pos d_model), n]
+
+    def parts(D: torch.Tensor) -> torch.Tensor:
+        return D.expand(D.shape[0], B, n_pos, d).reshape(D.shape[0], -1) @ Tt
+
+    return parts
 
 
 def _run(model: Any, graph: Graph, target_kwargs: Mapping[str, Any], ref: list[torch.Tensor],
