@@ -26,7 +26,10 @@ to the real patching effect ``m(a_u = a^ref_u) - m(clean)`` as ``m`` grows (test
 EAP (``m = 1`` at ``alpha = 0``) is the tangent at the clean end.
 
 Cost: one reference forward, one clean forward, and ``m`` forward + backward passes
-(batched ``batch_size`` steps at a time); the backward needs no weight gradients.
+(batched ``batch_size`` steps at a time; the backward needs no weight gradients). The
+receivers' gradients are summed over the steps in head space (see :func:`_norm_grad_sum`)
+and contracted with the senders' deltas once, so scoring every edge costs about one
+forward whatever ``m`` (``benchmarks/bench_eap.py``).
 
     >>> scores = eap_ig(model, tf.kwargs, ref_tf.kwargs, metric, steps=8)
     >>> scores.ranked().head(), scores.node_scores()
