@@ -6,10 +6,11 @@ store. Under ``torch.distributed`` (``torchrun``; gloo on CPU, nccl on GPUs) ran
 of ``W`` writes shards ``k`` with ``k % W == r``; rank 0 writes the manifest after a
 barrier. Memory is bounded by one shard of pooled rows plus one batch of activations.
 
-Encoder hooks are read from the encoder pass (``mean`` over the audio frames, or every
-audio frame with ``none``). Decoder hooks need a token sequence: the model transcribes
-each clip greedily (``max_new_tokens``), then the decoder reads the prompt, transcript
-and end-of-text token teacher-forced; ``final`` keeps the end-of-text position.
+Rows come from :func:`~hooked_asr.activations.rows.pooled_rows`, the pipeline monitors use
+too: encoder hooks from the encoder pass (``mean`` over the audio frames, or every audio
+frame with ``none``); decoder hooks from a teacher-forced pass over the prompt, the greedy
+transcript (``max_new_tokens``) and the end-of-text token; ``final`` keeps the end-of-text
+position.
 """
 
 from __future__ import annotations
@@ -25,14 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hooked_asr.activations.pooling import (
-    audio_frames,
-    default_pooling,
-    flatten_positions,
-    normalise_pooling,
-    pool,
-    window_samples,
-)
+from hooked_asr.activations.pooling import default_pooling, normalise_pooling
+from hooked_asr.activations.rows import pooled_rows
 from hooked_asr.activations.store import (
     MANIFEST,
     ActivationStore,
@@ -78,33 +73,6 @@ def _split_labels(item: dict[str, Any]) -> tuple[dict[str, float | int], dict[st
     return numeric, meta
 
 
-class _Capture:
-    """Forward hooks that keep the latest activation of each hook (detached)."""
-
-    def __init__(self, names: Sequence[str]):
-        self.names = list(names)
-        self.acts: dict[str, torch.Tensor] = {}
-
-    def hooks(self) -> list[tuple[str, Any]]:
-        def grab(x: torch.Tensor, hook: Any) -> None:
-            self.acts[hook.name] = x.detach()
-
-        return [(n, grab) for n in self.names]
-
-
-def _decoder_sequences(model: Any, results: Sequence[Any], max_new_tokens: int) -> tuple[torch.Tensor, list[int]]:
-    """Rows ``prompt + transcript + eos`` padded with eos; returns ids and each row's length."""
-    eos = model.cfg.eos_token_id
-    seqs = [list(r.prompt) + list(r.tokens) + [eos] for r in results]
-    lengths = [len(s) for s in seqs]
-    width = max(lengths)
-    ids = torch.full((len(seqs), width), eos, dtype=torch.long)
-    for b, s in enumerate(seqs):
-        ids[b, : len(s)] = torch.tensor(s)
-    return ids, lengths
-
-
-@torch.no_grad()
 def _run_batch(
     model: Any,
     clips: list[np.ndarray],
@@ -113,69 +81,12 @@ def _run_batch(
     max_new_tokens: int,
 ) -> tuple[dict[str, list[torch.Tensor]], list[dict[str, Any]]]:
     """Pooled rows per hook (one tensor per clip) and per-clip transcript info."""
-    is_whisper = hasattr(model, "sot_sequence")
-    enc_names = [h for h in pooling if h.startswith("encoder.")]
-    dec_names = [h for h in pooling if not h.startswith("encoder.")]
-    regroups = not is_whisper or (language is None and getattr(model.cfg, "is_multilingual", False))
-    if dec_names and regroups and len(clips) > 1:
-        # transcribe() may split this batch into groups (per detected language, per audio
-        # length) and run the encoder once per group; the capture below keeps one encoder
-        # pass, so such a batch is run clip by clip.
-        out: dict[str, list[torch.Tensor]] = {h: [] for h in pooling}
-        info: list[dict[str, Any]] = []
-        for clip in clips:
-            o, i = _run_batch(model, [clip], pooling, language, max_new_tokens)
-            for h in pooling:
-                out[h] += o[h]
-            info += i
-        return out, info
-    feats = model.prepare_features(list(clips))
-    out: dict[str, list[torch.Tensor]] = {}
-    info: list[dict[str, Any]] = [{} for _ in clips]
-    n_samples = [len(c) for c in clips]
-
-    enc = _Capture(enc_names + (["encoder.hook_out"] if dec_names and is_whisper else []))
-    with model.hooks(fwd_hooks=enc.hooks()):
-        if dec_names:
-            # Whisper takes the features directly; other models re-prepare (they need their masks).
-            audio_in = feats["input_features"] if is_whisper else list(clips)
-            results = model.transcribe(audio_in, language=language, max_new_tokens=max_new_tokens)
-        else:
-            model.encode(**feats)
-    for h in enc.names:
-        if h in enc.acts and enc.acts[h].shape[0] != len(clips):
-            raise RuntimeError(f"{h!r} captured a batch of {enc.acts[h].shape[0]} for {len(clips)} clips: the encoder "
-                               "ran in groups; extract with batch_size=1")
-    for h in enc_names:
-        x = flatten_positions(enc.acts[h], h)
-        lengths = [audio_frames(n, x.shape[1], window_samples(model)) for n in n_samples]
-        out[h] = pool(x, lengths, pooling[h])
-
-    if dec_names:
-        for b, r in enumerate(results):
-            info[b] = {"transcript": r.text, "tokens": list(r.tokens), "finished": bool(r.finished)}
-        dec = _Capture(dec_names)
-        if is_whisper:
-            # Whisper: one batched teacher-forced pass over the encoder output already computed.
-            # The decoder is causal, so the eos padding after a row's end changes nothing before it.
-            ids, lengths = _decoder_sequences(model, results, max_new_tokens)
-            with model.hooks(fwd_hooks=dec.hooks()):
-                model(decoder_input_ids=ids.to(enc.acts["encoder.hook_out"].device),
-                      encoder_hidden_states=enc.acts["encoder.hook_out"])
-            for h in dec_names:
-                out[h] = pool(flatten_positions(dec.acts[h], h), lengths, pooling[h])
-        else:
-            # Any other model: one teacher-forced forward per clip through the public API.
-            for h in dec_names:
-                out[h] = []
-            for clip, r in zip(clips, results):
-                tf = model.teacher_forced_inputs(clip, continuation=list(r.tokens) + [model.cfg.eos_token_id])
-                with model.hooks(fwd_hooks=dec.hooks()):
-                    model(**tf.kwargs)
-                for h in dec_names:
-                    x = flatten_positions(dec.acts[h], h)
-                    out[h] += pool(x, [x.shape[1]], pooling[h])
-    return out, info
+    got = pooled_rows(model, clips, pooling, language=language, max_new_tokens=max_new_tokens)
+    rows = {h: got.rows[(h, rule)] for h, rule in pooling.items()}
+    if got.results is None:
+        return rows, [{} for _ in clips]
+    info = [{"transcript": r.text, "tokens": list(r.tokens), "finished": bool(r.finished)} for r in got.results]
+    return rows, info
 
 
 def resolve_pooling(model: Any, hook_names: Sequence[str], pooling: str | Mapping[str, str] | None) -> dict[str, str]:
