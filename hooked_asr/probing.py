@@ -675,8 +675,7 @@ def probe_layers(
     if store is not None:
         keys = list(hooks) if hooks is not None else store.hook_names
         for h in keys:
-            store._check(h)
-            if store.pooling(h) == "none":
+            if store.pooling(h) == "none":  # also raises KeyError naming the store's hooks
                 raise ValueError(f"{h!r} was stored with pooling 'none' (one row per frame/token); probes need "
                                  "one row per item: extract with pooling 'mean' or 'final'")
         if y is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked_asr.models.qwen2_audio_weights import SPECIAL_TOKENS
+from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS
 
 # Shapes that cover what differs across real Whisper sizes: 80 vs 128 mel bins, the three
 # vocabulary sizes (51864 .en, 51865 multilingual, 51866 large-v3), and encoder depth !=

@@ -154,6 +154,19 @@ class ModelFrameSource(FrameSource):
             yield self.chunk_with_meta(i)
 
 
+class StoreFrameSource(FrameSource):
+    """The rows of one hook of an :class:`~hooked_asr.activations.store.ActivationStore`
+    (extracted with pooling ``none``: every frame), one chunk per shard."""
+
+    def __init__(self, store: Any, hook_name: str):
+        super().__init__()
+        self.store, self.hook_name = store, hook_name
+        self.d_in, self.n_chunks = store.d(hook_name), store.n_shards
+
+    def _chunk(self, i: int) -> torch.Tensor:
+        return self.store.shard_rows(i, self.hook_name)
+
+
 class CachedFrameSource(FrameSource):
     """A finite source whose chunks are written to ``folder/chunk_{i}.safetensors`` the
     first time they are read and read back from disk afterwards, so several passes over
@@ -188,6 +201,7 @@ __all__ = [
     "FrameSource",
     "GeneratedFrameSource",
     "ModelFrameSource",
+    "StoreFrameSource",
     "TensorFrameSource",
     "speech_frames",
 ]
