@@ -106,6 +106,80 @@ def resolve_pooling(model: Any, hook_names: Sequence[str], pooling: str | Mappin
     return rules
 
 
+def _open_store(root: Path, spec: dict[str, Any], h: str) -> None:
+    """Refuse a directory holding another store; drop what a killed writer left; write the manifest."""
+    mpath = root / MANIFEST
+    if mpath.exists():
+        old = json.loads(mpath.read_text())
+        if old.get("spec_hash") != h:
+            diff = {k: (old.get("spec", {}).get(k), v) for k, v in spec.items() if old.get("spec", {}).get(k) != v}
+            raise StoreError(
+                f"{root} holds a store built with other settings ({diff}; (old, new)); use another out_dir "
+                "or delete that one"
+            )
+    for stray in root.glob(".shard_*.tmp"):  # left by a killed writer; never a complete shard
+        stray.unlink(missing_ok=True)
+    for stray in root.glob(f".{MANIFEST}.*.tmp"):
+        stray.unlink(missing_ok=True)
+    write_manifest(root, spec, spec["n_items"], spec["shard_size"])
+
+
+def _label_tensors(numeric: list[dict[str, Any]], lo: int) -> dict[str, torch.Tensor]:
+    """``label/<key>`` tensors: long when every value is an integer, else float64."""
+    out = {}
+    for key in sorted({k for n in numeric for k in n}):
+        missing = [lo + j for j, n in enumerate(numeric) if key not in n]
+        if missing:
+            raise ValueError(f"label {key!r} is missing from items {missing[:5]}; every item needs the same labels")
+        vals = [n[key] for n in numeric]
+        is_int = all(isinstance(v, (bool, int, np.integer)) for v in vals)
+        out[f"label/{key}"] = torch.tensor(vals, dtype=torch.long if is_int else torch.float64)
+    return out
+
+
+def _row_tensors(hook: str, parts: list[torch.Tensor], lo: int, hi: int) -> dict[str, torch.Tensor]:
+    """A hook's rows and, per row, its item and position within the item."""
+    counts = torch.tensor([p.shape[0] for p in parts], dtype=torch.long)
+    return {
+        f"act/{hook}": torch.cat(parts),
+        f"n_rows/{hook}": counts,
+        f"row_item/{hook}": torch.arange(lo, hi).repeat_interleave(counts),
+        f"row_pos/{hook}": torch.cat([torch.arange(int(c)) for c in counts]),
+    }
+
+
+def _extract_shard(
+    model: Any, dataset: Sequence[Any], index: range, rules: dict[str, str], batch_size: int,
+    language: str | None, max_new_tokens: int, dtype: torch.dtype, bar: Any,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and header of the shard holding items ``index``, batch by batch."""
+    lo, hi = index.start, index.stop
+    rows: dict[str, list[torch.Tensor]] = {hk: [] for hk in rules}
+    items_meta, numeric, n_samples = [], [], []
+    for b0 in range(lo, hi, batch_size):
+        items = [_item(dataset, i) for i in range(b0, min(hi, b0 + batch_size))]
+        clips = [np.asarray(it["audio"], dtype=np.float32) for it in items]
+        pooled, info = _run_batch(model, clips, rules, language, max_new_tokens)
+        for hk in rules:
+            rows[hk] += [r.to("cpu", dtype) for r in pooled[hk]]
+        for it, inf in zip(items, info):
+            num, meta = _split_labels(it)
+            numeric.append(num)
+            items_meta.append({**meta, **inf})
+        n_samples += [len(c) for c in clips]
+        bar.update(len(items))
+    tensors: dict[str, torch.Tensor] = {
+        "item_index": torch.arange(lo, hi, dtype=torch.long),
+        "n_samples": torch.tensor(n_samples, dtype=torch.long),
+        **_label_tensors(numeric, lo),
+    }
+    for hk, parts in rows.items():
+        tensors.update(_row_tensors(hk, parts, lo, hi))
+    n_rows = {hk: int(tensors[f"n_rows/{hk}"].sum()) for hk in rows}
+    meta = {"item_range": json.dumps([lo, hi]), "rows": json.dumps(n_rows), "items": json.dumps(items_meta)}
+    return tensors, meta
+
+
 def extract_activations(
     model: Any,
     dataset: Sequence[Any],
@@ -151,20 +225,7 @@ def extract_activations(
     h = spec_hash(spec)
     root.mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        mpath = root / MANIFEST
-        if mpath.exists():
-            old = json.loads(mpath.read_text())
-            if old.get("spec_hash") != h:
-                diff = {k: (old.get("spec", {}).get(k), v) for k, v in spec.items() if old.get("spec", {}).get(k) != v}
-                raise StoreError(
-                    f"{root} holds a store built with other settings ({diff}; (old, new)); use another out_dir "
-                    "or delete that one"
-                )
-        for stray in root.glob(".shard_*.tmp"):  # left by a killed writer; never a complete shard
-            stray.unlink(missing_ok=True)
-        for stray in root.glob(f".{MANIFEST}.*.tmp"):
-            stray.unlink(missing_ok=True)
-        write_manifest(root, spec, n_items, shard_size)
+        _open_store(root, spec, h)
     _barrier()
 
     n_shards = math.ceil(n_items / shard_size)
@@ -174,42 +235,9 @@ def extract_activations(
                desc=f"extract[{rank}/{world}]" if world > 1 else "extract", unit="clip")
     for k in todo:
         lo, hi = k * shard_size, min(n_items, (k + 1) * shard_size)
-        rows: dict[str, list[torch.Tensor]] = {hk: [] for hk in rules}
-        items_meta, numeric, n_samples = [], [], []
-        for b0 in range(lo, hi, batch_size):
-            items = [_item(dataset, i) for i in range(b0, min(hi, b0 + batch_size))]
-            clips = [np.asarray(it["audio"], dtype=np.float32) for it in items]
-            pooled, info = _run_batch(model, clips, rules, language, max_new_tokens)
-            for hk in rules:
-                rows[hk] += [r.to("cpu", dtype) for r in pooled[hk]]
-            for it, inf in zip(items, info):
-                num, meta = _split_labels(it)
-                numeric.append(num)
-                items_meta.append({**meta, **inf})
-            n_samples += [len(c) for c in clips]
-            bar.update(len(items))
-        tensors: dict[str, torch.Tensor] = {
-            "item_index": torch.arange(lo, hi, dtype=torch.long),
-            "n_samples": torch.tensor(n_samples, dtype=torch.long),
-        }
-        for key in sorted({k for n in numeric for k in n}):
-            missing = [lo + j for j, n in enumerate(numeric) if key not in n]
-            if missing:
-                raise ValueError(f"label {key!r} is missing from items {missing[:5]}; every item needs the same labels")
-            vals = [n[key] for n in numeric]
-            is_int = all(isinstance(v, (bool, int, np.integer)) for v in vals)
-            tensors[f"label/{key}"] = torch.tensor(vals, dtype=torch.long if is_int else torch.float64)
-        n_rows = {}
-        for hk, parts in rows.items():
-            tensors[f"act/{hk}"] = torch.cat(parts)
-            counts = torch.tensor([p.shape[0] for p in parts], dtype=torch.long)
-            tensors[f"n_rows/{hk}"] = counts
-            tensors[f"row_item/{hk}"] = torch.arange(lo, hi).repeat_interleave(counts)
-            tensors[f"row_pos/{hk}"] = torch.cat([torch.arange(int(c)) for c in counts])
-            n_rows[hk] = int(counts.sum())
-        meta = {"spec_hash": h, "shard": str(k), "item_range": json.dumps([lo, hi]), "rows": json.dumps(n_rows),
-                "items": json.dumps(items_meta)}
-        write_shard(root / shard_name(k), tensors, meta)
+        tensors, meta = _extract_shard(model, dataset, range(lo, hi), rules, batch_size, language, max_new_tokens,
+                                       dtype, bar)
+        write_shard(root / shard_name(k), tensors, {"spec_hash": h, "shard": str(k), **meta})
         if world == 1:
             write_manifest(root, spec, n_items, shard_size)  # the manifest follows every finished shard
     bar.close()
