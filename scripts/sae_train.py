@@ -28,7 +28,6 @@ from hooked_asr.sae import ModelFrameSource, SAEConfig, SAETrainer, SparseAutoen
 from hooked_asr.sae.corpus import english_sentences
 from hooked_asr.sae.evaluate import reconstruction_metrics, splice_metrics
 from hooked_asr.sae.features import collect_feature_stats, feature_reports, write_feature_browser
-from hooked_asr.sae.frames import StoreFrameSource
 
 VOICES = ["en-us", "en-gb", "en-us+f3", "en-gb-scotland", "en-us+m3"]
 
@@ -100,7 +99,7 @@ def main() -> None:
 
         store = extract_activations(model, train_clips, [hook], out / "acts", pooling="none", shard_size=4,
                                     batch_size=2, dataset_id=f"sae_train:{args.train_sentences}")
-        source = StoreFrameSource(store, hook)  # one chunk per shard; the trainer starts a new pass when it ends
+        source = store.frame_source(hook)  # one chunk per shard; the trainer starts a new pass when it ends
         n_frames_est = store.n_rows(hook)  # exact
     else:
         source = ModelFrameSource(model, train_clips, hook, batch_size=2, pad_frames=8)

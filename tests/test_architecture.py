@@ -38,6 +38,14 @@ LAYERS: list[tuple[str, set[str]]] = [
 TOO_LONG_OK = {
     "datasets/labelled.py": "helper papers' file (issue 18): the labelled builders are split there",
     "models/qwen2_audio.py": "helper core's file under rewrite (issue 12): generation moves to models/decoding/",
+    "models/tl_compat.py": "helper circ1's new mixin (issue 13), in progress",
+}
+
+# Upward arrows known and owned elsewhere, each with its reason; an entry whose import is gone fails.
+UPWARD_OK = {
+    ("hooked_asr.models.tl_compat", "hooked_asr.circuits.cache"):
+        "helper circ1 (issue 13): run_with_cache(return_cache_object=True) builds the circuits' ActivationCache; "
+        "to be fixed there by moving the cache object below models or returning it from circuits",
 }
 
 
@@ -99,15 +107,19 @@ def test_imports_never_point_up_a_layer():
     for mod, deps in _graph().items():
         for dep in deps:
             src, dst = _layer_of(_unit(mod)), _layer_of(_unit(dep))
-            if dst > src:
+            if dst > src and (mod, dep) not in UPWARD_OK:
                 bad.append(f"{mod} ({LAYERS[src][0]}) imports {dep} ({LAYERS[dst][0]})")
     assert not bad, "imports that run back up the layers:\n" + "\n".join(sorted(bad))
+    graph = _graph()
+    stale = [edge for edge in UPWARD_OK if edge[1] not in graph.get(edge[0], set())]
+    assert not stale, f"UPWARD_OK lists imports that are gone (remove them): {stale}"
 
 
 def test_units_form_no_cycle():
     edges: dict[str, set[str]] = {}
     for mod, deps in _graph().items():
-        edges.setdefault(_unit(mod), set()).update(_unit(d) for d in deps if _unit(d) != _unit(mod))
+        edges.setdefault(_unit(mod), set()).update(
+            _unit(d) for d in deps if _unit(d) != _unit(mod) and (mod, d) not in UPWARD_OK)
     state: dict[str, int] = {}
     path: list[str] = []
 

@@ -31,8 +31,11 @@ from hooked_asr.activations.rows import pooled_rows
 from hooked_asr.activations.store import (
     MANIFEST,
     ActivationStore,
+    ContentHasher,
     StoreError,
-    read_shard_metadata,
+    check_shard_content,
+    finished_shard_meta,
+    remove_dead_writers_temp_files,
     shard_name,
     spec_hash,
     write_manifest,
@@ -117,10 +120,7 @@ def _open_store(root: Path, spec: dict[str, Any], h: str) -> None:
                 f"{root} holds a store built with other settings ({diff}; (old, new)); use another out_dir "
                 "or delete that one"
             )
-    for stray in root.glob(".shard_*.tmp"):  # left by a killed writer; never a complete shard
-        stray.unlink(missing_ok=True)
-    for stray in root.glob(f".{MANIFEST}.*.tmp"):
-        stray.unlink(missing_ok=True)
+    remove_dead_writers_temp_files(root)  # left by killed writers; a live writer keeps its own
     write_manifest(root, spec, spec["n_items"], spec["shard_size"])
 
 
@@ -156,8 +156,11 @@ def _extract_shard(
     lo, hi = index.start, index.stop
     rows: dict[str, list[torch.Tensor]] = {hk: [] for hk in rules}
     items_meta, numeric, n_samples = [], [], []
+    content = ContentHasher()
     for b0 in range(lo, hi, batch_size):
         items = [_item(dataset, i) for i in range(b0, min(hi, b0 + batch_size))]
+        for it in items:
+            content.update(it)
         clips = [np.asarray(it["audio"], dtype=np.float32) for it in items]
         pooled, info = _run_batch(model, clips, rules, language, max_new_tokens)
         for hk in rules:
@@ -176,7 +179,8 @@ def _extract_shard(
     for hk, parts in rows.items():
         tensors.update(_row_tensors(hk, parts, lo, hi))
     n_rows = {hk: int(tensors[f"n_rows/{hk}"].sum()) for hk in rows}
-    meta = {"item_range": json.dumps([lo, hi]), "rows": json.dumps(n_rows), "items": json.dumps(items_meta)}
+    meta = {"item_range": json.dumps([lo, hi]), "rows": json.dumps(n_rows), "items": json.dumps(items_meta),
+            "content_hash": content.hexdigest()}
     return tensors, meta
 
 
@@ -230,7 +234,14 @@ def extract_activations(
 
     n_shards = math.ceil(n_items / shard_size)
     mine = [k for k in range(n_shards) if k % world == rank]
-    todo = [k for k in mine if (read_shard_metadata(root / shard_name(k)) or {}).get("spec_hash") != h]
+    todo = []
+    for k in mine:
+        done = finished_shard_meta(root / shard_name(k), k, h)
+        if done is None:
+            todo.append(k)
+        else:  # a finished shard is reused only for the same data (audio and labels)
+            check_shard_content(root / shard_name(k), done,
+                                [_item(dataset, i) for i in range(k * shard_size, min(n_items, (k + 1) * shard_size))])
     bar = tqdm(total=sum(min(shard_size, n_items - k * shard_size) for k in todo), disable=not progress,
                desc=f"extract[{rank}/{world}]" if world > 1 else "extract", unit="clip")
     for k in todo:

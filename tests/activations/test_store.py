@@ -15,7 +15,6 @@ import torch
 from safetensors import safe_open
 
 from hooked_asr.activations import ActivationStore, StoreError, audio_frames, extract_activations, pool
-from hooked_asr.sae.frames import StoreFrameSource
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _workers import HOOKS, KW, clips, small_whisper  # noqa: E402
@@ -112,7 +111,7 @@ def test_labels_and_metadata_round_trip(reference):
 
 
 def test_frames_stream_without_loading_everything(model, tmp_path):
-    """pooling='none': every audio frame once, in order, through load / iter_batches / StoreFrameSource."""
+    """pooling='none': every audio frame once, in order, through load / iter_batches / frame_source."""
     data = clips(5)
     store = extract_activations(model, data, [ENC], tmp_path, pooling="none", shard_size=2, batch_size=2,
                                 dataset_id="clips", progress=False)
@@ -127,7 +126,7 @@ def test_frames_stream_without_loading_everything(model, tmp_path):
     shuffled = torch.cat(list(store.iter_batches(ENC, batch_size=7, shuffle=True, seed=3)))
     assert not torch.equal(shuffled, X)
     torch.testing.assert_close(shuffled[shuffled[:, 0].argsort()], X[X[:, 0].argsort()])
-    source = StoreFrameSource(store, ENC)
+    source = store.frame_source(ENC)
     first = next(iter(source))
     state = source.state_dict()
     rest = list(source)
