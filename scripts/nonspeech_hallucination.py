@@ -114,7 +114,7 @@ def n_words(text: str) -> int:
 
 def score(items: list[dict], texts: list[str]) -> dict:
     """Hallucination rate on the non-speech clips, corpus WER on the speech clips."""
-    from hooked_asr.sae.evaluate import word_error_rate
+    from hooked_asr.text import corpus_word_error_rate as word_error_rate
 
     ns = [n_words(t) > 0 for it, t in zip(items, texts) if not it["speech"]]
     sp = [(it["text"], t) for it, t in zip(items, texts) if it["speech"]]
@@ -186,7 +186,7 @@ def choose_heads(model, select: list[dict], args):
 
 
 def _wer(ctx) -> float:
-    from hooked_asr.patching import word_error_rate
+    from hooked_asr.text import word_error_rate
 
     ref = getattr(ctx.item, "text", None)
     return float(word_error_rate(ref, ctx.patched.as_text)) if ref else float("nan")
@@ -224,7 +224,7 @@ def class_means(model, sae, items: list[dict], hook: str) -> tuple[torch.Tensor,
 
 
 def choose_sae_edit(model, sae, select, hook, args):
-    from hooked_asr.sae.steering import Intervention, steer
+    from hooked_asr.sae.steering import FeatureIntervention, steer
 
     m_ns, m_sp = class_means(model, sae, select, hook)
     feats = [int(i) for i in (m_ns - m_sp).topk(args.n_features).indices]
@@ -234,7 +234,7 @@ def choose_sae_edit(model, sae, select, hook, args):
         raise SystemExit("no SAE edits to try: give --sae-scales and/or --sae-adds")
     best, trials = None, []
     for mode, value in edits:
-        with steer(model, sae, [Intervention(feats, mode, value)]):
+        with steer(model, sae, [FeatureIntervention(feats, mode, value)]):
             s = score(select, transcribe(model, select, args.max_new_tokens))
         trials.append({"mode": mode, "value": value, **s})
         if best is None or objective(s, args.wer_weight) < objective(best[1], args.wer_weight):
@@ -311,11 +311,11 @@ def main(argv=None) -> dict:
             texts[("head masking", s)] = transcribe(model, items, args.max_new_tokens)
     chosen["head masking"] = " ".join(h.replace("decoder.blocks.", "L").replace(".attn.head.", "H") for h in heads)
 
-    from hooked_asr.sae.steering import Intervention, steer
+    from hooked_asr.sae.steering import FeatureIntervention, steer
 
     sae, last = train_sae(model, select, hook, args)
     feats, (mode, value), sae_trials = choose_sae_edit(model, sae, select, hook, args)
-    with steer(model, sae, [Intervention(feats, mode, value)]):
+    with steer(model, sae, [FeatureIntervention(feats, mode, value)]):
         for s, items in halves.items():
             texts[("SAE steering", s)] = transcribe(model, items, args.max_new_tokens)
     chosen["SAE steering"] = f"features {feats} {mode} {value:.3g} (SAE FVU {last['fvu']:.2f})"

@@ -165,7 +165,7 @@ class SparseAutoencoder(HookedRootModule):
         x_hat = self.hook_sae_recons(self.decode(f))
         if not self.use_error_term:
             return self.hook_sae_output(x_hat)
-        x_hat_clean = x_hat if f is f_clean and not self.hook_sae_recons._forward_hooks else self.decode(f_clean)
+        x_hat_clean = x_hat if f is f_clean and not self.hook_sae_recons.is_live() else self.decode(f_clean)
         self.hook_sae_error(x - x_hat_clean)
         # x + (x_hat - x_hat_clean) rather than x_hat + e: equal in exact arithmetic, and
         # bit-for-bit x when nothing was edited, so a zero edit is an exact identity.
