@@ -228,6 +228,20 @@ def test_hallucination_dataset_groups_match_wer():
     assert len({ds[2 * p]["source_index"] for p in range(3)}) == 3
 
 
+def test_hallucination_dataset_unequal_classes_stay_length_matched():
+    """[BT] §4.2's 150 zero-WER vs 200 highest-WER: more label-1 items than pairs, each
+    extra one matched in length to a zero-WER clip already used."""
+    clips, refs, hyps, table = _clips_refs_hyps()
+    ds = hallucination_dataset(FakeModel(table), clips, refs, n_per_class=2, n_wrong=3, progress=False)
+    assert list(ds.labels()) == [0, 1, 0, 1, 1]
+    extra = ds[4]
+    assert extra["source_index"] == 6 and extra["wer"] >= 0.5  # the next-highest WER after the two pairs (5, 8)
+    partner = ds[2 * extra["pair"]]
+    assert partner["label"] == 0 and abs(partner["ref_words"] - extra["ref_words"]) <= 2
+    with pytest.raises(ValueError, match="n_wrong"):
+        hallucination_dataset(FakeModel(table), clips, refs, n_per_class=3, n_wrong=2, progress=False)
+
+
 def test_hallucination_dataset_from_dataset_and_errors():
     clips, refs, hyps, table = _clips_refs_hyps()
     items = [{"audio": c, "text": r, "kind": "k", "label": 7} for c, r in zip(clips, refs)]
