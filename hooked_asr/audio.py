@@ -148,15 +148,20 @@ def mel_filters(n_mels: int) -> torch.Tensor:
 
 
 def log_mel_spectrogram(
-    audio: np.ndarray | torch.Tensor, n_mels: int = 80
-) -> Float[torch.Tensor, "batch n_mels 3000"]:
-    """Whisper log-mel features of 16 kHz audio ``[samples]`` or ``[batch, samples]``, padded to 30 s."""
+    audio: np.ndarray | torch.Tensor, n_mels: int = 80, padding: int | None = None
+) -> Float[torch.Tensor, "batch n_mels frames"]:
+    """Whisper log-mel features of 16 kHz audio ``[samples]`` or ``[batch, samples]``, padded to 30 s
+    (3000 frames). With ``padding=p``, audio of any length gets ``p`` zero samples appended instead
+    and one normalisation over the whole (openai-whisper's long-form features, ``p = N_SAMPLES``)."""
     x = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not isinstance(audio, torch.Tensor) else audio).float()
     if x.ndim == 1:
         x = x[None]
-    if x.shape[-1] > N_SAMPLES:
+    if padding is not None:
+        x = torch.nn.functional.pad(x, (0, padding))
+    elif x.shape[-1] > N_SAMPLES:
         raise AudioError(f"audio has {x.shape[-1]} samples; at most {N_SAMPLES} (30 s at 16 kHz)")
-    x = torch.nn.functional.pad(x, (0, N_SAMPLES - x.shape[-1]))
+    else:
+        x = torch.nn.functional.pad(x, (0, N_SAMPLES - x.shape[-1]))
     stft = torch.stft(x, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT), return_complex=True)
     power = stft[..., :-1].abs() ** 2
     mel = mel_filters(n_mels).T @ power
@@ -185,7 +190,7 @@ def prepare_features(
 
 
 def masked_log_mel(
-    audio: Any, n_mels: int, n_frames: int = N_FRAMES, sampling_rate: int | None = None
+    audio: Any, n_mels: int, n_frames: int = N_FRAMES, sampling_rate: int | None = None, allow_silence: bool = False
 ) -> tuple[Float[torch.Tensor, "batch n_mels n_frames"], Int[torch.Tensor, "batch n_frames"], bool]:
     """Log-mel features cut to ``n_frames`` and the 0/1 mask of the frames that hold audio;
     returns ``(features, mask, is_batch)`` (for encoders that mask padding, as Qwen2-Audio's).
@@ -206,7 +211,7 @@ def masked_log_mel(
     max_samples = n_frames * HOP_LENGTH
     feats, masks = [], []
     for a in items:
-        wave = load_audio(a, sampling_rate, allow_long=True)
+        wave = load_audio(a, sampling_rate, allow_long=True, allow_silence=allow_silence)
         if wave.size > max_samples:
             raise AudioError(
                 f"the audio lasts {wave.size / SAMPLE_RATE:.1f} s; Qwen2-Audio's audio tower reads at most "

@@ -241,7 +241,7 @@ class TLCompatMixin:
         if len({len(r) for r in rows}) > 1:
             raise ValueError(f"texts give {[len(r) for r in rows]} tokens: pass them one at a time or pad them")
         out = torch.tensor(rows, dtype=torch.long)
-        return out.to(self.device_of_weights) if move_to_device else out
+        return out.to(self.device) if move_to_device else out
 
     def to_string(self, tokens: Any) -> str | list[str]:
         """Ids -> text (special tokens shown). A ``[batch, pos]`` tensor or a list of lists gives a list."""
