@@ -125,6 +125,11 @@ class SparseAutoencoder(HookedRootModule):
 
     def encode_pre(self, x: Float[torch.Tensor, "... d_in"]) -> Float[torch.Tensor, "... d_sae"]:
         """``pre = (s x - b_dec) W_enc + b_enc``."""
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"the SAE reads d_in={self.cfg.d_in} (trained on {self.cfg.hook_name or 'an unnamed hook'!r}) but got "
+                f"activations of width {x.shape[-1]}: use an SAE trained on this hook, or the hook it was trained on"
+            )
         return (x * self.input_scale - self.b_dec) @ self.W_enc + self.b_enc
 
     def activation(self, pre: Float[torch.Tensor, "... d_sae"]) -> Float[torch.Tensor, "... d_sae"]:
@@ -277,7 +282,10 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
         raise FileNotFoundError(f"{path} is not an SAE folder: expected {WEIGHTS_FILE} and {CONFIG_FILE} in it")
     from safetensors.torch import load_file
 
-    meta = json.loads((path / CONFIG_FILE).read_text())
+    try:
+        meta = json.loads((path / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({e}); the SAE folder is damaged") from None
     if "hooked_asr" in meta:
         cfg = SAEConfig.from_dict(meta["hooked_asr"])
     else:  # a SAELens folder
@@ -289,7 +297,10 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
             k=meta.get("activation_fn_kwargs", {}).get("k", 1), hook_name=meta.get("hook_name", ""),
             model_name=meta.get("model_name", ""),
         )
-    tensors = load_file(str(path / WEIGHTS_FILE))
+    try:
+        tensors = load_file(str(path / WEIGHTS_FILE))
+    except Exception as e:  # safetensors raises SafetensorError or OSError
+        raise ValueError(f"{path / WEIGHTS_FILE} is not a readable safetensors file ({e}); the SAE folder is damaged") from None
     tensors.setdefault("input_scale", torch.tensor(float(meta.get("input_scale", 1.0))))
     sae = SparseAutoencoder(cfg, seed=None)
     sae.load_state_dict(tensors, strict=True)
