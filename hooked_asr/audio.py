@@ -255,7 +255,7 @@ def prepare_features(
     if isinstance(audio, torch.Tensor) and audio.ndim == 3:
         if not torch.is_floating_point(audio):
             raise AudioError(
-                f"features must be floating point (log-mel from hooked_asr.audio.log_mel_spectrogram), got {audio.dtype}"
+                f"features must be floating point (log-mel from hooked_asr.audio.log_mel_spectrogram), got dtype {audio.dtype}"
             )
         if audio.shape[1] != n_mels:
             raise AudioError(f"features have {audio.shape[1]} mel bins; this model reads {n_mels}")
