@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -44,6 +44,10 @@ N_SAMPLES = SAMPLE_RATE * CHUNK_SECONDS  # 480000
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000
 SILENCE_PEAK = 1e-4  # below this absolute peak (-80 dBFS) a clip is silence
 MAX_FLOAT_PEAK = 2.0  # above this, float samples are unscaled integer audio, not clipping
+# Whisper's encoder halves the mel frame rate (conv2, stride 2): 1500 frames of 20 ms.
+SAMPLES_PER_ENCODER_FRAME = 2 * HOP_LENGTH  # 320
+ENCODER_FRAME_SECONDS = SAMPLES_PER_ENCODER_FRAME / SAMPLE_RATE  # 0.02
+N_ENCODER_FRAMES = N_SAMPLES // SAMPLES_PER_ENCODER_FRAME  # 1500
 
 
 class AudioError(ValueError):
@@ -239,6 +243,16 @@ def log_mel_spectrogram(
     return (log_spec + 4.0) / 4.0
 
 
+def _check_features(features: torch.Tensor, n_mels: int) -> torch.Tensor:
+    if not torch.is_floating_point(features):
+        raise AudioError(
+            f"features must be floating point (log-mel from hooked_asr.audio.log_mel_spectrogram), got dtype {features.dtype}"
+        )
+    if features.shape[1] != n_mels:
+        raise AudioError(f"features have {features.shape[1]} mel bins; this model reads {n_mels}")
+    return features
+
+
 def is_batch_input(audio: Any) -> bool:
     """Whether ``transcribe``-style input is a batch: a list/tuple of clips (not a list of numbers)."""
     return isinstance(audio, (list, tuple)) and not (audio and all(_is_number(v) for v in audio))
@@ -253,16 +267,66 @@ def prepare_features(
     floating-point features ``[batch, n_mels, 3000]``.
     """
     if isinstance(audio, torch.Tensor) and audio.ndim == 3:
-        if not torch.is_floating_point(audio):
-            raise AudioError(
-                f"features must be floating point (log-mel from hooked_asr.audio.log_mel_spectrogram), got dtype {audio.dtype}"
-            )
-        if audio.shape[1] != n_mels:
-            raise AudioError(f"features have {audio.shape[1]} mel bins; this model reads {n_mels}")
-        return audio, True
+        return _check_features(audio, n_mels), True
     if is_batch_input(audio):
         if not audio:
             raise AudioError("an empty list of audio was passed")
         waves = [load_audio(a, sampling_rate, allow_silence=allow_silence) for a in audio]
         return torch.cat([log_mel_spectrogram(w, n_mels) for w in waves]), True
     return log_mel_spectrogram(load_audio(audio, sampling_rate, allow_silence=allow_silence), n_mels), False
+
+
+def masked_log_mel(
+    audio: Any, n_mels: int, n_frames: int = N_FRAMES, sampling_rate: int | None = None, allow_silence: bool = False
+) -> tuple[Float[torch.Tensor, "batch n_mels n_frames"], Int[torch.Tensor, "batch n_frames"], bool]:
+    """Log-mel features cut to ``n_frames`` and the 0/1 mask of the frames that hold audio;
+    returns ``(features, mask, is_batch)`` (for encoders that mask padding, as Qwen2-Audio's).
+
+    ``audio``: a path, a 1-D array at ``sampling_rate`` (16 kHz if not given), a list of those,
+    or ready features ``[batch, n_mels, frames]`` (every frame real). The mask marks the
+    ``ceil(samples / 160)`` frames that hold audio, as
+    ``WhisperFeatureExtractor(return_attention_mask=True)`` does.
+    """
+    if isinstance(audio, torch.Tensor) and audio.ndim == 3:
+        _check_features(audio, n_mels)
+        return audio, torch.ones(audio.shape[0], audio.shape[-1], dtype=torch.long, device=audio.device), True
+    is_batch = is_batch_input(audio)
+    items = list(audio) if is_batch else [audio]
+    if not items:
+        raise AudioError("an empty list of audio was passed")
+    max_samples = n_frames * HOP_LENGTH
+    feats, masks = [], []
+    for a in items:
+        wave = load_audio(a, sampling_rate, allow_long=True, allow_silence=allow_silence)
+        if wave.size > max_samples:
+            raise AudioError(
+                f"the audio lasts {wave.size / SAMPLE_RATE:.1f} s; Qwen2-Audio's audio tower reads at most "
+                f"{max_samples / SAMPLE_RATE:g} s ({n_frames} mel frames, {n_frames // 4} audio tokens). Split it with "
+                f"hooked_asr.audio.chunk_audio(audio, {max_samples / SAMPLE_RATE:g}) and transcribe each chunk"
+            )
+        feats.append(log_mel_spectrogram(wave, n_mels)[..., :n_frames])
+        m = torch.zeros(1, n_frames, dtype=torch.long)
+        m[:, : min(math.ceil(wave.size / HOP_LENGTH), n_frames)] = 1
+        masks.append(m)
+    return torch.cat(feats), torch.cat(masks), is_batch
+
+
+def audio_frames(n_samples: int, n_frames: int = N_ENCODER_FRAMES, window_samples: int = N_SAMPLES) -> int:
+    """Frames (of ``n_frames`` spanning a window of ``window_samples``) that overlap the first
+    ``n_samples``: ``ceil(n_samples * n_frames / window_samples)``, between 1 and ``n_frames``.
+
+    The one frame counter: it reads the resolution off the activation (``n_frames``), so it
+    serves every hook: Whisper's encoder (1500 frames: ``ceil(n_samples / 320)``), conv1 and the
+    mel (3000), Qwen2-Audio's pooled hooks (750). Pass :func:`window_samples` of the model, so a
+    model with a shorter window counts right.
+    """
+    if n_samples <= 0:
+        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    return max(1, min(n_frames, math.ceil(n_samples * n_frames / window_samples)))
+
+
+def window_samples(model: Any) -> int:
+    """Samples in ``model``'s audio window: 160 per mel frame its encoder reads (480000 for
+    Whisper and the real Qwen2-Audio, 30 s; less for small test models with a shorter window)."""
+    enc = getattr(getattr(model, "cfg", None), "encoder", None)
+    return int(enc.n_frames) * HOP_LENGTH if enc is not None else N_SAMPLES

@@ -327,7 +327,11 @@ class SAETrainer:
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{ck / STATE_JSON} has format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
         cfg = TrainConfig(**{**meta["train_config"], **overrides})
-        trainer = cls(load_sae(ck / "sae"), cfg)
+        sae = load_sae(ck / "sae")
+        exact = {k.removeprefix("sae/"): v for k, v in tensors.items() if k.startswith("sae/")}
+        if exact:
+            sae.load_state_dict(exact, strict=True)
+        trainer = cls(sae, cfg)
         _trainer_state_from_flat(trainer, tensors, meta)
         trainer.state = TrainState(**meta["state"])
         source.load_state_dict(meta["source"])
@@ -359,6 +363,9 @@ def _trainer_state_to_flat(trainer: SAETrainer) -> tuple[dict[str, torch.Tensor]
     tensors: dict[str, torch.Tensor] = {
         "frames_since_fired": trainer.frames_since_fired.contiguous(),
         "generator": trainer.gen.get_state(),
+        # The exact parameters: sae/ holds them with the input scale folded in (SAELens's
+        # layout), and unfolding is not bit-exact, so a resumed run would drift from the original.
+        **{f"sae/{k}": v.detach().cpu().contiguous() for k, v in trainer.sae.state_dict().items()},
     }
     if trainer.buffer is not None:
         tensors["buffer"] = trainer.buffer.contiguous()
