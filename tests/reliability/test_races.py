@@ -119,7 +119,7 @@ def test_concurrent_first_loads_convert_once_and_all_succeed(tmp_path, monkeypat
         except Exception as e:  # collected: the assertion below reports it
             errors.append(e)
 
-    threads = [threading.Thread(target=load) for _ in range(3)]
+    threads = [threading.Thread(target=load) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
