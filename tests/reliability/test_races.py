@@ -3,10 +3,6 @@ concurrent first loads of a converted checkpoint and concurrent extractions do n
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
