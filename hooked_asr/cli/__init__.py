@@ -29,7 +29,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from hooked_asr.audio import AudioError
     from hooked_asr.loading.ct2 import CT2FormatError
     from hooked_asr.loading.hf import CheckpointError
-    from hooked_asr.models.whisper_weights import WeightConversionError
+    from hooked_asr.loading.whisper_weights import WeightConversionError
 
     return AudioError, CheckpointError, CT2FormatError, StoreError, WeightConversionError, FileNotFoundError
 
