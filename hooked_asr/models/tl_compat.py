@@ -352,6 +352,7 @@ class TLCompatMixin:
         there (``"cpu"`` offloads from an accelerator), ``dtype`` casts it. ``incl_bwd=True``
         needs a scalar output (``return_type="loss"`` or a metric) and also caches ``name_grad``.
         """
+        self._check_names_filter(names_filter)  # a misspelt name is an error, not an empty cache
         inputs = self._bind(model_args, model_kwargs)
         estimate = self.estimate_cache_size(names_filter=names_filter, pos_slice=pos_slice, frame_slice=frame_slice,
                                             dtype=dtype, incl_bwd=incl_bwd, **inputs)
