@@ -70,7 +70,8 @@ class ActivationCache:
     # ---- mapping ---------------------------------------------------------------------------
     def _key(self, key: Any) -> str:
         if isinstance(key, str):
-            return key if key in self.cache_dict else act_name(key)
+            # A dotted string is a hook name (reported missing below); a bare one a stack site ("logits").
+            return key if key in self.cache_dict or "." in key else act_name(key)
         if not isinstance(key, tuple) or not key:
             raise KeyError(f"cache keys are hook names or (site, layer[, stack]) tuples, got {key!r}")
         site = key[0]
