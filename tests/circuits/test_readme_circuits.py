@@ -26,3 +26,8 @@ def test_circuit_analysis_example_runs(whisper_tiny_en, monkeypatch, tmp_path):
     idx = [i for i, lab in enumerate(labels) if lab.startswith("decoder.blocks.3.cross_attn.head.")]
     b_O = whisper_tiny_en.decoder.blocks[3].cross_attn.b_O
     assert torch.allclose(heads[idx].sum(0) + b_O, cache["decoder.blocks.3.hook_cross_attn_out"], atol=1e-4)
+    # real weights: the LN scale applied by hand to the decomposition reproduces the final norms' outputs
+    for stack in ("decoder", "encoder"):
+        ln = whisper_tiny_en.get_submodule(f"{stack}.ln_final")
+        by_hand = cache.decompose_resid(apply_ln=True, stack=stack).sum(0) * ln.w + ln.b
+        assert torch.allclose(by_hand, cache[f"{stack}.ln_final.hook_normalized"], atol=1e-4)
