@@ -25,8 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from hooked_asr.audio import SAMPLE_RATE, audio_frames, window_samples
-from hooked_asr.models.decoding.timing import dtw as dtw_path
-from hooked_asr.models.decoding.timing import find_alignment
+from hooked_asr.models.decoding import dtw as dtw_path
+from hooked_asr.models.decoding import find_alignment
 from hooked_asr.sae.frames import FRAME_SECONDS, SAMPLES_PER_FRAME, ModelFrameSource
 from hooked_asr.sae.model import SparseAutoencoder
 
