@@ -31,7 +31,7 @@ MAX_NEW = 6
 @pytest.fixture(scope="module")
 def model():
     torch.set_num_threads(1)
-    return HookedWhisper.from_hf(make_hf_whisper_30s(2, 2, seed=1)  # clips get different transcripts)
+    return HookedWhisper.from_hf(make_hf_whisper_30s(2, 2, seed=1))  # clips get different transcripts
 
 
 def _clips(model, n):
