@@ -5,7 +5,8 @@
                     head_result(model, cache, "decoder.blocks.3.cross_attn.head.2")   one head
                     head_components(model, stack, kinds, layer)   heads as sweep components
                     stack_head_results(model, cache, stack, kinds, layer) -> (stack, labels)
-    cache.py      ActivationCache (run_with_cache(..., return_cache_object=True)): TransformerLens's
+    cache.py      ActivationCache (run_with_cache(..., return_cache_object=True); the class lives with
+                    the model in hooked_asr/models/activation_cache.py, re-exported here): TransformerLens's
                     accumulated_resid, decompose_resid, stack_head_results, stack_neuron_results,
                     get_neuron_results, apply_ln_to_stack, logit_attrs, get_full_resid_decomposition,
                     shorthand keys cache["cross_pattern", 2], remove_batch_dim, to(device); stack= on each
@@ -16,7 +17,7 @@
                     alignment, previous_token, duplicate_token/repetition, induction, padding, silence,
                     first_frame, reference; top_heads, save_head_scores, word_by_word (timed espeak speech)
     weights.py    QK / OV (TransformerLens FactoredMatrix) for any head, cross-attention too;
-                    ov_through_unembed. Stacked weights live on the model:
+                    ov_through_unembed; attention_module / attention_kinds (views of the model's API). Stacked weights live on the model:
                     model.weights("decoder", "cross_attn").W_Q  [layer, head, d_model, d_head]
     graph.py      Graph.from_model(model): senders (heads of all kinds, MLPs, embeddings), receivers
                     (<head><q|k|v>, MLP inputs, logits), edges (encoder -> decoder via cross-attention k/v)
@@ -27,7 +28,8 @@
 Components are named in the sweep language of :mod:`hooked_asr.patching.components`
 (``decoder.blocks.3.cross_attn.head.2``), so attribution tables and patching sweeps line up.
 Pattern-level interventions (masking a head's attention to a window of frames) live with the
-other interventions: :func:`hooked_asr.patching.mask_attention`.
+other interventions: :func:`hooked_asr.patching.mask_attention` (patching/attention_masks.py), and
+``attention_site`` to patch or ablate one head's pattern.
 
     >>> logits, cache = model.run_with_cache(input_features=mel, decoder_input_ids=tokens, return_cache_object=True)
     >>> heads, labels = cache.stack_head_results(return_labels=True)     # self + cross heads
