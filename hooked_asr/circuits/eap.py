@@ -126,12 +126,12 @@ def _accumulate(graph: Graph, ef: EdgeForward, grads: list[torch.Tensor | None],
         if gout is None:
             continue
         norm = _norm_fn(ef.model, rg)
-        if isinstance(norm, (LayerNorm, RMSNorm)):
-            Gt = _norm_grad_sum(ef, gi, norm, gout, reps)
-        else:  # any other map: the VJP per row
-            G = ef.receiver_grads(gi, gout)  # [reps * batch, pos, n, d_model]
-            G = G.view(reps, -1, *G.shape[1:]).sum(0)
-            Gt = G.permute(0, 1, 3, 2).reshape(-1, G.shape[2])
+        if not isinstance(norm, (LayerNorm, RMSNorm)):
+            raise NotImplementedError(
+                f"EAP reads receiver gradients through a LayerNorm or RMSNorm; {rg.hook} sits behind "
+                f"{type(norm).__name__}: use path patching / circuit evaluation (no gradients) for this model"
+            )
+        Gt = _norm_grad_sum(ef, gi, norm, gout, reps)
         acc[gi] = Gt if gi not in acc else acc[gi] + Gt
 
 

@@ -321,8 +321,8 @@ class EdgeForward:
     run); ``mask[i, j]``: patch edge ``i -> j`` (``x~_v`` of the module docstring).
     ``alphas``: one value per batch row; the embeddings of row ``r`` become
     ``a + alphas[r] (a^ref - a)`` (the integrated-gradients path of EAP-IG).
-    ``grad=True`` adds a zero ``delta`` at every receiver hook, so that after a backward
-    :meth:`receiver_grads` gives ``dm/dx_v`` for every receiver (see :mod:`.eap`).
+    ``grad=True`` adds a zero ``delta`` at every receiver hook, whose gradient after a backward
+    gives ``dm/dx_v`` for every receiver (:mod:`.eap`).
     ``record=True`` keeps every sender's output of this forward (:attr:`acts`).
     """
 
@@ -458,51 +458,6 @@ class EdgeForward:
                 f"these receiver hooks did not fire: {missing[:3]}; run the full model on input_features "
                 f"(not encoder_hidden_states), teacher-forced"
             )
-
-    def receiver_grads(self, gi: int, grad_out: torch.Tensor) -> Float[torch.Tensor, "batch pos n d_model"]:
-        """``dm/dx_v`` for the receivers of group ``gi`` from ``dm/d(hook value)``: the vector-Jacobian
-        product of the per-head projection (``g W[h]^T``) and of the norm at this forward's residual ``x_v``."""
-        rg = self.graph.receiver_groups[gi]
-        x = self.x[rg.x_hook].detach()
-        if rg.input is None:
-            g_y = grad_out.unsqueeze(2)
-        else:
-            W, _ = _projection(self.model, rg)
-            g_y = torch.einsum("bpnd,nmd->bpnm", grad_out, W.detach().to(grad_out.dtype))
-        norm = _norm_fn(self.model, rg)
-        if isinstance(norm, (LayerNorm, RMSNorm)):
-            return _norm_vjp(norm, x.unsqueeze(2), g_y)
-        with torch.enable_grad():  # any other map (a model's finish_encoder): autograd on one copy per head
-            xr = x.unsqueeze(2).expand(*x.shape[:2], g_y.shape[2], x.shape[-1]).clone().requires_grad_(True)
-            self._busy = True
-            try:
-                y = norm(xr)
-            finally:
-                self._busy = False
-            (g,) = torch.autograd.grad(y, xr, g_y.to(y.dtype))
-        return g
-
-
-def _norm_vjp(norm: Any, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``J^T g`` of the norm at ``x`` (closed form, ``x`` shared by every head on axis 2)::
-
-        LayerNorm: x^ = (x - mean x) / s,  dx = (g' - mean g' - x^ mean(g' x^)) / s,  g' = g w
-        RMSNorm:   x^ = x / r,             dx = (g' - x^ mean(g' x^)) / r
-    """
-    x = x.float()
-    gw = g.float() * norm.w.detach().float()  # a new tensor: everything below works in place on it
-    if isinstance(norm, LayerNorm):
-        xc = x - x.mean(-1, keepdim=True)
-        s = (xc.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
-        xh = xc / s
-        m2 = (gw * xh).mean(-1, keepdim=True)
-        gw.sub_(gw.mean(-1, keepdim=True))
-    else:
-        s = (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
-        xh = x / s
-        m2 = (gw * xh).mean(-1, keepdim=True)
-    dx = gw.addcmul_(xh, m2, value=-1.0).div_(s)
-    return dx.to(g.dtype)
 
 
 def _chain(fs: list[Callable]) -> Callable:
