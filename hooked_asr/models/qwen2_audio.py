@@ -189,15 +189,23 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         input_features: Float[torch.Tensor, "batch n_mels frames"],
         feature_attention_mask: Int[torch.Tensor, "batch frames"] | None = None,
         stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
     ) -> Float[torch.Tensor, "batch frame d_audio"]:
         """The audio tower's output ``encoder.hook_out`` (pooled and normed, before the projector)
         ``[batch, n_ctx // 2, d_audio]``; with ``stop_at_layer=l``, the residual after ``l``
-        blocks ``[batch, n_ctx, d_audio]``. Padded mel frames are masked as keys."""
+        blocks ``[batch, n_ctx, d_audio]``. Padded mel frames are masked as keys. With
+        ``start_at_layer=l`` the input is ``encoder.blocks.{l}.hook_resid_pre`` (pass the same
+        ``feature_attention_mask`` as the run it came from)."""
         w = self.encoder.conv1.weight
         input_features = input_features.to(device=w.device, dtype=w.dtype)
-        mask = self._feature_mask(input_features, feature_attention_mask)
+        if start_at_layer is None:
+            mask = self._feature_mask(input_features, feature_attention_mask)
+        else:
+            mask = feature_attention_mask if feature_attention_mask is not None else torch.ones(
+                input_features.shape[0], self.cfg.encoder.n_frames, dtype=torch.long, device=w.device)
         attn_mask = self.encoder_attention_mask(mask, w.dtype)
-        return self.encoder(input_features, attention_mask=attn_mask, stop_at_layer=stop_at_layer)
+        return self.encoder(input_features, attention_mask=attn_mask, stop_at_layer=stop_at_layer,
+                            start_at_layer=start_at_layer)
 
     def embed_audio(
         self,
