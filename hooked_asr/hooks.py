@@ -73,7 +73,14 @@ class HookPoint(_TLHookPoint):
       call machinery, so an unhooked model pays almost nothing for its hook points.
     * A hook that returns a tensor of another shape raises :class:`HookShapeError`
       naming the hook and both shapes, instead of corrupting the rest of the forward.
+    * ``copy_input=True`` marks a hook point whose input is not the forward's own (a view
+      of a parameter, or the caller's tensor): hooks then get a copy, so an in-place edit
+      changes this pass only, never ``W_pos`` or the caller's ``input_features``.
     """
+
+    def __init__(self, copy_input: bool = False):
+        super().__init__()
+        self.copy_input = copy_input
 
     def is_live(self) -> bool:
         """Whether a forward, forward-pre, backward or backward-pre hook is attached.
@@ -86,6 +93,8 @@ class HookPoint(_TLHookPoint):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if not self.is_live():
             return x
+        if self.copy_input:
+            x = x.clone()  # an expanded view clones to a dense tensor, one row per batch item
         out = super().__call__(x)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

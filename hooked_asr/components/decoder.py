@@ -50,7 +50,7 @@ class TextDecoder(nn.Module):
         self.W_E = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab).T if cfg.tie_unembed else torch.empty(cfg.d_vocab, cfg.d_model))
         if cfg.positional == "learned":
             self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
-            self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+            self.hook_pos_embed = HookPoint(copy_input=True)  # a view of W_pos; [batch, pos, d_model]
             rotary = None
         else:
             rotary = RotaryEmbedding(cfg.d_head, cfg.rope_theta)
@@ -75,7 +75,7 @@ class TextDecoder(nn.Module):
         self.ln_final = (LayerNorm if cfg.norm == "layernorm" else RMSNorm)(cfg.d_model, cfg.ln_eps)
         if not cfg.tie_unembed:
             self.W_U_untied = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab))
-        self.hook_embed = HookPoint()  # [batch, pos, d_model]
+        self.hook_embed = HookPoint(copy_input=True)  # may be the caller's inputs_embeds; [batch, pos, d_model]
         self.hook_logits = HookPoint()  # [batch, pos, d_vocab]
         # load_state_dict(assign=True) puts the checkpoint's own (row-major) tensor in place.
         self.register_load_state_dict_post_hook(lambda module, incompatible: module.relayout_unembed())

@@ -1,35 +1,105 @@
-"""Sweeps that recompute only what a patch changes give what the plain sweep gives.
+"""Sweeps (hooked_asr/patching/sweeps.py): batched equals one at a time and a hand-made patch,
+resume from the results file, layer-by-head heatmaps.
 
-The plain sweep (``share_encoder=False, batch_size=1``) runs every row through the whole
-model; the fast one starts encoder-block patches from the clean residual, decoder patches
-from the clean encoder output (teacher-forced: with the clean cross-attention keys/values),
-and batches rows. Same values to float rounding, same tokens, same rankings; and the work
-skipped is really skipped (counted through hooks).
-"""
+Sweeps recompute only what a patch changes; the plain sweep (``share_encoder=False,
+batch_size=1``) runs every row through the whole model, the fast one starts encoder-block
+patches from the clean residual, decoder patches from the clean encoder output
+(teacher-forced: with the clean cross-attention keys/values), and batches rows. Same values
+to float rounding, same tokens, same rankings; and the work skipped is really skipped
+(counted through hooks)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from hooked_asr.patching import SweepItem, components, sweep
+from hooked_asr.patching import (
+    SweepItem,
+    components,
+    continuation_logprob,
+    interpolate,
+    patch,
+    record_reference,
+    run_with_interventions,
+    sweep,
+    zero_ablate,
+)
 from hooked_asr.patching.components import parse_component
 from hooked_asr.patching.sweeps import DECODER, FULL, plan_chunks, resume_point
-
-
-@pytest.fixture(scope="module")
-def model(tiny_hooked_whisper):
-    return tiny_hooked_whisper
 
 
 def _items(model, n=2, seed=3):
     g = torch.Generator().manual_seed(seed)
     shape = (1, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames)
-    return [SweepItem(f"item{k}", torch.randn(shape, generator=g), reference=torch.randn(shape, generator=g))
-            for k in range(n)]
+    return [SweepItem(f"item{k}", torch.randn(shape, generator=g), reference=torch.randn(shape, generator=g)) for k in range(n)]
 
 
+def test_batched_sweep_equals_one_at_a_time_and_single_patches(model):
+    items = _items(model)
+    comps = components(model, layers=[1])
+    kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False)
+    batched = sweep(model, items, comps, "interpolate", 0.8, batch_size=7, **kw)
+    single = sweep(model, items, comps, "interpolate", 0.8, batch_size=1, **kw)
+    assert len(batched.table) == len(comps) * len(items)
+    np.testing.assert_allclose(batched.table["value"], single.table["value"], atol=1e-4)
+    # one row checked against a hand-made patch of that component alone
+    it, c = items[1], comps[5]
+    gen = model.generate(it.audio, model.teacher_forced_inputs(it.audio).tokens[0], max_new_tokens=6)
+    toks = gen.tokens[0].tolist()
+    toks = toks[: toks.index(model.cfg.eos_token_id)] if model.cfg.eos_token_id in toks else toks
+    t = model.teacher_forced_inputs(it.audio, toks)
+    ref = record_reference(model, model.teacher_forced_inputs(it.reference, toks).kwargs, [c])
+    want = continuation_logprob(run_with_interventions(model, [interpolate(c, ref, 0.8)], **t.kwargs), t.tokens, t.prompt_len)
+    got = batched.table.query("component == @c.name and item == @it.id")["value"].item()
+    assert got == pytest.approx(float(want.detach()), abs=1e-4)
+
+
+def test_generation_sweep_batched_matches_single(model):
+    items = _items(model, 1)
+    comps = components(model, heads=False)
+    kw = dict(metrics=["changed", "n_tokens"], missing="keep", max_new_tokens=8, progress=False)
+    a = sweep(model, items, comps, "interpolate", 1.0, batch_size=len(comps), **kw)
+    b = sweep(model, items, comps, "interpolate", 1.0, batch_size=1, **kw)
+    assert a.table["value"].tolist() == b.table["value"].tolist()
+    assert a.n_batched_runs == 1 and b.n_batched_runs == len(comps)
+
+
+def test_sweep_resumes_from_its_results_file(model, tmp_path):
+    items = _items(model)
+    comps = components(model, heads=False)
+    path = tmp_path / "sweep.jsonl"
+    kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False, results_path=path)
+    sweep(model, items, comps[:3], "zero", **kw)
+    calls = []
+
+    def counting(comp, rows, cache):
+        calls.append(comp.name)
+        return zero_ablate(comp, rows=rows)
+    counting.__name__ = "zero"  # same config as the first run
+    full = sweep(model, items, comps, counting, **kw)
+    assert sorted(set(calls)) == sorted(c.name for c in comps[3:])
+    fresh = sweep(model, items, comps, "zero", **{**kw, "results_path": None})
+    merged = full.table.sort_values(["item", "component"])["value"].to_numpy()
+    np.testing.assert_allclose(merged, fresh.table.sort_values(["item", "component"])["value"].to_numpy(), atol=1e-5)
+    assert json.loads(path.read_text().splitlines()[0])["config"]["intervention"] == "zero"
+    with pytest.raises(ValueError, match="different sweep"):
+        sweep(model, items, comps, "zero", alpha=0.5, **kw)
+
+
+def test_heatmap_is_layer_by_head(model):
+    items = _items(model, 1)
+    comps = components(model, kinds=["cross_attn"])
+    res = sweep(model, items, comps, "zero", mode="teacher_forced", metrics=["logprob"], max_new_tokens=5, progress=False)
+    grid, layers = res.heatmap("logprob", "decoder", "cross_attn")
+    assert grid.shape == (2, 4) and layers == [0, 1]
+    row = res.table.query("component == 'decoder.blocks.1.cross_attn.head.3'")["value"].item()
+    assert grid[1, 3] == row
+
+
+# ---- fast sweeps equal the plain ones -----------------------------------------------------
 def _same_ranking(fast: np.ndarray, plain: np.ndarray, tol: float) -> bool:
     """Ordering the plain values by the fast sweep's ranking leaves them sorted (to ``tol``)."""
     ordered = plain[np.argsort(-fast, kind="stable")]
