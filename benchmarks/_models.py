@@ -23,12 +23,12 @@ SHAPE_OF = {"whisper-tiny.en": "tiny", "whisper-tiny": "tiny", "whisper-base": "
 SENTENCES = [
     "Please call Stella and ask her to bring these things with her from the store.",
     "The quick brown fox jumps over the lazy dog.",
+    "We will meet at the station at half past nine tomorrow morning.",
+    "She sells sea shells by the sea shore.",
     "A cup of hot tea is the best way to start a cold day.",
     "The museum opens at ten and closes at six on weekdays.",
     "He forgot his umbrella on the train again.",
     "Turn left after the bridge and follow the river to the old mill.",
-    "the quick brown fox jumps over the lazy dog",
-    "please call stella and ask her to bring these things",
 ]
 
 

@@ -118,7 +118,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--shapes", nargs="+", default=["tiny", "base"])
+    ap.add_argument("--shapes", nargs="*", default=["tiny", "base"], help="none: only the CTranslate2 comparison")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4, 8])
     ap.add_argument("--hf-attention", nargs="+", default=["sdpa"])
     ap.add_argument("--skip-ct2", action="store_true")
