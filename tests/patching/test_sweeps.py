@@ -175,9 +175,15 @@ def test_chunks_group_rows_by_where_their_run_starts(model):
              ["decoder.blocks.0.mlp", "encoder.blocks.1.attn.head.0", "encoder.hook_pos_embed",
               "encoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2", "encoder.blocks.1.mlp"]]
     assert [resume_point(c) for c in comps] == [DECODER, 1, FULL, 0, DECODER, 1]
-    chunks = plan_chunks(comps, 2)
-    assert [[c.name for c in ch] for ch in chunks] == [
+    # generation: chunks fill up across starting points (a chunk starts at its lowest block)
+    assert [[c.name for c in ch] for ch in plan_chunks(comps, 2, split_at_resume=False)] == [
         ["encoder.hook_pos_embed", "encoder.blocks.0.mlp"],
+        ["encoder.blocks.1.attn.head.0", "encoder.blocks.1.mlp"],
+        ["decoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2"],
+    ]
+    # teacher-forced: a chunk never spans two starting points
+    assert [[c.name for c in ch] for ch in plan_chunks(comps, 3)] == [
+        ["encoder.hook_pos_embed"], ["encoder.blocks.0.mlp"],
         ["encoder.blocks.1.attn.head.0", "encoder.blocks.1.mlp"],
         ["decoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2"],
     ]
