@@ -118,21 +118,9 @@ def _accepts(fn: Callable, name: str) -> bool:
 
 
 def generation_settings(model: Any) -> tuple[dict[str, Any], list[int]]:
-    """``(extra generate kwargs, stop ids)`` matching what ``model.transcribe`` does.
-
-    Read from public attributes: ``stop_token_ids()`` (a model with several end tokens,
-    e.g. Qwen2-Audio) and ``audio_token_id`` (a placeholder that must never be generated).
-    """
-    stops = [model.cfg.eos_token_id]
-    kwargs: dict[str, Any] = {}
-    if callable(getattr(model, "stop_token_ids", None)):
-        stops = list(model.stop_token_ids()) or stops
-        kwargs["eos_token_id"] = stops[0]
-    audio_id = getattr(model, "audio_token_id", None)
-    if isinstance(audio_id, int):
-        kwargs["suppress_tokens"] = [audio_id]
-        kwargs["begin_suppress_tokens"] = [audio_id]
-    return kwargs, stops
+    """``(extra generate kwargs, stop ids)``: what ``model.transcribe`` decodes with
+    (``model.generation_kwargs()``) and the ids a transcript ends at (``model.stop_token_ids()``)."""
+    return dict(model.generation_kwargs()), list(model.stop_token_ids())
 
 
 # Where a row's run may start: the encoder block a patch sits in (rerun from the clean
@@ -170,7 +158,7 @@ class _ItemRun:
         tf = model.teacher_forced_inputs(item.audio, **tf_kwargs)
         self.prompt = tf.tokens[0, : tf.prompt_len]
         self.tf_kwargs = dict(tf_kwargs)
-        self.gen_kwargs, self.stops = generation_settings(model)
+        self.gen_kwargs, _ = generation_settings(model)
         self.n_encoder = model.n_layers["encoder"]
         self.resid_pre: dict[int, torch.Tensor] = {}
         self.encoded: torch.Tensor | None = None
@@ -215,16 +203,8 @@ class _ItemRun:
         return self.model.finish_encoder(resid, **self._batch(n))
 
     def transcripts(self, out: Any) -> list[Transcript]:
-        res = []
-        for row in range(out.tokens.shape[0]):
-            toks = out.tokens[row].tolist()
-            cut = next((j for j, t in enumerate(toks) if t in self.stops), None)
-            if cut is not None:
-                toks = toks[:cut]
-            tok = getattr(self.model, "tokenizer", None)
-            text = tok.decode(toks).strip() if tok is not None else None
-            res.append(Transcript(toks, text, bool(out.finished[row])))
-        return res
+        # The decoding core's one cut-at-end-of-text and decode.
+        return [Transcript(r.tokens, r.text, r.finished) for r in self.model.results_from_generation(out, self.prompt)]
 
     def generate(self, n: int, encoded: torch.Tensor | None, max_new_tokens: int | None) -> list[Transcript]:
         kwargs: dict[str, Any] = dict(self._batch(n), prompt_ids=self.prompt, max_new_tokens=max_new_tokens,
