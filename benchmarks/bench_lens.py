@@ -17,32 +17,14 @@ import argparse
 import sys
 import time
 
-import numpy as np
 import torch
+from _models import model_and_speech
 from _timing import median_seconds
 
 
 def _load(name: str, device: str):
-    try:
-        import hooked_asr
-        from hooked_asr.datasets.espeak import synthesize
-
-        model = hooked_asr.load_model(name).to(device)
-        audio = synthesize("Please call Stella and ask her to bring these things with her from the store.", voice="en-us")
-        return model, audio, f"{name}, espeak-ng speech"
-    except Exception as err:  # noqa: BLE001 - any missing piece (weights, loader, espeak) falls back
-        print(f"[{name} or espeak-ng unavailable ({type(err).__name__}: {err}); using a random tiny.en-shaped model]")
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    from hooked_asr import HookedWhisper
-
-    cfg = WhisperConfig(vocab_size=51864, num_mel_bins=80, encoder_layers=4, decoder_layers=4, d_model=384,
-                        encoder_attention_heads=6, decoder_attention_heads=6, encoder_ffn_dim=1536,
-                        decoder_ffn_dim=1536, max_source_positions=1500, max_target_positions=448)
-    torch.manual_seed(0)
-    model = HookedWhisper.from_hf(WhisperForConditionalGeneration(cfg).eval()).to(device)
-    audio = (0.1 * np.random.default_rng(0).standard_normal(16000 * 5)).astype(np.float32)
-    return model, audio, "random tiny.en-shaped model, noise"
+    model, clips, what = model_and_speech(name, 1, device)
+    return model, clips[0], what
 
 
 def main(argv: list[str] | None = None) -> int:

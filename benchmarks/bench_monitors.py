@@ -18,44 +18,12 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
+from _models import model_and_speech
 from _timing import median_seconds
 
-SENTENCES = [
-    "Please call Stella and ask her to bring these things with her from the store.",
-    "The quick brown fox jumps over the lazy dog.",
-    "We will meet at the station at half past nine tomorrow morning.",
-    "She sells sea shells by the sea shore.",
-    "A cup of hot tea is the best way to start a cold day.",
-    "The museum opens at ten and closes at six on weekdays.",
-    "He forgot his umbrella on the train again.",
-    "Turn left after the bridge and follow the river to the old mill.",
-]
-
-
 def _load(name: str, device: str, batch: int):
-    try:
-        import hooked_asr
-        from hooked_asr.datasets.espeak import synthesize
-
-        model = hooked_asr.load_model(name).to(device)
-        clips = [synthesize(SENTENCES[i % len(SENTENCES)], voice="en-us") for i in range(batch)]
-        return model, clips, f"{name}, espeak-ng speech"
-    except Exception as err:  # noqa: BLE001 - any missing piece falls back
-        print(f"[{name} or espeak-ng unavailable ({type(err).__name__}: {err}); using a random tiny.en-shaped model]")
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    from hooked_asr import HookedWhisper
-
-    cfg = WhisperConfig(vocab_size=51864, num_mel_bins=80, encoder_layers=4, decoder_layers=4, d_model=384,
-                        encoder_attention_heads=6, decoder_attention_heads=6, encoder_ffn_dim=1536,
-                        decoder_ffn_dim=1536, max_source_positions=1500, max_target_positions=448)
-    torch.manual_seed(0)
-    model = HookedWhisper.from_hf(WhisperForConditionalGeneration(cfg).eval()).to(device)
-    rng = np.random.default_rng(0)
-    clips = [(0.1 * rng.standard_normal(16000 * 4)).astype(np.float32) for _ in range(batch)]
-    return model, clips, "random tiny.en-shaped model, noise"
+    return model_and_speech(name, batch, device)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

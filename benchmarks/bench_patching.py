@@ -1,19 +1,22 @@
-"""Full head-level sweep on whisper tiny: batched vs one at a time, and attribution patching vs the sweep.
+"""Head-level sweeps on whisper tiny: the fast sweep (recompute only what a patch changes,
+rows batched) vs one at a time vs the plain loop, and attribution patching vs the sweep.
 
 Every head of encoder self-attention, decoder self-attention and decoder cross-attention
 (4 layers x 6 heads x 3 = 72 on tiny) is patched from an RMS-matched white-noise reference
-(alpha = 1). Reported as ratios measured in the same run:
+(alpha = 1). Ratios are measured in the same run (process CPU time, one thread):
 
-* teacher-forced sweep (metric: mean log-prob of the clean transcript): batch of
-  ``--batch-size`` components per forward vs one component per forward;
-* generation sweep (metric: transcript changed): batched greedy decoding vs one at a time;
-* attribution patching (one forward + backward for all 72 heads) vs the batched
-  teacher-forced sweep, with the Spearman rank correlation between the two.
+* ``plain``: every row through the whole model, one at a time (``share_encoder=False,
+  batch_size=1``) - the naive loop;
+* ``serial``: the fast sweep one component at a time (``batch_size=1``);
+* ``batched``: the fast sweep with ``--batch-size`` rows per run;
+for the teacher-forced sweep (metric: mean log-prob of the clean transcript; also per stack)
+and the generation sweep (metric: transcript changed), and attribution patching (one
+forward + backward for all heads) vs the batched sweep, with their Spearman correlation.
 
     python benchmarks/bench_patching.py [--items 1] [--batch-size 24] [--out results/bench_patching.json]
 
-Uses the real tiny.en when ``hooked_asr.load_model`` can load it, else a random model of
-the same shape (timings depend only on the shape).
+Uses the real tiny.en and espeak-ng speech when they load, else a random model of the same
+shape on noise (timings depend only on the shape).
 """
 
 from __future__ import annotations
@@ -25,37 +28,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _models import load_model_or_random, speech_or_noise
 
 
 def load_tiny():
-    try:
-        from hooked_asr.loading.registry import load_model
-
-        return load_model("whisper-tiny.en"), "whisper-tiny.en"
-    except Exception as e:  # the loader may not be installed yet: the shape is what matters for timing
-        from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-        from hooked_asr import HookedWhisper
-
-        torch.manual_seed(0)
-        cfg = WhisperConfig(vocab_size=51864, num_mel_bins=80, encoder_layers=4, decoder_layers=4,
-                            encoder_attention_heads=6, decoder_attention_heads=6, d_model=384,
-                            encoder_ffn_dim=1536, decoder_ffn_dim=1536)
-        print(f"(real tiny.en unavailable: {type(e).__name__}: {str(e)[:120]}; using a random tiny-shaped model)")
-        return HookedWhisper.from_hf(WhisperForConditionalGeneration(cfg).eval()), "random tiny-shaped"
+    """``(model, description)``: tiny.en, or a random model of its shape."""
+    return load_model_or_random("whisper-tiny.en")
 
 
 def make_audio(n: int) -> list[np.ndarray]:
-    sentences = ["the quick brown fox jumps over the lazy dog", "please call stella and ask her to bring these things"]
-    try:
-        from hooked_asr.datasets.espeak import synthesize
+    return speech_or_noise(n)[0]
 
-        return [synthesize(sentences[i % 2]) for i in range(n)]
-    except Exception:
-        rng = np.random.default_rng(0)
-        t = np.arange(4 * 16000) / 16000
-        return [(0.1 * np.sin(2 * np.pi * (200 + 50 * i) * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
-                for i in range(n)]
+
+def timed(fn):
+    t0 = time.process_time()
+    out = fn()
+    return out, time.process_time() - t0
+
+
+def three_ways(label: str, run, batch_size: int, compare) -> dict:
+    """Time ``run(batch_size, share_encoder)`` batched, serial and plain; check they agree."""
+    batched, tb = timed(lambda: run(batch_size, True))
+    serial, ts = timed(lambda: run(1, True))
+    plain, tp = timed(lambda: run(1, False))
+    out = {"batched_s": tb, "serial_s": ts, "plain_s": tp, "batched_vs_serial": ts / tb, "batched_vs_plain": tp / tb,
+           "serial_vs_plain": tp / ts, "agreement_with_plain": compare(batched, plain)}
+    print(f"{label:<34} batched {tb:6.1f} s  serial {ts:6.1f} s  plain {tp:6.1f} s  -> batched x{ts / tb:.2f} vs serial, "
+          f"x{tp / tb:.2f} vs plain ({out['agreement_with_plain']})")
+    return out
 
 
 def main() -> None:
@@ -77,41 +77,36 @@ def main() -> None:
     torch.set_grad_enabled(False)
     model, which = load_tiny()
     comps = components(model, kinds=["attn", "cross_attn"], heads=True)
-    audio = make_audio(args.items)
-    items = [SweepItem(f"item{i}", a) for i, a in enumerate(audio)]
-    print(f"model: {which}; {len(comps)} heads; {len(items)} item(s); torch threads {torch.get_num_threads()}")
+    items = [SweepItem(f"item{i}", a) for i, a in enumerate(make_audio(args.items))]
+    print(f"model: {which}; {len(comps)} heads; {len(items)} item(s); torch threads {torch.get_num_threads()}; "
+          f"clock: process CPU time")
     res: dict = {"model": which, "n_heads": len(comps), "n_items": len(items), "batch_size": args.batch_size}
 
-    def timed(fn):
-        t0 = time.perf_counter()
-        out = fn()
-        return out, time.perf_counter() - t0
+    def max_diff(a, b):
+        return f"max |diff| {float(np.abs(a.table['value'].to_numpy() - b.table['value'].to_numpy()).max()):.1e}"
+
+    def same(a, b):
+        return f"same verdict on {float((a.table['value'].to_numpy() == b.table['value'].to_numpy()).mean()):.0%} of rows"
 
     kw = dict(reference="noise", mode="teacher_forced", metrics=["logprob"], max_new_tokens=args.max_new_tokens,
               progress=False)
     sweep(model, items[:1], comps[:2], "interpolate", batch_size=2, **kw)  # warm-up
-    batched, tb = timed(lambda: sweep(model, items, comps, "interpolate", batch_size=args.batch_size, **kw))
-    single, ts = timed(lambda: sweep(model, items, comps, "interpolate", batch_size=1, **kw))
-    diff = float(np.abs(batched.table["value"].to_numpy() - single.table["value"].to_numpy()).max())
-    res["teacher_forced"] = {"batched_s": tb, "one_at_a_time_s": ts, "speedup": ts / tb, "max_abs_diff": diff}
-    print(f"teacher-forced sweep: batched {tb:.1f} s, one at a time {ts:.1f} s -> speedup x{ts / tb:.2f} "
-          f"(values agree to {diff:.1e})")
+
+    def tf_run(sub):
+        return lambda bs, share: sweep(model, items, sub, "interpolate", batch_size=bs, share_encoder=share, **kw)
+
+    res["teacher_forced"] = three_ways("teacher-forced, all heads", tf_run(comps), args.batch_size, max_diff)
     for stack in ("encoder", "decoder"):
         sub = [c for c in comps if c.stack == stack]
-        _, tbs = timed(lambda: sweep(model, items, sub, "interpolate", batch_size=args.batch_size, **kw))
-        _, tss = timed(lambda: sweep(model, items, sub, "interpolate", batch_size=1, **kw))
-        res["teacher_forced"][f"{stack}_speedup"] = tss / tbs
-        print(f"  {stack} heads only ({len(sub)}): batched {tbs:.1f} s, one at a time {tss:.1f} s -> x{tss / tbs:.2f}")
+        res["teacher_forced"][stack] = three_ways(f"  {stack} heads ({len(sub)})", tf_run(sub), args.batch_size, max_diff)
 
     if not args.skip_generate:
         gkw = dict(reference="noise", metrics=["changed"], missing="keep", max_new_tokens=args.max_new_tokens,
                    progress=False)
-        gb, tgb = timed(lambda: sweep(model, items, comps, "interpolate", batch_size=args.batch_size, **gkw))
-        gs, tgs = timed(lambda: sweep(model, items, comps, "interpolate", batch_size=1, **gkw))
-        agree = float((gb.table["value"].to_numpy() == gs.table["value"].to_numpy()).mean())
-        res["generate"] = {"batched_s": tgb, "one_at_a_time_s": tgs, "speedup": tgs / tgb, "agreement": agree}
-        print(f"generation sweep: batched {tgb:.1f} s, one at a time {tgs:.1f} s -> speedup x{tgs / tgb:.2f} "
-              f"(same 'changed' verdict on {agree:.0%} of rows)")
+        res["generate"] = three_ways(
+            "generation, all heads",
+            lambda bs, share: sweep(model, items, comps, "interpolate", batch_size=bs, share_encoder=share, **gkw),
+            args.batch_size, same)
 
     # attribution patching vs the real (batched) sweep, per item, same metric
     t_attr = t_real = 0.0

@@ -56,21 +56,36 @@ class AudioEncoder(nn.Module):
         input_features: Float[torch.Tensor, "batch n_mels mel_frames"],
         attention_mask: Float[torch.Tensor, "batch 1 frame frame"] | None = None,
         stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
     ) -> Float[torch.Tensor, "batch frame d_model"]:
         """Encode log-mel features.
 
         ``stop_at_layer=l`` returns the residual stream after ``l`` blocks
         (``blocks.{l-1}.hook_resid_post``) with no pooling and no final norm: the encoder
-        lens applies ``ln_final`` itself. ``attention_mask`` is additive over key frames
+        lens applies ``ln_final`` itself. ``start_at_layer=l`` (TransformerLens's name) takes
+        ``input_features`` to be the residual entering block ``l`` (``blocks.{l}.hook_resid_pre``,
+        ``[batch, frame, d_model]``) and runs only blocks ``l..``: a patch at layer ``l`` need
+        not rerun what comes before it. ``attention_mask`` is additive over key frames
         (Qwen2-Audio masks padded frames).
         """
-        self.check_features(input_features)
-        x = self.hook_mel(input_features)
-        x = self.hook_conv1(F.gelu(self.conv1(x)))
-        x = self.hook_conv2(F.gelu(self.conv2(x)))
-        x = x.transpose(1, 2)
-        x = x + self.hook_pos_embed(self.W_pos[: x.shape[1]].expand(x.shape[0], -1, -1))
-        for block in self.blocks[:stop_at_layer]:
+        if start_at_layer is None:
+            self.check_features(input_features)
+            x = self.hook_mel(input_features)
+            x = self.hook_conv1(F.gelu(self.conv1(x)))
+            x = self.hook_conv2(F.gelu(self.conv2(x)))
+            x = x.transpose(1, 2)
+            x = x + self.hook_pos_embed(self.W_pos[: x.shape[1]].expand(x.shape[0], -1, -1))
+        else:
+            want = (self.cfg.n_ctx, self.cfg.d_model)
+            if input_features.ndim != 3 or tuple(input_features.shape[1:]) != want:
+                raise ValueError(
+                    f"with start_at_layer={start_at_layer} the input is the residual [batch, {want[0]}, {want[1]}] "
+                    f"(encoder.blocks.{start_at_layer}.hook_resid_pre), got {tuple(input_features.shape)}"
+                )
+            if not 0 <= start_at_layer <= self.cfg.n_layers:
+                raise ValueError(f"start_at_layer must be in 0..{self.cfg.n_layers}, got {start_at_layer}")
+            x = input_features
+        for block in self.blocks[start_at_layer:stop_at_layer]:
             x, _ = block(x, attention_mask=attention_mask)
         if stop_at_layer is not None:
             return x

@@ -123,7 +123,9 @@ class TextDecoder(nn.Module):
                 )
             inputs_embeds = F.embedding(input_ids, self.W_E)
         batch, n_pos = inputs_embeds.shape[:2]
-        past_len = past_kv[0]["self"][0].shape[2] if past_kv else 0
+        # A cache may hold only cross-attention keys/values (the encoder's, reused by a sweep
+        # whose patches leave them alone): then no token has been seen yet.
+        past_len = past_kv[0]["self"][0].shape[2] if past_kv and "self" in past_kv[0] else 0
         x = self.hook_embed(inputs_embeds)
         if self.cfg.positional == "learned":
             if past_len + n_pos > self.cfg.n_ctx:

@@ -143,30 +143,40 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         input_features: Float[torch.Tensor, "batch n_mels frames"],
         feature_attention_mask: Int[torch.Tensor, "batch frames"] | None = None,
         stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
     ) -> Float[torch.Tensor, "batch frame d_audio"]:
         """What the decoder reads: the projector's output ``[batch, n_ctx // 2, d_model]`` (the
         audio embeddings that fill the ``<|AUDIO|>`` placeholders), as Whisper's ``encode`` gives
         its decoder's input; with ``stop_at_layer=l``, the tower's residual after ``l`` blocks
         ``[batch, n_ctx, d_audio]`` (``finish_encoder`` turns it into the former). The tower's own
         output before the projector is :meth:`encode_audio_tower` (``encoder.hook_out``).
-        Padded mel frames are masked as keys."""
+        Padded mel frames are masked as keys. With ``start_at_layer=l`` the input is
+        ``encoder.blocks.{l}.hook_resid_pre`` (pass the same ``feature_attention_mask`` as the run
+        it came from) and only blocks ``l..`` run."""
         if stop_at_layer is None:
-            return self.projector(self.encode_audio_tower(input_features, feature_attention_mask))
-        return self.encode_audio_tower(input_features, feature_attention_mask, stop_at_layer)
+            return self.projector(self.encode_audio_tower(input_features, feature_attention_mask,
+                                                          start_at_layer=start_at_layer))
+        return self.encode_audio_tower(input_features, feature_attention_mask, stop_at_layer, start_at_layer)
 
     def encode_audio_tower(
         self,
         input_features: Float[torch.Tensor, "batch n_mels frames"],
         feature_attention_mask: Int[torch.Tensor, "batch frames"] | None = None,
         stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
     ) -> Float[torch.Tensor, "batch frame d_audio"]:
         """``encoder.hook_out`` (pooled and normed, before the projector) ``[batch, n_ctx // 2, d_audio]``,
-        or the residual after ``stop_at_layer`` blocks."""
+        or the residual after ``stop_at_layer`` blocks (from block ``start_at_layer``'s residual)."""
         w = self.encoder.conv1.weight
         input_features = input_features.to(device=w.device, dtype=w.dtype)
-        mask = self._feature_mask(input_features, feature_attention_mask)
+        if start_at_layer is None:
+            mask = self._feature_mask(input_features, feature_attention_mask)
+        else:
+            mask = feature_attention_mask if feature_attention_mask is not None else torch.ones(
+                input_features.shape[0], self.cfg.encoder.n_frames, dtype=torch.long, device=w.device)
         attn_mask = self.encoder_attention_mask(mask, w.dtype)
-        return self.encoder(input_features, attention_mask=attn_mask, stop_at_layer=stop_at_layer)
+        return self.encoder(input_features, attention_mask=attn_mask, stop_at_layer=stop_at_layer,
+                            start_at_layer=start_at_layer)
 
     def embed_audio(
         self,

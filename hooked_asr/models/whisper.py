@@ -38,11 +38,13 @@ class HookedWhisper(HookedEncoderDecoder):
 
     # ---- forward passes --------------------------------------------------------------
     def encode(
-        self, input_features: Float[torch.Tensor, "batch n_mels frames"], stop_at_layer: int | None = None
+        self, input_features: Float[torch.Tensor, "batch n_mels frames"], stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
     ) -> Float[torch.Tensor, "batch frame d_model"]:
         """What the decoder reads, ``encoder.hook_out`` (or, with ``stop_at_layer=l``, the residual
-        after ``l`` blocks)."""
-        return self.encoder(input_features, stop_at_layer=stop_at_layer)
+        after ``l`` blocks); with ``start_at_layer=l`` the input is ``encoder.blocks.{l}.hook_resid_pre``
+        and only blocks ``l..`` run."""
+        return self.encoder(input_features, stop_at_layer=stop_at_layer, start_at_layer=start_at_layer)
 
     def decode(
         self,

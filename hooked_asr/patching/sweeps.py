@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,82 +118,145 @@ def _accepts(fn: Callable, name: str) -> bool:
 
 
 def generation_settings(model: Any) -> tuple[dict[str, Any], list[int]]:
-    """``(extra generate kwargs, stop ids)`` matching what ``model.transcribe`` does.
+    """``(extra generate kwargs, stop ids)``: what ``model.transcribe`` decodes with
+    (``model.generation_kwargs()``) and the ids a transcript ends at (``model.stop_token_ids()``)."""
+    return dict(model.generation_kwargs()), list(model.stop_token_ids())
 
-    Read from public attributes: ``stop_token_ids()`` (a model with several end tokens,
-    e.g. Qwen2-Audio) and ``audio_token_id`` (a placeholder that must never be generated).
+
+# Where a row's run may start: the encoder block a patch sits in (rerun from the clean
+# residual entering it), the decoder (the clean encoder output is all it needs), or the
+# features (a patch on the encoder's front end, its final norm or any other hook).
+FULL, DECODER = -1, 1 << 30
+
+
+def resume_point(comp: Component) -> int:
+    """``l`` for a component inside encoder block ``l``; :data:`DECODER` for a decoder
+    component; :data:`FULL` for anything else (the whole model must run)."""
+    m = re.match(r"^encoder\.blocks\.(\d+)\.", comp.hook_name)
+    if m:
+        return int(m.group(1))
+    return DECODER if comp.hook_name.startswith("decoder.") else FULL
+
+
+def _touches_cross_kv(comp: Component, layer: int) -> bool:
+    return comp.hook_name in (f"decoder.blocks.{layer}.cross_attn.hook_k", f"decoder.blocks.{layer}.cross_attn.hook_v")
+
+
+class _ItemRun:
+    """One item: its clean run, computed once, and the batched runs of its chunks.
+
+    The clean encoder pass keeps what later runs start from: the decoder's input
+    (``finish_encoder`` of the last residual), the residual entering every encoder block a
+    component sits in (``encoder.blocks.{l}.hook_resid_pre``), and, for a decoder with
+    cross-attention, each layer's cross-attention keys and values of the clean teacher-forced
+    run. Every call goes through hook names and the public model API.
     """
-    stops = [model.cfg.eos_token_id]
-    kwargs: dict[str, Any] = {}
-    if callable(getattr(model, "stop_token_ids", None)):
-        stops = list(model.stop_token_ids()) or stops
-        kwargs["eos_token_id"] = stops[0]
-    audio_id = getattr(model, "audio_token_id", None)
-    if isinstance(audio_id, int):
-        kwargs["suppress_tokens"] = [audio_id]
-        kwargs["begin_suppress_tokens"] = [audio_id]
-    return kwargs, stops
 
-
-class _Runner:
-    """The model-agnostic calls a sweep needs, for one item."""
-
-    def __init__(self, model: Any, item: SweepItem, tf_kwargs: Mapping[str, Any], max_new_tokens: int | None):
-        self.model, self.item = model, item
+    def __init__(self, model: Any, item: SweepItem, tf_kwargs: Mapping[str, Any], reuse: bool):
+        self.model, self.item, self.reuse = model, item, reuse
         self.features = model.prepare_features(item.audio)
         tf = model.teacher_forced_inputs(item.audio, **tf_kwargs)
         self.prompt = tf.tokens[0, : tf.prompt_len]
         self.tf_kwargs = dict(tf_kwargs)
-        self.gen_kwargs, self.stops = generation_settings(model)
-        self.max_new_tokens = max_new_tokens
-        self._encoded: torch.Tensor | None = None
+        self.gen_kwargs, _ = generation_settings(model)
+        self.n_encoder = model.n_layers["encoder"]
+        self.resid_pre: dict[int, torch.Tensor] = {}
+        self.encoded: torch.Tensor | None = None
+        self.cross_kv: list[dict[str, Any]] | None = None
+        self._tf: Any = None
+        self.can_share_gen = reuse and _accepts(getattr(model, "_generation_context", lambda: None), "encoder_hidden_states")
+        self.can_share_tf = reuse and _accepts(model.forward, "encoder_hidden_states")
+        self.can_resume = self.can_share_tf and self.can_share_gen and _accepts(model.encode, "start_at_layer")
+        self.can_reuse_kv = (self.can_share_tf and bool(getattr(model.cfg.decoder, "cross_attention", False))
+                             and _accepts(getattr(model, "decode", lambda: None), "past_key_values"))
 
-    def _batch(self, n: int) -> dict[str, Any]:
-        return {k: (v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) else v) for k, v in self.features.items()}
+    def _batch(self, n: int, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        kwargs = self.features if kwargs is None else kwargs
+        return {k: (v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
 
-    def encoded(self) -> torch.Tensor:
-        # What the decoder reads, through the model-agnostic API (Whisper: encoder.hook_out;
-        # Qwen2-Audio: the projector's output), computed once and shared by every row.
-        if self._encoded is None:
-            with torch.no_grad():
-                resid = self.model.encode(**self.features, stop_at_layer=self.model.n_layers["encoder"])
-                self._encoded = self.model.finish_encoder(resid, **self.features)
-        return self._encoded
+    @torch.no_grad()
+    def encode_clean(self, layers: Iterable[int]) -> None:
+        """One encoder pass: the decoder's input and the residual entering each of ``layers``."""
+        names = {f"encoder.blocks.{layer}.hook_resid_pre": layer for layer in layers if self.can_resume}
+
+        def keep(x: torch.Tensor, hook: Any) -> None:
+            self.resid_pre[names[hook.name]] = x.detach()
+
+        with self.model.hooks(fwd_hooks=[(n, keep) for n in names]):
+            resid = self.model.encode(**self.features, stop_at_layer=self.n_encoder)
+        self.encoded = self.model.finish_encoder(resid, **self.features)
+
+    @torch.no_grad()
+    def encode_from(self, layer: int, n: int) -> torch.Tensor | None:
+        """What the decoder reads, for ``n`` rows, rerunning encoder blocks ``layer..`` from the
+        clean residual at ``layer`` (hooks, and so patches, fire in those blocks only); ``None``
+        when the whole model must run instead."""
+        if self.encoded is None or layer == FULL:
+            return None
+        if layer >= self.n_encoder:
+            return self.encoded.expand(n, *self.encoded.shape[1:])
+        if layer not in self.resid_pre:
+            return None
+        masks = {k: v for k, v in self._batch(n).items() if k != "input_features"}
+        resid = self.model.encode(self.resid_pre[layer].expand(n, *self.resid_pre[layer].shape[1:]), **masks,
+                                  stop_at_layer=self.n_encoder, start_at_layer=layer)
+        return self.model.finish_encoder(resid, **self._batch(n))
 
     def transcripts(self, out: Any) -> list[Transcript]:
-        res = []
-        for row in range(out.tokens.shape[0]):
-            toks = out.tokens[row].tolist()
-            cut = next((j for j, t in enumerate(toks) if t in self.stops), None)
-            if cut is not None:
-                toks = toks[:cut]
-            tok = getattr(self.model, "tokenizer", None)
-            text = tok.decode(toks).strip() if tok is not None else None
-            res.append(Transcript(toks, text, bool(out.finished[row])))
-        return res
+        # The decoding core's one cut-at-end-of-text and decode.
+        return [Transcript(r.tokens, r.text, r.finished) for r in self.model.results_from_generation(out, self.prompt)]
 
-    def generate(self, n: int, share_encoder: bool, max_new_tokens: int | None) -> list[Transcript]:
+    def generate(self, n: int, encoded: torch.Tensor | None, max_new_tokens: int | None) -> list[Transcript]:
         kwargs: dict[str, Any] = dict(self._batch(n), prompt_ids=self.prompt, max_new_tokens=max_new_tokens,
                                       **self.gen_kwargs)
-        if share_encoder:
-            enc = self.encoded()
-            kwargs["encoder_hidden_states"] = enc.expand(n, *enc.shape[1:])
+        if encoded is not None:
+            kwargs["encoder_hidden_states"] = encoded
         return self.transcripts(self.model.generate(**kwargs))
 
-    def teacher_forced(self, continuation: Sequence[int], n: int, share_encoder: bool) -> tuple[torch.Tensor, Any]:
-        tf = self.model.teacher_forced_inputs(self.item.audio, continuation, **self.tf_kwargs)
-        kwargs = {k: (v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) else v) for k, v in tf.kwargs.items()}
-        if share_encoder:
-            enc = self.encoded()
-            # the mel goes; any mask stays (Qwen2-Audio counts audio tokens from it)
-            kwargs = {k: v for k, v in kwargs.items() if k != "input_features"}
-            kwargs["encoder_hidden_states"] = enc.expand(n, *enc.shape[1:])
-        with torch.no_grad():
+    def teacher_forced_inputs(self, continuation: Sequence[int]) -> Any:
+        if self._tf is None or self._tf[0] != list(continuation):
+            self._tf = (list(continuation), self.model.teacher_forced_inputs(self.item.audio, continuation, **self.tf_kwargs))
+        return self._tf[1]
+
+    @torch.no_grad()
+    def teacher_forced(
+        self, continuation: Sequence[int], n: int, encoded: torch.Tensor | None, cross_kv: list | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits ``[n, pos, vocab]`` over prompt + ``continuation``; from ``encoded`` when given
+        (no encoder run), and with ``cross_kv`` from those cached cross-attention keys/values."""
+        tf = self.teacher_forced_inputs(continuation)
+        kwargs = self._batch(n, tf.kwargs)
+        if encoded is None:
             return self.model(**kwargs), tf
+        # the mel goes; any mask stays (Qwen2-Audio counts audio tokens from it)
+        kwargs = {k: v for k, v in kwargs.items() if k != "input_features"}
+        if cross_kv is None:
+            return self.model(**kwargs, encoder_hidden_states=encoded), tf
+        return self.model.decode(kwargs["decoder_input_ids"], encoded, past_key_values=cross_kv)[0], tf
 
+    @torch.no_grad()
+    def clean_teacher_forced(self, continuation: Sequence[int]) -> tuple[torch.Tensor, Any]:
+        """The clean logits, keeping each layer's cross-attention keys/values for later rows."""
+        if not self.can_reuse_kv:
+            return self.teacher_forced(continuation, 1, self.encoded if self.can_share_tf else None)
+        tf = self.teacher_forced_inputs(continuation)
+        logits, cache = self.model.decode(tf.kwargs["decoder_input_ids"], self.encoded)
+        self.cross_kv = [{"cross": layer["cross"]} for layer in cache]
+        return logits, tf
 
-def _decoder_only(model: Any, comps: Sequence[Component]) -> bool:
-    return all(c.hook_name.startswith("decoder.") for c in comps)
+    def shared_cross_kv(self, chunk: Sequence[Component], n: int) -> list[dict[str, Any]] | None:
+        """The clean cross-attention keys/values for ``n`` rows, leaving out every layer whose
+        keys/values a component of ``chunk`` patches (those are recomputed, hooks firing)."""
+        if self.cross_kv is None:
+            return None
+        out = []
+        for layer, kv in enumerate(self.cross_kv):
+            if any(_touches_cross_kv(c, layer) for c in chunk):
+                out.append({})
+            else:
+                k, v = kv["cross"]
+                out.append({"cross": (k.expand(n, *k.shape[1:]), v.expand(n, *v.shape[1:]))})
+        return out
 
 
 def _make_intervention(
@@ -228,6 +292,137 @@ def _load_results(path: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
         lines = lines[1:]
     rows.extend(lines)
     return rows
+
+
+def _metric_functions(mode: str, metrics: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    """Name -> metric function for ``mode`` (transcript metrics, or logit metrics)."""
+    if mode == "generate":
+        return resolve_transcript_metrics(metrics)
+    if mode != "teacher_forced":
+        raise ValueError(f"mode must be 'generate' or 'teacher_forced', got {mode!r}")
+    pairs = metrics.items() if isinstance(metrics, Mapping) else [
+        (m if isinstance(m, str) else getattr(m, "__name__", f"metric{i}"), m) for i, m in enumerate(metrics)]
+    out = {}
+    for name, fn in pairs:
+        if isinstance(fn, str):
+            if fn not in LOGIT_METRICS:
+                raise KeyError(f"unknown teacher-forced metric {fn!r}; built-in: {sorted(LOGIT_METRICS)}")
+            fn = LOGIT_METRICS[fn]
+        out[name] = fn
+    return out
+
+
+def plan_chunks(comps: Sequence[Component], batch_size: int, split_at_resume: bool = True) -> list[list[Component]]:
+    """Components in run order, cut into chunks of at most ``batch_size`` rows.
+
+    Rows that start at the same place go together: first those needing the whole model,
+    then encoder components by block, then decoder components (no encoder run); within a
+    group the given order is kept. A chunk reruns the encoder from its lowest block, so a
+    chunk that mixed blocks would rerun the higher blocks' rows through blocks they do not
+    need: with ``split_at_resume`` a chunk never spans two starting points. Teacher-forced
+    sweeps split (measured on CPU: batching encoder rows gains nothing per row, so the extra
+    blocks are pure loss - a mixed 24-row chunk of tiny's encoder heads made the batched sweep
+    0.75x the serial one); generation sweeps fill chunks across starting points, because
+    decoding rows together saves far more than the extra encoder blocks cost.
+    """
+    order = sorted(range(len(comps)), key=lambda i: (resume_point(comps[i]), i))
+    chunks: list[list[Component]] = []
+    for i in order:
+        c = comps[i]
+        if (not chunks or len(chunks[-1]) >= batch_size
+                or (split_at_resume and resume_point(chunks[-1][-1]) != resume_point(c))):
+            chunks.append([])
+        chunks[-1].append(c)
+    return chunks
+
+
+def _reference_cache(
+    model: Any, item: SweepItem, reference: str | None, seed: int, tokens: Sequence[int],
+    comps: Sequence[Component], tf_kwargs: Mapping[str, Any],
+) -> dict[str, torch.Tensor]:
+    """The reference run's activations at ``comps``, teacher-forced on the clean ``tokens``."""
+    ref_input = item.reference
+    if ref_input is None:
+        if reference is None:
+            raise ValueError(f"item {item.id!r} has no reference input: set item.reference or pass reference='noise'")
+        ref_input = make_reference(reference, item.audio, seed=seed)
+    ref_tf = model.teacher_forced_inputs(ref_input, tokens, **tf_kwargs)
+    return record_reference(model, ref_tf.kwargs, comps)
+
+
+@dataclass
+class _SweepSpec:
+    """What stays fixed over a sweep's items."""
+
+    intervention: Any
+    alpha: float
+    mode: str
+    metric_fns: dict[str, Any]
+    reference: str | None
+    reference_seed: int
+    means: Mapping[str, torch.Tensor] | None
+    missing: MissingPolicy
+    positions: Sequence[int] | None
+    batch_size: int
+    max_new_tokens: int | None
+    patched_max_new_tokens: int | None
+    reuse: bool
+    tf_kwargs: dict[str, Any]
+
+    @property
+    def needs_ref(self) -> bool:
+        return self.intervention in ("interpolate", "patch") or callable(self.intervention)
+
+
+def _run_chunk(run: _ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Transcript,
+               clean_values: dict[str, float], ref_cache: Mapping | None, cap: int) -> list[dict[str, Any]]:
+    """One batched run: row ``j`` carries the intervention on ``chunk[j]``; returns its table rows."""
+    model, item, n = run.model, run.item, len(chunk)
+    ivs = [_make_intervention(spec.intervention, c, j, spec.alpha, ref_cache, spec.means, spec.missing, spec.positions)
+           for j, c in enumerate(chunk)]
+    start = min(resume_point(c) for c in chunk)
+    rows = []
+    with patched(model, ivs) as tracker:
+        tracker.reset()
+        # Inside the patch context: encoder blocks start..end run with the patches live.
+        encoded = run.encode_from(start, n)
+        if spec.mode == "generate":
+            outs = run.generate(n, encoded if run.can_share_gen else None, cap)
+            for c, out in zip(chunk, outs):
+                ctx = MetricContext(item, clean, out)
+                rows += [_row(c, item, name, fn(ctx), clean_values[name]) for name, fn in spec.metric_fns.items()]
+        else:
+            kv = run.shared_cross_kv(chunk, n) if start == DECODER else None
+            logits, tf = run.teacher_forced(clean.tokens, n, encoded if run.can_share_tf else None, kv)
+            for name, fn in spec.metric_fns.items():
+                vals = fn(logits, tf, item)
+                rows += [_row(c, item, name, float(vals[j]), clean_values[name]) for j, c in enumerate(chunk)]
+    return rows
+
+
+def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _SweepSpec,
+                emit: Callable[[list[dict[str, Any]]], None], bar: Any) -> int:
+    """Every pending component of one item; returns the number of batched runs."""
+    run = _ItemRun(model, item, spec.tf_kwargs, spec.reuse)
+    if run.can_share_gen or run.can_share_tf:
+        run.encode_clean({resume_point(c) for c in pending if 0 <= resume_point(c) < run.n_encoder})
+    clean = run.generate(1, run.encoded if run.can_share_gen else None, spec.max_new_tokens)[0]
+    ref_cache = (_reference_cache(model, item, spec.reference, spec.reference_seed, clean.tokens, pending, spec.tf_kwargs)
+                 if spec.needs_ref else None)
+    if spec.mode == "generate":
+        base = MetricContext(item, clean, clean)
+        clean_values = {k: float(fn(base)) for k, fn in spec.metric_fns.items()}
+    else:
+        logits, tf = run.clean_teacher_forced(clean.tokens)
+        clean_values = {k: float(fn(logits, tf, item)[0]) for k, fn in spec.metric_fns.items()}
+    cap = spec.patched_max_new_tokens or (2 * len(clean.tokens) + 16)
+    if spec.max_new_tokens is not None:
+        cap = min(cap, spec.max_new_tokens)
+    chunks = plan_chunks(pending, spec.batch_size, split_at_resume=spec.mode == "teacher_forced")
+    for chunk in chunks:
+        emit(_run_chunk(run, spec, chunk, clean, clean_values, ref_cache, cap))
+        bar.update(1)
+    return len(chunks)
 
 
 def sweep(
@@ -266,6 +461,12 @@ def sweep(
     longer than the clean one) raise, or with ``'keep'`` stay unpatched.
     ``patched_max_new_tokens`` caps patched decodes (default: ``2 * len(clean) + 16``).
     ``batch_size=1`` runs the components one at a time.
+
+    Each run recomputes only what its patches change: the item's encoder runs once; a patch
+    in encoder block ``l`` reruns blocks ``l..`` from the clean residual at ``l``; a decoder
+    patch starts from the clean encoder output and (teacher-forced) reuses the clean
+    cross-attention keys/values of every layer it does not patch. ``share_encoder=False``
+    turns all of that off: every row runs the whole model (the plain reference).
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -281,25 +482,12 @@ def sweep(
         raise ValueError("components repeat in the list; each (component, item) pair is one row")
     for c in comps:
         position_kind(c.hook_name)  # fail early on unsupported hooks
-    if mode == "generate":
-        metric_fns: dict[str, Any] = resolve_transcript_metrics(metrics)
-    elif mode == "teacher_forced":
-        pairs = metrics.items() if isinstance(metrics, Mapping) else [
-            (m if isinstance(m, str) else getattr(m, "__name__", f"metric{i}"), m) for i, m in enumerate(metrics)]
-        metric_fns = {}
-        for name, fn in pairs:
-            if isinstance(fn, str):
-                if fn not in LOGIT_METRICS:
-                    raise KeyError(f"unknown teacher-forced metric {fn!r}; built-in: {sorted(LOGIT_METRICS)}")
-                fn = LOGIT_METRICS[fn]
-            metric_fns[name] = fn
-    else:
-        raise ValueError(f"mode must be 'generate' or 'teacher_forced', got {mode!r}")
-    needs_ref = intervention in ("interpolate", "patch") or callable(intervention)
-
+    spec = _SweepSpec(intervention, alpha, mode, _metric_functions(mode, metrics), reference, reference_seed, means,
+                      missing, positions, batch_size, max_new_tokens, patched_max_new_tokens, share_encoder,
+                      dict(teacher_forced_kwargs or {}))
     config = {
         "intervention": intervention if isinstance(intervention, str) else getattr(intervention, "__name__", "custom"),
-        "alpha": alpha, "mode": mode, "metrics": sorted(metric_fns), "reference": reference,
+        "alpha": alpha, "mode": mode, "metrics": sorted(spec.metric_fns), "reference": reference,
         "reference_seed": reference_seed, "missing": missing,
     }
     path = Path(results_path) if results_path is not None else None
@@ -309,68 +497,26 @@ def sweep(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"config": config}) + "\n")
 
-    tf_kwargs = dict(teacher_forced_kwargs or {})
-    can_share_gen = share_encoder and _accepts(getattr(model, "_generation_context", lambda: None), "encoder_hidden_states")
-    can_share_tf = share_encoder and _accepts(model.forward, "encoder_hidden_states")
+    def emit(new_rows: list[dict[str, Any]]) -> None:
+        rows.extend(new_rows)
+        if path is not None:
+            with open(path, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in new_rows)
+
     todo = [(it, [c for c in comps if (c.name, it.id) not in done]) for it in items]
-    n_chunks = sum(-(-len(cs) // batch_size) for _, cs in todo)
+    n_chunks = sum(len(plan_chunks(cs, batch_size, mode == "teacher_forced")) for _, cs in todo)
     bar = tqdm(total=n_chunks, desc="patching sweep", disable=not progress, unit="batch")
     t0, n_runs = time.perf_counter(), 0
     try:
         for item, pending in todo:
-            if not pending:
-                continue
-            run = _Runner(model, item, tf_kwargs, max_new_tokens)
-            clean = run.generate(1, False, max_new_tokens)[0]
-            ref_cache = None
-            if needs_ref:
-                ref_input = item.reference
-                if ref_input is None:
-                    if reference is None:
-                        raise ValueError(
-                            f"item {item.id!r} has no reference input: set item.reference or pass reference='noise'"
-                        )
-                    ref_input = make_reference(reference, item.audio, seed=reference_seed)
-                ref_tf = model.teacher_forced_inputs(ref_input, clean.tokens, **tf_kwargs)
-                ref_cache = record_reference(model, ref_tf.kwargs, pending)
-            if mode == "generate":
-                base = MetricContext(item, clean, clean)
-                clean_values = {k: float(fn(base)) for k, fn in metric_fns.items()}
-            else:
-                logits, tf = run.teacher_forced(clean.tokens, 1, False)
-                clean_values = {k: float(fn(logits, tf, item)[0]) for k, fn in metric_fns.items()}
-            cap = patched_max_new_tokens or (2 * len(clean.tokens) + 16)
-            if max_new_tokens is not None:
-                cap = min(cap, max_new_tokens)
-            for s in range(0, len(pending), batch_size):
-                chunk = pending[s : s + batch_size]
-                n = len(chunk)
-                ivs = [_make_intervention(intervention, c, j, alpha, ref_cache, means, missing, positions)
-                       for j, c in enumerate(chunk)]
-                dec_only = _decoder_only(model, chunk)
-                new_rows = []
-                with patched(model, ivs) as tracker:
-                    tracker.reset()
-                    if mode == "generate":
-                        outs = run.generate(n, can_share_gen and dec_only, cap)
-                        for c, out in zip(chunk, outs):
-                            ctx = MetricContext(item, clean, out)
-                            for name, fn in metric_fns.items():
-                                new_rows.append(_row(c, item, name, fn(ctx), clean_values[name]))
-                    else:
-                        logits, tf = run.teacher_forced(clean.tokens, n, can_share_tf and dec_only)
-                        for name, fn in metric_fns.items():
-                            vals = fn(logits, tf, item)
-                            for j, c in enumerate(chunk):
-                                new_rows.append(_row(c, item, name, float(vals[j]), clean_values[name]))
-                n_runs += 1
-                rows.extend(new_rows)
-                if path is not None:
-                    with open(path, "a") as f:
-                        f.writelines(json.dumps(r) + "\n" for r in new_rows)
-                bar.update(1)
+            if pending:
+                n_runs += _sweep_item(model, item, pending, spec, emit, bar)
     finally:
         bar.close()
+    # rows in sweep order (items, then components as given), however the runs were grouped
+    item_pos, comp_pos = {it.id: i for i, it in enumerate(items)}, {n: i for i, n in enumerate(names)}
+    far = len(items) + len(names)
+    rows.sort(key=lambda r: (item_pos.get(r["item"], far), comp_pos.get(r["component"], far)))
     table = pd.DataFrame(rows, columns=["component", "item", "metric", "value", "clean", "stack", "layer", "kind", "head"])
     return SweepResult(table, time.perf_counter() - t0, n_runs, config)
 
@@ -380,4 +526,4 @@ def _row(c: Component, item: SweepItem, metric: str, value: float, clean: float)
             "stack": c.stack, "layer": c.layer, "kind": c.kind, "head": c.head}
 
 
-__all__ = ["LOGIT_METRICS", "SweepItem", "SweepResult", "sweep"]
+__all__ = ["DECODER", "FULL", "LOGIT_METRICS", "SweepItem", "SweepResult", "plan_chunks", "resume_point", "sweep"]

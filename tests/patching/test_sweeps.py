@@ -1,5 +1,12 @@
 """Sweeps (hooked_asr/patching/sweeps.py): batched equals one at a time and a hand-made patch,
-resume from the results file, layer-by-head heatmaps."""
+resume from the results file, layer-by-head heatmaps.
+
+Sweeps recompute only what a patch changes; the plain sweep (``share_encoder=False,
+batch_size=1``) runs every row through the whole model, the fast one starts encoder-block
+patches from the clean residual, decoder patches from the clean encoder output
+(teacher-forced: with the clean cross-attention keys/values), and batches rows. Same values
+to float rounding, same tokens, same rankings; and the work skipped is really skipped
+(counted through hooks)."""
 
 from __future__ import annotations
 
@@ -20,10 +27,12 @@ from hooked_asr.patching import (
     sweep,
     zero_ablate,
 )
+from hooked_asr.patching.components import parse_component
+from hooked_asr.patching.sweeps import DECODER, FULL, plan_chunks, resume_point
 
 
-def _items(model, n=2):
-    g = torch.Generator().manual_seed(3)
+def _items(model, n=2, seed=3):
+    g = torch.Generator().manual_seed(seed)
     shape = (1, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames)
     return [SweepItem(f"item{k}", torch.randn(shape, generator=g), reference=torch.randn(shape, generator=g)) for k in range(n)]
 
@@ -88,3 +97,113 @@ def test_heatmap_is_layer_by_head(model):
     assert grid.shape == (2, 4) and layers == [0, 1]
     row = res.table.query("component == 'decoder.blocks.1.cross_attn.head.3'")["value"].item()
     assert grid[1, 3] == row
+
+
+# ---- fast sweeps equal the plain ones -----------------------------------------------------
+def _same_ranking(fast: np.ndarray, plain: np.ndarray, tol: float) -> bool:
+    """Ordering the plain values by the fast sweep's ranking leaves them sorted (to ``tol``)."""
+    ordered = plain[np.argsort(-fast, kind="stable")]
+    return bool((np.diff(ordered) <= tol).all())
+
+
+def _token_fingerprint(ctx) -> float:
+    return float(sum((i + 1) * (t + 1) for i, t in enumerate(ctx.patched.tokens)))
+
+
+# Every kind of component both stacks have, plus raw hooks the shortcuts must route around:
+# the cross-attention keys (cached for other layers), the encoder's final norm (no block).
+RAW = ["decoder.blocks.1.cross_attn.hook_k", "decoder.blocks.0.cross_attn.hook_v", "encoder.ln_final.hook_normalized",
+       "encoder.blocks.1.hook_resid_pre", "decoder.hook_embed"]
+
+
+def test_fast_teacher_forced_sweep_equals_the_plain_one(model):
+    items = _items(model)
+    comps = components(model) + [parse_component(model, r) for r in RAW]
+    kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False)
+    fast = sweep(model, items, comps, "interpolate", 0.8, batch_size=7, **kw)
+    plain = sweep(model, items, comps, "interpolate", 0.8, batch_size=1, share_encoder=False, **kw)
+    assert fast.table[["component", "item"]].equals(plain.table[["component", "item"]])
+    f, p = fast.table["value"].to_numpy(), plain.table["value"].to_numpy()
+    np.testing.assert_allclose(f, p, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(fast.table["clean"], plain.table["clean"], atol=1e-5, rtol=0)
+    assert np.ptp(p) > 1e-2  # the patches do something, so equality is not vacuous
+    for it in fast.table["item"].unique():
+        sel = (fast.table["item"] == it).to_numpy()
+        assert _same_ranking(f[sel], p[sel], tol=2e-4)
+
+
+def test_fast_generation_sweep_gives_the_plain_sweeps_tokens(model):
+    items = _items(model, 1, seed=5)
+    comps = components(model, heads=False) + [parse_component(model, r) for r in RAW[:3]]
+    metrics = [_token_fingerprint, "changed", "n_tokens"]
+    kw = dict(metrics=metrics, missing="keep", max_new_tokens=8, progress=False)
+    fast = sweep(model, items, comps, "interpolate", 1.0, batch_size=5, **kw)
+    plain = sweep(model, items, comps, "interpolate", 1.0, batch_size=1, share_encoder=False, **kw)
+    assert fast.table["value"].tolist() == plain.table["value"].tolist()
+    assert fast.table.query("metric == 'changed'")["value"].sum() > 0  # some patches change the transcript
+
+
+def test_each_run_reruns_only_the_encoder_blocks_at_and_after_its_patch(model):
+    # Count, through hooks, how often each encoder block and each cross-attention key
+    # projection runs during a teacher-forced sweep of one item.
+    n_enc, n_dec = model.n_layers["encoder"], model.n_layers["decoder"]
+    counts: dict[str, int] = {}
+
+    def count(x, hook):
+        counts[hook.name] = counts.get(hook.name, 0) + 1
+
+    names = ([f"encoder.blocks.{l}.hook_resid_post" for l in range(n_enc)] + ["encoder.hook_conv1"]
+             + [f"decoder.blocks.{l}.cross_attn.hook_k" for l in range(n_dec)])
+    comps = components(model, kinds=["attn"], layers=[1], stacks=["encoder"]) + components(model, stacks=["decoder"])
+    kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False)
+    with model.hooks(fwd_hooks=[(n, count) for n in names]):
+        res = sweep(model, _items(model, 1), comps, "zero", batch_size=4, **kw)
+    n_enc_chunks = -(-model.cfg.encoder.n_heads // 4)
+    # the item's encoder front end ran once (zero ablation records no reference)
+    assert counts["encoder.hook_conv1"] == 1
+    assert counts["encoder.blocks.0.hook_resid_post"] == 1
+    assert counts["encoder.blocks.1.hook_resid_post"] == 1 + n_enc_chunks
+    # decoder chunks compute no cross-attention keys: only the clean decode, the clean
+    # teacher-forced run and the encoder chunks do
+    for l in range(n_dec):
+        assert counts[f"decoder.blocks.{l}.cross_attn.hook_k"] == 2 + n_enc_chunks
+    assert res.n_batched_runs == n_enc_chunks + -(-(len(comps) - model.cfg.encoder.n_heads) // 4)
+
+
+def test_chunks_group_rows_by_where_their_run_starts(model):
+    comps = [parse_component(model, c) for c in
+             ["decoder.blocks.0.mlp", "encoder.blocks.1.attn.head.0", "encoder.hook_pos_embed",
+              "encoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2", "encoder.blocks.1.mlp"]]
+    assert [resume_point(c) for c in comps] == [DECODER, 1, FULL, 0, DECODER, 1]
+    # generation: chunks fill up across starting points (a chunk starts at its lowest block)
+    assert [[c.name for c in ch] for ch in plan_chunks(comps, 2, split_at_resume=False)] == [
+        ["encoder.hook_pos_embed", "encoder.blocks.0.mlp"],
+        ["encoder.blocks.1.attn.head.0", "encoder.blocks.1.mlp"],
+        ["decoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2"],
+    ]
+    # teacher-forced: a chunk never spans two starting points
+    assert [[c.name for c in ch] for ch in plan_chunks(comps, 3)] == [
+        ["encoder.hook_pos_embed"], ["encoder.blocks.0.mlp"],
+        ["encoder.blocks.1.attn.head.0", "encoder.blocks.1.mlp"],
+        ["decoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2"],
+    ]
+
+
+def test_qwen2_audio_fast_sweep_equals_the_plain_one_with_padded_audio():
+    # No cross-attention (the audio is a decoder prefix); the encoder resumes with the same
+    # key mask over padded frames as the full run.
+    from hooked_asr import HookedQwen2Audio
+    from tests.conftest import make_hf_qwen2_audio, make_tokenizer
+
+    m = HookedQwen2Audio.from_hf(make_hf_qwen2_audio("gqa"), tokenizer=make_tokenizer())
+    rng = np.random.default_rng(0)
+    n = int(0.6 * m.cfg.encoder.n_frames * 160)  # 60 % of the window is audio, the rest padding
+    items = [SweepItem("q", (0.1 * rng.standard_normal(n)).astype(np.float32),
+                       reference=(0.1 * rng.standard_normal(n)).astype(np.float32))]
+    assert m.prepare_features(items[0].audio)["feature_attention_mask"].float().mean() < 0.7
+    comps = components(m, heads=False) + components(m, kinds=["attn"], layers=[1], stacks=["encoder"])
+    kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=5, progress=False)
+    fast = sweep(m, items, comps, "interpolate", 0.7, batch_size=6, **kw)
+    plain = sweep(m, items, comps, "interpolate", 0.7, batch_size=1, share_encoder=False, **kw)
+    np.testing.assert_allclose(fast.table["value"], plain.table["value"], atol=1e-4, rtol=0)
+    assert np.ptp(plain.table["value"].to_numpy()) > 1e-3
