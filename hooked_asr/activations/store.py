@@ -47,6 +47,8 @@ from jaxtyping import Float
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from hooked_asr.activations.stream import StoreFrameSource
+
 FORMAT = "hooked_asr.activations/1"
 MANIFEST = "manifest.json"
 
@@ -63,6 +65,8 @@ def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 _HOST = socket.gethostname().replace(".", "-").replace("@", "-") or "host"
 
 
@@ -163,6 +167,7 @@ def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
+    tmp.chmod(0o666 & ~_UMASK)  # safetensors writes 0600; a store is an ordinary, shareable folder
     os.replace(tmp, path)
 
 
@@ -434,24 +439,14 @@ class ActivationStore:
         if carry is not None and not drop_last:
             yield carry
 
-    def frame_source(self, hook_name: str) -> Any:
-        """A resumable SAE frame source (:class:`hooked_asr.sae.frames.FrameSource`): one chunk per shard."""
-        from hooked_asr.sae.frames import FrameSource
+    def shard_rows(self, i: int, hook_name: str) -> Float[torch.Tensor, "rows d"]:
+        """The rows of ``hook_name`` in shard ``i`` (float32)."""
+        with safe_open(str(self._shard_path(i)), framework="pt") as f:
+            return f.get_tensor(f"act/{self._check(hook_name)}").float()
 
-        store = self
-
-        class StoreFrameSource(FrameSource):
-            def __init__(self) -> None:
-                super().__init__()
-                self.d_in = store.d(hook_name)
-                self.n_chunks = store.n_shards
-
-            def _chunk(self, i: int) -> torch.Tensor:
-                with safe_open(str(store._shard_path(i)), framework="pt") as f:
-                    return f.get_tensor(f"act/{hook_name}").float()
-
-        store._check(hook_name)
-        return StoreFrameSource()
+    def frame_source(self, hook_name: str) -> StoreFrameSource:
+        """A resumable stream of ``hook_name``'s rows, one chunk per shard (e.g. SAE training data)."""
+        return StoreFrameSource(self, self._check(hook_name))
 
 
 __all__ = [

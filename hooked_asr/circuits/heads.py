@@ -11,8 +11,8 @@ changes in the residual stream. Heads are labelled with the sweep's component st
 so a DLA table and a patching sweep line up row for row. Grouped-query attention needs
 nothing special here: ``z`` and ``W_O`` are per query head.
 
-``cache`` is anything indexable by hook name: the dict of ``run_with_cache`` or
-:class:`hooked_asr.circuits.cache.ActivationCache`.
+``cache`` is the dict of ``run_with_cache`` or an :class:`hooked_asr.ActivationCache` (whose
+``head_results`` / ``stack_head_results`` these call: one implementation).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
+from hooked_asr import ActivationCache
 from hooked_asr.patching.components import Component, components, parse_component
 
 
@@ -42,15 +43,19 @@ def _z(cache: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
 
 
 def head_results(
-    model: Any, cache: Mapping[str, torch.Tensor], stack: str, layer: int, kind: str = "attn"
+    model: Any, cache: Mapping[str, torch.Tensor], stack: str, layer: int, kind: str = "attn", pos_slice: Any = None
 ) -> Float[torch.Tensor, "batch pos head d_model"]:
     """Every head's result of one attention: ``einsum("bphd,hdm->bphm", z, W_O)``.
 
     Equals the opt-in ``hook_result`` (``model.set_use_attn_result(True)``) without caching it.
+    ``pos_slice`` (TL ``Slice`` or its inputs) selects positions of ``z`` before the product.
     """
-    W_O = model.attn_weight("W_O", stack, layer, kind)
-    z = _z(cache, z_name(stack, layer, kind))
-    return torch.einsum("...phd,hdm->...phm", z.to(W_O.dtype), W_O)
+    return as_cache(model, cache).head_results(stack, layer, kind, pos_slice)
+
+
+def as_cache(model: Any, cache: Mapping[str, torch.Tensor]) -> ActivationCache:
+    """``cache`` as an :class:`ActivationCache` (a plain dict is wrapped, not copied)."""
+    return cache if isinstance(cache, ActivationCache) else ActivationCache(cache, model)
 
 
 def head_result(
@@ -90,27 +95,15 @@ def stack_head_results(
     stack: str = "decoder",
     kinds: Iterable[str] | None = None,
     layer: int | None = None,
+    pos_slice: Any = None,
 ) -> tuple[Float[torch.Tensor, "component batch pos d_model"], list[str]]:
     """Every head's result stacked on a leading axis, with its component label.
 
     Order as :func:`head_components`. Summed over one attention's heads, plus its ``b_O``,
     this is that attention's ``hook_attn_out`` / ``hook_cross_attn_out``.
     """
-    comps = head_components(model, stack, kinds, layer)
-    parts, labels = [], []
-    done: set[tuple[int, str]] = set()
-    for c in comps:
-        if (c.layer, c.kind) in done:
-            continue
-        done.add((c.layer, c.kind))
-        r = head_results(model, cache, stack, c.layer, c.kind)
-        parts.append(r.movedim(-2, 0))
-        labels += [f"{stack}.blocks.{c.layer}.{c.kind}.head.{h}" for h in range(r.shape[-2])]
-    if not parts:
-        ref = cache[f"{stack}.blocks.0.hook_resid_pre"] if f"{stack}.blocks.0.hook_resid_pre" in cache else None
-        shape = (0, *ref.shape) if ref is not None else (0,)
-        return torch.zeros(shape), labels
-    return torch.cat(parts, 0), labels
+    return as_cache(model, cache).stack_head_results(-1 if layer is None else layer, return_labels=True,
+                                                     pos_slice=pos_slice, stack=stack, kinds=kinds)
 
 
-__all__ = ["head_components", "head_result", "head_results", "stack_head_results", "z_name"]
+__all__ = ["as_cache", "head_components", "head_result", "head_results", "stack_head_results", "z_name"]

@@ -284,17 +284,12 @@ def test_hallucination_dataset_on_tiny_en(whisper_tiny_en):
 
 
 def test_extract_activations_reads_a_built_dataset(tmp_path):
-    import torch
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
     from hooked_asr import HookedWhisper
     from hooked_asr.activations import extract_activations
+    from tests.conftest import make_hf_whisper_30s
 
-    torch.manual_seed(0)  # a random 1+1-layer Whisper with the real 30-s window (1500 frames)
-    cfg = WhisperConfig(vocab_size=51864, num_mel_bins=80, encoder_layers=1, decoder_layers=1, d_model=32,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                        max_source_positions=1500, max_target_positions=16, attn_implementation="eager")
-    model = HookedWhisper.from_hf(WhisperForConditionalGeneration(cfg).eval())
+    # a random 1+1-layer Whisper with the real 30-s window (1500 frames)
+    model = HookedWhisper.from_hf(make_hf_whisper_30s(max_target_positions=16, init="hf"))
     ds = gender_dataset(2, seed=0, progress=False)
     hook = "encoder.blocks.0.hook_resid_post"
     store = extract_activations(model, ds, [hook], tmp_path / "store", batch_size=4, max_new_tokens=2,
