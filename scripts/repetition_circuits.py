@@ -30,7 +30,7 @@ import argparse
 import json
 from pathlib import Path
 
-import _common  # noqa: F401  (puts this checkout first on sys.path)
+import _common
 
 
 def main() -> None:
@@ -81,6 +81,11 @@ def main() -> None:
     print(items_df.groupby("kind")["loop"].agg(["sum", "count"]).rename(columns={"sum": "looping", "count": "inputs"}))
     if not looping:
         print("no input made the model loop; try more inputs (--n-per-kind) or a longer --max-new-tokens")
+        rows = [dict(zip(PAPER_COLUMNS, [label, paper, "- (no looping input)", None, None])) for label, paper in PAPER_ROWS]
+        _common.print_table(rows, f"\n§4.5, % of repetitions resolved (0 looping inputs of {len(inputs)}; the paper: 102)",
+                            PAPER_COLUMNS)
+        (out / "summary.json").write_text(json.dumps({"model": args.model, "n_inputs": len(inputs), "n_looping": 0,
+                                                      "paper_table": rows}, indent=1))
         return
 
     comps = components(model, kinds=["attn", "cross_attn", "mlp"], heads=False, stacks=["decoder"]) + \
@@ -127,6 +132,10 @@ def main() -> None:
 REFERENCE_SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Seven red apples are on the kitchen table.",
                        "The meeting has been moved to three o'clock on Thursday afternoon.",
                        "Birds fly south for the winter when the days grow short."]
+PAPER_ROWS = [("best cross-attention layer", "layer 23: 76 %"), ("second cross-attention layer", "layer 18: +13 %"),
+              ("best single head", "layer 18 head 13 (cross-attention): 78.1 %"),
+              ("best self-attention layer", "no measurable effect"), ("best feed-forward layer", "no measurable effect"),
+              ("best layer + best head of another layer", "layer 23 + L18 H13: 89 %")]
 PAPER_COLUMNS = ["component", "paper (large-v3, §4.5)", "ours: component", "% resolved (patch, clean ref)",
                  "% resolved (zero ablation)"]
 
@@ -157,8 +166,6 @@ def _pct(table, comp: str, iv: str):
 def paper_table(model, looping, table, args) -> tuple[list[dict], dict]:
     """The paper's §4.5 rows beside ours: best cross-attention layer, the next layer's extra
     share, best head alone, self-attention / MLP, and best layer + best head together (zero)."""
-    import _common
-
     from hooked_asr.patching import patched, zero_ablate
     from hooked_asr.patching.metrics import Transcript
     from hooked_asr.repetition import is_repetition_failure, words
@@ -180,13 +187,9 @@ def paper_table(model, looping, table, args) -> tuple[list[dict], dict]:
     both = [c for c in [xl[0] if xl else None, next((h for h in xh if xl and h.split(".")[2] != xl[0].split(".")[2]),
                                                     xh[0] if xh else None)] if c]
     rows = []
-    for label, paper, comp in [
-        ("best cross-attention layer", "layer 23: 76 %", xl[0] if xl else None),
-        ("second cross-attention layer", "layer 18: +13 %", xl[1] if len(xl) > 1 else None),
-        ("best single head", "layer 18 head 13 (cross-attention): 78.1 %", xh[0] if xh else None),
-        ("best self-attention layer", "no measurable effect", sa[0] if sa else None),
-        ("best feed-forward layer", "no measurable effect", mlp[0] if mlp else None),
-    ]:
+    picks = [xl[0] if xl else None, xl[1] if len(xl) > 1 else None, xh[0] if xh else None,
+             sa[0] if sa else None, mlp[0] if mlp else None]
+    for (label, paper), comp in zip(PAPER_ROWS[:5], picks):
         rows.append(dict(zip(PAPER_COLUMNS, [label, paper, comp or "-", _pct(table, comp, "patch") if comp else None,
                                              _pct(table, comp, "zero") if comp else None])))
     resolved = []
@@ -196,8 +199,7 @@ def paper_table(model, looping, table, args) -> tuple[list[dict], dict]:
             tr = Transcript(r.tokens, r.text, r.finished)
             resolved.append(not is_repetition_failure(tr.words, words(it.text), tokens=tr.tokens, finished=tr.finished))
     combined = {"components": both, "zero_resolved_pct": 100 * sum(resolved) / max(len(resolved), 1)}
-    rows.append(dict(zip(PAPER_COLUMNS, ["best layer + best head of another layer", "layer 23 + L18 H13: 89 %",
-                                         " + ".join(both) or "-", None, combined["zero_resolved_pct"]])))
+    rows.append(dict(zip(PAPER_COLUMNS, [*PAPER_ROWS[5], " + ".join(both) or "-", None, combined["zero_resolved_pct"]])))
     print()
     _common.print_table(rows, f"§4.5, % of repetitions resolved ({len(looping)} looping inputs; the paper: 102)",
                         PAPER_COLUMNS)

@@ -15,7 +15,7 @@ if [ "${PAPER:-0}" = 1 ]; then
   run nonspeech      scripts/nonspeech_hallucination.py --n-per-kind 8 --n-speech 16 --out results/nonspeech
   exit 0
 fi
-run nonspeech          scripts/nonspeech_hallucination.py --n-per-kind 2 --n-speech 4 --out results/nonspeech
+run nonspeech          scripts/nonspeech_hallucination.py --n-per-kind 2 --n-speech 4 --max-heads 6 --sae-scales 4 8 --sae-adds 3 10 --betas 1 2 --max-new-tokens 24 --out results/nonspeech
 run lens               scripts/lens_experiments.py --models whisper-tiny.en whisper-base --n-sentences 6 --n-per-language 3 --tuned-steps 50 --out results/lens
 run probing            scripts/probing_enrichment.py --n 12 --out results/probing_enrichment
 run hallucination      scripts/hallucination_monitoring.py --n 12 --out results/hallucination

@@ -78,3 +78,16 @@ def test_sweep_over_activation_store(whisper_store, tmp_path):
                         dataset_id="clips10", progress=False)
     assert [r["test_acc"] for r in again.rows] == [r["test_acc"] for r in sweep.rows]
     assert "encoder.blocks.1.hook_resid_post" in again.summary()
+
+
+def test_probe_layers_explicit_split_is_used_for_every_layer():
+    """``split=`` (e.g. held-out words) replaces the random split: every layer trains and
+    tests on exactly those rows."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.tensor([0, 1] * 10)
+    layers = {l: torch.randn(20, 5, generator=g) + 3 * y[:, None].float() for l in range(2)}
+    tr, te = list(range(0, 14)), list(range(14, 20))
+    sweep = probe_layers(layers, y, split=(tr, te))
+    for res in sweep.results.values():
+        assert sorted(res.train_idx.tolist()) == tr and sorted(res.test_idx.tolist()) == te
+    assert all(r["n_train"] == 14 and r["n_test"] == 6 for r in sweep.rows)
