@@ -1,0 +1,172 @@
+"""An interactive explorer: hear, see and click through what a speech model does with one clip.
+
+``explore(model, audio)`` transcribes the clip and gathers, through hook names and the public
+model API, what a researcher wants open while working, all linked in one offline HTML view:
+
+* the waveform and the model's log-mel input with a play button and a cursor; clicking a word
+  or a token plays its span (word timestamps);
+* the transcript's tokens with their log-probabilities; the selected token's attention over the
+  audio for every decoder layer x head, aligned under the spectrogram (Whisper:
+  cross-attention; Qwen2-Audio, which has none: the decoder's attention to the audio-prefix
+  positions), one head or the mean of the alignment heads, and its self-attention over the
+  tokens before it;
+* the logit lens of that token (top-k per layer, p(final token), saturation layer,
+  :func:`hooked_asr.lens.logit_lens_generate`) and the encoder lens
+  (:func:`hooked_asr.lens.encoder_lens`);
+* optional panels: a head patching sweep (:func:`hooked_asr.patching.sweep`) as layer x head
+  heatmaps (click a cell for the patched transcript), an SAE's features
+  (:mod:`hooked_asr.sae.features`), a probe's per-layer scores (:class:`hooked_asr.probing.ProbeSweep`).
+
+    >>> view = explore(model, "clip.wav")
+    >>> view                  # in Jupyter: the view inline
+    >>> view.save("clip.html")
+
+What is drawn is downsampled, not what is computed (see :mod:`hooked_asr.explore.data`); a
+30-s clip's page stays under ~5 MB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hooked_asr.explore import data as _data
+from hooked_asr.explore.view import ExplorerView
+
+
+def explore(
+    model: Any,
+    audio: Any,
+    *,
+    language: str | None = None,
+    title: str | None = None,
+    reference_text: str | None = None,
+    top_k: int = 5,
+    max_new_tokens: int | None = None,
+    sweep: Any = None,
+    sweep_metric: str | None = None,
+    patched_transcripts: Mapping[str, str] | None = None,
+    sae: Any = None,
+    sae_clips: Sequence[np.ndarray] | None = None,
+    sae_features: Sequence[int] | None = None,
+    probe: Any = None,
+    max_audio_columns: int = 400,
+    progress: bool = True,
+) -> ExplorerView:
+    """Build the explorer view of one clip (a path or 1-D float array at 16 kHz, at most 30 s).
+
+    ``reference_text``: what was said, shown beside what was heard. ``sweep``: a
+    :class:`~hooked_asr.patching.sweeps.SweepResult` with head-level rows (``sweep_metric``
+    picks the metric; ``patched_transcripts`` maps component -> patched text, see
+    :func:`patched_transcripts`). ``sae`` (+ ``sae_clips``, ``sae_features``): an SAE on an
+    encoder hook. ``probe``: a :class:`~hooked_asr.probing.ProbeSweep`.
+    ``max_audio_columns``: at most this many drawn attention bins over the audio.
+    """
+    from tqdm.auto import tqdm
+
+    from hooked_asr.audio import load_audio
+    from hooked_asr.lens import encoder_lens, logit_lens_generate
+
+    wave = audio if isinstance(audio, np.ndarray) and audio.ndim == 1 else load_audio(audio)
+    wave = np.asarray(wave, dtype=np.float32)
+    steps = ["transcribe", "logit lens", "word timings", "attention", "encoder lens"] + \
+        [s for s, on in (("patching", sweep), ("sae", sae), ("probe", probe)) if on is not None]
+    bar = tqdm(steps, desc="explore", unit="step", disable=not progress)
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+
+    kw: dict[str, Any] = {"language": language}
+    if max_new_tokens is not None:
+        kw["max_new_tokens"] = max_new_tokens
+    step("transcribe")
+    result = model.transcribe(wave, **kw)
+    bar.update()
+    step("logit lens")
+    lens = logit_lens_generate(model, wave, top_k=top_k, **kw)
+    lens_tokens = lens.tokens.tolist()
+    if lens_tokens[: len(result.tokens)] != list(result.tokens):
+        raise RuntimeError("logit_lens_generate decoded other tokens than transcribe; pass the same options to both")
+    bar.update()
+    step("word timings")
+    words = _data.word_timings(model, wave, result)
+    bar.update()
+    step("attention")
+    audio_att, self_att = _data.attention_sections(model, wave, lens_tokens, result.language, len(lens_tokens),
+                                                   max_audio_columns=max_audio_columns)
+    bar.update()
+    step("encoder lens")
+    enc = encoder_lens(model, wave, final=result)
+    bar.update()
+    audio_sec = _data.audio_section(wave)
+    wav = audio_sec.pop("wav_base64")
+    lps = list(result.token_logprobs) + [None] * (len(lens_tokens) - len(result.tokens))
+    word_of = {i: w for w, wd in enumerate(words) for i in wd["tokens"]}
+    tokens = [{"id": int(t), "text": s, "logprob": None if lp is None else round(float(lp), 4),
+               "special": i >= len(result.tokens), "word": word_of.get(i)}
+              for i, (t, s, lp) in enumerate(zip(lens_tokens, lens.token_strs, lps))]
+    n_l, n_h = model.cfg.decoder.n_layers, model.cfg.decoder.n_heads
+    data: dict[str, Any] = {
+        "version": 1, "title": title,
+        "model": {"name": model.cfg.name, "arch": "whisper" if _data.has_cross_attention(model) else "qwen2_audio",
+                  "decoder_layers": n_l, "decoder_heads": n_h, "encoder_layers": model.cfg.encoder.n_layers},
+        "audio": audio_sec, "mel": _data.mel_section(model, wave),
+        "transcript": {"text": result.text, "reference": reference_text, "language": result.language,
+                       "avg_logprob": round(float(result.avg_logprob), 4), "tokens": tokens, "words": words},
+        "audio_attention": audio_att, "self_attention": self_att,
+        "logit_lens": _data.logit_lens_section(lens), "encoder_lens": _data.encoder_lens_section(enc),
+        "downsampling": (f"Computed at full resolution; drawn downsampled: waveform min/max in {audio_sec['wave_columns']} "
+                         f"columns, log-mel mean-pooled to {{mel}} columns, attention over the audio sum-pooled from "
+                         f"{audio_att['frames']} positions to {audio_att['columns']} bins, each row scaled to its maximum."),
+    }
+    data["downsampling"] = data["downsampling"].format(mel=data["mel"]["columns"])
+    if sweep is not None:
+        step("patching")
+        data["patching"] = _data.patching_section(sweep, sweep_metric, patched_transcripts)
+        bar.update()
+    if sae is not None:
+        step("sae")
+        data["sae"] = _data.sae_section(model, sae, wave, clips=sae_clips, features=sae_features)
+        bar.update()
+    if probe is not None:
+        step("probe")
+        data["probe"] = _data.probe_section(probe)
+        bar.update()
+    bar.close()
+    return ExplorerView(data, wav)
+
+
+class _PatchedText:
+    """A transcript metric (the patched transcript's length in tokens) that also keeps each
+    patched text: ``sweep`` calls a transcript metric once on the clean transcript, then once
+    per component, in the order of the table's rows for that metric."""
+
+    __name__ = "n_tokens"
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def __call__(self, ctx: Any) -> float:
+        self.texts.append(ctx.patched.as_text)
+        return float(len(ctx.patched.tokens))
+
+
+def patched_transcripts(model: Any, audio: Any, comps: Sequence[Any], **sweep_kwargs: Any) -> tuple[Any, dict[str, str]]:
+    """``(sweep result, {component: patched transcript})``: one generate-mode
+    :func:`hooked_asr.patching.sweep` of ``comps`` on this clip (``sweep_kwargs`` as for
+    ``sweep``: ``intervention``, ``reference="noise"``, ...) that also keeps every transcript."""
+    from hooked_asr.patching import SweepItem, sweep
+    from hooked_asr.patching.metrics import TRANSCRIPT_METRICS
+
+    keep = _PatchedText()
+    metrics = {"changed": TRANSCRIPT_METRICS["changed"], "n_tokens": keep}
+    result = sweep(model, [SweepItem("clip", audio)], comps, mode="generate", metrics=metrics, **sweep_kwargs)
+    rows = result.table[result.table["metric"] == "n_tokens"]
+    if len(keep.texts) != len(rows) + 1:
+        raise RuntimeError(f"kept {len(keep.texts)} transcripts for {len(rows)} patched rows; expected one more (clean)")
+    return result, dict(zip(rows["component"], keep.texts[1:]))
+
+
+__all__ = ["ExplorerView", "explore", "patched_transcripts"]
