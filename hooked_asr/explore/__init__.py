@@ -10,8 +10,9 @@ model API, what a researcher wants open while working, all linked in one offline
   cross-attention; Qwen2-Audio, which has none: the decoder's attention to the audio-prefix
   positions), one head or the mean of the alignment heads, and its self-attention over the
   tokens before it;
-* the logit lens of that token (top-k per layer, p(final token), saturation layer,
-  :func:`hooked_asr.lens.logit_lens_generate`) and the encoder lens
+* the logit lens of that token (top-k per layer, p(final token), saturation layer;
+  :func:`hooked_asr.lens.logit_lens` teacher-forced on the model's own greedy transcript,
+  which is the lens during generation without decoding the clip a second time) and the encoder lens
   (:func:`hooked_asr.lens.encoder_lens`);
 * optional panels: a head patching sweep (:func:`hooked_asr.patching.sweep`) as layer x head
   heatmaps (click a cell for the patched transcript), an SAE's features
@@ -53,6 +54,7 @@ def explore(
     sae_features: Sequence[int] | None = None,
     probe: Any = None,
     max_audio_columns: int = 400,
+    encoder_lens_max_new_tokens: int | None = None,
     progress: bool = True,
 ) -> ExplorerView:
     """Build the explorer view of one clip (a path or 1-D float array at 16 kHz, at most 30 s).
@@ -63,11 +65,13 @@ def explore(
     :func:`patched_transcripts`). ``sae`` (+ ``sae_clips``, ``sae_features``): an SAE on an
     encoder hook. ``probe``: a :class:`~hooked_asr.probing.ProbeSweep`.
     ``max_audio_columns``: at most this many drawn attention bins over the audio.
+    ``encoder_lens_max_new_tokens``: cap on each encoder layer's decode (the lower layers
+    usually loop until the cap; default as :func:`~hooked_asr.lens.encoder_lens`).
     """
     from tqdm.auto import tqdm
 
     from hooked_asr.audio import load_audio
-    from hooked_asr.lens import encoder_lens, logit_lens_generate
+    from hooked_asr.lens import encoder_lens, logit_lens
 
     wave = audio if isinstance(audio, np.ndarray) and audio.ndim == 1 else load_audio(audio)
     wave = np.asarray(wave, dtype=np.float32)
@@ -85,10 +89,8 @@ def explore(
     result = model.transcribe(wave, **kw)
     bar.update()
     step("logit lens")
-    lens = logit_lens_generate(model, wave, top_k=top_k, **kw)
-    lens_tokens = lens.tokens.tolist()
-    if lens_tokens[: len(result.tokens)] != list(result.tokens):
-        raise RuntimeError("logit_lens_generate decoded other tokens than transcribe; pass the same options to both")
+    lens = logit_lens(model, wave, tokens=result.tokens, top_k=top_k, language=result.language)
+    lens_tokens = lens.tokens.tolist()  # the transcript, then end of text
     bar.update()
     step("word timings")
     words = _data.word_timings(model, wave, result)
@@ -98,7 +100,7 @@ def explore(
                                                    max_audio_columns=max_audio_columns)
     bar.update()
     step("encoder lens")
-    enc = encoder_lens(model, wave, final=result)
+    enc = encoder_lens(model, wave, final=result, max_new_tokens=encoder_lens_max_new_tokens)
     bar.update()
     audio_sec = _data.audio_section(wave)
     wav = audio_sec.pop("wav_base64")

@@ -291,7 +291,7 @@
             td.classList.add("ha-sel"); state.cell = comp;
             const txt = P.transcripts[comp];
             detail.innerHTML = "";
-            detail.append(el("b", { text: comp }), ` · ${P.metric}${P.relative ? " change" : ""} ${fmt(v, 3)} (clean ${fmt(P.clean, 3)})`, el("br"),
+            detail.append(el("b", { text: comp }), ` · ${P.metric}${P.relative ? " minus clean" : ""} ${fmt(v, 3)} (clean ${fmt(P.clean, 3)})`, el("br"),
               txt == null ? el("span", { class: "ha-note", text: "(no patched transcript kept for this sweep: build it with hooked_asr.explore.patched_transcripts)" })
                 : el("span", {}, "patched transcript: ", el("b", { id: "ha-patched-text", text: txt })));
           } });
@@ -302,7 +302,7 @@
       });
       box.append(el("div", {}, el("div", { class: "ha-label", text: `${mp.stack} ${mp.kind} heads` }), tbl));
     });
-    root.append(el("h2", { text: `Patching sweep: ${P.metric}${P.relative ? " minus clean" : ""} per head (${P.config.intervention || ""} ${P.config.reference || ""})` }), box, detail);
+    root.append(el("h2", { text: `Patching sweep: ${P.metric}${P.relative ? " minus clean" : ""} per head (${["intervention", "alpha", "reference", "mode"].filter((k) => P.config[k] && P.config[k] !== "None").map((k) => `${k} ${P.config[k]}`).join(", ")})` }), box, detail);
   }
   let drawSae = () => {};
   if (D.sae) {
