@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
         kinds = ["attn", "cross_attn"] if "decoder.blocks.0.cross_attn.hook_pattern" in model.hook_dict else ["attn"]
         comps = components(model, kinds=kinds, heads=True, stacks=["decoder"])
-        result, texts = patched_transcripts(model, audio, comps, intervention="interpolate", reference="noise")
+        result, texts = patched_transcripts(model, audio, comps, intervention="interpolate", reference="noise",
+                                            missing="keep")  # a patched transcript may outgrow the reference
         sweep_kw = {"sweep": result, "sweep_metric": "changed", "patched_transcripts": texts}
     view = explore(model, audio, language=args.language, reference_text=args.say, **sweep_kw)
     out = Path(args.out or f"{name}.explore.html")
