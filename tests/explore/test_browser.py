@@ -81,4 +81,12 @@ def test_optional_panels_respond_to_clicks(panels_view, tmp_path):
         assert b.evaluate("document.getElementById('ha-root').dataset.selectedToken") == str(w["tokens"][0])
         shot = b.screenshot(tmp_path / "panels.png", full_page=True)
         assert not b.errors(), b.errors()
+        # Jupyter's display(view): two views on one page, each in its own iframe, both alive
+        both = tmp_path / "notebook.html"
+        both.write_text(f"<!doctype html><html><body>{view._repr_html_()}{view._repr_html_()}</body></html>")
+        b.open(both, settle_ms=800)
+        counts = b.evaluate("Array.from(document.querySelectorAll('iframe')).map("
+                            "f => f.contentDocument.querySelectorAll('.ha-token').length)")
+        assert counts == [len(view.data["transcript"]["tokens"])] * 2
+        assert not b.errors(), b.errors()
     _keep(shot)
