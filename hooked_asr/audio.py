@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -24,6 +24,10 @@ HOP_LENGTH = 160
 CHUNK_SECONDS = 30
 N_SAMPLES = SAMPLE_RATE * CHUNK_SECONDS  # 480000
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000
+# Whisper's encoder halves the mel frame rate (conv2, stride 2): 1500 frames of 20 ms.
+SAMPLES_PER_ENCODER_FRAME = 2 * HOP_LENGTH  # 320
+ENCODER_FRAME_SECONDS = SAMPLES_PER_ENCODER_FRAME / SAMPLE_RATE  # 0.02
+N_ENCODER_FRAMES = N_SAMPLES // SAMPLES_PER_ENCODER_FRAME  # 1500
 
 
 class AudioError(ValueError):
@@ -178,3 +182,60 @@ def prepare_features(
         waves = [load_audio(a, sampling_rate) for a in audio]
         return torch.cat([log_mel_spectrogram(w, n_mels) for w in waves]), True
     return log_mel_spectrogram(load_audio(audio, sampling_rate), n_mels), False
+
+
+def masked_log_mel(
+    audio: Any, n_mels: int, n_frames: int = N_FRAMES, sampling_rate: int | None = None
+) -> tuple[Float[torch.Tensor, "batch n_mels n_frames"], Int[torch.Tensor, "batch n_frames"], bool]:
+    """Log-mel features cut to ``n_frames`` and the 0/1 mask of the frames that hold audio;
+    returns ``(features, mask, is_batch)`` (for encoders that mask padding, as Qwen2-Audio's).
+
+    ``audio``: a path, a 1-D array at ``sampling_rate`` (16 kHz if not given), a list of those,
+    or ready features ``[batch, n_mels, frames]`` (every frame real). The mask marks the
+    ``ceil(samples / 160)`` frames that hold audio, as
+    ``WhisperFeatureExtractor(return_attention_mask=True)`` does.
+    """
+    if isinstance(audio, torch.Tensor) and audio.ndim == 3:
+        if audio.shape[1] != n_mels:
+            raise AudioError(f"features have {audio.shape[1]} mel bins; this model reads {n_mels}")
+        return audio, torch.ones(audio.shape[0], audio.shape[-1], dtype=torch.long, device=audio.device), True
+    is_batch = isinstance(audio, (list, tuple))
+    items = list(audio) if is_batch else [audio]
+    if not items:
+        raise AudioError("an empty list of audio was passed")
+    max_samples = n_frames * HOP_LENGTH
+    feats, masks = [], []
+    for a in items:
+        wave = load_audio(a, sampling_rate, allow_long=True)
+        if wave.size > max_samples:
+            raise AudioError(
+                f"the audio lasts {wave.size / SAMPLE_RATE:.1f} s; Qwen2-Audio's audio tower reads at most "
+                f"{max_samples / SAMPLE_RATE:g} s ({n_frames} mel frames, {n_frames // 4} audio tokens). Split it with "
+                f"hooked_asr.audio.chunk_audio(audio, {max_samples / SAMPLE_RATE:g}) and transcribe each chunk"
+            )
+        feats.append(log_mel_spectrogram(wave, n_mels)[..., :n_frames])
+        m = torch.zeros(1, n_frames, dtype=torch.long)
+        m[:, : min(math.ceil(wave.size / HOP_LENGTH), n_frames)] = 1
+        masks.append(m)
+    return torch.cat(feats), torch.cat(masks), is_batch
+
+
+def audio_frames(n_samples: int, n_frames: int = N_ENCODER_FRAMES, window_samples: int = N_SAMPLES) -> int:
+    """Frames (of ``n_frames`` spanning a window of ``window_samples``) that overlap the first
+    ``n_samples``: ``ceil(n_samples * n_frames / window_samples)``, between 1 and ``n_frames``.
+
+    The one frame counter: it reads the resolution off the activation (``n_frames``), so it
+    serves every hook: Whisper's encoder (1500 frames: ``ceil(n_samples / 320)``), conv1 and the
+    mel (3000), Qwen2-Audio's pooled hooks (750). Pass :func:`window_samples` of the model, so a
+    model with a shorter window counts right.
+    """
+    if n_samples <= 0:
+        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    return max(1, min(n_frames, math.ceil(n_samples * n_frames / window_samples)))
+
+
+def window_samples(model: Any) -> int:
+    """Samples in ``model``'s audio window: 160 per mel frame its encoder reads (480000 for
+    Whisper and the real Qwen2-Audio, 30 s; less for small test models with a shorter window)."""
+    enc = getattr(getattr(model, "cfg", None), "encoder", None)
+    return int(enc.n_frames) * HOP_LENGTH if enc is not None else N_SAMPLES

@@ -200,7 +200,7 @@ def _nan_mean_ci(x: torch.Tensor) -> list[list[float]]:
 
 def run_tuned_lens(model, name, clips, out: Path, steps: int, lang) -> dict:
     from hooked_asr.plotting import plot_curves
-    from hooked_asr.tuned_lens import collect_decoder_residuals, compare_lenses, train_tuned_lens
+    from hooked_asr.lens import collect_decoder_residuals, compare_lenses, train_tuned_lens
 
     half = len(clips) // 2
     kw = {"language": lang} if lang else {}

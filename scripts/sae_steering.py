@@ -30,7 +30,7 @@ import torch
 from hooked_asr.sae import ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TrainConfig, save_sae
 from hooked_asr.sae.corpus import ESPEAK_VOICE, MULTILINGUAL
 from hooked_asr.sae.frames import speech_frames
-from hooked_asr.sae.steering import Intervention, steer
+from hooked_asr.sae.steering import FeatureIntervention, steer
 
 VARIANTS = ["", "+f3", "+m3", "+f2"]  # espeak voice variants: more speakers per language
 
@@ -149,7 +149,7 @@ def main() -> None:
                 f_t = lang_feature[tgt]
                 push = args.alpha * float(means[tgt][f_t])
                 for kind, feat in (("language", f_t), ("random", int(rand_feats[args.langs.index(tgt)]))):
-                    ivs = [Intervention(lang_feature[src_lang], "clamp", 0.0), Intervention(feat, "add", push)]
+                    ivs = [FeatureIntervention(lang_feature[src_lang], "clamp", 0.0), FeatureIntervention(feat, "add", push)]
                     with steer(model, sae, ivs, frame_mask=mask):
                         p1 = language_probs(model, audio, args.langs)
                         steered = model.transcribe(audio) if kind == "language" else None

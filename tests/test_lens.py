@@ -35,7 +35,7 @@ from hooked_asr.lens import (
     token_ranks,
     token_similarity,
 )
-from hooked_asr.tuned_lens import TunedLens, collect_decoder_residuals, compare_lenses, evaluate_kl, train_tuned_lens
+from hooked_asr.lens import TunedLens, collect_decoder_residuals, compare_lenses, evaluate_kl, train_tuned_lens
 
 from tests.conftest import make_hf_whisper
 

@@ -36,8 +36,11 @@ from hooked_asr.activations.pooling import (
 from hooked_asr.activations.store import (
     MANIFEST,
     ActivationStore,
+    ContentHasher,
     StoreError,
-    read_shard_metadata,
+    check_shard_content,
+    finished_shard_meta,
+    remove_dead_writers_temp_files,
     shard_name,
     spec_hash,
     write_manifest,
@@ -249,24 +252,31 @@ def extract_activations(
                     f"{root} holds a store built with other settings ({diff}; (old, new)); use another out_dir "
                     "or delete that one"
                 )
-        for stray in root.glob(".shard_*.tmp"):  # left by a killed writer; never a complete shard
-            stray.unlink(missing_ok=True)
-        for stray in root.glob(f".{MANIFEST}.*.tmp"):
-            stray.unlink(missing_ok=True)
+        remove_dead_writers_temp_files(root)  # left by killed writers; a live writer keeps its own
         write_manifest(root, spec, n_items, shard_size)
     _barrier()
 
     n_shards = math.ceil(n_items / shard_size)
     mine = [k for k in range(n_shards) if k % world == rank]
-    todo = [k for k in mine if (read_shard_metadata(root / shard_name(k)) or {}).get("spec_hash") != h]
+    todo = []
+    for k in mine:
+        done = finished_shard_meta(root / shard_name(k), k, h)
+        if done is None:
+            todo.append(k)
+        else:  # a finished shard is reused only for the same data (audio and labels)
+            check_shard_content(root / shard_name(k), done,
+                                [_item(dataset, i) for i in range(k * shard_size, min(n_items, (k + 1) * shard_size))])
     bar = tqdm(total=sum(min(shard_size, n_items - k * shard_size) for k in todo), disable=not progress,
                desc=f"extract[{rank}/{world}]" if world > 1 else "extract", unit="clip")
     for k in todo:
         lo, hi = k * shard_size, min(n_items, (k + 1) * shard_size)
         rows: dict[str, list[torch.Tensor]] = {hk: [] for hk in rules}
         items_meta, numeric, n_samples = [], [], []
+        content = ContentHasher()
         for b0 in range(lo, hi, batch_size):
             items = [_item(dataset, i) for i in range(b0, min(hi, b0 + batch_size))]
+            for it in items:
+                content.update(it)
             clips = [np.asarray(it["audio"], dtype=np.float32) for it in items]
             pooled, info = _run_batch(model, clips, rules, language, max_new_tokens)
             for hk in rules:
@@ -297,7 +307,7 @@ def extract_activations(
             tensors[f"row_pos/{hk}"] = torch.cat([torch.arange(int(c)) for c in counts])
             n_rows[hk] = int(counts.sum())
         meta = {"spec_hash": h, "shard": str(k), "item_range": json.dumps([lo, hi]), "rows": json.dumps(n_rows),
-                "items": json.dumps(items_meta)}
+                "items": json.dumps(items_meta), "content_hash": content.hexdigest()}
         write_shard(root / shard_name(k), tensors, meta)
         if world == 1:
             write_manifest(root, spec, n_items, shard_size)  # the manifest follows every finished shard

@@ -34,7 +34,7 @@ import numpy as np
 
 from hooked_asr.datasets.nonspeech import NONSPEECH_KINDS, mix_at_snr, nonspeech_clip
 
-SAMPLE_RATE = 16000
+from hooked_asr.audio import SAMPLE_RATE
 MANIFEST = "manifest.json"
 
 # ---- built-in text ---------------------------------------------------------------------

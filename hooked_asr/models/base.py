@@ -31,6 +31,7 @@ from transformer_lens import HookedRootModule
 
 from hooked_asr.config import ModelConfig
 from hooked_asr.hooks import unknown_hook_message
+from hooked_asr.models.tl_compat import TLCompatMixin
 
 
 @dataclass
@@ -76,7 +77,7 @@ class TeacherForcedInputs:
     prompt_len: int
 
 
-class HookedEncoderDecoder(HookedRootModule, ABC):
+class HookedEncoderDecoder(TLCompatMixin, HookedRootModule, ABC):
     """Shared machinery: hook-name validation, greedy generation with live hooks.
 
     The model-agnostic API that methods (lens, patching, probing, SAE) use:

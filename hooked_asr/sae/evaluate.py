@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hooked_asr.sae.frames import FrameSource, speech_frames
+from hooked_asr.audio import audio_frames, window_samples
+from hooked_asr.sae.frames import FrameSource
 from hooked_asr.sae.model import SparseAutoencoder
 from hooked_asr.sae.steering import splice
 from hooked_asr.text import corpus_word_error_rate
@@ -91,11 +92,6 @@ def reconstruction_metrics(
     )
 
 
-def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus WER over clips (see :func:`hooked_asr.text.corpus_word_error_rate`)."""
-    return corpus_word_error_rate(references, hypotheses)
-
-
 def _text(model: Any, result: Any) -> str:
     if result.text is not None:
         return result.text
@@ -117,7 +113,7 @@ def _frame_mask(model: Any, audio: np.ndarray, which: str, pad_frames: int) -> t
     if which != "speech":
         raise ValueError(f"frames must be 'speech' or 'all', got {which!r}")
     n_ctx = model.cfg.encoder.n_ctx
-    n = min(n_ctx, speech_frames(len(audio), n_ctx) + pad_frames)
+    n = min(n_ctx, audio_frames(len(audio), n_ctx, window_samples(model)) + pad_frames)
     return torch.arange(n_ctx) < n
 
 
@@ -204,9 +200,9 @@ def splice_metrics(
     refs = [r["reference"] for r in rows]
     return SpliceMetrics(
         n_clips=len(audios),
-        wer_clean=word_error_rate(refs, [r["clean"] for r in rows]) if references is not None else None,
-        wer_spliced=word_error_rate(refs, [r["spliced"] for r in rows]) if references is not None else None,
-        wer_spliced_vs_clean=word_error_rate([r["clean"] for r in rows], [r["spliced"] for r in rows]),
+        wer_clean=corpus_word_error_rate(refs, [r["clean"] for r in rows]) if references is not None else None,
+        wer_spliced=corpus_word_error_rate(refs, [r["spliced"] for r in rows]) if references is not None else None,
+        wer_spliced_vs_clean=corpus_word_error_rate([r["clean"] for r in rows], [r["spliced"] for r in rows]),
         ce_clean=c, ce_spliced=s, ce_mean_ablated=a,
         ce_recovered=(a - s) / (a - c) if abs(a - c) > 1e-12 else float("nan"),
         kl_clean_spliced=float(np.mean(kls)), transcripts=rows,
@@ -226,4 +222,4 @@ def _mean_activation(model: Any, sae: SparseAutoencoder, audios: Sequence[np.nda
     return (total / n).float()
 
 
-__all__ = ["ReconstructionMetrics", "SpliceMetrics", "reconstruction_metrics", "splice_metrics", "word_error_rate"]
+__all__ = ["ReconstructionMetrics", "SpliceMetrics", "reconstruction_metrics", "splice_metrics"]

@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hooked_asr.sae.frames import FRAME_SECONDS, SAMPLES_PER_FRAME, ModelFrameSource, speech_frames
+from hooked_asr.audio import SAMPLE_RATE, audio_frames, window_samples
+from hooked_asr.sae.frames import FRAME_SECONDS, SAMPLES_PER_FRAME, ModelFrameSource
 from hooked_asr.sae.model import SparseAutoencoder
-
-SAMPLE_RATE = 16000
 
 
 # ---- alignment ---------------------------------------------------------------------------
@@ -103,7 +102,7 @@ def align_words(
     layers = sorted({layer for layer, _ in heads})
     names = [f"decoder.blocks.{layer}.cross_attn.hook_pattern" for layer in layers]
     _, cache = model.run_with_cache(decoder_input_ids=ids, encoder_hidden_states=enc, names_filter=names)
-    n_frames = speech_frames(len(audio), model.cfg.encoder.n_ctx)
+    n_frames = audio_frames(len(audio), model.cfg.encoder.n_ctx, window_samples(model))
     w = torch.stack([cache[f"decoder.blocks.{layer}.cross_attn.hook_pattern"][0, h] for layer, h in heads])
     w = w[:, len(prompt) : len(prompt) + len(tokens), :n_frames].float().numpy()  # [head, token, frame]
     w = (w - w.mean(1, keepdims=True)) / (w.std(1, keepdims=True) + 1e-8)
@@ -195,7 +194,7 @@ def collect_feature_stats(
     return FeatureStats(
         n_frames=n, frequency=fires / max(n, 1), max_act=max_act, hist=hist, bin_edges=edges,
         top_values=top_v.clamp_min(0), top_clip=top_c, top_frame=top_f,
-        clip_speech_frames=[speech_frames(len(a), model.cfg.encoder.n_ctx) for a in audios],
+        clip_speech_frames=[audio_frames(len(a), model.cfg.encoder.n_ctx, window_samples(model)) for a in audios],
     )
 
 
