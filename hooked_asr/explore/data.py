@@ -22,11 +22,17 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from hooked_asr.audio import HOP_LENGTH, SAMPLE_RATE
+from hooked_asr.audio import (
+    ENCODER_FRAME_SECONDS,
+    HOP_LENGTH,
+    SAMPLE_RATE,
+    SAMPLES_PER_ENCODER_FRAME,
+    audio_frames,
+    window_samples,
+)
 
 MAX_MEL_COLUMNS = 1500  # 20 ms per column for a 30-s clip
 WAVE_COLUMNS = 2000  # min/max pairs drawn for the waveform
-ENCODER_FRAME_SECONDS = 2 * HOP_LENGTH / SAMPLE_RATE  # Whisper's conv stride 2: one encoder frame per 2 mel frames
 QWEN_POOL = 2  # Qwen2-Audio average-pools encoder frames by 2 before the projector: 40 ms per audio token
 
 
@@ -163,9 +169,8 @@ def attention_sections(
     ids = tf.tokens[0].cpu()
     if cross:
         from hooked_asr.sae.features import _alignment_heads
-        from hooked_asr.sae.frames import speech_frames
 
-        n_cols_full = speech_frames(len(audio), model.cfg.encoder.n_ctx)
+        n_cols_full = audio_frames(len(audio), model.cfg.encoder.n_ctx, window_samples(model))
         audio_att = torch.stack([cache[n][0][:, queries, :n_cols_full] for n in cross_names])  # [L, H, S, F]
         col_seconds, kind = ENCODER_FRAME_SECONDS, "cross"
         heads = _alignment_heads(model)
@@ -274,7 +279,7 @@ def sae_section(
     there and their audio, and the histogram of log10 activations. Statistics and labels come
     from :mod:`hooked_asr.sae.features`."""
     from hooked_asr.sae.features import collect_feature_stats, feature_reports, wav_base64
-    from hooked_asr.sae.frames import FRAME_SECONDS, SAMPLES_PER_FRAME, ModelFrameSource
+    from hooked_asr.sae.frames import ModelFrameSource
 
     clips = [audio] if clips is None else list(clips)
     main = next((i for i, c in enumerate(clips) if c is audio), None)
@@ -285,7 +290,7 @@ def sae_section(
     features = [int(f) for f in features]
     stats = collect_feature_stats(model, sae, clips, top_k=top_k, progress=progress)
     reports = feature_reports(model, stats, clips, features, progress=progress)
-    half = int(snippet_seconds / 2 / FRAME_SECONDS)
+    half = int(snippet_seconds / 2 / ENCODER_FRAME_SECONDS)
     out = []
     for r in reports:
         col = trace[:, r.feature].numpy()
@@ -294,16 +299,16 @@ def sae_section(
             lo, hi = max(0, e.frame - half), e.frame + half
             ex = {"value": round(e.value, 4), "clip": e.clip, "time": round(e.time, 3), "word": e.word,
                   "context": e.context, "in_padding": e.in_padding,
-                  "start": lo * FRAME_SECONDS, "end": hi * FRAME_SECONDS}
+                  "start": lo * ENCODER_FRAME_SECONDS, "end": hi * ENCODER_FRAME_SECONDS}
             if e.clip != main:  # another clip's audio travels as its own short WAV
-                snippet = clips[e.clip][lo * SAMPLES_PER_FRAME : hi * SAMPLES_PER_FRAME]
+                snippet = clips[e.clip][lo * SAMPLES_PER_ENCODER_FRAME : hi * SAMPLES_PER_ENCODER_FRAME]
                 ex["wav_base64"] = wav_base64(snippet) if len(snippet) else None
             examples.append(ex)
         out.append({"feature": r.feature, "label": r.label, "frequency": r.frequency, "max_act": r.max_act,
                     "hist": stats.hist[r.feature].tolist(), "bin_edges": np.round(stats.bin_edges.numpy(), 3).tolist(),
                     "trace": b64_uint8(quantize(col, 0.0, max(float(col.max()), 1e-6))), "trace_max": float(col.max()),
                     "examples": examples})
-    return {"hook": sae.cfg.hook_name, "d_sae": int(sae.d_sae), "n_clips": len(clips), "frame_seconds": FRAME_SECONDS,
+    return {"hook": sae.cfg.hook_name, "d_sae": int(sae.d_sae), "n_clips": len(clips), "frame_seconds": ENCODER_FRAME_SECONDS,
             "trace_frames": int(trace.shape[0]), "features": out}
 
 
