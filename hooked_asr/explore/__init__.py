@@ -29,9 +29,11 @@ What is drawn is downsampled, not what is computed (see :mod:`hooked_asr.explore
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from jaxtyping import Float
 
 from hooked_asr.explore import data as _data
 from hooked_asr.explore.view import ExplorerView
@@ -39,8 +41,9 @@ from hooked_asr.explore.view import ExplorerView
 
 def explore(
     model: Any,
-    audio: Any,
+    audio: str | Path | Float[np.ndarray, "samples"],
     *,
+    sampling_rate: int | None = None,
     language: str | None = None,
     title: str | None = None,
     reference_text: str | None = None,
@@ -57,7 +60,8 @@ def explore(
     encoder_lens_max_new_tokens: int | None = None,
     progress: bool = True,
 ) -> ExplorerView:
-    """Build the explorer view of one clip (a path or 1-D float array at 16 kHz, at most 30 s).
+    """Build the explorer view of one clip: a path, or a 1-D float array at ``sampling_rate``
+    (16 kHz if not given), at most one model window (30 s).
 
     ``reference_text``: what was said, shown beside what was heard. ``sweep``: a
     :class:`~hooked_asr.patching.sweeps.SweepResult` with head-level rows (``sweep_metric``
@@ -70,11 +74,16 @@ def explore(
     """
     from tqdm.auto import tqdm
 
-    from hooked_asr.audio import load_audio
+    from hooked_asr.audio import SAMPLE_RATE, load_audio, window_samples
     from hooked_asr.lens import encoder_lens, logit_lens
 
-    wave = audio if isinstance(audio, np.ndarray) and audio.ndim == 1 else load_audio(audio)
-    wave = np.asarray(wave, dtype=np.float32)
+    wave = load_audio(audio, sampling_rate)  # validated, mono, 16 kHz, at most 30 s
+    window = window_samples(model)
+    if len(wave) > window:
+        raise ValueError(
+            f"the clip lasts {len(wave) / SAMPLE_RATE:.2f} s but {model.cfg.name} reads {window / SAMPLE_RATE:.2f} s at a "
+            f"time; the explorer shows one window: cut it with hooked_asr.audio.chunk_audio(audio, {window / SAMPLE_RATE:g}) "
+            "and explore each chunk")
     steps = ["transcribe", "logit lens", "word timings", "attention", "encoder lens"] + \
         [s for s, on in (("patching", sweep), ("sae", sae), ("probe", probe)) if on is not None]
     bar = tqdm(steps, desc="explore", unit="step", disable=not progress)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, UInt8
 
 from hooked_asr.audio import (
     ENCODER_FRAME_SECONDS,
@@ -37,12 +37,12 @@ QWEN_POOL = 2  # Qwen2-Audio average-pools encoder frames by 2 before the projec
 
 
 # ---- packing ------------------------------------------------------------------------------
-def b64_uint8(x: np.ndarray) -> str:
+def b64_uint8(x: UInt8[np.ndarray, "..."]) -> str:
     """``uint8`` array, C order, as base64 (the page reads it back with ``atob``)."""
     return base64.b64encode(np.ascontiguousarray(x, dtype=np.uint8).tobytes()).decode("ascii")
 
 
-def quantize(x: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+def quantize(x: Float[np.ndarray, "..."], lo: float | None = None, hi: float | None = None) -> UInt8[np.ndarray, "..."]:
     """Map ``[lo, hi]`` (default: the data's range) linearly to ``0..255``."""
     lo = float(np.min(x)) if lo is None else lo
     hi = float(np.max(x)) if hi is None else hi
@@ -50,7 +50,7 @@ def quantize(x: np.ndarray, lo: float | None = None, hi: float | None = None) ->
     return np.clip(np.rint((x - lo) * scale), 0, 255).astype(np.uint8)
 
 
-def pool_columns(x: np.ndarray, n_out: int, reduce: str = "sum") -> np.ndarray:
+def pool_columns(x: Float[np.ndarray, "... n"], n_out: int, reduce: str = "sum") -> Float[np.ndarray, "... n_out"]:
     """Pool the last axis of ``x`` into ``n_out`` near-equal bins (``sum`` keeps attention mass,
     ``mean`` keeps a spectrogram's level)."""
     n = x.shape[-1]
@@ -69,7 +69,7 @@ def _rows_scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- audio ---------------------------------------------------------------------------------
-def audio_section(audio: np.ndarray) -> dict[str, Any]:
+def audio_section(audio: Float[np.ndarray, "samples"]) -> dict[str, Any]:
     """Duration and the waveform as min/max per drawn column (int8 shifted to uint8)."""
     from hooked_asr.sae.features import wav_base64
 
@@ -86,7 +86,7 @@ def audio_section(audio: np.ndarray) -> dict[str, Any]:
     }
 
 
-def mel_section(model: Any, audio: np.ndarray) -> dict[str, Any]:
+def mel_section(model: Any, audio: Float[np.ndarray, "samples"]) -> dict[str, Any]:
     """The model's own log-mel input over the clip (not the padding), mean-pooled to at most
     ``MAX_MEL_COLUMNS`` columns. Row 0 is the lowest mel bin."""
     feats = model.prepare_features(audio)["input_features"][0].float().cpu().numpy()  # [n_mels, frames]
@@ -112,7 +112,7 @@ def has_cross_attention(model: Any) -> bool:
     return "decoder.blocks.0.cross_attn.hook_pattern" in model.hook_dict
 
 
-def word_timings(model: Any, audio: np.ndarray, result: Any) -> list[dict[str, Any]]:
+def word_timings(model: Any, audio: Float[np.ndarray, "samples"], result: Any) -> list[dict[str, Any]]:
     """Words with start/end (s), probability and the indices of their tokens in ``result.tokens``.
 
     The one place the explorer gets word timings: today from the cross-attention alignment in
@@ -143,7 +143,7 @@ def word_timings(model: Any, audio: np.ndarray, result: Any) -> list[dict[str, A
 # ---- attention ----------------------------------------------------------------------------
 @torch.no_grad()
 def attention_sections(
-    model: Any, audio: np.ndarray, tokens: Sequence[int], language: str | None, n_steps: int,
+    model: Any, audio: Float[np.ndarray, "samples"], tokens: Sequence[int], language: str | None, n_steps: int,
     max_audio_columns: int = 400, budget_bytes: int = 1_200_000,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(audio attention, self-attention)`` of every decoder layer and head for each step.
@@ -270,7 +270,7 @@ def probe_section(probe: Any, title: str | None = None) -> dict[str, Any]:
 
 @torch.no_grad()
 def sae_section(
-    model: Any, sae: Any, audio: np.ndarray, clips: Sequence[np.ndarray] | None = None,
+    model: Any, sae: Any, audio: Float[np.ndarray, "samples"], clips: Sequence[np.ndarray] | None = None,
     features: Sequence[int] | None = None, n_features: int = 8, top_k: int = 6, snippet_seconds: float = 1.0,
     progress: bool = False,
 ) -> dict[str, Any]:

@@ -186,3 +186,15 @@ def test_sae_panel_traces_the_features_on_this_clip(panels_view, whisper_tiny_en
         drawn = _u8(f["trace"]) / 255 * f["trace_max"]
         np.testing.assert_allclose(drawn, expect, atol=0.5 / 255 * max(expect.max(), 1e-6) + 1e-5)
         assert sum(f["hist"]) > 0 and len(f["examples"]) >= 1
+
+
+def test_a_clip_longer_than_the_models_window_is_refused_with_the_fix():
+    from hooked_asr import HookedQwen2Audio
+    from hooked_asr.audio import window_samples
+    from hooked_asr.explore import explore
+    from tests.conftest import make_hf_qwen2_audio, make_tokenizer
+
+    model = HookedQwen2Audio.from_hf(make_hf_qwen2_audio("mha"), tokenizer=make_tokenizer())
+    too_long = np.random.default_rng(0).normal(0, 0.1, window_samples(model) + 1600).astype(np.float32)
+    with pytest.raises(ValueError, match=r"chunk_audio\(audio, 0.4\)"):
+        explore(model, too_long, progress=False)
