@@ -200,6 +200,15 @@ class Chromium:
         for kind in ("mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
 
+    def press(self, key: str) -> None:
+        """A real key press (down and up) of a named key: ``ArrowRight``, ``ArrowLeft``, ``Enter``, `` ``."""
+        codes = {"ArrowLeft": 37, "ArrowUp": 38, "ArrowRight": 39, "ArrowDown": 40, "Enter": 13, " ": 32, "Escape": 27}
+        if key not in codes:
+            raise ValueError(f"unknown key {key!r}; known: {sorted(codes)}")
+        code = "Space" if key == " " else key
+        for kind in ("keyDown", "keyUp"):
+            self.send("Input.dispatchKeyEvent", type=kind, key=key, code=code, windowsVirtualKeyCode=codes[key])
+
     def screenshot(self, path: str | Path, full_page: bool = False) -> Path:
         """PNG of the viewport (or the whole page with ``full_page``)."""
         params: dict[str, Any] = {"format": "png"}

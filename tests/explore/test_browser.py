@@ -46,6 +46,8 @@ def test_clicking_a_token_and_a_head_changes_the_attention_panel(thirty_second_v
         assert '"selectedHead":"2.3"' in after_head[0] and '"selectedToken":"12"' in after_head[0]
         assert after_head[1] != after_token[1]
         assert "L2 H3" in b.evaluate("document.getElementById('ha-strip-label').textContent")
+        b.press("ArrowRight")  # the keyboard steps to the next token
+        assert '"selectedToken":"13"' in b.evaluate(ROOT_STATE)
         # The audio element's source decodes, and to the clip's length.
         decoded = b.evaluate("""(async () => {
             const a = document.getElementById('ha-audio');

@@ -198,3 +198,17 @@ def test_a_clip_longer_than_the_models_window_is_refused_with_the_fix():
     too_long = np.random.default_rng(0).normal(0, 0.1, window_samples(model) + 1600).astype(np.float32)
     with pytest.raises(ValueError, match=r"chunk_audio\(audio, 0.4\)"):
         explore(model, too_long, progress=False)
+
+
+def test_the_script_and_style_ship_as_package_data():
+    """An installed wheel carries the explorer's static files (setuptools package-data globs)."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hooked_asr.explore"]
+    static = root / "hooked_asr" / "explore" / "static"
+    files = sorted(p.relative_to(static.parent).as_posix() for p in static.iterdir())
+    assert files == ["static/explorer.css", "static/explorer.js"]
+    assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files)

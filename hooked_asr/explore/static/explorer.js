@@ -86,7 +86,7 @@
   const playBtn = el("button", { id: "ha-play", text: "▶ play", onclick: () => (audio.paused ? play(audio.currentTime >= D.audio.duration ? 0 : audio.currentTime, null) : audio.pause()) });
   const clock = el("span", { class: "ha-clock", text: "0.00 s" });
   root.append(el("div", { class: "ha-controls" }, playBtn, clock,
-    el("span", { class: "ha-note", text: "click a token or word to hear it · click the spectrogram to seek · pick a head below" })));
+    el("span", { class: "ha-note", text: "click a token or word to hear it · ←/→ step through tokens · space plays · click the spectrogram to seek · pick a head" })));
 
   const tokenRow = el("div", { class: "ha-tokens", id: "ha-tokens" });
   tokens.forEach((tk, i) => {
@@ -344,6 +344,13 @@
     root.append(el("h2", { text: `Probe: ${P.title}` }), tbl);
   }
 
+  document.addEventListener("keydown", (ev) => { // arrows step through tokens, space plays
+    if (ev.target && /INPUT|TEXTAREA|SELECT/.test(ev.target.tagName)) return;
+    if (ev.key === "ArrowRight" || ev.key === "ArrowLeft") {
+      selectToken(Math.max(0, Math.min(NS - 1, state.token + (ev.key === "ArrowRight" ? 1 : -1))), false);
+      ev.preventDefault();
+    } else if (ev.key === " ") { playBtn.click(); ev.preventDefault(); }
+  });
   render(); drawCursor();
   cursor.style.height = "100%";
   window.hookedAsrExplorer = { data: D, state, selectToken, selectHead, render };
