@@ -74,79 +74,64 @@ def explore(
     """
     from tqdm.auto import tqdm
 
-    from hooked_asr.audio import SAMPLE_RATE, load_audio, window_samples
     from hooked_asr.lens import encoder_lens, logit_lens
 
-    wave = load_audio(audio, sampling_rate)  # validated, mono, 16 kHz, at most 30 s
+    wave = _one_window(model, audio, sampling_rate)
+    optional = [s for s, on in (("patching", sweep), ("sae", sae), ("probe", probe)) if on is not None]
+    bar = tqdm(total=5 + len(optional), desc="explore", unit="step", disable=not progress)
+
+    def step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        bar.set_postfix_str(name)
+        out = fn(*args, **kwargs)
+        bar.update()
+        return out
+
+    kw: dict[str, Any] = {"language": language}
+    if max_new_tokens is not None:
+        kw["max_new_tokens"] = max_new_tokens
+    result = step("transcribe", model.transcribe, wave, **kw)
+    lens = step("logit lens", logit_lens, model, wave, tokens=result.tokens, top_k=top_k, language=result.language)
+    steps = lens.tokens.tolist()  # the transcript, then end of text
+    words = step("word timings", _data.word_timings, model, wave, result)
+    audio_att, self_att = step("attention", _data.attention_sections, model, wave, steps, result.language, len(steps),
+                               max_audio_columns=max_audio_columns)
+    enc = step("encoder lens", encoder_lens, model, wave, final=result, max_new_tokens=encoder_lens_max_new_tokens)
+    audio_sec = _data.audio_section(wave)
+    wav = audio_sec.pop("wav_base64")
+    mel = _data.mel_section(model, wave)
+    data: dict[str, Any] = {
+        "version": 1, "title": title,
+        "model": {"name": model.cfg.name, "arch": "whisper" if _data.has_cross_attention(model) else "qwen2_audio",
+                  "decoder_layers": model.cfg.decoder.n_layers, "decoder_heads": model.cfg.decoder.n_heads,
+                  "encoder_layers": model.cfg.encoder.n_layers},
+        "audio": audio_sec, "mel": mel,
+        "transcript": _data.transcript_section(result, lens, words, reference_text),
+        "audio_attention": audio_att, "self_attention": self_att,
+        "logit_lens": _data.logit_lens_section(lens), "encoder_lens": _data.encoder_lens_section(enc),
+        "downsampling": _data.downsampling_note(audio_sec, mel, audio_att),
+    }
+    if sweep is not None:
+        data["patching"] = step("patching", _data.patching_section, sweep, sweep_metric, patched_transcripts)
+    if sae is not None:
+        data["sae"] = step("sae", _data.sae_section, model, sae, wave, clips=sae_clips, features=sae_features)
+    if probe is not None:
+        data["probe"] = step("probe", _data.probe_section, probe)
+    bar.close()
+    return ExplorerView(data, wav)
+
+
+def _one_window(model: Any, audio: Any, sampling_rate: int | None) -> Float[np.ndarray, "samples"]:
+    """The clip validated (mono, 16 kHz, at most 30 s), refused when longer than the model's window."""
+    from hooked_asr.audio import SAMPLE_RATE, load_audio, window_samples
+
+    wave = load_audio(audio, sampling_rate)
     window = window_samples(model)
     if len(wave) > window:
         raise ValueError(
             f"the clip lasts {len(wave) / SAMPLE_RATE:.2f} s but {model.cfg.name} reads {window / SAMPLE_RATE:.2f} s at a "
             f"time; the explorer shows one window: cut it with hooked_asr.audio.chunk_audio(audio, {window / SAMPLE_RATE:g}) "
             "and explore each chunk")
-    steps = ["transcribe", "logit lens", "word timings", "attention", "encoder lens"] + \
-        [s for s, on in (("patching", sweep), ("sae", sae), ("probe", probe)) if on is not None]
-    bar = tqdm(steps, desc="explore", unit="step", disable=not progress)
-
-    def step(name: str) -> None:
-        bar.set_postfix_str(name)
-
-    kw: dict[str, Any] = {"language": language}
-    if max_new_tokens is not None:
-        kw["max_new_tokens"] = max_new_tokens
-    step("transcribe")
-    result = model.transcribe(wave, **kw)
-    bar.update()
-    step("logit lens")
-    lens = logit_lens(model, wave, tokens=result.tokens, top_k=top_k, language=result.language)
-    lens_tokens = lens.tokens.tolist()  # the transcript, then end of text
-    bar.update()
-    step("word timings")
-    words = _data.word_timings(model, wave, result)
-    bar.update()
-    step("attention")
-    audio_att, self_att = _data.attention_sections(model, wave, lens_tokens, result.language, len(lens_tokens),
-                                                   max_audio_columns=max_audio_columns)
-    bar.update()
-    step("encoder lens")
-    enc = encoder_lens(model, wave, final=result, max_new_tokens=encoder_lens_max_new_tokens)
-    bar.update()
-    audio_sec = _data.audio_section(wave)
-    wav = audio_sec.pop("wav_base64")
-    lps = list(result.token_logprobs) + [None] * (len(lens_tokens) - len(result.tokens))
-    word_of = {i: w for w, wd in enumerate(words) for i in wd["tokens"]}
-    tokens = [{"id": int(t), "text": s, "logprob": None if lp is None else round(float(lp), 4),
-               "special": i >= len(result.tokens), "word": word_of.get(i)}
-              for i, (t, s, lp) in enumerate(zip(lens_tokens, lens.token_strs, lps))]
-    n_l, n_h = model.cfg.decoder.n_layers, model.cfg.decoder.n_heads
-    data: dict[str, Any] = {
-        "version": 1, "title": title,
-        "model": {"name": model.cfg.name, "arch": "whisper" if _data.has_cross_attention(model) else "qwen2_audio",
-                  "decoder_layers": n_l, "decoder_heads": n_h, "encoder_layers": model.cfg.encoder.n_layers},
-        "audio": audio_sec, "mel": _data.mel_section(model, wave),
-        "transcript": {"text": result.text, "reference": reference_text, "language": result.language,
-                       "avg_logprob": round(float(result.avg_logprob), 4), "tokens": tokens, "words": words},
-        "audio_attention": audio_att, "self_attention": self_att,
-        "logit_lens": _data.logit_lens_section(lens), "encoder_lens": _data.encoder_lens_section(enc),
-        "downsampling": (f"Computed at full resolution; drawn downsampled: waveform min/max in {audio_sec['wave_columns']} "
-                         f"columns, log-mel mean-pooled to {{mel}} columns, attention over the audio sum-pooled from "
-                         f"{audio_att['frames']} positions to {audio_att['columns']} bins, each row scaled to its maximum."),
-    }
-    data["downsampling"] = data["downsampling"].format(mel=data["mel"]["columns"])
-    if sweep is not None:
-        step("patching")
-        data["patching"] = _data.patching_section(sweep, sweep_metric, patched_transcripts)
-        bar.update()
-    if sae is not None:
-        step("sae")
-        data["sae"] = _data.sae_section(model, sae, wave, clips=sae_clips, features=sae_features)
-        bar.update()
-    if probe is not None:
-        step("probe")
-        data["probe"] = _data.probe_section(probe)
-        bar.update()
-    bar.close()
-    return ExplorerView(data, wav)
+    return wave
 
 
 class _PatchedText:

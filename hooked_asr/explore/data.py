@@ -140,6 +140,26 @@ def word_timings(model: Any, audio: Float[np.ndarray, "samples"], result: Any) -
              "probability": round(float(np.exp(np.mean([lps[i] for i in g]))), 4)} for w, g in zip(aligned, groups)]
 
 
+def transcript_section(result: Any, lens: Any, words: list[dict[str, Any]], reference: str | None) -> dict[str, Any]:
+    """The transcript's tokens (the lens's steps: the transcript, then end of text) with their
+    log-probs and words, the text, and what was said when known."""
+    word_of = {i: w for w, wd in enumerate(words) for i in wd["tokens"]}
+    n = len(result.tokens)
+    lps = list(result.token_logprobs) + [None] * (lens.n_steps - n)
+    tokens = [{"id": int(t), "text": s, "logprob": None if lp is None else round(float(lp), 4),
+               "special": i >= n, "word": word_of.get(i)}
+              for i, (t, s, lp) in enumerate(zip(lens.tokens.tolist(), lens.token_strs, lps))]
+    return {"text": result.text, "reference": reference, "language": result.language,
+            "avg_logprob": round(float(result.avg_logprob), 4), "tokens": tokens, "words": words}
+
+
+def downsampling_note(audio: dict[str, Any], mel: dict[str, Any], attention: dict[str, Any]) -> str:
+    """What the page draws at lower resolution than was computed (the page shows this line)."""
+    return (f"Computed at full resolution; drawn downsampled: waveform min/max in {audio['wave_columns']} columns, "
+            f"log-mel mean-pooled from {mel['frames']} frames to {mel['columns']} columns, attention over the audio "
+            f"sum-pooled from {attention['frames']} positions to {attention['columns']} bins, each row scaled to its maximum.")
+
+
 # ---- attention ----------------------------------------------------------------------------
 @torch.no_grad()
 def attention_sections(
@@ -313,6 +333,6 @@ def sae_section(
 
 
 __all__ = [
-    "attention_sections", "audio_section", "b64_uint8", "encoder_lens_section", "logit_lens_section", "mel_section",
+    "attention_sections", "audio_section", "b64_uint8", "downsampling_note", "encoder_lens_section", "transcript_section", "logit_lens_section", "mel_section",
     "patching_section", "pool_columns", "probe_section", "quantize", "sae_section", "word_timings",
 ]
