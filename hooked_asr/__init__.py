@@ -13,6 +13,9 @@ from hooked_asr.models.base import TranscriptionResult
 from hooked_asr.models.whisper import HookedWhisper
 from hooked_asr.loading.registry import list_models, load_model
 from hooked_asr.models.qwen2_audio import HookedQwen2Audio
+from hooked_asr.loading.registry import register_model_class
+
+register_model_class("whisper", HookedWhisper)
 
 __version__ = "0.1.0"
 

@@ -109,3 +109,11 @@ def test_one_loop_rule_for_the_encoder_lens_and_the_metrics():
         if loops:
             best = max(loops, key=lambda lp: lp.length)
             assert got[0] * got[1] == best.length
+
+
+def test_find_repetition_loop_on_constructed_sequences():
+    assert find_repetition_loop([1, 2, 1, 2, 1, 2]) == (2, 3)
+    assert find_repetition_loop([9, 9, 9, 9, 9, 9, 9]) == (1, 7)
+    assert find_repetition_loop([5, 6, 5, 6, 7]) is None  # said twice is not a loop
+    assert find_repetition_loop([1, 2, 3, 1, 2, 3, 1, 2, 3, 4]) == (3, 3)
+    assert find_repetition_loop([]) is None

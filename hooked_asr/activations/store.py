@@ -47,6 +47,8 @@ from jaxtyping import Float
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from hooked_asr.activations.stream import StoreFrameSource
+
 FORMAT = "hooked_asr.activations/1"
 MANIFEST = "manifest.json"
 
@@ -434,24 +436,14 @@ class ActivationStore:
         if carry is not None and not drop_last:
             yield carry
 
-    def frame_source(self, hook_name: str) -> Any:
-        """A resumable SAE frame source (:class:`hooked_asr.sae.frames.FrameSource`): one chunk per shard."""
-        from hooked_asr.sae.frames import FrameSource
+    def shard_rows(self, i: int, hook_name: str) -> Float[torch.Tensor, "rows d"]:
+        """The rows of ``hook_name`` in shard ``i`` (float32)."""
+        with safe_open(str(self._shard_path(i)), framework="pt") as f:
+            return f.get_tensor(f"act/{self._check(hook_name)}").float()
 
-        store = self
-
-        class StoreFrameSource(FrameSource):
-            def __init__(self) -> None:
-                super().__init__()
-                self.d_in = store.d(hook_name)
-                self.n_chunks = store.n_shards
-
-            def _chunk(self, i: int) -> torch.Tensor:
-                with safe_open(str(store._shard_path(i)), framework="pt") as f:
-                    return f.get_tensor(f"act/{hook_name}").float()
-
-        store._check(hook_name)
-        return StoreFrameSource()
+    def frame_source(self, hook_name: str) -> StoreFrameSource:
+        """A resumable stream of ``hook_name``'s rows, one chunk per shard (e.g. SAE training data)."""
+        return StoreFrameSource(self, self._check(hook_name))
 
 
 __all__ = [

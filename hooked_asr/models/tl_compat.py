@@ -158,6 +158,22 @@ class TLCompatMixin:
         """``attn_weight`` of every layer stacked: ``W_Q -> [layer, head, d_model, d_head]``."""
         return torch.stack([self.attn_weight(name, stack, l, kind) for l in range(self.n_layers[stack])])
 
+    def mlp_weight(self, name: str, stack: str = "decoder", layer: int = 0) -> torch.Tensor:
+        """One MLP weight: ``W_in / W_gate [d_model, d_mlp]``, ``W_out [d_mlp, d_model]``,
+        ``b_in [d_mlp]``, ``b_out [d_model]`` (zeros where the MLP has no bias, as Qwen2's)."""
+        if name not in ("W_in", "W_gate", "W_out", "b_in", "b_out"):
+            raise ValueError(f"unknown MLP weight {name!r}; one of W_in, W_gate, W_out, b_in, b_out")
+        n = self.n_layers.get(stack)
+        if n is None or not -n <= layer < n:
+            raise ValueError(f"no MLP at {stack} layer {layer}; the model has {dict(self.n_layers)} blocks")
+        mlp = self.get_submodule(f"{stack}.blocks.{layer % n}.mlp")
+        w = getattr(mlp, name, None)
+        if w is None:
+            if name.startswith("W_"):
+                raise ValueError(f"this MLP ({type(mlp).__name__}) has no {name}")
+            w = mlp.W_out.new_zeros(mlp.W_out.shape[0] if name == "b_in" else mlp.W_out.shape[1])
+        return w
+
     def weights(self, stack: str = "decoder", kind: str = "attn") -> AttentionWeights:
         """``model.weights("decoder", "cross_attn").W_Q``, ``.QK``, ``.OV`` (see :class:`AttentionWeights`)."""
         return AttentionWeights(self, stack, kind)
@@ -189,11 +205,11 @@ class TLCompatMixin:
 
     @property
     def W_in(self) -> Float[torch.Tensor, "layer d_model d_mlp"]:
-        return torch.stack([b.mlp.W_in for b in self.decoder.blocks])
+        return torch.stack([self.mlp_weight("W_in", "decoder", l) for l in range(self.n_layers["decoder"])])
 
     @property
     def W_out(self) -> Float[torch.Tensor, "layer d_mlp d_model"]:
-        return torch.stack([b.mlp.W_out for b in self.decoder.blocks])
+        return torch.stack([self.mlp_weight("W_out", "decoder", l) for l in range(self.n_layers["decoder"])])
 
     def set_use_attn_result(self, use_attn_result: bool) -> None:
         """Compute and hook every attention's per-head ``hook_result [batch, pos, head, d_model]``
@@ -336,6 +352,7 @@ class TLCompatMixin:
         there (``"cpu"`` offloads from an accelerator), ``dtype`` casts it. ``incl_bwd=True``
         needs a scalar output (``return_type="loss"`` or a metric) and also caches ``name_grad``.
         """
+        self._check_names_filter(names_filter)  # a misspelt name is an error, not an empty cache
         inputs = self._bind(model_args, model_kwargs)
         estimate = self.estimate_cache_size(names_filter=names_filter, pos_slice=pos_slice, frame_slice=frame_slice,
                                             dtype=dtype, incl_bwd=incl_bwd, **inputs)
@@ -507,9 +524,8 @@ def _names_filter(names_filter: Any) -> Callable[[str], bool]:
 
 
 def _as_slice(s: Any) -> Slice | None:
-    if s is None or isinstance(s, Slice):
-        return s
-    return Slice(s)
+    # As TransformerLens's run_with_cache: an int keeps its axis (Slice.unwrap makes it [n]).
+    return None if s is None else Slice.unwrap(s)
 
 
 def _sliced_len(sl: Slice, n: int) -> int:

@@ -1,7 +1,8 @@
 """Interventions on hooked ASR models, written over hook names and the model-agnostic API.
 
     components.py     the component language ('decoder.blocks.1.cross_attn.head.3' -> hook + head)
-    interventions.py  interpolate / patch / zero / mean ablation as composable hook factories,
+    interventions.py  interpolate / patch / zero / mean ablation as composable hook factories (also on
+                      attention patterns / scores), attention masks over windows of frames or tokens,
                       absolute-position tracking during cached generation, reference recording
     references.py     white noise (seeded, RMS-matched), silence, another utterance
     metrics.py        transcript changed, WER, word restored, loops, logit difference, log-prob
@@ -17,13 +18,17 @@
 from hooked_asr.patching.attribution import attribution_patching, patching_effects
 from hooked_asr.patching.components import KINDS, Component, ComponentError, components, parse_component
 from hooked_asr.patching.interventions import (
+    AttentionMask,
     Intervention,
     MissingPositionError,
     PositionTracker,
+    attention_site,
+    frames_between,
     generate_with_interventions,
     hook_names,
     interpolate,
     intervention_hooks,
+    mask_attention,
     mean_ablate,
     mean_activations,
     patch,
@@ -49,6 +54,7 @@ from hooked_asr.patching.references import make_reference, other_utterance, rms,
 from hooked_asr.patching.sweeps import LOGIT_METRICS, SweepItem, SweepResult, generation_settings, sweep
 
 __all__ = [
+    "AttentionMask", "attention_site", "frames_between", "mask_attention",
     "KINDS", "LOGIT_METRICS", "TRANSCRIPT_METRICS", "Component", "ComponentError", "Intervention", "MetricContext",
     "MissingPositionError", "PositionTracker", "SweepItem", "SweepResult", "Transcript", "attribution_patching",
     "components", "contains_word", "continuation_logprob", "generate_with_interventions", "generation_settings",

@@ -1,8 +1,9 @@
 """Streams of frame-level activations for SAE training, never all in memory.
 
-A frame source is an iterable of chunks ``[n, d_in]`` with a ``position`` (chunks
-already yielded) that ``state_dict`` / ``load_state_dict`` save and restore, so a trainer
-resumed from a checkpoint reads exactly the frames it would have read.
+A frame source (:class:`~hooked_asr.activations.stream.FrameSource`) is an iterable of
+chunks ``[n, d_in]`` with a ``position`` (chunks already yielded) that ``state_dict`` /
+``load_state_dict`` save and restore, so a trainer resumed from a checkpoint reads exactly
+the frames it would have read. A store's frames stream through ``store.frame_source(hook)``.
 
 :class:`ModelFrameSource` runs a model's encoder on audio clips and keeps one hook's
 activation for the frames that carry the clip (Whisper pads every clip to 30 s), counted
@@ -24,35 +25,11 @@ from jaxtyping import Float, Int
 
 from hooked_asr.audio import ENCODER_FRAME_SECONDS as FRAME_SECONDS
 from hooked_asr.audio import SAMPLES_PER_ENCODER_FRAME as SAMPLES_PER_FRAME
+from hooked_asr.activations.stream import FrameSource, StoreFrameSource
 from hooked_asr.audio import audio_frames, window_samples
 
 # The frame counter's older name (same function): frames of ``n_ctx`` that carry ``n_samples``.
 speech_frames = audio_frames
-
-
-class FrameSource:
-    """Base: subclasses define ``d_in``, ``n_chunks`` (or None if endless) and ``_chunk(i)``."""
-
-    d_in: int
-    n_chunks: int | None = None
-
-    def __init__(self) -> None:
-        self.position = 0
-
-    def _chunk(self, i: int) -> Float[torch.Tensor, "n d_in"]:
-        raise NotImplementedError
-
-    def __iter__(self) -> Iterator[Float[torch.Tensor, "n d_in"]]:
-        while self.n_chunks is None or self.position < self.n_chunks:
-            chunk = self._chunk(self.position)
-            self.position += 1
-            yield chunk
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.position = int(state["position"])
 
 
 class TensorFrameSource(FrameSource):
@@ -188,6 +165,7 @@ __all__ = [
     "FrameSource",
     "GeneratedFrameSource",
     "ModelFrameSource",
+    "StoreFrameSource",
     "TensorFrameSource",
     "speech_frames",
 ]

@@ -10,7 +10,7 @@ import torch
 import hooked_asr
 from hooked_asr.loading import registry
 from hooked_asr.loading.hf import CheckpointError
-from hooked_asr.models.whisper_weights import WeightConversionError
+from hooked_asr.loading.whisper_weights import WeightConversionError
 from tests.conftest import make_hf_whisper
 
 
