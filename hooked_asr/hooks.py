@@ -64,6 +64,10 @@ class HookShapeError(RuntimeError):
     """A hook function returned a tensor whose shape differs from the activation's."""
 
 
+class HookDtypeError(TypeError):
+    """A hook function returned a tensor of another dtype or device than the activation's."""
+
+
 class HookPoint(_TLHookPoint):
     """TransformerLens's HookPoint, with three additions.
 
@@ -72,7 +76,8 @@ class HookPoint(_TLHookPoint):
     * With no hook attached it returns its input without going through ``nn.Module``'s
       call machinery, so an unhooked model pays almost nothing for its hook points.
     * A hook that returns a tensor of another shape raises :class:`HookShapeError`
-      naming the hook and both shapes, instead of corrupting the rest of the forward.
+      naming the hook and both shapes, instead of corrupting the rest of the forward; one
+      of another dtype or device raises :class:`HookDtypeError` (outside autocast).
     * ``copy_input=True`` marks a hook point whose input is not the forward's own (a view
       of a parameter, or the caller's tensor): hooks then get a copy, so an in-place edit
       changes this pass only, never ``W_pos`` or the caller's ``input_features``.
@@ -101,6 +106,11 @@ class HookPoint(_TLHookPoint):
             raise HookShapeError(
                 f"a hook on '{self.name}' returned {got}, but the activation has shape "
                 f"{tuple(x.shape)}: a hook must return None or a tensor of the same shape"
+            )
+        if out.device != x.device or (out.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type)):
+            raise HookDtypeError(
+                f"a hook on '{self.name}' returned a {out.dtype} tensor on {out.device}, but the activation is "
+                f"{x.dtype} on {x.device}: return the same dtype and device (e.g. result.to(x.dtype))"
             )
         return out
 
@@ -145,4 +155,4 @@ def unknown_hook_message(name: str, valid_names: Iterable[str], n_layers: dict[s
     return f"unknown hook '{name}' ({stacks}){hint} `model.hook_dict` lists every hook name"
 
 
-__all__ = ["HookPoint", "HookShapeError", "act_name", "unknown_hook_message", "Stack"]
+__all__ = ["HookDtypeError", "HookPoint", "HookShapeError", "act_name", "unknown_hook_message", "Stack"]

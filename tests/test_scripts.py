@@ -57,6 +57,13 @@ def _check_attribution(out: Path, stdout: str) -> None:
     assert (out / "components.csv").exists() and (out / "scatter.png").exists()
 
 
+def _check_eap(out: Path, stdout: str) -> None:
+    summary = _json(out / "summary.json")
+    # EAP's edge scores summed per node are attribution patching, whatever the input
+    assert summary["eap_minus_attribution_max"] < 1e-3 and -1.0 <= summary["spearman_vs_real"]["pooled"]["eap_ig"] <= 1.0
+    assert (out / "faithfulness.csv").exists() and (out / "circuit.png").exists() and (out / "circuit.json").exists()
+
+
 def _check_repetition(out: Path, stdout: str) -> None:
     import pandas as pd
 
@@ -133,6 +140,7 @@ CASES: list[tuple[str, list[str], Callable[[Path], None]]] = [
     ("lens_experiments.py", ["--models", "whisper-tiny.en", "--n-sentences", "2", "--tuned-steps", "5"], _check_lens),
     ("acoustic_contextual.py", ["--n", "2", "--max-new-tokens", "20"], _check_acoustic_contextual),
     ("attribution_vs_patching.py", ["--n", "1"], _check_attribution),
+    ("eap_vs_patching.py", ["--n", "1", "--steps", "2", "--ks", "10", "--curve-ks", "50"], _check_eap),
     ("repetition_circuits.py", ["--n-per-kind", "1", "--max-new-tokens", "40", "--interventions", "patch"], _check_repetition),
     ("sae_train.py", ["--train-sentences", "6", "--epochs", "1", "--eval-sentences", "1", "--n-label", "1",
                       "--expansion", "2", "--k", "8", "--store"], _check_sae_train),

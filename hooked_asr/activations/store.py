@@ -65,6 +65,8 @@ def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 _HOST = socket.gethostname().replace(".", "-").replace("@", "-") or "host"
 
 
@@ -165,6 +167,7 @@ def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
+    tmp.chmod(0o666 & ~_UMASK)  # safetensors writes 0600; a store is an ordinary, shareable folder
     os.replace(tmp, path)
 
 

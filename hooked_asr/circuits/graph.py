@@ -47,7 +47,6 @@ import torch
 from jaxtyping import Bool, Float
 
 from hooked_asr.circuits.heads import head_results, z_name
-from hooked_asr.circuits.weights import attention_kinds, attention_module
 from hooked_asr.components.norm import LayerNorm, RMSNorm
 
 _SLOT = {"embed": 0, "attn": 0, "cross_attn": 1, "mlp": 2}
@@ -139,7 +138,7 @@ class Graph:
         ``stacks=("decoder",)`` drops the encoder (then cross-attention keys and values
         are not receivers: the encoder output is held at its clean value).
         """
-        has_cross = "cross_attn" in attention_kinds(model, "decoder")
+        has_cross = "cross_attn" in model.attention_kinds("decoder")
         if stacks is None:
             stacks = ("encoder", "decoder") if has_cross else ("decoder",)
         stacks = list(stacks)
@@ -171,8 +170,8 @@ class Graph:
             add_senders(stack, -1, "embed", f"{stack}.blocks.0.hook_resid_pre", [Node(f"{stack}.embed", stack, -1, "embed")])
             for l in range(n_layers):
                 blk = f"{stack}.blocks.{l}"
-                for kind in attention_kinds(model, stack):
-                    attn = attention_module(model, stack, l, kind)
+                for kind in model.attention_kinds(stack):
+                    attn = model.attention(stack, l, kind)
                     base = f"{blk}.{kind}"
                     heads = [Node(f"{base}.head.{h}", stack, l, kind, h) for h in range(attn.n_heads)]
                     for inp in ("q", "k", "v"):
@@ -284,7 +283,7 @@ def _match(names: list[str], specs: Iterable[str], what: str, plural: str) -> li
 # ---- the forward that realises cut edges and reads receiver gradients --------------------
 def _projection(model: Any, g: _ReceiverGroup) -> tuple[torch.Tensor, torch.Tensor | None]:
     stack, _, layer, kind = g.owner.split(".")
-    attn = attention_module(model, stack, int(layer), kind)
+    attn = model.attention(stack, int(layer), kind)  # raw k / v heads (hooks carry n_kv_heads)
     return getattr(attn, f"W_{g.input.upper()}"), getattr(attn, f"b_{g.input.upper()}")
 
 

@@ -11,8 +11,8 @@ changes in the residual stream. Heads are labelled with the sweep's component st
 so a DLA table and a patching sweep line up row for row. Grouped-query attention needs
 nothing special here: ``z`` and ``W_O`` are per query head.
 
-``cache`` is anything indexable by hook name: the dict of ``run_with_cache`` or
-:class:`hooked_asr.circuits.cache.ActivationCache`.
+``cache`` is the dict of ``run_with_cache`` or an :class:`hooked_asr.ActivationCache` (whose
+``head_results`` / ``stack_head_results`` these call: one implementation).
 """
 
 from __future__ import annotations
@@ -22,14 +22,9 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
-from transformer_lens.utilities import Slice
 
+from hooked_asr import ActivationCache
 from hooked_asr.patching.components import Component, components, parse_component
-
-
-def _slice(s: Any) -> Slice:
-    # As TransformerLens's cache helpers: an int selects one position and drops the axis.
-    return s if isinstance(s, Slice) else Slice(s)
 
 
 def z_name(stack: str, layer: int, kind: str = "attn") -> str:
@@ -55,11 +50,12 @@ def head_results(
     Equals the opt-in ``hook_result`` (``model.set_use_attn_result(True)``) without caching it.
     ``pos_slice`` (TL ``Slice`` or its inputs) selects positions of ``z`` before the product.
     """
-    W_O = model.attn_weight("W_O", stack, layer, kind)
-    z = _z(cache, z_name(stack, layer, kind))
-    if pos_slice is not None:
-        z = _slice(pos_slice).apply(z, dim=-3)
-    return torch.einsum("...hd,hdm->...hm", z.to(W_O.dtype), W_O)
+    return as_cache(model, cache).head_results(stack, layer, kind, pos_slice)
+
+
+def as_cache(model: Any, cache: Mapping[str, torch.Tensor]) -> ActivationCache:
+    """``cache`` as an :class:`ActivationCache` (a plain dict is wrapped, not copied)."""
+    return cache if isinstance(cache, ActivationCache) else ActivationCache(cache, model)
 
 
 def head_result(
@@ -106,22 +102,8 @@ def stack_head_results(
     Order as :func:`head_components`. Summed over one attention's heads, plus its ``b_O``,
     this is that attention's ``hook_attn_out`` / ``hook_cross_attn_out``.
     """
-    comps = head_components(model, stack, kinds, layer)
-    parts, labels = [], []
-    done: set[tuple[int, str]] = set()
-    for c in comps:
-        if (c.layer, c.kind) in done:
-            continue
-        done.add((c.layer, c.kind))
-        r = head_results(model, cache, stack, c.layer, c.kind, pos_slice)
-        parts.append(r.movedim(-2, 0))
-        labels += [f"{stack}.blocks.{c.layer}.{c.kind}.head.{h}" for h in range(r.shape[-2])]
-    if not parts:
-        z = _z(cache, z_name(stack, 0, "attn"))
-        if pos_slice is not None:
-            z = _slice(pos_slice).apply(z, dim=-3)
-        return z.new_zeros(0, *z.shape[:-2], model.attn_weight("W_O", stack, 0).shape[-1]), labels
-    return torch.cat(parts, 0), labels
+    return as_cache(model, cache).stack_head_results(-1 if layer is None else layer, return_labels=True,
+                                                     pos_slice=pos_slice, stack=stack, kinds=kinds)
 
 
-__all__ = ["head_components", "head_result", "head_results", "stack_head_results", "z_name"]
+__all__ = ["as_cache", "head_components", "head_result", "head_results", "stack_head_results", "z_name"]

@@ -25,7 +25,7 @@ patching the sender's node (``a_s = a^ref_s``; :func:`hooked_asr.patching.patch`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch

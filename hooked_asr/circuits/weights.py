@@ -23,6 +23,16 @@ from jaxtyping import Float
 from transformer_lens.FactoredMatrix import FactoredMatrix
 
 
+def attention_module(model: Any, stack: str, layer: int, kind: str = "attn") -> Any:
+    """The attention module of ``{stack}.blocks.{layer}.{kind}`` (``model.attention``, validated)."""
+    return model.attention(stack, layer, kind)
+
+
+def attention_kinds(model: Any, stack: str) -> list[str]:
+    """The attention kinds ``stack`` has: ``["attn"]`` or ``["attn", "cross_attn"]`` (``model.attention_kinds``)."""
+    return model.attention_kinds(stack)
+
+
 def QK(model: Any, stack: str = "decoder", kind: str = "attn", layer: int | None = None,
        head: int | None = None) -> FactoredMatrix:
     """``W_Q W_K^T``: ``[layer, head, d_model, d_model]``, or one layer's ``[head, ...]``, or one head's."""
@@ -67,4 +77,4 @@ def ov_through_unembed(
     return (src.to(ov.A.dtype) @ ov.A) @ (ov.B @ model.W_U)
 
 
-__all__ = ["OV", "QK", "ov_through_unembed"]
+__all__ = ["OV", "QK", "attention_kinds", "attention_module", "ov_through_unembed"]

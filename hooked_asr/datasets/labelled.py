@@ -703,6 +703,8 @@ def _text_of(result: Any) -> str:
 def transcribe_all(model: Any, clips: Sequence[np.ndarray], batch_size: int = 8, progress: bool = True,
                    **transcribe_kwargs: Any) -> list[str]:
     """``model.transcribe`` over ``clips`` in batches (a list in, a list out); the texts."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     texts: list[str] = []
     for b in _progress(range(0, len(clips), batch_size), progress, "transcribing",
                        total=-(-len(clips) // batch_size)):

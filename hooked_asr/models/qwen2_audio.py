@@ -25,12 +25,14 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 
-from hooked_asr.components.attention import RotaryEmbedding
 from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.components.projector import AudioProjector
 from hooked_asr.config import ModelConfig
-from hooked_asr.models.base import HookedEncoderDecoder, TeacherForcedInputs, TranscriptionResult
+from hooked_asr.hooks import HookPoint
+from hooked_asr.models.base import HookedEncoderDecoder, PromptGroup, TeacherForcedInputs, TranscriptionResult
+from hooked_asr.models.decoding.options import TranscribeOptions
+from hooked_asr.models.decoding.results import Segment
 from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS, config_from_hf, iter_converted
 from hooked_asr.loading.whisper_weights import WeightConversionError
 from hooked_asr.tokenizer import Qwen2AudioTokenizer
@@ -104,9 +106,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
     def audio_token_id(self) -> int:
         return int(self.cfg.extra["audio_token_id"])
 
-    @property
-    def device_of_weights(self) -> torch.device:
-        return self.decoder.W_E.device
+    default_max_new_tokens = 256
 
     # ---- audio tower -----------------------------------------------------------------
     def _feature_mask(self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -144,9 +144,24 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         feature_attention_mask: Int[torch.Tensor, "batch frames"] | None = None,
         stop_at_layer: int | None = None,
     ) -> Float[torch.Tensor, "batch frame d_audio"]:
-        """The audio tower's output ``encoder.hook_out`` (pooled and normed, before the projector)
-        ``[batch, n_ctx // 2, d_audio]``; with ``stop_at_layer=l``, the residual after ``l``
-        blocks ``[batch, n_ctx, d_audio]``. Padded mel frames are masked as keys."""
+        """What the decoder reads: the projector's output ``[batch, n_ctx // 2, d_model]`` (the
+        audio embeddings that fill the ``<|AUDIO|>`` placeholders), as Whisper's ``encode`` gives
+        its decoder's input; with ``stop_at_layer=l``, the tower's residual after ``l`` blocks
+        ``[batch, n_ctx, d_audio]`` (``finish_encoder`` turns it into the former). The tower's own
+        output before the projector is :meth:`encode_audio_tower` (``encoder.hook_out``).
+        Padded mel frames are masked as keys."""
+        if stop_at_layer is None:
+            return self.projector(self.encode_audio_tower(input_features, feature_attention_mask))
+        return self.encode_audio_tower(input_features, feature_attention_mask, stop_at_layer)
+
+    def encode_audio_tower(
+        self,
+        input_features: Float[torch.Tensor, "batch n_mels frames"],
+        feature_attention_mask: Int[torch.Tensor, "batch frames"] | None = None,
+        stop_at_layer: int | None = None,
+    ) -> Float[torch.Tensor, "batch frame d_audio"]:
+        """``encoder.hook_out`` (pooled and normed, before the projector) ``[batch, n_ctx // 2, d_audio]``,
+        or the residual after ``stop_at_layer`` blocks."""
         w = self.encoder.conv1.weight
         input_features = input_features.to(device=w.device, dtype=w.dtype)
         mask = self._feature_mask(input_features, feature_attention_mask)
@@ -158,8 +173,8 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         input_features: Float[torch.Tensor, "batch n_mels frames"],
         feature_attention_mask: Int[torch.Tensor, "batch frames"] | None = None,
     ) -> Float[torch.Tensor, "batch pooled d_model"]:
-        """``projector(encode(...))``: the audio embeddings that replace the placeholders."""
-        return self.projector(self.encode(input_features, feature_attention_mask))
+        """``projector(encode_audio_tower(...))``: the audio embeddings that replace the placeholders."""
+        return self.encode(input_features, feature_attention_mask)
 
     def finish_encoder(self, resid: Float[torch.Tensor, "batch frame d_audio"], **_: Any) -> torch.Tensor:
         """``projector(ln_final(avg_pool(resid)))``: a tower residual ``[batch, n_ctx, d_audio]``
@@ -230,7 +245,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         With ``audio_embeds`` the placeholders are filled (``n_audio_tokens`` defaults to every
         pooled position); without, ids are embedded as they are (a cached step's new tokens).
         """
-        input_ids = input_ids.to(self.device_of_weights)
+        input_ids = input_ids.to(self.device)
         if audio_embeds is None:
             if past_key_values is None and (input_ids == self.audio_token_id).any():
                 raise ValueError(
@@ -265,7 +280,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         n_tok = None
         if encoder_hidden_states is not None and feature_attention_mask is not None:
             n_tok = audio_token_counts(feature_attention_mask)[1]
-        return self.decode(input_ids.to(self.device_of_weights), encoder_hidden_states, n_tok)[0]
+        return self.decode(input_ids.to(self.device), encoder_hidden_states, n_tok)[0]
 
     # ---- model-agnostic API ----------------------------------------------------------
     def prepare_features(self, audio: Any, sampling_rate: int | None = None) -> dict[str, torch.Tensor]:
@@ -279,11 +294,15 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         feats, mask, _ = self._features(audio, sampling_rate)
         return {"input_features": feats, "feature_attention_mask": mask}
 
-    def _features(self, audio: Any, sampling_rate: int | None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    def _features(
+        self, audio: Any, sampling_rate: int | None, allow_silence: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
         from hooked_asr.audio import masked_log_mel
 
-        feats, mask, is_batch = masked_log_mel(audio, self.cfg.encoder.n_mels, self.cfg.encoder.n_frames, sampling_rate)
-        return feats.to(self.device_of_weights), mask.to(self.device_of_weights), is_batch
+        feats, mask, is_batch = masked_log_mel(
+            audio, self.cfg.encoder.n_mels, self.cfg.encoder.n_frames, sampling_rate, allow_silence=allow_silence
+        )
+        return feats.to(self.device), mask.to(self.device), is_batch
 
     def transcription_prompt(
         self, n_audio_tokens: int, instruction: str | None = None, chat: bool | None = None, language: str = "en"
@@ -346,13 +365,14 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         return list(dict.fromkeys(i for i in ids if i is not None and i >= 0))
 
     def teacher_forced_inputs(
-        self, audio: Any, continuation: Sequence[int] = (), language: str | None = None, task: str = "transcribe"
+        self, audio: Any, continuation: Sequence[int] = (), *, language: str | None = None, task: str = "transcribe",
+        sampling_rate: int | None = None, allow_silence: bool = False,
     ) -> TeacherForcedInputs:
         """``model(**inputs.kwargs)`` runs the transcription prompt then ``continuation``.
-        Every item of a batch must give the same number of audio tokens (same length)."""
-        if task != "transcribe":
-            raise ValueError(f"task {task!r}: Qwen2-Audio's prompt here is for 'transcribe'; write your own instruction")
-        feats, mask, _ = self._features(audio, None)
+        Every item of a batch must give the same number of audio tokens (same length).
+        ``language`` (None: 'en') only enters the base model's prompt."""
+        self._check_language_task(language, task)
+        feats, mask, _ = self._features(audio, sampling_rate, allow_silence)
         n_tok = audio_token_counts(mask)[1].tolist()
         if len(set(n_tok)) != 1:
             raise ValueError(
@@ -386,80 +406,85 @@ class HookedQwen2Audio(HookedEncoderDecoder):
             return self.decode(input_ids, past_key_values=past_kv)
         return self.decode(input_ids, context.audio_embeds, context.n_audio_tokens)
 
-    def transcribe(
-        self,
-        audio: Any,
-        instruction: str | None = None,
-        language: str | None = None,
-        max_new_tokens: int = 256,
-        use_cache: bool = True,
-        sampling_rate: int | None = None,
-        chat: bool | None = None,
-    ) -> TranscriptionResult | list[TranscriptionResult]:
-        """Greedy transcription with every hook live at every step.
+    def _select_context(self, context: AudioContext, rows: torch.Tensor) -> AudioContext:
+        rows = rows.to(context.audio_embeds.device)
+        return AudioContext(context.audio_embeds.index_select(0, rows), context.n_audio_tokens.index_select(0, rows.to(context.n_audio_tokens.device)))
 
-        ``audio``: a path, a 1-D float array at ``sampling_rate`` (16 kHz if not given), a list
-        of those (returns a list), or log-mel features ``[batch, n_mels, 3000]`` (returns a
-        list). Items are batched by length (one prompt per number of audio tokens); the
-        ``<|AUDIO|>`` id is never generated; the text stops at the first of
-        :meth:`stop_token_ids`. See :mod:`hooked_asr.models.base` for what hooks see.
-        """
-        feats, mask, is_batch = self._features(audio, sampling_rate)
+    def _always_suppressed(self) -> list[int]:
+        return [self.audio_token_id]  # the placeholder is an input, never an output
+
+    def _check_language_task(self, language: str | None, task: str) -> None:
+        if task != "transcribe":
+            raise ValueError(f"task {task!r}: Qwen2-Audio's prompt here is for 'transcribe'; pass your own instruction=")
+
+    def _window_prompt(self, language: str | None, task: str, timestamps: bool, previous: Sequence[int]) -> list[int]:
+        raise NotImplementedError("Qwen2-Audio's prompt depends on the number of audio tokens: use transcription_prompt")
+
+    def _short_form_features(self, waves: list[Any]) -> dict[str, torch.Tensor]:
+        feats, mask, _ = self._features(list(waves), None, allow_silence=True)  # already validated
+        return {"input_features": feats, "feature_attention_mask": mask}
+
+    def _prompt_groups(self, features: dict[str, torch.Tensor], opts: TranscribeOptions) -> list[PromptGroup]:
+        if opts.without_timestamps is False or opts.word_timestamps:
+            raise ValueError("Qwen2-Audio predicts no timestamp tokens and has no cross-attention: "
+                             "without_timestamps=False and word_timestamps=True are Whisper's")
+        if opts.initial_prompt is not None:
+            raise ValueError("initial_prompt is Whisper's; for Qwen2-Audio pass instruction=")
+        mask = features.get("feature_attention_mask")
+        if mask is None:
+            mask = self._feature_mask(features["input_features"], None)
         n_tok = audio_token_counts(mask)[1].tolist()
-        stops = self.stop_token_ids()
-        if not stops:
-            raise ValueError("no end-of-text id known (config eos_token_id < 0 and no tokenizer): cannot stop decoding")
         groups: dict[int, list[int]] = {}
         for i, n in enumerate(n_tok):
             groups.setdefault(n, []).append(i)
-        by_index: dict[int, TranscriptionResult] = {}
-        for n, idx in groups.items():
-            prompt = self.transcription_prompt(n, instruction, chat=chat, language=language or "en")
-            out = self.generate(
-                feats[idx], prompt, max_new_tokens=max_new_tokens, use_cache=use_cache,
-                suppress_tokens=[self.audio_token_id], begin_suppress_tokens=[self.audio_token_id],
-                eos_token_id=stops[0], feature_attention_mask=mask[idx],
-            )
-            for row, i in enumerate(idx):
-                toks, lps = out.tokens[row].tolist(), out.logprobs[row].tolist()
-                cut = next((j for j, t in enumerate(toks) if t in stops), None)
-                finished = cut is not None
-                if finished:
-                    toks, lps = toks[:cut], lps[:cut]
-                text = self.tokenizer.decode(toks) if self.tokenizer is not None else None
-                by_index[i] = TranscriptionResult(
-                    text=text.strip() if text is not None else None, tokens=toks, token_logprobs=lps,
-                    prompt=prompt, finished=finished, language=language, extra={"n_audio_tokens": n},
-                )
-        results = [by_index[i] for i in range(feats.shape[0])]
-        return results if is_batch else results[0]
+        mo = opts.model_options
+        return [
+            PromptGroup(self.transcription_prompt(n, mo.get("instruction"), chat=mo.get("chat"), language=opts.language or "en"),
+                        rows, opts.language, {"n_audio_tokens": n})
+            for n, rows in groups.items()
+        ]
+
+    def _transcribe_long(self, wave: Any, opts: TranscribeOptions) -> TranscriptionResult:
+        """Audio longer than the tower's window: consecutive windows, each transcribed on its own
+        (one batch, no conditioning on the previous text); text and tokens joined in order."""
+        from hooked_asr.audio import chunk_audio
+
+        window = self._window_samples()
+        chunks = chunk_audio(wave, window / 16000)
+        feats = self._short_form_features(chunks)
+        parts = self._transcribe_short(feats, [c.size for c in chunks], list(range(len(chunks))), opts)
+        tokens, lps, segments = [], [], []
+        for i in range(len(chunks)):
+            r = parts[i]
+            tokens += r.tokens
+            lps += r.token_logprobs
+            for seg in r.segments:
+                seg.id, seg.seek = len(segments), i * window // 160
+                seg.start, seg.end = seg.start + i * window / 16000, seg.end + i * window / 16000
+                segments.append(seg)
+        text = " ".join(parts[i].text for i in range(len(chunks)) if parts[i].text) if self.tokenizer is not None else None
+        return TranscriptionResult(
+            text=text, tokens=tokens, token_logprobs=lps, prompt=parts[0].prompt,
+            finished=all(parts[i].finished for i in range(len(chunks))), language=opts.language, segments=segments,
+            extra={"n_windows": len(chunks), "n_audio_tokens": [parts[i].extra.get("n_audio_tokens") for i in range(len(chunks))]},
+        )
+
+    def transcribe(
+        self, audio: Any, *, instruction: str | None = None, chat: bool | None = None, **kwargs: Any
+    ) -> TranscriptionResult | list[TranscriptionResult]:
+        """:meth:`HookedEncoderDecoder.transcribe` (greedy, beam search, sampling, fallback; audio
+        longer than the tower's 30 s in consecutive windows) with Qwen2-Audio's prompt:
+        ``instruction`` (default "Transcribe the speech into text.") and ``chat`` (the instruct
+        model's chat turn; default from the checkpoint). Items are batched by length (one prompt
+        per number of audio tokens); ``<|AUDIO|>`` is never generated; the text stops at the
+        first of :meth:`stop_token_ids`. Default ``max_new_tokens=256``."""
+        return super().transcribe(audio, _model_options={"instruction": instruction, "chat": chat}, **kwargs)
 
     # ---- loading ---------------------------------------------------------------------
     @classmethod
     def _empty(cls, cfg: ModelConfig, tokenizer: Any | None) -> "HookedQwen2Audio":
         with torch.device("meta"):
             return cls(cfg, tokenizer=tokenizer)
-
-    def _load_pieces(self, pieces: Iterable[dict[str, torch.Tensor]], device: str | torch.device) -> "HookedQwen2Audio":
-        """Assign converted tensors piece by piece into a meta-device model; check every key and shape."""
-        own = {k: v.shape for k, v in self.state_dict().items()}
-        seen: set[str] = set()
-        for piece in pieces:
-            bad = [k for k in piece if k not in own]
-            if bad:
-                raise WeightConversionError(f"converted keys the model does not have: {sorted(bad)[:5]}")
-            wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k])}" for k, v in piece.items() if v.shape != own[k]]
-            if wrong:
-                raise WeightConversionError("checkpoint does not fit the config: " + "; ".join(wrong[:5]))
-            self.load_state_dict(piece, strict=False, assign=True)
-            seen |= set(piece)
-        missing = sorted(set(own) - seen)
-        if missing:
-            raise WeightConversionError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:5]}")
-        for m in self.modules():
-            if isinstance(m, RotaryEmbedding):
-                m.reset_frequencies(device)
-        return self.eval()
 
     @classmethod
     def from_hf(

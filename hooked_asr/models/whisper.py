@@ -13,8 +13,10 @@ from jaxtyping import Float, Int
 from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.config import ModelConfig
-from hooked_asr.models.base import HookedEncoderDecoder, TeacherForcedInputs, TranscriptionResult
-from hooked_asr.loading.whisper_weights import WeightConversionError, config_from_hf, convert_hf_whisper_weights
+from hooked_asr.models.base import HookedEncoderDecoder, PromptGroup, TeacherForcedInputs, TranscriptionResult
+from hooked_asr.models.decoding.options import TranscribeOptions
+from hooked_asr.models.decoding.results import Segment
+from hooked_asr.loading.whisper_weights import config_from_hf, convert_hf_whisper_weights
 
 
 class HookedWhisper(HookedEncoderDecoder):
@@ -23,6 +25,7 @@ class HookedWhisper(HookedEncoderDecoder):
     >>> logits = model(input_features=mel, decoder_input_ids=tokens)      # [batch, pos, vocab]
     >>> logits, cache = model.run_with_cache(input_features=mel, decoder_input_ids=tokens)
     >>> model.transcribe("speech.wav").text
+    >>> model.transcribe("lecture.wav", beam_size=5, word_timestamps=True).words[0]
     """
 
     def __init__(self, cfg: ModelConfig, tokenizer: Any | None = None):
@@ -37,7 +40,8 @@ class HookedWhisper(HookedEncoderDecoder):
     def encode(
         self, input_features: Float[torch.Tensor, "batch n_mels frames"], stop_at_layer: int | None = None
     ) -> Float[torch.Tensor, "batch frame d_model"]:
-        """``encoder.hook_out`` (or, with ``stop_at_layer=l``, the residual after ``l`` blocks)."""
+        """What the decoder reads, ``encoder.hook_out`` (or, with ``stop_at_layer=l``, the residual
+        after ``l`` blocks)."""
         return self.encoder(input_features, stop_at_layer=stop_at_layer)
 
     def decode(
@@ -80,15 +84,25 @@ class HookedWhisper(HookedEncoderDecoder):
         from hooked_asr.audio import prepare_features
 
         features, _ = prepare_features(audio, self.cfg.encoder.n_mels, sampling_rate=sampling_rate)
-        return {"input_features": features.to(self.device_of_weights)}
+        return {"input_features": features.to(self.device)}
 
     def finish_encoder(self, resid: Float[torch.Tensor, "batch frame d_model"], **_: Any) -> torch.Tensor:
         return self.encoder.ln_final(resid)
 
     def teacher_forced_inputs(
-        self, audio: Any, continuation: Sequence[int] = (), language: str | None = "en", task: str = "transcribe"
+        self, audio: Any, continuation: Sequence[int] = (), *, language: str | None = None, task: str = "transcribe",
+        sampling_rate: int | None = None, allow_silence: bool = False,
     ) -> TeacherForcedInputs:
-        feats = self.prepare_features(audio)["input_features"]
+        """``model(**inputs.kwargs)`` runs the prompt ``sot_sequence(language, task)`` then
+        ``continuation``. ``language=None``: detected on multilingual models, as ``transcribe`` does."""
+        self._check_language_task(language, task)
+        items, _ = self._transcription_inputs(audio, sampling_rate, allow_silence)
+        feats = items["input_features"] if isinstance(items, dict) else self._short_form_features(items)["input_features"]
+        if language is None and self.cfg.is_multilingual and self.cfg.lang_to_id:
+            langs = set(self.detect_language(feats))
+            if len(langs) != 1:
+                raise ValueError(f"the items are detected as {sorted(langs)}: pass language= (one prompt for the batch)")
+            language = langs.pop()
         prompt = self.sot_sequence(language, task)
         tokens = torch.tensor([prompt + list(continuation)], device=feats.device).expand(feats.shape[0], -1)
         return TeacherForcedInputs(
@@ -105,8 +119,9 @@ class HookedWhisper(HookedEncoderDecoder):
         # With a cache the cross-attention keys/values are reused, so the encoder output is not re-read.
         return self.decode(input_ids, None if past_kv else context, past_kv)
 
-    def sot_sequence(self, language: str | None = None, task: str = "transcribe") -> list[int]:
-        """Whisper's prompt: ``<|startoftranscript|> [<|lang|> <|task|>] <|notimestamps|>``."""
+    def sot_sequence(self, language: str | None = None, task: str = "transcribe", timestamps: bool = False) -> list[int]:
+        """Whisper's prompt: ``<|startoftranscript|> [<|lang|> <|task|>] <|notimestamps|>``
+        (``timestamps=True``: without ``<|notimestamps|>``, so timestamp tokens are predicted)."""
         seq = [self.cfg.decoder_start_token_id]
         if self.cfg.is_multilingual and self.cfg.lang_to_id:
             lang_key = f"<|{language}|>" if language else None
@@ -116,7 +131,7 @@ class HookedWhisper(HookedEncoderDecoder):
             if task not in ("transcribe", "translate"):
                 raise ValueError(f"task must be 'transcribe' or 'translate', got {task!r}")
             seq += [self.cfg.lang_to_id[lang_key], self.task_token(task)]
-        if self.cfg.no_timestamps_token_id is not None:
+        if self.cfg.no_timestamps_token_id is not None and not timestamps:
             seq.append(self.cfg.no_timestamps_token_id)
         return seq
 
@@ -140,59 +155,77 @@ class HookedWhisper(HookedEncoderDecoder):
         best = logits[:, ids].argmax(-1)
         return [codes[i].strip("<|>") for i in best.tolist()]
 
-    def transcribe(
-        self,
-        audio: Any,
-        language: str | None = None,
-        task: str = "transcribe",
-        max_new_tokens: int | None = None,
-        use_cache: bool = True,
-        sampling_rate: int | None = None,
-    ) -> TranscriptionResult | list[TranscriptionResult]:
-        """Greedy transcription with every hook live at every step.
+    # ---- the pieces of the decoding core that are Whisper's ----------------------------
+    def _special(self, name: str, offset_from_no_timestamps: int) -> int:
+        tok = self.tokenizer
+        got = getattr(tok, "special", {}).get(name) if tok is not None else None
+        if got is not None:
+            return int(got)
+        if self.cfg.no_timestamps_token_id is None:
+            raise ValueError(f"no id for {name}: the config has no no_timestamps_token_id and there is no tokenizer")
+        # Every vocabulary ends its specials with ... <|startofprev|> <|nospeech|> <|notimestamps|>.
+        return self.cfg.no_timestamps_token_id - offset_from_no_timestamps
 
-        ``audio``: a path (wav/flac), a 1-D float array at ``sampling_rate`` (16 kHz if not
-        given), a list of those (returns a list), or log-mel ``input_features``
-        ``[batch, n_mels, 3000]`` (returns a list). ``language=None`` detects it on
-        multilingual models. See :mod:`hooked_asr.models.base` for what hooks see.
-        """
-        from hooked_asr.audio import prepare_features
+    def _window_prompt(self, language: str | None, task: str, timestamps: bool, previous: Sequence[int]) -> list[int]:
+        """``[<|startofprev|> previous[-223:]] + sot_sequence``: openai-whisper keeps the last
+        ``n_ctx // 2 - 1`` tokens of the previous text (or of ``initial_prompt``)."""
+        prev = [self._special("<|startofprev|>", 2)] + list(previous)[-(self.cfg.decoder.n_ctx // 2 - 1) :] if previous else []
+        return prev + self.sot_sequence(language, task, timestamps)
 
-        features, is_batch = prepare_features(audio, self.cfg.encoder.n_mels, sampling_rate=sampling_rate)
-        features = features.to(self.device_of_weights)
-        langs = [language] * features.shape[0] if language else None
-        if langs is None and self.cfg.is_multilingual and self.cfg.lang_to_id:
-            langs = self.detect_language(features)
-        results = []
-        # One batch per prompt: items whose detected languages differ get different prompts.
-        groups: dict[str | None, list[int]] = {}
-        for i in range(features.shape[0]):
-            groups.setdefault(langs[i] if langs else None, []).append(i)
-        by_index: dict[int, TranscriptionResult] = {}
-        for lang, idx in groups.items():
-            prompt = self.sot_sequence(lang, task)
-            out = self.generate(features[idx], prompt, max_new_tokens=max_new_tokens, use_cache=use_cache)
-            for row, i in enumerate(idx):
-                toks = out.tokens[row].tolist()
-                lps = out.logprobs[row].tolist()
-                if self.cfg.eos_token_id in toks:
-                    cut = toks.index(self.cfg.eos_token_id)
-                    toks, lps = toks[:cut], lps[:cut]
-                text = self.tokenizer.decode(toks) if self.tokenizer is not None else None
-                by_index[i] = TranscriptionResult(
-                    text=text.strip() if text is not None else None,
-                    tokens=toks,
-                    token_logprobs=lps,
-                    prompt=prompt,
-                    finished=bool(out.finished[row]),
-                    language=lang,
+    def _no_speech_query(self, prompt: Sequence[int]) -> tuple[int, int] | None:
+        sot = self.cfg.decoder_start_token_id
+        if self.cfg.no_timestamps_token_id is None or sot not in prompt:
+            return None
+        return list(prompt).index(sot), self._special("<|nospeech|>", 1)
+
+    def _check_language_task(self, language: str | None, task: str) -> None:
+        if task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be 'transcribe' or 'translate', got {task!r}")
+        if not self.cfg.is_multilingual:
+            if language not in (None, "en"):
+                raise ValueError(
+                    f"language={language!r}: {self.cfg.name} is English-only; pass language='en' or None, "
+                    "or load a multilingual checkpoint (e.g. whisper-base)"
                 )
-        results = [by_index[i] for i in range(features.shape[0])]
-        return results if is_batch else results[0]
+            if task == "translate":
+                raise ValueError(f"task='translate': {self.cfg.name} is English-only and cannot translate; "
+                                 "use a multilingual checkpoint (e.g. whisper-base)")
 
-    @property
-    def device_of_weights(self) -> torch.device:
-        return self.decoder.W_E.device
+    def _short_form_features(self, waves: list[Any]) -> dict[str, torch.Tensor]:
+        from hooked_asr.audio import log_mel_spectrogram
+
+        mel = torch.cat([log_mel_spectrogram(w, self.cfg.encoder.n_mels) for w in waves])
+        return {"input_features": mel.to(self.device)}
+
+    def _prompt_groups(self, features: dict[str, torch.Tensor], opts: TranscribeOptions) -> list[PromptGroup]:
+        feats = features["input_features"]
+        langs: list[str | None] = [opts.language] * feats.shape[0]
+        if opts.language is None and self.cfg.is_multilingual and self.cfg.lang_to_id:
+            langs = list(self.detect_language(feats))
+        groups: dict[str | None, list[int]] = {}
+        for i, lang in enumerate(langs):
+            groups.setdefault(lang, []).append(i)
+        initial = self._initial_tokens(opts)
+        return [PromptGroup(self._window_prompt(lang, opts.task, not opts.without_timestamps, initial), rows, lang, {})
+                for lang, rows in groups.items()]
+
+    def _transcribe_long(self, wave: Any, opts: TranscribeOptions) -> TranscriptionResult:
+        import torch.nn.functional as F
+
+        from hooked_asr.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+        from hooked_asr.models.decoding.longform import transcribe_sequential
+
+        mel = log_mel_spectrogram(wave, self.cfg.encoder.n_mels, padding=N_SAMPLES)[0]
+        content_frames = mel.shape[-1] - N_FRAMES
+        language = opts.language
+        if language is None and self.cfg.is_multilingual and self.cfg.lang_to_id:
+            language = self.detect_language(F.pad(mel[:, :N_FRAMES], (0, 0))[None].to(self.device))[0]
+        return transcribe_sequential(self, mel, content_frames, opts, language, self._initial_tokens(opts))
+
+    def _add_word_timestamps(self, segments: list[Segment], **kwargs: Any) -> float:
+        from hooked_asr.models.decoding.timing import add_word_timestamps
+
+        return add_word_timestamps(self, segments, **kwargs)
 
     # ---- loading ---------------------------------------------------------------------
     @classmethod
@@ -204,14 +237,7 @@ class HookedWhisper(HookedEncoderDecoder):
         weights = convert_hf_whisper_weights(hf_state_dict, cfg)
         with torch.device("meta"):
             model = cls(cfg, tokenizer=tokenizer)
-        own = model.state_dict()
-        bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in weights.items() if k in own and own[k].shape != v.shape]
-        missing = sorted(set(own) - set(weights))
-        if bad or missing:
-            raise WeightConversionError(
-                "checkpoint does not fit the config: " + "; ".join(bad[:5] + [f"missing {m}" for m in missing[:5]])
-            )
-        model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=True, assign=True)
+        model._load_pieces([{k: v.to(dtype) for k, v in weights.items()}], device)
         return model.to(device).eval()
 
     @classmethod

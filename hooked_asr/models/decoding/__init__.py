@@ -1,0 +1,17 @@
+"""The one decoding core every hooked model uses (see docs/decoding.md).
+
+``search`` (greedy, sampling, beam search), ``timestamps`` (Whisper's timestamp rules and
+segments), ``fallback`` (temperature fallback), ``longform`` (sequential 30-s windows),
+``timing`` (word timings from cross-attention), ``results`` and ``state`` (what hooks can read).
+"""
+
+from hooked_asr.models.decoding.fallback import compression_ratio
+from hooked_asr.models.decoding.options import TranscribeOptions
+from hooked_asr.models.decoding.results import GenerationOutput, Segment, TranscriptionResult, WordTiming
+from hooked_asr.models.decoding.state import DecodingState
+from hooked_asr.models.decoding.timing import alignment_heads, dtw, find_alignment, median_filter
+
+__all__ = [
+    "DecodingState", "GenerationOutput", "Segment", "TranscribeOptions", "TranscriptionResult", "WordTiming",
+    "alignment_heads", "compression_ratio", "dtw", "find_alignment", "median_filter",
+]

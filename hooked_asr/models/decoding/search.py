@@ -1,0 +1,232 @@
+"""Token search with every hook live: greedy, sampling and beam search over one decoder.
+
+Each step calls the model's decoder once for all rows (``batch`` rows, or ``batch * num_beams``
+with beams), so every hook fires at every step of every search. The token rules (suppression,
+suppression at the first step, Whisper's timestamp rules) are built once per call as masks.
+
+* greedy: ``token_t = argmax_s rules(logits_t)[s]``, ``logprob_t = log_softmax(rules(logits_t))[token_t]``;
+* sampling: ``token_t ~ softmax(rules(logits_t) / T)`` (log-probs as greedy's, at ``T = 1``);
+* beam search: Hugging Face's algorithm (``num_beams`` running beams, ``2 * num_beams``
+  candidates per step, a finished hypothesis scores ``sum log p / n ** length_penalty`` with
+  ``n`` counting its end of text, and the search stops when no running beam can beat the worst
+  of the ``num_beams`` (``round(num_beams * patience)``) finished ones). Its log-probs are
+  ``rules(log_softmax(logits_t))``, as HF ranks beams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hooked_asr.models.decoding.results import GenerationOutput
+from hooked_asr.models.decoding.state import DecodingState
+from hooked_asr.models.decoding.timestamps import TimestampRules
+
+
+@dataclass
+class LogitRules:
+    """Masks applied to every step's scores ``[rows, vocab]`` (``-inf`` where not allowed)."""
+
+    suppress: torch.Tensor  # [vocab] bool, every step
+    begin: torch.Tensor  # [vocab] bool, the first step (suppress | begin_suppress_tokens)
+    timestamps: TimestampRules | None = None
+
+    @classmethod
+    def build(
+        cls, vocab: int, device: torch.device, suppress: Sequence[int], begin: Sequence[int],
+        timestamps: TimestampRules | None = None,
+    ) -> "LogitRules":
+        s = torch.zeros(vocab, dtype=torch.bool, device=device)
+        s[[t for t in suppress if 0 <= t < vocab]] = True
+        b = s.clone()
+        b[[t for t in begin if 0 <= t < vocab]] = True
+        return cls(s, b, timestamps)
+
+    def apply(self, scores: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+        scores = scores.masked_fill(self.begin if generated.shape[1] == 0 else self.suppress, float("-inf"))
+        if self.timestamps is not None:
+            scores = self.timestamps.apply(scores, generated)
+        return scores
+
+
+class Stepper:
+    """Runs the decoder one step at a time through ``model._decode_step`` and keeps the cache.
+
+    ``use_cache=False`` reruns the whole sequence every step (hooks then see every position)."""
+
+    def __init__(self, model: Any, context: Any, use_cache: bool):
+        self.model, self.context, self.use_cache = model, context, use_cache
+        self.cache: Any = None
+        self._cross_shared: bool | None = None
+
+    def __call__(self, seq: torch.Tensor) -> torch.Tensor:
+        """Logits ``[rows, pos, vocab]`` of the positions run this step."""
+        if self.use_cache and self.cache is not None:
+            logits, self.cache = self.model._decode_step(self.context, seq[:, -1:], self.cache)
+        else:
+            logits, cache = self.model._decode_step(self.context, seq, None)
+            self.cache = cache if self.use_cache else None
+        return logits
+
+    def reorder(self, rows: torch.Tensor, group: int) -> None:
+        """Keep rows ``rows`` (beam search: the parent beam of each new beam; rows never leave
+        their item's ``group`` of beams)."""
+        if not self.use_cache:
+            self.context = self.model._select_context(self.context, rows)
+            return
+        from hooked_asr.components.decoder import reorder_cache
+
+        if self._cross_shared is None:
+            # Cross-attention keys/values are computed once from one audio per item; unless a
+            # hook made them differ between an item's beams, reordering them is a no-op copy.
+            self._cross_shared = all(
+                torch.equal(k.unflatten(0, (-1, group)), k.unflatten(0, (-1, group))[:, :1].expand_as(k.unflatten(0, (-1, group))))
+                for layer in self.cache if "cross" in layer for k in layer["cross"]
+            )
+        if self._cross_shared:
+            self.cache = [
+                {kind: kv for kind, kv in layer.items() if kind == "cross"}
+                | reorder_cache([{"self": layer["self"]}], rows)[0]
+                for layer in self.cache
+            ]
+        else:
+            self.cache = reorder_cache(self.cache, rows)
+
+
+def _no_speech(logits: torch.Tensor, no_speech: tuple[int, int] | None) -> torch.Tensor | None:
+    if no_speech is None:
+        return None
+    pos, token = no_speech
+    return logits[:, pos].float().softmax(-1)[:, token]
+
+
+def sample(
+    step: Callable[[torch.Tensor], torch.Tensor], prompt: torch.Tensor, rules: LogitRules, *, eos: int,
+    max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0, generator: torch.Generator | None = None,
+    state: DecodingState | None = None, no_speech: tuple[int, int] | None = None,
+) -> GenerationOutput:
+    """Greedy (``do_sample=False`` or ``temperature == 0``) or sampled decoding of ``prompt [rows, p]``."""
+    rows, p = prompt.shape
+    greedy = not do_sample or temperature == 0
+    seq = prompt
+    finished = torch.zeros(rows, dtype=torch.bool, device=prompt.device)
+    eos_t = torch.full((rows,), eos, dtype=torch.long, device=prompt.device)
+    toks, lps, nsp = [], [], None
+    for t in range(max_new_tokens):
+        if state is not None:
+            state.step = t
+        logits = step(seq)
+        if t == 0:
+            nsp = _no_speech(logits, no_speech)
+        scores = rules.apply(logits[:, -1].float(), seq[:, p:])
+        if greedy:
+            token = scores.argmax(-1)
+        else:
+            token = torch.multinomial(F.softmax(scores / temperature, dim=-1), 1, generator=generator)[:, 0]
+        lp = F.log_softmax(scores, dim=-1).gather(-1, token[:, None])[:, 0]
+        token = torch.where(finished, eos_t, token)
+        lp = lp.masked_fill(finished, 0.0)
+        toks.append(token)
+        lps.append(lp)
+        seq = torch.cat([seq, token[:, None]], dim=1)
+        finished |= token == eos
+        if finished.all():
+            break
+    tokens = torch.stack(toks, 1) if toks else prompt[:, :0]
+    logprobs = torch.stack(lps, 1) if lps else torch.zeros(rows, 0, device=prompt.device)
+    return GenerationOutput(sequences=seq, tokens=tokens, logprobs=logprobs, finished=finished, no_speech_probs=nsp)
+
+
+def beam_search(
+    stepper: Stepper, prompt: torch.Tensor, rules: LogitRules, *, eos: int, max_new_tokens: int, num_beams: int,
+    length_penalty: float = 1.0, patience: float | None = None, do_sample: bool = False, temperature: float = 1.0,
+    generator: torch.Generator | None = None, state: DecodingState | None = None,
+    no_speech: tuple[int, int] | None = None,
+) -> GenerationOutput:
+    """Hugging Face's beam search (``early_stopping=False``) over ``prompt [batch * num_beams, p]``
+    (each item's prompt repeated ``num_beams`` times); returns the best hypothesis per item.
+
+    ``patience`` (openai-whisper's name) keeps ``round(num_beams * patience)`` finished
+    hypotheses before the search may stop (``None``: ``num_beams``, HF's rule)."""
+    rows, p = prompt.shape
+    B, K = rows // num_beams, num_beams
+    dev = prompt.device
+    N = max(K, round(K * patience)) if patience is not None else K
+    keep = 2 * K
+    L = p + max_new_tokens
+    run_seq = torch.full((B, K, L), eos, dtype=torch.long, device=dev)
+    run_seq[:, :, :p] = prompt.view(B, K, p)
+    run_lp = torch.zeros((B, K, max_new_tokens), device=dev)
+    run_scores = torch.zeros((B, K), device=dev)
+    run_scores[:, 1:] = -1e9
+    fin_seq = torch.full((B, N, L), eos, dtype=torch.long, device=dev)
+    fin_lp = torch.zeros((B, N, max_new_tokens), device=dev)
+    fin_scores = torch.full((B, N), -1e9, device=dev)
+    fin_done = torch.zeros((B, N), dtype=torch.bool, device=dev)
+    fin_len = torch.zeros((B, N), dtype=torch.long, device=dev)
+    is_open = torch.ones((B, 1), dtype=torch.bool, device=dev)
+    top_mask = torch.arange(keep, device=dev) < K
+    offset = torch.arange(B, device=dev)[:, None] * K
+    nsp = None
+    cur = p
+    for t in range(max_new_tokens):
+        if state is not None:
+            state.step = t
+        logits = stepper(run_seq.view(rows, L)[:, :cur])
+        if t == 0:
+            nsp = _no_speech(logits, no_speech)
+            nsp = None if nsp is None else nsp.view(B, K)[:, 0]
+        lp = F.log_softmax(logits[:, -1].float(), dim=-1)
+        lp = rules.apply(lp, run_seq.view(rows, L)[:, p:cur])
+        V = lp.shape[-1]
+        acc = (lp.view(B, K, V) + run_scores[:, :, None]).view(B, K * V)
+        if do_sample:
+            idx = torch.multinomial(F.softmax(acc / temperature, dim=-1), keep, generator=generator)
+            top, order = acc.gather(1, idx).sort(dim=-1, descending=True)
+            idx = idx.gather(1, order)
+        else:
+            top, idx = torch.topk(acc, k=keep)
+        beam, tok = idx // V, idx % V
+        cand_seq = run_seq.gather(1, beam[:, :, None].expand(-1, -1, L)).clone()
+        cand_seq[:, :, cur] = tok
+        cand_lp = run_lp.gather(1, beam[:, :, None].expand(-1, -1, max_new_tokens)).clone()
+        cand_lp[:, :, t] = lp.view(B, K * V).gather(1, idx)  # this token's own log-prob
+        hits = (tok == eos) | (cur + 1 >= L)
+        # running beams for the next step: the best K candidates that did not just finish
+        live = top + hits.to(torch.float32) * -1.0e9
+        nxt = torch.topk(live, k=K)[1]
+        run_seq = cand_seq.gather(1, nxt[:, :, None].expand(-1, -1, L))
+        run_lp = cand_lp.gather(1, nxt[:, :, None].expand(-1, -1, max_new_tokens))
+        run_scores = live.gather(1, nxt)
+        parent = beam.gather(1, nxt)
+        # finished hypotheses: merge the candidates that just finished among the top K
+        just = hits & top_mask[None, :]
+        score = top / ((cur + 1 - p) ** length_penalty)
+        score = score + (~is_open).to(torch.float32) * -1.0e9
+        score = score + (~just) * -1.0e9
+        m_scores = torch.cat((fin_scores, score), dim=1)
+        pick = torch.topk(m_scores, k=N)[1]
+        fin_seq = torch.cat((fin_seq, cand_seq), 1).gather(1, pick[:, :, None].expand(-1, -1, L))
+        fin_lp = torch.cat((fin_lp, cand_lp), 1).gather(1, pick[:, :, None].expand(-1, -1, max_new_tokens))
+        fin_len = torch.cat((fin_len, torch.full_like(top, t + 1, dtype=torch.long)), 1).gather(1, pick)
+        fin_done = torch.cat((fin_done, just), 1).gather(1, pick)
+        fin_scores = m_scores.gather(1, pick)
+        cur += 1
+        best_possible = run_scores[:, :1] / ((cur - p) ** length_penalty)
+        worst = torch.where(fin_done, fin_scores.min(dim=1, keepdim=True)[0], -1.0e9)
+        is_open = is_open & (best_possible > worst).any(dim=-1, keepdim=True)
+        if not bool(is_open.any()) or bool(hits.all()):
+            break
+        stepper.reorder((parent + offset).view(-1), K)
+    n = int(fin_len[:, 0].max()) if B else 0
+    tokens = fin_seq[:, 0, p : p + n]
+    lengths = fin_len[:, 0]
+    pad = torch.arange(n, device=dev)[None, :] >= lengths[:, None]
+    logprobs = fin_lp[:, 0, :n].masked_fill(pad, 0.0)
+    finished = (tokens.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0] == eos) & fin_done[:, 0]
+    sequences = torch.cat([prompt.view(B, K, p)[:, 0], tokens], 1)
+    return GenerationOutput(sequences=sequences, tokens=tokens, logprobs=logprobs, finished=finished, no_speech_probs=nsp)
