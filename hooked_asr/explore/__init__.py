@@ -86,13 +86,13 @@ def explore(
         bar.update()
         return out
 
-    kw: dict[str, Any] = {"language": language}
+    kw: dict[str, Any] = {"language": language, "word_timestamps": _data.has_cross_attention(model)}
     if max_new_tokens is not None:
         kw["max_new_tokens"] = max_new_tokens
     result = step("transcribe", model.transcribe, wave, **kw)
     lens = step("logit lens", logit_lens, model, wave, tokens=result.tokens, top_k=top_k, language=result.language)
     steps = lens.tokens.tolist()  # the transcript, then end of text
-    words = step("word timings", _data.word_timings, model, wave, result)
+    words = step("word timings", _data.word_timings, model, result)
     audio_att, self_att = step("attention", _data.attention_sections, model, wave, steps, result.language, len(steps),
                                max_audio_columns=max_audio_columns)
     enc = step("encoder lens", encoder_lens, model, wave, final=result, max_new_tokens=encoder_lens_max_new_tokens)

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from jaxtyping import Float, UInt8
 
+from hooked_asr.models.decoding import alignment_heads
+
 from hooked_asr.audio import (
     ENCODER_FRAME_SECONDS,
     HOP_LENGTH,
@@ -112,32 +114,22 @@ def has_cross_attention(model: Any) -> bool:
     return "decoder.blocks.0.cross_attn.hook_pattern" in model.hook_dict
 
 
-def word_timings(model: Any, audio: Float[np.ndarray, "samples"], result: Any) -> list[dict[str, Any]]:
-    """Words with start/end (s), probability and the indices of their tokens in ``result.tokens``.
-
-    The one place the explorer gets word timings: today from the cross-attention alignment in
-    :func:`hooked_asr.sae.features.align_words` (DTW over the alignment heads); models without
-    cross-attention (Qwen2-Audio) get none.
-    """
-    if not has_cross_attention(model) or not result.tokens:
+def word_timings(model: Any, result: Any) -> list[dict[str, Any]]:
+    """Words with start/end (s), probability and the indices of their tokens in ``result.tokens``,
+    from ``result.words`` (``model.transcribe(audio, word_timestamps=True)``: DTW over the
+    alignment heads' cross-attention); models without cross-attention (Qwen2-Audio) have none."""
+    if not result.words:
         return []
-    from hooked_asr.sae.features import align_words
-
-    aligned = align_words(model, audio, tokens=result.tokens, language=result.language)
-    # align_words groups tokens into words the way Whisper does (a new word at a leading space);
-    # redo that grouping to know which tokens each timed word holds.
-    groups: list[list[int]] = []
-    for i, piece in enumerate(token_strings(model, result.tokens)):
-        if not groups or piece.startswith(" ") or not piece.strip():
-            groups.append([i])
-        else:
-            groups[-1].append(i)
-    groups = [g for g in groups if "".join(token_strings(model, [result.tokens[i] for i in g])).strip()]
-    if len(groups) != len(aligned):
-        raise RuntimeError(f"word grouping mismatch: {len(groups)} token groups for {len(aligned)} aligned words")
-    lps = result.token_logprobs
-    return [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3), "tokens": g,
-             "probability": round(float(np.exp(np.mean([lps[i] for i in g]))), 4)} for w, g in zip(aligned, groups)]
+    out, pos = [], 0
+    for w in result.words:
+        ids = [int(t) for t in w.tokens]
+        at = next((i for i in range(pos, len(result.tokens) - len(ids) + 1) if list(result.tokens[i : i + len(ids)]) == ids), None)
+        if at is None:
+            raise RuntimeError(f"word {w.word!r}: its tokens {ids} are not in the transcript after token {pos}")
+        pos = at + len(ids)
+        out.append({"word": w.word.strip(), "start": round(float(w.start), 3), "end": round(float(w.end), 3),
+                    "tokens": list(range(at, pos)), "probability": round(float(w.probability), 4)})
+    return out
 
 
 def transcript_section(result: Any, lens: Any, words: list[dict[str, Any]], reference: str | None) -> dict[str, Any]:
@@ -188,12 +180,9 @@ def attention_sections(
     queries = torch.arange(p - 1, p - 1 + n_steps)
     ids = tf.tokens[0].cpu()
     if cross:
-        from hooked_asr.sae.features import _alignment_heads
-
         n_cols_full = audio_frames(len(audio), model.cfg.encoder.n_ctx, window_samples(model))
         audio_att = torch.stack([cache[n][0][:, queries, :n_cols_full] for n in cross_names])  # [L, H, S, F]
         col_seconds, kind = ENCODER_FRAME_SECONDS, "cross"
-        heads = _alignment_heads(model)
         text_keys = torch.arange(0, int(queries[-1]) + 1)
     else:
         audio_pos = torch.nonzero(ids == int(model.audio_token_id))[:, 0]
@@ -201,8 +190,8 @@ def attention_sections(
         audio_att = pats[..., audio_pos]
         n_cols_full = len(audio_pos)
         col_seconds, kind = ENCODER_FRAME_SECONDS * QWEN_POOL, "audio_prefix"
-        heads = [(l, h) for l in range(n_layers // 2, n_layers) for h in range(n_heads)]  # no alignment heads known
         text_keys = torch.tensor([k for k in range(int(queries[-1]) + 1) if int(ids[k]) != int(model.audio_token_id)])
+    heads = alignment_heads(model)  # the config's, else every head of the decoder's upper half
     att = audio_att.permute(2, 0, 1, 3).float().cpu().numpy()  # [S, L, H, F]
     align_mean = att[:, [l for l, _ in heads], [h for _, h in heads]].mean(1)  # [S, F]
     rows = n_steps * (n_layers * n_heads + 1)
