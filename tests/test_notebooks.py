@@ -57,7 +57,7 @@ def _error_report(nb, err: Exception) -> str:
 
 
 EXPECTED = ["01_getting_started_hooks", "02_lenses", "03_patching_cross_attention_head", "04_probing",
-            "05_sae_features"]
+            "05_sae_features", "07_explore"]
 
 
 def test_notebooks_exist():

@@ -1,0 +1,74 @@
+"""The explorer page: one HTML file holding the data (JSON), the audio (WAV, base64) and the
+hand-written script and style shipped in ``hooked_asr/explore/static`` (no CDN, no network,
+no server). In Jupyter the page sits in an ``<iframe srcdoc>`` so several views on one
+notebook never share script state or style."""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+_TEMPLATE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>{css}</style></head>
+<body>
+<div id="ha-root" class="ha-root" data-selected-token="" data-selected-head="">
+<noscript>The explorer needs JavaScript (it runs offline, from this file).</noscript>
+</div>
+<audio id="ha-audio" preload="auto" src="data:audio/wav;base64,{wav}"></audio>
+<script type="application/json" id="ha-data">{data}</script>
+<script>{js}</script>
+</body></html>
+"""
+
+
+def _static(name: str) -> str:
+    return resources.files("hooked_asr.explore").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def _json_for_script(data: Any) -> str:
+    # Inside <script> only "</" can end the element early; "\u003c" keeps the JSON valid.
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+
+
+class ExplorerView:
+    """A self-contained interactive view. ``display(view)`` in Jupyter, ``view.save("x.html")``
+    for a browser; ``view.data`` is everything it shows (JSON-ready)."""
+
+    def __init__(self, data: dict[str, Any], wav_base64: str):
+        self.data = data
+        self.wav_base64 = wav_base64
+
+    def to_html(self) -> str:
+        """The whole page as a string."""
+        title = f"hooked_asr explorer: {self.data.get('title') or self.data['model']['name']}"
+        return _TEMPLATE.format(title=html.escape(title), css=_static("explorer.css"), js=_static("explorer.js"),
+                                wav=self.wav_base64, data=_json_for_script(self.data))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the page; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_html(), encoding="utf-8")
+        return path
+
+    @property
+    def size_bytes(self) -> int:
+        """Size of the saved page."""
+        return len(self.to_html().encode("utf-8"))
+
+    def _repr_html_(self) -> str:
+        page = html.escape(self.to_html(), quote=True)
+        return (f'<iframe srcdoc="{page}" style="width:100%;height:1100px;border:1px solid #ddd" '
+                'sandbox="allow-scripts allow-same-origin"></iframe>')
+
+    def __repr__(self) -> str:
+        t = self.data["transcript"]
+        return (f"ExplorerView({self.data['model']['name']}, {self.data['audio']['duration']:.1f} s, "
+                f"{len(t['tokens'])} tokens, {self.size_bytes / 1e6:.2f} MB: {t['text']!r})")
+
+
+__all__ = ["ExplorerView"]
