@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=None, help="cap every decode (default: the lens's own cap)")
     args = ap.parse_args(argv)
 
-    from hooked_asr.lens import _generate_kwargs, _stop_ids, encoder_lens, encoder_lens_states
+    from hooked_asr.lens.logit import generate_kwargs as _generate_kwargs, stop_ids as _stop_ids
+    from hooked_asr.lens import encoder_lens, encoder_lens_states
 
     model, audio, what = _load(args.model, args.device)
     if what.startswith("random") and args.max_new_tokens is None:

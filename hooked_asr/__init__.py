@@ -9,14 +9,19 @@
 from hooked_asr.audio import load_audio, log_mel_spectrogram
 from hooked_asr.config import DecoderConfig, EncoderConfig, ModelConfig
 from hooked_asr.hooks import HookPoint, act_name
+from hooked_asr.models.activation_cache import ActivationCache
 from hooked_asr.models.base import TranscriptionResult
 from hooked_asr.models.whisper import HookedWhisper
 from hooked_asr.loading.registry import list_models, load_model
 from hooked_asr.models.qwen2_audio import HookedQwen2Audio
+from hooked_asr.loading.registry import register_model_class
+
+register_model_class("whisper", HookedWhisper)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationCache",
     "HookedWhisper",
     "load_model",
     "list_models",

@@ -76,6 +76,20 @@ class DecoderConfig:
         return self.n_key_value_heads or self.n_heads
 
 
+class _LayerCount(int):
+    """An int (the decoder's layers) that is also ``cfg.n_layers(stack)``, the per-stack count."""
+
+    def __new__(cls, value: int, cfg: "ModelConfig") -> "_LayerCount":
+        obj = super().__new__(cls, value)
+        obj._cfg = cfg
+        return obj
+
+    def __call__(self, stack: str = "decoder") -> int:
+        if stack not in ("encoder", "decoder"):
+            raise ValueError(f"stack must be 'encoder' or 'decoder', got {stack!r}")
+        return getattr(self._cfg, stack).n_layers
+
+
 @dataclass
 class ModelConfig:
     """A whole model: its two stacks and the token ids that drive decoding."""
@@ -96,8 +110,31 @@ class ModelConfig:
     is_multilingual: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def n_layers(self, stack: str) -> int:
-        return getattr(self, stack).n_layers
+    # ---- TransformerLens's flat names, for the decoder (the stack that writes the logits) ----
+    @property
+    def n_layers(self) -> "_LayerCount":
+        """The decoder's layer count (TransformerLens's ``cfg.n_layers``); still callable as
+        ``cfg.n_layers("encoder")`` for either stack."""
+        return _LayerCount(self.decoder.n_layers, self)
+
+    d_model = property(lambda self: self.decoder.d_model, doc="decoder d_model (cfg.encoder.d_model for the encoder)")
+    n_heads = property(lambda self: self.decoder.n_heads, doc="decoder attention heads")
+    d_head = property(lambda self: self.decoder.d_head, doc="decoder head size")
+    d_mlp = property(lambda self: self.decoder.d_mlp, doc="decoder MLP width")
+    d_vocab = property(lambda self: self.decoder.d_vocab, doc="vocabulary size")
+    d_vocab_out = property(lambda self: self.decoder.d_vocab, doc="vocabulary size (logits)")
+    n_ctx = property(lambda self: self.decoder.n_ctx, doc="decoder context (tokens)")
+    n_key_value_heads = property(lambda self: self.decoder.n_kv_heads, doc="decoder key/value heads")
+    eps = property(lambda self: self.decoder.ln_eps, doc="decoder norm epsilon")
+    normalization_type = property(lambda self: "LN" if self.decoder.norm == "layernorm" else "RMS",
+                                  doc="'LN' or 'RMS' (TransformerLens spelling)")
+    act_fn = property(lambda self: "gelu" if self.decoder.mlp == "gelu" else "silu", doc="MLP activation")
+    gated_mlp = property(lambda self: self.decoder.mlp == "gated_silu", doc="gated MLP (Qwen2)")
+    positional_embedding_type = property(lambda self: "standard" if self.decoder.positional == "learned" else "rotary",
+                                         doc="'standard' (learned) or 'rotary'")
+    attn_only = property(lambda self: False, doc="every block has an MLP")
+    model_name = property(lambda self: self.name, doc="the model's name")
+    original_architecture = property(lambda self: self.architecture, doc="'whisper' or 'qwen2_audio'")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -64,24 +64,53 @@ class HookShapeError(RuntimeError):
     """A hook function returned a tensor whose shape differs from the activation's."""
 
 
-class HookPoint(_TLHookPoint):
-    """TransformerLens's HookPoint, with two additions.
+class HookDtypeError(TypeError):
+    """A hook function returned a tensor of another dtype or device than the activation's."""
 
+
+class HookPoint(_TLHookPoint):
+    """TransformerLens's HookPoint, with three additions.
+
+    * :meth:`is_live` says whether any hook would see this point; components use it (and
+      only it) to choose a fused path that skips the point.
     * With no hook attached it returns its input without going through ``nn.Module``'s
       call machinery, so an unhooked model pays almost nothing for its hook points.
     * A hook that returns a tensor of another shape raises :class:`HookShapeError`
-      naming the hook and both shapes, instead of corrupting the rest of the forward.
+      naming the hook and both shapes, instead of corrupting the rest of the forward; one
+      of another dtype or device raises :class:`HookDtypeError` (outside autocast).
+    * ``copy_input=True`` marks a hook point whose input is not the forward's own (a view
+      of a parameter, or the caller's tensor): hooks then get a copy, so an in-place edit
+      changes this pass only, never ``W_pos`` or the caller's ``input_features``.
     """
 
+    def __init__(self, copy_input: bool = False):
+        super().__init__()
+        self.copy_input = copy_input
+
+    def is_live(self) -> bool:
+        """Whether a forward, forward-pre, backward or backward-pre hook is attached.
+
+        A fast path may skip this point only when it is not live: a skipped point never
+        fires its backward hooks either, and the gradient they should see is silently lost.
+        """
+        return bool(self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if not (self._forward_hooks or self._backward_hooks or self._forward_pre_hooks):
+        if not self.is_live():
             return x
+        if self.copy_input:
+            x = x.clone()  # an expanded view clones to a dense tensor, one row per batch item
         out = super().__call__(x)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise HookShapeError(
                 f"a hook on '{self.name}' returned {got}, but the activation has shape "
                 f"{tuple(x.shape)}: a hook must return None or a tensor of the same shape"
+            )
+        if out.device != x.device or (out.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type)):
+            raise HookDtypeError(
+                f"a hook on '{self.name}' returned a {out.dtype} tensor on {out.device}, but the activation is "
+                f"{x.dtype} on {x.device}: return the same dtype and device (e.g. result.to(x.dtype))"
             )
         return out
 
@@ -126,4 +155,4 @@ def unknown_hook_message(name: str, valid_names: Iterable[str], n_layers: dict[s
     return f"unknown hook '{name}' ({stacks}){hint} `model.hook_dict` lists every hook name"
 
 
-__all__ = ["HookPoint", "HookShapeError", "act_name", "unknown_hook_message", "Stack"]
+__all__ = ["HookDtypeError", "HookPoint", "HookShapeError", "act_name", "unknown_hook_message", "Stack"]

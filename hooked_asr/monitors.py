@@ -6,7 +6,8 @@
     >>> out.text, out.extra["monitors"]        # {"speech": 0.98, "hallucination": 0.04}
 
 A monitor reads its hook exactly as :func:`~hooked_asr.activations.extract_activations`
-stores it, so a probe trained on a store applies unchanged:
+stores it (both call :func:`~hooked_asr.activations.rows.pooled_rows`), so a probe trained
+on a store applies unchanged:
 
 - encoder hooks (default ``mean``): captured during transcription's own encoder pass
   (no extra encoder work) and averaged over the clip's audio frames,
@@ -16,9 +17,9 @@ stores it, so a probe trained on a store applies unchanged:
   position. Why not capture during generation: greedy decoding stops as soon as it
   *produces* end-of-text, so that token is never fed back and its residual never exists;
   the last generation step sees the last transcript token instead, a different position
-  from the one the probe was trained on. The extra pass reuses Whisper's encoder output
-  and runs the decoder once over the sequence (with the KV cache generation ran it
-  token by token), so it costs about one decoder forward.
+  from the one the probe was trained on. The extra pass reuses the encoder output
+  transcription computed and runs the decoder once over the sequence (with the KV cache
+  generation ran it token by token), so it costs about one decoder forward per clip.
 
 The score of a classification monitor is ``p(positive | a)`` (``positive`` defaults to
 the largest label, ``classes[-1]``, e.g. 1 for "hallucinated" or "speech"); a regression
@@ -37,14 +38,8 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from hooked_asr.activations.pooling import (
-    audio_frames,
-    default_pooling,
-    flatten_positions,
-    normalise_pooling,
-    pool,
-    window_samples,
-)
+from hooked_asr.activations.pooling import default_pooling, normalise_pooling
+from hooked_asr.activations.rows import pooled_rows
 from hooked_asr.probing import LinearProbe
 
 
@@ -72,8 +67,9 @@ class ProbeMonitor:
             self.positive = pos
 
     @property
-    def is_encoder(self) -> bool:
-        return self.hook_name.startswith("encoder.")
+    def key(self) -> tuple[str, str]:
+        """``(hook_name, pooling)``: the rows this monitor reads."""
+        return (self.hook_name, self.pooling)
 
     @torch.no_grad()
     def score(self, x: Float[torch.Tensor, "n d"]) -> tuple[list[float], list[Any]]:
@@ -90,18 +86,6 @@ class ProbeMonitor:
         return proba[:, k].double().cpu().tolist(), labels
 
 
-class _Capture:
-    def __init__(self, names: Sequence[str]):
-        self.names = list(dict.fromkeys(names))
-        self.acts: dict[str, torch.Tensor] = {}
-
-    def hooks(self) -> list[tuple[str, Any]]:
-        def grab(x: torch.Tensor, hook: Any) -> None:
-            self.acts[hook.name] = x.detach()  # the latest call wins (language detection re-runs the encoder)
-
-        return [(n, grab) for n in self.names]
-
-
 def _as_clips(audio: Any) -> tuple[list[np.ndarray], bool]:
     from hooked_asr.audio import load_audio
 
@@ -115,61 +99,12 @@ def _as_clips(audio: Any) -> tuple[list[np.ndarray], bool]:
     return [load_audio(audio)], False
 
 
-@torch.no_grad()
-def _monitor_batch(model: Any, clips: list[np.ndarray], monitors: Sequence[ProbeMonitor],
-                   transcribe_kwargs: dict[str, Any]) -> list[Any]:
-    """Transcribe ``clips`` (one encoder call for the whole batch) and score them."""
-    whisper = hasattr(model, "sot_sequence")
-    enc_names = [m.hook_name for m in monitors if m.is_encoder]
-    dec_mons = [m for m in monitors if not m.is_encoder]
-    extra = ["encoder.hook_out"] if dec_mons and whisper else []
-    cap = _Capture(enc_names + extra)
-    with model.hooks(fwd_hooks=cap.hooks()):
-        results = model.transcribe(list(clips), **transcribe_kwargs)
-    n_samples = [len(c) for c in clips]
-    rows: dict[tuple[str, str], torch.Tensor] = {}
+def _score(results: list[Any], rows: dict[str, list[torch.Tensor]], monitors: Sequence[ProbeMonitor]) -> None:
     for m in monitors:
-        if m.is_encoder and (m.hook_name, m.pooling) not in rows:
-            x = flatten_positions(cap.acts[m.hook_name], m.hook_name)
-            if x.shape[0] != len(clips):
-                raise RuntimeError(f"{m.hook_name} saw a batch of {x.shape[0]}, expected {len(clips)}")
-            lengths = [audio_frames(n, x.shape[1], window_samples(model)) for n in n_samples]
-            rows[(m.hook_name, m.pooling)] = torch.cat(pool(x, lengths, m.pooling))
-
-    if dec_mons:
-        eos = model.cfg.eos_token_id  # as extract_activations: the probe's training rows end with it
-        dec = _Capture([m.hook_name for m in dec_mons])
-        per_clip: dict[str, list[torch.Tensor]] = {}
-        if whisper:
-            seqs = [list(r.prompt) + list(r.tokens) + [eos] for r in results]
-            lengths = [len(s) for s in seqs]
-            enc_out = cap.acts["encoder.hook_out"]
-            ids = torch.full((len(seqs), max(lengths)), eos, dtype=torch.long, device=enc_out.device)
-            for b, s in enumerate(seqs):
-                ids[b, : len(s)] = torch.tensor(s, device=enc_out.device)
-            with model.hooks(fwd_hooks=dec.hooks()):
-                model(decoder_input_ids=ids, encoder_hidden_states=enc_out)  # causal: padding after eos is unread
-            for m in dec_mons:
-                if (m.hook_name, m.pooling) not in rows:
-                    x = flatten_positions(dec.acts[m.hook_name], m.hook_name)
-                    rows[(m.hook_name, m.pooling)] = torch.cat(pool(x, lengths, m.pooling))
-        else:
-            for clip, r in zip(clips, results):
-                tf = model.teacher_forced_inputs(clip, continuation=list(r.tokens) + [eos])
-                with model.hooks(fwd_hooks=dec.hooks()):
-                    model(**tf.kwargs)
-                for m in dec_mons:
-                    x = flatten_positions(dec.acts[m.hook_name], m.hook_name)
-                    per_clip.setdefault(f"{m.hook_name}|{m.pooling}", []).extend(pool(x, [x.shape[1]], m.pooling))
-            for m in dec_mons:
-                rows[(m.hook_name, m.pooling)] = torch.cat(per_clip[f"{m.hook_name}|{m.pooling}"])
-
-    for m in monitors:
-        scores, labels = m.score(rows[(m.hook_name, m.pooling)])
+        scores, labels = m.score(torch.cat(rows[m.key]))
         for r, s, lab in zip(results, scores, labels):
             r.extra.setdefault("monitors", {})[m.name] = s
             r.extra.setdefault("monitor_labels", {})[m.name] = lab
-    return results
 
 
 def transcribe_with_monitors(model: Any, audio: Any, monitors: Sequence[ProbeMonitor] | ProbeMonitor,
@@ -177,10 +112,9 @@ def transcribe_with_monitors(model: Any, audio: Any, monitors: Sequence[ProbeMon
     """``model.transcribe(audio, **transcribe_kwargs)`` with each monitor's score in
     ``result.extra["monitors"]``; a list of audio gives a list of results.
 
-    The transcript is the same as without monitors (hooks only read). Whisper clips share
-    one batch when they share a prompt (English-only models, or ``language`` given);
-    otherwise, and for other models, clips run one at a time so each encoder call that a
-    hook sees covers exactly one prompt group.
+    The transcript is the same as without monitors (hooks only read). Clips share one batch;
+    when transcription splits it into prompt groups (detected languages, audio lengths), it
+    is run again clip by clip (the rule of :func:`~hooked_asr.activations.rows.pooled_rows`).
     """
     mons = [monitors] if isinstance(monitors, ProbeMonitor) else list(monitors)
     if not mons:
@@ -191,13 +125,9 @@ def transcribe_with_monitors(model: Any, audio: Any, monitors: Sequence[ProbeMon
     for m in mons:
         model.check_hook_name(m.hook_name)
     clips, is_batch = _as_clips(audio)
-    one_prompt = hasattr(model, "sot_sequence") and (
-        transcribe_kwargs.get("language") or not (model.cfg.is_multilingual and model.cfg.lang_to_id))
-    if one_prompt:
-        results = _monitor_batch(model, clips, mons, transcribe_kwargs)
-    else:
-        results = [r for c in clips for r in _monitor_batch(model, [c], mons, transcribe_kwargs)]
-    return results if is_batch else results[0]
+    got = pooled_rows(model, clips, [m.key for m in mons], transcribe=True, **transcribe_kwargs)
+    _score(got.results, got.rows, mons)
+    return got.results if is_batch else got.results[0]
 
 
 __all__ = ["ProbeMonitor", "transcribe_with_monitors"]

@@ -1,7 +1,10 @@
 """Repetition loops: detection in transcripts and inputs that provoke them.
 
-A *loop* is an n-gram repeated back to back at least ``min_repeats`` times
-(``w w w`` for ``n = 1``, ``a b a b a b`` for ``n = 2``). Speech can repeat itself too
+A *loop* is an n-gram (``n <= max_ngram``, 8) repeated back to back at least ``min_repeats``
+(3) times (``w w w`` for ``n = 1``, ``a b a b a b`` for ``n = 2``). This is the package's one
+loop rule: the encoder lens's flag, the patching metrics and the scripts all call
+:func:`find_loops` (or :func:`find_repetition_loop`, its longest loop). No minimum length:
+a word said three times is a loop; whether it is a *failure* is decided against what was said. Speech can repeat itself too
 ("very very very"), so the loop that matters is the one the model adds: compare against
 the words actually spoken with :func:`excess_repeats`, or notice that decoding hit its
 length limit inside a loop (:func:`is_runaway`).
@@ -21,7 +24,7 @@ from typing import Any, Hashable
 import numpy as np
 from jaxtyping import Float
 
-SAMPLE_RATE = 16000
+from hooked_asr.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,22 @@ def find_loops(
             loops.append(best)
             i += best.length
     return loops
+
+
+def find_repetition_loop(
+    seq: str | Sequence[Hashable], min_repeats: int = 3, max_ngram: int = 8
+) -> tuple[int, int] | None:
+    """``(period, repeats)`` of the longest loop :func:`find_loops` finds, else None.
+
+    ``[a b a b a b]`` -> ``(2, 3)``; a block said twice is not a loop. The same rule as
+    :func:`find_loops` (it is a view of its answer), so the encoder lens and the patching
+    metrics call the same things loops.
+    """
+    loops = find_loops(seq, min_repeats, max_ngram)
+    if not loops:
+        return None
+    best = max(loops, key=lambda lp: (lp.length, -lp.start))
+    return len(best.ngram), best.repeats
 
 
 def has_loop(seq: str | Sequence[Hashable], min_repeats: int = 3, max_ngram: int = 8) -> bool:
@@ -225,6 +244,7 @@ __all__ = [
     "code_switch",
     "excess_repeats",
     "find_loops",
+    "find_repetition_loop",
     "fragment",
     "has_loop",
     "is_repetition_failure",

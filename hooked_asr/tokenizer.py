@@ -1,4 +1,4 @@
-"""Whisper's tokenizer, offline, from a ``tokenizer.json``.
+"""Tokenizers, offline: Whisper's from a ``tokenizer.json``, and Qwen2-Audio's adapter.
 
 The special tokens are read by name from the file. The tokenizer.json files shipped with
 the CTranslate2 tiny.en and base checkpoints lack timestamp tokens; Whisper's timestamp
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 N_TIMESTAMPS = 1501  # 0.00 .. 30.00 s in 0.02 s steps
@@ -119,3 +120,37 @@ class WhisperTokenizer:
         if self.is_special(token):
             return self.decode_with_timestamps([token])
         return self._tok.decode([token], skip_special_tokens=False)
+
+
+class Qwen2AudioTokenizer:
+    """A thin adapter over a ``tokenizers.Tokenizer`` or a ``transformers`` tokenizer/processor:
+    ``encode`` (no special tokens added, special-token strings in the text are parsed),
+    ``decode`` (special tokens skipped) and ``token_to_id``."""
+
+    def __init__(self, tok: Any):
+        tok = getattr(tok, "tokenizer", tok)  # a processor holds its tokenizer
+        self._tok = tok
+        self._fast = hasattr(tok, "token_to_id") and not hasattr(tok, "convert_tokens_to_ids")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Qwen2AudioTokenizer":
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(path)))
+
+    def encode(self, text: str) -> list[int]:
+        if self._fast:
+            return list(self._tok.encode(text, add_special_tokens=False).ids)
+        return list(self._tok.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        if self._fast:
+            return self._tok.token_to_id(token)
+        i = self._tok.convert_tokens_to_ids(token)
+        return None if i is None or i == getattr(self._tok, "unk_token_id", None) else int(i)
+
+
+__all__ = ["N_TIMESTAMPS", "Qwen2AudioTokenizer", "WhisperTokenizer"]

@@ -1,10 +1,31 @@
-"""Options shared by the probing scripts (run as scripts, so they import this by its bare name)."""
+"""What every experiment script shares (run as scripts, they import this by its bare name).
+
+- the repository root goes first on ``sys.path``, so ``python scripts/x.py`` runs against this
+  checkout's ``hooked_asr`` and not some other installed copy;
+- :func:`parser` / :func:`add_probe_options`: the argument parser and the probe options;
+- :func:`setup`: seed, output folder, model loaded on the chosen device in eval mode;
+- :func:`print_table`: one readable table format for every script, with the paper's numbers in
+  their own columns where the paper reports them (``paper ...``) and ``-`` where it does not.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` whose ``--help`` shows the script's docstring as written."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_probe_options(ap: argparse.ArgumentParser, l2: float = 1e-3, test_size: float = 0.2,
@@ -16,3 +37,69 @@ def add_probe_options(ap: argparse.ArgumentParser, l2: float = 1e-3, test_size: 
     ap.add_argument("--batch-size", type=int, default=8, help="clips per extraction batch")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--smoke", action="store_true", help=smoke_help)
+
+
+def setup(args: argparse.Namespace, model_name: str | None = None) -> tuple[Any, Path, float]:
+    """Seed torch, create ``args.out``, load ``model_name`` (default ``args.model``).
+
+    Returns ``(model, out_dir, t0)``; ``t0`` is ``time.time()`` at the start."""
+    import hooked_asr
+
+    t0 = time.time()
+    torch.manual_seed(getattr(args, "seed", 0))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = model_name or args.model
+    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = hooked_asr.load_model(name).to(device).eval()
+    return model, out, t0
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "-" if v != v else f"{v:.3f}"
+    return str(v)
+
+
+def print_table(rows: Any, title: str = "", columns: list[str] | None = None) -> str:
+    """Print ``rows`` (a DataFrame or a list of dicts) as a Markdown table and return the text.
+
+    Missing values print as ``-`` (``None`` / NaN: the paper does not report that cell)."""
+    if hasattr(rows, "to_dict"):
+        columns = columns or [str(c) for c in rows.columns]
+        rows = rows.to_dict("records")
+    rows = list(rows)
+    columns = columns or (list(rows[0]) if rows else [])
+    lines = [f"| {' | '.join(columns)} |", f"|{'|'.join('---' for _ in columns)}|"]
+    lines += [f"| {' | '.join(_fmt(r.get(c)) for c in columns)} |" for r in rows]
+    text = (f"{title}\n" if title else "") + "\n".join(lines)
+    print(text)
+    return text
+
+
+def relative_depth(layer: int, n_layers: int) -> float:
+    """``layer / (n_layers - 1)``: 0 for the first block, 1 for the last (0-based layers)."""
+    return layer / max(n_layers - 1, 1)
+
+
+def nearest_paper_row(layer: int, n_layers: int, paper_rows: dict[int, Any], paper_n_layers: int = 32) -> tuple[int, Any]:
+    """The paper's row (``{paper layer: row}``) at the relative depth closest to ours, so a
+    4-layer model's layer 3 sits beside large-v3's last reported layer."""
+    d = relative_depth(layer, n_layers)
+    key = min(paper_rows, key=lambda k: (abs(relative_depth(k, paper_n_layers) - d), k))
+    return key, paper_rows[key]
+
+
+def ks_statistic(a: Any, b: Any) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic ``max_x |F_a(x) - F_b(x)|`` (0: identical)."""
+    import numpy as np
+
+    a, b = np.sort(np.asarray(a, float)), np.sort(np.asarray(b, float))
+    if not len(a) or not len(b):
+        return float("nan")
+    grid = np.concatenate([a, b])
+    fa = np.searchsorted(a, grid, side="right") / len(a)
+    fb = np.searchsorted(b, grid, side="right") / len(b)
+    return float(np.abs(fa - fb).max())

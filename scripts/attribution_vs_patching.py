@@ -15,6 +15,7 @@ Spearman and Pearson correlation, top-10 overlap, and the time of each method.
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (puts this checkout first on sys.path)
 import argparse
 import json
 import time

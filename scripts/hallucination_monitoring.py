@@ -12,11 +12,14 @@
    are transcribed again with the monitor live, and its scores are written next to their WER
    (the monitor's accuracy must equal the probe's test accuracy: same rows, same probe).
 
-Paper reference (Whisper large-v3; the paper curates the zero-WER clips and the ~200 highest-WER
-clips of a corpus; 93.4 % at decoder layer 22 as secondary sources report it, see ``PAPER_REFERENCE``): a linear probe on the decoder's
-final-token residual separates hallucinated from correct transcripts with high accuracy, best in
-the late decoder layers. Our inputs are synthetic and tiny.en has only 4 decoder layers, so expect
-the shape (rising with depth), not the numbers.
+The paper's protocol ([BT] §4.2, Table 1): each model transcribes LibriSpeech test-clean (and
+Common Voice 16.1); 150 zero-WER and the 200 highest-WER transcripts, split 70/30, "text length
+distributions ... identical between the low and high WER groups"; a linear probe on the decoder
+residual at the end-of-text token per layer; Table 1 gives Test Acc / Train Acc / F1 per layer,
+best 0.934 at layer 22 of 32. Defaults here are those sizes (``--n 150 --n-wrong 200
+--test-size 0.3``); the length match is reported (mean words per group, KS statistic). Our
+inputs are synthetic espeak-ng and tiny.en has 4 decoder layers: compare the shape (by
+relative depth, the paper's row at the nearest depth printed beside ours), not the numbers.
 
 Writes ``<out>/dataset.csv`` (every kept clip: kind, reference, transcript, WER, label),
 ``<out>/probe_sweep.{csv,json,png}``, ``<out>/best_probe.safetensors`` (+ ``.json``),
@@ -36,21 +39,30 @@ import time
 import warnings
 from pathlib import Path
 
+import _common
 import numpy as np
 import torch
 from _common import add_probe_options
 
 PAPER_REFERENCE = (
-    "Paper (Whisper large-v3, Sec 4.2, as secondary sources report it, see docs/paper_reference.md): a linear "
-    "probe on the decoder residual stream predicts hallucinated vs correct transcripts with 93.4 % accuracy "
-    "at decoder layer 22 (of 32); labelling details not retrieved."
+    "Paper ([BT] §4.2, Table 1; Whisper large-v3, LibriSpeech test-clean, 150 zero-WER + 200 highest-WER, 70/30): "
+    "best test accuracy 0.934 at decoder layer 22 of 32; Common Voice 88.1 % at layer 22; Qwen2-Audio 70.2 % "
+    "(LibriSpeech) / 83.6 % (Common Voice) at layer 22."
 )
+# [BT] Table 1: layer -> (Test Acc, Train Acc, F1)
+PAPER_TABLE1 = {5: (0.622, 0.571, 0.726), 10: (0.900, 0.838, 0.892), 15: (0.889, 1.000, 0.891),
+                20: (0.878, 1.000, 0.882), 22: (0.934, 1.000, 0.933), 25: (0.900, 0.995, 0.901),
+                31: (0.932, 1.000, 0.932)}
+TABLE1_COLUMNS = ["Layer", "Test Acc", "Train Acc", "F1", "paper Layer (of 32)", "paper Test Acc",
+                  "paper Train Acc", "paper F1"]
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="whisper-tiny.en", help="registry name, local dir or hub id")
-    ap.add_argument("--n", type=int, default=50, help="pairs wanted (items per class)")
+    ap.add_argument("--n", type=int, default=150, help="zero-WER transcripts wanted (the paper: 150)")
+    ap.add_argument("--n-wrong", type=int, default=None, help="highest-WER transcripts wanted (default: 200 when "
+                    "--n is the paper's 150, else 4/3 of --n as in the paper)")
     ap.add_argument("--per-kind", type=int, default=None,
                     help="inputs generated per kind, 6 kinds (default: max(2, ceil(n/2)), which on tiny.en gives "
                          "about n pairs; raise it when fewer pairs come out)")
@@ -58,7 +70,7 @@ def parse_args(argv=None):
     ap.add_argument("--stack", choices=["decoder", "encoder", "all"], default="decoder")
     ap.add_argument("--min-wer", type=float, default=0.5)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    add_probe_options(ap, l2=1e-3, test_size=0.2)
+    add_probe_options(ap, l2=1e-3, test_size=0.3)
     return ap.parse_args(argv)
 
 
@@ -72,7 +84,6 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def main(argv=None) -> dict:
-    import hooked_asr
     from hooked_asr.activations import extract_activations
     from hooked_asr.datasets.labelled import hallucination_dataset, hallucination_prone_inputs
     from hooked_asr.monitors import ProbeMonitor, transcribe_with_monitors
@@ -81,22 +92,20 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.smoke:
         args.n = min(args.n, 4)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    model = hooked_asr.load_model(args.model).to(args.device).eval()
+    model, out, t0 = _common.setup(args)
     name = getattr(model.cfg, "name", args.model)
     language = "en" if getattr(model.cfg, "is_multilingual", False) else None
     kw = {"language": language} if language else {}
     print(f"{name}: hallucination probes, {args.n} pairs wanted")
     print(PAPER_REFERENCE)
 
-    per_kind = args.per_kind or max(2, math.ceil(args.n / 2))
+    n_wrong = args.n_wrong or (200 if args.n == 150 else math.ceil(args.n * 4 / 3))
+    per_kind = args.per_kind or max(2, math.ceil((args.n + n_wrong) / 4))
     inputs = hallucination_prone_inputs(per_kind, seed=args.seed, progress=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = hallucination_dataset(model, inputs, n_per_class=args.n, min_wer=args.min_wer,
+            ds = hallucination_dataset(model, inputs, n_per_class=args.n, n_wrong=n_wrong, min_wer=args.min_wer,
                                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, **kw)
         except ValueError as err:
             print(f"no pairs: {err}")
@@ -107,12 +116,19 @@ def main(argv=None) -> dict:
     rows = [{k: r.get(k) for k in ("pair", "label", "label_name", "kind", "wer", "ref_words", "text", "transcript")}
             for r in ds.metadata()]
     _write_csv(out / "dataset.csv", rows)
-    n_pairs = len(ds) // 2
+    n_pairs = int((ds.labels() == 0).sum())
+    n_high = int((ds.labels() == 1).sum())
+    len0 = [r["ref_words"] for r in rows if r["label"] == 0]
+    len1 = [r["ref_words"] for r in rows if r["label"] == 1]
+    length_match = {"zero-WER": n_pairs, "highest-WER": n_high, "mean words zero-WER": float(np.mean(len0)),
+                    "mean words highest-WER": float(np.mean(len1)), "KS statistic": _common.ks_statistic(len0, len1)}
+    _common.print_table([length_match], "length match (paper: 'text length distributions are identical'):")
     kinds = {}
     for r in rows:
         kinds.setdefault(r["label_name"], {}).setdefault(r["kind"], 0)
         kinds[r["label_name"]][r["kind"]] += 1
-    print(f"{n_pairs} length-matched pairs from {len(inputs)} inputs; kinds per class: {kinds}")
+    print(f"{n_pairs} zero-WER + {n_high} highest-WER transcripts from {len(inputs)} inputs (the paper: 150 + 200); "
+          f"kinds per class: {kinds}")
     if n_pairs < 2:
         msg = "fewer than 2 pairs: a held-out split needs at least 2 per class; raise --per-kind or --n"
         print(msg)
@@ -132,6 +148,14 @@ def main(argv=None) -> dict:
     sweep.save(out)
     print()
     print(sweep.summary())
+    n_dec = model.n_layers["decoder"]
+    t1 = []
+    for r in sweep.rows:
+        pl, (pt, ptr, pf) = _common.nearest_paper_row(int(r["layer"]), n_dec, PAPER_TABLE1)
+        t1.append(dict(zip(TABLE1_COLUMNS, [f"L{r['layer']}", r["test_acc"], r["train_acc"], r["f1"], f"L{pl}", pt, ptr, pf])))
+    print()
+    _common.print_table(t1, f"Table 1 (hallucination prediction from the decoder residual stream), {name} beside "
+                            "[BT] large-v3 at the nearest relative depth", TABLE1_COLUMNS)
 
     best = sweep.best_layer
     res = sweep.results[best]
@@ -151,7 +175,8 @@ def main(argv=None) -> dict:
           f"(probe test accuracy {res.test_acc:.3f})")
     for s in score_rows:
         print(f"  label {s['label']}  p(halluc) {s['score']:.3f}  WER {s['wer']:.2f}  {s['kind']:<15} {s['transcript']!r}")
-    summary = {"model": name, "pairs": n_pairs, "inputs": len(inputs), "kinds_per_class": kinds,
+    summary = {"model": name, "pairs": n_pairs, "n_high_wer": n_high, "length_match": length_match, "table1": t1,
+               "inputs": len(inputs), "kinds_per_class": kinds,
                "best_layer": best, "test_acc": res.test_acc, "monitor_acc": mon_acc,
                "rows": sweep.to_json()["rows"], "paper_reference": PAPER_REFERENCE,
                "seconds": round(time.time() - t0, 1)}

@@ -150,6 +150,7 @@ def main() -> None:
                           title=f"{args.model} {hook} {args.arch} SAE")
     timings["features + browser"] = time.process_time() - t0
 
+    categories = categorise(reports)
     _plot_training(trainer.state.history, out / "training.png")
     result = {
         "model": args.model, "hook": hook, "sae": sae.cfg.to_dict(), "train_frames": trainer.state.frames_seen,
@@ -158,6 +159,7 @@ def main() -> None:
         "features": [{"feature": r.feature, "label": r.label, "frequency": r.frequency,
                       "top_words": [e.word for e in r.examples]} for r in reports],
         "transcripts": splice_speech.transcripts[:6],
+        "feature_categories": categories,
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
 
@@ -178,10 +180,38 @@ def main() -> None:
     for r in reports:
         print(f"  {r.feature:5d}  freq {100 * r.frequency:5.2f}%  {r.label:45s} top: "
               f"{', '.join(e.word or '-' for e in r.examples[:6])}")
+    import _common
+
+    cat_rows = [{"category": c, "paper (Pluth et al. 2026)": PAPER_KINDS.get(c, "-"), "ours: features": len(fs),
+                 "share": len(fs) / max(len(reports), 1), "examples": " ".join(str(f) for f in fs[:5]) or "-"}
+                for c, fs in categories.items()]
+    _common.print_table(cat_rows, f"== feature categories over the {len(reports)} labelled features (the paper gives "
+                                  "kinds, no counts) ==")
     print("== CPU seconds ==")
     for k, v in timings.items():
         print(f"  {k:34s} {v:7.1f}")
     print(f"\nwrote {out}/metrics.json, {out}/browser/index.html, {out}/sae/")
+
+
+PAPER_KINDS = {"phonetic": "found", "semantic": "found", "morphological": "found", "positional": "found",
+               "lexical": "found", "non-linguistic": "found ('non-linguistic' features)", "mixed": "-"}
+
+
+def categorise(reports) -> dict[str, list[int]]:
+    """The SAE paper's kinds counted over the labelled features (``feature_category``)."""
+    from hooked_asr.datasets.espeak import phonemize
+    from hooked_asr.sae.evaluate import FEATURE_CATEGORIES, feature_category
+
+    out: dict[str, list[int]] = {c: [] for c in FEATURE_CATEGORIES}
+    for r in reports:
+        ws = [e.word for e in r.examples]
+        try:
+            ph = [phonemize(w).strip() if w else "" for w in ws]
+        except Exception as err:  # noqa: BLE001 - the phonemizer is optional; say so
+            print(f"phonemes skipped ({err}); phonetic features cannot be recognised")
+            ph = None
+        out[feature_category(r.label, ws, ph)].append(r.feature)
+    return out
 
 
 def _plot_training(history: list[dict], path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked_asr.models.qwen2_audio_weights import SPECIAL_TOKENS
+from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS
 
 # Shapes that cover what differs across real Whisper sizes: 80 vs 128 mel bins, the three
 # vocabulary sizes (51864 .en, 51865 multilingual, 51866 large-v3), and encoder depth !=
@@ -46,6 +46,33 @@ def make_hf_whisper(shape: str, seed: int = 0):
             else:
                 p.normal_(0.0, 0.15)
     return model
+
+
+def make_hf_whisper_30s(
+    encoder_layers: int = 1, decoder_layers: int = 1, max_target_positions: int = 32, seed: int = 0,
+    init: str = "spread", **config,
+):
+    """A tiny random Whisper (d_model 32, 2 heads) whose encoder reads the real 30 s window (1500
+    frames), for tests that need real clip lengths. ``init``: ``"spread"`` draws every weight but
+    the encoder's sinusoids from N(0, 0.15); ``"spread_norms"`` the same with layer-norm weights
+    from U(0.5, 1.5); ``"hf"`` keeps Hugging Face's init. ``config`` overrides WhisperConfig fields."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = WhisperConfig(vocab_size=51864, num_mel_bins=80, encoder_layers=encoder_layers, decoder_layers=decoder_layers,
+                        encoder_attention_heads=2, decoder_attention_heads=2, d_model=32, encoder_ffn_dim=64,
+                        decoder_ffn_dim=64, max_source_positions=1500, max_target_positions=max_target_positions,
+                        attn_implementation="eager", **config)
+    hf = WhisperForConditionalGeneration(cfg).eval()
+    if init == "hf":
+        return hf
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if init == "spread_norms" and "layer_norm" in name and name.endswith("weight"):
+                p.uniform_(0.5, 1.5)
+            elif not (name.endswith("embed_positions.weight") and "encoder" in name):
+                p.normal_(0.0, 0.15)
+    return hf
 
 
 @pytest.fixture(params=sorted(WHISPER_SHAPES))

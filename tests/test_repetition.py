@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from hooked_asr.repetition import (
     code_switch,
     excess_repeats,
     find_loops,
+    find_repetition_loop,
     fragment,
     has_loop,
     is_repetition_failure,
@@ -88,3 +91,29 @@ def test_builders_use_the_given_synthesizer():
     audio, text = code_switch([("hello there", "en-us"), ("hola", "es")], gap_s=0.01, synthesize=fake)
     assert calls[-2:] == [("hello there", "en-us"), ("hola", "es")]
     assert text == "hello there hola" and len(audio) == 110 + 160 + 40
+
+
+def test_one_loop_rule_for_the_encoder_lens_and_the_metrics():
+    # The lens's loop flag and the patching metrics read the same detector: three copies of
+    # a short block are a loop for both (the lens once demanded six tokens and disagreed).
+    from hooked_asr.lens import find_repetition_loop as lens_rule
+
+    assert lens_rule is find_repetition_loop
+    assert find_repetition_loop([5, 5, 5]) == (1, 3)
+    rng = random.Random(0)
+    for _ in range(300):
+        seq = [rng.randrange(3) for _ in range(rng.randrange(0, 14))]
+        got = find_repetition_loop(seq)
+        loops = find_loops(seq)
+        assert (got is not None) == bool(loops)
+        if loops:
+            best = max(loops, key=lambda lp: lp.length)
+            assert got[0] * got[1] == best.length
+
+
+def test_find_repetition_loop_on_constructed_sequences():
+    assert find_repetition_loop([1, 2, 1, 2, 1, 2]) == (2, 3)
+    assert find_repetition_loop([9, 9, 9, 9, 9, 9, 9]) == (1, 7)
+    assert find_repetition_loop([5, 6, 5, 6, 7]) is None  # said twice is not a loop
+    assert find_repetition_loop([1, 2, 3, 1, 2, 3, 1, 2, 3, 4]) == (3, 3)
+    assert find_repetition_loop([]) is None

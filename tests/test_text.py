@@ -40,3 +40,8 @@ def test_normalisation_ignores_case_and_punctuation_only():
 def test_corpus_wer_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
         corpus_word_error_rate(["a", "b"], ["a"])
+
+
+def test_corpus_word_error_rate_ignores_case_and_punctuation():
+    assert corpus_word_error_rate(["Hello, world."], ["hello world"]) == 0.0
+    assert corpus_word_error_rate(["a b c d"], ["a x c"]) == pytest.approx(0.5)

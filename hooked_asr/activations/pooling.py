@@ -15,37 +15,16 @@ finished), ``mean`` averages over all positions, ``none`` keeps every position.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from jaxtyping import Float
 
+from hooked_asr.audio import SAMPLES_PER_ENCODER_FRAME as SAMPLES_PER_FRAME
+from hooked_asr.audio import audio_frames, window_samples
+
 Pooling = Literal["mean", "final", "none"]
 POOLINGS = ("mean", "final", "none")
-WINDOW_SAMPLES = 480000  # Whisper's 30-s window at 16 kHz
-SAMPLES_PER_FRAME = 320  # 1500 encoder frames per window: 20 ms each
-MEL_HOP = 160  # samples per mel frame
-
-
-def audio_frames(n_samples: int, n_frames: int = 1500, window_samples: int = WINDOW_SAMPLES) -> int:
-    """Frames (of ``n_frames`` spanning the 30-s window) that overlap the first ``n_samples``.
-
-    ``ceil(n_samples * n_frames / window_samples)``, between 1 and ``n_frames``; for
-    Whisper's encoder (1500 frames) this is ``ceil(n_samples / 320)``. It also serves
-    hooks at another resolution (conv1: 3000 frames, Qwen2-Audio's pooled 750). Extraction
-    and monitors pass ``window_samples(model)``, so a model with a shorter window counts right.
-    """
-    if n_samples <= 0:
-        raise ValueError(f"n_samples must be positive, got {n_samples}")
-    return max(1, min(n_frames, math.ceil(n_samples * n_frames / window_samples)))
-
-
-def window_samples(model: Any) -> int:
-    """Samples in ``model``'s audio window: 160 per mel frame its encoder reads (480000 for
-    Whisper and the real Qwen2-Audio, 30 s; less for small test models with a shorter window)."""
-    enc = getattr(getattr(model, "cfg", None), "encoder", None)
-    return int(enc.n_frames) * MEL_HOP if enc is not None else WINDOW_SAMPLES
 
 
 def normalise_pooling(pooling: str, hook_name: str) -> str:

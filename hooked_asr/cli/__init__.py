@@ -23,9 +23,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The library's errors about the user's input: printed as one line, not a traceback."""
+    from hooked_asr.activations.store import StoreError
+    from hooked_asr.audio import AudioError
+    from hooked_asr.loading.ct2 import CT2FormatError
+    from hooked_asr.loading.hf import CheckpointError
+    from hooked_asr.loading.whisper_weights import WeightConversionError
+
+    return AudioError, CheckpointError, CT2FormatError, StoreError, WeightConversionError, FileNotFoundError
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; the library's input errors print ``hooked-asr: error: ...`` and return 2
+    (set ``HOOKED_ASR_TRACEBACK=1`` for the full traceback)."""
+    import os
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as e:
+        if os.environ.get("HOOKED_ASR_TRACEBACK"):
+            raise
+        print(f"hooked-asr: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -147,12 +147,12 @@ def run_browse(args: argparse.Namespace) -> int:
 
 def run_steer(args: argparse.Namespace) -> int:
     from hooked_asr.sae import load_sae
-    from hooked_asr.sae.steering import Intervention, steer
+    from hooked_asr.sae.steering import FeatureIntervention, steer
 
     sae = load_sae(args.sae)
     model = _model(args, sae)
     clips, texts = _audio(args)
-    iv = [Intervention(feature=args.feature, mode=args.mode, value=args.value)]
+    iv = [FeatureIntervention(feature=args.feature, mode=args.mode, value=args.value)]
     for i, clip in enumerate(clips):
         clean = model.transcribe(clip, language=args.language)
         with steer(model, sae, iv):

@@ -6,6 +6,7 @@ from hooked_asr.components.blocks import Block
 from hooked_asr.components.decoder import TextDecoder
 from hooked_asr.components.mlp import MLP, GatedMLP
 from hooked_asr.components.norm import LayerNorm, RMSNorm
+from hooked_asr.components.projector import AudioProjector
 
 __all__ = [
     "Attention",
@@ -17,4 +18,5 @@ __all__ = [
     "GatedMLP",
     "LayerNorm",
     "RMSNorm",
+    "AudioProjector",
 ]

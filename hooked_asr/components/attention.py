@@ -27,6 +27,46 @@ from hooked_asr.hooks import HookPoint
 KV = tuple[torch.Tensor, torch.Tensor]  # (k, v), each [batch, kv_head, pos, d_head]
 
 
+def project_heads(
+    x: Float[torch.Tensor, "batch pos d_model"],
+    W: Float[torch.Tensor, "head d_model d_head"],
+    b: Float[torch.Tensor, "head d_head"] | None = None,
+) -> Float[torch.Tensor, "batch pos head d_head"]:
+    """``y[..., h, :] = x W[h] + b[h]`` for all heads at once.
+
+    One GEMM ``x.reshape(-1, d_model) @ W_flat`` with ``W_flat = W.permute(1, 0, 2)
+    .reshape(d_model, head * d_head)``, viewed as ``[batch, pos, head, d_head]``. ``W_flat`` is
+    a view (no copy) for the layouts weights have here: converted from Hugging Face (its
+    ``[head * d_head, d_model]`` matrix, transposed) or allocated by :class:`Attention`. For
+    any other layout (e.g. a contiguous ``[head, d_model, d_head]`` tensor) the heads become
+    the batch of one ``bmm`` over a broadcast view of ``x``, which copies neither operand; the
+    old ``x.unsqueeze(1) @ W`` copied ``x`` once per head and ``W`` once per batch row.
+    """
+    n_heads, d_model, d_head = W.shape
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, d_model)
+    if _flat_is_view(W):
+        W_flat = W.permute(1, 0, 2).reshape(d_model, n_heads * d_head)
+        y = x2 @ W_flat if b is None else torch.addmm(b.reshape(-1), x2, W_flat)
+        return y.view(*lead, n_heads, d_head)
+    y = x2.unsqueeze(0) @ W  # [head, rows, d_head]; x2 broadcast with stride 0, not copied
+    if b is not None:
+        y = y + b[:, None, :]
+    return y.permute(1, 0, 2).view(*lead, n_heads, d_head)
+
+
+def _flat_is_view(W: torch.Tensor) -> bool:
+    """Whether ``W.permute(1, 0, 2)`` merges its last two dims without a copy."""
+    return W.shape[0] == 1 or W.stride(0) == W.shape[2] * W.stride(2)
+
+
+def _head_layout(*shape: int) -> torch.Tensor:
+    """An uninitialised ``[head, d_model, d_head]`` (or ``[head, d_head, d_model]``) weight stored
+    as ``[d_model, head, d_head]``, so that :func:`project_heads` reads it as one flat matrix."""
+    n_heads, a, c = shape
+    return torch.empty(a, n_heads, c).permute(1, 0, 2)
+
+
 class RotaryEmbedding(nn.Module):
     """Rotary positions (Qwen2 / Llama "rotate half" convention).
 
@@ -90,16 +130,18 @@ class Attention(nn.Module):
             raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
         self.n_heads, self.n_kv_heads, self.d_head = n_heads, n_kv_heads, d_head
         self.causal, self.cross = causal, cross
-        self.W_Q = nn.Parameter(torch.empty(n_heads, d_model, d_head))
+        self.W_Q = nn.Parameter(_head_layout(n_heads, d_model, d_head))
         self.b_Q = nn.Parameter(torch.zeros(n_heads, d_head))
-        self.W_K = nn.Parameter(torch.empty(n_kv_heads, d_model, d_head))
+        self.W_K = nn.Parameter(_head_layout(n_kv_heads, d_model, d_head))
         self.b_K = nn.Parameter(torch.zeros(n_kv_heads, d_head)) if k_bias else None
-        self.W_V = nn.Parameter(torch.empty(n_kv_heads, d_model, d_head))
+        self.W_V = nn.Parameter(_head_layout(n_kv_heads, d_model, d_head))
         self.b_V = nn.Parameter(torch.zeros(n_kv_heads, d_head))
         self.W_O = nn.Parameter(torch.empty(n_heads, d_head, d_model))
         self.b_O = nn.Parameter(torch.zeros(d_model)) if o_bias else None
         self.rotary = rotary
         self.use_attn_result = False
+        # load_state_dict(assign=True) puts the checkpoint's own layout in place.
+        self.register_load_state_dict_post_hook(lambda module, incompatible: module.relayout_weights())
 
         self.hook_q = HookPoint()  # [batch, q_pos, head, d_head]
         self.hook_k = HookPoint()  # [batch, k_pos, kv_head, d_head]
@@ -112,15 +154,27 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch, q_pos, head, d_head]
         self.hook_result = HookPoint()  # [batch, q_pos, head, d_model]
 
+    def relayout_weights(self) -> None:
+        """Store ``W_Q, W_K, W_V`` as ``[d_model, head, d_head]`` in memory (same values, same
+        ``[head, d_model, d_head]`` shape), so that each projection is one GEMM on a view.
+        Called after every ``load_state_dict``; a layout it has not fixed is still correct
+        (:func:`project_heads` then runs one copy-free ``bmm``)."""
+        for name in ("W_Q", "W_K", "W_V"):
+            W = getattr(self, name)
+            if not W.is_meta and not _flat_is_view(W):
+                with torch.no_grad():
+                    flat = W.detach().permute(1, 0, 2).contiguous().permute(1, 0, 2)
+                setattr(self, name, nn.Parameter(flat, requires_grad=W.requires_grad))
+
     def _project(
         self, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, hook: HookPoint
     ) -> torch.Tensor:
-        # [batch, 1, pos, d_model] @ [head, d_model, d_head] broadcasts to one batched matmul
-        # without copying W (faster than einsum, which would permute W every call).
-        y = x.unsqueeze(1) @ W
-        if b is not None:
-            y = y + b[:, None, :]
-        return hook(y.transpose(1, 2)).transpose(1, 2)  # hooks see [batch, pos, head, d_head]
+        """``x W[h] + b[h]`` for every head as one GEMM over all batch rows and positions.
+
+        Returns ``[batch, head, pos, d_head]``; the hook sees ``[batch, pos, head, d_head]``.
+        """
+        y = project_heads(x, W, b)
+        return hook(y).transpose(1, 2)
 
     def _rotate(self, x: torch.Tensor, position_ids: torch.Tensor | None, hook: HookPoint) -> torch.Tensor:
         if position_ids is None:
@@ -169,7 +223,7 @@ class Attention(nn.Module):
             mask = causal if mask is None else mask + causal
         scale = 1.0 / math.sqrt(self.d_head)
 
-        if not (self.hook_attn_scores._forward_hooks or self.hook_pattern._forward_hooks):
+        if not (self.hook_attn_scores.is_live() or self.hook_pattern.is_live()):
             # No one reads the pattern: the fused kernel gives the same numbers (to ~1e-6), faster.
             z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         else:
@@ -185,8 +239,10 @@ class Attention(nn.Module):
         if self.use_attn_result:
             result = self.hook_result(torch.einsum("bqhd,hdm->bqhm", z, self.W_O))
             out = result.sum(2)
+            if self.b_O is not None:
+                out = out + self.b_O
         else:
-            out = z.reshape(*z.shape[:2], -1) @ self.W_O.reshape(-1, self.W_O.shape[-1])
-        if self.b_O is not None:
-            out = out + self.b_O
+            # sum_h z_h W_O[h] + b_O as one GEMM: [rows, head * d_head] @ [head * d_head, d_model]
+            z2, W_O = z.reshape(-1, z.shape[2] * z.shape[3]), self.W_O.reshape(-1, self.W_O.shape[-1])
+            out = (z2 @ W_O if self.b_O is None else torch.addmm(self.b_O, z2, W_O)).view(*z.shape[:2], -1)
         return out, present

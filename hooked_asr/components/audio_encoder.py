@@ -31,10 +31,10 @@ class AudioEncoder(nn.Module):
             Block(cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.ln_eps, causal=False) for _ in range(cfg.n_layers)
         )
         self.ln_final = LayerNorm(cfg.d_model, cfg.ln_eps)
-        self.hook_mel = HookPoint()  # [batch, n_mels, 2*n_ctx]
+        self.hook_mel = HookPoint(copy_input=True)  # the caller's tensor; [batch, n_mels, 2*n_ctx]
         self.hook_conv1 = HookPoint()  # [batch, d_model, 2*n_ctx]  after GELU
         self.hook_conv2 = HookPoint()  # [batch, d_model, n_ctx]    after GELU
-        self.hook_pos_embed = HookPoint()  # [batch, frame, d_model]
+        self.hook_pos_embed = HookPoint(copy_input=True)  # a view of W_pos; [batch, frame, d_model]
         if cfg.pool_stride:
             self.hook_pooled = HookPoint()  # [batch, n_ctx // pool_stride, d_model]
         self.hook_out = HookPoint()  # [batch, frame, d_model]

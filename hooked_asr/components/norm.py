@@ -26,7 +26,7 @@ class LayerNorm(nn.Module):
         self.hook_normalized = HookPoint()  # [batch, pos, d_model]
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
-        if not self.hook_scale._forward_hooks:
+        if not self.hook_scale.is_live():
             # The fused kernel is faster and is what Hugging Face runs; the explicit form
             # below is only needed when someone reads or edits the scale.
             return self.hook_normalized(F.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps))

@@ -34,7 +34,7 @@ import numpy as np
 
 from hooked_asr.datasets.nonspeech import NONSPEECH_KINDS, mix_at_snr, nonspeech_clip
 
-SAMPLE_RATE = 16000
+from hooked_asr.audio import SAMPLE_RATE
 MANIFEST = "manifest.json"
 
 # ---- built-in text ---------------------------------------------------------------------
@@ -703,6 +703,8 @@ def _text_of(result: Any) -> str:
 def transcribe_all(model: Any, clips: Sequence[np.ndarray], batch_size: int = 8, progress: bool = True,
                    **transcribe_kwargs: Any) -> list[str]:
     """``model.transcribe`` over ``clips`` in batches (a list in, a list out); the texts."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     texts: list[str] = []
     for b in _progress(range(0, len(clips), batch_size), progress, "transcribing",
                        total=-(-len(clips) // batch_size)):
@@ -726,6 +728,7 @@ def hallucination_dataset(
     batch_size: int = 8,
     max_new_tokens: int | None = 128,
     strict: bool = False,
+    n_wrong: int | None = None,
     progress: bool = True,
     **transcribe_kwargs: Any,
 ) -> LabelledDataset:
@@ -747,9 +750,17 @@ def hallucination_dataset(
     have (nearly) the same reference-length distribution and a probe cannot win by
     reading length. Fewer pairs than asked: a warning (an error with ``strict``).
 
+    ``n_wrong`` (default ``n_per_class``): label-1 items wanted, for unequal classes as in
+    [BT] §4.2 (150 zero-WER, 200 highest-WER: ``n_per_class=150, n_wrong=200``). The
+    extra ones are the next highest-WER clips, each matched in length to an already
+    paired zero-WER clip (reused), so the length distributions stay matched.
+
     Items come pair by pair (label 0 then 1) with ``text`` (reference), ``transcript``,
-    ``wer``, ``ref_words``, ``pair`` and ``source_index``.
+    ``wer``, ``ref_words``, ``pair`` and ``source_index``, then the extra label-1 items
+    (``pair`` = the pair of the zero-WER clip they were matched to).
     """
+    if n_wrong is not None and (n_per_class is None or n_wrong < n_per_class):
+        raise ValueError(f"n_wrong={n_wrong} needs n_per_class set and n_wrong >= n_per_class ({n_per_class})")
     if n_per_class is not None:
         _check_n(n_per_class)
     if not 0 < min_wer:
@@ -814,20 +825,39 @@ def hallucination_dataset(
         if strict:
             raise ValueError(msg)
         warnings.warn(msg, stacklevel=2)
+    extras: list[tuple[int, int]] = []  # (pair index of the reused zero-WER clip, high-WER clip)
+    if n_wrong is not None and n_wrong > len(pairs) and pairs:
+        taken = {h for _, h in pairs}
+        for h in high:
+            if len(pairs) + len(extras) >= n_wrong:
+                break
+            if h in taken:
+                continue
+            p = min(range(len(pairs)), key=lambda q: (abs(n_words[pairs[q][0]] - n_words[h]),
+                                                      abs(n_chars[pairs[q][0]] - n_chars[h]), q))
+            if max_length_diff is not None and abs(n_words[pairs[p][0]] - n_words[h]) > max_length_diff:
+                continue
+            taken.add(h)
+            extras.append((p, h))
+        if len(pairs) + len(extras) < n_wrong:
+            msg = f"asked for {n_wrong} high-WER items, got {len(pairs) + len(extras)} ({summary})"
+            if strict:
+                raise ValueError(msg)
+            warnings.warn(msg, stacklevel=2)
     records, audio = [], []
-    for p, (z, h) in enumerate(pairs):
-        for label, i in ((0, z), (1, h)):
-            meta = {("source_" + k if k in ("label", "label_name") else k): v for k, v in metas[i].items()
-                    if isinstance(v, (str, int, float, bool, np.integer, np.floating))}
-            meta.update({"label": label, "label_name": ("correct", "hallucination")[label], "text": references[i],
-                         "transcript": hyps[i], "wer": float(wers[i]), "ref_words": n_words[i], "pair": p,
-                         "source_index": i})
-            records.append(meta)
-            audio.append(np.asarray(clips[i], dtype=np.float32))
+    order = [(p, label, i) for p, (z, h) in enumerate(pairs) for label, i in ((0, z), (1, h))]
+    for p, label, i in order + [(p, 1, h) for p, h in extras]:
+        meta = {("source_" + k if k in ("label", "label_name") else k): v for k, v in metas[i].items()
+                if isinstance(v, (str, int, float, bool, np.integer, np.floating))}
+        meta.update({"label": label, "label_name": ("correct", "hallucination")[label], "text": references[i],
+                     "transcript": hyps[i], "wer": float(wers[i]), "ref_words": n_words[i], "pair": p,
+                     "source_index": i})
+        records.append(meta)
+        audio.append(np.asarray(clips[i], dtype=np.float32))
     src = getattr(clips_or_dataset, "dataset_id", None) or _digest(references, [np.asarray(c) for c in clips])
     model_id = getattr(getattr(model, "cfg", None), "name", None) or type(model).__name__
     return _finish("hallucination_dataset", {"source": src, "model": model_id, "n_per_class": n_per_class,
-                                             "min_wer": min_wer, "max_length_diff": max_length_diff,
+                                             "n_wrong": n_wrong, "min_wer": min_wer, "max_length_diff": max_length_diff,
                                              **{k: v for k, v in sorted(kw.items())}},
                    records, audio, ["correct", "hallucination"])
 

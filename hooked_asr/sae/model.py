@@ -21,11 +21,13 @@ sees its own activation plus whatever an edit of ``hook_sae_acts`` / ``hook_sae_
 changed. That is the steering mode; with no edit it is exactly the identity.
 
 Saved as ``sae_weights.safetensors`` (``W_enc, b_enc, W_dec, b_dec``, the names and
-shapes SAELens uses) plus ``cfg.json``; see :func:`save_sae` for the mapping.
+shapes SAELens uses, with ``s`` folded in) plus a SAELens-format ``cfg.json``, so SAELens's
+``SAE.load_from_disk`` opens it unchanged; see :func:`save_sae`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -125,6 +127,11 @@ class SparseAutoencoder(HookedRootModule):
 
     def encode_pre(self, x: Float[torch.Tensor, "... d_in"]) -> Float[torch.Tensor, "... d_sae"]:
         """``pre = (s x - b_dec) W_enc + b_enc``."""
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"the SAE reads d_in={self.cfg.d_in} (trained on {self.cfg.hook_name or 'an unnamed hook'!r}) but got "
+                f"activations of width {x.shape[-1]}: use an SAE trained on this hook, or the hook it was trained on"
+            )
         return (x * self.input_scale - self.b_dec) @ self.W_enc + self.b_enc
 
     def activation(self, pre: Float[torch.Tensor, "... d_sae"]) -> Float[torch.Tensor, "... d_sae"]:
@@ -163,7 +170,7 @@ class SparseAutoencoder(HookedRootModule):
         x_hat = self.hook_sae_recons(self.decode(f))
         if not self.use_error_term:
             return self.hook_sae_output(x_hat)
-        x_hat_clean = x_hat if f is f_clean and not self.hook_sae_recons._forward_hooks else self.decode(f_clean)
+        x_hat_clean = x_hat if f is f_clean and not self.hook_sae_recons.is_live() else self.decode(f_clean)
         self.hook_sae_error(x - x_hat_clean)
         # x + (x_hat - x_hat_clean) rather than x_hat + e: equal in exact arithmetic, and
         # bit-for-bit x when nothing was edited, so a zero edit is an exact identity.
@@ -229,71 +236,112 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
 
 
-def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
-    """Write ``path/sae_weights.safetensors`` and ``path/cfg.json``.
+SAELENS_FORMAT = "6.0.0"  # the SAELens on-disk format (cfg.json layout) these files follow
 
-    Mapping to SAELens (``SAE.load_from_disk``): the tensors ``W_enc [d_in, d_sae]``,
-    ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``, ``b_dec [d_in]`` have SAELens's names and
-    shapes. ``cfg.json`` carries SAELens's keys (``d_in``, ``d_sae``, ``architecture``
-    ``"topk"``/``"standard"``, ``activation_fn_kwargs={"k": k}``, ``hook_name``,
-    ``apply_b_dec_to_input=True``, ``normalize_activations``) next to our own
-    (``hooked_asr`` holds :class:`SAEConfig`). Our ``input_scale`` is a fixed scalar, not
-    SAELens's running estimate: the file also holds ``input_scale`` and the config says
-    ``normalize_activations="none"`` only when it is 1; call
-    :meth:`SparseAutoencoder.fold_input_scale` before saving to export a file SAELens
-    reads as an exact function. SAELens's TopK applies ReLU after the top-k like ours.
+
+def _saelens_cfg(c: SAEConfig) -> dict[str, Any]:
+    """``cfg.json`` as SAELens 6's ``SAE.save_model`` writes it (``TopKSAEConfig`` /
+    ``StandardSAEConfig`` fields plus ``metadata``)."""
+    cfg: dict[str, Any] = {
+        "d_in": c.d_in,
+        "d_sae": c.d_sae,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {"sae_lens_version": SAELENS_FORMAT, "model_name": c.model_name, "hook_name": c.hook_name,
+                     "hook_head_index": None, "prepend_bos": False, "context_size": None},
+        "architecture": "topk" if c.architecture == "topk" else "standard",
+    }
+    if c.architecture == "topk":
+        cfg["k"] = c.k
+        cfg["rescale_acts_by_decoder_norm"] = False
+    return cfg
+
+
+def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
+    """Write ``path/sae_weights.safetensors`` and ``path/cfg.json`` in SAELens's format.
+
+    SAELens (``sae_lens.SAE.load_from_disk(path)``) opens the folder without edits: the
+    weights file holds exactly ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``, ``W_dec
+    [d_sae, d_in]``, ``b_dec [d_in]`` (its strict ``load_state_dict``), and ``cfg.json`` is
+    its v6 layout with ``normalize_activations="none"`` (its config check refuses names
+    it does not know). Our fixed input scale ``s`` is therefore folded into the weights
+    on the way out (a copy; ``sae`` is unchanged)::
+
+        W_enc' = s W_enc,  W_dec' = W_dec / s,  b_dec' = b_dec / s
+
+    so ``pre = (x - b_dec') W_enc' + b_enc = (s x - b_dec) W_enc + b_enc`` (the same TopK
+    choice) and ``x_hat = f W_dec' + b_dec' = (f W_dec + b_dec) / s``: SAELens computes
+    our function. ``cfg.json`` also keeps ``hooked_asr`` (:class:`SAEConfig`) and
+    ``hooked_asr_input_scale`` (``s``), which :func:`load_sae` uses to unfold, restoring
+    unit-norm decoder rows for training and steering.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().contiguous().cpu() for k, v in sae.state_dict().items()}
+    s = float(sae.input_scale)
+    folded = copy.deepcopy(sae)
+    folded.fold_input_scale()
+    tensors = {k: getattr(folded, k).detach().float().contiguous().cpu() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
     save_file(tensors, str(path / WEIGHTS_FILE))
-    c = sae.cfg
-    scale = float(sae.input_scale)
-    meta = {
-        "d_in": c.d_in,
-        "d_sae": c.d_sae,
-        "architecture": "topk" if c.architecture == "topk" else "standard",
-        "activation_fn": "topk" if c.architecture == "topk" else "relu",
-        "activation_fn_kwargs": {"k": c.k} if c.architecture == "topk" else {},
-        "hook_name": c.hook_name,
-        "hook_layer": c.hook_layer,
-        "model_name": c.model_name,
-        "apply_b_dec_to_input": True,
-        "normalize_activations": "none" if scale == 1.0 else "constant_input_scale",
-        "input_scale": scale,
-        "dtype": "float32",
-        "hooked_asr": c.to_dict(),
-    }
+    meta = _saelens_cfg(sae.cfg)
+    meta["hooked_asr"] = sae.cfg.to_dict()
+    meta["hooked_asr_input_scale"] = s
     (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
     return path
 
 
+def _config_from_saelens(meta: dict[str, Any]) -> SAEConfig:
+    arch = meta.get("architecture", "standard")
+    if arch not in ("standard", "topk"):
+        raise ValueError(f"SAELens architecture {arch!r} is not supported here; only 'standard' and 'topk'")
+    md = meta.get("metadata", {}) or {}
+    k = meta.get("k", (meta.get("activation_fn_kwargs") or {}).get("k", 1))
+    return SAEConfig(
+        d_in=meta["d_in"], d_sae=meta["d_sae"], architecture="topk" if arch == "topk" else "relu", k=int(k),
+        hook_name=meta.get("hook_name", md.get("hook_name", "")) or "",
+        model_name=meta.get("model_name", md.get("model_name", "")) or "",
+    )
+
+
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Read what :func:`save_sae` wrote (or a SAELens folder with ``W_enc/b_enc/W_dec/b_dec``)."""
+    """Read what :func:`save_sae` wrote, an older hooked_asr folder (with an ``input_scale``
+    tensor), or a SAELens folder (``W_enc/b_enc/W_dec/b_dec``, ``normalize_activations="none"``)."""
     path = Path(path)
     if not (path / WEIGHTS_FILE).exists() or not (path / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{path} is not an SAE folder: expected {WEIGHTS_FILE} and {CONFIG_FILE} in it")
     from safetensors.torch import load_file
 
-    meta = json.loads((path / CONFIG_FILE).read_text())
-    if "hooked_asr" in meta:
-        cfg = SAEConfig.from_dict(meta["hooked_asr"])
-    else:  # a SAELens folder
-        arch = meta.get("architecture", "standard")
-        if arch not in ("standard", "topk"):
-            raise ValueError(f"SAELens architecture {arch!r} is not supported here; only 'standard' and 'topk'")
-        cfg = SAEConfig(
-            d_in=meta["d_in"], d_sae=meta["d_sae"], architecture="topk" if arch == "topk" else "relu",
-            k=meta.get("activation_fn_kwargs", {}).get("k", 1), hook_name=meta.get("hook_name", ""),
-            model_name=meta.get("model_name", ""),
-        )
-    tensors = load_file(str(path / WEIGHTS_FILE))
-    tensors.setdefault("input_scale", torch.tensor(float(meta.get("input_scale", 1.0))))
+    try:
+        meta = json.loads((path / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({e}); the SAE folder is damaged") from None
+    cfg = SAEConfig.from_dict(meta["hooked_asr"]) if "hooked_asr" in meta else _config_from_saelens(meta)
+    norm = meta.get("normalize_activations", "none")
+    if "hooked_asr" not in meta and norm not in ("none", None, False):
+        raise ValueError(f"SAELens normalize_activations={norm!r} is not supported; fold it first "
+                         "(sae.fold_activation_norm_scaling_factor in SAELens) and save with 'none'")
+    try:
+        tensors = load_file(str(path / WEIGHTS_FILE))
+    except Exception as e:  # safetensors raises SafetensorError or OSError
+        raise ValueError(f"{path / WEIGHTS_FILE} is not a readable safetensors file ({e}); the SAE folder is damaged") from None
+    extra = sorted(set(tensors) - {"W_enc", "b_enc", "W_dec", "b_dec", "input_scale"})
+    if extra:
+        raise ValueError(f"{path / WEIGHTS_FILE} holds tensors {extra} this SAE does not have")
+    if "input_scale" not in tensors:  # SAELens layout: unfold the scale save_sae folded in
+        s = float(meta.get("hooked_asr_input_scale", 1.0))
+        if not math.isfinite(s) or s <= 0:
+            raise ValueError(f"hooked_asr_input_scale must be a positive number, got {s!r} in {path / CONFIG_FILE}")
+        tensors["W_enc"] = tensors["W_enc"] / s
+        tensors["W_dec"] = tensors["W_dec"] * s
+        tensors["b_dec"] = tensors["b_dec"] * s
+        tensors["input_scale"] = torch.tensor(s)
     sae = SparseAutoencoder(cfg, seed=None)
     sae.load_state_dict(tensors, strict=True)
     return sae.to(device)
 
 
-__all__ = ["SAEConfig", "SparseAutoencoder", "identity_sae", "save_sae", "load_sae"]
+__all__ = ["SAELENS_FORMAT", "SAEConfig", "SparseAutoencoder", "identity_sae", "save_sae", "load_sae"]

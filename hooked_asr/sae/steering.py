@@ -25,8 +25,8 @@ Mode = Literal["add", "scale", "clamp"]
 
 
 @dataclass
-class Intervention:
-    """Edit of feature(s) ``feature``: ``add`` value, ``scale`` by value, or ``clamp`` to value."""
+class FeatureIntervention:
+    """Edit of SAE feature(s) ``feature``: ``add`` value, ``scale`` by value, or ``clamp`` to value."""
 
     feature: int | Sequence[int]
     mode: Mode = "add"
@@ -42,7 +42,7 @@ class Intervention:
 
 
 def apply_interventions(
-    f: Float[torch.Tensor, "... d_sae"], interventions: Sequence[Intervention],
+    f: Float[torch.Tensor, "... d_sae"], interventions: Sequence[FeatureIntervention],
     frame_mask: Bool[torch.Tensor, "batch frame"] | None = None,
 ) -> Float[torch.Tensor, "... d_sae"]:
     """A copy of ``f`` with each intervention applied (on frames where ``frame_mask`` is True)."""
@@ -100,12 +100,12 @@ def splice(
 
 @contextmanager
 def steer(
-    model: Any, sae: SparseAutoencoder, interventions: Sequence[Intervention],
+    model: Any, sae: SparseAutoencoder, interventions: Sequence[FeatureIntervention],
     frame_mask: Bool[torch.Tensor, "batch frame"] | Bool[torch.Tensor, " frame"] | None = None,
 ) -> Iterator[SparseAutoencoder]:
     """Transcribe (or run anything) with features edited and the SAE's error kept.
 
-    >>> with steer(model, sae, [Intervention(feature=7, mode="clamp", value=0.0)]):
+    >>> with steer(model, sae, [FeatureIntervention(feature=7, mode="clamp", value=0.0)]):
     ...     model.transcribe(audio)
     """
     interventions = list(interventions)
@@ -118,4 +118,16 @@ def steer(
         yield sae
 
 
-__all__ = ["Intervention", "apply_interventions", "splice", "steer"]
+def __getattr__(name: str) -> Any:
+    # The old name, kept so code written against it runs; in hooked_asr "Intervention" is a
+    # component rewrite (hooked_asr.patching.Intervention), so the SAE edit has its own name.
+    if name == "Intervention":
+        import warnings
+
+        warnings.warn("hooked_asr.sae.steering.Intervention is now FeatureIntervention (Intervention names "
+                      "hooked_asr.patching's component rewrite)", DeprecationWarning, stacklevel=2)
+        return FeatureIntervention
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["FeatureIntervention", "apply_interventions", "splice", "steer"]

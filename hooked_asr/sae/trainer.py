@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,41 +252,151 @@ class SAETrainer:
 
     # ---- checkpoints -------------------------------------------------------------------
     def save_checkpoint(self, path: str | Path, source: FrameSource) -> Path:
-        """``path/sae/`` (safetensors + cfg.json, loadable alone) and ``path/trainer_state.pt``."""
+        """Write a checkpoint into ``path/step_<N>/`` and switch ``path/latest.json`` to it.
+
+        The folder holds ``sae/`` (safetensors + cfg.json, loadable alone with ``load_sae``),
+        ``trainer_state.safetensors`` (optimiser moments, dead counters, buffer, generator)
+        and ``trainer_state.json`` (everything else), all fsync-ed before the pointer is
+        replaced atomically; the previous checkpoint is deleted only after that, so a kill at
+        any moment leaves one complete checkpoint. Nothing is pickled. Returns the new folder.
+        """
+        from hooked_asr.activations.store import atomic_write_bytes
+
         path = Path(path)
-        save_sae(self.sae, path / "sae")
-        torch.save(
-            {
-                "optimizer": self.opt.state_dict(),
-                "frames_since_fired": self.frames_since_fired,
-                "generator": self.gen.get_state(),
-                "buffer": self.buffer,
-                "source": source.state_dict(),
-                "state": asdict(self.state),
-                "train_config": asdict(self.cfg),
-            },
-            path / "trainer_state.pt",
-        )
+        path.mkdir(parents=True, exist_ok=True)
+        name = f"step_{self.state.step:08d}"
+        final = path / name
+        tmp = path / f".{name}.{os.getpid()}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            save_sae(self.sae, tmp / "sae")
+            tensors, meta = _trainer_state_to_flat(self)
+            meta.update(source=source.state_dict(), state=asdict(self.state), train_config=asdict(self.cfg),
+                        format=CHECKPOINT_FORMAT)
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(tmp / STATE_TENSORS))
+            (tmp / STATE_JSON).write_text(json.dumps(meta))
+            (tmp / "history.json").write_text(json.dumps(self.state.history))
+            for f in [*tmp.rglob("*")]:
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
+            if final.exists():  # a checkpoint of the same step: only when it is not the live one
+                if _latest_name(path) == name:
+                    shutil.rmtree(tmp)
+                    return final
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        atomic_write_bytes(path / LATEST, json.dumps({"checkpoint": name, "step": self.state.step}).encode())
         (path / "history.json").write_text(json.dumps(self.state.history))
-        return path
+        for old in path.iterdir():  # superseded checkpoints and temp folders of dead writers
+            if old.is_dir() and old.name != name and (old.name.startswith("step_") or old.name.endswith(".tmp")):
+                shutil.rmtree(old, ignore_errors=True)
+        return final
 
     @classmethod
     def resume(cls, path: str | Path, source: FrameSource, **overrides: Any) -> "SAETrainer":
         """Rebuild a trainer from ``save_checkpoint``'s folder; ``source`` is moved to where
         the checkpoint left it. ``overrides`` change TrainConfig fields (e.g. ``progress``)."""
         path = Path(path)
-        if not (path / "trainer_state.pt").exists():
-            raise FileNotFoundError(f"no trainer_state.pt in {path}: not a checkpoint folder written by SAETrainer")
-        ck = torch.load(path / "trainer_state.pt", weights_only=False)
-        cfg = TrainConfig(**{**ck["train_config"], **overrides})
-        trainer = cls(load_sae(path / "sae"), cfg)
-        trainer.opt.load_state_dict(ck["optimizer"])
-        trainer.frames_since_fired = ck["frames_since_fired"]
-        trainer.gen.set_state(ck["generator"])
-        trainer.buffer = ck["buffer"]
-        trainer.state = TrainState(**ck["state"])
-        source.load_state_dict(ck["source"])
+        name = _latest_name(path)
+        if name is None:
+            hint = (" It holds trainer_state.pt, a pickle written by an older version: pickles can run code when "
+                    "loaded, so it is not read; start the run again." if (path / "trainer_state.pt").exists() else "")
+            raise FileNotFoundError(f"no {LATEST} in {path}: not a checkpoint folder written by SAETrainer.{hint}")
+        ck = path / name
+        if not _is_inside(ck, path) or not (ck / STATE_JSON).exists() or not (ck / STATE_TENSORS).exists():
+            raise FileNotFoundError(f"{path / LATEST} points at {name!r}, which is not a complete checkpoint in {path}")
+        try:
+            meta = json.loads((ck / STATE_JSON).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{ck / STATE_JSON} is not valid JSON ({e}); the checkpoint is damaged") from None
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(ck / STATE_TENSORS))
+        except SafetensorError as e:
+            raise ValueError(f"{ck / STATE_TENSORS} is not a readable safetensors file ({e})") from None
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{ck / STATE_JSON} has format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        cfg = TrainConfig(**{**meta["train_config"], **overrides})
+        sae = load_sae(ck / "sae")
+        exact = {k.removeprefix("sae/"): v for k, v in tensors.items() if k.startswith("sae/")}
+        if exact:
+            sae.load_state_dict(exact, strict=True)
+        trainer = cls(sae, cfg)
+        _trainer_state_from_flat(trainer, tensors, meta)
+        trainer.state = TrainState(**meta["state"])
+        source.load_state_dict(meta["source"])
         return trainer
+
+
+CHECKPOINT_FORMAT = "hooked_asr.sae_trainer/2"
+LATEST = "latest.json"
+STATE_TENSORS = "trainer_state.safetensors"
+STATE_JSON = "trainer_state.json"
+
+
+def _latest_name(path: Path) -> str | None:
+    try:
+        name = json.loads((path / LATEST).read_text())["checkpoint"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _is_inside(p: Path, root: Path) -> bool:
+    return p.resolve().parent == root.resolve()
+
+
+def _trainer_state_to_flat(trainer: SAETrainer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors for safetensors and a JSON-able rest: the optimiser's per-parameter state is split
+    into tensor entries ``opt/<param>/<key>`` and plain values kept in the JSON."""
+    opt = trainer.opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {
+        "frames_since_fired": trainer.frames_since_fired.contiguous(),
+        "generator": trainer.gen.get_state(),
+        # The exact parameters: sae/ holds them with the input scale folded in (SAELens's
+        # layout), and unfolding is not bit-exact, so a resumed run would drift from the original.
+        **{f"sae/{k}": v.detach().cpu().contiguous() for k, v in trainer.sae.state_dict().items()},
+    }
+    if trainer.buffer is not None:
+        tensors["buffer"] = trainer.buffer.contiguous()
+    plain: dict[str, dict[str, Any]] = {}
+    for pid, st in opt["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"opt/{pid}/{key}"] = val.detach().contiguous()
+            else:
+                plain.setdefault(str(pid), {})[key] = val
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt["param_groups"]]
+    return tensors, {"optimizer": {"param_groups": groups, "plain_state": plain,
+                                   "tuple_keys": sorted({k for g in opt["param_groups"] for k, v in g.items()
+                                                         if isinstance(v, tuple)})},
+                     "has_buffer": trainer.buffer is not None}
+
+
+def _trainer_state_from_flat(trainer: SAETrainer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    o = meta["optimizer"]
+    state: dict[int, dict[str, Any]] = {}
+    for key, val in tensors.items():
+        if key.startswith("opt/"):
+            _, pid, name = key.split("/", 2)
+            state.setdefault(int(pid), {})[name] = val
+    for pid, st in o["plain_state"].items():
+        state.setdefault(int(pid), {}).update(st)
+    groups = [{k: (tuple(v) if k in o["tuple_keys"] else v) for k, v in g.items()} for g in o["param_groups"]]
+    trainer.opt.load_state_dict({"state": state, "param_groups": groups})
+    trainer.frames_since_fired = tensors["frames_since_fired"]
+    trainer.gen.set_state(tensors["generator"])
+    trainer.buffer = tensors["buffer"] if meta.get("has_buffer") else None
 
 
 def train_sae(sae: SparseAutoencoder, source: FrameSource, **train_kwargs: Any) -> TrainState:

@@ -30,7 +30,7 @@ from hooked_asr.datasets.espeak import synthesize
 from hooked_asr.sae import ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TensorFrameSource, TrainConfig
 from hooked_asr.sae.evaluate import reconstruction_metrics
 from hooked_asr.sae.features import align_words, word_at
-from hooked_asr.sae.steering import Intervention, splice, steer
+from hooked_asr.sae.steering import FeatureIntervention, splice, steer
 
 torch.manual_seed(0)
 t_start = time.perf_counter()
@@ -166,7 +166,7 @@ cap = 2 * len(clean.tokens) + 8
 with splice(model, sae, frame_mask=mask):
     spliced = model.transcribe(held_out, max_new_tokens=cap)
 amount = 2 * float(acts.max())
-with steer(model, sae, [Intervention(feature=feature, mode="add", value=amount)], frame_mask=mask):
+with steer(model, sae, [FeatureIntervention(feature=feature, mode="add", value=amount)], frame_mask=mask):
     steered = model.transcribe(held_out, max_new_tokens=cap)
 print("clean:   ", clean.text)
 print("spliced: ", spliced.text)
@@ -201,7 +201,7 @@ def next_block_input(interventions=None):
     return grabbed["x"]
 
 base = next_block_input()
-moved = next_block_input([Intervention(feature=feature, mode="add", value=amount)]) - base   # every frame
+moved = next_block_input([FeatureIntervention(feature=feature, mode="add", value=amount)]) - base   # every frame
 identity = next_block_input([])
 expected = amount * sae.W_dec[feature].detach() / sae.input_scale
 print("max |moved - a W_dec[i] / s| =", f"{float((moved - expected).abs().max()):.1e}",

@@ -10,6 +10,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+# The checkout's root, so a child process imports this checkout's hooked_asr (not an installed
+# copy) and tests.conftest.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 HOOKS = ["encoder.blocks.1.hook_resid_post", "decoder.blocks.1.hook_resid_post"]
 KW = dict(shard_size=3, batch_size=2, max_new_tokens=4, progress=False)
@@ -20,24 +23,10 @@ def small_whisper(seed: int = 0):
 
     Deterministic in ``seed``, so spawned processes build the same weights.
     """
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
     from hooked_asr import HookedWhisper
+    from tests.conftest import make_hf_whisper_30s
 
-    torch.manual_seed(seed)
-    cfg = WhisperConfig(vocab_size=51864, num_mel_bins=80, encoder_layers=2, decoder_layers=2,
-                        encoder_attention_heads=2, decoder_attention_heads=2, d_model=32, encoder_ffn_dim=64,
-                        decoder_ffn_dim=64, max_source_positions=1500, max_target_positions=32,
-                        attn_implementation="eager")
-    cfg.suppress_tokens = []
-    cfg.begin_suppress_tokens = [cfg.eos_token_id]
-    hf = WhisperForConditionalGeneration(cfg).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "layer_norm" in name and name.endswith("weight"):
-                p.uniform_(0.5, 1.5)
-            elif not (name.endswith("embed_positions.weight") and "encoder" in name):
-                p.normal_(0.0, 0.15)
+    hf = make_hf_whisper_30s(2, 2, seed=seed, init="spread_norms", suppress_tokens=[], begin_suppress_tokens=[50256])
     return HookedWhisper.from_hf(hf)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from hooked_asr.components.attention import Attention
+import pytest
+
+from hooked_asr.components.attention import Attention, project_heads
 
 
 def _attn(**kw):
@@ -80,3 +82,20 @@ def test_grouped_query_heads_share_keys():
     scores = torch.einsum("bqhd,bkhd->bhqk", q, got["k"].repeat_interleave(2, dim=2)) / 8**0.5
     scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
     torch.testing.assert_close(got["p"], scores.softmax(-1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layout", ["allocated", "hf_view", "contiguous"])
+def test_fused_projection_is_the_per_head_formula_for_every_weight_layout(layout):
+    # y[b, p, h] = x[b, p] W[h] + b[h], whatever the strides of W (one GEMM or one bmm).
+    torch.manual_seed(0)
+    h, d, dh = 3, 10, 4
+    W = torch.randn(h, d, dh)
+    if layout == "allocated":
+        W = W.permute(1, 0, 2).contiguous().permute(1, 0, 2)  # stored [d_model, head, d_head]
+    elif layout == "hf_view":
+        W = W.permute(0, 2, 1).reshape(h * dh, d).view(h, dh, d).permute(0, 2, 1)  # HF [h*dh, d], viewed
+    b = torch.randn(h, dh)
+    x = torch.randn(3, 5, d)
+    want = torch.einsum("bpm,hmd->bphd", x, W) + b
+    torch.testing.assert_close(project_heads(x, W, b), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(project_heads(x, W), want - b, atol=1e-5, rtol=0)

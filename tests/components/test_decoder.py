@@ -52,3 +52,36 @@ def test_reorder_cache_rejects_a_non_index_tensor():
     _, cache = dec(torch.zeros(2, 3, dtype=torch.long), encoder_out=torch.randn(2, 4, 32))
     with pytest.raises(ValueError, match="beam_idx"):
         reorder_cache(cache, torch.tensor([0.0, 1.0]))
+
+
+def test_unembedding_reads_w_e_as_it_is_now_after_loading_and_after_edits():
+    # The tied unembedding reads W_E^T from a transposed-in-memory W_E (no cached copy that
+    # could go stale): after load_state_dict(assign=True) of a row-major tensor, and after an
+    # in-place edit (even through .data, which bumps no version counter), logits are x W_E^T.
+    dec = _decoder()
+    fresh = torch.randn(50, 32)
+    dec.load_state_dict({**dec.state_dict(), "W_E": fresh}, assign=True)
+    assert dec.W_U.is_contiguous() and torch.equal(dec.W_E, fresh)
+    x = torch.randn(3, 1, 32)
+    torch.testing.assert_close(dec.unembed(x), torch.nn.functional.linear(x, fresh), atol=1e-5, rtol=0)
+    dec.W_E.data[7] = 100.0
+    torch.testing.assert_close(dec.unembed(x)[..., 7], x.sum(-1) * 100.0, atol=1e-4, rtol=1e-6)
+    # gradients still reach the tied weight through both the embedding and the unembedding
+    dec.zero_grad()
+    logits, _ = dec(torch.tensor([[1, 2]]), encoder_out=torch.randn(1, 4, 32))
+    logits[0, -1, 3].backward()
+    assert dec.W_E.grad[3].abs().sum() > 0 and dec.W_E.grad[1].abs().sum() > 0
+
+
+def test_attention_weights_are_relaid_for_one_gemm_and_keep_their_values():
+    from hooked_asr.components.attention import _flat_is_view
+
+    dec = _decoder()
+    attn = dec.blocks[0].attn
+    sd = {k: v.contiguous() for k, v in dec.state_dict().items()}  # what a checkpoint file holds
+    x = torch.randn(2, 3, 32)
+    before, _ = attn(x)
+    dec.load_state_dict(sd, assign=True)
+    assert all(_flat_is_view(getattr(attn, n)) for n in ("W_Q", "W_K", "W_V"))
+    assert all(torch.equal(getattr(attn, n), sd[f"blocks.0.attn.{n}"]) for n in ("W_Q", "W_K", "W_V"))
+    torch.testing.assert_close(attn(x)[0], before, atol=1e-6, rtol=0)

@@ -228,6 +228,20 @@ def test_hallucination_dataset_groups_match_wer():
     assert len({ds[2 * p]["source_index"] for p in range(3)}) == 3
 
 
+def test_hallucination_dataset_unequal_classes_stay_length_matched():
+    """[BT] §4.2's 150 zero-WER vs 200 highest-WER: more label-1 items than pairs, each
+    extra one matched in length to a zero-WER clip already used."""
+    clips, refs, hyps, table = _clips_refs_hyps()
+    ds = hallucination_dataset(FakeModel(table), clips, refs, n_per_class=2, n_wrong=3, progress=False)
+    assert list(ds.labels()) == [0, 1, 0, 1, 1]
+    extra = ds[4]
+    assert extra["source_index"] == 6 and extra["wer"] >= 0.5  # the next-highest WER after the two pairs (5, 8)
+    partner = ds[2 * extra["pair"]]
+    assert partner["label"] == 0 and abs(partner["ref_words"] - extra["ref_words"]) <= 2
+    with pytest.raises(ValueError, match="n_wrong"):
+        hallucination_dataset(FakeModel(table), clips, refs, n_per_class=3, n_wrong=2, progress=False)
+
+
 def test_hallucination_dataset_from_dataset_and_errors():
     clips, refs, hyps, table = _clips_refs_hyps()
     items = [{"audio": c, "text": r, "kind": "k", "label": 7} for c, r in zip(clips, refs)]
@@ -270,17 +284,12 @@ def test_hallucination_dataset_on_tiny_en(whisper_tiny_en):
 
 
 def test_extract_activations_reads_a_built_dataset(tmp_path):
-    import torch
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
     from hooked_asr import HookedWhisper
     from hooked_asr.activations import extract_activations
+    from tests.conftest import make_hf_whisper_30s
 
-    torch.manual_seed(0)  # a random 1+1-layer Whisper with the real 30-s window (1500 frames)
-    cfg = WhisperConfig(vocab_size=51864, num_mel_bins=80, encoder_layers=1, decoder_layers=1, d_model=32,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                        max_source_positions=1500, max_target_positions=16, attn_implementation="eager")
-    model = HookedWhisper.from_hf(WhisperForConditionalGeneration(cfg).eval())
+    # a random 1+1-layer Whisper with the real 30-s window (1500 frames)
+    model = HookedWhisper.from_hf(make_hf_whisper_30s(max_target_positions=16, init="hf"))
     ds = gender_dataset(2, seed=0, progress=False)
     hook = "encoder.blocks.0.hook_resid_post"
     store = extract_activations(model, ds, [hook], tmp_path / "store", batch_size=4, max_new_tokens=2,

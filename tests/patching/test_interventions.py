@@ -1,4 +1,5 @@
-"""Interventions: the properties that make a patch mean what it says.
+"""Interventions (hooked_asr/patching/interventions.py): the properties that make a patch mean
+what it says, on Whisper and on Qwen2-Audio.
 
 Each test builds its expectation independently (a second forward, the cached activations,
 the head-explicit weights) rather than trusting the intervention code.
@@ -6,62 +7,26 @@ the head-explicit weights) rather than trusting the intervention code.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
 from hooked_asr.patching import (
-    ComponentError,
     MissingPositionError,
     SweepItem,
-    attribution_patching,
     components,
-    continuation_logprob,
-    contains_word,
     generate_with_interventions,
     interpolate,
     mean_ablate,
     mean_activations,
-    other_utterance,
     parse_component,
     patch,
     patched,
-    patching_effects,
     record_reference,
-    rms,
     run_with_interventions,
-    silence,
     sweep,
-    white_noise,
-    word_error_rate,
-    word_restored,
     zero_ablate,
 )
-
-CONT = [11, 22, 33, 44, 55]
-
-
-@pytest.fixture(scope="module")
-def model():
-    from tests.conftest import make_hf_whisper
-
-    from hooked_asr import HookedWhisper
-
-    return HookedWhisper.from_hf(make_hf_whisper("en-80mel"))
-
-
-@pytest.fixture(scope="module")
-def feats(model):
-    g = torch.Generator().manual_seed(0)
-    shape = (1, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames)
-    return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
-
-
-@pytest.fixture(scope="module")
-def tf(model, feats):
-    return model.teacher_forced_inputs(feats[0], CONT), model.teacher_forced_inputs(feats[1], CONT)
 
 
 def _n_hooks(model):
@@ -70,41 +35,6 @@ def _n_hooks(model):
 
 def _cache(model, kwargs, names):
     return model.run_with_cache(**kwargs, names_filter=names)
-
-
-# ---- component language -----------------------------------------------------------------
-def test_component_strings_map_to_hooks_and_heads(model):
-    c = parse_component(model, "decoder.blocks.1.cross_attn.head.3")
-    assert (c.hook_name, c.head, c.layer, c.kind, c.stack) == ("decoder.blocks.1.cross_attn.hook_z", 3, 1, "cross_attn", "decoder")
-    assert parse_component(model, "encoder.blocks.0.attn").hook_name == "encoder.blocks.0.hook_attn_out"
-    assert parse_component(model, "decoder.blocks.0.cross_attn").hook_name == "decoder.blocks.0.hook_cross_attn_out"
-    assert parse_component(model, "encoder.blocks.1.mlp").hook_name == "encoder.blocks.1.hook_mlp_out"
-    assert parse_component(model, "decoder.blocks.0.attn.head.2").hook_name == "decoder.blocks.0.attn.hook_z"
-    assert parse_component(model, "encoder.hook_out").head is None
-
-
-@pytest.mark.parametrize("bad, says", [
-    ("decoder.blocks.7.mlp", "the decoder has 2 blocks (0-1)"),
-    ("encoder.blocks.0.cross_attn", "lacks"),
-    ("decoder.blocks.0.attn.head.4", "the decoder has 4 heads (0-3)"),
-    ("decoder.blocks.0.mlp.head.1", "cannot parse"),
-    ("decoder.blocks.0.hook_attn", "did you mean"),
-])
-def test_bad_components_are_explained(model, bad, says):
-    with pytest.raises(ComponentError, match=bad.replace(".", r"\.")) as e:
-        parse_component(model, bad)
-    assert says in str(e.value)
-
-
-def test_components_enumerates_every_head_and_mlp(model):
-    L, H = 2, 4  # en-80mel: 2 layers, 4 heads in both stacks
-    comps = components(model)
-    assert len(comps) == L * (H + 1) + L * (2 * H + 1)
-    assert len({c.name for c in comps}) == len(comps)
-    whole = components(model, heads=False)
-    assert [c.name for c in whole if c.stack == "decoder" and c.layer == 0] == [
-        "decoder.blocks.0.attn", "decoder.blocks.0.cross_attn", "decoder.blocks.0.mlp"]
-    assert {c.kind for c in components(model, kinds=["cross_attn"])} == {"cross_attn"}
 
 
 # ---- core properties --------------------------------------------------------------------
@@ -294,154 +224,6 @@ def test_no_hook_remains_after_an_exception(model, tf):
     with pytest.raises(IndexError, match="row 99"):
         run_with_interventions(model, [bad("decoder.blocks.0.mlp", None, None)], **t.kwargs)
     assert _n_hooks(model) == before
-
-
-# ---- sweeps -----------------------------------------------------------------------------
-def _items(model, n=2):
-    g = torch.Generator().manual_seed(3)
-    shape = (1, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames)
-    return [SweepItem(f"item{k}", torch.randn(shape, generator=g), reference=torch.randn(shape, generator=g)) for k in range(n)]
-
-
-def test_batched_sweep_equals_one_at_a_time_and_single_patches(model):
-    items = _items(model)
-    comps = components(model, layers=[1])
-    kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False)
-    batched = sweep(model, items, comps, "interpolate", 0.8, batch_size=7, **kw)
-    single = sweep(model, items, comps, "interpolate", 0.8, batch_size=1, **kw)
-    assert len(batched.table) == len(comps) * len(items)
-    np.testing.assert_allclose(batched.table["value"], single.table["value"], atol=1e-4)
-    # one row checked against a hand-made patch of that component alone
-    it, c = items[1], comps[5]
-    gen = model.generate(it.audio, model.teacher_forced_inputs(it.audio).tokens[0], max_new_tokens=6)
-    toks = gen.tokens[0].tolist()
-    toks = toks[: toks.index(model.cfg.eos_token_id)] if model.cfg.eos_token_id in toks else toks
-    t = model.teacher_forced_inputs(it.audio, toks)
-    ref = record_reference(model, model.teacher_forced_inputs(it.reference, toks).kwargs, [c])
-    want = continuation_logprob(run_with_interventions(model, [interpolate(c, ref, 0.8)], **t.kwargs), t.tokens, t.prompt_len)
-    got = batched.table.query("component == @c.name and item == @it.id")["value"].item()
-    assert got == pytest.approx(float(want.detach()), abs=1e-4)
-
-
-def test_generation_sweep_batched_matches_single(model):
-    items = _items(model, 1)
-    comps = components(model, heads=False)
-    kw = dict(metrics=["changed", "n_tokens"], missing="keep", max_new_tokens=8, progress=False)
-    a = sweep(model, items, comps, "interpolate", 1.0, batch_size=len(comps), **kw)
-    b = sweep(model, items, comps, "interpolate", 1.0, batch_size=1, **kw)
-    assert a.table["value"].tolist() == b.table["value"].tolist()
-    assert a.n_batched_runs == 1 and b.n_batched_runs == len(comps)
-
-
-def test_sweep_resumes_from_its_results_file(model, tmp_path):
-    items = _items(model)
-    comps = components(model, heads=False)
-    path = tmp_path / "sweep.jsonl"
-    kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False, results_path=path)
-    sweep(model, items, comps[:3], "zero", **kw)
-    calls = []
-
-    def counting(comp, rows, cache):
-        calls.append(comp.name)
-        return zero_ablate(comp, rows=rows)
-    counting.__name__ = "zero"  # same config as the first run
-    full = sweep(model, items, comps, counting, **kw)
-    assert sorted(set(calls)) == sorted(c.name for c in comps[3:])
-    fresh = sweep(model, items, comps, "zero", **{**kw, "results_path": None})
-    merged = full.table.sort_values(["item", "component"])["value"].to_numpy()
-    np.testing.assert_allclose(merged, fresh.table.sort_values(["item", "component"])["value"].to_numpy(), atol=1e-5)
-    assert json.loads(path.read_text().splitlines()[0])["config"]["intervention"] == "zero"
-    with pytest.raises(ValueError, match="different sweep"):
-        sweep(model, items, comps, "zero", alpha=0.5, **kw)
-
-
-def test_heatmap_is_layer_by_head(model):
-    items = _items(model, 1)
-    comps = components(model, kinds=["cross_attn"])
-    res = sweep(model, items, comps, "zero", mode="teacher_forced", metrics=["logprob"], max_new_tokens=5, progress=False)
-    grid, layers = res.heatmap("logprob", "decoder", "cross_attn")
-    assert grid.shape == (2, 4) and layers == [0, 1]
-    row = res.table.query("component == 'decoder.blocks.1.cross_attn.head.3'")["value"].item()
-    assert grid[1, 3] == row
-
-
-# ---- attribution patching ---------------------------------------------------------------
-def test_attribution_is_exact_for_a_linear_metric(model, tf):
-    t, r = tf
-    metric = lambda logits: logits[:, -1, 7] - logits[:, -1, 3]  # noqa: E731
-    a = attribution_patching(model, t.kwargs, r.kwargs, ["decoder.hook_logits"], metric)
-    ref = record_reference(model, r.kwargs, ["decoder.hook_logits"])
-    e = patching_effects(model, t.kwargs, ref, ["decoder.hook_logits"], metric)
-    assert a["attribution"].item() == pytest.approx(e["effect"].item(), rel=1e-5)
-
-
-def test_attribution_is_the_derivative_of_real_patching(model, tf):
-    t, r = tf
-    metric = lambda logits: continuation_logprob(logits, t.tokens, t.prompt_len)  # noqa: E731
-    comps = components(model)
-    attr = attribution_patching(model, t.kwargs, r.kwargs, comps, metric)["attribution"].to_numpy()
-    ref = record_reference(model, r.kwargs, comps)
-    eps = 1e-2
-    fd = patching_effects(model.double(), {k: (v.double() if v.is_floating_point() else v) for k, v in t.kwargs.items()},
-                          {k: v.double() for k, v in ref.items()}, comps, metric, batch_size=len(comps), alpha=eps)
-    model.float()
-    np.testing.assert_allclose(fd["effect"].to_numpy() / eps, attr, rtol=0.05, atol=2e-3 * np.abs(attr).max())
-
-
-# ---- references and metrics -------------------------------------------------------------
-def test_references():
-    audio = np.sin(np.linspace(0, 100, 16000)).astype(np.float32) * 0.3
-    n1, n2 = white_noise(audio, seed=4), white_noise(audio, seed=4)
-    assert n1.shape == audio.shape and np.array_equal(n1, n2)
-    assert not np.array_equal(n1, white_noise(audio, seed=5))
-    assert rms(n1) == pytest.approx(rms(audio), rel=1e-5)
-    assert rms(white_noise(audio, rms_level=0.01)) == pytest.approx(0.01, rel=1e-5)
-    assert not silence(audio).any() and silence(audio).shape == audio.shape
-    other = np.ones(100, dtype=np.float32)
-    cut = other_utterance(audio, other)
-    assert cut.shape == audio.shape and cut[:100].all() and not cut[100:].any()
-
-
-def test_text_metrics():
-    assert word_error_rate("the cat sat", "The cat sat.") == 0.0
-    assert word_error_rate("the cat sat on", "the dog sat") == pytest.approx(2 / 4)  # 1 substitution + 1 deletion
-    assert contains_word("I ate white rice.", "rice") and not contains_word("prices", "rice")
-    assert word_restored("white lice", "lice", "rice") and not word_restored("white rice", "lice", "rice")
-
-
-# ---- CLI --------------------------------------------------------------------------------
-def test_cli_writes_table_json_and_heatmap(tmp_path):
-    """A random 30 s-window Whisper saved to disk; alpha = 0 must change no transcript."""
-    import soundfile as sf
-    from tests.conftest import WHISPER_SHAPES
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    from hooked_asr.cli import main
-
-    torch.manual_seed(0)
-    cfg = WhisperConfig(**{**WHISPER_SHAPES["en-80mel"], "max_source_positions": 1500, "d_model": 32,
-                           "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}, attn_implementation="eager")
-    hf = WhisperForConditionalGeneration(cfg).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if not name.endswith("embed_positions.weight") or "decoder" in name:
-                p.normal_(0.0, 0.15)
-    hf.save_pretrained(tmp_path / "model", safe_serialization=True)
-    wav = tmp_path / "a.wav"
-    sf.write(wav, (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000)
-    out = tmp_path / "out"
-    rc = main(["patch", str(wav), "--model", str(tmp_path / "model"), "--stacks", "decoder", "--kinds", "cross_attn",
-               "--alpha", "0", "--max-new-tokens", "5", "--out", str(out), "--no-progress", "--metrics", "changed", "n_tokens"])
-    assert rc == 0
-    import pandas as pd
-
-    table = pd.read_csv(out / "patch.csv")
-    assert len(table) == 2 * 4 * 2  # 2 layers x 4 heads x 2 metrics
-    assert (table.query("metric == 'changed'")["value"] == 0).all()
-    assert (table["value"] == table["clean"]).all()
-    summary = json.loads((out / "patch.json").read_text())["summary"]
-    assert set(summary) == {f"decoder.blocks.{l}.cross_attn.head.{h}" for l in range(2) for h in range(4)}
-    assert (out / "heatmap_changed.png").stat().st_size > 1000
 
 
 # ---- the same properties on Qwen2-Audio (audio as a decoder prefix, rotary, grouped heads) --

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from hooked_asr.lens import _one, apply_logit_lens, decoder_lens_names
+from hooked_asr.lens.logit import apply_logit_lens, decoder_lens_names, one_result
 
 
 class TunedLens(nn.Module):
@@ -132,7 +132,7 @@ def collect_decoder_residuals(
     chunks = []
     for i, audio in enumerate(tqdm(audios, desc="decoder residuals", disable=not progress)):
         if transcripts is None:
-            out = _one(model.transcribe(audio, **transcribe_kwargs))
+            out = one_result(model.transcribe(audio, **transcribe_kwargs))
             toks, lang = list(out.tokens), out.language
         else:
             toks, lang = [int(t) for t in transcripts[i]], transcribe_kwargs.get("language")

@@ -1,7 +1,7 @@
-"""Lenses: what each layer of a speech recognizer already "says".
+"""Logit lens (decoder): what each decoder layer already predicts.
 
-Logit lens (decoder). Layer ``l``'s residual ``h_l = decoder.blocks.{l}.hook_resid_post`` is read
-as if it were the last layer::
+Layer ``l``'s residual ``h_l = decoder.blocks.{l}.hook_resid_post`` is read as if it were the
+last layer::
 
     lens_l = unembed(ln_final(h_l))          # ln_final applied explicitly: hooks never normalise
 
@@ -14,21 +14,12 @@ Saturation layer of a step: the earliest layer whose top-1 equals the final pred
 last layer's top-1) and stays equal in every later layer. A token that is right at layer 1,
 wrong at layer 2 and right again from layer 3 saturates at 3.
 
-Encoder lens. For each encoder layer ``l`` the decoder, unchanged, reads
-``finish_encoder(encoder.blocks.{l}.hook_resid_post)`` (the final encoder norm, plus pooling and
-projection on Qwen2-Audio) instead of the encoder output; all layers decode as one batch.
-
-Token similarity. How close the top-5 candidates of a layer are to the finally chosen token:
-cosine of the token embeddings ``W_E`` (meaning), and the phoneme error rate of their espeak-ng
-pronunciations (sound).
-
-Everything goes through hook names and the public model API (``models/base.py``), so the same
-code runs on Whisper and Qwen2-Audio.
+Dataset-level curves (:func:`lens_curves`) average every step of every transcript, with
+Student-t confidence intervals (:func:`hooked_asr.text.mean_ci`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,21 +30,11 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 from hooked_asr.hooks import act_name
-from hooked_asr.text import edit_distance, word_error_rate
-
-# ---------------------------------------------------------------------------------------------
-# names and the lens itself
-# ---------------------------------------------------------------------------------------------
-
+from hooked_asr.text import clip_text, mean_ci
 
 def decoder_lens_names(model: Any) -> list[str]:
     """``decoder.blocks.{l}.hook_resid_post`` for every decoder layer, in order."""
     return [act_name("resid_post", l, "decoder") for l in range(model.n_layers["decoder"])]
-
-
-def encoder_lens_names(model: Any) -> list[str]:
-    """``encoder.blocks.{l}.hook_resid_post`` for every encoder layer, in order."""
-    return [act_name("resid_post", l, "encoder") for l in range(model.n_layers["encoder"])]
 
 
 def apply_logit_lens(model: Any, resid: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... d_vocab"]:
@@ -88,10 +69,6 @@ def saturation_layer(
     trailing = agree.flip(0).cumprod(0).sum(0)
     return top1.shape[0] - trailing
 
-
-# ---------------------------------------------------------------------------------------------
-# logit lens results
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -162,15 +139,11 @@ class LogitLensResult:
             cells = []
             for l in range(self.n_layers):
                 mark = "*" if l == int(self.saturation[s]) else " "
-                cell = f"{mark}{_clip(self.topk_strs[l][s][0], 8)} {float(self.chosen_prob[l, s]):.2f}"
+                cell = f"{mark}{clip_text(self.topk_strs[l][s][0], 8)} {float(self.chosen_prob[l, s]):.2f}"
                 cells.append(f"{cell:<{width}}")
-            lines.append(f"{s:>4} {_clip(self.token_strs[s], 14):<14} {int(self.saturation[s]):>3} | " + " ".join(cells))
+            lines.append(f"{s:>4} {clip_text(self.token_strs[s], 14):<14} {int(self.saturation[s]):>3} | " + " ".join(cells))
         return "\n".join(lines)
 
-
-def _clip(s: str, n: int) -> str:
-    s = s.replace("\n", "\\n")
-    return s if len(s) <= n else s[: n - 1] + "…"
 
 
 def token_string(model: Any, token: int) -> str:
@@ -189,6 +162,7 @@ def token_string(model: Any, token: int) -> str:
     except Exception:  # a tokenizer that refuses an id (outside its vocabulary): show the id
         s = ""
     return s if s else f"<{token}>"
+
 
 
 @torch.no_grad()
@@ -260,7 +234,7 @@ def _result_from_resid(
     )
 
 
-def _one(out: Any) -> Any:
+def one_result(out: Any) -> Any:
     """One TranscriptionResult: ``transcribe`` returns a list for feature tensors, even of batch 1."""
     if isinstance(out, list):
         if len(out) != 1:
@@ -273,7 +247,7 @@ def _eos(model: Any) -> int:
     return int(model.cfg.eos_token_id)
 
 
-def _stop_ids(model: Any) -> list[int]:
+def stop_ids(model: Any) -> list[int]:
     """Ids that end a transcript: ``model.stop_token_ids()`` where the model has several
     (Qwen2-Audio), else the config's end of text."""
     if hasattr(model, "stop_token_ids"):
@@ -281,17 +255,18 @@ def _stop_ids(model: Any) -> list[int]:
     return [_eos(model)]
 
 
-def _generate_kwargs(model: Any) -> dict[str, Any]:
+def generate_kwargs(model: Any) -> dict[str, Any]:
     """What ``transcribe`` passes to ``generate`` beyond the config defaults, so that a lens's own
     ``generate`` call decodes exactly as ``transcribe`` does: the first stop id as end of text,
     and (on models that read audio through placeholder tokens) never generating a placeholder."""
     if hasattr(model, "generation_kwargs"):
         return dict(model.generation_kwargs())
-    kwargs: dict[str, Any] = {"eos_token_id": _stop_ids(model)[0]}
+    kwargs: dict[str, Any] = {"eos_token_id": stop_ids(model)[0]}
     if hasattr(model, "audio_token_id"):
         kwargs["suppress_tokens"] = [int(model.audio_token_id)]
         kwargs["begin_suppress_tokens"] = [int(model.audio_token_id)]
     return kwargs
+
 
 
 @torch.no_grad()
@@ -316,10 +291,10 @@ def logit_lens(
     """
     text = None
     if tokens is None:
-        out = _one(model.transcribe(audio, language=language, **transcribe_kwargs))
+        out = one_result(model.transcribe(audio, language=language, **transcribe_kwargs))
         tokens, text, language = list(out.tokens), out.text, out.language or language
     tokens = [int(t) for t in tokens]
-    if append_eos and (not tokens or tokens[-1] not in _stop_ids(model)):
+    if append_eos and (not tokens or tokens[-1] not in stop_ids(model)):
         tokens = tokens + [_eos(model)]
     if not tokens:
         raise ValueError("nothing to lens: tokens is empty and append_eos=False")
@@ -365,7 +340,7 @@ def logit_lens_generate(
         captured[hook.name].append(resid[0, -1].detach())
 
     with model.hooks(fwd_hooks=[(n, grab) for n in names]):
-        out = _one(model.transcribe(audio, **transcribe_kwargs))
+        out = one_result(model.transcribe(audio, **transcribe_kwargs))
     n_steps = len(out.tokens) + int(out.finished)
     if n_steps == 0:
         raise ValueError("generation produced no step to lens (max_new_tokens=0?)")
@@ -383,7 +358,7 @@ def logit_lens_generate(
     tokens = list(out.tokens)
     if out.finished:
         # The stop token generation chose: the highest-scoring stop id (stop ids are never suppressed).
-        stops = _stop_ids(model)
+        stops = stop_ids(model)
         final_logits = apply_logit_lens(model, resid[-1, -1])
         tokens.append(stops[int(final_logits[stops].argmax())])
     return _result_from_resid(
@@ -391,25 +366,6 @@ def logit_lens_generate(
         prompt=list(out.prompt), text=out.text, mode="generate",
     )
 
-
-# ---------------------------------------------------------------------------------------------
-# dataset-level curves
-# ---------------------------------------------------------------------------------------------
-
-
-def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
-    """``(mean, low, high)``: Student-t interval ``mean ± t_{(1+c)/2, n-1} · sd / sqrt(n)`` (NaNs dropped)."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return (math.nan, math.nan, math.nan)
-    m = float(x.mean())
-    if x.size == 1:
-        return (m, m, m)
-    half = float(stats.t.ppf((1 + confidence) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return (m, m - half, m + half)
 
 
 @dataclass
@@ -483,264 +439,19 @@ def lens_curves(results: Sequence[LogitLensResult], confidence: float = 0.95) ->
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# token similarity
-# ---------------------------------------------------------------------------------------------
-
-
-def phoneme_error_rate(reference: str, hypothesis: str) -> float:
-    """``edit_distance(ref, hyp) / len(ref)`` over phoneme symbols (characters, whitespace and
-    stress marks dropped); NaN when the reference has no phonemes."""
-    ref, hyp = _phoneme_symbols(reference), _phoneme_symbols(hypothesis)
-    return edit_distance(ref, hyp) / len(ref) if ref else math.nan
-
-
-def _phoneme_symbols(ipa: str) -> list[str]:
-    return [c for c in ipa if not c.isspace() and c not in "ˈˌ"]
-
-
-def _phonemizer(voice: str) -> Callable[[str], str]:
-    try:
-        from hooked_asr.datasets.espeak import phonemize
-    except ImportError as err:
-        raise RuntimeError(
-            "phoneme similarity needs hooked_asr.datasets.espeak.phonemize (espeak-ng through "
-            f"espeakng-loader), which could not be imported ({err}); install espeakng-loader "
-            "(pip install espeakng-loader) or pass phonemes=False"
-        ) from err
-
-    def run(text: str) -> str:
-        out = phonemize(text, voice=voice)
-        return " ".join(out) if isinstance(out, (list, tuple)) else str(out)
-
-    return run
-
-
-@dataclass
-class TokenSimilarity:
-    """Similarity between the chosen token and each layer's top-k candidates.
-
-    ``cosine[l, s, j]`` = cos(W_E[chosen_s], W_E[topk_ids[l, s, j]]); ``per[l, s, j]`` the phoneme
-    error rate of candidate j's pronunciation against the chosen token's. Candidates equal to the
-    chosen token, and tokens without letters, are NaN when ``exclude_chosen``.
-    """
-
-    cosine: Float[torch.Tensor, "layer step k"]
-    per: Float[torch.Tensor, "layer step k"] | None
-
-    def by_layer(self) -> dict[str, list[float]]:
-        out = {"cosine": torch.nanmean(self.cosine.flatten(1), dim=1).tolist()}
-        if self.per is not None:
-            out["per"] = torch.nanmean(self.per.flatten(1), dim=1).tolist()
-        return out
-
-
-@torch.no_grad()
-def token_similarity(
-    model: Any,
-    result: LogitLensResult,
-    k: int = 5,
-    phonemes: bool = True,
-    voice: str = "en-us",
-    exclude_chosen: bool = True,
-) -> TokenSimilarity:
-    """Meaning (embedding cosine) and sound (phoneme error rate) of the top-k candidates per layer
-    relative to the chosen token. ``phonemes=True`` needs espeak-ng (a clear error otherwise)."""
-    ids = result.topk_ids[..., :k]
-    if ids.shape[-1] < k:
-        raise ValueError(f"the lens kept top-{ids.shape[-1]}; rerun it with top_k >= {k}")
-    W_E = model.decoder.W_E.detach().float()
-    emb = F.normalize(W_E, dim=-1)
-    chosen = result.tokens.to(W_E.device)
-    cos = (emb[ids.to(W_E.device)] * emb[chosen][None, :, None]).sum(-1).cpu()
-    same = ids == result.tokens[None, :, None]
-    if exclude_chosen:
-        cos = cos.masked_fill(same, math.nan)
-    per = None
-    if phonemes:
-        phon = _phonemizer(voice)
-        memo: dict[int, str | None] = {}
-
-        def pron(t: int) -> str | None:
-            if t not in memo:
-                text = token_string(model, t).strip()
-                memo[t] = phon(text) if any(c.isalpha() for c in text) and not text.startswith("<") else None
-            return memo[t]
-
-        per = torch.full(ids.shape, math.nan)
-        for s, c in enumerate(result.tokens.tolist()):
-            ref = pron(c)
-            if ref is None:
-                continue
-            for l in range(ids.shape[0]):
-                for j, t in enumerate(ids[l, s].tolist()):
-                    if exclude_chosen and t == c:
-                        continue
-                    hyp = pron(t)
-                    if hyp is not None:
-                        per[l, s, j] = phoneme_error_rate(ref, hyp)
-    return TokenSimilarity(cosine=cos, per=per)
-
-
-# ---------------------------------------------------------------------------------------------
-# encoder lens
-# ---------------------------------------------------------------------------------------------
-
-
-def find_repetition_loop(tokens: Sequence[int], min_repeats: int = 3, min_tokens: int = 6) -> tuple[int, int] | None:
-    """``(period, repeats)`` of the longest back-to-back repetition of a block of tokens with at
-    least ``min_repeats`` copies spanning at least ``min_tokens`` tokens, else None.
-
-    ``[a b a b a b]`` -> ``(2, 3)``; a word said twice is not a loop.
-    """
-    n = len(tokens)
-    best: tuple[int, int] | None = None
-    for period in range(1, n // min_repeats + 1):
-        for start in range(0, n - period * min_repeats + 1):
-            reps = 1
-            while start + (reps + 1) * period <= n and tokens[start + reps * period : start + (reps + 1) * period] == tokens[start : start + period]:
-                reps += 1
-            if reps >= min_repeats and period * reps >= min_tokens and (best is None or period * reps > best[0] * best[1]):
-                best = (period, reps)
-    return best
-
-
-@dataclass
-class EncoderLensLayer:
-    """The transcript the unchanged decoder produces from encoder layer ``layer``."""
-
-    layer: int
-    tokens: list[int]
-    text: str | None
-    finished: bool
-    empty: bool
-    repetition_loop: bool
-    matches_final_prefix: bool  # non-empty and a prefix of the final transcript's tokens
-    common_prefix: int  # tokens shared with the start of the final transcript
-    wer: float | None  # word error rate against the final transcript (None without text)
-
-
-@dataclass
-class EncoderLensResult:
-    layers: list[EncoderLensLayer]
-    final: Any  # the ordinary TranscriptionResult
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "final": {"text": self.final.text, "tokens": list(self.final.tokens)},
-            "layers": [vars(l) for l in self.layers],
-        }
-
-    def table(self) -> str:
-        lines = [f"{'layer':>5} {'flags':<14} {'wer':>5}  transcript", "-" * 72]
-        for r in self.layers:
-            flags = ",".join(f for f, on in [("empty", r.empty), ("loop", r.repetition_loop),
-                                             ("prefix", r.matches_final_prefix), ("cut", not r.finished)] if on)
-            wer = "" if r.wer is None else f"{r.wer:.2f}"
-            text = r.text if r.text is not None else " ".join(map(str, r.tokens))
-            lines.append(f"{r.layer:>5} {flags:<14} {wer:>5}  {_clip(text, 120)}")
-        final = self.final.text if self.final.text is not None else " ".join(map(str, self.final.tokens))
-        lines.append(f"{'final':>5} {'':<14} {'':>5}  {_clip(final, 120)}")
-        return "\n".join(lines)
-
-
-@torch.no_grad()
-def encoder_lens_states(model: Any, features: dict[str, torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
-    """``finish_encoder(encoder.blocks.{l}.hook_resid_post)`` for each ``l`` in ``layers``, stacked
-    on the batch axis: ``[len(layers) * batch, ..., d_model]``. One encoder pass (hooks read every
-    layer), equal to ``finish_encoder(encode(features, stop_at_layer=l + 1))``."""
-    names = [act_name("resid_post", l, "encoder") for l in layers]
-    grabbed: dict[str, torch.Tensor] = {}
-
-    def grab(resid: torch.Tensor, hook: Any) -> None:
-        grabbed[hook.name] = resid
-
-    with model.hooks(fwd_hooks=[(n, grab) for n in names]):
-        model.encode(**features)
-    return torch.cat([model.finish_encoder(grabbed[n], **features) for n in names], dim=0)
-
-
-@torch.no_grad()
-def encoder_lens(
-    model: Any,
-    audio: Any,
-    layers: Sequence[int] | None = None,
-    max_new_tokens: int | None = None,
-    language: str | None = None,
-    final: Any | None = None,
-) -> EncoderLensResult:
-    """Decode from every encoder layer with the unchanged decoder, all layers in one batch.
-
-    ``final`` is the ordinary transcript (computed when not given); its prompt is reused for every
-    layer. ``max_new_tokens`` defaults to ``max(2 * len(final) + 10, 32)``: longer outputs are
-    loops, and an uncapped loop would decode to the context limit.
-    """
-    n_enc = model.n_layers["encoder"]
-    layers = list(range(n_enc)) if layers is None else [int(l) for l in layers]
-    bad = [l for l in layers if not 0 <= l < n_enc]
-    if bad:
-        raise ValueError(f"encoder layers {bad} out of range: the encoder has {n_enc} blocks (0-{n_enc - 1})")
-    features = model.prepare_features(audio)
-    main = next(iter(features))
-    if features[main].shape[0] != 1:
-        raise ValueError(f"encoder_lens takes one audio, got a batch of {features[main].shape[0]}")
-    if final is None:
-        final = _one(model.transcribe(audio, language=language))
-    states = encoder_lens_states(model, features, layers)
-    batch = {k: v.expand(len(layers), *v.shape[1:]) for k, v in features.items()}
-    if max_new_tokens is None:
-        max_new_tokens = max(2 * len(final.tokens) + 10, 32)
-    main_input = batch.pop(main)
-    out = model.generate(main_input, final.prompt, max_new_tokens=max_new_tokens, encoder_hidden_states=states,
-                         **_generate_kwargs(model), **batch)
-    stops = set(_stop_ids(model))
-    rows = []
-    for i, layer in enumerate(layers):
-        toks = out.tokens[i].tolist()
-        cut = next((j for j, t in enumerate(toks) if t in stops), None)
-        finished = cut is not None
-        toks = toks if cut is None else toks[:cut]
-        text = model.tokenizer.decode(toks).strip() if getattr(model, "tokenizer", None) is not None else None
-        common = 0
-        while common < min(len(toks), len(final.tokens)) and toks[common] == final.tokens[common]:
-            common += 1
-        rows.append(
-            EncoderLensLayer(
-                layer=layer,
-                tokens=toks,
-                text=text,
-                finished=finished,
-                empty=(not toks) or (text is not None and not text.strip()),
-                repetition_loop=find_repetition_loop(toks) is not None,
-                matches_final_prefix=bool(toks) and common == len(toks),
-                common_prefix=common,
-                wer=word_error_rate(final.text, text) if text is not None and final.text is not None else None,
-            )
-        )
-    return EncoderLensResult(layers=rows, final=final)
-
-
 __all__ = [
-    "LogitLensResult",
     "LensCurves",
-    "TokenSimilarity",
-    "EncoderLensLayer",
-    "EncoderLensResult",
+    "LogitLensResult",
     "apply_logit_lens",
     "decoder_lens_names",
-    "encoder_lens_names",
-    "edit_distance",
-    "encoder_lens",
-    "encoder_lens_states",
-    "find_repetition_loop",
+    "generate_kwargs",
     "lens_curves",
     "logit_lens",
     "logit_lens_generate",
-    "mean_ci",
-    "phoneme_error_rate",
+    "one_result",
     "saturation_layer",
+    "stop_ids",
     "summarize_lens",
     "token_ranks",
-    "token_similarity",
     "token_string",
 ]

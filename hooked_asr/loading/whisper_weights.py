@@ -121,10 +121,9 @@ def convert_hf_whisper_weights(state_dict: Mapping[str, torch.Tensor], cfg: Mode
             f"checkpoint lacks {e.args[0]!r} (expected a Whisper with {cfg.encoder.n_layers} encoder and "
             f"{cfg.decoder.n_layers} decoder layers): is the checkpoint complete and the config its own?"
         ) from None
-    # HF recreates a sinusoidal table it does not always save; anything else left over is an error.
-    leftover = [k for k in sd if not k.endswith("embed_positions.weight") or "encoder" not in k]
+    leftover = sorted(sd)
     if leftover:
-        raise WeightConversionError(f"unexpected keys in the Whisper checkpoint: {sorted(leftover)[:10]}")
+        raise WeightConversionError(f"unexpected keys in the Whisper checkpoint: {leftover[:10]}")
     if proj_out is not None and not torch.equal(proj_out, out["decoder.W_E"]):
         raise WeightConversionError("proj_out.weight differs from decoder.embed_tokens.weight; Whisper ties them")
     return {k: v.contiguous() for k, v in out.items()}

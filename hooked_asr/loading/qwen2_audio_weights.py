@@ -22,7 +22,7 @@ import einops
 import torch
 
 from hooked_asr.config import DecoderConfig, EncoderConfig, ModelConfig
-from hooked_asr.models.whisper_weights import WeightConversionError
+from hooked_asr.loading.whisper_weights import WeightConversionError
 
 # Qwen2-Audio's chat and audio markers. Ids are read from the tokenizer when there is one;
 # these are the real checkpoint's, used when a config names none.
@@ -227,8 +227,3 @@ def iter_converted(
     for name, tensor in items:
         ours, t = convert_tensor(name, tensor, cfg)
         yield ours, t.to(device=device, dtype=dtype).contiguous()
-
-
-def convert_hf_qwen2_audio_weights(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Convert a whole ``Qwen2AudioForConditionalGeneration`` state dict to our names."""
-    return dict(iter_converted(state_dict.items(), cfg))

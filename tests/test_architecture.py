@@ -1,0 +1,175 @@
+"""The package's shape: the import arrow runs one way, and no module grows past one idea.
+
+What is proven, by reading every ``import`` statement of every module in ``hooked_asr/``
+(function-level imports included: a lazy import is still an arrow):
+
+- every import points to the same layer or a lower one in LAYERS (base -> components ->
+  loading -> models -> the package root -> methods -> cli);
+- the graph between top-level units (subpackages and top-level modules) has no cycle, so
+  two methods never lean on each other;
+- methods reach models only through the public model API: no method imports a model module
+  other than ``models.base`` (the API's types) and ``models.decoding`` (the decoding core's
+  public names: results, word timings), never a file inside the core;
+- no library module is longer than MAX_LINES, except the ones listed with a reason.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "hooked_asr"
+MAX_LINES = 500
+
+# Lowest first. A top-level unit is a subpackage (``lens``) or a top-level module (``audio``).
+# loading/ sits below models/: models load their weights through it, and its registry builds
+# models through the classes the package root registers, so it never imports a model.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("base", {"hooks", "config", "audio", "text", "tokenizer", "plotting"}),
+    ("components", {"components"}),
+    ("loading", {"loading"}),
+    ("models", {"models"}),
+    ("root", {"<root>"}),  # hooked_asr/__init__.py: the public API (models, loading, audio)
+    ("methods", {"activations", "probing", "monitors", "repetition", "lens", "patching", "circuits", "sae",
+                 "datasets", "explore"}),
+    ("cli", {"cli"}),
+]
+
+# Modules allowed over MAX_LINES, each with the reason it is not split here.
+TOO_LONG_OK = {
+    "datasets/labelled.py": "helper papers' file (issue 18): the labelled builders are split there",
+    "models/qwen2_audio.py": "helper core's file under rewrite (issue 12): generation moves to models/decoding/",
+}
+
+# Upward arrows known and owned elsewhere, each with its reason; an entry whose import is gone fails.
+UPWARD_OK: dict[tuple[str, str], str] = {}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+    rel = Path(*name.split("."))
+    return (PACKAGE.parent / rel).with_suffix(".py").exists() or (PACKAGE.parent / rel / "__init__.py").exists()
+
+
+def _imports(path: Path) -> set[str]:
+    """Every hooked_asr module ``path`` imports (``from hooked_asr import repetition`` is the
+    module ``hooked_asr.repetition``; ``from hooked_asr import act_name`` is the root)."""
+    here = _module_name(path)
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "hooked_asr"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = here.split(".")[: len(here.split(".")) - node.level + (path.name == "__init__.py")]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.split(".")[0] != "hooked_asr":
+                continue
+            subs = [f"{mod}.{a.name}" for a in node.names if _is_module(f"{mod}.{a.name}")]
+            out |= set(subs) if subs and len(subs) == len(node.names) else {mod, *subs}
+    return out
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "<root>"
+
+
+def _graph() -> dict[str, set[str]]:
+    return {_module_name(p): _imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _layer_of(unit: str) -> int:
+    for i, (_, units) in enumerate(LAYERS):
+        if unit in units:
+            return i
+    raise AssertionError(f"top-level unit {unit!r} is in no layer: add it to LAYERS in {__file__}")
+
+
+def test_every_unit_has_a_layer():
+    units = {_unit(m) for m in _graph()}
+    for u in units:
+        _layer_of(u)
+
+
+def test_imports_never_point_up_a_layer():
+    bad = []
+    for mod, deps in _graph().items():
+        for dep in deps:
+            src, dst = _layer_of(_unit(mod)), _layer_of(_unit(dep))
+            if dst > src and (mod, dep) not in UPWARD_OK:
+                bad.append(f"{mod} ({LAYERS[src][0]}) imports {dep} ({LAYERS[dst][0]})")
+    assert not bad, "imports that run back up the layers:\n" + "\n".join(sorted(bad))
+    graph = _graph()
+    stale = [edge for edge in UPWARD_OK if edge[1] not in graph.get(edge[0], set())]
+    assert not stale, f"UPWARD_OK lists imports that are gone (remove them): {stale}"
+
+
+def test_units_form_no_cycle():
+    edges: dict[str, set[str]] = {}
+    for mod, deps in _graph().items():
+        edges.setdefault(_unit(mod), set()).update(
+            _unit(d) for d in deps if _unit(d) != _unit(mod) and (mod, d) not in UPWARD_OK)
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(u: str) -> None:
+        state[u] = 1
+        path.append(u)
+        for v in sorted(edges.get(u, ())):
+            if state.get(v) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(v):] + [v]))
+            if v not in state:
+                visit(v)
+        path.pop()
+        state[u] = 2
+
+    for u in sorted(edges):
+        if u not in state:
+            visit(u)
+
+
+PUBLIC_MODEL_MODULES = {"hooked_asr.models.base", "hooked_asr.models.decoding"}
+
+
+def test_methods_reach_models_only_through_the_public_api():
+    methods = LAYERS[[n for n, _ in LAYERS].index("methods")][1]
+    bad = [f"{mod} imports {dep}" for mod, deps in _graph().items() if _unit(mod) in methods
+           for dep in deps if _unit(dep) == "models" and dep not in PUBLIC_MODEL_MODULES]
+    assert not bad, "methods importing model internals (use hook names and the model API):\n" + "\n".join(bad)
+
+
+def test_no_library_module_is_over_the_line_limit():
+    long = {}
+    for p in sorted(PACKAGE.rglob("*.py")):
+        rel = p.relative_to(PACKAGE).as_posix()
+        n = len(p.read_text().splitlines())
+        if n > MAX_LINES and rel not in TOO_LONG_OK:
+            long[rel] = n
+    assert not long, f"modules over {MAX_LINES} lines (split them by idea): {long}"
+    stale = [rel for rel in TOO_LONG_OK if not (PACKAGE / rel).exists()
+             or len((PACKAGE / rel).read_text().splitlines()) <= MAX_LINES]
+    assert not stale, f"TOO_LONG_OK lists modules that are short now (remove them): {stale}"
+
+
+def test_the_checker_sees_an_upward_arrow(tmp_path, monkeypatch):
+    # The walk itself: a components module importing a method must be reported.
+    pkg = tmp_path / "hooked_asr"
+    (pkg / "components").mkdir(parents=True)
+    (pkg / "lens").mkdir()
+    for f in ["__init__.py", "components/__init__.py", "lens/__init__.py"]:
+        (pkg / f).write_text("")
+    (pkg / "components" / "bad.py").write_text("def f():\n    from hooked_asr.lens import logit_lens\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
+    try:
+        test_imports_never_point_up_a_layer()
+    except AssertionError as e:
+        assert "hooked_asr.components.bad (components) imports hooked_asr.lens (methods)" in str(e)
+    else:
+        raise AssertionError("an upward import went unnoticed")
