@@ -43,6 +43,12 @@ def speech(seconds: float) -> np.ndarray:
     return np.concatenate(parts)[: int(seconds * 16000)]
 
 
+def report(rows: dict, name: str, row: dict) -> None:
+    rows[name] = row
+    print(f"  {name:32s} " + "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+          flush=True)
+
+
 def timed(fn):
     t = time.perf_counter()
     out = fn()
@@ -70,7 +76,7 @@ def main() -> None:
 
     t_ours, ours = timed(lambda: model.transcribe(audio, language="en" if model.cfg.is_multilingual else None,
                                                   progress=True))
-    rows["long-form, ours"] = {"seconds": t_ours, "windows": ours.extra["n_windows"]}
+    report(rows, "long-form, ours", {"seconds": t_ours, "windows": ours.extra["n_windows"]})
 
     try:
         from faster_whisper import WhisperModel
@@ -87,10 +93,10 @@ def main() -> None:
             return "".join(s.text for s in segs).strip()
 
         t_fw, fw_text = timed(run_fw)
-        rows["long-form, faster-whisper"] = {"seconds": t_fw, "ours / theirs": t_ours / t_fw,
-                                             "WER(theirs, ours)": word_error_rate(fw_text, ours.text)}
+        report(rows, "long-form, faster-whisper", {"seconds": t_fw, "ours / theirs": t_ours / t_fw,
+                                                   "WER(theirs, ours)": word_error_rate(fw_text, ours.text)})
     except Exception as e:  # noqa: BLE001 - a missing reference is reported, not fatal
-        rows["long-form, faster-whisper"] = {"error": str(e)}
+        report(rows, "long-form, faster-whisper", {"error": str(e)})
 
     from transformers import WhisperForConditionalGeneration
     from transformers.generation.utils import GenerationMixin
@@ -112,8 +118,8 @@ def main() -> None:
             return model.tokenizer.decode(g[0].tolist()).strip()
 
         t_hf, hf_text = timed(run_hf)
-        rows["long-form, HF generate"] = {"seconds": t_hf, "ours / theirs": t_ours / t_hf,
-                                          "WER(theirs, ours)": word_error_rate(hf_text, ours.text)}
+        report(rows, "long-form, HF generate", {"seconds": t_hf, "ours / theirs": t_ours / t_hf,
+                                                "WER(theirs, ours)": word_error_rate(hf_text, ours.text)})
 
     feats = model.prepare_features(audio[: 16000 * 25])["input_features"]
     prompt, kw = model.sot_sequence("en" if model.cfg.is_multilingual else None), model.generation_kwargs()
@@ -123,12 +129,9 @@ def main() -> None:
             hf, input_features=feats, decoder_input_ids=torch.tensor([prompt]), num_beams=5, do_sample=False,
             max_new_tokens=100, suppress_tokens=kw["suppress_tokens"], begin_suppress_tokens=kw["begin_suppress_tokens"],
             eos_token_id=kw["eos_token_id"]))
-    rows["beam search (5 beams, 25 s)"] = {"seconds": t_b, "HF seconds": t_hb, "ours / theirs": t_b / t_hb,
-                                           "same tokens": b.sequences.tolist() == hb.tolist()}
-
-    print(f"\n{model.cfg.name}, {args.seconds:.0f} s of speech, {args.threads} threads")
-    for name, r in rows.items():
-        print(f"  {name:32s} " + "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+    report(rows, "beam search (5 beams, 25 s)", {"seconds": t_b, "HF seconds": t_hb, "ours / theirs": t_b / t_hb,
+                                                  "same tokens": b.sequences.tolist() == hb.tolist()})
+    print(f"{model.cfg.name}, {args.seconds:.0f} s of speech, {args.threads} threads")
     with open(args.out, "w") as f:
         json.dump({"model": model.cfg.name, "seconds_of_audio": args.seconds, "threads": args.threads, "rows": rows}, f, indent=2)
     print(f"wrote {args.out}")
