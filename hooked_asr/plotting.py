@@ -169,10 +169,9 @@ def plot_word_alignment(
 
     Top: the log-mel of ``audio`` with each word of ``result.words`` (``model.transcribe(audio,
     word_timestamps=True)`` when not given) at its start/end. Bottom: the matrix the word timings
-    are read from (:func:`hooked_asr.models.decoding.alignment_matrix`: one row per text token,
+    are read from (``model.alignment_matrix``: one row per text token,
     the row that predicts it, over 20-ms encoder frames) with the DTW path's word starts."""
     from hooked_asr.audio import load_audio, log_mel_spectrogram
-    from hooked_asr.models.decoding.timing import alignment_matrix
 
     plt = _plt()
     wave = load_audio(audio, allow_long=False)
@@ -183,8 +182,8 @@ def plot_word_alignment(
     mel = log_mel_spectrogram(wave, model.cfg.encoder.n_mels)[0]
     n = -(-len(wave) // 160)
     tokens = [t for t in result.tokens if t < model.cfg.eos_token_id]
-    matrix, _ = alignment_matrix(model, tokens, input_features=mel[None].to(model.device), num_frames=n,
-                                 language=result.language)
+    matrix = model.alignment_matrix(tokens, input_features=mel[None].to(model.device), num_frames=n,
+                                    language=result.language)
     seconds = n / 100
     fig, (a0, a1) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.3]})
     a0.imshow(mel[:, :n].numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[0]), cmap="magma")

@@ -9,9 +9,8 @@ import torch
 from transformers.generation.utils import GenerationMixin
 
 from hooked_asr.models.qwen2_audio import HookedQwen2Audio, audio_token_counts
-from hooked_asr.models.qwen2_audio_weights import SPECIAL_TOKENS
 
-from tests.conftest import make_hf_qwen2_audio, make_tokenizer
+from tests.conftest import SPECIAL_TOKENS, make_hf_qwen2_audio, make_tokenizer
 
 
 @pytest.fixture(scope="module")
