@@ -160,3 +160,46 @@ def plot_lens_curves(curves: Mapping[str, Any], path: str | Path | None = None, 
 
 
 __all__ = ["save_figure", "plot_heatmap", "plot_curves", "plot_bars", "plot_logit_lens", "plot_lens_curves"]
+
+
+def plot_word_alignment(
+    model: Any, audio: Any, result: Any | None = None, path: str | Path | None = None, title: str = "",
+) -> Any:
+    """Words under the log-mel spectrogram, above the alignment heads' attention.
+
+    Top: the log-mel of ``audio`` with each word of ``result.words`` (``model.transcribe(audio,
+    word_timestamps=True)`` when not given) at its start/end. Bottom: the matrix the word timings
+    are read from (``model.alignment_matrix``: one row per text token,
+    the row that predicts it, over 20-ms encoder frames) with the DTW path's word starts."""
+    from hooked_asr.audio import load_audio, log_mel_spectrogram
+
+    plt = _plt()
+    wave = load_audio(audio, allow_long=False)
+    if result is None:
+        result = model.transcribe(wave, word_timestamps=True)
+    if not result.words:
+        raise ValueError("the transcript has no words to plot")
+    mel = log_mel_spectrogram(wave, model.cfg.encoder.n_mels)[0]
+    n = -(-len(wave) // 160)
+    tokens = [t for t in result.tokens if t < model.cfg.eos_token_id]
+    matrix = model.alignment_matrix(tokens, input_features=mel[None].to(model.device), num_frames=n,
+                                    language=result.language)
+    seconds = n / 100
+    fig, (a0, a1) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.3]})
+    a0.imshow(mel[:, :n].numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[0]), cmap="magma")
+    for w in result.words:
+        a0.axvline(w.start, color="w", lw=0.8)
+        a0.text((w.start + w.end) / 2, mel.shape[0] * 1.02, w.word.strip(), ha="center", va="bottom", fontsize=8)
+    a0.set_ylabel("mel bin")
+    a0.set_title(title or "words under the spectrogram", pad=16)
+    m = matrix.cpu().numpy()
+    a1.imshow(m, origin="upper", aspect="auto", extent=(0, m.shape[1] * 0.02, m.shape[0] - 0.5, -0.5), cmap="viridis")
+    for w in result.words:
+        a1.axvline(w.start, color="w", lw=0.8, ls="--")
+    a1.set_xlabel("time (s)")
+    a1.set_ylabel("token (predicting row)")
+    a1.set_yticks(range(len(tokens) + 1))
+    names = [model.tokenizer.token_to_string(t) if model.tokenizer else str(t) for t in tokens] + ["<eot>"]
+    a1.set_yticklabels([_short(x, 10) for x in names], fontsize=6)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -174,7 +174,9 @@ class HookedWhisper(HookedEncoderDecoder):
     def _window_prompt(self, language: str | None, task: str, timestamps: bool, previous: Sequence[int]) -> list[int]:
         """``[<|startofprev|> previous[-223:]] + sot_sequence``: openai-whisper keeps the last
         ``n_ctx // 2 - 1`` tokens of the previous text (or of ``initial_prompt``)."""
-        prev = [self._special("<|startofprev|>", 2)] + list(previous)[-(self.cfg.decoder.n_ctx // 2 - 1) :] if previous else []
+        prev: list[int] = []
+        if previous and (self.tokenizer is not None or self.cfg.no_timestamps_token_id is not None):
+            prev = [self._special("<|startofprev|>", 2)] + list(previous)[-(self.cfg.decoder.n_ctx // 2 - 1) :]
         return prev + self.sot_sequence(language, task, timestamps)
 
     def _no_speech_query(self, prompt: Sequence[int]) -> tuple[int, int] | None:
@@ -226,6 +228,13 @@ class HookedWhisper(HookedEncoderDecoder):
         if language is None and self.cfg.is_multilingual and self.cfg.lang_to_id:
             language = self.detect_language(F.pad(mel[:, :N_FRAMES], (0, 0))[None].to(self.device))[0]
         return transcribe_sequential(self, mel, content_frames, opts, language, self._initial_tokens(opts))
+
+    def alignment_matrix(self, text_tokens: Sequence[int], **kwargs: Any) -> torch.Tensor:
+        """The matrix word timings are read from, ``[token + 1, frame]``: see
+        :func:`hooked_asr.models.decoding.alignment_matrix` (same keyword arguments)."""
+        from hooked_asr.models.decoding.timing import alignment_matrix
+
+        return alignment_matrix(self, text_tokens, **kwargs)[0]
 
     def _add_word_timestamps(self, segments: list[Segment], **kwargs: Any) -> float:
         from hooked_asr.models.decoding.timing import add_word_timestamps

@@ -9,9 +9,9 @@ from hooked_asr.models.decoding.fallback import compression_ratio
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import GenerationOutput, Segment, TranscriptionResult, WordTiming
 from hooked_asr.models.decoding.state import DecodingState
-from hooked_asr.models.decoding.timing import alignment_heads, dtw, find_alignment, median_filter
+from hooked_asr.models.decoding.timing import alignment_heads, alignment_matrix, dtw, find_alignment, median_filter
 
 __all__ = [
     "DecodingState", "GenerationOutput", "Segment", "TranscribeOptions", "TranscriptionResult", "WordTiming",
-    "alignment_heads", "compression_ratio", "dtw", "find_alignment", "median_filter",
+    "alignment_heads", "alignment_matrix", "compression_ratio", "dtw", "find_alignment", "median_filter",
 ]

@@ -36,9 +36,10 @@ def transcribe_sequential(
     initial_tokens: list[int],
 ) -> TranscriptionResult:
     """``mel [n_mels, content_frames + padding]`` -> one :class:`TranscriptionResult` over all windows."""
-    tb = model.cfg.no_timestamps_token_id + 1
-    if opts.without_timestamps is None:
-        opts = dataclasses.replace(opts, without_timestamps=False)
+    has_ts = model.cfg.no_timestamps_token_id is not None
+    tb = model.cfg.no_timestamps_token_id + 1 if has_ts else model.cfg.decoder.d_vocab
+    if opts.without_timestamps is None or not has_ts:  # without timestamp tokens: full-window steps
+        opts = dataclasses.replace(opts, without_timestamps=not has_ts or bool(opts.without_timestamps))
     if opts.max_new_tokens is None:  # openai-whisper's sample_len for each window
         opts = dataclasses.replace(opts, max_new_tokens=model.cfg.decoder.n_ctx // 2)
     timestamps = not opts.without_timestamps
@@ -50,6 +51,8 @@ def transcribe_sequential(
     kept_lps: list[float] = []
     last_speech = 0.0
     first_prompt: list[int] | None = None
+    tok = model.tokenizer
+    decode = tok.decode if tok is not None else (lambda ids: "")
     finished = True
     show = opts.progress if opts.progress is not None else content_frames > N_FRAMES
     bar = tqdm(total=content_frames, unit="frames", desc="transcribing windows", disable=not show)
@@ -85,7 +88,7 @@ def transcribe_sequential(
                 toks = r.tokens[a:b]
                 current.append((Segment(
                     id=0, seek=seek, start=time_offset + start, end=time_offset + end,
-                    text=model.tokenizer.decode([t for t in toks if t < model.cfg.eos_token_id]),
+                    text=decode([t for t in toks if t < model.cfg.eos_token_id]),
                     tokens=toks, avg_logprob=r.avg_logprob, compression_ratio=r.compression_ratio,
                     no_speech_prob=r.no_speech_prob, temperature=r.temperature,
                 ), r.logprobs[a:b]))
@@ -104,7 +107,7 @@ def transcribe_sequential(
                     if ends and ends[-1] > time_offset:
                         seek = round(ends[-1] / HOP_SECONDS)
             for seg, lps in current:
-                if seg.start == seg.end or not seg.text.strip():
+                if seg.start == seg.end or (tok is not None and not seg.text.strip()) or not seg.tokens:
                     continue  # instantaneous or textless: dropped, as faster-whisper does
                 seg.id = len(segments)
                 segments.append(seg)
@@ -117,10 +120,10 @@ def transcribe_sequential(
     finally:
         bar.close()
     words: list[WordTiming] | None = [w for s in segments for w in (s.words or [])] if opts.word_timestamps else None
-    text = model.tokenizer.decode([t for t in kept_tokens if t < model.cfg.eos_token_id]).strip()
+    text = decode([t for t in kept_tokens if t < model.cfg.eos_token_id]).strip() if tok is not None else None
     return TranscriptionResult(
         text=text, tokens=kept_tokens, token_logprobs=kept_lps, prompt=first_prompt or [], finished=finished,
         language=language, segments=segments, words=words,
-        extra={"n_windows": window, "compression_ratio": compression_ratio(text)},
+        extra={"n_windows": window, "compression_ratio": compression_ratio(text or "")},
     )
 

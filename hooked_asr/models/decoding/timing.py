@@ -120,7 +120,7 @@ def split_to_word_tokens(tokenizer: Any, tokens: list[int], language: str | None
 
 
 @torch.no_grad()
-def find_alignment(
+def alignment_matrix(
     model: Any,
     text_tokens: Sequence[int],
     *,
@@ -131,18 +131,13 @@ def find_alignment(
     task: str = "transcribe",
     medfilt_width: int = 7,
     qk_scale: float = 1.0,
-) -> list[WordTiming]:
-    """Words of ``text_tokens`` (no special tokens) with start/end seconds from the window start.
-
-    ``num_frames``: mel frames (100 per second) that hold audio (default: all). The decoder is
-    teacher-forced on the plain sot sequence of ``language``/``task`` (no previous text), as
-    openai-whisper does. Each word's ``probability`` is the mean of its tokens' probabilities."""
+) -> tuple[Float[torch.Tensor, "token frame"], list[float]]:
+    """``(M, token_probs)``: the alignment heads' standardised, median-filtered attention averaged
+    over heads, one row per text token plus one for end of text (the rows that *predict* them),
+    over the ``num_frames // 2`` encoder frames that hold audio; and each text token's probability."""
     if not getattr(model.cfg.decoder, "cross_attention", False):
         raise ValueError(f"word timings read cross-attention; {type(model).__name__} has none")
     text_tokens = [int(t) for t in text_tokens]
-    tok = model.tokenizer
-    if not text_tokens:
-        return []
     if encoder_hidden_states is None:
         if input_features is None:
             raise ValueError("pass input_features or encoder_hidden_states")
@@ -167,12 +162,40 @@ def find_alignment(
     w = (w * qk_scale).softmax(-1)
     std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
     w = median_filter((w - mean) / std, medfilt_width)
-    matrix = w.mean(0)[first:-1]  # rows predicting text tokens, then end of text
-    rows, cols = dtw(-matrix.double().cpu().numpy())
-
     probs = logits[first:, :eos].float().softmax(-1)
-    token_probs = probs[torch.arange(len(text_tokens)), torch.tensor(text_tokens)].tolist()
-    words, word_tokens = split_to_word_tokens(tok, text_tokens + [eos], language)
+    token_probs = probs[torch.arange(len(text_tokens)), torch.tensor(text_tokens, dtype=torch.long)].tolist()
+    return w.mean(0)[first:-1], token_probs
+
+
+def find_alignment(
+    model: Any,
+    text_tokens: Sequence[int],
+    *,
+    input_features: Float[torch.Tensor, "1 n_mels frames"] | None = None,
+    encoder_hidden_states: Float[torch.Tensor, "1 frame d_model"] | None = None,
+    num_frames: int | None = None,
+    language: str | None = None,
+    task: str = "transcribe",
+    medfilt_width: int = 7,
+    qk_scale: float = 1.0,
+) -> list[WordTiming]:
+    """Words of ``text_tokens`` (no special tokens) with start/end seconds from the window start.
+
+    ``num_frames``: mel frames (100 per second) that hold audio (default: all). The decoder is
+    teacher-forced on the plain sot sequence of ``language``/``task`` (no previous text), as
+    openai-whisper does. Each word's ``probability`` is the mean of its tokens' probabilities.
+
+    >>> words = find_alignment(model, out.tokens, input_features=feats, num_frames=len(audio) // 160)
+    """
+    text_tokens = [int(t) for t in text_tokens]
+    if not text_tokens:
+        return []
+    matrix, token_probs = alignment_matrix(
+        model, text_tokens, input_features=input_features, encoder_hidden_states=encoder_hidden_states,
+        num_frames=num_frames, language=language, task=task, medfilt_width=medfilt_width, qk_scale=qk_scale,
+    )
+    rows, cols = dtw(-matrix.double().cpu().numpy())
+    words, word_tokens = split_to_word_tokens(model.tokenizer, text_tokens + [model.cfg.eos_token_id], language)
     if len(word_tokens) <= 1:
         return []
     bounds = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))

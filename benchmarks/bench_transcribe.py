@@ -1,0 +1,141 @@
+"""Long-form transcription and beam search: hooked_asr vs faster-whisper and Hugging Face, same run.
+
+    python benchmarks/bench_transcribe.py                 # 2 minutes of espeak speech, tiny.en
+    python benchmarks/bench_transcribe.py --seconds 600   # the 10-minute file of issue 12 (progress bar)
+
+Prints a table (seconds and ratio ours / reference) and writes it as JSON (``--out``). Long-form:
+greedy, temperature 0, previous-text conditioning, openai-whisper's thresholds, no VAD, for all
+three. Beam search: ``generate(num_beams=5)`` vs HF ``generate(num_beams=5)`` on one 30-s window.
+Also reports the WER between the transcripts, so a speed-up never hides a different answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+SENTENCES = [
+    "The weather today is sunny with a light breeze from the west.",
+    "Please remember to bring your notebook to the meeting tomorrow.",
+    "Our train leaves the station at seven in the morning.",
+    "She planted tomatoes and beans in the small garden behind the house.",
+    "The library closes early on Sundays during the summer.",
+    "We walked along the river until the sun went down.",
+    "The children played football in the park after school.",
+    "The doctor told him to drink more water every day.",
+]
+
+
+def speech(seconds: float) -> np.ndarray:
+    from hooked_asr.datasets.espeak import synthesize
+
+    clips = [synthesize(s) for s in SENTENCES]
+    pause = np.zeros(int(0.6 * 16000), dtype=np.float32)
+    parts, n, i = [], 0, 0
+    while n < seconds * 16000:
+        parts += [clips[i % len(clips)], pause]
+        n += len(clips[i % len(clips)]) + len(pause)
+        i += 1
+    return np.concatenate(parts)[: int(seconds * 16000)]
+
+
+def report(rows: dict, name: str, row: dict) -> None:
+    rows[name] = row
+    print(f"  {name:32s} " + "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+          flush=True)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="whisper-tiny.en")
+    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-hf", action="store_true", help="skip HF's long-form generate")
+    ap.add_argument("--out", default="bench_transcribe.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import hooked_asr
+    from hooked_asr.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+    from hooked_asr.loading.registry import PYPI_CHECKPOINTS, weights_dir
+    from hooked_asr.text import word_error_rate
+
+    model = hooked_asr.load_model(args.model)
+    audio = speech(args.seconds)
+    rows: dict[str, dict] = {}
+
+    t_ours, ours = timed(lambda: model.transcribe(audio, language="en" if model.cfg.is_multilingual else None,
+                                                  progress=True))
+    report(rows, "long-form, ours", {"seconds": t_ours, "windows": ours.extra["n_windows"]})
+
+    try:
+        from faster_whisper import WhisperModel
+
+        parts, data_dir = PYPI_CHECKPOINTS[model.cfg.name].files()
+        d = parts[0].parent if len(parts) == 1 else None
+        if d is None:
+            raise RuntimeError("faster-whisper needs one model.bin; this checkpoint ships in parts")
+        fw = WhisperModel(str(d), device="cpu", compute_type="float32", cpu_threads=args.threads)
+
+        def run_fw():
+            segs, _ = fw.transcribe(audio, beam_size=1, temperature=0.0, language="en", vad_filter=False,
+                                    condition_on_previous_text=True)
+            return "".join(s.text for s in segs).strip()
+
+        t_fw, fw_text = timed(run_fw)
+        report(rows, "long-form, faster-whisper", {"seconds": t_fw, "ours / theirs": t_ours / t_fw,
+                                                   "WER(theirs, ours)": word_error_rate(fw_text, ours.text)})
+    except Exception as e:  # noqa: BLE001 - a missing reference is reported, not fatal
+        report(rows, "long-form, faster-whisper", {"error": str(e)})
+
+    from transformers import WhisperForConditionalGeneration
+    from transformers.generation.utils import GenerationMixin
+
+    hf = WhisperForConditionalGeneration.from_pretrained(weights_dir() / model.cfg.name, attn_implementation="sdpa").eval()
+    for key in ("lang_to_id", "task_to_id"):  # HF reads an empty dict as "multilingual"
+        if getattr(hf.generation_config, key, None) == {}:
+            delattr(hf.generation_config, key)
+    if not args.skip_hf:
+        mel = log_mel_spectrogram(audio, model.cfg.encoder.n_mels, padding=N_SAMPLES)
+        n = mel.shape[-1] - N_FRAMES
+
+        def run_hf():
+            with torch.no_grad():
+                g = hf.generate(input_features=mel[:, :, :n], attention_mask=torch.ones(1, n, dtype=torch.long),
+                                return_timestamps=True, condition_on_prev_tokens=True, temperature=0.0,
+                                logprob_threshold=-1.0, no_speech_threshold=0.6, compression_ratio_threshold=2.4)
+            g = g if isinstance(g, torch.Tensor) else g["sequences"]
+            return model.tokenizer.decode(g[0].tolist()).strip()
+
+        t_hf, hf_text = timed(run_hf)
+        report(rows, "long-form, HF generate", {"seconds": t_hf, "ours / theirs": t_ours / t_hf,
+                                                "WER(theirs, ours)": word_error_rate(hf_text, ours.text)})
+
+    feats = model.prepare_features(audio[: 16000 * 25])["input_features"]
+    prompt, kw = model.sot_sequence("en" if model.cfg.is_multilingual else None), model.generation_kwargs()
+    t_b, b = timed(lambda: model.generate(feats, prompt, num_beams=5, max_new_tokens=100, **kw))
+    with torch.no_grad():
+        t_hb, hb = timed(lambda: GenerationMixin.generate(
+            hf, input_features=feats, decoder_input_ids=torch.tensor([prompt]), num_beams=5, do_sample=False,
+            max_new_tokens=100, suppress_tokens=kw["suppress_tokens"], begin_suppress_tokens=kw["begin_suppress_tokens"],
+            eos_token_id=kw["eos_token_id"]))
+    report(rows, "beam search (5 beams, 25 s)", {"seconds": t_b, "HF seconds": t_hb, "ours / theirs": t_b / t_hb,
+                                                  "same tokens": b.sequences.tolist() == hb.tolist()})
+    print(f"{model.cfg.name}, {args.seconds:.0f} s of speech, {args.threads} threads")
+    with open(args.out, "w") as f:
+        json.dump({"model": model.cfg.name, "seconds_of_audio": args.seconds, "threads": args.threads, "rows": rows}, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
