@@ -15,9 +15,7 @@ a rerun with the same path skips what is already there.
 
 from __future__ import annotations
 
-import inspect
 import json
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 
 from hooked_asr.patching.components import Component, parse_component
+from hooked_asr.patching.item_runs import DECODER, FULL, ItemRun, generation_settings, plan_chunks, resume_point
 from hooked_asr.patching.interventions import (
     Intervention,
     MissingPolicy,
@@ -110,155 +109,6 @@ class SweepResult:
         return out, layers
 
 
-def _accepts(fn: Callable, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def generation_settings(model: Any) -> tuple[dict[str, Any], list[int]]:
-    """``(extra generate kwargs, stop ids)``: what ``model.transcribe`` decodes with
-    (``model.generation_kwargs()``) and the ids a transcript ends at (``model.stop_token_ids()``)."""
-    return dict(model.generation_kwargs()), list(model.stop_token_ids())
-
-
-# Where a row's run may start: the encoder block a patch sits in (rerun from the clean
-# residual entering it), the decoder (the clean encoder output is all it needs), or the
-# features (a patch on the encoder's front end, its final norm or any other hook).
-FULL, DECODER = -1, 1 << 30
-
-
-def resume_point(comp: Component) -> int:
-    """``l`` for a component inside encoder block ``l``; :data:`DECODER` for a decoder
-    component; :data:`FULL` for anything else (the whole model must run)."""
-    m = re.match(r"^encoder\.blocks\.(\d+)\.", comp.hook_name)
-    if m:
-        return int(m.group(1))
-    return DECODER if comp.hook_name.startswith("decoder.") else FULL
-
-
-def _touches_cross_kv(comp: Component, layer: int) -> bool:
-    return comp.hook_name in (f"decoder.blocks.{layer}.cross_attn.hook_k", f"decoder.blocks.{layer}.cross_attn.hook_v")
-
-
-class _ItemRun:
-    """One item: its clean run, computed once, and the batched runs of its chunks.
-
-    The clean encoder pass keeps what later runs start from: the decoder's input
-    (``finish_encoder`` of the last residual), the residual entering every encoder block a
-    component sits in (``encoder.blocks.{l}.hook_resid_pre``), and, for a decoder with
-    cross-attention, each layer's cross-attention keys and values of the clean teacher-forced
-    run. Every call goes through hook names and the public model API.
-    """
-
-    def __init__(self, model: Any, item: SweepItem, tf_kwargs: Mapping[str, Any], reuse: bool):
-        self.model, self.item, self.reuse = model, item, reuse
-        self.features = model.prepare_features(item.audio)
-        tf = model.teacher_forced_inputs(item.audio, **tf_kwargs)
-        self.prompt = tf.tokens[0, : tf.prompt_len]
-        self.tf_kwargs = dict(tf_kwargs)
-        self.gen_kwargs, _ = generation_settings(model)
-        self.n_encoder = model.n_layers["encoder"]
-        self.resid_pre: dict[int, torch.Tensor] = {}
-        self.encoded: torch.Tensor | None = None
-        self.cross_kv: list[dict[str, Any]] | None = None
-        self._tf: Any = None
-        self.can_share_gen = reuse and _accepts(getattr(model, "_generation_context", lambda: None), "encoder_hidden_states")
-        self.can_share_tf = reuse and _accepts(model.forward, "encoder_hidden_states")
-        self.can_resume = self.can_share_tf and self.can_share_gen and _accepts(model.encode, "start_at_layer")
-        self.can_reuse_kv = (self.can_share_tf and bool(getattr(model.cfg.decoder, "cross_attention", False))
-                             and _accepts(getattr(model, "decode", lambda: None), "past_key_values"))
-
-    def _batch(self, n: int, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        kwargs = self.features if kwargs is None else kwargs
-        return {k: (v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
-
-    @torch.no_grad()
-    def encode_clean(self, layers: Iterable[int]) -> None:
-        """One encoder pass: the decoder's input and the residual entering each of ``layers``."""
-        names = {f"encoder.blocks.{layer}.hook_resid_pre": layer for layer in layers if self.can_resume}
-
-        def keep(x: torch.Tensor, hook: Any) -> None:
-            self.resid_pre[names[hook.name]] = x.detach()
-
-        with self.model.hooks(fwd_hooks=[(n, keep) for n in names]):
-            resid = self.model.encode(**self.features, stop_at_layer=self.n_encoder)
-        self.encoded = self.model.finish_encoder(resid, **self.features)
-
-    @torch.no_grad()
-    def encode_from(self, layer: int, n: int) -> torch.Tensor | None:
-        """What the decoder reads, for ``n`` rows, rerunning encoder blocks ``layer..`` from the
-        clean residual at ``layer`` (hooks, and so patches, fire in those blocks only); ``None``
-        when the whole model must run instead."""
-        if self.encoded is None or layer == FULL:
-            return None
-        if layer >= self.n_encoder:
-            return self.encoded.expand(n, *self.encoded.shape[1:])
-        if layer not in self.resid_pre:
-            return None
-        masks = {k: v for k, v in self._batch(n).items() if k != "input_features"}
-        resid = self.model.encode(self.resid_pre[layer].expand(n, *self.resid_pre[layer].shape[1:]), **masks,
-                                  stop_at_layer=self.n_encoder, start_at_layer=layer)
-        return self.model.finish_encoder(resid, **self._batch(n))
-
-    def transcripts(self, out: Any) -> list[Transcript]:
-        # The decoding core's one cut-at-end-of-text and decode.
-        return [Transcript(r.tokens, r.text, r.finished) for r in self.model.results_from_generation(out, self.prompt)]
-
-    def generate(self, n: int, encoded: torch.Tensor | None, max_new_tokens: int | None) -> list[Transcript]:
-        kwargs: dict[str, Any] = dict(self._batch(n), prompt_ids=self.prompt, max_new_tokens=max_new_tokens,
-                                      **self.gen_kwargs)
-        if encoded is not None:
-            kwargs["encoder_hidden_states"] = encoded
-        return self.transcripts(self.model.generate(**kwargs))
-
-    def teacher_forced_inputs(self, continuation: Sequence[int]) -> Any:
-        if self._tf is None or self._tf[0] != list(continuation):
-            self._tf = (list(continuation), self.model.teacher_forced_inputs(self.item.audio, continuation, **self.tf_kwargs))
-        return self._tf[1]
-
-    @torch.no_grad()
-    def teacher_forced(
-        self, continuation: Sequence[int], n: int, encoded: torch.Tensor | None, cross_kv: list | None = None
-    ) -> tuple[torch.Tensor, Any]:
-        """Logits ``[n, pos, vocab]`` over prompt + ``continuation``; from ``encoded`` when given
-        (no encoder run), and with ``cross_kv`` from those cached cross-attention keys/values."""
-        tf = self.teacher_forced_inputs(continuation)
-        kwargs = self._batch(n, tf.kwargs)
-        if encoded is None:
-            return self.model(**kwargs), tf
-        # the mel goes; any mask stays (Qwen2-Audio counts audio tokens from it)
-        kwargs = {k: v for k, v in kwargs.items() if k != "input_features"}
-        if cross_kv is None:
-            return self.model(**kwargs, encoder_hidden_states=encoded), tf
-        return self.model.decode(kwargs["decoder_input_ids"], encoded, past_key_values=cross_kv)[0], tf
-
-    @torch.no_grad()
-    def clean_teacher_forced(self, continuation: Sequence[int]) -> tuple[torch.Tensor, Any]:
-        """The clean logits, keeping each layer's cross-attention keys/values for later rows."""
-        if not self.can_reuse_kv:
-            return self.teacher_forced(continuation, 1, self.encoded if self.can_share_tf else None)
-        tf = self.teacher_forced_inputs(continuation)
-        logits, cache = self.model.decode(tf.kwargs["decoder_input_ids"], self.encoded)
-        self.cross_kv = [{"cross": layer["cross"]} for layer in cache]
-        return logits, tf
-
-    def shared_cross_kv(self, chunk: Sequence[Component], n: int) -> list[dict[str, Any]] | None:
-        """The clean cross-attention keys/values for ``n`` rows, leaving out every layer whose
-        keys/values a component of ``chunk`` patches (those are recomputed, hooks firing)."""
-        if self.cross_kv is None:
-            return None
-        out = []
-        for layer, kv in enumerate(self.cross_kv):
-            if any(_touches_cross_kv(c, layer) for c in chunk):
-                out.append({})
-            else:
-                k, v = kv["cross"]
-                out.append({"cross": (k.expand(n, *k.shape[1:]), v.expand(n, *v.shape[1:]))})
-        return out
-
-
 def _make_intervention(
     kind: str | Callable, comp: Component, row: int, alpha: float, ref_cache: Mapping | None,
     means: Mapping | None, missing: MissingPolicy, positions: Sequence[int] | None,
@@ -312,30 +162,6 @@ def _metric_functions(mode: str, metrics: Sequence[Any] | Mapping[str, Any]) -> 
     return out
 
 
-def plan_chunks(comps: Sequence[Component], batch_size: int, split_at_resume: bool = True) -> list[list[Component]]:
-    """Components in run order, cut into chunks of at most ``batch_size`` rows.
-
-    Rows that start at the same place go together: first those needing the whole model,
-    then encoder components by block, then decoder components (no encoder run); within a
-    group the given order is kept. A chunk reruns the encoder from its lowest block, so a
-    chunk that mixed blocks would rerun the higher blocks' rows through blocks they do not
-    need: with ``split_at_resume`` a chunk never spans two starting points. Teacher-forced
-    sweeps split (measured on CPU: batching encoder rows gains nothing per row, so the extra
-    blocks are pure loss - a mixed 24-row chunk of tiny's encoder heads made the batched sweep
-    0.75x the serial one); generation sweeps fill chunks across starting points, because
-    decoding rows together saves far more than the extra encoder blocks cost.
-    """
-    order = sorted(range(len(comps)), key=lambda i: (resume_point(comps[i]), i))
-    chunks: list[list[Component]] = []
-    for i in order:
-        c = comps[i]
-        if (not chunks or len(chunks[-1]) >= batch_size
-                or (split_at_resume and resume_point(chunks[-1][-1]) != resume_point(c))):
-            chunks.append([])
-        chunks[-1].append(c)
-    return chunks
-
-
 def _reference_cache(
     model: Any, item: SweepItem, reference: str | None, seed: int, tokens: Sequence[int],
     comps: Sequence[Component], tf_kwargs: Mapping[str, Any],
@@ -374,7 +200,7 @@ class _SweepSpec:
         return self.intervention in ("interpolate", "patch") or callable(self.intervention)
 
 
-def _run_chunk(run: _ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Transcript,
+def _run_chunk(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Transcript,
                clean_values: dict[str, float], ref_cache: Mapping | None, cap: int) -> list[dict[str, Any]]:
     """One batched run: row ``j`` carries the intervention on ``chunk[j]``; returns its table rows."""
     model, item, n = run.model, run.item, len(chunk)
@@ -403,7 +229,7 @@ def _run_chunk(run: _ItemRun, spec: _SweepSpec, chunk: list[Component], clean: T
 def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _SweepSpec,
                 emit: Callable[[list[dict[str, Any]]], None], bar: Any) -> int:
     """Every pending component of one item; returns the number of batched runs."""
-    run = _ItemRun(model, item, spec.tf_kwargs, spec.reuse)
+    run = ItemRun(model, item, spec.tf_kwargs, spec.reuse)
     if run.can_share_gen or run.can_share_tf:
         run.encode_clean({resume_point(c) for c in pending if 0 <= resume_point(c) < run.n_encoder})
     clean = run.generate(1, run.encoded if run.can_share_gen else None, spec.max_new_tokens)[0]
@@ -526,4 +352,4 @@ def _row(c: Component, item: SweepItem, metric: str, value: float, clean: float)
             "stack": c.stack, "layer": c.layer, "kind": c.kind, "head": c.head}
 
 
-__all__ = ["DECODER", "FULL", "LOGIT_METRICS", "SweepItem", "SweepResult", "plan_chunks", "resume_point", "sweep"]
+__all__ = ["LOGIT_METRICS", "SweepItem", "SweepResult", "generation_settings", "sweep"]

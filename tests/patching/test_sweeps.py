@@ -28,7 +28,7 @@ from hooked_asr.patching import (
     zero_ablate,
 )
 from hooked_asr.patching.components import parse_component
-from hooked_asr.patching.sweeps import DECODER, FULL, plan_chunks, resume_point
+from hooked_asr.patching.item_runs import DECODER, FULL, plan_chunks, resume_point
 
 
 def _items(model, n=2, seed=3):
