@@ -133,6 +133,11 @@ class Qwen2AudioTokenizer:
         self._fast = hasattr(tok, "token_to_id") and not hasattr(tok, "convert_tokens_to_ids")
 
     @classmethod
+    def wrap(cls, tok: Any | None) -> "Qwen2AudioTokenizer | None":
+        """``tok`` as this adapter (``None`` and adapters stay as they are)."""
+        return tok if tok is None or isinstance(tok, cls) else cls(tok)
+
+    @classmethod
     def from_file(cls, path: str | Path) -> "Qwen2AudioTokenizer":
         from tokenizers import Tokenizer
 

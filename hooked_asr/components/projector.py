@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
 from hooked_asr.hooks import HookPoint
 
@@ -22,4 +22,14 @@ class AudioProjector(nn.Module):
         return self.hook_out(x @ self.W + self.b)
 
 
-__all__ = ["AudioProjector"]
+def audio_token_counts(
+    feature_attention_mask: Int[torch.Tensor, "batch mel_frames"],
+) -> tuple[Int[torch.Tensor, " batch"], Int[torch.Tensor, " batch"]]:
+    """``(frames after the stride-2 conv, audio tokens after pooling)`` for ``n`` real mel frames:
+    ``c = (n - 1) // 2 + 1`` and ``t = (c - 2) // 2 + 1`` (Hugging Face's formulas)."""
+    n = feature_attention_mask.sum(-1).long()
+    conv = (n - 1) // 2 + 1
+    return conv, (conv - 2) // 2 + 1
+
+
+__all__ = ["AudioProjector", "audio_token_counts"]

@@ -1,4 +1,4 @@
-"""Hugging Face-layout Whisper checkpoints: a local directory or a hub id.
+"""Hugging Face-layout checkpoints (Whisper, Qwen2-Audio): a local directory or a hub id.
 
 Weights are read from ``*.safetensors`` only: ``pytorch_model.bin`` / ``*.pt`` files are
 usually pickles, which can run code when loaded, so we refuse them and say how to convert.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -137,3 +138,74 @@ def load_tokenizer_for(d: Path, vocab_size: int) -> Any:
     if tok.vocab_size > vocab_size:
         raise CheckpointError(f"{path} has {tok.vocab_size} tokens but the model's vocabulary is {vocab_size}")
     return tok
+
+
+def as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A torch dtype from a dtype or its name (``"bfloat16"``, ``"torch.float16"``); ``None`` stays."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    got = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(got, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use torch.bfloat16, torch.float16 or torch.float32")
+    return got
+
+
+def _qwen2_audio_tokenizer(d: Path) -> Any | None:
+    """``tokenizer.json`` through ``tokenizers``; else the ``transformers`` tokenizer files; else None."""
+    from hooked_asr.tokenizer import Qwen2AudioTokenizer
+
+    if (d / "tokenizer.json").exists():
+        return Qwen2AudioTokenizer.from_file(d / "tokenizer.json")
+    if (d / "vocab.json").exists():
+        from transformers import AutoTokenizer
+
+        return Qwen2AudioTokenizer(AutoTokenizer.from_pretrained(str(d)))
+    return None
+
+
+def load_hf_qwen2_audio_dir(
+    path_or_hub_id: str | Path, dtype: torch.dtype | str | None, device: str | torch.device,
+    tokenizer: Any | None = None, chat: bool | None = None,
+) -> tuple[ModelConfig, Iterable[dict[str, torch.Tensor]], Any | None]:
+    """A Hugging Face-layout Qwen2-Audio checkpoint: ``(cfg, shards, tokenizer)``.
+
+    ``shards`` yields each ``*.safetensors`` file's tensors converted to our names, cast to
+    ``dtype`` and moved to ``device`` as they are read (one shard in memory at a time). The
+    tokenizer is ``tokenizer`` if given, else the folder's. ``cfg.extra["chat"]`` is ``chat``,
+    or by default chat unless the folder's name lacks "instruct" and its tokenizer has no chat
+    template.
+    """
+    from safetensors import safe_open
+    from transformers import GenerationConfig, Qwen2AudioConfig
+
+    from hooked_asr.loading.qwen2_audio_weights import config_from_hf, iter_converted
+
+    d = resolve_hub_or_dir(path_or_hub_id)
+    if not (d / "config.json").exists():
+        raise CheckpointError(f"{d} has no config.json; is it a Hugging Face Qwen2-Audio checkpoint?")
+    model_type = read_json(d / "config.json").get("model_type")
+    if model_type != "qwen2_audio":
+        raise CheckpointError(f"{d} holds a {model_type!r} model, not Qwen2-Audio (model_type 'qwen2_audio')")
+    hf_cfg = Qwen2AudioConfig.from_pretrained(str(d))
+    gen = GenerationConfig.from_pretrained(str(d)) if (d / "generation_config.json").exists() else None
+    cfg = config_from_hf(hf_cfg, gen, name=str(path_or_hub_id))
+    files = sorted(d.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(
+            f"no *.safetensors weights in {d}; pickled weights are not read (convert once with "
+            "model.save_pretrained(dir, safe_serialization=True))"
+        )
+    if tokenizer is None:
+        tokenizer = _qwen2_audio_tokenizer(d)
+    tok_cfg = d / "tokenizer_config.json"
+    has_template = tok_cfg.exists() and "chat_template" in read_json(tok_cfg)
+    cfg.extra["chat"] = chat if chat is not None else ("instruct" in str(d).lower() or has_template)
+    target = as_dtype(dtype)
+
+    def shards() -> Iterable[dict[str, torch.Tensor]]:
+        for f in files:
+            with safe_open(str(f), framework="pt", device="cpu") as sf:
+                items = ((k, sf.get_tensor(k)) for k in sf.keys())
+                yield dict(iter_converted(items, cfg, target, device))
+
+    return cfg, shards(), tokenizer

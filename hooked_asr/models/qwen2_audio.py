@@ -15,8 +15,7 @@ HookedWhisper uses, configured for Qwen2.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,12 @@ from jaxtyping import Float, Int
 
 from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
-from hooked_asr.components.projector import AudioProjector
+from hooked_asr.components.projector import AudioProjector, audio_token_counts
 from hooked_asr.config import ModelConfig
-from hooked_asr.hooks import HookPoint
 from hooked_asr.models.base import HookedEncoderDecoder, PromptGroup, TeacherForcedInputs, TranscriptionResult
 from hooked_asr.models.decoding.options import TranscribeOptions
-from hooked_asr.models.decoding.results import Segment
+from hooked_asr.loading.hf import as_dtype
 from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS, config_from_hf, iter_converted
-from hooked_asr.loading.whisper_weights import WeightConversionError
 from hooked_asr.tokenizer import Qwen2AudioTokenizer
 
 AUDIO_TOKEN = "<|AUDIO|>"
@@ -52,22 +49,6 @@ class AudioContext:
     n_audio_tokens: Int[torch.Tensor, " n_audio"]
 
 
-def _as_tokenizer(tok: Any | None) -> Qwen2AudioTokenizer | None:
-    if tok is None or isinstance(tok, Qwen2AudioTokenizer):
-        return tok
-    return Qwen2AudioTokenizer(tok)
-
-
-def audio_token_counts(
-    feature_attention_mask: Int[torch.Tensor, "batch mel_frames"],
-) -> tuple[Int[torch.Tensor, " batch"], Int[torch.Tensor, " batch"]]:
-    """``(frames after the stride-2 conv, audio tokens after pooling)`` for ``n`` real mel frames:
-    ``c = (n - 1) // 2 + 1`` and ``t = (c - 2) // 2 + 1`` (Hugging Face's formulas)."""
-    n = feature_attention_mask.sum(-1).long()
-    conv = (n - 1) // 2 + 1
-    return conv, (conv - 2) // 2 + 1
-
-
 class HookedQwen2Audio(HookedEncoderDecoder):
     """Qwen2-Audio with a hook point on every intermediate (names in DESIGN.md).
 
@@ -79,14 +60,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
     ``Qwen2AudioProcessor`` expands them); :meth:`transcription_prompt` builds such prompts.
     "What the decoder reads" (``encoder_hidden_states``, :meth:`finish_encoder`) is the
     projector's output ``[n_audio, pooled, d_model]``.
-
-    Memory: the real Qwen2-Audio-7B(-Instruct) has about 8.4 B parameters (audio tower
-    0.64 B, language model 7.7 B), so about 17 GB in bf16/fp16 and 34 GB in fp32, plus the
-    key/value cache (32 layers x 2 x 4096 values = 0.5 MB per token in bf16, about 0.4 GB
-    for a 30 s clip's 750 audio tokens and its prompt) and activations (a few hundred MB
-    per item for 30 s). ``from_pretrained`` streams the safetensors shards, so peak host
-    memory is the model plus one shard, never two copies. A 24 GB GPU holds it in bf16;
-    ``run_with_cache`` on every hook of a 30 s clip needs several GB more (filter names).
+    Memory on the real 7B checkpoint: README, "Qwen2-Audio".
     """
 
     def __init__(self, cfg: ModelConfig, tokenizer: Any | None = None):
@@ -99,7 +73,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         self.encoder = AudioEncoder(cfg.encoder)
         self.projector = AudioProjector(cfg.encoder.d_model, cfg.decoder.d_model)
         self.decoder = TextDecoder(cfg.decoder)
-        self.tokenizer = _as_tokenizer(tokenizer)
+        self.tokenizer = Qwen2AudioTokenizer.wrap(tokenizer)
         self.setup()
 
     @property
@@ -459,27 +433,14 @@ class HookedQwen2Audio(HookedEncoderDecoder):
     def _transcribe_long(self, wave: Any, opts: TranscribeOptions) -> TranscriptionResult:
         """Audio longer than the tower's window: consecutive windows, each transcribed on its own
         (one batch, no conditioning on the previous text); text and tokens joined in order."""
-        from hooked_asr.audio import chunk_audio
+        from hooked_asr.audio import SAMPLE_RATE, chunk_audio
+        from hooked_asr.models.decoding.longform import join_windows
 
         window = self._window_samples()
-        chunks = chunk_audio(wave, window / 16000)
+        chunks = chunk_audio(wave, window / SAMPLE_RATE)
         feats = self._short_form_features(chunks)
         parts = self._transcribe_short(feats, [c.size for c in chunks], list(range(len(chunks))), opts)
-        tokens, lps, segments = [], [], []
-        for i in range(len(chunks)):
-            r = parts[i]
-            tokens += r.tokens
-            lps += r.token_logprobs
-            for seg in r.segments:
-                seg.id, seg.seek = len(segments), i * window // 160
-                seg.start, seg.end = seg.start + i * window / 16000, seg.end + i * window / 16000
-                segments.append(seg)
-        text = " ".join(parts[i].text for i in range(len(chunks)) if parts[i].text) if self.tokenizer is not None else None
-        return TranscriptionResult(
-            text=text, tokens=tokens, token_logprobs=lps, prompt=parts[0].prompt,
-            finished=all(parts[i].finished for i in range(len(chunks))), language=opts.language, segments=segments,
-            extra={"n_windows": len(chunks), "n_audio_tokens": [parts[i].extra.get("n_audio_tokens") for i in range(len(chunks))]},
-        )
+        return join_windows(parts, window, language=opts.language, has_text=self.tokenizer is not None)
 
     def transcribe(
         self, audio: Any, *, instruction: str | None = None, chat: bool | None = None, **kwargs: Any
@@ -508,7 +469,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         cfg = config_from_hf(hf_model.config, getattr(hf_model, "generation_config", None),
                              name=getattr(hf_model.config, "_name_or_path", "") or "qwen2-audio")
         cfg.extra["chat"] = chat
-        dtype = _dtype(dtype) or next(hf_model.parameters()).dtype
+        dtype = as_dtype(dtype) or next(hf_model.parameters()).dtype
         model = cls._empty(cfg, tokenizer)
         items = ((k, v.detach().clone()) for k, v in hf_model.state_dict().items())
         return model._load_pieces([dict(iter_converted(items, cfg, dtype, device))], device)._settle_eos()
@@ -527,61 +488,10 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         prompt format; by default, chat unless the directory's name lacks "instruct" and its
         tokenizer has no chat template.
         """
-        from safetensors import safe_open
-        from transformers import GenerationConfig, Qwen2AudioConfig
+        from hooked_asr.loading.hf import load_hf_qwen2_audio_dir
 
-        from hooked_asr.loading.hf import CheckpointError, resolve_hub_or_dir
-
-        d = resolve_hub_or_dir(path_or_hub_id)
-        if not (d / "config.json").exists():
-            raise CheckpointError(f"{d} has no config.json; is it a Hugging Face Qwen2-Audio checkpoint?")
-        model_type = json.loads((d / "config.json").read_text()).get("model_type")
-        if model_type != "qwen2_audio":
-            raise CheckpointError(f"{d} holds a {model_type!r} model, not Qwen2-Audio (model_type 'qwen2_audio')")
-        hf_cfg = Qwen2AudioConfig.from_pretrained(str(d))
-        gen = GenerationConfig.from_pretrained(str(d)) if (d / "generation_config.json").exists() else None
-        cfg = config_from_hf(hf_cfg, gen, name=str(path_or_hub_id))
-        files = sorted(d.glob("*.safetensors"))
-        if not files:
-            raise CheckpointError(
-                f"no *.safetensors weights in {d}; pickled weights are not read (convert once with "
-                "model.save_pretrained(dir, safe_serialization=True))"
-            )
-        if tokenizer is None:
-            tokenizer = _load_tokenizer(d)
-        tok_cfg = d / "tokenizer_config.json"
-        has_template = tok_cfg.exists() and "chat_template" in json.loads(tok_cfg.read_text())
-        cfg.extra["chat"] = chat if chat is not None else ("instruct" in str(d).lower() or has_template)
-        target = _dtype(dtype)
-        model = cls._empty(cfg, tokenizer)
-
-        def shards() -> Iterable[dict[str, torch.Tensor]]:
-            for f in files:
-                with safe_open(str(f), framework="pt", device="cpu") as sf:
-                    items = ((k, sf.get_tensor(k)) for k in sf.keys())
-                    yield dict(iter_converted(items, cfg, target, device))
-
-        return model._load_pieces(shards(), device)._settle_eos()
-
-
-def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    got = getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(got, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use torch.bfloat16, torch.float16 or torch.float32")
-    return got
-
-
-def _load_tokenizer(d: Path) -> Qwen2AudioTokenizer | None:
-    """``tokenizer.json`` through ``tokenizers``; else the ``transformers`` tokenizer files; else None."""
-    if (d / "tokenizer.json").exists():
-        return Qwen2AudioTokenizer.from_file(d / "tokenizer.json")
-    if (d / "vocab.json").exists():
-        from transformers import AutoTokenizer
-
-        return Qwen2AudioTokenizer(AutoTokenizer.from_pretrained(str(d)))
-    return None
+        cfg, shards, tokenizer = load_hf_qwen2_audio_dir(path_or_hub_id, dtype, device, tokenizer, chat)
+        return cls._empty(cfg, tokenizer)._load_pieces(shards, device)._settle_eos()
 
 
 __all__ = ["HookedQwen2Audio", "AudioProjector", "Qwen2AudioTokenizer", "audio_token_counts", "SPECIAL_TOKENS"]

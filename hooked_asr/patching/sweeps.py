@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from hooked_asr.patching.components import Component, parse_component
-from hooked_asr.patching.item_runs import DECODER, FULL, ItemRun, generation_settings, plan_chunks, resume_point
+from hooked_asr.patching.item_runs import DECODER, ItemRun, generation_settings, plan_chunks, resume_point
 from hooked_asr.patching.interventions import (
     Intervention,
     MissingPolicy,

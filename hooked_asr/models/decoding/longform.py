@@ -127,3 +127,30 @@ def transcribe_sequential(
         extra={"n_windows": window, "compression_ratio": compression_ratio(text or "")},
     )
 
+
+
+def join_windows(
+    parts: list[TranscriptionResult], window_samples: int, language: str | None, has_text: bool = True
+) -> TranscriptionResult:
+    """One result from windows transcribed independently (window ``i`` starts at
+    ``i * window_samples``): tokens, log-probs and segments in order, segment times shifted
+    to the recording's clock, texts joined by a space."""
+    from hooked_asr.audio import HOP_LENGTH, SAMPLE_RATE
+
+    tokens: list[int] = []
+    lps: list[float] = []
+    segments: list[Segment] = []
+    for i, r in enumerate(parts):
+        tokens += r.tokens
+        lps += r.token_logprobs
+        offset = i * window_samples / SAMPLE_RATE
+        for seg in r.segments:
+            seg.id, seg.seek = len(segments), i * window_samples // HOP_LENGTH
+            seg.start, seg.end = seg.start + offset, seg.end + offset
+            segments.append(seg)
+    text = " ".join(r.text for r in parts if r.text) if has_text else None
+    return TranscriptionResult(
+        text=text, tokens=tokens, token_logprobs=lps, prompt=parts[0].prompt, finished=all(r.finished for r in parts),
+        language=language, segments=segments,
+        extra={"n_windows": len(parts), "n_audio_tokens": [r.extra.get("n_audio_tokens") for r in parts]},
+    )
