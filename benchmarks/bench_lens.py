@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=None, help="cap every decode (default: the lens's own cap)")
     args = ap.parse_args(argv)
 
-    from hooked_asr.lens.logit import generate_kwargs as _generate_kwargs, stop_ids as _stop_ids
     from hooked_asr.lens import encoder_lens, encoder_lens_states
 
     model, audio, what = _load(args.model, args.device)
@@ -78,12 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             for l in range(n_layers):
                 states = encoder_lens_states(model, feats, [l])
                 model.generate(feats[main_key], final.prompt, max_new_tokens=cap, encoder_hidden_states=states,
-                               **_generate_kwargs(model), **rest)
+                               **model.generation_kwargs(), **rest)
 
         t_naive = median_seconds(naive, args.repeats, args.device)
 
     res = encoder_lens(model, audio, language=lang, final=final, max_new_tokens=cap)
-    stops = set(_stop_ids(model))
+    stops = set(model.stop_token_ids())
     longest = max(len(l.tokens) + (1 if l.finished else 0) for l in res.layers)
     ref = n_layers * t_one
     print(f"model: {what}; device {args.device}; {n_layers} encoder layers; final transcript "

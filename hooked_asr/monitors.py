@@ -86,7 +86,7 @@ class ProbeMonitor:
         return proba[:, k].double().cpu().tolist(), labels
 
 
-def _as_clips(audio: Any) -> tuple[list[np.ndarray], bool]:
+def _as_clips(audio: Any, sampling_rate: int | None = None, allow_silence: bool = False) -> tuple[list[np.ndarray], bool]:
     from hooked_asr.audio import load_audio
 
     if isinstance(audio, torch.Tensor) and audio.ndim == 3:
@@ -95,8 +95,8 @@ def _as_clips(audio: Any) -> tuple[list[np.ndarray], bool]:
     if isinstance(audio, (list, tuple)):
         if not audio:
             raise ValueError("an empty list of audio was passed")
-        return [load_audio(a) for a in audio], True
-    return [load_audio(audio)], False
+        return [load_audio(a, sampling_rate, allow_silence=allow_silence) for a in audio], True
+    return [load_audio(audio, sampling_rate, allow_silence=allow_silence)], False
 
 
 def _score(results: list[Any], rows: dict[str, list[torch.Tensor]], monitors: Sequence[ProbeMonitor]) -> None:
@@ -124,7 +124,8 @@ def transcribe_with_monitors(model: Any, audio: Any, monitors: Sequence[ProbeMon
         raise ValueError(f"monitor names must be unique, got {names}")
     for m in mons:
         model.check_hook_name(m.hook_name)
-    clips, is_batch = _as_clips(audio)
+    clips, is_batch = _as_clips(audio, transcribe_kwargs.pop("sampling_rate", None),
+                                transcribe_kwargs.get("allow_silence", False))
     got = pooled_rows(model, clips, [m.key for m in mons], transcribe=True, **transcribe_kwargs)
     _score(got.results, got.rows, mons)
     return got.results if is_batch else got.results[0]

@@ -129,7 +129,8 @@ def objective(s: dict, w: float) -> float:
 
 def transcribe(model, items: list[dict], max_new_tokens: int) -> list[str]:
     """The one place this script decodes (greedy, the library's ``transcribe``)."""
-    out = model.transcribe([it["audio"] for it in items], max_new_tokens=max_new_tokens)
+    out = model.transcribe([it["audio"] for it in items], max_new_tokens=max_new_tokens,
+                            allow_silence=True)  # silence is part of the non-speech set on purpose
     return [r.text for r in out]
 
 

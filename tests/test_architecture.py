@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, set[str]]] = [
 TOO_LONG_OK = {
     "datasets/labelled.py": "helper papers' file (issue 18): the labelled builders are split there",
     "models/qwen2_audio.py": "helper core's file under rewrite (issue 12): generation moves to models/decoding/",
+    "models/base.py": "helper core's decoding core (issue 12): transcribe's window/fallback driver still in the base class",
+    "circuits/graph.py": "helper circ2's (issue 14), in progress",
 }
 
 # Upward arrows known and owned elsewhere, each with its reason; an entry whose import is gone fails.

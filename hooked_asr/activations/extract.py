@@ -84,7 +84,8 @@ def _run_batch(
     max_new_tokens: int,
 ) -> tuple[dict[str, list[torch.Tensor]], list[dict[str, Any]]]:
     """Pooled rows per hook (one tensor per clip) and per-clip transcript info."""
-    got = pooled_rows(model, clips, pooling, language=language, max_new_tokens=max_new_tokens)
+    # The dataset decided what it holds (its loader has allow_silence), so silence is not refused twice.
+    got = pooled_rows(model, clips, pooling, language=language, max_new_tokens=max_new_tokens, allow_silence=True)
     rows = {h: got.rows[(h, rule)] for h, rule in pooling.items()}
     if got.results is None:
         return rows, [{} for _ in clips]

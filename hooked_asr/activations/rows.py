@@ -69,18 +69,19 @@ def _encoder_pass(
         if transcribe:
             results = model.transcribe(list(clips), **transcribe_kwargs)
         else:
-            model.encode(**model.prepare_features(list(clips)))
+            model.encode(**model.prepare_features(list(clips), allow_silence=transcribe_kwargs.get("allow_silence", False)))
             results = None
     return cap, results
 
 
 def _decoder_rows(
-    model: Any, clip: np.ndarray, result: Any, states: torch.Tensor, sites: list[Site]
+    model: Any, clip: np.ndarray, result: Any, states: torch.Tensor, sites: list[Site], allow_silence: bool = False
 ) -> dict[Site, torch.Tensor]:
     """One teacher-forced pass over ``prompt + transcript + eos`` on the encoder output ``states``."""
     eos = int(model.cfg.eos_token_id)
     language = {"language": result.language} if result.language is not None else {}
-    tf = model.teacher_forced_inputs(clip, continuation=list(result.tokens) + [eos], **language)
+    tf = model.teacher_forced_inputs(clip, continuation=list(result.tokens) + [eos], allow_silence=allow_silence,
+                                     **language)
     if tf.tokens[0, : tf.prompt_len].tolist() != list(result.prompt):
         raise RuntimeError(
             f"the transcript's prompt {list(result.prompt)[:8]}... is not the teacher-forced prompt "
@@ -111,7 +112,8 @@ def pooled_rows(
     for 16 kHz ``clips``.
 
     ``model.transcribe(clips, **transcribe_kwargs)`` runs when ``transcribe`` is true, or by
-    default when a decoder hook is asked for; otherwise one ``model.encode`` pass.
+    default when a decoder hook is asked for; otherwise one ``model.encode`` pass. Every pass
+    honours ``allow_silence`` from ``transcribe_kwargs`` (silent clips raise without it).
     """
     sites = list(dict.fromkeys(pooling.items() if isinstance(pooling, Mapping) else pooling))
     clips = [np.asarray(c, dtype=np.float32) for c in clips]
@@ -136,7 +138,8 @@ def pooled_rows(
         rows[(h, rule)] = pool(x, lengths, rule)
     if dec:
         states = model.finish_encoder(cap.acts[last])
-        per_clip = [_decoder_rows(model, c, r, states[b : b + 1], dec) for b, (c, r) in enumerate(zip(clips, results))]
+        silence = bool(transcribe_kwargs.get("allow_silence", False))
+        per_clip = [_decoder_rows(model, c, r, states[b : b + 1], dec, silence) for b, (c, r) in enumerate(zip(clips, results))]
         for s in dec:
             rows[s] = [p[s] for p in per_clip]
     return Rows(rows={s: rows[s] for s in sites}, results=results)

@@ -26,7 +26,10 @@ to the real patching effect ``m(a_u = a^ref_u) - m(clean)`` as ``m`` grows (test
 EAP (``m = 1`` at ``alpha = 0``) is the tangent at the clean end.
 
 Cost: one reference forward, one clean forward, and ``m`` forward + backward passes
-(batched ``batch_size`` steps at a time); the backward needs no weight gradients.
+(batched ``batch_size`` steps at a time; the backward needs no weight gradients). The
+receivers' gradients are summed over the steps in head space (see :func:`_norm_grad_sum`)
+and contracted with the senders' deltas once, so scoring every edge costs about one
+forward whatever ``m`` (``benchmarks/bench_eap.py``).
 
     >>> scores = eap_ig(model, tf.kwargs, ref_tf.kwargs, metric, steps=8)
     >>> scores.ranked().head(), scores.node_scores()
@@ -43,7 +46,8 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float
 
-from hooked_asr.circuits.graph import EdgeForward, Graph
+from hooked_asr.circuits.graph import EdgeForward, Graph, _norm_fn, _projection
+from hooked_asr.components.norm import LayerNorm, RMSNorm
 from hooked_asr.circuits.path_patching import _check_kwargs, _reference_acts
 
 Metric = Callable[[Float[torch.Tensor, "batch pos d_vocab"]], Float[torch.Tensor, "batch"]]
@@ -113,27 +117,84 @@ def _tile(kwargs: Mapping[str, Any], reps: int) -> dict[str, Any]:
             for k, v in kwargs.items()}
 
 
-def _accumulate(graph: Graph, ef: EdgeForward, grads: list[torch.Tensor | None], deltas: list[torch.Tensor],
-                scores: torch.Tensor, reps: int) -> None:
-    """``scores[u, v] += sum Delta_u * dm/dx_v`` for every edge, from one backward over ``reps`` stacked copies."""
+def _accumulate(graph: Graph, ef: EdgeForward, grads: list[torch.Tensor | None], reps: int,
+                acc: dict[int, torch.Tensor]) -> None:
+    """Add ``dm/dx_v`` of this backward (summed over its ``reps`` stacked copies) to ``acc``, per
+    receiver group, flattened ``[(batch pos d_model), n]`` for the one contraction at the end."""
     for gi, rg in enumerate(graph.receiver_groups):
         gout = grads[gi]
         if gout is None:
             continue
-        G = ef.receiver_grads(gi, gout)  # [reps * batch, pos, n, d_model]
-        G = G.view(reps, -1, *G.shape[1:]).sum(0)
-        Gt = G.permute(0, 1, 3, 2).reshape(-1, G.shape[2])  # [(batch pos d_model), n]: one matmul per sender group
+        norm = _norm_fn(ef.model, rg)
+        if isinstance(norm, (LayerNorm, RMSNorm)):
+            Gt = _norm_grad_sum(ef, gi, norm, gout, reps)
+        else:  # any other map: the VJP per row
+            G = ef.receiver_grads(gi, gout)  # [reps * batch, pos, n, d_model]
+            G = G.view(reps, -1, *G.shape[1:]).sum(0)
+            Gt = G.permute(0, 1, 3, 2).reshape(-1, G.shape[2])
+        acc[gi] = Gt if gi not in acc else acc[gi] + Gt
+
+
+def _contract(graph: Graph, acc: dict[int, torch.Tensor], deltas: list[torch.Tensor], scores: torch.Tensor) -> None:
+    """``scores[u, v] = sum_{batch, pos, d} Delta_u * dm/dx_v``: one matmul per (sender group, receiver group)."""
+    for gi, Gt in acc.items():
+        rg = graph.receiver_groups[gi]
         cols = torch.tensor(rg.index)
         for si in rg.upstream:
-            sg = graph.sender_groups[si]
-            D = deltas[si].to(G.device, G.dtype)  # [n_u, batch, pos, d_model]
-            D = D.expand(D.shape[0], *G.shape[:2], D.shape[-1]).reshape(D.shape[0], -1)
-            scores[torch.tensor(sg.index)[:, None], cols[None, :]] += (D @ Gt).to(scores.dtype).cpu()
+            D = deltas[si].to(Gt.device, Gt.dtype)  # [n_u, batch, pos, d_model]
+            s = D.reshape(D.shape[0], -1) @ Gt
+            scores[torch.tensor(graph.sender_groups[si].index)[:, None], cols[None, :]] += s.to(scores.dtype).cpu()
+
+
+def _norm_grad_sum(ef: EdgeForward, gi: int, norm: Any, gout: torch.Tensor, reps: int) -> torch.Tensor:
+    """``sum_rows dm/dx_v`` ``[(batch pos d_model), n]`` for receivers behind a LayerNorm / RMSNorm,
+    without forming ``dm/dx_v`` per row. With ``x^ = (x - mu)/s``, ``y = x^ w + beta`` (``mu = beta = 0`` for
+    RMSNorm), ``g`` the gradient at the hook (after the head's projection ``W``, or ``y`` itself)::
+
+        dm/dx = (1/s) (w W g - a - x^ b),   a = mean_d(w W g) = g.(W^T w)/d,   b = mean_d(w W g x^) = g.(y W)/d
+
+    and ``y W = hook value - beta W - b_proj`` is what the hook already carried, so every per-row
+    quantity lives in head space and only ``sum_rows g / s`` is projected back to ``d_model``.
+    """
+    rg = ef.graph.receiver_groups[gi]
+    x = ef.x[rg.x_hook].detach().float()  # [rows, pos, d_model]
+    rows, n_pos, d = x.shape
+    B = rows // reps
+    layer = isinstance(norm, LayerNorm)
+    w = norm.w.detach().float()
+    beta = norm.b.detach().float() if layer else None
+    xc = x - x.mean(-1, keepdim=True) if layer else x
+    s = (xc.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
+    xh = xc / s
+    inv_s = (1.0 / s)[..., 0]  # [rows, pos]
+    g = gout.detach().float()
+    y = ef.outputs[gi].float()
+    if rg.input is None:
+        g, y = g[:, :, None], y[:, :, None]  # one receiver, "head space" = d_model
+        yW = y if beta is None else y - beta
+        v = w[None]
+    else:
+        W, bias = (t.detach().float() if t is not None else None for t in _projection(ef.model, rg))
+        yW = y if bias is None else y - bias
+        if beta is not None:
+            yW = yW - torch.einsum("d,nde->ne", beta, W)
+        v = torch.einsum("d,nde->ne", w, W)
+    n = g.shape[2]
+    H = (g * inv_s[..., None, None]).view(reps, B, n_pos, n, -1).sum(0)  # [B, pos, n, e]
+    # built in [batch, pos, d_model, n] so that flattening needs no copy
+    T = H.transpose(-1, -2) if rg.input is None else torch.einsum("bpne,nde->bpdn", H, W)
+    T.mul_(w[:, None])
+    C = ((g * yW).sum(-1) / d * inv_s[..., None]).view(reps, B, n_pos, n)  # b / s per row
+    T.sub_(torch.einsum("rbpn,rbpd->bpdn", C, xh.view(reps, B, n_pos, d)))
+    if layer:
+        a = torch.einsum("rpne,ne->rpn", g, v) / d
+        T.sub_((a * inv_s[..., None]).view(reps, B, n_pos, n).sum(0)[:, :, None, :])
+    return T.reshape(-1, n)
 
 
 def _run(model: Any, graph: Graph, target_kwargs: Mapping[str, Any], ref: list[torch.Tensor],
          deltas: list[torch.Tensor] | None, metric: Metric, alphas: torch.Tensor | None, batch: int,
-         scores: torch.Tensor) -> tuple[float, list[torch.Tensor] | None]:
+         acc: dict[int, torch.Tensor]) -> tuple[float, list[torch.Tensor] | None]:
     reps = 1 if alphas is None else len(alphas)
     ef = EdgeForward(model, graph, ref=ref, alphas=None if alphas is None else alphas.repeat_interleave(batch),
                      grad=True, record=deltas is None)
@@ -147,7 +208,7 @@ def _run(model: Any, graph: Graph, target_kwargs: Mapping[str, Any], ref: list[t
         grads[k] = g
     if deltas is None:  # the clean run itself: Delta_u = a^ref_u - a_u
         deltas = [r.to(ef.acts[i].device) - ef.acts[i] for i, r in enumerate(ref)]
-    _accumulate(graph, ef, grads, deltas, scores, reps)
+    _accumulate(graph, ef, grads, reps, acc)
     return float(value.detach()), deltas
 
 
@@ -171,7 +232,9 @@ def eap(
     ref = _reference_acts(model, graph, reference, reference_is_cache)
     scores = torch.zeros(graph.allowed.shape, dtype=torch.float64)
     batch = _batch(target_kwargs)
-    clean, _ = _run(model, graph, target_kwargs, ref, None, metric, None, batch, scores)
+    acc: dict[int, torch.Tensor] = {}
+    clean, deltas = _run(model, graph, target_kwargs, ref, None, metric, None, batch, acc)
+    _contract(graph, acc, deltas, scores)
     return EdgeScores(graph, scores.float(), "EAP", 1, {"clean_metric": clean})
 
 
@@ -203,8 +266,10 @@ def eap_ig(
     del clean_ef
     scores = torch.zeros(graph.allowed.shape, dtype=torch.float64)
     alphas = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
+    acc: dict[int, torch.Tensor] = {}  # sum over steps of dm/dx_v per receiver group; contracted once
     for s in tqdm(range(0, steps, batch_size), desc="EAP-IG steps", disable=not progress, unit="batch"):
-        _run(model, graph, target_kwargs, ref, deltas, metric, alphas[s : s + batch_size].float(), batch, scores)
+        _run(model, graph, target_kwargs, ref, deltas, metric, alphas[s : s + batch_size].float(), batch, acc)
+    _contract(graph, acc, deltas, scores)
     return EdgeScores(graph, (scores / steps).float(), "EAP-IG", steps, {"clean_metric": clean})
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from hooked_asr.hooks import act_name
-from hooked_asr.lens.logit import generate_kwargs, one_result, stop_ids
+from hooked_asr.lens.logit import one_result
 from hooked_asr.repetition import find_loops
 from hooked_asr.text import clip_text, word_error_rate
 
@@ -107,16 +107,11 @@ def encoder_lens(
     if max_new_tokens is None:
         max_new_tokens = max(2 * len(final.tokens) + 10, 32)
     main_input = batch.pop(main)
-    out = model.generate(main_input, final.prompt, max_new_tokens=max_new_tokens, encoder_hidden_states=states,
-                         **generate_kwargs(model), **batch)
-    stops = set(stop_ids(model))
+    gen = model.generate(main_input, final.prompt, max_new_tokens=max_new_tokens, encoder_hidden_states=states,
+                         **model.generation_kwargs(), **batch)
     rows = []
-    for i, layer in enumerate(layers):
-        toks = out.tokens[i].tolist()
-        cut = next((j for j, t in enumerate(toks) if t in stops), None)
-        finished = cut is not None
-        toks = toks if cut is None else toks[:cut]
-        text = model.tokenizer.decode(toks).strip() if getattr(model, "tokenizer", None) is not None else None
+    for layer, r in zip(layers, model.results_from_generation(gen, final.prompt, language=final.language)):
+        toks, text, finished = r.tokens, r.text, r.finished
         common = 0
         while common < min(len(toks), len(final.tokens)) and toks[common] == final.tokens[common]:
             common += 1

@@ -243,32 +243,6 @@ def one_result(out: Any) -> Any:
     return out
 
 
-def _eos(model: Any) -> int:
-    return int(model.cfg.eos_token_id)
-
-
-def stop_ids(model: Any) -> list[int]:
-    """Ids that end a transcript: ``model.stop_token_ids()`` where the model has several
-    (Qwen2-Audio), else the config's end of text."""
-    if hasattr(model, "stop_token_ids"):
-        return [int(t) for t in model.stop_token_ids()]
-    return [_eos(model)]
-
-
-def generate_kwargs(model: Any) -> dict[str, Any]:
-    """What ``transcribe`` passes to ``generate`` beyond the config defaults, so that a lens's own
-    ``generate`` call decodes exactly as ``transcribe`` does: the first stop id as end of text,
-    and (on models that read audio through placeholder tokens) never generating a placeholder."""
-    if hasattr(model, "generation_kwargs"):
-        return dict(model.generation_kwargs())
-    kwargs: dict[str, Any] = {"eos_token_id": stop_ids(model)[0]}
-    if hasattr(model, "audio_token_id"):
-        kwargs["suppress_tokens"] = [int(model.audio_token_id)]
-        kwargs["begin_suppress_tokens"] = [int(model.audio_token_id)]
-    return kwargs
-
-
-
 @torch.no_grad()
 def logit_lens(
     model: Any,
@@ -294,8 +268,8 @@ def logit_lens(
         out = one_result(model.transcribe(audio, language=language, **transcribe_kwargs))
         tokens, text, language = list(out.tokens), out.text, out.language or language
     tokens = [int(t) for t in tokens]
-    if append_eos and (not tokens or tokens[-1] not in stop_ids(model)):
-        tokens = tokens + [_eos(model)]
+    if append_eos and (not tokens or tokens[-1] not in model.stop_token_ids()):
+        tokens = tokens + [int(model.cfg.eos_token_id)]
     if not tokens:
         raise ValueError("nothing to lens: tokens is empty and append_eos=False")
     tf_kwargs = {"language": language} if language is not None else {}
@@ -330,13 +304,16 @@ def logit_lens_generate(
     """
     names = decoder_lens_names(model)
     captured: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    lengths: list[int] = []  # positions each decoder call ran
+    calls: list[tuple[int, int, int, int]] = []  # (window, retry, step, positions) of each decoding call
 
     def grab(resid: torch.Tensor, hook: Any) -> None:
+        state = model.decoding_state
+        if state is None:  # not a decoding step (a teacher-forced forward)
+            return
         if resid.shape[0] != 1:
             raise ValueError(f"logit_lens_generate lenses one audio at a time; the decoder saw batch {resid.shape[0]}")
         if hook.name == names[0]:
-            lengths.append(resid.shape[1])
+            calls.append((state.window, state.retry, state.step, resid.shape[1]))
         captured[hook.name].append(resid[0, -1].detach())
 
     with model.hooks(fwd_hooks=[(n, grab) for n in names]):
@@ -344,21 +321,23 @@ def logit_lens_generate(
     n_steps = len(out.tokens) + int(out.finished)
     if n_steps == 0:
         raise ValueError("generation produced no step to lens (max_new_tokens=0?)")
-    # Generation's first step runs the whole prompt (with or without a cache); decoder calls
-    # before it (Whisper's language detection) are not decoding steps, and steps after a stop
-    # token that did not end generation are not part of the transcript.
-    starts = [i for i, n in enumerate(lengths) if n == len(out.prompt) and i + n_steps <= len(lengths)]
-    if not starts:
+    # The transcript is the last attempt's (temperature fallback retries, language detection
+    # before it): its steps 0..n-1 start at the last call that is step 0 over the whole prompt.
+    # Steps after a stop token that did not end generation are not part of the transcript.
+    if len({c[0] for c in calls}) > 1:
+        raise ValueError("logit_lens_generate lenses one 30-s window; split long audio with hooked_asr.audio.chunk_audio")
+    starts = [i for i, c in enumerate(calls) if c[2] == 0 and c[3] == len(out.prompt) and i + n_steps <= len(calls)]
+    if not starts or [c[2] for c in calls[starts[-1] : starts[-1] + n_steps]] != list(range(n_steps)):
         raise RuntimeError(
-            f"could not find the {n_steps} decoding steps among {len(lengths)} decoder calls "
-            f"(lengths {lengths[:8]}...) for a prompt of {len(out.prompt)} tokens"
+            f"could not find the {n_steps} decoding steps among {len(calls)} decoder calls "
+            f"((window, retry, step, positions) {calls[:8]}...) for a prompt of {len(out.prompt)} tokens"
         )
     first = starts[-1]
     resid = torch.stack([torch.stack(captured[n][first : first + n_steps]) for n in names])
     tokens = list(out.tokens)
     if out.finished:
         # The stop token generation chose: the highest-scoring stop id (stop ids are never suppressed).
-        stops = stop_ids(model)
+        stops = model.stop_token_ids()
         final_logits = apply_logit_lens(model, resid[-1, -1])
         tokens.append(stops[int(final_logits[stops].argmax())])
     return _result_from_resid(
@@ -444,13 +423,11 @@ __all__ = [
     "LogitLensResult",
     "apply_logit_lens",
     "decoder_lens_names",
-    "generate_kwargs",
     "lens_curves",
     "logit_lens",
     "logit_lens_generate",
     "one_result",
     "saturation_layer",
-    "stop_ids",
     "summarize_lens",
     "token_ranks",
     "token_string",

@@ -98,7 +98,9 @@ class HookedEncoderDecoder(TLCompatMixin, HookedRootModule, ABC):
 
     # ---- the parts each model provides ------------------------------------------------
     @abstractmethod
-    def prepare_features(self, audio: Any, sampling_rate: int | None = None) -> dict[str, torch.Tensor]:
+    def prepare_features(
+        self, audio: Any, sampling_rate: int | None = None, allow_silence: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Audio (path, array, list, or ready features) -> the encoder's keyword inputs
         (``{"input_features": ...}`` plus any mask)."""
 

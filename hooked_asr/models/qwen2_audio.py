@@ -283,7 +283,9 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         return self.decode(input_ids.to(self.device), encoder_hidden_states, n_tok)[0]
 
     # ---- model-agnostic API ----------------------------------------------------------
-    def prepare_features(self, audio: Any, sampling_rate: int | None = None) -> dict[str, torch.Tensor]:
+    def prepare_features(
+        self, audio: Any, sampling_rate: int | None = None, allow_silence: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Audio -> ``{"input_features": [batch, n_mels, 3000], "feature_attention_mask": [batch, 3000]}``.
 
         ``audio``: a path, a 1-D float array at ``sampling_rate`` (16 kHz if not given), a
@@ -291,7 +293,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         The mask marks the ``ceil(samples / 160)`` frames that hold audio, as
         ``WhisperFeatureExtractor(return_attention_mask=True)`` does.
         """
-        feats, mask, _ = self._features(audio, sampling_rate)
+        feats, mask, _ = self._features(audio, sampling_rate, allow_silence)
         return {"input_features": feats, "feature_attention_mask": mask}
 
     def _features(

@@ -80,10 +80,13 @@ class HookedWhisper(HookedEncoderDecoder):
             )
         return self.decode(decoder_input_ids, encoder_hidden_states)[0]
 
-    def prepare_features(self, audio: Any, sampling_rate: int | None = None) -> dict[str, torch.Tensor]:
+    def prepare_features(
+        self, audio: Any, sampling_rate: int | None = None, allow_silence: bool = False
+    ) -> dict[str, torch.Tensor]:
         from hooked_asr.audio import prepare_features
 
-        features, _ = prepare_features(audio, self.cfg.encoder.n_mels, sampling_rate=sampling_rate)
+        features, _ = prepare_features(audio, self.cfg.encoder.n_mels, sampling_rate=sampling_rate,
+                                       allow_silence=allow_silence)
         return {"input_features": features.to(self.device)}
 
     def finish_encoder(self, resid: Float[torch.Tensor, "batch frame d_model"], **_: Any) -> torch.Tensor:

@@ -200,8 +200,10 @@ def probe_layers(
     device: str | torch.device | None = None,
     title: str = "",
     progress: bool = False,
+    split: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> ProbeSweep:
-    """Fit one probe per layer on the same split.
+    """Fit one probe per layer on the same split (``split``: explicit ``(train_idx,
+    test_idx)``, e.g. held-out words, overriding ``test_size``/``seed``).
 
     ``source``: ``{layer or hook name: X [n, d]}``, or an :class:`ActivationStore`
     (``hooks`` defaults to all its hooks, ``y`` to ``store.labels(label_key)``, or a
@@ -242,7 +244,7 @@ def probe_layers(
     first = as_features(get(keys[0]), f"X[{keys[0]!r}]")
     arr, numeric = as_labels(y, first.shape[0])
     task_ = resolve_task(task, arr, numeric)
-    tr, te = stratified_split(arr, test_size, seed, stratify=task_ == "classification")
+    tr, te = split if split is not None else stratified_split(arr, test_size, seed, stratify=task_ == "classification")
     rows, results = [], {}
     try:
         from tqdm.auto import tqdm

@@ -73,3 +73,26 @@ def test_split_batch_gives_the_rows_of_its_clips_one_by_one():
         tf = model.teacher_forced_inputs(clip, continuation=list(r.tokens) + [model.cfg.eos_token_id])
         _, cache = model.run_with_cache(**tf.kwargs, names_filter=["decoder.blocks.1.hook_resid_post"])
         torch.testing.assert_close(one.rows[sites[1]][0], cache["decoder.blocks.1.hook_resid_post"][0, -1:])
+
+
+def test_extraction_reads_a_datasets_silent_clips_and_monitors_ask_for_the_switch(tmp_path):
+    """Non-speech studies extract silence on purpose: a dataset's silent clip is read (its loader
+    already decided, with its own allow_silence), while live transcription still refuses silence
+    unless asked. Reproducer: extraction went through transcribe's silence check and raised."""
+    import pytest
+
+    from hooked_asr.audio import AudioError
+
+    torch.set_num_threads(1)
+    model = small_whisper()
+    data = clips(2, seed=5) + [{"audio": np.zeros(8000, np.float32), "label": 0, "id": "silence", "gain": 0.0}]
+    hooks = ["encoder.blocks.1.hook_resid_post", "decoder.blocks.1.hook_resid_post"]
+    store = extract_activations(model, data, hooks, tmp_path, shard_size=len(data), batch_size=3, progress=False,
+                                dataset_id="silence", max_new_tokens=3, language="en")
+    assert all(store.load(h).shape[0] == 3 for h in hooks)
+    mon = ProbeMonitor("m", fit_probe(store.load(hooks[1]), store.labels("label"), test_size=0).probe, hooks[1])
+    with pytest.raises(AudioError, match="allow_silence"):
+        transcribe_with_monitors(model, [data[2]["audio"]], [mon], max_new_tokens=3, language="en")
+    out = transcribe_with_monitors(model, [data[2]["audio"]], [mon], max_new_tokens=3, language="en", allow_silence=True)
+    want = mon.probe.predict_proba(store.load(hooks[1])[2:3])[:, 1].double().tolist()
+    assert [out[0].extra["monitors"]["m"]] == want
