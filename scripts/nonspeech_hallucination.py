@@ -29,7 +29,7 @@ first-step *non-word margin*, ``logsumexp_{v in non-word} log p(v) - logsumexp_{
 keep low on speech; candidates are then confirmed by transcribing. Objective for every final
 choice: hallucination rate + w * speech WER (``--wer-weight``, default 1).
 Test set: non-speech clips (white / pink / brown noise, tones, chirps, synthetic music, near-
-silence at -80 dBFS, music + white noise at 0 dB SNR), ``--n-per-kind`` of each per half, plus
+silence at -70 dBFS, music + white noise at 0 dB SNR), ``--n-per-kind`` of each per half, plus
 ``--n-speech`` espeak-ng sentences per half (different sentences in the two halves).
 Hallucination = at least one word in the output for a non-speech clip.
 
@@ -95,7 +95,8 @@ def make_half(split: str, n_per_kind: int, n_speech: int, seconds: float, seed: 
         for j in range(n_per_kind):
             s = base + 31 * KINDS.index(kind) + j
             if kind == "silence":
-                audio = white_noise(seconds, seed=s, peak=1e-4)  # a "silent" room: -80 dBFS, not digital zero
+                # a quiet room (-70 dBFS peak): the library refuses quieter input (< -80 dBFS) as digital silence
+                audio = white_noise(seconds, seed=s, peak=10 ** (-70 / 20))
             elif kind == "music+noise":
                 audio = mix_at_snr(nonspeech_clip("music", seconds, s), nonspeech_clip("white", seconds, s + 1), 0.0)
             else:
