@@ -439,7 +439,8 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         window = self._window_samples()
         chunks = chunk_audio(wave, window / SAMPLE_RATE)
         feats = self._short_form_features(chunks)
-        parts = self._transcribe_short(feats, [c.size for c in chunks], list(range(len(chunks))), opts)
+        by_window = self._transcribe_short(feats, [c.size for c in chunks], list(range(len(chunks))), opts)
+        parts = [by_window[i] for i in range(len(chunks))]
         return join_windows(parts, window, language=opts.language, has_text=self.tokenizer is not None)
 
     def transcribe(

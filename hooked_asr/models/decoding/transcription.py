@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hooked_asr.audio import audio_frames, window_samples
 from hooked_asr.models.decoding.fallback import WindowResult, decode_with_fallback
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment, TranscriptionResult
@@ -128,7 +129,7 @@ class TranscriptionMixin:
 
     def _window_samples(self) -> int:
         """Samples one window reads (30 s for Whisper)."""
-        return self.cfg.encoder.n_frames * 160
+        return window_samples(self)
 
     def _short_form_features(self, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
         return self.prepare_features(waves)
@@ -211,7 +212,7 @@ class TranscriptionMixin:
             feats = {k: v.index_select(0, idx.to(v.device)) for k, v in features.items()}
             for row, r in zip(g.rows, self._fallback(feats, g.prompt, opts, len(g.rows))):
                 n = n_samples[row]
-                frames = n_frames if n is None else min(n_frames, -(-n // 160))
+                frames = n_frames if n is None else audio_frames(n, n_frames, self._window_samples())
                 res = TranscriptionResult(
                     text=r.text.strip() if self.tokenizer is not None else None, tokens=r.tokens,
                     token_logprobs=r.logprobs, prompt=g.prompt, finished=r.finished, language=g.language,
