@@ -1,0 +1,140 @@
+"""The built-in text the builders say: English sentences, parallel sentences in seven
+languages, words by semantic category, and short words to repeat."""
+
+from __future__ import annotations
+
+# English sentences (gender, accent, speech/non-speech, noisy and hallucination-prone sets).
+SENTENCES: tuple[str, ...] = (
+    "The quick brown fox jumps over the lazy dog.",
+    "I would like a cup of coffee please.",
+    "Please call Stella and ask her to bring these things.",
+    "The train to London leaves at half past nine.",
+    "She sells sea shells by the sea shore.",
+    "We should meet again next week to finish the report.",
+    "My favourite colour is green and my brother likes blue.",
+    "The weather today is cold and windy.",
+    "Can you tell me the way to the station?",
+    "He forgot his keys on the kitchen table.",
+    "The children are playing football in the garden.",
+    "It is raining again, so take an umbrella.",
+    "Our teacher gave us a lot of homework today.",
+    "The museum opens at ten in the morning.",
+    "I have never seen such a beautiful sunset.",
+    "Turn left at the next corner and go straight ahead.",
+    "The soup is too hot to eat right now.",
+    "They bought a new car last month.",
+    "Do you know what time the shop closes?",
+    "The cat is sleeping on the warm windowsill.",
+    "Please send me the documents by Friday.",
+    "The doctor said I need more rest.",
+    "We watched a very funny film last night.",
+    "The bridge was built more than a hundred years ago.",
+    "My sister plays the piano every evening.",
+    "Could you open the window a little?",
+    "The meeting has been moved to Thursday afternoon.",
+    "A good breakfast is the best way to start the day.",
+    "The river flows slowly through the old town.",
+    "I need to buy bread, milk and eggs.",
+    "The plane landed safely despite the storm.",
+    "Reading books is my favourite hobby.",
+    "The computer stopped working this morning.",
+    "Let us go for a walk in the park.",
+    "The library is quiet on Sunday mornings.",
+    "He runs five kilometres before work every day.",
+    "The flowers in the garden are blooming early this year.",
+    "Please turn off the lights when you leave.",
+    "The price of fresh fruit has gone up again.",
+    "We are planning a trip to the mountains.",
+    "The baby finally fell asleep after midnight.",
+    "Write your name at the top of the page.",
+    "The old clock on the wall stopped at noon.",
+    "Nobody expected the match to end in a draw.",
+    "The bakery on the corner sells excellent bread.",
+    "I will call you back in five minutes.",
+    "The students listened carefully to the lecture.",
+    "Fresh snow covered the roofs of the village.",
+)
+
+# The same sixteen sentences in each language, so a language probe is not a topic probe.
+LANGUAGE_SENTENCES: dict[str, tuple[str, ...]] = {
+    "en": (
+        "The dog is eating in the kitchen.", "I would like a glass of water.", "The weather is very nice today.",
+        "Where is the train station?", "My brother lives in a big city.", "We are going to the beach tomorrow.",
+        "The book is on the table.", "She works in a hospital.", "The children are playing in the garden.",
+        "I do not understand the question.", "The shop closes at eight o'clock.", "It is raining again this morning.",
+        "My mother makes very good soup.", "The car is red and new.", "We have two cats and a dog.",
+        "Thank you very much for your help.",
+    ),
+    "de": (
+        "Der Hund frisst in der Küche.", "Ich möchte ein Glas Wasser.", "Das Wetter ist heute sehr schön.",
+        "Wo ist der Bahnhof?", "Mein Bruder wohnt in einer großen Stadt.", "Wir fahren morgen an den Strand.",
+        "Das Buch liegt auf dem Tisch.", "Sie arbeitet in einem Krankenhaus.", "Die Kinder spielen im Garten.",
+        "Ich verstehe die Frage nicht.", "Der Laden schließt um acht Uhr.", "Es regnet heute Morgen schon wieder.",
+        "Meine Mutter kocht sehr gute Suppe.", "Das Auto ist rot und neu.", "Wir haben zwei Katzen und einen Hund.",
+        "Vielen Dank für Ihre Hilfe.",
+    ),
+    "fr": (
+        "Le chien mange dans la cuisine.", "Je voudrais un verre d'eau.", "Il fait très beau aujourd'hui.",
+        "Où est la gare?", "Mon frère habite dans une grande ville.", "Nous allons à la plage demain.",
+        "Le livre est sur la table.", "Elle travaille dans un hôpital.", "Les enfants jouent dans le jardin.",
+        "Je ne comprends pas la question.", "Le magasin ferme à huit heures.", "Il pleut encore ce matin.",
+        "Ma mère fait une très bonne soupe.", "La voiture est rouge et neuve.", "Nous avons deux chats et un chien.",
+        "Merci beaucoup pour votre aide.",
+    ),
+    "es": (
+        "El perro come en la cocina.", "Quisiera un vaso de agua.", "Hoy hace muy buen tiempo.",
+        "¿Dónde está la estación de tren?", "Mi hermano vive en una ciudad grande.", "Mañana vamos a la playa.",
+        "El libro está sobre la mesa.", "Ella trabaja en un hospital.", "Los niños juegan en el jardín.",
+        "No entiendo la pregunta.", "La tienda cierra a las ocho.", "Esta mañana está lloviendo otra vez.",
+        "Mi madre hace una sopa muy buena.", "El coche es rojo y nuevo.", "Tenemos dos gatos y un perro.",
+        "Muchas gracias por su ayuda.",
+    ),
+    "it": (
+        "Il cane mangia in cucina.", "Vorrei un bicchiere d'acqua.", "Oggi il tempo è molto bello.",
+        "Dov'è la stazione?", "Mio fratello vive in una grande città.", "Domani andiamo al mare.",
+        "Il libro è sul tavolo.", "Lei lavora in un ospedale.", "I bambini giocano in giardino.",
+        "Non capisco la domanda.", "Il negozio chiude alle otto.", "Stamattina piove di nuovo.",
+        "Mia madre fa una zuppa molto buona.", "La macchina è rossa e nuova.", "Abbiamo due gatti e un cane.",
+        "Grazie mille per il tuo aiuto.",
+    ),
+    "pt": (
+        "O cão come na cozinha.", "Eu queria um copo de água.", "O tempo está muito bom hoje.",
+        "Onde fica a estação de comboios?", "O meu irmão mora numa cidade grande.", "Amanhã vamos à praia.",
+        "O livro está em cima da mesa.", "Ela trabalha num hospital.", "As crianças brincam no jardim.",
+        "Eu não percebo a pergunta.", "A loja fecha às oito horas.", "Esta manhã está a chover outra vez.",
+        "A minha mãe faz uma sopa muito boa.", "O carro é vermelho e novo.", "Temos dois gatos e um cão.",
+        "Muito obrigado pela sua ajuda.",
+    ),
+    "nl": (
+        "De hond eet in de keuken.", "Ik wil graag een glas water.", "Het weer is vandaag erg mooi.",
+        "Waar is het station?", "Mijn broer woont in een grote stad.", "Morgen gaan we naar het strand.",
+        "Het boek ligt op de tafel.", "Zij werkt in een ziekenhuis.", "De kinderen spelen in de tuin.",
+        "Ik begrijp de vraag niet.", "De winkel sluit om acht uur.", "Het regent vanochtend weer.",
+        "Mijn moeder maakt heel lekkere soep.", "De auto is rood en nieuw.", "Wij hebben twee katten en een hond.",
+        "Heel erg bedankt voor je hulp.",
+    ),
+}
+
+
+CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
+    "fruits": ("apple", "banana", "orange", "mango", "pear", "peach", "cherry", "grape", "lemon", "plum",
+               "melon", "pineapple", "strawberry", "apricot", "kiwi", "coconut"),
+    "clothing": ("shirt", "jacket", "coat", "dress", "skirt", "sweater", "scarf", "hat", "sock", "glove",
+                 "boot", "trousers", "jeans", "blouse", "tie", "belt"),
+    "countries": ("France", "Germany", "Spain", "Italy", "Japan", "China", "Canada", "Brazil", "Mexico",
+                  "India", "Egypt", "Kenya", "Norway", "Sweden", "Peru", "Chile"),
+    "weather": ("rain", "snow", "wind", "sunshine", "fog", "thunder", "lightning", "hail", "storm", "frost",
+                "drizzle", "heat", "breeze", "cloud", "mist", "sleet"),
+    "animals": ("dog", "cat", "horse", "cow", "sheep", "lion", "tiger", "elephant", "rabbit", "mouse",
+                "monkey", "giraffe", "zebra", "wolf", "bear", "fox"),
+    "vehicles": ("car", "bus", "truck", "bicycle", "train", "plane", "boat", "ship", "motorbike", "taxi",
+                 "van", "tram", "helicopter", "scooter", "tractor", "submarine"),
+    "colors": ("red", "blue", "green", "yellow", "purple", "orange", "pink", "brown", "black", "white",
+               "grey", "violet", "turquoise", "silver", "gold", "beige"),
+    "body_parts": ("hand", "foot", "arm", "leg", "head", "knee", "elbow", "shoulder", "finger", "nose",
+                   "ear", "eye", "mouth", "neck", "ankle", "wrist"),
+}
+
+REPEAT_WORDS: tuple[str, ...] = ("go", "yes", "hello", "one", "stop", "no", "right", "okay", "up", "run", "the", "hey")
+
+__all__ = ["CATEGORY_WORDS", "LANGUAGE_SENTENCES", "REPEAT_WORDS", "SENTENCES"]
