@@ -4,6 +4,8 @@
   checkout's ``hooked_asr`` and not some other installed copy;
 - :func:`parser` / :func:`add_probe_options`: the argument parser and the probe options;
 - :func:`setup`: seed, output folder, model loaded on the chosen device in eval mode;
+- :func:`patching_item`: one spoken sentence set up for patching (clean transcript teacher-forced,
+  white-noise reference, the log-prob metric);
 - :func:`print_table`: one readable table format for every script, with the paper's numbers in
   their own columns where the paper reports them (``paper ...``) and ``-`` where it does not.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,34 @@ def setup(args: argparse.Namespace, model_name: str | None = None) -> tuple[Any,
     device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
     model = hooked_asr.load_model(name).to(device).eval()
     return model, out, t0
+
+
+@dataclass
+class PatchingItem:
+    """One utterance ready to patch: ``tf`` the teacher-forced clean inputs, ``ref_kwargs`` the
+    same tokens on the white-noise reference, ``metric(logits)`` the mean log-prob of the tokens."""
+
+    audio: Any
+    clean: Any
+    tf: Any
+    ref_kwargs: dict[str, Any]
+    metric: Callable[[Any], Any]
+
+
+def patching_item(model: Any, sentence: str, seed: int) -> PatchingItem:
+    """``sentence`` said by espeak-ng, transcribed greedily and teacher-forced; the reference is
+    RMS-matched white noise (``seed``) under the same tokens, and the metric is
+
+        m = mean log p(clean transcript tokens)."""
+    from hooked_asr.datasets.espeak import synthesize
+    from hooked_asr.patching import continuation_logprob, white_noise
+
+    audio = synthesize(sentence)
+    clean = model.transcribe(audio, language="en")
+    tf = model.teacher_forced_inputs(audio, clean.tokens)
+    ref_kwargs = model.teacher_forced_inputs(white_noise(audio, seed=seed), clean.tokens).kwargs
+    return PatchingItem(audio, clean, tf, ref_kwargs,
+                        lambda logits: continuation_logprob(logits, tf.tokens, tf.prompt_len))
 
 
 def _fmt(v: Any) -> str:

@@ -15,11 +15,10 @@ Spearman and Pearson correlation, top-10 overlap, and the time of each method.
 
 from __future__ import annotations
 
-import _common  # noqa: F401  (puts this checkout first on sys.path)
-import argparse
 import json
 import time
-from pathlib import Path
+
+import _common
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -32,7 +31,7 @@ SENTENCES = [
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = _common.parser(__doc__)
     ap.add_argument("--model", default="whisper-tiny.en")
     ap.add_argument("--n", type=int, default=4, help="number of sentences")
     ap.add_argument("--batch-size", type=int, default=24)
@@ -48,23 +47,15 @@ def main() -> None:
     from scipy.stats import pearsonr, spearmanr
     from tqdm.auto import tqdm
 
-    from hooked_asr.datasets.espeak import synthesize
-    from hooked_asr.loading.registry import load_model
-    from hooked_asr.patching import (
-        attribution_patching, components, continuation_logprob, patching_effects, record_reference, white_noise,
-    )
+    from hooked_asr.patching import attribution_patching, components, patching_effects, record_reference
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.model)
+    model, out, _ = _common.setup(args)
     comps = components(model, heads=True)
     frames, stats = [], []
     for i, sentence in enumerate(tqdm(SENTENCES[: args.n], desc="utterances")):
-        audio = synthesize(sentence)
-        clean = model.transcribe(audio, language="en")
-        tf = model.teacher_forced_inputs(audio, clean.tokens)
-        ref = record_reference(model, model.teacher_forced_inputs(white_noise(audio, seed=i), clean.tokens).kwargs, comps)
-        metric = lambda lg, tf=tf: continuation_logprob(lg, tf.tokens, tf.prompt_len)  # noqa: E731
+        item = _common.patching_item(model, sentence, seed=i)
+        tf, clean, metric = item.tf, item.clean, item.metric
+        ref = record_reference(model, item.ref_kwargs, comps)
         t0 = time.perf_counter()
         attr = attribution_patching(model, tf.kwargs, ref, comps, metric, reference_is_cache=True)
         t_attr = time.perf_counter() - t0

@@ -23,10 +23,10 @@ Writes ``components.csv`` (per component and item: real effect, attribution, EAP
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
+
+import _common
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -37,7 +37,7 @@ SENTENCES = [
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = _common.parser(__doc__)
     ap.add_argument("--model", default="whisper-tiny.en")
     ap.add_argument("--n", type=int, default=2, help="number of sentences")
     ap.add_argument("--steps", type=int, default=8, help="EAP-IG integration steps")
@@ -62,27 +62,18 @@ def main() -> None:
     from hooked_asr.circuits.eap import eap, eap_ig
     from hooked_asr.circuits.graph import Graph
     from hooked_asr.circuits.path_patching import record_graph_reference
-    from hooked_asr.datasets.espeak import synthesize
-    from hooked_asr.loading.registry import load_model
-    from hooked_asr.patching import (
-        attribution_patching, components, continuation_logprob, patching_effects, record_reference, white_noise,
-    )
+    from hooked_asr.patching import attribution_patching, components, patching_effects, record_reference
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.model)
+    model, out, _ = _common.setup(args)
     graph = Graph.from_model(model)
     comps = components(model, heads=True)
     ks = sorted(set(args.ks) | set(args.curve_ks))
     frames, faith, times, checks = [], [], [], []
     for i, sentence in enumerate(tqdm(SENTENCES[: args.n], desc="utterances")):
-        audio = synthesize(sentence)
-        clean = model.transcribe(audio, language="en")
-        tf = model.teacher_forced_inputs(audio, clean.tokens)
-        ref_kwargs = model.teacher_forced_inputs(white_noise(audio, seed=i), clean.tokens).kwargs
-        metric = lambda lg, tf=tf: continuation_logprob(lg, tf.tokens, tf.prompt_len)  # noqa: E731
-        ref = record_graph_reference(model, ref_kwargs, graph)
-        ref.update(record_reference(model, ref_kwargs, comps))
+        item = _common.patching_item(model, sentence, seed=i)
+        tf, clean, metric = item.tf, item.clean, item.metric
+        ref = record_graph_reference(model, item.ref_kwargs, graph)
+        ref.update(record_reference(model, item.ref_kwargs, comps))
         t = {}
         t0 = time.perf_counter()
         attr = attribution_patching(model, tf.kwargs, ref, comps, metric, reference_is_cache=True)
