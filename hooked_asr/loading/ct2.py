@@ -256,9 +256,13 @@ def _token_config(vocab: int, ct2_config: dict[str, Any], tokenizer_json: str | 
         alignment_heads=[list(h) for h in parse(ct2_config.get("alignment_heads"))],
         no_timestamps_token_id=ids.get("<|notimestamps|>"),
         is_multilingual=multilingual,
-        lang_to_id=langs if multilingual else {},
-        task_to_id={t: ids[f"<|{t}|>"] for t in ("translate", "transcribe") if multilingual and f"<|{t}|>" in ids},
     )
+    # Only a multilingual model names its language and task tokens. HF's generate reads the mere
+    # presence of `lang_to_id` as "detect the language first": on an English-only model (none to
+    # pick) that step prompts with token 0 as the language, so HF's .en checkpoints carry neither.
+    if multilingual:
+        out["lang_to_id"] = langs
+        out["task_to_id"] = {t: ids[f"<|{t}|>"] for t in ("translate", "transcribe") if f"<|{t}|>" in ids}
     return out
 
 

