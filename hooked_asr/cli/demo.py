@@ -21,13 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hooked_asr.cli._common import add_model_argument, load_model_from_args
+
 DEFAULT_SENTENCE = "She opened the window and looked at the sea."  # tiny.en hears it exactly
 MISHEARD_SENTENCE = "The quick brown fox jumps over the lazy dog."  # tiny.en: "The quick roundfark stump over the lazy nog."
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="transcription, lenses, a head patching sweep and a probe, as an HTML report")
-    p.add_argument("--model", default=None, help="model name or path (default: whisper-tiny.en, shipped on PyPI)")
+    add_model_argument(p, default_help="whisper-tiny.en, shipped on PyPI")
     p.add_argument("--say", default=DEFAULT_SENTENCE, help="the sentence espeak-ng speaks")
     p.add_argument("--misheard", default=MISHEARD_SENTENCE,
                    help="a second sentence, one the model gets wrong, to see where it goes wrong ('' to skip)")
@@ -141,7 +143,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from hooked_asr.datasets.espeak import synthesize
-    from hooked_asr.loading.registry import DEFAULT_MODEL, load_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     def load() -> tuple[Any, Any, Any]:
         import soundfile as sf
 
-        model = load_model(args.model or DEFAULT_MODEL)
+        model = load_model_from_args(args)
         audio = synthesize(args.say, voice=args.voice)
         sf.write(out / "speech.wav", audio, 16000)
         return model, audio, synthesize(args.misheard, voice=args.voice) if args.misheard else None

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hooked_asr.cli._common import add_audio_arguments, add_model_argument, load_model_from_args, one_audio
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explore", help="interactive HTML view: audio, spectrogram, tokens, attention, lenses")
-    p.add_argument("audio", nargs="?", default=None, help="a wav/flac file (at most 30 s)")
-    p.add_argument("--say", default=None, help="synthesise this sentence with espeak-ng instead of reading a file")
-    p.add_argument("--voice", default="en-us", help="espeak-ng voice for --say")
-    p.add_argument("--model", default=None, help="model name or path (default: whisper-tiny.en)")
+    add_audio_arguments(p, many=False, audio_help="a wav/flac file (at most 30 s)")
+    add_model_argument(p)
     p.add_argument("--language", default=None, help="language code for multilingual models (default: detect)")
     p.add_argument("--patching", action="store_true", help="add a head patching sweep (white-noise reference)")
     p.add_argument("--out", default=None, help="HTML file to write (default: <audio name>.explore.html)")
@@ -26,19 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hooked_asr.explore import explore, patched_transcripts
-    from hooked_asr.loading.registry import DEFAULT_MODEL, load_model
 
-    if (args.audio is None) == (args.say is None):
-        raise SystemExit("give one audio file or --say 'a sentence'")
-    if args.say:
-        from hooked_asr.datasets.espeak import synthesize
-
-        audio, name = synthesize(args.say, voice=args.voice), "say"
-    else:
-        if not Path(args.audio).exists():
-            raise SystemExit(f"{args.audio} does not exist: give a wav/flac file or --say 'a sentence'")
-        audio, name = args.audio, Path(args.audio).stem
-    model = load_model(args.model or DEFAULT_MODEL)
+    audio, name = one_audio(args)
+    model = load_model_from_args(args)
     sweep_kw = {}
     if args.patching:
         from hooked_asr.patching import components

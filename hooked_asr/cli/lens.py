@@ -10,13 +10,13 @@ import argparse
 import json
 from pathlib import Path
 
+from hooked_asr.cli._common import add_audio_arguments, add_model_argument, load_model_from_args, one_audio
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lens", help="logit lens and encoder lens of one transcription (table, heatmap PNG, JSON)")
-    p.add_argument("audio", nargs="?", default=None, help="a wav/flac file")
-    p.add_argument("--say", default=None, help="synthesise this sentence with espeak-ng instead of reading a file")
-    p.add_argument("--voice", default="en-us", help="espeak-ng voice for --say")
-    p.add_argument("--model", default=None, help="model name or path (default: whisper-tiny.en)")
+    add_audio_arguments(p, many=False, audio_help="a wav/flac file")
+    add_model_argument(p)
     p.add_argument("--language", default=None, help="language code for multilingual models (default: detect)")
     p.add_argument("--top-k", type=int, default=5, help="candidates kept per layer and step (default 5)")
     p.add_argument("--no-encoder-lens", action="store_true", help="skip the encoder lens")
@@ -26,18 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hooked_asr.lens import encoder_lens, logit_lens_generate
-    from hooked_asr.loading.registry import DEFAULT_MODEL, load_model
+    from hooked_asr.loading.registry import DEFAULT_MODEL
     from hooked_asr.plotting import plot_logit_lens
 
-    if (args.audio is None) == (args.say is None):
-        raise SystemExit("give one audio file or --say 'a sentence'")
-    if args.say:
-        from hooked_asr.datasets.espeak import synthesize
-
-        audio, name = synthesize(args.say, voice=args.voice), "say"
-    else:
-        audio, name = args.audio, Path(args.audio).stem
-    model = load_model(args.model or DEFAULT_MODEL)
+    audio, name = one_audio(args)
+    model = load_model_from_args(args)
     lens = logit_lens_generate(model, audio, top_k=args.top_k, language=args.language)
     print(f"transcript: {lens.text}")
     print(f"\nlogit lens during generation (cell: layer's top-1, p(chosen); * = saturation layer)\n{lens.table()}")

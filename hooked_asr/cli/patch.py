@@ -14,13 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
+from hooked_asr.cli._common import add_audio_arguments, add_model_argument, audio_inputs, load_model_from_args
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("patch", help="component / head patching and ablation sweeps (table + heatmap)")
-    p.add_argument("audio", nargs="*", help="wav/flac files")
-    p.add_argument("--say", action="append", default=[], help="a sentence to synthesise with espeak-ng (repeatable)")
-    p.add_argument("--voice", default="en-us", help="espeak-ng voice for --say")
-    p.add_argument("--model", default=None, help="model name or path (default: whisper-tiny.en)")
+    add_audio_arguments(p, many=True, audio_help="wav/flac files")
+    add_model_argument(p)
     p.add_argument("--components", nargs="*", default=None,
                    help="explicit components, e.g. decoder.blocks.1.cross_attn.head.3 (default: enumerate)")
     p.add_argument("--kinds", nargs="+", default=["attn", "cross_attn", "mlp"], choices=["attn", "cross_attn", "mlp"])
@@ -48,18 +48,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from hooked_asr.loading.registry import DEFAULT_MODEL, load_model
+    from hooked_asr.loading.registry import DEFAULT_MODEL
     from hooked_asr.patching import SweepItem, components, mean_activations, sweep
     from hooked_asr.patching.plotting import plot_head_heatmaps
 
-    if not args.audio and not args.say:
-        raise SystemExit("give audio files or --say 'a sentence'")
-    model = load_model(args.model or DEFAULT_MODEL)
-    inputs: list[tuple[str, object, str | None]] = [(str(a), a, None) for a in args.audio]
-    if args.say:
-        from hooked_asr.datasets.espeak import synthesize
-
-        inputs += [(f"say{i}", synthesize(s, voice=args.voice), s) for i, s in enumerate(args.say)]
+    inputs = audio_inputs(args)
+    model = load_model_from_args(args)
     ref_file = None
     if args.reference not in ("noise", "silence"):
         from hooked_asr.audio import load_audio

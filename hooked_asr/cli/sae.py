@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from hooked_asr.cli._common import add_model_argument, load_model_from_args
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sae", help="train, evaluate, browse and steer sparse autoencoders on encoder frames")
@@ -22,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--say", action="append", default=[], help="a sentence to speak with espeak-ng (repeatable)")
         q.add_argument("--voice", default="en-us")
         q.add_argument("--n-sentences", type=int, default=n_default, help="built-in sentences when no audio is given")
-        q.add_argument("--model", default=None, help="model name or path (default: the SAE's model, else whisper-tiny.en)")
+        add_model_argument(q, default_help="the SAE's model, else whisper-tiny.en")
 
     t = s.add_parser("train", help="train an SAE streaming frames from the model")
     audio_args(t, 400)
@@ -64,9 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _model(args: argparse.Namespace, sae=None):
-    from hooked_asr.loading.registry import DEFAULT_MODEL, load_model
-
-    return load_model(args.model or (sae.cfg.model_name if sae is not None and sae.cfg.model_name else DEFAULT_MODEL))
+    return load_model_from_args(args, default=sae.cfg.model_name if sae is not None else None)
 
 
 def _audio(args: argparse.Namespace, seed: int = 1) -> tuple[list, list[str] | None]:

@@ -7,13 +7,13 @@ import argparse
 import json
 import sys
 
+from hooked_asr.cli._common import add_audio_arguments, add_model_argument, audio_inputs, load_model_from_args
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio files (or a sentence spoken by espeak-ng with --say)")
-    p.add_argument("audio", nargs="*", help="wav/flac/ogg files (any length)")
-    p.add_argument("--say", default=None, help="synthesise this sentence with espeak-ng and transcribe it")
-    p.add_argument("--voice", default="en-us", help="espeak-ng voice for --say")
-    p.add_argument("--model", default=None, help="model name or path (default: whisper-tiny.en)")
+    add_audio_arguments(p, many=True, audio_help="wav/flac/ogg files (any length)")
+    add_model_argument(p)
     p.add_argument("--language", default=None, help="language code for multilingual models (default: detect)")
     p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     p.add_argument("--beam-size", type=int, default=None, help="beam search with this many beams (default: greedy)")
@@ -53,19 +53,11 @@ def format_result(out, fmt: str, name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hooked_asr.loading.registry import DEFAULT_MODEL, load_model
-
-    if not args.audio and not args.say:
-        raise SystemExit("give audio files or --say 'a sentence'")
+    inputs = audio_inputs(args)
     fmt = "json" if args.json else args.output_format
-    model = load_model(args.model or DEFAULT_MODEL)
-    inputs: list = list(args.audio)
-    if args.say:
-        from hooked_asr.datasets.espeak import synthesize
-
-        inputs.append(synthesize(args.say, voice=args.voice))
+    model = load_model_from_args(args)
     temps = args.temperature[0] if len(args.temperature) == 1 else tuple(args.temperature)
-    for name, audio in zip(args.audio + (["--say"] if args.say else []), inputs):
+    for name, audio, _ in inputs:
         out = model.transcribe(
             audio, language=args.language, task=args.task, beam_size=args.beam_size, temperature=temps,
             word_timestamps=args.word_timestamps, initial_prompt=args.initial_prompt,
