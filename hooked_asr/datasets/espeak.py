@@ -25,6 +25,7 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _RATE, _PITCH = 1, 3  # espeak_PARAMETER ids
+_RAND_SEED = 1
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 _lock = threading.RLock()
@@ -56,6 +57,12 @@ class _Espeak:
         self.lib.espeak_SetSynthCallback(self._cb)
         self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self.lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_VoiceStruct))
+        # espeak-ng seeds its own noise generator (breath in the +f variants) from the clock at
+        # start-up; reseeding before each utterance makes the samples the same in every process.
+        # Builds before 1.51 have no such generator (and no such call).
+        self.set_rand_seed = getattr(self.lib, "espeak_ng_SetRandSeed", None)
+        if self.set_rand_seed is not None:
+            self.set_rand_seed.argtypes = [ctypes.c_long]
 
     @staticmethod
     def _locate() -> tuple[str, str | None]:
@@ -105,8 +112,9 @@ def synthesize(
     The same arguments always give the same samples: espeak-ng keeps waveform state between
     utterances, and voice settings between voices, in static variables that no API call
     resets (a second call differs from the first), so each utterance is synthesised in a
-    forked child whose engine has never spoken nor loaded a voice. Where ``os.fork`` is
-    unavailable it runs in-process.
+    forked child whose engine has never spoken nor loaded a voice, with espeak-ng's noise
+    generator (seeded from the clock at start-up) reseeded. Where ``os.fork`` is unavailable
+    it runs in-process.
     """
     if not text.strip():
         raise ValueError("text is empty: nothing to synthesise")
@@ -151,6 +159,8 @@ def _synthesize_here(text: str, voice: str, rate: int, pitch: int | None, sample
         if pitch is not None:
             e.lib.espeak_SetParameter(_PITCH, int(pitch), 0)
         e.chunks = []
+        if e.set_rand_seed is not None:
+            e.set_rand_seed(_RAND_SEED)
         raw = text.encode("utf-8")
         err = e.lib.espeak_Synth(raw, len(raw) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         if pitch is not None:

@@ -72,3 +72,23 @@ def test_language_aliases_are_language_codes_of_listed_voices():
     assert set(aliases.values()) <= set(list_voices())
     with pytest.raises(EspeakError, match="unknown espeak-ng voice 's'"):
         synthesize("hello", voice="s")
+
+
+def test_the_same_call_gives_the_same_samples_in_another_process():
+    # Variants with breath noise (+f1..+f5) draw from espeak-ng's own generator, seeded from the
+    # clock at start-up: a dataset's audio and its id (the activation store's key) then changed
+    # from one run to the next. Each utterance must start from the same seed.
+    import hashlib
+    import subprocess
+    import sys
+
+    import hooked_asr.datasets.espeak as espeak
+
+    # the module alone (it needs only numpy and scipy): a fresh process without torch's start-up
+    code = ("import hashlib, importlib.util, sys; spec = importlib.util.spec_from_file_location('e', sys.argv[1]); "
+            "e = importlib.util.module_from_spec(spec); spec.loader.exec_module(e); "
+            "print(hashlib.sha1(e.synthesize('Good morning to you', voice='en-us+f3').tobytes()).hexdigest())")
+    runs = {subprocess.run([sys.executable, "-c", code, espeak.__file__], capture_output=True, text=True,
+                           check=True).stdout.strip() for _ in range(2)}
+    here = hashlib.sha1(synthesize("Good morning to you", voice="en-us+f3").tobytes()).hexdigest()
+    assert runs == {here}
