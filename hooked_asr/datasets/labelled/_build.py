@@ -35,6 +35,26 @@ def check_choices(what: str, given: str | Sequence[str], valid: Iterable[str]) -
     return given
 
 
+def check_kinds(what: str, given: Sequence[str], valid: Sequence[str]) -> list[str]:
+    """``given`` as a non-empty list of members of ``valid`` (kinds may repeat: a cycle, a weighting)."""
+    given = list(given)
+    for k in given:
+        if k not in valid:
+            raise ValueError(f"unknown {what} {k!r}; valid kinds: {', '.join(valid)}")
+    if not given:
+        raise ValueError(f"no {what}s given; valid kinds: {', '.join(valid)}")
+    return given
+
+
+def sentence_plan(rng: np.random.Generator, n: int, n_sentences: int,
+                  rate_range: tuple[int, int]) -> tuple[list[int], list[int]]:
+    """``(sentence ids, rates)`` for ``n`` groups: the sentences in one seeded order (cycled when
+    ``n`` exceeds them), and a speaking rate per group."""
+    order = rng.permutation(n_sentences)
+    rates = speaking_rates(rng, n, rate_range)
+    return [int(order[j % n_sentences]) for j in range(n)], rates
+
+
 def speaking_rates(rng: np.random.Generator, n: int, rate_range: tuple[int, int]) -> list[int]:
     """``n`` espeak-ng rates (words per minute) drawn uniformly from ``rate_range``, both ends included."""
     lo, hi = rate_range
@@ -76,4 +96,4 @@ def finish(name: str, params: Mapping[str, Any], records: list[dict[str, Any]], 
     return LabelledDataset(records, audio, label_names, did, label_key)
 
 
-__all__ = ["check_choices", "check_n", "finish", "params_str", "render", "speak", "speaking_rates"]
+__all__ = ["check_choices", "check_kinds", "check_n", "finish", "params_str", "render", "sentence_plan", "speak", "speaking_rates"]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from hooked_asr.audio import SAMPLE_RATE
-from hooked_asr.datasets.labelled._build import check_n, finish, speak
+from hooked_asr.datasets.labelled._build import check_kinds, check_n, finish, speak
 from hooked_asr.datasets.labelled.dataset import LabelledDataset, digest, progress_bar
 from hooked_asr.datasets.labelled.texts import REPEAT_WORDS, SENTENCES
 from hooked_asr.datasets.labelled.voices import DEFAULT_VOICES, check_voices, random_voice
@@ -39,12 +39,7 @@ def hallucination_prone_inputs(
     - ``repeated``: one word said 8-20 times (models lose count or loop).
     """
     n = check_n(n_per_kind)
-    kinds = list(kinds)
-    for k in kinds:
-        if k not in HALLUCINATION_KINDS:
-            raise ValueError(f"unknown kind {k!r}; valid kinds: {', '.join(HALLUCINATION_KINDS)}")
-    if not kinds:
-        raise ValueError(f"kinds is empty; valid kinds: {', '.join(HALLUCINATION_KINDS)}")
+    kinds = check_kinds("kind", kinds, HALLUCINATION_KINDS)
     voices = check_voices(voices)
     check_voices([clean_voice])
     lo, hi = snr_range

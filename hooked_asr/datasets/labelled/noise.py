@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hooked_asr.audio import SAMPLE_RATE
-from hooked_asr.datasets.labelled._build import check_n, finish, speak, speaking_rates
+from hooked_asr.datasets.labelled._build import check_kinds, check_n, finish, sentence_plan, speak
 from hooked_asr.datasets.labelled.dataset import LabelledDataset, progress_bar
 from hooked_asr.datasets.labelled.texts import SENTENCES
 from hooked_asr.datasets.labelled.voices import DEFAULT_VOICES, check_voices, random_voice
@@ -26,21 +26,15 @@ def speech_nonspeech_dataset(
     Speech keeps espeak's level; non-speech peaks at a
     level drawn uniformly in [0.2, 0.8]."""
     n = check_n(n_per_class)
-    kinds = list(kinds)
-    for k in kinds:
-        if k not in NONSPEECH_KINDS:
-            raise ValueError(f"unknown non-speech kind {k!r}; valid kinds: {', '.join(NONSPEECH_KINDS)}")
+    kinds = check_kinds("non-speech kind", kinds, NONSPEECH_KINDS)
     voices = check_voices(voices)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(SENTENCES))
-    rates = speaking_rates(rng, n, rate_range)
-    if not kinds:
-        raise ValueError(f"kinds is empty; valid kinds: {', '.join(NONSPEECH_KINDS)}")
+    sids, rates = sentence_plan(rng, n, len(SENTENCES), rate_range)
     # every block of len(kinds) consecutive pairs holds each kind once, in a seeded order
     kind_order = [kinds[int(k)] for _ in range(-(-n // len(kinds))) for k in rng.permutation(len(kinds))][:n]
     records, audio = [], []
     for j in progress_bar(range(n), progress, "speech_nonspeech_dataset"):
-        sid = int(order[j % len(order)])
+        sid = sids[j]
         voice = random_voice(rng, voices)
         speech = speak(SENTENCES[sid], voice, rates[j], None)
         clip_seed = int(rng.integers(2**31))
@@ -68,18 +62,13 @@ def noisy_dataset(
     n = check_n(n_per_class)
     if not isinstance(snr_db, (int, float, np.integer, np.floating)) or not math.isfinite(float(snr_db)):
         raise ValueError(f"snr_db must be a finite number of dB, got {snr_db!r}")
-    for k in noise_kinds:
-        if k not in NONSPEECH_KINDS:
-            raise ValueError(f"unknown noise kind {k!r}; valid kinds: {', '.join(NONSPEECH_KINDS)}")
-    if not noise_kinds:
-        raise ValueError(f"noise_kinds is empty; valid kinds: {', '.join(NONSPEECH_KINDS)}")
+    noise_kinds = check_kinds("noise kind", noise_kinds, NONSPEECH_KINDS)
     voices = check_voices(voices)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(SENTENCES))
-    rates = speaking_rates(rng, n, rate_range)
+    sids, rates = sentence_plan(rng, n, len(SENTENCES), rate_range)
     records, audio = [], []
     for j in progress_bar(range(n), progress, "noisy_dataset"):
-        sid = int(order[j % len(order)])
+        sid = sids[j]
         voice = random_voice(rng, voices)
         kind = noise_kinds[int(rng.integers(len(noise_kinds)))]
         clip_seed = int(rng.integers(2**31))

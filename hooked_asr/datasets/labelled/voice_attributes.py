@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hooked_asr.datasets.labelled._build import check_choices, check_n, finish, render, speaking_rates
+from hooked_asr.datasets.labelled._build import check_choices, check_n, finish, render, sentence_plan
 from hooked_asr.datasets.labelled.dataset import LabelledDataset
 from hooked_asr.datasets.labelled.texts import LANGUAGE_SENTENCES, SENTENCES
 from hooked_asr.datasets.labelled.voices import (
@@ -36,11 +36,9 @@ def gender_dataset(
     n = check_n(n_per_class)
     voices = check_voices(voices)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(sentences))
-    rates = speaking_rates(rng, n, rate_range)
+    sids, rates = sentence_plan(rng, n, len(sentences), rate_range)
     records = []
-    for j in range(n):
-        sid = int(order[j % len(order)])
+    for j, sid in enumerate(sids):
         base = voices[int(rng.integers(len(voices)))]
         variants = (MALE_VARIANTS[int(rng.integers(len(MALE_VARIANTS)))],
                     FEMALE_VARIANTS[int(rng.integers(len(FEMALE_VARIANTS)))])
@@ -62,11 +60,9 @@ def accent_dataset(
     accents = check_choices("accent", accents, ACCENT_VOICES)
     n = check_n(n_per_class)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(sentences))
-    rates = speaking_rates(rng, n, rate_range)
+    sids, rates = sentence_plan(rng, n, len(sentences), rate_range)
     records = []
-    for j in range(n):
-        sid = int(order[j % len(order)])
+    for j, sid in enumerate(sids):
         var = variants[int(rng.integers(len(variants)))]
         for label, acc in enumerate(accents):
             records.append({"label": label, "label_name": acc, "text": sentences[sid], "voice": ACCENT_VOICES[acc] + var,
@@ -88,12 +84,9 @@ def language_dataset(
     languages = check_choices("language", languages, LANGUAGE_SENTENCES)
     n = check_n(n_per_class)
     rng = np.random.default_rng(seed)
-    n_sent = len(LANGUAGE_SENTENCES["en"])
-    order = rng.permutation(n_sent)
-    rates = speaking_rates(rng, n, rate_range)
+    sids, rates = sentence_plan(rng, n, len(LANGUAGE_SENTENCES["en"]), rate_range)
     records = []
-    for j in range(n):
-        sid = int(order[j % n_sent])
+    for j, sid in enumerate(sids):
         var = variants[int(rng.integers(len(variants)))]
         for label, lang in enumerate(languages):
             records.append({"label": label, "label_name": lang, "text": LANGUAGE_SENTENCES[lang][sid],
