@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +157,9 @@ def ct2_whisper_to_hf(
     variables: dict[str, np.ndarray], ct2_config: dict[str, Any] | None = None, tokenizer_json: str | Path | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(state_dict, config)``: HF ``WhisperForConditionalGeneration`` weights (float32) and a
-    ``WhisperConfig`` keyword dict with generation fields (suppressed tokens, language and
-    task ids, alignment heads). Every variable is used or deliberately skipped, or this raises."""
+    ``WhisperConfig`` keyword dict with generation fields (suppressed tokens, alignment heads,
+    and a multilingual model's language and task ids). Every variable is used or deliberately
+    skipped, or this raises."""
     v = dict(variables)
     used: set[str] = set()
 
@@ -183,34 +184,7 @@ def ct2_whisper_to_hf(
     sd["model.encoder.embed_positions.weight"] = take("encoder/position_encodings/encodings")
     for stack, n in (("encoder", n_enc), ("decoder", n_dec)):
         for i in range(n):
-            c, h = f"{stack}/layer_{i}", f"model.{stack}.layers.{i}"
-            sd[f"{h}.self_attn_layer_norm.weight"] = take(f"{c}/self_attention/layer_norm/gamma")
-            sd[f"{h}.self_attn_layer_norm.bias"] = take(f"{c}/self_attention/layer_norm/beta")
-            w, b = take(f"{c}/self_attention/linear_0/weight"), take(f"{c}/self_attention/linear_0/bias")
-            if w.shape != (3 * d, d):
-                raise CT2FormatError(f"{c}/self_attention/linear_0/weight has shape {tuple(w.shape)}, expected {(3 * d, d)}")
-            if b[d : 2 * d].abs().max() != 0:
-                raise CT2FormatError(f"{c}: non-zero k bias in fused q/k/v; Whisper's k projection has no bias")
-            sd[f"{h}.self_attn.q_proj.weight"], sd[f"{h}.self_attn.k_proj.weight"], sd[f"{h}.self_attn.v_proj.weight"] = w[:d], w[d : 2 * d], w[2 * d :]
-            sd[f"{h}.self_attn.q_proj.bias"], sd[f"{h}.self_attn.v_proj.bias"] = b[:d], b[2 * d :]
-            sd[f"{h}.self_attn.out_proj.weight"] = take(f"{c}/self_attention/linear_1/weight")
-            sd[f"{h}.self_attn.out_proj.bias"] = take(f"{c}/self_attention/linear_1/bias")
-            if stack == "decoder":
-                sd[f"{h}.encoder_attn_layer_norm.weight"] = take(f"{c}/attention/layer_norm/gamma")
-                sd[f"{h}.encoder_attn_layer_norm.bias"] = take(f"{c}/attention/layer_norm/beta")
-                sd[f"{h}.encoder_attn.q_proj.weight"] = take(f"{c}/attention/linear_0/weight")
-                sd[f"{h}.encoder_attn.q_proj.bias"] = take(f"{c}/attention/linear_0/bias")
-                w, b = take(f"{c}/attention/linear_1/weight"), take(f"{c}/attention/linear_1/bias")
-                if b[:d].abs().max() != 0:
-                    raise CT2FormatError(f"{c}: non-zero k bias in fused cross-attention k/v")
-                sd[f"{h}.encoder_attn.k_proj.weight"], sd[f"{h}.encoder_attn.v_proj.weight"] = w[:d], w[d:]
-                sd[f"{h}.encoder_attn.v_proj.bias"] = b[d:]
-                sd[f"{h}.encoder_attn.out_proj.weight"] = take(f"{c}/attention/linear_2/weight")
-                sd[f"{h}.encoder_attn.out_proj.bias"] = take(f"{c}/attention/linear_2/bias")
-            sd[f"{h}.final_layer_norm.weight"] = take(f"{c}/ffn/layer_norm/gamma")
-            sd[f"{h}.final_layer_norm.bias"] = take(f"{c}/ffn/layer_norm/beta")
-            sd[f"{h}.fc1.weight"], sd[f"{h}.fc1.bias"] = take(f"{c}/ffn/linear_0/weight"), take(f"{c}/ffn/linear_0/bias")
-            sd[f"{h}.fc2.weight"], sd[f"{h}.fc2.bias"] = take(f"{c}/ffn/linear_1/weight"), take(f"{c}/ffn/linear_1/bias")
+            sd.update(_layer(take, f"{stack}/layer_{i}", f"model.{stack}.layers.{i}", d, cross=stack == "decoder"))
     sd["model.encoder.layer_norm.weight"], sd["model.encoder.layer_norm.bias"] = take("encoder/layer_norm/gamma"), take("encoder/layer_norm/beta")
     sd["model.decoder.embed_tokens.weight"] = take("decoder/embeddings/weight")
     sd["model.decoder.embed_positions.weight"] = take("decoder/position_encodings/encodings")
@@ -222,7 +196,46 @@ def ct2_whisper_to_hf(
     unused = sorted(set(v) - used)
     if unused:
         raise CT2FormatError(f"unexpected variables in the Whisper model: {unused[:8]}")
+    return sd, _model_config(sd, d, n_enc, n_dec, heads, ct2_config or {}, tokenizer_json)
 
+
+def _layer(take: Callable[[str], torch.Tensor], c: str, h: str, d: int, cross: bool) -> dict[str, torch.Tensor]:
+    """One block's HF weights (``h``) from CTranslate2's (``c``): the fused self-attention q/k/v
+    (and, in the decoder, the fused cross-attention k/v) split, their zero k biases checked."""
+    sd: dict[str, torch.Tensor] = {}
+    sd[f"{h}.self_attn_layer_norm.weight"] = take(f"{c}/self_attention/layer_norm/gamma")
+    sd[f"{h}.self_attn_layer_norm.bias"] = take(f"{c}/self_attention/layer_norm/beta")
+    w, b = take(f"{c}/self_attention/linear_0/weight"), take(f"{c}/self_attention/linear_0/bias")
+    if w.shape != (3 * d, d):
+        raise CT2FormatError(f"{c}/self_attention/linear_0/weight has shape {tuple(w.shape)}, expected {(3 * d, d)}")
+    if b[d : 2 * d].abs().max() != 0:
+        raise CT2FormatError(f"{c}: non-zero k bias in fused q/k/v; Whisper's k projection has no bias")
+    sd[f"{h}.self_attn.q_proj.weight"], sd[f"{h}.self_attn.k_proj.weight"], sd[f"{h}.self_attn.v_proj.weight"] = w[:d], w[d : 2 * d], w[2 * d :]
+    sd[f"{h}.self_attn.q_proj.bias"], sd[f"{h}.self_attn.v_proj.bias"] = b[:d], b[2 * d :]
+    sd[f"{h}.self_attn.out_proj.weight"] = take(f"{c}/self_attention/linear_1/weight")
+    sd[f"{h}.self_attn.out_proj.bias"] = take(f"{c}/self_attention/linear_1/bias")
+    if cross:
+        sd[f"{h}.encoder_attn_layer_norm.weight"] = take(f"{c}/attention/layer_norm/gamma")
+        sd[f"{h}.encoder_attn_layer_norm.bias"] = take(f"{c}/attention/layer_norm/beta")
+        sd[f"{h}.encoder_attn.q_proj.weight"] = take(f"{c}/attention/linear_0/weight")
+        sd[f"{h}.encoder_attn.q_proj.bias"] = take(f"{c}/attention/linear_0/bias")
+        w, b = take(f"{c}/attention/linear_1/weight"), take(f"{c}/attention/linear_1/bias")
+        if b[:d].abs().max() != 0:
+            raise CT2FormatError(f"{c}: non-zero k bias in fused cross-attention k/v")
+        sd[f"{h}.encoder_attn.k_proj.weight"], sd[f"{h}.encoder_attn.v_proj.weight"] = w[:d], w[d:]
+        sd[f"{h}.encoder_attn.v_proj.bias"] = b[d:]
+        sd[f"{h}.encoder_attn.out_proj.weight"] = take(f"{c}/attention/linear_2/weight")
+        sd[f"{h}.encoder_attn.out_proj.bias"] = take(f"{c}/attention/linear_2/bias")
+    sd[f"{h}.final_layer_norm.weight"] = take(f"{c}/ffn/layer_norm/gamma")
+    sd[f"{h}.final_layer_norm.bias"] = take(f"{c}/ffn/layer_norm/beta")
+    sd[f"{h}.fc1.weight"], sd[f"{h}.fc1.bias"] = take(f"{c}/ffn/linear_0/weight"), take(f"{c}/ffn/linear_0/bias")
+    sd[f"{h}.fc2.weight"], sd[f"{h}.fc2.bias"] = take(f"{c}/ffn/linear_1/weight"), take(f"{c}/ffn/linear_1/bias")
+    return sd
+
+
+def _model_config(sd: dict[str, torch.Tensor], d: int, n_enc: int, n_dec: int, heads: dict[str, int],
+                  ct2_config: dict[str, Any], tokenizer_json: str | Path | None) -> dict[str, Any]:
+    """The ``WhisperConfig`` keywords: sizes read off the weights, token settings from the files."""
     vocab = int(sd["model.decoder.embed_tokens.weight"].shape[0])
     n_mels = int(sd["model.encoder.conv1.weight"].shape[1])
     config: dict[str, Any] = dict(
@@ -234,8 +247,8 @@ def ct2_whisper_to_hf(
         max_source_positions=int(sd["model.encoder.embed_positions.weight"].shape[0]),
         max_target_positions=int(sd["model.decoder.embed_positions.weight"].shape[0]),
     )
-    config.update(_token_config(vocab, ct2_config or {}, tokenizer_json))
-    return sd, config
+    config.update(_token_config(vocab, ct2_config, tokenizer_json))
+    return config
 
 
 def _token_config(vocab: int, ct2_config: dict[str, Any], tokenizer_json: str | Path | None) -> dict[str, Any]:
