@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from hooked_asr.datasets.labelled._build import params_str
 from hooked_asr.datasets.labelled.dataset import LabelledDataset, digest
 
 AUDIO_EXTS = (".flac", ".wav", ".mp3", ".ogg", ".opus")
@@ -182,7 +183,7 @@ def _labelled(rows: list[dict[str, Any]], audio: list[Any], label: str, valid: I
         records.append(r)
     if len(keep) < len(rows):
         warnings.warn(f"{len(rows) - len(keep)} of {len(rows)} items have no {label} and were dropped", stacklevel=3)
-    did = f"{name}({','.join(f'{k}={v}' for k, v in params.items())})@{digest(records)}"
+    did = f"{name}({params_str(params)})@{digest(records)}"
     return LabelledDataset(records, [audio[i] for i in keep], names, did)
 
 
