@@ -4,6 +4,7 @@
   checkout's ``hooked_asr`` and not some other installed copy;
 - :func:`parser` / :func:`add_probe_options`: the argument parser and the probe options;
 - :func:`setup`: seed, output folder, model loaded on the chosen device in eval mode;
+- :class:`PackedSpeech`: lazy training windows, several espeak-ng utterances each;
 - :func:`patching_item`: one spoken sentence set up for patching (clean transcript teacher-forced,
   white-noise reference, the log-prob metric);
 - :func:`print_table`: one readable table format for every script, with the paper's numbers in
@@ -57,6 +58,28 @@ def setup(args: argparse.Namespace, model_name: str | None = None) -> tuple[Any,
     device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
     model = hooked_asr.load_model(name).to(device).eval()
     return model, out, t0
+
+
+class PackedSpeech:
+    """Lazy clips for SAE training: item ``i`` is ``groups[i]``'s ``(text, voice)`` utterances
+    spoken by espeak-ng one after another, 0.3 s of silence after each, cut to ``max_seconds``."""
+
+    def __init__(self, groups: list[list[tuple[str, str]]], max_seconds: float = 28.0):
+        self.groups, self.max_samples = groups, int(max_seconds * 16000)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> Any:
+        import numpy as np
+
+        from hooked_asr.datasets.espeak import synthesize
+
+        gap = np.zeros(4800, dtype=np.float32)
+        parts = []
+        for text, voice in self.groups[i]:
+            parts += [synthesize(text, voice=voice), gap]
+        return np.concatenate(parts)[: self.max_samples]
 
 
 @dataclass

@@ -34,11 +34,10 @@ paper's alpha is not in the text), one component at a time; an error case counts
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-import _common  # noqa: F401  (puts this checkout first on sys.path)
+import _common
 import numpy as np
 
 # (context before, acoustic word, contextual word, context after)
@@ -97,7 +96,7 @@ def build_item(before: str, word: str, after: str, synthesize, voice: str, seed:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = _common.parser(__doc__)
     ap.add_argument("--model", action="append", default=None, help="model(s) (default: whisper-tiny.en; repeatable)")
     ap.add_argument("--voice", default="en-us")
     ap.add_argument("--n", type=int, default=len(SENTENCES), help="number of sentences")
@@ -183,7 +182,6 @@ def main() -> None:
     merged: dict[str, dict] = {}
     for r in table2:
         merged.setdefault(r["Metric"], {}).update(r)
-    import _common
 
     _common.print_table(list(merged.values()), f"Table 2: acoustic-contextual patching with white noise (alpha {args.alpha}; "
                         f"{args.n} sentences, the paper: 700)")

@@ -23,14 +23,11 @@ Writes ``<out>/<a>_vs_<b>/probe_sweep.{csv,json,png}``, ``<out>/summary.{csv,jso
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 import _common
 from _common import add_probe_options
 
@@ -61,7 +58,7 @@ def word_split(words: list[str], labels: np.ndarray, test_size: float, seed: int
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _common.parser(__doc__)
     ap.add_argument("--model", default="whisper-tiny.en", help="registry name, local dir or hub id")
     ap.add_argument("--n", type=int, default=48, help="clips per category (at most 16 words x the carriers)")
     ap.add_argument("--out", default="results/encoder_semantics")

@@ -31,7 +31,6 @@ Writes ``<out>/dataset.csv`` (every kept clip: kind, reference, transcript, WER,
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -41,7 +40,6 @@ from pathlib import Path
 
 import _common
 import numpy as np
-import torch
 from _common import add_probe_options
 
 PAPER_REFERENCE = (
@@ -58,7 +56,7 @@ TABLE1_COLUMNS = ["Layer", "Test Acc", "Train Acc", "F1", "paper Layer (of 32)",
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _common.parser(__doc__)
     ap.add_argument("--model", default="whisper-tiny.en", help="registry name, local dir or hub id")
     ap.add_argument("--n", type=int, default=150, help="zero-WER transcripts wanted (the paper: 150)")
     ap.add_argument("--n-wrong", type=int, default=None, help="highest-WER transcripts wanted (default: 200 when "

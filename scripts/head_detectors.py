@@ -14,9 +14,10 @@ scores are written beside it.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+
+import _common
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -32,7 +33,7 @@ KINDS = ["alignment", "previous_token", "duplicate_token", "padding", "first_fra
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = _common.parser(__doc__)
     ap.add_argument("--models", nargs="+", default=["whisper-tiny.en", "whisper-base"])
     ap.add_argument("--n", type=int, default=6, help="number of sentences (each spoken word by word)")
     ap.add_argument("--voice", default="en-us")

@@ -30,14 +30,11 @@ Writes ``<out>/<task>/probe_sweep.{csv,json,png}``, ``<out>/summary.{csv,json}``
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 import _common
 from _common import add_probe_options
 
@@ -88,7 +85,7 @@ def build_dataset(task: str, n: int, seed: int, snr_db: float, progress: bool):
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _common.parser(__doc__)
     ap.add_argument("--model", default="whisper-tiny.en", help="registry name, local dir or hub id")
     ap.add_argument("--n", type=int, default=None, help="items per class (default: the paper's split sizes)")
     ap.add_argument("--out", default="results/probing_enrichment")

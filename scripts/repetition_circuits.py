@@ -26,15 +26,13 @@ Writes ``table.csv`` (component x intervention: resolved fraction, WER delta),
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import _common
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = _common.parser(__doc__)
     ap.add_argument("--model", default="whisper-tiny.en")
     ap.add_argument("--n-per-kind", type=int, default=6, help="inputs per kind (4 kinds)")
     ap.add_argument("--max-new-tokens", type=int, default=160, help="length limit of clean decoding (loops run to it)")
@@ -51,15 +49,12 @@ def main() -> None:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from hooked_asr.loading.registry import load_model
     from hooked_asr.patching import SweepItem, components, sweep
     from hooked_asr.patching.metrics import Transcript, word_error_rate
     from hooked_asr.patching.plotting import plot_head_heatmaps
     from hooked_asr.repetition import find_loops, is_repetition_failure, repetition_prone_inputs, words
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.model)
+    model, out, _ = _common.setup(args)
     inputs = repetition_prone_inputs(seed=args.seed, n_per_kind=args.n_per_kind)
     references = clean_references(model, args)
     item_rows, looping = [], []

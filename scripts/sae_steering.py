@@ -19,8 +19,7 @@ Writes results/sae_steering/{metrics.json, steering.png}.
 
 from __future__ import annotations
 
-import _common  # noqa: F401  (puts this checkout first on sys.path)
-import argparse
+import _common
 import json
 import time
 from pathlib import Path
@@ -36,25 +35,6 @@ from hooked_asr.sae.steering import FeatureIntervention, steer
 VARIANTS = ["", "+f3", "+m3", "+f2"]  # espeak voice variants: more speakers per language
 
 
-class Packed:
-    """Lazy training clips: ``per_clip`` (language, sentence, variant) utterances per window."""
-
-    def __init__(self, items: list[tuple[str, str, str]], per_clip: int = 6):
-        self.groups = [items[i : i + per_clip] for i in range(0, len(items), per_clip)]
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        from hooked_asr.datasets.espeak import synthesize
-
-        gap = np.zeros(4800, dtype=np.float32)
-        parts = []
-        for lang, text, var in self.groups[i]:
-            parts += [synthesize(text, voice=ESPEAK_VOICE[lang] + var), gap]
-        return np.concatenate(parts)[: 28 * 16000]
-
-
 @torch.no_grad()
 def language_probs(model, audio: np.ndarray, langs: list[str]) -> np.ndarray:
     """``P(<|lang|>)`` at the decoder's first step, renormalised over all language tokens."""
@@ -68,7 +48,7 @@ def language_probs(model, audio: np.ndarray, langs: list[str]) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _common.parser(__doc__)
     ap.add_argument("--model", default="whisper-base")
     ap.add_argument("--layer", type=int, default=4)
     ap.add_argument("--langs", nargs="+", default=["en", "de", "fr", "es", "it"])
@@ -99,7 +79,8 @@ def main() -> None:
                    for lang in args.langs for v in VARIANTS]
     rng = np.random.default_rng(0)
     train_items = [train_items[i] for i in rng.permutation(len(train_items))]
-    clips = Packed(train_items)
+    clips = _common.PackedSpeech([[(text, ESPEAK_VOICE[lang] + var) for lang, text, var in train_items[k : k + 6]]
+                                  for k in range(0, len(train_items), 6)], max_seconds=28.0)
     source = ModelFrameSource(model, clips, hook, batch_size=2, pad_frames=8)
     total = int(args.epochs * source.clip_frames(clips[0]) * len(clips))
     d = model.cfg.encoder.d_model

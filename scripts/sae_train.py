@@ -16,13 +16,13 @@ to a 30 s window (so every encoder position is trained on, and each encoder pass
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+
+import _common
 
 from hooked_asr.sae import ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TrainConfig, save_sae
 from hooked_asr.sae.corpus import english_sentences
@@ -32,29 +32,15 @@ from hooked_asr.sae.features import collect_feature_stats, feature_reports, writ
 VOICES = ["en-us", "en-gb", "en-us+f3", "en-gb-scotland", "en-us+m3"]
 
 
-class PackedClips:
-    """Lazy sequence of training clips: several sentences joined by 0.3 s of silence, up to
-    ``max_seconds``. Synthesised on access, so only one batch of audio is in memory."""
-
-    def __init__(self, sentences: list[str], voices: list[str], max_seconds: float, per_clip: int):
-        self.groups = [sentences[i : i + per_clip] for i in range(0, len(sentences), per_clip)]
-        self.voices, self.max_samples = voices, int(max_seconds * 16000)
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        from hooked_asr.datasets.espeak import synthesize
-
-        gap = np.zeros(4800, dtype=np.float32)
-        parts = []
-        for j, s in enumerate(self.groups[i]):
-            parts += [synthesize(s, voice=self.voices[(i + j) % len(self.voices)]), gap]
-        return np.concatenate(parts)[: self.max_samples]
+def packed_clips(sentences: list[str], voices: list[str], per_clip: int) -> _common.PackedSpeech:
+    """``per_clip`` sentences per 28 s window; window ``i``'s ``j``-th sentence in ``voices[(i + j) % n]``."""
+    groups = [sentences[k : k + per_clip] for k in range(0, len(sentences), per_clip)]
+    return _common.PackedSpeech([[(s, voices[(i + j) % len(voices)]) for j, s in enumerate(g)]
+                                 for i, g in enumerate(groups)], max_seconds=28.0)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _common.parser(__doc__)
     ap.add_argument("--model", default="whisper-tiny.en")
     ap.add_argument("--layer", type=int, default=2)
     ap.add_argument("--site", default="resid_post")
@@ -91,7 +77,7 @@ def main() -> None:
     all_train = english_sentences(args.train_sentences, seed=0)
     eval_sents = [s for s in english_sentences(args.eval_sentences * 3, seed=1, harvard=False) if s not in all_train]
     eval_sents = eval_sents[: args.eval_sentences]
-    train_clips = PackedClips(all_train, VOICES, max_seconds=28.0, per_clip=8)
+    train_clips = packed_clips(all_train, VOICES, per_clip=8)
 
     t0 = time.process_time()
     if args.store:
@@ -180,7 +166,6 @@ def main() -> None:
     for r in reports:
         print(f"  {r.feature:5d}  freq {100 * r.frequency:5.2f}%  {r.label:45s} top: "
               f"{', '.join(e.word or '-' for e in r.examples[:6])}")
-    import _common
 
     cat_rows = [{"category": c, "paper (Pluth et al. 2026)": PAPER_KINDS.get(c, "-"), "ours: features": len(fs),
                  "share": len(fs) / max(len(reports), 1), "examples": " ".join(str(f) for f in fs[:5]) or "-"}

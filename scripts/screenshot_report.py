@@ -18,12 +18,13 @@ the report (or ``--out``) and ``<out>_check.json`` with what it saw.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+import _common
 
 from hooked_asr.explore.browser import Chromium, find_chromium
 
@@ -60,7 +61,7 @@ def check_report(report: Path, out_png: Path, width: int = 1200, height: int = 4
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = _common.parser(__doc__)
     ap.add_argument("report", type=Path, help="an HTML report, e.g. hooked_asr_demo/report.html")
     ap.add_argument("--out", type=Path, default=None, help="screenshot path (default: <report>.png)")
     ap.add_argument("--height", type=int, default=4000, help="page height to capture, pixels")
