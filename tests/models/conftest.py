@@ -17,11 +17,6 @@ def hf_whisper(name: str):
 
     hf = WhisperForConditionalGeneration.from_pretrained(weights_dir() / name, attn_implementation="eager").eval()
     gc = hf.generation_config
-    # HF's Whisper generate treats an (empty) lang_to_id as "multilingual" and then builds a wrong
-    # prompt for English-only checkpoints; the official .en configs have no such keys.
-    for key in ("lang_to_id", "task_to_id"):
-        if getattr(gc, key, None) == {}:
-            delattr(gc, key)
     gc.max_initial_timestamp_index = 50  # openai-whisper's max_initial_timestamp = 1.0 s
     gc.prev_sot_token_id = gc.no_timestamps_token_id - 2
     return hf
