@@ -1,12 +1,14 @@
 """How a sweep runs one item's rows: what is computed once (the clean run) and where each
 row's run may start, so that a patch recomputes only what it changes.
 
-    encoder block l patched   -> rerun blocks l.. from the clean encoder.blocks.{l}.hook_resid_pre
+    encoder block l patched   -> rerun blocks l.. from the clean encoder.blocks.{l}.hook_resid_pre; a
+                                 head (or anything after the attention) from block l's clean attn.hook_z,
+                                 so block l's attention is not recomputed
     decoder component patched -> start from the clean encoder output; teacher-forced, reuse the
                                  clean cross-attention keys/values of every layer left alone
     anything else             -> the whole model
 
-Everything goes through hook names and the public model API (``encode(start_at_layer=)``,
+Everything goes through hook names and the public model API (``encode(start_at_layer=, attn_z=)``,
 ``finish_encoder``, ``generate(encoder_hidden_states=)``, ``decode(past_key_values=)``,
 ``results_from_generation``).
 """
@@ -52,6 +54,32 @@ def resume_point(comp: Component) -> int:
     return DECODER if comp.hook_name.startswith("decoder.") else FULL
 
 
+# Hooks of an encoder block from its attention's head outputs on: a run may start at the clean
+# attn.hook_z of that block (what is not listed here starts at the block's residual).
+_AFTER_ATTENTION = ("attn.hook_z", "attn.hook_result", "hook_attn_out", "hook_resid_mid", "ln2.", "mlp.",
+                    "hook_mlp_out", "hook_resid_post")
+
+
+def start_point(comp: Component) -> int:
+    """Where a row's run starts, as one number that sorts in run order: :data:`FULL`; ``2 l`` (the
+    clean ``encoder.blocks.{l}.hook_resid_pre``); ``2 l + 1`` (block ``l``'s clean ``attn.hook_z``:
+    the component sits at or after block ``l``'s attention, e.g. a head); :data:`DECODER`. A run
+    from a chunk's lowest start point is valid for every row in it."""
+    layer = resume_point(comp)
+    if layer in (FULL, DECODER):
+        return layer
+    after = comp.hook_name.split(".", 3)[3].startswith(_AFTER_ATTENTION)
+    return 2 * layer + int(after)
+
+
+def encoder_batch_size(device: torch.device | str, batch_size: int) -> int:
+    """Rows per run, teacher-forced, for rows that rerun encoder blocks. On CPU one at a time:
+    batching them costs per row (tiny.en, two encoder blocks, one thread: 1.06x the time per row
+    at 2 rows, 1.08x at 6, interleaved; decoder rows gain 2x at 4 rows and stay batched).
+    Elsewhere (GPU) ``batch_size``."""
+    return 1 if torch.device(device).type == "cpu" else batch_size
+
+
 def _touches_cross_kv(comp: Component, layer: int) -> bool:
     return comp.hook_name in (f"decoder.blocks.{layer}.cross_attn.hook_k", f"decoder.blocks.{layer}.cross_attn.hook_v")
 
@@ -75,12 +103,14 @@ class ItemRun:
         self.gen_kwargs, _ = generation_settings(model)
         self.n_encoder = model.n_layers["encoder"]
         self.resid_pre: dict[int, torch.Tensor] = {}
+        self.attn_z: dict[int, torch.Tensor] = {}
         self.encoded: torch.Tensor | None = None
         self.cross_kv: list[dict[str, Any]] | None = None
         self._tf: Any = None
         self.can_share_gen = reuse and _accepts(model.generate, "encoder_hidden_states")
         self.can_share_tf = reuse and _accepts(model.forward, "encoder_hidden_states")
         self.can_resume = self.can_share_tf and self.can_share_gen and _accepts(model.encode, "start_at_layer")
+        self.can_resume_z = self.can_resume and _accepts(model.encode, "attn_z")
         self.can_reuse_kv = (self.can_share_tf and bool(getattr(model.cfg.decoder, "cross_attention", False))
                              and _accepts(getattr(model, "decode", lambda: None), "past_key_values"))
 
@@ -89,30 +119,41 @@ class ItemRun:
         return {k: (v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
 
     @torch.no_grad()
-    def encode_clean(self, layers: Iterable[int]) -> None:
-        """One encoder pass: the decoder's input and the residual entering each of ``layers``."""
-        names = {f"encoder.blocks.{layer}.hook_resid_pre": layer for layer in layers if self.can_resume}
+    def encode_clean(self, points: Iterable[int]) -> None:
+        """One encoder pass: the decoder's input and, for each :func:`start_point` in ``points``, the
+        residual entering its block (and, for ``2 l + 1``, block ``l``'s head outputs)."""
+        names: dict[str, tuple[dict[int, torch.Tensor], int]] = {}
+        for p in points:
+            if self.can_resume and 0 <= p < 2 * self.n_encoder:
+                names[f"encoder.blocks.{p // 2}.hook_resid_pre"] = (self.resid_pre, p // 2)
+                if p % 2 and self.can_resume_z:
+                    names[f"encoder.blocks.{p // 2}.attn.hook_z"] = (self.attn_z, p // 2)
 
         def keep(x: torch.Tensor, hook: Any) -> None:
-            self.resid_pre[names[hook.name]] = x.detach()
+            store, layer = names[hook.name]
+            store[layer] = x.detach()
 
         with self.model.hooks(fwd_hooks=[(n, keep) for n in names]):
             resid = self.model.encode(**self.features, stop_at_layer=self.n_encoder)
         self.encoded = self.model.finish_encoder(resid, **self.features)
 
     @torch.no_grad()
-    def encode_from(self, layer: int, n: int) -> torch.Tensor | None:
-        """What the decoder reads, for ``n`` rows, rerunning encoder blocks ``layer..`` from the
-        clean residual at ``layer`` (hooks, and so patches, fire in those blocks only); ``None``
-        when the whole model must run instead."""
-        if self.encoded is None or layer == FULL:
+    def encode_from(self, point: int, n: int) -> torch.Tensor | None:
+        """What the decoder reads, for ``n`` rows, rerunning the encoder from :func:`start_point`
+        ``point`` (block ``l = point // 2`` from its clean residual, or from its clean head outputs
+        when ``point`` is odd; hooks, and so patches, fire from there on only); ``None`` when the
+        whole model must run instead."""
+        if self.encoded is None or point == FULL:
             return None
+        layer = point // 2
         if layer >= self.n_encoder:
             return self.encoded.expand(n, *self.encoded.shape[1:])
         if layer not in self.resid_pre:
             return None
-        masks = {k: v for k, v in self._batch(n).items() if k != "input_features"}
-        resid = self.model.encode(self.resid_pre[layer].expand(n, *self.resid_pre[layer].shape[1:]), **masks,
+        kwargs = {k: v for k, v in self._batch(n).items() if k != "input_features"}
+        if point % 2 and layer in self.attn_z:
+            kwargs["attn_z"] = self.attn_z[layer].expand(n, *self.attn_z[layer].shape[1:])
+        resid = self.model.encode(self.resid_pre[layer].expand(n, *self.resid_pre[layer].shape[1:]), **kwargs,
                                   stop_at_layer=self.n_encoder, start_at_layer=layer)
         return self.model.finish_encoder(resid, **self._batch(n))
 
@@ -173,28 +214,32 @@ class ItemRun:
         return out
 
 
-def plan_chunks(comps: Sequence[Component], batch_size: int, split_at_resume: bool = True) -> list[list[Component]]:
-    """Components in run order, cut into chunks of at most ``batch_size`` rows.
+def plan_chunks(comps: Sequence[Component], batch_size: int, split_at_resume: bool = True,
+                encoder_batch_size: int | None = None) -> list[list[Component]]:
+    """Components in run order, cut into chunks of at most ``batch_size`` rows (at most
+    ``encoder_batch_size`` for rows that rerun encoder blocks, when given).
 
-    Rows that start at the same place go together: first those needing the whole model,
-    then encoder components by block, then decoder components (no encoder run); within a
-    group the given order is kept. A chunk reruns the encoder from its lowest block, so a
-    chunk that mixed blocks would rerun the higher blocks' rows through blocks they do not
-    need: with ``split_at_resume`` a chunk never spans two starting points. Teacher-forced
-    sweeps split (measured on CPU: batching encoder rows gains nothing per row, so the extra
-    blocks are pure loss - a mixed 24-row chunk of tiny's encoder heads made the batched sweep
-    0.75x the serial one); generation sweeps fill chunks across starting points, because
-    decoding rows together saves far more than the extra encoder blocks cost.
+    Rows that start at the same place (:func:`start_point`) go together: first those needing
+    the whole model, then encoder components by block, then decoder components (no encoder
+    run); within a group the given order is kept. A chunk reruns the encoder from its lowest
+    start point, so a chunk that mixed blocks would rerun the higher blocks' rows through
+    blocks they do not need: with ``split_at_resume`` a chunk never spans two starting points.
+    Teacher-forced sweeps split (measured on CPU: batching encoder rows gains nothing per row,
+    so the extra blocks are pure loss - a mixed 24-row chunk of tiny's encoder heads made the
+    batched sweep 0.75x the serial one); generation sweeps fill chunks across starting points,
+    because decoding rows together saves far more than the extra encoder blocks cost.
     """
-    order = sorted(range(len(comps)), key=lambda i: (resume_point(comps[i]), i))
+    order = sorted(range(len(comps)), key=lambda i: (start_point(comps[i]), i))
     chunks: list[list[Component]] = []
     for i in order:
         c = comps[i]
-        if (not chunks or len(chunks[-1]) >= batch_size
-                or (split_at_resume and resume_point(chunks[-1][-1]) != resume_point(c))):
+        cap = batch_size if encoder_batch_size is None or start_point(c) == DECODER else encoder_batch_size
+        if (not chunks or len(chunks[-1]) >= cap
+                or (split_at_resume and start_point(chunks[-1][-1]) != start_point(c))):
             chunks.append([])
         chunks[-1].append(c)
     return chunks
 
 
-__all__ = ["DECODER", "FULL", "ItemRun", "generation_settings", "plan_chunks", "resume_point"]
+__all__ = ["DECODER", "FULL", "ItemRun", "encoder_batch_size", "generation_settings", "plan_chunks", "resume_point",
+           "start_point"]

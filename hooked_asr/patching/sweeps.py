@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from hooked_asr.patching.components import Component, parse_component
-from hooked_asr.patching.item_runs import DECODER, ItemRun, generation_settings, plan_chunks, resume_point
+from hooked_asr.patching.item_runs import DECODER, ItemRun, generation_settings, plan_chunks, start_point
+from hooked_asr.patching.item_runs import encoder_batch_size as encoder_batch_size_for
 from hooked_asr.patching.interventions import (
     Intervention,
     MissingPolicy,
@@ -194,10 +195,16 @@ class _SweepSpec:
     patched_max_new_tokens: int | None
     reuse: bool
     tf_kwargs: dict[str, Any]
+    encoder_batch_size: int | None = None
 
     @property
     def needs_ref(self) -> bool:
         return self.intervention in ("interpolate", "patch") or callable(self.intervention)
+
+    def chunks(self, comps: Sequence[Component]) -> list[list[Component]]:
+        if self.mode == "teacher_forced":
+            return plan_chunks(comps, self.batch_size, True, self.encoder_batch_size)
+        return plan_chunks(comps, self.batch_size, split_at_resume=False)
 
 
 def _run_chunk(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Transcript,
@@ -206,7 +213,7 @@ def _run_chunk(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Tr
     model, item, n = run.model, run.item, len(chunk)
     ivs = [_make_intervention(spec.intervention, c, j, spec.alpha, ref_cache, spec.means, spec.missing, spec.positions)
            for j, c in enumerate(chunk)]
-    start = min(resume_point(c) for c in chunk)
+    start = min(start_point(c) for c in chunk)
     rows = []
     with patched(model, ivs) as tracker:
         tracker.reset()
@@ -231,7 +238,7 @@ def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _Sw
     """Every pending component of one item; returns the number of batched runs."""
     run = ItemRun(model, item, spec.tf_kwargs, spec.reuse)
     if run.can_share_gen or run.can_share_tf:
-        run.encode_clean({resume_point(c) for c in pending if 0 <= resume_point(c) < run.n_encoder})
+        run.encode_clean({start_point(c) for c in pending})
     clean = run.generate(1, run.encoded if run.can_share_gen else None, spec.max_new_tokens)[0]
     ref_cache = (_reference_cache(model, item, spec.reference, spec.reference_seed, clean.tokens, pending, spec.tf_kwargs)
                  if spec.needs_ref else None)
@@ -244,7 +251,7 @@ def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _Sw
     cap = spec.patched_max_new_tokens or (2 * len(clean.tokens) + 16)
     if spec.max_new_tokens is not None:
         cap = min(cap, spec.max_new_tokens)
-    chunks = plan_chunks(pending, spec.batch_size, split_at_resume=spec.mode == "teacher_forced")
+    chunks = spec.chunks(pending)
     for chunk in chunks:
         emit(_run_chunk(run, spec, chunk, clean, clean_values, ref_cache, cap))
         bar.update(1)
@@ -266,6 +273,7 @@ def sweep(
     missing: MissingPolicy = "error",
     positions: Sequence[int] | None = None,
     batch_size: int = 16,
+    encoder_batch_size: int | None = None,
     max_new_tokens: int | None = None,
     patched_max_new_tokens: int | None = None,
     share_encoder: bool = True,
@@ -286,10 +294,13 @@ def sweep(
     ``missing``: decoder positions beyond the reference's tokens (a patched transcript
     longer than the clean one) raise, or with ``'keep'`` stay unpatched.
     ``patched_max_new_tokens`` caps patched decodes (default: ``2 * len(clean) + 16``).
-    ``batch_size=1`` runs the components one at a time.
+    ``batch_size=1`` runs the components one at a time; teacher-forced rows that rerun encoder
+    blocks go ``encoder_batch_size`` per run (default: chosen per device where batching them pays,
+    :func:`~hooked_asr.patching.item_runs.encoder_batch_size`: one at a time on CPU).
 
     Each run recomputes only what its patches change: the item's encoder runs once; a patch
-    in encoder block ``l`` reruns blocks ``l..`` from the clean residual at ``l``; a decoder
+    in encoder block ``l`` reruns blocks ``l..`` from the clean residual at ``l`` (a head, or
+    anything after the attention, from block ``l``'s clean head outputs ``attn.hook_z``); a decoder
     patch starts from the clean encoder output and (teacher-forced) reuses the clean
     cross-attention keys/values of every layer it does not patch. ``share_encoder=False``
     turns all of that off: every row runs the whole model (the plain reference).
@@ -301,8 +312,8 @@ def sweep(
     comps = [parse_component(model, c) for c in comps]
     if not comps:
         raise ValueError("no components to sweep; list them with hooked_asr.patching.components(model)")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 1 or (encoder_batch_size is not None and encoder_batch_size < 1):
+        raise ValueError(f"batch_size and encoder_batch_size must be >= 1, got {batch_size}, {encoder_batch_size}")
     names = [c.name for c in comps]
     if len(set(names)) != len(names):
         raise ValueError("components repeat in the list; each (component, item) pair is one row")
@@ -310,7 +321,8 @@ def sweep(
         position_kind(c.hook_name)  # fail early on unsupported hooks
     spec = _SweepSpec(intervention, alpha, mode, _metric_functions(mode, metrics), reference, reference_seed, means,
                       missing, positions, batch_size, max_new_tokens, patched_max_new_tokens, share_encoder,
-                      dict(teacher_forced_kwargs or {}))
+                      dict(teacher_forced_kwargs or {}),
+                      min(batch_size, encoder_batch_size or encoder_batch_size_for(model.device, batch_size)))
     config = {
         "intervention": intervention if isinstance(intervention, str) else getattr(intervention, "__name__", "custom"),
         "alpha": alpha, "mode": mode, "metrics": sorted(spec.metric_fns), "reference": reference,
@@ -330,7 +342,7 @@ def sweep(
                 f.writelines(json.dumps(r) + "\n" for r in new_rows)
 
     todo = [(it, [c for c in comps if (c.name, it.id) not in done]) for it in items]
-    n_chunks = sum(len(plan_chunks(cs, batch_size, mode == "teacher_forced")) for _, cs in todo)
+    n_chunks = sum(len(spec.chunks(cs)) for _, cs in todo)
     bar = tqdm(total=n_chunks, desc="patching sweep", disable=not progress, unit="batch")
     t0, n_runs = time.perf_counter(), 0
     try:

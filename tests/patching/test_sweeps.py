@@ -28,7 +28,7 @@ from hooked_asr.patching import (
     zero_ablate,
 )
 from hooked_asr.patching.components import parse_component
-from hooked_asr.patching.item_runs import DECODER, FULL, plan_chunks, resume_point
+from hooked_asr.patching.item_runs import DECODER, FULL, plan_chunks, resume_point, start_point
 
 
 def _items(model, n=2, seed=3):
@@ -116,11 +116,12 @@ RAW = ["decoder.blocks.1.cross_attn.hook_k", "decoder.blocks.0.cross_attn.hook_v
        "encoder.blocks.1.hook_resid_pre", "decoder.hook_embed"]
 
 
-def test_fast_teacher_forced_sweep_equals_the_plain_one(model):
+@pytest.mark.parametrize("encoder_batch_size", [None, 3])  # per device (CPU: 1); 3 rows split a block's 5
+def test_fast_teacher_forced_sweep_equals_the_plain_one(model, encoder_batch_size):
     items = _items(model)
     comps = components(model) + [parse_component(model, r) for r in RAW]
     kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False)
-    fast = sweep(model, items, comps, "interpolate", 0.8, batch_size=7, **kw)
+    fast = sweep(model, items, comps, "interpolate", 0.8, batch_size=7, encoder_batch_size=encoder_batch_size, **kw)
     plain = sweep(model, items, comps, "interpolate", 0.8, batch_size=1, share_encoder=False, **kw)
     assert fast.table[["component", "item"]].equals(plain.table[["component", "item"]])
     f, p = fast.table["value"].to_numpy(), plain.table["value"].to_numpy()
@@ -153,16 +154,18 @@ def test_each_run_reruns_only_the_encoder_blocks_at_and_after_its_patch(model):
         counts[hook.name] = counts.get(hook.name, 0) + 1
 
     names = ([f"encoder.blocks.{l}.hook_resid_post" for l in range(n_enc)] + ["encoder.hook_conv1"]
-             + [f"decoder.blocks.{l}.cross_attn.hook_k" for l in range(n_dec)])
+             + [f"decoder.blocks.{l}.cross_attn.hook_k" for l in range(n_dec)] + ["encoder.blocks.1.attn.hook_q"])
     comps = components(model, kinds=["attn"], layers=[1], stacks=["encoder"]) + components(model, stacks=["decoder"])
     kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False)
     with model.hooks(fwd_hooks=[(n, count) for n in names]):
-        res = sweep(model, _items(model, 1), comps, "zero", batch_size=4, **kw)
+        res = sweep(model, _items(model, 1), comps, "zero", batch_size=4, encoder_batch_size=4, **kw)
     n_enc_chunks = -(-model.cfg.encoder.n_heads // 4)
     # the item's encoder front end ran once (zero ablation records no reference)
     assert counts["encoder.hook_conv1"] == 1
     assert counts["encoder.blocks.0.hook_resid_post"] == 1
     assert counts["encoder.blocks.1.hook_resid_post"] == 1 + n_enc_chunks
+    # head rows start at block 1's clean head outputs: its attention ran for the clean pass only
+    assert counts["encoder.blocks.1.attn.hook_q"] == 1
     # decoder chunks compute no cross-attention keys: only the clean decode, the clean
     # teacher-forced run and the encoder chunks do
     for l in range(n_dec):
@@ -187,6 +190,15 @@ def test_chunks_group_rows_by_where_their_run_starts(model):
         ["encoder.blocks.1.attn.head.0", "encoder.blocks.1.mlp"],
         ["decoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2"],
     ]
+    # rows that rerun encoder blocks can go fewer per run than decoder rows
+    assert [len(ch) for ch in plan_chunks(comps, 3, encoder_batch_size=1)] == [1, 1, 1, 1, 2]
+    # within a block: a head or anything after the attention starts at the block's head outputs,
+    # the residual entering the block (and the attention's inputs) before them
+    points = {n: start_point(parse_component(model, n)) for n in
+              ["encoder.blocks.1.hook_resid_pre", "encoder.blocks.1.attn.hook_q", "encoder.blocks.1.attn.head.0",
+               "encoder.blocks.1.attn", "encoder.blocks.1.mlp", "encoder.blocks.1.ln2.hook_normalized"]}
+    assert list(points.values()) == [2, 2, 3, 3, 3, 3]
+    assert start_point(comps[0]) == DECODER and start_point(comps[2]) == FULL
 
 
 def test_qwen2_audio_fast_sweep_equals_the_plain_one_with_padded_audio():
