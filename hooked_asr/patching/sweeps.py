@@ -80,12 +80,16 @@ LOGIT_METRICS: dict[str, LogitMetric] = {"logprob": _logprob_metric, "logit_diff
 
 @dataclass
 class SweepResult:
-    """``table``: tidy rows (component, item, metric, value, clean, stack, layer, kind, head)."""
+    """``table``: tidy rows (component, item, metric, value, clean, stack, layer, kind, head).
+    ``transcripts`` (generation sweeps with ``keep_transcripts=True``): item -> component -> the
+    patched transcript; ``clean_transcripts``: item -> the clean one."""
 
     table: Any  # pandas.DataFrame
     seconds: float = 0.0
     n_batched_runs: int = 0
     config: dict[str, Any] = field(default_factory=dict)
+    transcripts: dict[str, dict[str, str]] = field(default_factory=dict)
+    clean_transcripts: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> Any:
         """Mean value per component and metric (wide), components in sweep order."""
@@ -244,7 +248,7 @@ def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _Sw
                  if spec.needs_ref else None)
     if spec.mode == "generate":
         base = MetricContext(item, clean, clean)
-        clean_values = {k: float(fn(base)) for k, fn in spec.metric_fns.items()}
+        clean_values = {k: fn(base) if k == TRANSCRIPT else float(fn(base)) for k, fn in spec.metric_fns.items()}
     else:
         logits, tf = run.clean_teacher_forced(clean.tokens)
         clean_values = {k: float(fn(logits, tf, item)[0]) for k, fn in spec.metric_fns.items()}
@@ -280,6 +284,7 @@ def sweep(
     results_path: str | Path | None = None,
     progress: bool = True,
     teacher_forced_kwargs: Mapping[str, Any] | None = None,
+    keep_transcripts: bool = False,
 ) -> SweepResult:
     """Run ``intervention`` on every component for every item; return a tidy table.
 
@@ -294,6 +299,7 @@ def sweep(
     ``missing``: decoder positions beyond the reference's tokens (a patched transcript
     longer than the clean one) raise, or with ``'keep'`` stay unpatched.
     ``patched_max_new_tokens`` caps patched decodes (default: ``2 * len(clean) + 16``).
+    ``keep_transcripts`` (generation): keep every patched transcript in ``result.transcripts``.
     ``batch_size=1`` runs the components one at a time; teacher-forced rows that rerun encoder
     blocks go ``encoder_batch_size`` per run (default: chosen per device where batching them pays,
     :func:`~hooked_asr.patching.item_runs.encoder_batch_size`: one at a time on CPU).
@@ -319,7 +325,12 @@ def sweep(
         raise ValueError("components repeat in the list; each (component, item) pair is one row")
     for c in comps:
         position_kind(c.hook_name)  # fail early on unsupported hooks
-    spec = _SweepSpec(intervention, alpha, mode, _metric_functions(mode, metrics), reference, reference_seed, means,
+    metric_fns = _metric_functions(mode, metrics)
+    if keep_transcripts:
+        if mode != "generate":
+            raise ValueError("keep_transcripts=True keeps generated transcripts: use mode='generate'")
+        metric_fns[TRANSCRIPT] = _patched_text
+    spec = _SweepSpec(intervention, alpha, mode, metric_fns, reference, reference_seed, means,
                       missing, positions, batch_size, max_new_tokens, patched_max_new_tokens, share_encoder,
                       dict(teacher_forced_kwargs or {}),
                       min(batch_size, encoder_batch_size or encoder_batch_size_for(model.device, batch_size)))
@@ -355,13 +366,31 @@ def sweep(
     item_pos, comp_pos = {it.id: i for i, it in enumerate(items)}, {n: i for i, n in enumerate(names)}
     far = len(items) + len(names)
     rows.sort(key=lambda r: (item_pos.get(r["item"], far), comp_pos.get(r["component"], far)))
+    texts: dict[str, dict[str, str]] = {}
+    clean_texts: dict[str, str] = {}
+    for r in rows:
+        if r["metric"] == TRANSCRIPT:
+            texts.setdefault(r["item"], {})[r["component"]] = r["text"]
+            clean_texts[r["item"]] = r["clean_text"]
+    rows = [r for r in rows if r["metric"] != TRANSCRIPT]
     table = pd.DataFrame(rows, columns=["component", "item", "metric", "value", "clean", "stack", "layer", "kind", "head"])
-    return SweepResult(table, time.perf_counter() - t0, n_runs, config)
+    return SweepResult(table, time.perf_counter() - t0, n_runs, config, texts, clean_texts)
 
 
-def _row(c: Component, item: SweepItem, metric: str, value: float, clean: float) -> dict[str, Any]:
-    return {"component": c.name, "item": item.id, "metric": metric, "value": float(value), "clean": float(clean),
-            "stack": c.stack, "layer": c.layer, "kind": c.kind, "head": c.head}
+# The metric keep_transcripts adds: its rows carry the texts and leave the table for result.transcripts.
+TRANSCRIPT = "transcript"
+
+
+def _patched_text(ctx: MetricContext) -> str:
+    return ctx.patched.as_text
+
+
+def _row(c: Component, item: SweepItem, metric: str, value: float | str, clean: float | str) -> dict[str, Any]:
+    row = {"component": c.name, "item": item.id, "metric": metric, "stack": c.stack, "layer": c.layer,
+           "kind": c.kind, "head": c.head}
+    if metric == TRANSCRIPT:
+        return {**row, "value": None, "clean": None, "text": str(value), "clean_text": str(clean)}
+    return {**row, "value": float(value), "clean": float(clean)}
 
 
 __all__ = ["LOGIT_METRICS", "SweepItem", "SweepResult", "generation_settings", "sweep"]

@@ -22,6 +22,7 @@ from hooked_asr.patching import (
     continuation_logprob,
     interpolate,
     patch,
+    patched,
     record_reference,
     run_with_interventions,
     sweep,
@@ -219,3 +220,34 @@ def test_qwen2_audio_fast_sweep_equals_the_plain_one_with_padded_audio():
     plain = sweep(m, items, comps, "interpolate", 0.7, batch_size=1, share_encoder=False, **kw)
     np.testing.assert_allclose(fast.table["value"], plain.table["value"], atol=1e-4, rtol=0)
     assert np.ptp(plain.table["value"].to_numpy()) > 1e-3
+
+
+def test_generation_sweep_keeps_each_patched_transcript(model, tmp_path):
+    # Each kept transcript is what an independent decode with that patch alone gives.
+    items = _items(model, 1, seed=5)
+    it = items[0]
+    comps = components(model, heads=False)
+    path = tmp_path / "gen.jsonl"
+    kw = dict(metrics=["changed", "n_tokens"], max_new_tokens=8, progress=False, keep_transcripts=True)
+    res = sweep(model, items, comps, "zero", 0.2, batch_size=4, results_path=path, **kw)
+    texts = res.transcripts[it.id]
+    assert list(texts) == [c.name for c in comps]
+    assert set(res.table["metric"]) == {"changed", "n_tokens"}  # the texts are no table rows
+    prompt = model.teacher_forced_inputs(it.audio).tokens[0]
+
+    def decode() -> str:
+        out = model.generate(it.audio, prompt, max_new_tokens=8, **model.generation_kwargs())
+        return " ".join(str(t) for t in model.results_from_generation(out, prompt)[0].tokens)
+
+    assert res.clean_transcripts[it.id] == decode()
+    for c in comps:
+        with patched(model, [zero_ablate(c, alpha=0.2)]) as tracker:
+            tracker.reset()
+            assert texts[c.name] == decode(), c.name
+    changed = res.table.query("metric == 'changed'").set_index("component")["value"]
+    assert 0 < changed.sum() < len(comps)
+    assert all(changed[c] == float(texts[c] != res.clean_transcripts[it.id]) for c in texts)
+    again = sweep(model, items, comps, "zero", 0.2, batch_size=4, results_path=path, **kw)  # all read back from the file
+    assert again.n_batched_runs == 0 and again.transcripts == res.transcripts
+    with pytest.raises(ValueError, match="mode='generate'"):
+        sweep(model, items, comps, "zero", mode="teacher_forced", metrics=["logprob"], keep_transcripts=True)
