@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -80,6 +81,13 @@ def encoder_batch_size(device: torch.device | str, batch_size: int) -> int:
     return 1 if torch.device(device).type == "cpu" else batch_size
 
 
+@dataclass
+class TeacherForcedRun:
+    """Fixed teacher-forced inputs, shaped like ``model.teacher_forced_inputs(...)`` for what reads ``.kwargs``."""
+
+    kwargs: dict[str, Any]
+
+
 def _touches_cross_kv(comp: Component, layer: int) -> bool:
     return comp.hook_name in (f"decoder.blocks.{layer}.cross_attn.hook_k", f"decoder.blocks.{layer}.cross_attn.hook_v")
 
@@ -94,11 +102,19 @@ class ItemRun:
     run. Every call goes through hook names and the public model API.
     """
 
-    def __init__(self, model: Any, item: Any, tf_kwargs: Mapping[str, Any], reuse: bool):
+    def __init__(self, model: Any, item: Any, tf_kwargs: Mapping[str, Any], reuse: bool,
+                 inputs: Mapping[str, Any] | None = None):
+        # ``inputs``: one fixed teacher-forced input (``model(**inputs)``, batch 1) that every
+        # teacher-forced run uses whatever its continuation; the encoder's part is what encode takes.
         self.model, self.item, self.reuse = model, item, reuse
-        self.features = model.prepare_features(item.audio)
-        tf = model.teacher_forced_inputs(item.audio, **tf_kwargs)
-        self.prompt = tf.tokens[0, : tf.prompt_len]
+        self.fixed = None if inputs is None else TeacherForcedRun(dict(inputs))
+        if inputs is None:
+            self.features = model.prepare_features(item.audio)
+            tf = model.teacher_forced_inputs(item.audio, **tf_kwargs)
+            self.prompt = tf.tokens[0, : tf.prompt_len]
+        else:
+            self.features = {k: v for k, v in inputs.items() if _accepts(model.encode, k)}
+            self.prompt = None
         self.tf_kwargs = dict(tf_kwargs)
         self.gen_kwargs, _ = generation_settings(model)
         self.n_encoder = model.n_layers["encoder"]
@@ -169,6 +185,8 @@ class ItemRun:
         return self.transcripts(self.model.generate(**kwargs))
 
     def teacher_forced_inputs(self, continuation: Sequence[int]) -> Any:
+        if self.fixed is not None:
+            return self.fixed
         if self._tf is None or self._tf[0] != list(continuation):
             self._tf = (list(continuation), self.model.teacher_forced_inputs(self.item.audio, continuation, **self.tf_kwargs))
         return self._tf[1]

@@ -262,6 +262,45 @@ def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _Sw
     return len(chunks)
 
 
+@torch.no_grad()
+def patched_values(
+    model: Any,
+    forward_kwargs: Mapping[str, Any],
+    comps: Iterable[str | Component],
+    metric: Callable[[torch.Tensor], torch.Tensor],
+    intervention: str | Callable[[Component, list[int], Mapping | None], Intervention] = "interpolate",
+    alpha: float = 1.0,
+    *,
+    reference_cache: Mapping[str, torch.Tensor] | None = None,
+    means: Mapping[str, torch.Tensor] | None = None,
+    batch_size: int = 16,
+    encoder_batch_size: int | None = None,
+    share_encoder: bool = True,
+) -> tuple[float, list[float]]:
+    """``(clean, [value per component])``: ``metric(logits) -> [batch]`` of the teacher-forced
+    ``model(**forward_kwargs)`` (batch 1) clean and with each component intervened on, through the
+    sweep's batched runs (the same resume points, chunks and rows as :func:`sweep` teacher-forced)."""
+    comps = [parse_component(model, c) for c in comps]
+    fns = {"value": lambda logits, tf, item: metric(logits)}
+    spec = _SweepSpec(intervention, alpha, "teacher_forced", fns, None, 0, means, "error", None, batch_size, None, None,
+                      share_encoder, {}, _encoder_rows(model, batch_size, encoder_batch_size))
+    item = SweepItem("inputs", None)
+    run = ItemRun(model, item, {}, share_encoder, inputs=forward_kwargs)
+    if run.can_share_tf:
+        run.encode_clean({start_point(c) for c in comps})
+    logits, tf = run.clean_teacher_forced([])
+    clean = float(metric(logits)[0])
+    got: dict[str, float] = {}
+    for chunk in spec.chunks(comps):
+        got.update((r["component"], r["value"]) for r in
+                   _run_chunk(run, spec, chunk, Transcript([], None), {"value": clean}, reference_cache, 0))
+    return clean, [got[c.name] for c in comps]
+
+
+def _encoder_rows(model: Any, batch_size: int, encoder_batch_size: int | None) -> int:
+    return min(batch_size, encoder_batch_size or encoder_batch_size_for(model.device, batch_size))
+
+
 def sweep(
     model: Any,
     items: Iterable[SweepItem],
@@ -333,7 +372,7 @@ def sweep(
     spec = _SweepSpec(intervention, alpha, mode, metric_fns, reference, reference_seed, means,
                       missing, positions, batch_size, max_new_tokens, patched_max_new_tokens, share_encoder,
                       dict(teacher_forced_kwargs or {}),
-                      min(batch_size, encoder_batch_size or encoder_batch_size_for(model.device, batch_size)))
+                      _encoder_rows(model, batch_size, encoder_batch_size))
     config = {
         "intervention": intervention if isinstance(intervention, str) else getattr(intervention, "__name__", "custom"),
         "alpha": alpha, "mode": mode, "metrics": sorted(spec.metric_fns), "reference": reference,
@@ -393,4 +432,4 @@ def _row(c: Component, item: SweepItem, metric: str, value: float | str, clean: 
     return {**row, "value": float(value), "clean": float(clean)}
 
 
-__all__ = ["LOGIT_METRICS", "SweepItem", "SweepResult", "generation_settings", "sweep"]
+__all__ = ["LOGIT_METRICS", "SweepItem", "SweepResult", "generation_settings", "patched_values", "sweep"]
