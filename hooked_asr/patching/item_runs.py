@@ -73,12 +73,33 @@ def start_point(comp: Component) -> int:
     return 2 * layer + int(after)
 
 
-def encoder_batch_size(device: torch.device | str, batch_size: int) -> int:
-    """Rows per run, teacher-forced, for rows that rerun encoder blocks. On CPU one at a time:
-    batching them costs per row (tiny.en, two encoder blocks, one thread: 1.06x the time per row
-    at 2 rows, 1.08x at 6, interleaved; decoder rows gain 2x at 4 rows and stay batched).
-    Elsewhere (GPU) ``batch_size``."""
-    return 1 if torch.device(device).type == "cpu" else batch_size
+@dataclass(frozen=True)
+class RowBatching:
+    """How many rows run together, teacher-forced, by what they rerun: ``batch_size`` rows per
+    decoder-only run; rows that rerun encoder blocks in chunks of ``encoder_chunk``, whose encoder
+    parts run ``encoder`` rows at a time and whose decoder part runs as one batch."""
+
+    batch_size: int
+    encoder: int
+    encoder_chunk: int
+
+    @property
+    def splits_encoder(self) -> bool:
+        return self.encoder < self.encoder_chunk
+
+
+def row_batching(device: torch.device | str, batch_size: int, encoder_batch_size: int | None = None) -> RowBatching:
+    """Batch rows where it pays, per device. Measured on CPU (tiny.en, one thread, interleaved):
+    batching encoder reruns costs per row (two blocks: 1.06x the time per row at 2 rows, 1.08x
+    at 6), so they run one at a time; the decoder part over rows with their own encoder outputs
+    gains 1.33x at 4-6 rows (1.17x at 12, 1.19x at 24), so up to 6 such rows share it; decoder-only
+    rows (shared cross-attention keys/values) gain 2x from 4 rows on and go ``batch_size`` per
+    run. Elsewhere (GPU, not measured here) every kind goes ``batch_size`` per run.
+    ``encoder_batch_size`` overrides the encoder reruns' rows per run."""
+    cpu = torch.device(device).type == "cpu"
+    enc = min(batch_size, encoder_batch_size or (1 if cpu else batch_size))
+    chunk = max(enc, min(batch_size, 6)) if cpu and enc < batch_size else batch_size
+    return RowBatching(batch_size, enc, chunk)
 
 
 @dataclass
@@ -173,6 +194,20 @@ class ItemRun:
                                   stop_at_layer=self.n_encoder, start_at_layer=layer)
         return self.model.finish_encoder(resid, **self._batch(n))
 
+    def encoder_groups(self, chunk: Sequence[Component], size: int) -> list[list[int]] | None:
+        """The rows of ``chunk`` whose encoder parts run together: consecutive, one start point, at
+        most ``size``; ``None`` when one run does the whole chunk (a row outside the encoder's
+        blocks, no clean residual to start from, or a single group)."""
+        points = [start_point(c) for c in chunk]
+        if self.encoded is None or not all(0 <= p < 2 * self.n_encoder and p // 2 in self.resid_pre for p in points):
+            return None
+        groups: list[list[int]] = []
+        for i, p in enumerate(points):
+            if not groups or len(groups[-1]) >= size or points[groups[-1][-1]] != p:
+                groups.append([])
+            groups[-1].append(i)
+        return groups if len(groups) > 1 else None
+
     def transcripts(self, out: Any) -> list[Transcript]:
         # The decoding core's one cut-at-end-of-text and decode.
         return [Transcript(r.tokens, r.text, r.finished) for r in self.model.results_from_generation(out, self.prompt)]
@@ -233,31 +268,43 @@ class ItemRun:
 
 
 def plan_chunks(comps: Sequence[Component], batch_size: int, split_at_resume: bool = True,
-                encoder_batch_size: int | None = None) -> list[list[Component]]:
-    """Components in run order, cut into chunks of at most ``batch_size`` rows (at most
-    ``encoder_batch_size`` for rows that rerun encoder blocks, when given).
+                rows: RowBatching | None = None) -> list[list[Component]]:
+    """Components in run order, cut into chunks of at most ``batch_size`` rows (teacher-forced with
+    ``rows``: as :class:`RowBatching` says for each kind of row).
 
     Rows that start at the same place (:func:`start_point`) go together: first those needing
     the whole model, then encoder components by block, then decoder components (no encoder
-    run); within a group the given order is kept. A chunk reruns the encoder from its lowest
-    start point, so a chunk that mixed blocks would rerun the higher blocks' rows through
-    blocks they do not need: with ``split_at_resume`` a chunk never spans two starting points.
-    Teacher-forced sweeps split (measured on CPU: batching encoder rows gains nothing per row,
-    so the extra blocks are pure loss - a mixed 24-row chunk of tiny's encoder heads made the
-    batched sweep 0.75x the serial one); generation sweeps fill chunks across starting points,
-    because decoding rows together saves far more than the extra encoder blocks cost.
+    run); within a group the given order is kept. A run reruns the encoder from its lowest
+    start point, so a run that mixed blocks would rerun the higher blocks' rows through blocks
+    they do not need: with ``split_at_resume`` a chunk never spans two starting points, unless
+    its encoder parts run apart anyway (``rows.splits_encoder``: then one chunk spans blocks and
+    only its decoder part is batched). Teacher-forced sweeps split (measured on CPU: batching
+    encoder rows gains nothing per row, so the extra blocks are pure loss - a mixed 24-row chunk
+    of tiny's encoder heads made the batched sweep 0.75x the serial one); generation sweeps fill
+    chunks across starting points, because decoding rows together saves far more than the extra
+    encoder blocks cost.
     """
+    def kind(c: Component) -> int:
+        p = start_point(c)
+        return p if p in (FULL, DECODER) else 0
+
+    def cap(c: Component) -> int:
+        if rows is None or kind(c) == DECODER:
+            return batch_size
+        return rows.encoder if kind(c) == FULL else rows.encoder_chunk
+
     order = sorted(range(len(comps)), key=lambda i: (start_point(comps[i]), i))
     chunks: list[list[Component]] = []
     for i in order:
         c = comps[i]
-        cap = batch_size if encoder_batch_size is None or start_point(c) == DECODER else encoder_batch_size
-        if (not chunks or len(chunks[-1]) >= cap
-                or (split_at_resume and start_point(chunks[-1][-1]) != start_point(c))):
+        prev = chunks[-1][-1] if chunks else None
+        same = prev is not None and (start_point(prev) == start_point(c) or (
+            rows is not None and rows.splits_encoder and kind(prev) == kind(c) == 0))
+        if prev is None or len(chunks[-1]) >= cap(c) or (split_at_resume and not same):
             chunks.append([])
         chunks[-1].append(c)
     return chunks
 
 
-__all__ = ["DECODER", "FULL", "ItemRun", "encoder_batch_size", "generation_settings", "plan_chunks", "resume_point",
-           "start_point"]
+__all__ = ["DECODER", "FULL", "ItemRun", "RowBatching", "generation_settings", "plan_chunks", "resume_point",
+           "row_batching", "start_point"]

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from hooked_asr.patching.components import Component, parse_component
-from hooked_asr.patching.item_runs import DECODER, ItemRun, generation_settings, plan_chunks, start_point
-from hooked_asr.patching.item_runs import encoder_batch_size as encoder_batch_size_for
+from hooked_asr.patching.item_runs import (
+    DECODER, ItemRun, RowBatching, generation_settings, plan_chunks, row_batching, start_point,
+)
 from hooked_asr.patching.interventions import (
     Intervention,
     MissingPolicy,
@@ -199,7 +200,7 @@ class _SweepSpec:
     patched_max_new_tokens: int | None
     reuse: bool
     tf_kwargs: dict[str, Any]
-    encoder_batch_size: int | None = None
+    rows: RowBatching | None = None
 
     @property
     def needs_ref(self) -> bool:
@@ -207,7 +208,7 @@ class _SweepSpec:
 
     def chunks(self, comps: Sequence[Component]) -> list[list[Component]]:
         if self.mode == "teacher_forced":
-            return plan_chunks(comps, self.batch_size, True, self.encoder_batch_size)
+            return plan_chunks(comps, self.batch_size, True, self.rows)
         return plan_chunks(comps, self.batch_size, split_at_resume=False)
 
 
@@ -231,10 +232,39 @@ def _run_chunk(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Tr
         else:
             kv = run.shared_cross_kv(chunk, n) if start == DECODER else None
             logits, tf = run.teacher_forced(clean.tokens, n, encoded if run.can_share_tf else None, kv)
-            for name, fn in spec.metric_fns.items():
-                vals = fn(logits, tf, item)
-                rows += [_row(c, item, name, float(vals[j]), clean_values[name]) for j, c in enumerate(chunk)]
+            rows += _teacher_forced_rows(spec, chunk, item, logits, tf, clean_values)
     return rows
+
+
+def _teacher_forced_rows(spec: _SweepSpec, chunk: list[Component], item: Any, logits: torch.Tensor, tf: Any,
+                         clean_values: dict[str, float]) -> list[dict[str, Any]]:
+    rows = []
+    for name, fn in spec.metric_fns.items():
+        vals = fn(logits, tf, item)
+        rows += [_row(c, item, name, float(vals[j]), clean_values[name]) for j, c in enumerate(chunk)]
+    return rows
+
+
+def _run_rows(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Transcript,
+              clean_values: dict[str, Any], ref_cache: Mapping | None, cap: int) -> list[dict[str, Any]]:
+    """One chunk's table rows: one batched run (:func:`_run_chunk`), or, teacher-forced when encoder
+    reruns go fewer per run than the chunk holds (``spec.rows``), the encoder parts group by group,
+    each from its own start point with its rows' patches, then the decoder part of the whole
+    chunk as one batch (every patch sits in the encoder, so the decoder runs unpatched)."""
+    groups = (run.encoder_groups(chunk, spec.rows.encoder)
+              if spec.mode == "teacher_forced" and spec.rows is not None and run.can_share_tf else None)
+    if groups is None:
+        return _run_chunk(run, spec, chunk, clean, clean_values, ref_cache, cap)
+    encoded = []
+    for g in groups:
+        comps = [chunk[i] for i in g]
+        ivs = [_make_intervention(spec.intervention, c, j, spec.alpha, ref_cache, spec.means, spec.missing,
+                                  spec.positions) for j, c in enumerate(comps)]
+        with patched(run.model, ivs) as tracker:
+            tracker.reset()
+            encoded.append(run.encode_from(min(start_point(c) for c in comps), len(g)))
+    logits, tf = run.teacher_forced(clean.tokens, len(chunk), torch.cat(encoded))
+    return _teacher_forced_rows(spec, chunk, run.item, logits, tf, clean_values)
 
 
 def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _SweepSpec,
@@ -257,7 +287,7 @@ def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _Sw
         cap = min(cap, spec.max_new_tokens)
     chunks = spec.chunks(pending)
     for chunk in chunks:
-        emit(_run_chunk(run, spec, chunk, clean, clean_values, ref_cache, cap))
+        emit(_run_rows(run, spec, chunk, clean, clean_values, ref_cache, cap))
         bar.update(1)
     return len(chunks)
 
@@ -283,7 +313,7 @@ def patched_values(
     comps = [parse_component(model, c) for c in comps]
     fns = {"value": lambda logits, tf, item: metric(logits)}
     spec = _SweepSpec(intervention, alpha, "teacher_forced", fns, None, 0, means, "error", None, batch_size, None, None,
-                      share_encoder, {}, _encoder_rows(model, batch_size, encoder_batch_size))
+                      share_encoder, {}, row_batching(model.device, batch_size, encoder_batch_size))
     item = SweepItem("inputs", None)
     run = ItemRun(model, item, {}, share_encoder, inputs=forward_kwargs)
     if run.can_share_tf:
@@ -293,12 +323,8 @@ def patched_values(
     got: dict[str, float] = {}
     for chunk in spec.chunks(comps):
         got.update((r["component"], r["value"]) for r in
-                   _run_chunk(run, spec, chunk, Transcript([], None), {"value": clean}, reference_cache, 0))
+                   _run_rows(run, spec, chunk, Transcript([], None), {"value": clean}, reference_cache, 0))
     return clean, [got[c.name] for c in comps]
-
-
-def _encoder_rows(model: Any, batch_size: int, encoder_batch_size: int | None) -> int:
-    return min(batch_size, encoder_batch_size or encoder_batch_size_for(model.device, batch_size))
 
 
 def sweep(
@@ -339,9 +365,10 @@ def sweep(
     longer than the clean one) raise, or with ``'keep'`` stay unpatched.
     ``patched_max_new_tokens`` caps patched decodes (default: ``2 * len(clean) + 16``).
     ``keep_transcripts`` (generation): keep every patched transcript in ``result.transcripts``.
-    ``batch_size=1`` runs the components one at a time; teacher-forced rows that rerun encoder
-    blocks go ``encoder_batch_size`` per run (default: chosen per device where batching them pays,
-    :func:`~hooked_asr.patching.item_runs.encoder_batch_size`: one at a time on CPU).
+    ``batch_size=1`` runs the components one at a time. Teacher-forced, rows are batched where it
+    pays, per device (:func:`~hooked_asr.patching.item_runs.row_batching`; on CPU encoder reruns go
+    one at a time and only their decoder parts are batched); ``encoder_batch_size`` sets the rows
+    per encoder rerun.
 
     Each run recomputes only what its patches change: the item's encoder runs once; a patch
     in encoder block ``l`` reruns blocks ``l..`` from the clean residual at ``l`` (a head, or
@@ -372,7 +399,7 @@ def sweep(
     spec = _SweepSpec(intervention, alpha, mode, metric_fns, reference, reference_seed, means,
                       missing, positions, batch_size, max_new_tokens, patched_max_new_tokens, share_encoder,
                       dict(teacher_forced_kwargs or {}),
-                      _encoder_rows(model, batch_size, encoder_batch_size))
+                      row_batching(model.device, batch_size, encoder_batch_size))
     config = {
         "intervention": intervention if isinstance(intervention, str) else getattr(intervention, "__name__", "custom"),
         "alpha": alpha, "mode": mode, "metrics": sorted(spec.metric_fns), "reference": reference,

@@ -29,7 +29,7 @@ from hooked_asr.patching import (
     zero_ablate,
 )
 from hooked_asr.patching.components import parse_component
-from hooked_asr.patching.item_runs import DECODER, FULL, plan_chunks, resume_point, start_point
+from hooked_asr.patching.item_runs import DECODER, FULL, RowBatching, plan_chunks, resume_point, row_batching, start_point
 
 
 def _items(model, n=2, seed=3):
@@ -172,6 +172,16 @@ def test_each_run_reruns_only_the_encoder_blocks_at_and_after_its_patch(model):
     for l in range(n_dec):
         assert counts[f"decoder.blocks.{l}.cross_attn.hook_k"] == 2 + n_enc_chunks
     assert res.n_batched_runs == n_enc_chunks + -(-(len(comps) - model.cfg.encoder.n_heads) // 4)
+    # encoder reruns one at a time (the CPU default): each head's encoder part runs alone, the
+    # decoder part of the chunk's heads (up to 6) as one batch
+    counts.clear()
+    with model.hooks(fwd_hooks=[(n, count) for n in names]):
+        split = sweep(model, _items(model, 1), comps, "zero", batch_size=4, encoder_batch_size=1, **kw)
+    assert counts["encoder.blocks.1.hook_resid_post"] == 1 + model.cfg.encoder.n_heads
+    assert counts["encoder.blocks.1.attn.hook_q"] == 1
+    for l in range(n_dec):
+        assert counts[f"decoder.blocks.{l}.cross_attn.hook_k"] == 2 + n_enc_chunks
+    np.testing.assert_allclose(split.table["value"], res.table["value"], atol=1e-5, rtol=0)
 
 
 def test_chunks_group_rows_by_where_their_run_starts(model):
@@ -191,8 +201,14 @@ def test_chunks_group_rows_by_where_their_run_starts(model):
         ["encoder.blocks.1.attn.head.0", "encoder.blocks.1.mlp"],
         ["decoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2"],
     ]
-    # rows that rerun encoder blocks can go fewer per run than decoder rows
-    assert [len(ch) for ch in plan_chunks(comps, 3, encoder_batch_size=1)] == [1, 1, 1, 1, 2]
+    # when encoder reruns go one at a time, a chunk of encoder-block rows spans blocks (only its
+    # decoder part is batched); the whole-model row still runs alone
+    assert [[c.name for c in ch] for ch in plan_chunks(comps, 3, rows=RowBatching(3, 1, 3))] == [
+        ["encoder.hook_pos_embed"],
+        ["encoder.blocks.0.mlp", "encoder.blocks.1.attn.head.0", "encoder.blocks.1.mlp"],
+        ["decoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2"],
+    ]
+    assert row_batching("cpu", 24) == RowBatching(24, 1, 6) and row_batching("cuda", 24) == RowBatching(24, 24, 24)
     # within a block: a head or anything after the attention starts at the block's head outputs,
     # the residual entering the block (and the attention's inputs) before them
     points = {n: start_point(parse_component(model, n)) for n in
