@@ -5,8 +5,10 @@ once (teacher-forced on the clean transcript's tokens, so decoder positions line
 then the components are run in chunks of ``batch_size``: the input is repeated
 ``batch_size`` times and row ``j`` gets the intervention on component ``j``, so one
 batched forward (or one batched greedy decode) replaces ``batch_size`` separate ones.
-When every component of a chunk is in the decoder, the encoder output is computed once
-and shared by all rows.
+Each run recomputes only what its patches change (see item_runs.py), and rows are batched
+only where that pays on the device (``row_batching``: on CPU, teacher-forced encoder reruns
+go one at a time and only their decoder parts are batched). :func:`patched_values` is the
+same machinery on one fixed teacher-forced input (``patching_effects`` uses it).
 
 The table has one row per (component, item, metric) with the patched ``value`` and the
 ``clean`` value; rows are appended to ``results_path`` (JSON lines) as they are made, and
