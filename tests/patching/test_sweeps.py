@@ -21,7 +21,6 @@ from hooked_asr.patching import (
     components,
     continuation_logprob,
     interpolate,
-    patch,
     patched,
     record_reference,
     run_with_interventions,
