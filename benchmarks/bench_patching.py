@@ -1,19 +1,26 @@
 """Head-level sweeps on whisper tiny: the fast sweep (recompute only what a patch changes,
-rows batched) vs one at a time vs the plain loop, and attribution patching vs the sweep.
+rows batched where it pays) vs one at a time vs the loops it replaces, and attribution
+patching vs the sweep.
 
 Every head of encoder self-attention, decoder self-attention and decoder cross-attention
 (4 layers x 6 heads x 3 = 72 on tiny) is patched from an RMS-matched white-noise reference
-(alpha = 1). Ratios are measured in the same run (process CPU time, one thread):
+(alpha = 1). Ratios are measured in the same run (process CPU time, one thread, the ways
+interleaved round by round, medians of ``--repeats`` rounds):
 
+* ``issue``: the one-at-a-time loop of the code issue 17 measured (its "today's loop";
+  teacher-forced only, :func:`issue_loop`): the clean transcript, the reference and the clean
+  run each through the whole model, then one run per component, an encoder component through
+  the whole model and a decoder component from the item's clean encoder output;
 * ``plain``: every row through the whole model, one at a time (``share_encoder=False,
   batch_size=1``) - the naive loop;
 * ``serial``: the fast sweep one component at a time (``batch_size=1``);
-* ``batched``: the fast sweep with ``--batch-size`` rows per run;
+* ``batched``: the fast sweep with ``--batch-size`` rows per run (encoder rows per run chosen
+  per device: one at a time on CPU);
 for the teacher-forced sweep (metric: mean log-prob of the clean transcript; also per stack)
 and the generation sweep (metric: transcript changed), and attribution patching (one
 forward + backward for all heads) vs the batched sweep, with their Spearman correlation.
 
-    python benchmarks/bench_patching.py [--items 1] [--batch-size 24] [--out results/bench_patching.json]
+    python benchmarks/bench_patching.py [--items 1] [--batch-size 24] [--repeats 3] [--out results/bench_patching.json]
 
 Uses the real tiny.en and espeak-ng speech when they load, else a random model of the same
 shape on noise (timings depend only on the shape).
@@ -29,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _models import load_model_or_random, speech_or_noise
+from _timing import interleaved
 
 
 def load_tiny():
@@ -46,15 +54,54 @@ def timed(fn):
     return out, time.process_time() - t0
 
 
-def three_ways(label: str, run, batch_size: int, compare) -> dict:
-    """Time ``run(batch_size, share_encoder)`` batched, serial and plain; check they agree."""
-    batched, tb = timed(lambda: run(batch_size, True))
-    serial, ts = timed(lambda: run(1, True))
-    plain, tp = timed(lambda: run(1, False))
-    out = {"batched_s": tb, "serial_s": ts, "plain_s": tp, "batched_vs_serial": ts / tb, "batched_vs_plain": tp / tb,
-           "serial_vs_plain": tp / ts, "agreement_with_plain": compare(batched, plain)}
-    print(f"{label:<34} batched {tb:6.1f} s  serial {ts:6.1f} s  plain {tp:6.1f} s  -> batched x{ts / tb:.2f} vs serial, "
-          f"x{tp / tb:.2f} vs plain ({out['agreement_with_plain']})")
+@torch.no_grad()
+def issue_loop(model, items, comps, max_new_tokens: int) -> list[float]:
+    """Teacher-forced log-prob per (item, component), one run per component, as the sweep did
+    when issue 17 was filed: per item a clean greedy transcript (encoder included), the noise
+    reference and the clean teacher-forced run through the whole model; per component the
+    teacher-forced inputs afresh, an encoder component through the whole model, a decoder one
+    from the item's clean encoder output (encoded once)."""
+    from hooked_asr.patching import (continuation_logprob, generation_settings, interpolate, patched,
+                                     record_reference, white_noise)
+
+    gen_kwargs, _ = generation_settings(model)
+    values = []
+    for it in items:
+        feats = model.prepare_features(it.audio)
+        tf0 = model.teacher_forced_inputs(it.audio)
+        prompt = tf0.tokens[0, : tf0.prompt_len]
+        gen = model.generate(**feats, prompt_ids=prompt, max_new_tokens=max_new_tokens, **gen_kwargs)
+        clean = model.results_from_generation(gen, prompt)[0].tokens
+        ref = record_reference(model, model.teacher_forced_inputs(white_noise(it.audio, seed=0), clean).kwargs, comps)
+        tf = model.teacher_forced_inputs(it.audio, clean)
+        continuation_logprob(model(**tf.kwargs), tf.tokens, tf.prompt_len)  # the clean value
+        enc = None
+        for c in comps:
+            tf = model.teacher_forced_inputs(it.audio, clean)
+            kwargs = tf.kwargs
+            if c.stack == "decoder":
+                if enc is None:
+                    enc = model.finish_encoder(model.encode(**feats, stop_at_layer=model.n_layers["encoder"]), **feats)
+                kwargs = {"decoder_input_ids": tf.kwargs["decoder_input_ids"], "encoder_hidden_states": enc}
+            with patched(model, [interpolate(c, ref, 1.0)]) as tracker:
+                tracker.reset()
+                values.append(float(continuation_logprob(model(**kwargs), tf.tokens, tf.prompt_len)[0]))
+    return values
+
+
+def compare(label: str, ways: dict, repeats: int, reference: str, agree) -> dict:
+    """Time the ``ways`` (name -> fn returning comparable values) interleaved; ratios to ``batched``."""
+    outs = {k: fn() for k, fn in ways.items()}  # warm-up round, and the values compared
+    p = interleaved(ways, repeats=repeats, warmup=0)
+    out = {f"{k}_s": p.median(k) for k in ways}
+    out.update({f"batched_vs_{k}": p.ratio(k, "batched") for k in ways if k != "batched"})
+    if "serial" in ways and "plain" in ways:
+        out["serial_vs_plain"] = p.ratio("plain", "serial")
+    out["spread"] = max(p.spread(k) for k in ways)
+    out[f"agreement_with_{reference}"] = agree(outs["batched"], outs[reference])
+    times = "  ".join(f"{k} {p.median(k):5.1f} s" for k in ways)
+    gains = ", ".join(f"x{out[f'batched_vs_{k}']:.2f} vs {k}" for k in ways if k != "batched")
+    print(f"{label:<28} {times}  -> batched {gains} ({out[f'agreement_with_{reference}']}; spread {out['spread']:.2f})")
     return out
 
 
@@ -63,7 +110,9 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-generate", action="store_true")
+    ap.add_argument("--skip-plain", action="store_true", help="leave out the naive loop (the slowest way)")
     ap.add_argument("--out", default="results/bench_patching.json")
     args = ap.parse_args()
 
@@ -80,33 +129,45 @@ def main() -> None:
     items = [SweepItem(f"item{i}", a) for i, a in enumerate(make_audio(args.items))]
     print(f"model: {which}; {len(comps)} heads; {len(items)} item(s); torch threads {torch.get_num_threads()}; "
           f"clock: process CPU time")
-    res: dict = {"model": which, "n_heads": len(comps), "n_items": len(items), "batch_size": args.batch_size}
+    res: dict = {"model": which, "n_heads": len(comps), "n_items": len(items), "batch_size": args.batch_size,
+                 "repeats": args.repeats, "clock": "process CPU time, interleaved, medians"}
+
+    def values(r):
+        return r.table["value"].to_numpy() if hasattr(r, "table") else np.asarray(r)
 
     def max_diff(a, b):
-        return f"max |diff| {float(np.abs(a.table['value'].to_numpy() - b.table['value'].to_numpy()).max()):.1e}"
+        return f"max |diff| {float(np.abs(values(a) - values(b)).max()):.1e}"
 
     def same(a, b):
-        return f"same verdict on {float((a.table['value'].to_numpy() == b.table['value'].to_numpy()).mean()):.0%} of rows"
+        return f"same verdict on {float((values(a) == values(b)).mean()):.0%} of rows"
 
     kw = dict(reference="noise", mode="teacher_forced", metrics=["logprob"], max_new_tokens=args.max_new_tokens,
               progress=False)
     sweep(model, items[:1], comps[:2], "interpolate", batch_size=2, **kw)  # warm-up
 
-    def tf_run(sub):
-        return lambda bs, share: sweep(model, items, sub, "interpolate", batch_size=bs, share_encoder=share, **kw)
+    def tf_ways(sub):
+        def run(bs, share):
+            return lambda: sweep(model, items, sub, "interpolate", batch_size=bs, share_encoder=share, **kw)
+        ways = {"batched": run(args.batch_size, True), "serial": run(1, True)}
+        if not args.skip_plain:
+            ways["plain"] = run(1, False)
+        ways["issue"] = lambda: issue_loop(model, items, sub, args.max_new_tokens)
+        return ways
 
-    res["teacher_forced"] = three_ways("teacher-forced, all heads", tf_run(comps), args.batch_size, max_diff)
+    res["teacher_forced"] = compare("teacher-forced, all heads", tf_ways(comps), args.repeats, "issue", max_diff)
     for stack in ("encoder", "decoder"):
         sub = [c for c in comps if c.stack == stack]
-        res["teacher_forced"][stack] = three_ways(f"  {stack} heads ({len(sub)})", tf_run(sub), args.batch_size, max_diff)
+        res["teacher_forced"][stack] = compare(f"  {stack} heads ({len(sub)})", tf_ways(sub), args.repeats, "issue",
+                                               max_diff)
 
     if not args.skip_generate:
         gkw = dict(reference="noise", metrics=["changed"], missing="keep", max_new_tokens=args.max_new_tokens,
                    progress=False)
-        res["generate"] = three_ways(
-            "generation, all heads",
-            lambda bs, share: sweep(model, items, comps, "interpolate", batch_size=bs, share_encoder=share, **gkw),
-            args.batch_size, same)
+
+        def gen(bs, share):
+            return lambda: sweep(model, items, comps, "interpolate", batch_size=bs, share_encoder=share, **gkw)
+        res["generate"] = compare("generation, all heads", {"batched": gen(args.batch_size, True), "serial": gen(1, True),
+                                                            "plain": gen(1, False)}, args.repeats, "plain", same)
 
     # attribution patching vs the real (batched) sweep, per item, same metric
     t_attr = t_real = 0.0

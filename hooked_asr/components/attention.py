@@ -234,8 +234,12 @@ class Attention(nn.Module):
             scores = self.hook_attn_scores(scores)
             pattern = self.hook_pattern(F.softmax(scores.float(), dim=-1).to(q.dtype))
             z = pattern @ v
-        z = self.hook_z(z.transpose(1, 2))  # [batch, q_pos, head, d_head]
+        return self.from_z(z.transpose(1, 2)), present
 
+    def from_z(self, z: Float[torch.Tensor, "batch q_pos head d_head"]) -> Float[torch.Tensor, "batch q_pos d_model"]:
+        """``sum_h z_h W_O[h] + b_O``: the last step of :meth:`forward` (``hook_z`` fires on ``z``
+        first), and where a run that resumes at ``hook_z`` with cached head outputs enters."""
+        z = self.hook_z(z)
         if self.use_attn_result:
             result = self.hook_result(torch.einsum("bqhd,hdm->bqhm", z, self.W_O))
             out = result.sum(2)
@@ -245,4 +249,4 @@ class Attention(nn.Module):
             # sum_h z_h W_O[h] + b_O as one GEMM: [rows, head * d_head] @ [head * d_head, d_model]
             z2, W_O = z.reshape(-1, z.shape[2] * z.shape[3]), self.W_O.reshape(-1, self.W_O.shape[-1])
             out = (z2 @ W_O if self.b_O is None else torch.addmm(self.b_O, z2, W_O)).view(*z.shape[:2], -1)
-        return out, present
+        return out

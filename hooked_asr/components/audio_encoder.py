@@ -57,6 +57,7 @@ class AudioEncoder(nn.Module):
         attention_mask: Float[torch.Tensor, "batch 1 frame frame"] | None = None,
         stop_at_layer: int | None = None,
         start_at_layer: int | None = None,
+        attn_z: Float[torch.Tensor, "batch frame head d_head"] | None = None,
     ) -> Float[torch.Tensor, "batch frame d_model"]:
         """Encode log-mel features.
 
@@ -66,7 +67,10 @@ class AudioEncoder(nn.Module):
         ``input_features`` to be the residual entering block ``l`` (``blocks.{l}.hook_resid_pre``,
         ``[batch, frame, d_model]``) and runs only blocks ``l..``: a patch at layer ``l`` need
         not rerun what comes before it. ``attention_mask`` is additive over key frames
-        (Qwen2-Audio masks padded frames).
+        (Qwen2-Audio masks padded frames). ``attn_z`` (with ``start_at_layer=l``): block ``l``'s head
+        outputs ``blocks.{l}.attn.hook_z`` from the run that gave the residual; block ``l`` then starts
+        at ``hook_z`` (its attention is not recomputed), so a patch of a head or of anything after
+        the attention in block ``l`` reruns only what it changes.
         """
         if start_at_layer is None:
             self.check_features(input_features)
@@ -85,8 +89,13 @@ class AudioEncoder(nn.Module):
             if not 0 <= start_at_layer <= self.cfg.n_layers:
                 raise ValueError(f"start_at_layer must be in 0..{self.cfg.n_layers}, got {start_at_layer}")
             x = input_features
-        for block in self.blocks[start_at_layer:stop_at_layer]:
-            x, _ = block(x, attention_mask=attention_mask)
+        if attn_z is not None and (start_at_layer is None or start_at_layer >= self.cfg.n_layers
+                                   or tuple(attn_z.shape[:2]) != tuple(x.shape[:2])):
+            raise ValueError(
+                f"attn_z is block l's attn.hook_z [batch, {self.cfg.n_ctx}, head, d_head] for start_at_layer=l in "
+                f"0..{self.cfg.n_layers - 1}; got start_at_layer={start_at_layer}, attn_z {tuple(attn_z.shape)}")
+        for i, block in enumerate(self.blocks[start_at_layer:stop_at_layer]):
+            x, _ = block(x, attention_mask=attention_mask, attn_z=attn_z if i == 0 else None)
         if stop_at_layer is not None:
             return x
         if self.cfg.pool_stride:

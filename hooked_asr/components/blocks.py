@@ -60,14 +60,20 @@ class Block(nn.Module):
         past_kv: dict[str, KV] | None = None,
         position_ids: Int[torch.Tensor, "batch pos"] | None = None,
         attention_mask: torch.Tensor | None = None,
+        attn_z: Float[torch.Tensor, "batch pos head d_head"] | None = None,
     ) -> tuple[Float[torch.Tensor, "batch pos d_model"], dict[str, KV]]:
-        """Returns the block's output and its key/value cache ``{"self": kv, "cross": kv}``."""
+        """Returns the block's output and its key/value cache ``{"self": kv, "cross": kv}``.
+        With ``attn_z`` (the head outputs ``attn.hook_z`` of a run on this ``resid``) the block starts
+        at ``attn.hook_z``: its attention is not recomputed and the hooks before it do not fire."""
         past_kv = past_kv or {}
         present: dict[str, KV] = {}
-        resid = self.hook_resid_pre(resid)
-        attn_out, present["self"] = self.attn(
-            self.ln1(resid), past_kv=past_kv.get("self"), position_ids=position_ids, attention_mask=attention_mask
-        )
+        if attn_z is None:
+            resid = self.hook_resid_pre(resid)
+            attn_out, present["self"] = self.attn(
+                self.ln1(resid), past_kv=past_kv.get("self"), position_ids=position_ids, attention_mask=attention_mask
+            )
+        else:
+            attn_out = self.attn.from_z(attn_z)
         resid = self.hook_resid_mid(resid + self.hook_attn_out(attn_out))
         if self.has_cross_attention:
             cross_out, present["cross"] = self.cross_attn(

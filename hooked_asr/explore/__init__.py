@@ -134,35 +134,15 @@ def _one_window(model: Any, audio: Any, sampling_rate: int | None) -> Float[np.n
     return wave
 
 
-class _PatchedText:
-    """A transcript metric (the patched transcript's length in tokens) that also keeps each
-    patched text: ``sweep`` calls a transcript metric once on the clean transcript, then once
-    per component, in the order of the table's rows for that metric."""
-
-    __name__ = "n_tokens"
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    def __call__(self, ctx: Any) -> float:
-        self.texts.append(ctx.patched.as_text)
-        return float(len(ctx.patched.tokens))
-
-
 def patched_transcripts(model: Any, audio: Any, comps: Sequence[Any], **sweep_kwargs: Any) -> tuple[Any, dict[str, str]]:
     """``(sweep result, {component: patched transcript})``: one generate-mode
     :func:`hooked_asr.patching.sweep` of ``comps`` on this clip (``sweep_kwargs`` as for
-    ``sweep``: ``intervention``, ``reference="noise"``, ...) that also keeps every transcript."""
+    ``sweep``: ``intervention``, ``reference="noise"``, ...) that keeps every transcript."""
     from hooked_asr.patching import SweepItem, sweep
-    from hooked_asr.patching.metrics import TRANSCRIPT_METRICS
 
-    keep = _PatchedText()
-    metrics = {"changed": TRANSCRIPT_METRICS["changed"], "n_tokens": keep}
-    result = sweep(model, [SweepItem("clip", audio)], comps, mode="generate", metrics=metrics, **sweep_kwargs)
-    rows = result.table[result.table["metric"] == "n_tokens"]
-    if len(keep.texts) != len(rows) + 1:
-        raise RuntimeError(f"kept {len(keep.texts)} transcripts for {len(rows)} patched rows; expected one more (clean)")
-    return result, dict(zip(rows["component"], keep.texts[1:]))
+    sweep_kwargs.setdefault("metrics", ["changed", "n_tokens"])
+    result = sweep(model, [SweepItem("clip", audio)], comps, mode="generate", keep_transcripts=True, **sweep_kwargs)
+    return result, result.transcripts.get("clip", {})
 
 
 __all__ = ["ExplorerView", "explore", "patched_transcripts"]

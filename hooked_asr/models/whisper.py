@@ -38,12 +38,13 @@ class HookedWhisper(HookedEncoderDecoder):
     # ---- forward passes --------------------------------------------------------------
     def encode(
         self, input_features: Float[torch.Tensor, "batch n_mels frames"], stop_at_layer: int | None = None,
-        start_at_layer: int | None = None,
+        start_at_layer: int | None = None, attn_z: Float[torch.Tensor, "batch frame head d_head"] | None = None,
     ) -> Float[torch.Tensor, "batch frame d_model"]:
         """What the decoder reads, ``encoder.hook_out`` (or, with ``stop_at_layer=l``, the residual
         after ``l`` blocks); with ``start_at_layer=l`` the input is ``encoder.blocks.{l}.hook_resid_pre``
-        and only blocks ``l..`` run."""
-        return self.encoder(input_features, stop_at_layer=stop_at_layer, start_at_layer=start_at_layer)
+        and only blocks ``l..`` run; with ``attn_z`` (``encoder.blocks.{l}.attn.hook_z`` of the same
+        run) block ``l`` starts at ``hook_z``, after its attention."""
+        return self.encoder(input_features, stop_at_layer=stop_at_layer, start_at_layer=start_at_layer, attn_z=attn_z)
 
     def decode(
         self,

@@ -50,7 +50,7 @@ from hooked_asr.patching.metrics import (
     word_restored,
 )
 from hooked_asr.patching.references import make_reference, other_utterance, rms, silence, white_noise
-from hooked_asr.patching.sweeps import LOGIT_METRICS, SweepItem, SweepResult, generation_settings, sweep
+from hooked_asr.patching.sweeps import LOGIT_METRICS, SweepItem, SweepResult, generation_settings, patched_values, sweep
 
 __all__ = [
     "AttentionMask", "attention_site", "frames_between", "mask_attention",
@@ -59,6 +59,6 @@ __all__ = [
     "components", "contains_word", "continuation_logprob", "generate_with_interventions", "generation_settings",
     "hook_names", "interpolate", "intervention_hooks", "logit_difference", "make_reference", "mean_ablate",
     "mean_activations", "normalize_text", "other_utterance", "parse_component", "patch", "patched",
-    "patching_effects", "position_kind", "record_reference", "rms", "run_with_interventions", "silence", "sweep",
+    "patched_values", "patching_effects", "position_kind", "record_reference", "rms", "run_with_interventions", "silence", "sweep",
     "transcript_changed", "white_noise", "word_error_rate", "word_restored", "zero_ablate",
 ]

@@ -23,7 +23,8 @@ import torch
 from jaxtyping import Float
 
 from hooked_asr.patching.components import Component, parse_component
-from hooked_asr.patching.interventions import hook_names, interpolate, patched, position_kind, record_reference
+from hooked_asr.patching.interventions import hook_names, position_kind, record_reference
+from hooked_asr.patching.sweeps import patched_values
 
 Metric = Callable[[Float[torch.Tensor, "batch pos d_vocab"]], Float[torch.Tensor, "batch"]]
 
@@ -87,7 +88,6 @@ def attribution_patching(
     return _frame(comps, out, "attribution")
 
 
-@torch.no_grad()
 def patching_effects(
     model: Any,
     target_kwargs: Mapping[str, Any],
@@ -97,21 +97,13 @@ def patching_effects(
     batch_size: int = 16,
     alpha: float = 1.0,
 ) -> Any:
-    """Real ``metric(patched) - metric(clean)`` per component (column ``effect``), teacher-forced,
-    ``batch_size`` components per batched forward (row ``j`` patched at component ``j``)."""
+    """Real ``metric(patched) - metric(clean)`` per component (column ``effect``), teacher-forced:
+    the sweep's batched runs (:func:`~hooked_asr.patching.sweeps.patched_values`; row ``j`` of a
+    run patched at component ``j``, each run starting where its patches are)."""
     comps = [parse_component(model, c) for c in comps]
-    clean = float(metric(model(**target_kwargs))[0])
-    effects: list[float] = []
-    for s in range(0, len(comps), batch_size):
-        chunk = comps[s : s + batch_size]
-        n = len(chunk)
-        kwargs = {k: (v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) else v) for k, v in target_kwargs.items()}
-        ivs = [interpolate(c, reference_cache, alpha, rows=[j]) for j, c in enumerate(chunk)]
-        with patched(model, ivs) as tracker:
-            tracker.reset()
-            vals = metric(model(**kwargs))
-        effects += [float(v) - clean for v in vals]
-    return _frame(comps, effects, "effect")
+    clean, values = patched_values(model, target_kwargs, comps, metric, "interpolate", alpha,
+                                   reference_cache=reference_cache, batch_size=batch_size)
+    return _frame(comps, [v - clean for v in values], "effect")
 
 
 __all__ = ["attribution_patching", "patching_effects"]

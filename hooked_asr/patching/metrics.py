@@ -57,9 +57,10 @@ def continuation_logprob(
     """Mean ``log p(tokens[t] | tokens[<t])`` over the continuation ``t >= prompt_len``."""
     if tokens.shape[1] <= prompt_len:
         raise ValueError(f"no continuation to score: {tokens.shape[1]} tokens, prompt of {prompt_len}")
-    lp = torch.log_softmax(logits[:, prompt_len - 1 : -1].float(), dim=-1)
-    tgt = tokens[:, prompt_len:].to(lp.device).expand(lp.shape[0], -1)
-    return lp.gather(-1, tgt[..., None])[..., 0].mean(-1)
+    x = logits[:, prompt_len - 1 : -1].float()
+    tgt = tokens[:, prompt_len:].to(x.device).expand(x.shape[0], -1)
+    # log_softmax(x)[t] = x[t] - logsumexp(x), without writing out every token's log-probability
+    return (x.gather(-1, tgt[..., None])[..., 0] - torch.logsumexp(x, dim=-1)).mean(-1)
 
 
 # ---- transcript metrics for sweeps -------------------------------------------------------

@@ -5,8 +5,10 @@ once (teacher-forced on the clean transcript's tokens, so decoder positions line
 then the components are run in chunks of ``batch_size``: the input is repeated
 ``batch_size`` times and row ``j`` gets the intervention on component ``j``, so one
 batched forward (or one batched greedy decode) replaces ``batch_size`` separate ones.
-When every component of a chunk is in the decoder, the encoder output is computed once
-and shared by all rows.
+Each run recomputes only what its patches change (see item_runs.py), and rows are batched
+only where that pays on the device (``row_batching``: on CPU, teacher-forced encoder reruns
+go one at a time and only their decoder parts are batched). :func:`patched_values` is the
+same machinery on one fixed teacher-forced input (``patching_effects`` uses it).
 
 The table has one row per (component, item, metric) with the patched ``value`` and the
 ``clean`` value; rows are appended to ``results_path`` (JSON lines) as they are made, and
@@ -26,7 +28,9 @@ import numpy as np
 import torch
 
 from hooked_asr.patching.components import Component, parse_component
-from hooked_asr.patching.item_runs import DECODER, ItemRun, generation_settings, plan_chunks, resume_point
+from hooked_asr.patching.item_runs import (
+    DECODER, ItemRun, RowBatching, generation_settings, plan_chunks, row_batching, start_point,
+)
 from hooked_asr.patching.interventions import (
     Intervention,
     MissingPolicy,
@@ -79,12 +83,16 @@ LOGIT_METRICS: dict[str, LogitMetric] = {"logprob": _logprob_metric, "logit_diff
 
 @dataclass
 class SweepResult:
-    """``table``: tidy rows (component, item, metric, value, clean, stack, layer, kind, head)."""
+    """``table``: tidy rows (component, item, metric, value, clean, stack, layer, kind, head).
+    ``transcripts`` (generation sweeps with ``keep_transcripts=True``): item -> component -> the
+    patched transcript; ``clean_transcripts``: item -> the clean one."""
 
     table: Any  # pandas.DataFrame
     seconds: float = 0.0
     n_batched_runs: int = 0
     config: dict[str, Any] = field(default_factory=dict)
+    transcripts: dict[str, dict[str, str]] = field(default_factory=dict)
+    clean_transcripts: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> Any:
         """Mean value per component and metric (wide), components in sweep order."""
@@ -194,10 +202,16 @@ class _SweepSpec:
     patched_max_new_tokens: int | None
     reuse: bool
     tf_kwargs: dict[str, Any]
+    rows: RowBatching | None = None
 
     @property
     def needs_ref(self) -> bool:
         return self.intervention in ("interpolate", "patch") or callable(self.intervention)
+
+    def chunks(self, comps: Sequence[Component]) -> list[list[Component]]:
+        if self.mode == "teacher_forced":
+            return plan_chunks(comps, self.batch_size, True, self.rows)
+        return plan_chunks(comps, self.batch_size, split_at_resume=False)
 
 
 def _run_chunk(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Transcript,
@@ -206,7 +220,7 @@ def _run_chunk(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Tr
     model, item, n = run.model, run.item, len(chunk)
     ivs = [_make_intervention(spec.intervention, c, j, spec.alpha, ref_cache, spec.means, spec.missing, spec.positions)
            for j, c in enumerate(chunk)]
-    start = min(resume_point(c) for c in chunk)
+    start = min(start_point(c) for c in chunk)
     rows = []
     with patched(model, ivs) as tracker:
         tracker.reset()
@@ -220,10 +234,39 @@ def _run_chunk(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Tr
         else:
             kv = run.shared_cross_kv(chunk, n) if start == DECODER else None
             logits, tf = run.teacher_forced(clean.tokens, n, encoded if run.can_share_tf else None, kv)
-            for name, fn in spec.metric_fns.items():
-                vals = fn(logits, tf, item)
-                rows += [_row(c, item, name, float(vals[j]), clean_values[name]) for j, c in enumerate(chunk)]
+            rows += _teacher_forced_rows(spec, chunk, item, logits, tf, clean_values)
     return rows
+
+
+def _teacher_forced_rows(spec: _SweepSpec, chunk: list[Component], item: Any, logits: torch.Tensor, tf: Any,
+                         clean_values: dict[str, float]) -> list[dict[str, Any]]:
+    rows = []
+    for name, fn in spec.metric_fns.items():
+        vals = fn(logits, tf, item)
+        rows += [_row(c, item, name, float(vals[j]), clean_values[name]) for j, c in enumerate(chunk)]
+    return rows
+
+
+def _run_rows(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Transcript,
+              clean_values: dict[str, Any], ref_cache: Mapping | None, cap: int) -> list[dict[str, Any]]:
+    """One chunk's table rows: one batched run (:func:`_run_chunk`), or, teacher-forced when encoder
+    reruns go fewer per run than the chunk holds (``spec.rows``), the encoder parts group by group,
+    each from its own start point with its rows' patches, then the decoder part of the whole
+    chunk as one batch (every patch sits in the encoder, so the decoder runs unpatched)."""
+    groups = (run.encoder_groups(chunk, spec.rows.encoder)
+              if spec.mode == "teacher_forced" and spec.rows is not None and run.can_share_tf else None)
+    if groups is None:
+        return _run_chunk(run, spec, chunk, clean, clean_values, ref_cache, cap)
+    encoded = []
+    for g in groups:
+        comps = [chunk[i] for i in g]
+        ivs = [_make_intervention(spec.intervention, c, j, spec.alpha, ref_cache, spec.means, spec.missing,
+                                  spec.positions) for j, c in enumerate(comps)]
+        with patched(run.model, ivs) as tracker:
+            tracker.reset()
+            encoded.append(run.encode_from(min(start_point(c) for c in comps), len(g)))
+    logits, tf = run.teacher_forced(clean.tokens, len(chunk), torch.cat(encoded))
+    return _teacher_forced_rows(spec, chunk, run.item, logits, tf, clean_values)
 
 
 def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _SweepSpec,
@@ -231,24 +274,59 @@ def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _Sw
     """Every pending component of one item; returns the number of batched runs."""
     run = ItemRun(model, item, spec.tf_kwargs, spec.reuse)
     if run.can_share_gen or run.can_share_tf:
-        run.encode_clean({resume_point(c) for c in pending if 0 <= resume_point(c) < run.n_encoder})
+        run.encode_clean({start_point(c) for c in pending})
     clean = run.generate(1, run.encoded if run.can_share_gen else None, spec.max_new_tokens)[0]
     ref_cache = (_reference_cache(model, item, spec.reference, spec.reference_seed, clean.tokens, pending, spec.tf_kwargs)
                  if spec.needs_ref else None)
     if spec.mode == "generate":
         base = MetricContext(item, clean, clean)
-        clean_values = {k: float(fn(base)) for k, fn in spec.metric_fns.items()}
+        clean_values = {k: fn(base) if k == TRANSCRIPT else float(fn(base)) for k, fn in spec.metric_fns.items()}
     else:
         logits, tf = run.clean_teacher_forced(clean.tokens)
         clean_values = {k: float(fn(logits, tf, item)[0]) for k, fn in spec.metric_fns.items()}
     cap = spec.patched_max_new_tokens or (2 * len(clean.tokens) + 16)
     if spec.max_new_tokens is not None:
         cap = min(cap, spec.max_new_tokens)
-    chunks = plan_chunks(pending, spec.batch_size, split_at_resume=spec.mode == "teacher_forced")
+    chunks = spec.chunks(pending)
     for chunk in chunks:
-        emit(_run_chunk(run, spec, chunk, clean, clean_values, ref_cache, cap))
+        emit(_run_rows(run, spec, chunk, clean, clean_values, ref_cache, cap))
         bar.update(1)
     return len(chunks)
+
+
+@torch.no_grad()
+def patched_values(
+    model: Any,
+    forward_kwargs: Mapping[str, Any],
+    comps: Iterable[str | Component],
+    metric: Callable[[torch.Tensor], torch.Tensor],
+    intervention: str | Callable[[Component, list[int], Mapping | None], Intervention] = "interpolate",
+    alpha: float = 1.0,
+    *,
+    reference_cache: Mapping[str, torch.Tensor] | None = None,
+    means: Mapping[str, torch.Tensor] | None = None,
+    batch_size: int = 16,
+    encoder_batch_size: int | None = None,
+    share_encoder: bool = True,
+) -> tuple[float, list[float]]:
+    """``(clean, [value per component])``: ``metric(logits) -> [batch]`` of the teacher-forced
+    ``model(**forward_kwargs)`` (batch 1) clean and with each component intervened on, through the
+    sweep's batched runs (the same resume points, chunks and rows as :func:`sweep` teacher-forced)."""
+    comps = [parse_component(model, c) for c in comps]
+    fns = {"value": lambda logits, tf, item: metric(logits)}
+    spec = _SweepSpec(intervention, alpha, "teacher_forced", fns, None, 0, means, "error", None, batch_size, None, None,
+                      share_encoder, {}, row_batching(model.device, batch_size, encoder_batch_size))
+    item = SweepItem("inputs", None)
+    run = ItemRun(model, item, {}, share_encoder, inputs=forward_kwargs)
+    if run.can_share_tf:
+        run.encode_clean({start_point(c) for c in comps})
+    logits, tf = run.clean_teacher_forced([])
+    clean = float(metric(logits)[0])
+    got: dict[str, float] = {}
+    for chunk in spec.chunks(comps):
+        got.update((r["component"], r["value"]) for r in
+                   _run_rows(run, spec, chunk, Transcript([], None), {"value": clean}, reference_cache, 0))
+    return clean, [got[c.name] for c in comps]
 
 
 def sweep(
@@ -266,12 +344,14 @@ def sweep(
     missing: MissingPolicy = "error",
     positions: Sequence[int] | None = None,
     batch_size: int = 16,
+    encoder_batch_size: int | None = None,
     max_new_tokens: int | None = None,
     patched_max_new_tokens: int | None = None,
     share_encoder: bool = True,
     results_path: str | Path | None = None,
     progress: bool = True,
     teacher_forced_kwargs: Mapping[str, Any] | None = None,
+    keep_transcripts: bool = False,
 ) -> SweepResult:
     """Run ``intervention`` on every component for every item; return a tidy table.
 
@@ -286,10 +366,15 @@ def sweep(
     ``missing``: decoder positions beyond the reference's tokens (a patched transcript
     longer than the clean one) raise, or with ``'keep'`` stay unpatched.
     ``patched_max_new_tokens`` caps patched decodes (default: ``2 * len(clean) + 16``).
-    ``batch_size=1`` runs the components one at a time.
+    ``keep_transcripts`` (generation): keep every patched transcript in ``result.transcripts``.
+    ``batch_size=1`` runs the components one at a time. Teacher-forced, rows are batched where it
+    pays, per device (:func:`~hooked_asr.patching.item_runs.row_batching`; on CPU encoder reruns go
+    one at a time and only their decoder parts are batched); ``encoder_batch_size`` sets the rows
+    per encoder rerun.
 
     Each run recomputes only what its patches change: the item's encoder runs once; a patch
-    in encoder block ``l`` reruns blocks ``l..`` from the clean residual at ``l``; a decoder
+    in encoder block ``l`` reruns blocks ``l..`` from the clean residual at ``l`` (a head, or
+    anything after the attention, from block ``l``'s clean head outputs ``attn.hook_z``); a decoder
     patch starts from the clean encoder output and (teacher-forced) reuses the clean
     cross-attention keys/values of every layer it does not patch. ``share_encoder=False``
     turns all of that off: every row runs the whole model (the plain reference).
@@ -301,16 +386,22 @@ def sweep(
     comps = [parse_component(model, c) for c in comps]
     if not comps:
         raise ValueError("no components to sweep; list them with hooked_asr.patching.components(model)")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 1 or (encoder_batch_size is not None and encoder_batch_size < 1):
+        raise ValueError(f"batch_size and encoder_batch_size must be >= 1, got {batch_size}, {encoder_batch_size}")
     names = [c.name for c in comps]
     if len(set(names)) != len(names):
         raise ValueError("components repeat in the list; each (component, item) pair is one row")
     for c in comps:
         position_kind(c.hook_name)  # fail early on unsupported hooks
-    spec = _SweepSpec(intervention, alpha, mode, _metric_functions(mode, metrics), reference, reference_seed, means,
+    metric_fns = _metric_functions(mode, metrics)
+    if keep_transcripts:
+        if mode != "generate":
+            raise ValueError("keep_transcripts=True keeps generated transcripts: use mode='generate'")
+        metric_fns[TRANSCRIPT] = _patched_text
+    spec = _SweepSpec(intervention, alpha, mode, metric_fns, reference, reference_seed, means,
                       missing, positions, batch_size, max_new_tokens, patched_max_new_tokens, share_encoder,
-                      dict(teacher_forced_kwargs or {}))
+                      dict(teacher_forced_kwargs or {}),
+                      row_batching(model.device, batch_size, encoder_batch_size))
     config = {
         "intervention": intervention if isinstance(intervention, str) else getattr(intervention, "__name__", "custom"),
         "alpha": alpha, "mode": mode, "metrics": sorted(spec.metric_fns), "reference": reference,
@@ -330,7 +421,7 @@ def sweep(
                 f.writelines(json.dumps(r) + "\n" for r in new_rows)
 
     todo = [(it, [c for c in comps if (c.name, it.id) not in done]) for it in items]
-    n_chunks = sum(len(plan_chunks(cs, batch_size, mode == "teacher_forced")) for _, cs in todo)
+    n_chunks = sum(len(spec.chunks(cs)) for _, cs in todo)
     bar = tqdm(total=n_chunks, desc="patching sweep", disable=not progress, unit="batch")
     t0, n_runs = time.perf_counter(), 0
     try:
@@ -343,13 +434,31 @@ def sweep(
     item_pos, comp_pos = {it.id: i for i, it in enumerate(items)}, {n: i for i, n in enumerate(names)}
     far = len(items) + len(names)
     rows.sort(key=lambda r: (item_pos.get(r["item"], far), comp_pos.get(r["component"], far)))
+    texts: dict[str, dict[str, str]] = {}
+    clean_texts: dict[str, str] = {}
+    for r in rows:
+        if r["metric"] == TRANSCRIPT:
+            texts.setdefault(r["item"], {})[r["component"]] = r["text"]
+            clean_texts[r["item"]] = r["clean_text"]
+    rows = [r for r in rows if r["metric"] != TRANSCRIPT]
     table = pd.DataFrame(rows, columns=["component", "item", "metric", "value", "clean", "stack", "layer", "kind", "head"])
-    return SweepResult(table, time.perf_counter() - t0, n_runs, config)
+    return SweepResult(table, time.perf_counter() - t0, n_runs, config, texts, clean_texts)
 
 
-def _row(c: Component, item: SweepItem, metric: str, value: float, clean: float) -> dict[str, Any]:
-    return {"component": c.name, "item": item.id, "metric": metric, "value": float(value), "clean": float(clean),
-            "stack": c.stack, "layer": c.layer, "kind": c.kind, "head": c.head}
+# The metric keep_transcripts adds: its rows carry the texts and leave the table for result.transcripts.
+TRANSCRIPT = "transcript"
 
 
-__all__ = ["LOGIT_METRICS", "SweepItem", "SweepResult", "generation_settings", "sweep"]
+def _patched_text(ctx: MetricContext) -> str:
+    return ctx.patched.as_text
+
+
+def _row(c: Component, item: SweepItem, metric: str, value: float | str, clean: float | str) -> dict[str, Any]:
+    row = {"component": c.name, "item": item.id, "metric": metric, "stack": c.stack, "layer": c.layer,
+           "kind": c.kind, "head": c.head}
+    if metric == TRANSCRIPT:
+        return {**row, "value": None, "clean": None, "text": str(value), "clean_text": str(clean)}
+    return {**row, "value": float(value), "clean": float(clean)}
+
+
+__all__ = ["LOGIT_METRICS", "SweepItem", "SweepResult", "generation_settings", "patched_values", "sweep"]

@@ -21,14 +21,14 @@ from hooked_asr.patching import (
     components,
     continuation_logprob,
     interpolate,
-    patch,
+    patched,
     record_reference,
     run_with_interventions,
     sweep,
     zero_ablate,
 )
 from hooked_asr.patching.components import parse_component
-from hooked_asr.patching.item_runs import DECODER, FULL, plan_chunks, resume_point
+from hooked_asr.patching.item_runs import DECODER, FULL, RowBatching, plan_chunks, resume_point, row_batching, start_point
 
 
 def _items(model, n=2, seed=3):
@@ -116,11 +116,12 @@ RAW = ["decoder.blocks.1.cross_attn.hook_k", "decoder.blocks.0.cross_attn.hook_v
        "encoder.blocks.1.hook_resid_pre", "decoder.hook_embed"]
 
 
-def test_fast_teacher_forced_sweep_equals_the_plain_one(model):
+@pytest.mark.parametrize("encoder_batch_size", [None, 3])  # per device (CPU: 1); 3 rows split a block's 5
+def test_fast_teacher_forced_sweep_equals_the_plain_one(model, encoder_batch_size):
     items = _items(model)
     comps = components(model) + [parse_component(model, r) for r in RAW]
     kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False)
-    fast = sweep(model, items, comps, "interpolate", 0.8, batch_size=7, **kw)
+    fast = sweep(model, items, comps, "interpolate", 0.8, batch_size=7, encoder_batch_size=encoder_batch_size, **kw)
     plain = sweep(model, items, comps, "interpolate", 0.8, batch_size=1, share_encoder=False, **kw)
     assert fast.table[["component", "item"]].equals(plain.table[["component", "item"]])
     f, p = fast.table["value"].to_numpy(), plain.table["value"].to_numpy()
@@ -153,21 +154,33 @@ def test_each_run_reruns_only_the_encoder_blocks_at_and_after_its_patch(model):
         counts[hook.name] = counts.get(hook.name, 0) + 1
 
     names = ([f"encoder.blocks.{l}.hook_resid_post" for l in range(n_enc)] + ["encoder.hook_conv1"]
-             + [f"decoder.blocks.{l}.cross_attn.hook_k" for l in range(n_dec)])
+             + [f"decoder.blocks.{l}.cross_attn.hook_k" for l in range(n_dec)] + ["encoder.blocks.1.attn.hook_q"])
     comps = components(model, kinds=["attn"], layers=[1], stacks=["encoder"]) + components(model, stacks=["decoder"])
     kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False)
     with model.hooks(fwd_hooks=[(n, count) for n in names]):
-        res = sweep(model, _items(model, 1), comps, "zero", batch_size=4, **kw)
+        res = sweep(model, _items(model, 1), comps, "zero", batch_size=4, encoder_batch_size=4, **kw)
     n_enc_chunks = -(-model.cfg.encoder.n_heads // 4)
     # the item's encoder front end ran once (zero ablation records no reference)
     assert counts["encoder.hook_conv1"] == 1
     assert counts["encoder.blocks.0.hook_resid_post"] == 1
     assert counts["encoder.blocks.1.hook_resid_post"] == 1 + n_enc_chunks
+    # head rows start at block 1's clean head outputs: its attention ran for the clean pass only
+    assert counts["encoder.blocks.1.attn.hook_q"] == 1
     # decoder chunks compute no cross-attention keys: only the clean decode, the clean
     # teacher-forced run and the encoder chunks do
     for l in range(n_dec):
         assert counts[f"decoder.blocks.{l}.cross_attn.hook_k"] == 2 + n_enc_chunks
     assert res.n_batched_runs == n_enc_chunks + -(-(len(comps) - model.cfg.encoder.n_heads) // 4)
+    # encoder reruns one at a time (the CPU default): each head's encoder part runs alone, the
+    # decoder part of the chunk's heads (up to 6) as one batch
+    counts.clear()
+    with model.hooks(fwd_hooks=[(n, count) for n in names]):
+        split = sweep(model, _items(model, 1), comps, "zero", batch_size=4, encoder_batch_size=1, **kw)
+    assert counts["encoder.blocks.1.hook_resid_post"] == 1 + model.cfg.encoder.n_heads
+    assert counts["encoder.blocks.1.attn.hook_q"] == 1
+    for l in range(n_dec):
+        assert counts[f"decoder.blocks.{l}.cross_attn.hook_k"] == 2 + n_enc_chunks
+    np.testing.assert_allclose(split.table["value"], res.table["value"], atol=1e-5, rtol=0)
 
 
 def test_chunks_group_rows_by_where_their_run_starts(model):
@@ -187,6 +200,21 @@ def test_chunks_group_rows_by_where_their_run_starts(model):
         ["encoder.blocks.1.attn.head.0", "encoder.blocks.1.mlp"],
         ["decoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2"],
     ]
+    # when encoder reruns go one at a time, a chunk of encoder-block rows spans blocks (only its
+    # decoder part is batched); the whole-model row still runs alone
+    assert [[c.name for c in ch] for ch in plan_chunks(comps, 3, rows=RowBatching(3, 1, 3))] == [
+        ["encoder.hook_pos_embed"],
+        ["encoder.blocks.0.mlp", "encoder.blocks.1.attn.head.0", "encoder.blocks.1.mlp"],
+        ["decoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2"],
+    ]
+    assert row_batching("cpu", 24) == RowBatching(24, 1, 6) and row_batching("cuda", 24) == RowBatching(24, 24, 24)
+    # within a block: a head or anything after the attention starts at the block's head outputs,
+    # the residual entering the block (and the attention's inputs) before them
+    points = {n: start_point(parse_component(model, n)) for n in
+              ["encoder.blocks.1.hook_resid_pre", "encoder.blocks.1.attn.hook_q", "encoder.blocks.1.attn.head.0",
+               "encoder.blocks.1.attn", "encoder.blocks.1.mlp", "encoder.blocks.1.ln2.hook_normalized"]}
+    assert list(points.values()) == [2, 2, 3, 3, 3, 3]
+    assert start_point(comps[0]) == DECODER and start_point(comps[2]) == FULL
 
 
 def test_qwen2_audio_fast_sweep_equals_the_plain_one_with_padded_audio():
@@ -207,3 +235,34 @@ def test_qwen2_audio_fast_sweep_equals_the_plain_one_with_padded_audio():
     plain = sweep(m, items, comps, "interpolate", 0.7, batch_size=1, share_encoder=False, **kw)
     np.testing.assert_allclose(fast.table["value"], plain.table["value"], atol=1e-4, rtol=0)
     assert np.ptp(plain.table["value"].to_numpy()) > 1e-3
+
+
+def test_generation_sweep_keeps_each_patched_transcript(model, tmp_path):
+    # Each kept transcript is what an independent decode with that patch alone gives.
+    items = _items(model, 1, seed=5)
+    it = items[0]
+    comps = components(model, heads=False)
+    path = tmp_path / "gen.jsonl"
+    kw = dict(metrics=["changed", "n_tokens"], max_new_tokens=8, progress=False, keep_transcripts=True)
+    res = sweep(model, items, comps, "zero", 0.2, batch_size=4, results_path=path, **kw)
+    texts = res.transcripts[it.id]
+    assert list(texts) == [c.name for c in comps]
+    assert set(res.table["metric"]) == {"changed", "n_tokens"}  # the texts are no table rows
+    prompt = model.teacher_forced_inputs(it.audio).tokens[0]
+
+    def decode() -> str:
+        out = model.generate(it.audio, prompt, max_new_tokens=8, **model.generation_kwargs())
+        return " ".join(str(t) for t in model.results_from_generation(out, prompt)[0].tokens)
+
+    assert res.clean_transcripts[it.id] == decode()
+    for c in comps:
+        with patched(model, [zero_ablate(c, alpha=0.2)]) as tracker:
+            tracker.reset()
+            assert texts[c.name] == decode(), c.name
+    changed = res.table.query("metric == 'changed'").set_index("component")["value"]
+    assert 0 < changed.sum() < len(comps)
+    assert all(changed[c] == float(texts[c] != res.clean_transcripts[it.id]) for c in texts)
+    again = sweep(model, items, comps, "zero", 0.2, batch_size=4, results_path=path, **kw)  # all read back from the file
+    assert again.n_batched_runs == 0 and again.transcripts == res.transcripts
+    with pytest.raises(ValueError, match="mode='generate'"):
+        sweep(model, items, comps, "zero", mode="teacher_forced", metrics=["logprob"], keep_transcripts=True)
