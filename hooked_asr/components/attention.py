@@ -67,6 +67,22 @@ def _head_layout(*shape: int) -> torch.Tensor:
     return torch.empty(a, n_heads, c).permute(1, 0, 2)
 
 
+def _rows_share_kv(k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """Every batch row reads the same keys/values (a cache expanded over rows, stride 0), unmasked."""
+    return mask is None and k.shape[0] > 1 and k.stride(0) == 0 and v.stride(0) == 0
+
+
+def _shared_kv_attention(
+    q: Float[torch.Tensor, "batch head q_pos d_head"], k: torch.Tensor, v: torch.Tensor, scale: float
+) -> Float[torch.Tensor, "batch head q_pos d_head"]:
+    """Attention of every row to one shared ``k, v``: with no mask each query is independent, so
+    the rows become query positions of one row and the keys/values are read once, not per row
+    (a generation sweep's rows share the clean cross-attention cache: ~6x faster per step)."""
+    b, h, n, d = q.shape
+    z = F.scaled_dot_product_attention(q.transpose(0, 1).reshape(1, h, b * n, d), k[:1], v[:1], scale=scale)
+    return z.view(h, b, n, d).transpose(0, 1)
+
+
 class RotaryEmbedding(nn.Module):
     """Rotary positions (Qwen2 / Llama "rotate half" convention).
 
@@ -225,7 +241,10 @@ class Attention(nn.Module):
 
         if not (self.hook_attn_scores.is_live() or self.hook_pattern.is_live()):
             # No one reads the pattern: the fused kernel gives the same numbers (to ~1e-6), faster.
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+            if _rows_share_kv(k, v, mask):
+                z = _shared_kv_attention(q, k, v, scale)
+            else:
+                z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         else:
             # q is scaled before the product, as Hugging Face's Whisper does.
             scores = (q * scale) @ k.transpose(-1, -2)
