@@ -67,6 +67,32 @@ def _head_layout(*shape: int) -> torch.Tensor:
     return torch.empty(a, n_heads, c).permute(1, 0, 2)
 
 
+def append_kv(
+    past: Float[torch.Tensor, "batch kv_head past d_head"], new: Float[torch.Tensor, "batch kv_head new d_head"]
+) -> Float[torch.Tensor, "batch kv_head past+new d_head"]:
+    """``torch.cat([past, new], dim=2)`` without copying ``past`` at every step.
+
+    The result is a view ``buf[:, :, :n]`` of a buffer with room to grow (capacity doubles when
+    full, so each position is copied O(1) times instead of once per later step). ``new`` is
+    written in place only when ``past`` is the buffer's latest view (no other continuation has
+    been appended to it), so continuing two ways from one cache stays correct; with autograd on,
+    or for any other tensor (a reordered or user-built cache), it falls back to a fresh buffer.
+    """
+    n, m = past.shape[2], new.shape[2]
+    base = getattr(past, "_kv_buffer", None)
+    if torch.is_grad_enabled() and (past.requires_grad or new.requires_grad):
+        return torch.cat([past, new], dim=2)
+    if (base is None or base._kv_len != n or n + m > base.shape[2] or past.data_ptr() != base.data_ptr()
+            or past.shape[:2] != base.shape[:2] or new.dtype != base.dtype):
+        base = past.new_empty(*past.shape[:2], max(2 * (n + m), 16), past.shape[3], dtype=torch.result_type(past, new))
+        base[:, :, :n] = past
+    base[:, :, n : n + m] = new
+    base._kv_len = n + m
+    out = base[:, :, : n + m]
+    out._kv_buffer = base
+    return out
+
+
 def _rows_share_kv(k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> bool:
     """Every batch row reads the same keys/values (a cache expanded over rows, stride 0), unmasked."""
     return mask is None and k.shape[0] > 1 and k.stride(0) == 0 and v.stride(0) == 0
@@ -224,8 +250,7 @@ class Attention(nn.Module):
             if self.rotary is not None:
                 k = self._rotate(k, position_ids, self.hook_rot_k)
             if past_kv is not None:
-                k = torch.cat([past_kv[0], k], dim=2)
-                v = torch.cat([past_kv[1], v], dim=2)
+                k, v = append_kv(past_kv[0], k), append_kv(past_kv[1], v)
         present = (k, v)
 
         n_rep = self.n_heads // self.n_kv_heads
