@@ -150,8 +150,8 @@ class TextDecoder(nn.Module):
         present: list[LayerCache] = []
         lo = start_at_layer or 0
         if lo:
-            x, present = self._lower_blocks(x, lo, past_len, inputs_embeds, encoder_out, past_kv, position_ids, attention_mask,
-                                            resid_pre, run_rows)
+            x, present = self._lower_blocks(x, lo, past_len, inputs_embeds, encoder_out, past_kv, position_ids,
+                                            attention_mask, resid_pre, run_rows)
         for i, block in enumerate(self.blocks[lo:stop_at_layer], start=lo):
             x, kv = block(
                 x,
@@ -165,15 +165,20 @@ class TextDecoder(nn.Module):
             return x, present
         return self.hook_logits(self.unembed(self.ln_final(x))), present
 
-    def _lower_blocks(self, x, lo, past_len, inputs_embeds, encoder_out, past_kv, position_ids, attention_mask, resid_pre,
-                      run_rows) -> tuple[torch.Tensor, list[LayerCache]]:
+    def _lower_blocks(
+        self, x: torch.Tensor, lo: int, past_len: int, inputs_embeds: torch.Tensor, encoder_out: torch.Tensor | None,
+        past_kv: list[LayerCache] | None, position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+        resid_pre: torch.Tensor | None, run_rows: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, list[LayerCache]]:
         """Blocks ``0..lo-1`` on rows ``run_rows`` only; the other rows take ``resid_pre``."""
         batch = x.shape[0]
         rows = torch.arange(batch, device=x.device) if run_rows is None else run_rows.to(x.device)
         if resid_pre is None and rows.numel() != batch:
             raise ValueError(f"start_at_layer={lo} with {rows.numel()} of {batch} rows in run_rows needs resid_pre "
                              "(the residual entering that block) for the others")
-        if resid_pre is not None and (self.hook_embed.is_live() or getattr(self, "hook_pos_embed", self.hook_embed).is_live()):
+        embed_hooks = [self.hook_embed] + ([self.hook_pos_embed] if self.cfg.positional == "learned" else [])
+        if resid_pre is not None and any(h.is_live() for h in embed_hooks):
+            # rows that skip blocks < lo must enter with the clean residual: their embedding must be the plain one
             plain = inputs_embeds if self.cfg.positional != "learned" else inputs_embeds + self.W_pos[
                 past_len : past_len + x.shape[1]]
             keep = torch.ones(batch, dtype=torch.bool, device=x.device)
@@ -182,8 +187,8 @@ class TextDecoder(nn.Module):
                 raise ValueError("a hook on decoder.hook_embed / hook_pos_embed changed a row that skips blocks "
                                  f"< {lo} (start_at_layer): patch embeddings without clean_prefix")
         present: list[LayerCache] = []
-        if rows.numel() == 0:
-            return resid_pre, [{} for _ in range(lo)]
+        if rows.numel() == 0:  # dense: a hook may write into it
+            return resid_pre.contiguous(), [{} for _ in range(lo)]
 
         def sub(t):
             if t is None:

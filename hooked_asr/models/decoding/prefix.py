@@ -52,7 +52,7 @@ class PrefixCache:
     prompt_len: int
     resid_pre: list[Float[torch.Tensor, "1 fed d_model"]]
     self_kv: list[KV]
-    cross_kv: list[KV]
+    cross_kv: list[KV | None]
     context: Any
 
     @property
@@ -80,7 +80,7 @@ class PrefixRecorder:
     def build(self, sequences: torch.Tensor, prompt_len: int, cache: list[dict[str, KV]], context: Any) -> PrefixCache:
         resid = [torch.cat(p, dim=1) for p in self.parts]
         return PrefixCache(sequences[0].clone(), prompt_len, resid, [c["self"] for c in cache],
-                           [c["cross"] for c in cache], context)
+                           [c.get("cross") for c in cache], context)
 
 
 def check_prefix_use(model: Any, prefix: PrefixCache, prompt: torch.Tensor, start_at_layer: int, num_beams: int,
@@ -95,8 +95,9 @@ def check_prefix_use(model: Any, prefix: PrefixCache, prompt: torch.Tensor, star
     if not use_cache:
         raise ValueError("clean_prefix with use_cache=False: sharing the prefix needs the key/value cache")
     if prompt.shape[1] > prefix.n_fed or not bool((prompt == prefix.tokens[: prompt.shape[1]]).all()):
-        raise ValueError(f"the prompt {prompt[0].tolist()} is not the clean run's ({prefix.tokens[: prefix.prompt_len].tolist()}); "
-                         "record the prefix with the same prompt")
+        clean = prefix.tokens[: prefix.prompt_len].tolist()
+        raise ValueError(f"the prompt {prompt[0].tolist()} is not the clean run's ({clean}); record the prefix with "
+                         "the same prompt")
     for i in range(start_at_layer):
         for name, hp in model.decoder.blocks[i].named_modules():
             if hasattr(hp, "is_live") and hp.is_live():
@@ -133,9 +134,8 @@ class PrefixStepper:
         """Mark rows whose newest token left the clean tokens; their blocks-< l cache starts as
         the clean one over positions ``0..start-1``."""
         p = self.prefix
-        t = seq.shape[1] - 1
-        if t < p.tokens.shape[0] and start < p.n_fed:
-            now = self.diverged | (seq[:, t] != p.tokens[t])
+        if start < p.n_fed:  # the newest token sits at position ``start``; the clean run fed it too
+            now = self.diverged | (seq[:, start] != p.tokens[start])
         else:
             now = torch.ones_like(self.diverged)
         new = (now & ~self.diverged).nonzero()[:, 0]
@@ -144,7 +144,8 @@ class PrefixStepper:
         for i in range(self.l):
             k, v = (_rows(x[:, :, :start], new.numel()) for x in p.self_kv[i])
             old = self.lower[i]
-            self.lower[i] = (k.contiguous(), v.contiguous()) if old is None else (torch.cat([old[0], k]), torch.cat([old[1], v]))
+            self.lower[i] = ((k.contiguous(), v.contiguous()) if old is None
+                             else (torch.cat([old[0], k]), torch.cat([old[1], v])))
         self.div_rows = torch.cat([self.div_rows, new])
         self.diverged = now
 
