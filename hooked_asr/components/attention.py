@@ -67,6 +67,48 @@ def _head_layout(*shape: int) -> torch.Tensor:
     return torch.empty(a, n_heads, c).permute(1, 0, 2)
 
 
+def append_kv(
+    past: Float[torch.Tensor, "batch kv_head past d_head"], new: Float[torch.Tensor, "batch kv_head new d_head"]
+) -> Float[torch.Tensor, "batch kv_head past+new d_head"]:
+    """``torch.cat([past, new], dim=2)`` without copying ``past`` at every step.
+
+    The result is a view ``buf[:, :, :n]`` of a buffer with room to grow (capacity doubles when
+    full, so each position is copied O(1) times instead of once per later step). ``new`` is
+    written in place only when ``past`` is the buffer's latest view (no other continuation has
+    been appended to it), so continuing two ways from one cache stays correct; with autograd on,
+    or for any other tensor (a reordered or user-built cache), it falls back to a fresh buffer.
+    """
+    n, m = past.shape[2], new.shape[2]
+    base = getattr(past, "_kv_buffer", None)
+    if torch.is_grad_enabled() and (past.requires_grad or new.requires_grad):
+        return torch.cat([past, new], dim=2)
+    if (base is None or base._kv_len != n or n + m > base.shape[2] or past.data_ptr() != base.data_ptr()
+            or past.shape[:2] != base.shape[:2] or new.dtype != base.dtype):
+        base = past.new_empty(*past.shape[:2], max(2 * (n + m), 16), past.shape[3], dtype=torch.result_type(past, new))
+        base[:, :, :n] = past
+    base[:, :, n : n + m] = new
+    base._kv_len = n + m
+    out = base[:, :, : n + m]
+    out._kv_buffer = base
+    return out
+
+
+def _rows_share_kv(k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """Every batch row reads the same keys/values (a cache expanded over rows, stride 0), unmasked."""
+    return mask is None and k.shape[0] > 1 and k.stride(0) == 0 and v.stride(0) == 0
+
+
+def _shared_kv_attention(
+    q: Float[torch.Tensor, "batch head q_pos d_head"], k: torch.Tensor, v: torch.Tensor, scale: float
+) -> Float[torch.Tensor, "batch head q_pos d_head"]:
+    """Attention of every row to one shared ``k, v``: with no mask each query is independent, so
+    the rows become query positions of one row and the keys/values are read once, not per row
+    (a generation sweep's rows share the clean cross-attention cache: ~6x faster per step)."""
+    b, h, n, d = q.shape
+    z = F.scaled_dot_product_attention(q.transpose(0, 1).reshape(1, h, b * n, d), k[:1], v[:1], scale=scale)
+    return z.view(h, b, n, d).transpose(0, 1)
+
+
 class RotaryEmbedding(nn.Module):
     """Rotary positions (Qwen2 / Llama "rotate half" convention).
 
@@ -208,8 +250,7 @@ class Attention(nn.Module):
             if self.rotary is not None:
                 k = self._rotate(k, position_ids, self.hook_rot_k)
             if past_kv is not None:
-                k = torch.cat([past_kv[0], k], dim=2)
-                v = torch.cat([past_kv[1], v], dim=2)
+                k, v = append_kv(past_kv[0], k), append_kv(past_kv[1], v)
         present = (k, v)
 
         n_rep = self.n_heads // self.n_kv_heads
@@ -225,7 +266,10 @@ class Attention(nn.Module):
 
         if not (self.hook_attn_scores.is_live() or self.hook_pattern.is_live()):
             # No one reads the pattern: the fused kernel gives the same numbers (to ~1e-6), faster.
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+            if _rows_share_kv(k, v, mask):
+                z = _shared_kv_attention(q, k, v, scale)
+            else:
+                z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         else:
             # q is scaled before the product, as Hugging Face's Whisper does.
             scores = (q * scale) @ k.transpose(-1, -2)

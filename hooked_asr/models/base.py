@@ -26,6 +26,7 @@ What a decoder hook sees during generation (``generate`` / ``transcribe``):
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from hooked_asr.config import ModelConfig
 from hooked_asr.hooks import unknown_hook_message
 from hooked_asr.models.tl_compat import TLCompatMixin
 from hooked_asr.models.decoding.results import GenerationOutput, Segment, TranscriptionResult, WordTiming
+from hooked_asr.models.decoding.prefix import PrefixCache, PrefixRecorder, PrefixStepper, check_prefix_use
 from hooked_asr.models.decoding.search import LogitRules, Stepper, beam_search, sample
 from hooked_asr.models.decoding.state import DecodingState
 from hooked_asr.models.decoding.timestamps import TimestampRules
@@ -224,6 +226,9 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         max_initial_timestamp_index: int | None = 50,
         generator: torch.Generator | None = None,
         max_length: int | None = None,
+        clean_prefix: PrefixCache | None = None,
+        start_at_layer: int | None = None,
+        return_prefix_cache: bool = False,
         **feature_kwargs: Any,
     ) -> GenerationOutput:
         """Decode ``prompt_ids`` onward with every hook live at every step (Hugging Face names).
@@ -237,6 +242,14 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         when every row has produced ``eos_token_id`` or after ``max_new_tokens`` (default: the
         rest of the decoder's context). ``encoder_hidden_states`` replaces the encoder's output
         (what :meth:`encode` returns; the features still give the batch size and any mask).
+
+        Sharing a clean run's prefix (:mod:`hooked_asr.models.decoding.prefix`):
+        ``return_prefix_cache=True`` (one row, greedy or sampled) records ``out.prefix_cache``;
+        ``clean_prefix=that, start_at_layer=l`` decodes rows of the same audio whose hooks all sit at
+        decoder layers ``>= l``: while a row's tokens are the clean ones it skips blocks ``< l``
+        (their numbers are the clean run's), and it reads the clean cross-attention keys/values
+        wherever ``cross_attn.hook_k/v`` is not hooked. Tokens and log-probs equal the plain run's
+        to float rounding. Hooks on blocks ``< l`` are refused (they would miss matched steps).
         """
         device = input_features.device
         batch = input_features.shape[0]
@@ -264,6 +277,17 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
                 raise ValueError("return_timestamps=True with a prompt ending in <|notimestamps|>: drop that token "
                                  "(model.sot_sequence(..., timestamps=True))")
         rules = LogitRules.build(self.cfg.decoder.d_vocab, device, suppress, begin, ts)
+        if clean_prefix is not None:
+            if not getattr(self.cfg.decoder, "cross_attention", False):
+                raise ValueError(f"clean_prefix needs a decoder with cross-attention (Whisper); {type(self).__name__} "
+                                 "has none")
+            check_prefix_use(self, clean_prefix, prompt, start_at_layer or 0, num_beams, use_cache)
+        recorder = None
+        if return_prefix_cache:
+            if batch != 1 or num_beams != 1 or not use_cache or clean_prefix is not None:
+                raise ValueError("return_prefix_cache=True records one clean row: batch 1, num_beams=1, use_cache=True, "
+                                 "no clean_prefix")
+            recorder = PrefixRecorder(self.cfg.decoder.n_layers)
 
         own_state = self._decoding_state is None
         state = DecodingState() if own_state else self._decoding_state
@@ -272,7 +296,11 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
             state.temperature = temperature if do_sample else 0.0
             self._decoding_state = state
         try:
-            context = self._generation_context(input_features, encoder_hidden_states=encoder_hidden_states, **feature_kwargs)
+            if clean_prefix is not None and encoder_hidden_states is None:  # the rows read the clean audio
+                context = clean_prefix.context.expand(batch, *clean_prefix.context.shape[1:])
+            else:
+                context = self._generation_context(input_features, encoder_hidden_states=encoder_hidden_states,
+                                                   **feature_kwargs)
             no_speech = self._no_speech_query(prompt[0].tolist())
             if num_beams > 1:
                 rows = torch.arange(batch, device=device).repeat_interleave(num_beams)
@@ -282,10 +310,16 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
                     num_beams=num_beams, length_penalty=length_penalty, patience=patience, do_sample=do_sample,
                     temperature=temperature, generator=generator, state=state, no_speech=no_speech,
                 )
-            return sample(
-                Stepper(self, context, use_cache), prompt, rules, eos=eos, max_new_tokens=max_new_tokens,
-                do_sample=do_sample, temperature=temperature, generator=generator, state=state, no_speech=no_speech,
-            )
+            stepper = (Stepper(self, context, use_cache) if clean_prefix is None
+                       else PrefixStepper(self, context, clean_prefix, start_at_layer or 0, batch))
+            with self.hooks(fwd_hooks=recorder.hooks()) if recorder else contextlib.nullcontext():
+                out = sample(
+                    stepper, prompt, rules, eos=eos, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                    temperature=temperature, generator=generator, state=state, no_speech=no_speech,
+                )
+            if recorder is not None:
+                out.prefix_cache = recorder.build(out.sequences, prompt.shape[1], stepper.cache, context)
+            return out
         finally:
             if own_state:
                 self._decoding_state = None

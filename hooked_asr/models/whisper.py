@@ -52,15 +52,18 @@ class HookedWhisper(HookedEncoderDecoder):
         encoder_hidden_states: Float[torch.Tensor, "batch frame d_model"] | None,
         past_key_values: list[LayerCache] | None = None,
         stop_at_layer: int | None = None,
+        **prefix: Any,
     ) -> tuple[torch.Tensor, list[LayerCache]]:
-        """Decoder logits ``[batch, pos, vocab]`` and the key/value cache to continue from."""
+        """Decoder logits ``[batch, pos, vocab]`` and the key/value cache to continue from.
+        ``prefix``: ``start_at_layer``, ``resid_pre``, ``run_rows`` of :meth:`TextDecoder.forward`."""
         if encoder_hidden_states is not None and encoder_hidden_states.shape[-1] != self.cfg.decoder.d_model:
             raise ValueError(
                 f"encoder_hidden_states must be [batch, frame, {self.cfg.decoder.d_model}], got "
                 f"{tuple(encoder_hidden_states.shape)}"
             )
         return self.decoder(
-            decoder_input_ids, encoder_out=encoder_hidden_states, past_kv=past_key_values, stop_at_layer=stop_at_layer
+            decoder_input_ids, encoder_out=encoder_hidden_states, past_kv=past_key_values, stop_at_layer=stop_at_layer,
+            **prefix,
         )
 
     def forward(
@@ -120,9 +123,13 @@ class HookedWhisper(HookedEncoderDecoder):
     ) -> torch.Tensor:
         return self.encode(input_features) if encoder_hidden_states is None else encoder_hidden_states
 
-    def _decode_step(self, context: torch.Tensor, input_ids: torch.Tensor, past_kv: Any) -> tuple[torch.Tensor, Any]:
-        # With a cache the cross-attention keys/values are reused, so the encoder output is not re-read.
-        return self.decode(input_ids, None if past_kv else context, past_kv)
+    def _decode_step(
+        self, context: torch.Tensor, input_ids: torch.Tensor, past_kv: Any, **prefix: Any
+    ) -> tuple[torch.Tensor, Any]:
+        # With a cache the cross-attention keys/values are reused, so the encoder output is not re-read
+        # (a cache may lack some layers' cross keys/values: a shared prefix recomputes the hooked ones).
+        needs = not past_kv or any("cross" not in c for c in past_kv[prefix.get("start_at_layer") or 0 :])
+        return self.decode(input_ids, context if needs else None, past_kv, **prefix)
 
     def sot_sequence(self, language: str | None = None, task: str = "transcribe", timestamps: bool = False) -> list[int]:
         """Whisper's prompt: ``<|startoftranscript|> [<|lang|> <|task|>] <|notimestamps|>``

@@ -109,6 +109,18 @@ class TeacherForcedRun:
     kwargs: dict[str, Any]
 
 
+def prefix_layer(chunk: Sequence[Component]) -> int | None:
+    """The lowest decoder block a chunk's components sit in, or None when one is elsewhere (the
+    encoder, the embeddings, the final norm): the block rows may start at on the clean prefix."""
+    layers = []
+    for c in chunk:
+        m = re.match(r"^decoder\.blocks\.(\d+)\.", c.hook_name)
+        if m is None:
+            return None
+        layers.append(int(m.group(1)))
+    return min(layers) if layers else None
+
+
 def _touches_cross_kv(comp: Component, layer: int) -> bool:
     return comp.hook_name in (f"decoder.blocks.{layer}.cross_attn.hook_k", f"decoder.blocks.{layer}.cross_attn.hook_v")
 
@@ -148,6 +160,9 @@ class ItemRun:
         self.can_share_tf = reuse and _accepts(model.forward, "encoder_hidden_states")
         self.can_resume = self.can_share_tf and self.can_share_gen and _accepts(model.encode, "start_at_layer")
         self.can_resume_z = self.can_resume and _accepts(model.encode, "attn_z")
+        self.prefix: Any = None  # the clean generation's PrefixCache
+        self.can_share_prefix = (self.can_share_gen and _accepts(model.generate, "clean_prefix")
+                                 and bool(getattr(model.cfg.decoder, "cross_attention", False)))
         self.can_reuse_kv = (self.can_share_tf and bool(getattr(model.cfg.decoder, "cross_attention", False))
                              and _accepts(getattr(model, "decode", lambda: None), "past_key_values"))
 
@@ -212,12 +227,22 @@ class ItemRun:
         # The decoding core's one cut-at-end-of-text and decode.
         return [Transcript(r.tokens, r.text, r.finished) for r in self.model.results_from_generation(out, self.prompt)]
 
-    def generate(self, n: int, encoded: torch.Tensor | None, max_new_tokens: int | None) -> list[Transcript]:
+    def generate(self, n: int, encoded: torch.Tensor | None, max_new_tokens: int | None,
+                 chunk: Sequence[Component] | None = None, record: bool = False) -> list[Transcript]:
+        """Greedy transcripts of ``n`` rows. The clean run (``record=True``) records its prefix; a chunk whose components all sit in decoder blocks ``>= l`` shares it from block
+        ``l`` (rows skip blocks ``< l`` while their tokens are the clean ones)."""
         kwargs: dict[str, Any] = dict(self._batch(n), prompt_ids=self.prompt, max_new_tokens=max_new_tokens,
                                       **self.gen_kwargs)
-        if encoded is not None:
+        layer = None if chunk is None or self.prefix is None else prefix_layer(chunk)
+        if layer is not None:
+            kwargs.update(clean_prefix=self.prefix, start_at_layer=layer)
+        elif encoded is not None:
             kwargs["encoder_hidden_states"] = encoded
-        return self.transcripts(self.model.generate(**kwargs))
+        record = record and self.can_share_prefix
+        out = self.model.generate(**kwargs, return_prefix_cache=True) if record else self.model.generate(**kwargs)
+        if record:
+            self.prefix = out.prefix_cache
+        return self.transcripts(out)
 
     def teacher_forced_inputs(self, continuation: Sequence[int]) -> Any:
         if self.fixed is not None:
@@ -306,5 +331,5 @@ def plan_chunks(comps: Sequence[Component], batch_size: int, split_at_resume: bo
     return chunks
 
 
-__all__ = ["DECODER", "FULL", "ItemRun", "RowBatching", "generation_settings", "plan_chunks", "resume_point",
-           "row_batching", "start_point"]
+__all__ = ["DECODER", "FULL", "ItemRun", "RowBatching", "generation_settings", "plan_chunks", "prefix_layer",
+           "resume_point", "row_batching", "start_point"]

@@ -227,7 +227,7 @@ def _run_chunk(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Tr
         # Inside the patch context: encoder blocks start..end run with the patches live.
         encoded = run.encode_from(start, n)
         if spec.mode == "generate":
-            outs = run.generate(n, encoded if run.can_share_gen else None, cap)
+            outs = run.generate(n, encoded if run.can_share_gen else None, cap, chunk if start == DECODER else None)
             for c, out in zip(chunk, outs):
                 ctx = MetricContext(item, clean, out)
                 rows += [_row(c, item, name, fn(ctx), clean_values[name]) for name, fn in spec.metric_fns.items()]
@@ -275,7 +275,8 @@ def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _Sw
     run = ItemRun(model, item, spec.tf_kwargs, spec.reuse)
     if run.can_share_gen or run.can_share_tf:
         run.encode_clean({start_point(c) for c in pending})
-    clean = run.generate(1, run.encoded if run.can_share_gen else None, spec.max_new_tokens)[0]
+    clean = run.generate(1, run.encoded if run.can_share_gen else None, spec.max_new_tokens,
+                         record=spec.mode == "generate")[0]
     ref_cache = (_reference_cache(model, item, spec.reference, spec.reference_seed, clean.tokens, pending, spec.tf_kwargs)
                  if spec.needs_ref else None)
     if spec.mode == "generate":

@@ -1,0 +1,46 @@
+"""The preallocated key/value cache: steps append into one buffer (the past is not copied per
+step), and any continuation from any cache gives what a fresh run of the whole sequence gives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hooked_asr.components.attention import append_kv
+from tests.components.test_decoder import ROTARY, _decoder
+
+
+@pytest.mark.parametrize("kw", [{}, ROTARY], ids=["whisper", "qwen2"])
+@torch.no_grad()
+def test_steps_append_in_place_and_branches_stay_apart(kw):
+    dec = _decoder(**kw)
+    enc = torch.randn(2, 10, 32) if dec.cfg.cross_attention else None
+    toks = torch.randint(0, 50, (2, 9))
+    _, cache = dec(toks[:, :4], encoder_out=enc)
+    ptrs = []
+    for t in range(4, 8):  # one token per step, as generate runs
+        _, cache = dec(toks[:, t : t + 1], past_kv=cache)
+        ptrs.append(cache[0]["self"][0].data_ptr())
+    assert len(set(ptrs[1:])) == 1  # after the first append the buffer stays: no copy of the past per step
+    # two continuations from the same cache: the second must not see the first's token
+    a, b = torch.randint(0, 50, (2, 1)), torch.randint(0, 50, (2, 1))
+    la, ca = dec(a, past_kv=cache)
+    lb, cb = dec(b, past_kv=cache)
+    la2, _ = dec(b, past_kv=ca)  # and the first branch goes on after the second was written
+    for new, logits in ((a, la), (b, lb)):
+        full, _ = dec(torch.cat([toks[:, :8], new], 1), encoder_out=enc)
+        torch.testing.assert_close(logits[:, -1], full[:, -1], atol=1e-5, rtol=0)
+    full, _ = dec(torch.cat([toks[:, :8], a, b], 1), encoder_out=enc)
+    torch.testing.assert_close(la2[:, -1], full[:, -1], atol=1e-5, rtol=0)
+    assert cb[0]["self"][0].shape[2] == ca[0]["self"][0].shape[2] == 9
+
+
+def test_append_kv_equals_cat_and_keeps_autograd():
+    past, new = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 1, 4)
+    with torch.no_grad():
+        out = append_kv(past, new)
+        assert torch.equal(out, torch.cat([past, new], 2))
+        assert torch.equal(append_kv(out, new), torch.cat([past, new, new], 2))
+    p = past.clone().requires_grad_()
+    append_kv(p, new).sum().backward()  # with a gradient wanted it is a plain cat
+    assert torch.equal(p.grad, torch.ones_like(past))
