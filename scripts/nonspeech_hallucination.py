@@ -188,9 +188,13 @@ def nonword_margin_metric(model):
     return fn
 
 
-def choose_heads(model, select: list[dict], args):
+def choose_heads(model, select: list[dict], base_texts: list[str], args):
     """(c): the library's zero-ablation sweep over decoder self-attention heads (teacher-forced,
-    non-word margin), then masks of the top 1..K heads confirmed by transcribing."""
+    non-word margin), then masks of the top 1..K heads confirmed by transcribing.
+
+    ``base_texts``: the unmasked select transcripts (already made). Returns the chosen heads,
+    their select transcripts (greedy decoding is deterministic, so they need not be redone) and
+    the sweep's ranking with every trial."""
     from hooked_asr.patching import SweepItem, components, patched, sweep, zero_ablate
 
     heads = components(model, kinds=["attn"], stacks=["decoder"], heads=True)
@@ -207,22 +211,24 @@ def choose_heads(model, select: list[dict], args):
         sp = float(delta[g["item"].isin(speech_ids)].mean()) if g["item"].isin(speech_ids).any() else 0.0
         rank.append((ns - args.wer_weight * max(sp, 0.0), ns, sp, comp))
     rank.sort(key=lambda r: -r[0])
-    base = score(select, transcribe(model, select, args.max_new_tokens))
-    best, trials = ([], base), []
+    best, trials = ([], score(select, base_texts), base_texts), []
     for k in range(1, min(args.max_heads, len(rank)) + 1):
         chosen = [r[3] for r in rank[:k]]
         with patched(model, [zero_ablate(c) for c in chosen]):
-            s = score(select, transcribe(model, select, args.max_new_tokens))
+            texts = transcribe(model, select, args.max_new_tokens)
+        s = score(select, texts)
         trials.append({"heads": chosen, **s})
         if objective(s, args.wer_weight) < objective(best[1], args.wer_weight):
-            best = (chosen, s)
-    return best[0], {"sweep_rank": [{"head": r[3], "score": r[0], "margin_gain_nonspeech": r[1],
+            best = (chosen, s, texts)
+    return best[0], best[2], {"sweep_rank": [{"head": r[3], "score": r[0], "margin_gain_nonspeech": r[1],
                                      "margin_gain_speech": r[2]} for r in rank[:10]], "trials": trials}
 
 
 def train_sae(model, select: list[dict], hook: str, args):
     """(d): a small TopK SAE on the select half's encoder frames (audio frames + a few padding frames)."""
-    from hooked_asr.sae import ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TrainConfig
+    import tempfile
+
+    from hooked_asr.sae import CachedFrameSource, ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TrainConfig
 
     clips = [it["audio"] for it in select]
     source = ModelFrameSource(model, clips, hook, batch_size=4, pad_frames=8)
@@ -232,7 +238,11 @@ def train_sae(model, select: list[dict], hook: str, args):
                                       hook_name=hook, model_name=args.model,
                                       dead_after_frames=max(total // 4, 2000)), seed=args.seed)
     trainer = SAETrainer(sae, TrainConfig(total_frames=total, batch_size=256, lr=1e-3, buffer_frames=4096))
-    trainer.train(source)
+    # The trainer passes over the frames several times (epochs, and a shuffle buffer larger than
+    # the select half): the encoder runs once, the later passes read its frames back. A fresh
+    # folder per run, since the cache cannot tell another run's frames from these.
+    with tempfile.TemporaryDirectory(prefix="nonspeech-sae-frames-") as tmp:
+        trainer.train(CachedFrameSource(source, tmp))
     return sae.eval(), trainer.state.history[-1]
 
 
@@ -263,11 +273,12 @@ def choose_sae_edit(model, sae, select, hook, args):
     best, trials = None, []
     for mode, value in edits:
         with steer(model, sae, [FeatureIntervention(feats, mode, value)]):
-            s = score(select, transcribe(model, select, args.max_new_tokens))
+            texts = transcribe(model, select, args.max_new_tokens)
+        s = score(select, texts)
         trials.append({"mode": mode, "value": value, **s})
         if best is None or objective(s, args.wer_weight) < objective(best[1], args.wer_weight):
-            best = ((mode, value), s)
-    return feats, best[0], trials
+            best = ((mode, value), s, texts)
+    return feats, best[0], best[2], trials
 
 
 def choose_probe_direction(model, select, hook, out: Path, args):
@@ -288,11 +299,12 @@ def choose_probe_direction(model, select, hook, out: Path, args):
     best, trials = None, []
     for beta in args.betas:
         with _shifted(model, hook, -beta * gap * d):
-            s = score(select, transcribe(model, select, args.max_new_tokens))
+            texts = transcribe(model, select, args.max_new_tokens)
+        s = score(select, texts)
         trials.append({"beta": beta, **s})
         if best is None or objective(s, args.wer_weight) < objective(best[1], args.wer_weight):
-            best = (beta, s)
-    return d, gap, best[0], trials
+            best = (beta, s, texts)
+    return d, gap, best[0], best[2], trials
 
 
 def _shifted(model, hook: str, delta: torch.Tensor):
@@ -334,25 +346,23 @@ def main(argv=None) -> dict:
 
     from hooked_asr.patching import patched, zero_ablate
 
-    heads, head_info = choose_heads(model, select, args)
+    held_out = halves["held-out"]
+    heads, texts[("head masking", "select")], head_info = choose_heads(model, select, texts[("as is", "select")], args)
     with patched(model, [zero_ablate(h) for h in heads]):
-        for s, items in halves.items():
-            texts[("head masking", s)] = transcribe(model, items, args.max_new_tokens)
+        texts[("head masking", "held-out")] = transcribe(model, held_out, args.max_new_tokens)
     chosen["head masking"] = " ".join(h.replace("decoder.blocks.", "L").replace(".attn.head.", "H") for h in heads) or "none helped"
 
     from hooked_asr.sae.steering import FeatureIntervention, steer
 
     sae, last = train_sae(model, select, hook, args)
-    feats, (mode, value), sae_trials = choose_sae_edit(model, sae, select, hook, args)
+    feats, (mode, value), texts[("SAE steering", "select")], sae_trials = choose_sae_edit(model, sae, select, hook, args)
     with steer(model, sae, [FeatureIntervention(feats, mode, value)]):
-        for s, items in halves.items():
-            texts[("SAE steering", s)] = transcribe(model, items, args.max_new_tokens)
+        texts[("SAE steering", "held-out")] = transcribe(model, held_out, args.max_new_tokens)
     chosen["SAE steering"] = f"features {feats} {mode} {value:.3g} (SAE FVU {last['fvu']:.2f})"
 
-    d, gap, beta, dir_trials = choose_probe_direction(model, select, hook, out, args)
+    d, gap, beta, texts[("probe direction", "select")], dir_trials = choose_probe_direction(model, select, hook, out, args)
     with _shifted(model, hook, -beta * gap * d):
-        for s, items in halves.items():
-            texts[("probe direction", s)] = transcribe(model, items, args.max_new_tokens)
+        texts[("probe direction", "held-out")] = transcribe(model, held_out, args.max_new_tokens)
     chosen["probe direction"] = f"beta {beta} x gap {gap:.2f}"
 
     rows, per_kind, outputs = [], [], []

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import _common
 import json
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hooked_asr.sae import ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TrainConfig, save_sae
+from hooked_asr.sae import (CachedFrameSource, ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TrainConfig,
+                            save_sae)
 from hooked_asr.sae.corpus import ESPEAK_VOICE, MULTILINGUAL
 from hooked_asr.sae.frames import speech_frames
 from hooked_asr.sae.steering import FeatureIntervention, steer
@@ -36,15 +38,16 @@ VARIANTS = ["", "+f3", "+m3", "+f2"]  # espeak voice variants: more speakers per
 
 
 @torch.no_grad()
-def language_probs(model, audio: np.ndarray, langs: list[str]) -> np.ndarray:
-    """``P(<|lang|>)`` at the decoder's first step, renormalised over all language tokens."""
+def language_probs(model, audio: np.ndarray, langs: list[str]) -> tuple[np.ndarray, str]:
+    """``P(<|lang|>)`` at the decoder's first step, renormalised over all language tokens, and
+    the detected language (the argmax over all of them, as ``model.detect_language`` picks it)."""
     feats = model.prepare_features(audio)["input_features"]
     sot = torch.tensor([[model.cfg.decoder_start_token_id]])
     logits = model(input_features=feats, decoder_input_ids=sot)[0, -1]
     codes = list(model.cfg.lang_to_id)
     ids = torch.tensor([model.cfg.lang_to_id[c] for c in codes])
     p = logits[ids].softmax(-1)
-    return np.array([float(p[codes.index(f"<|{lang}|>")]) for lang in langs])
+    return np.array([float(p[codes.index(f"<|{lang}|>")]) for lang in langs]), codes[int(p.argmax())].strip("<|>")
 
 
 def main() -> None:
@@ -83,13 +86,20 @@ def main() -> None:
                                   for k in range(0, len(train_items), 6)], max_seconds=28.0)
     source = ModelFrameSource(model, clips, hook, batch_size=2, pad_frames=8)
     total = int(args.epochs * source.clip_frames(clips[0]) * len(clips))
+    # Each window is synthesised and encoded once, however many passes the training makes.
+    cache = tempfile.TemporaryDirectory(prefix="sae-steering-frames-")
+    source = CachedFrameSource(source, cache.name)
     d = model.cfg.encoder.d_model
     sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=args.expansion * d, architecture="topk", k=args.k, hook_name=hook,
                                       model_name=args.model, dead_after_frames=max(total // 4, 10_000)))
     print(f"training on {len(train_items)} utterances ({len(clips)} windows), {total} frames")
     t0 = time.process_time()
-    trainer = SAETrainer(sae, TrainConfig(total_frames=total, batch_size=512, lr=1e-3, buffer_frames=8192))
+    # The shuffle buffer is filled before the first step: no larger than the frames trained on,
+    # or a short run synthesises and encodes windows it never trains on.
+    buffer = min(8192, max(total, 512))
+    trainer = SAETrainer(sae, TrainConfig(total_frames=total, batch_size=512, lr=1e-3, buffer_frames=buffer))
     trainer.train(source)
+    cache.cleanup()
     cpu["train"] = time.process_time() - t0
     sae.eval()
     save_sae(sae, out / "sae")
@@ -123,8 +133,10 @@ def main() -> None:
             audio = synthesize(MULTILINGUAL[src_lang][i], voice=ESPEAK_VOICE[src_lang])
             n = speech_frames(len(audio), model.cfg.encoder.n_ctx)
             mask = torch.arange(model.cfg.encoder.n_ctx) < n
-            p0 = language_probs(model, audio, args.langs)
-            clean = model.transcribe(audio)
+            # the first step's distribution gives the detected language: transcribe in it (the same
+            # transcript as ``transcribe(audio)``, without a second encoder pass to detect it again)
+            p0, lang0 = language_probs(model, audio, args.langs)
+            clean = model.transcribe(audio, language=lang0)
             for tgt in args.langs:
                 if tgt == src_lang:
                     continue
@@ -133,8 +145,8 @@ def main() -> None:
                 for kind, feat in (("language", f_t), ("random", int(rand_feats[args.langs.index(tgt)]))):
                     ivs = [FeatureIntervention(lang_feature[src_lang], "clamp", 0.0), FeatureIntervention(feat, "add", push)]
                     with steer(model, sae, ivs, frame_mask=mask):
-                        p1 = language_probs(model, audio, args.langs)
-                        steered = model.transcribe(audio) if kind == "language" else None
+                        p1, lang1 = language_probs(model, audio, args.langs)
+                        steered = model.transcribe(audio, language=lang1) if kind == "language" else None
                     results.append({
                         "src": src_lang, "tgt": tgt, "sentence": i, "control": kind, "p_tgt_before": float(p0[args.langs.index(tgt)]),
                         "p_tgt_after": float(p1[args.langs.index(tgt)]),

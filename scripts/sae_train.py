@@ -131,9 +131,10 @@ def main() -> None:
     alive = torch.nonzero((freq > 2e-3) & (freq < 0.1)).flatten()
     # A spread of features: the strongest (by max activation) among those neither rare nor dense.
     chosen = alive[stats.max_act[alive].argsort(descending=True)][: args.n_label].tolist()
-    reports = feature_reports(model, stats, feat_audio, chosen)
+    aligned: dict = {}  # each clip is transcribed and word-aligned once, for the labels and the browser
+    reports = feature_reports(model, stats, feat_audio, chosen, aligned=aligned)
     write_feature_browser(model, sae, stats, reports, feat_audio, out / "browser",
-                          title=f"{args.model} {hook} {args.arch} SAE")
+                          title=f"{args.model} {hook} {args.arch} SAE", aligned=aligned)
     timings["features + browser"] = time.process_time() - t0
 
     categories = categorise(reports)

@@ -148,7 +148,7 @@ CASES: list[tuple[str, list[str], Callable[[Path], None]]] = [
      _check_sae_steering),
     ("probing_enrichment.py", ["--n", "4"], _check_probe_summary),
     ("encoder_semantics.py", ["--n", "4"], _check_probe_summary),
-    ("hallucination_monitoring.py", ["--n", "4"], _check_hallucination),
+    ("hallucination_monitoring.py", ["--n", "4", "--max-new-tokens", "32"], _check_hallucination),
     ("nonspeech_hallucination.py", ["--n-per-kind", "1", "--n-speech", "1", "--kinds", "white", "tone", "music",
                                     "silence", "--max-heads", "6", "--sae-scales", "4", "--sae-adds", "--betas", "1",
                                     "--epochs", "2", "--max-new-tokens", "16"], _check_nonspeech),
