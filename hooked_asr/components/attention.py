@@ -234,9 +234,13 @@ class Attention(nn.Module):
             # q is scaled before the product, as Hugging Face's Whisper does.
             scores = (q * scale) @ k.transpose(-1, -2)
             if mask is not None:
-                scores = scores + mask
+                # In place: the product is this call's own tensor (no hook has seen it yet) and
+                # its backward does not need it, so a [batch, head, q_pos, k_pos] allocation is saved.
+                scores += mask
             scores = self.hook_attn_scores(scores)
-            pattern = self.hook_pattern(F.softmax(scores.float(), dim=-1).to(q.dtype))
+            # dtype= casts inside the kernel (half and bfloat16 softmax in float32, as HF does)
+            # without a float32 copy of the scores first.
+            pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
             z = pattern @ v
         z = self.hook_z(z.transpose(1, 2))  # [batch, q_pos, head, d_head]
 
