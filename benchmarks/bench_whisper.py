@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
-import torch
-from _models import model_and_speech, random_hf_whisper
-from _timing import interleaved
-from transformers.generation.utils import GenerationMixin
+# The checkout this script sits in, ahead of any installed copy (an editable install of another
+# checkout would otherwise be what gets timed).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hooked_asr import HookedWhisper
+import torch  # noqa: E402
+from _models import model_and_speech, random_hf_whisper  # noqa: E402
+from _timing import interleaved  # noqa: E402
+from transformers.generation.utils import GenerationMixin  # noqa: E402
+
+from hooked_asr import HookedWhisper  # noqa: E402
 
 
 def bench_hf(shape: str, batches: list[int], repeats: int, attn: str, n_tokens: int = 24) -> dict:
@@ -124,6 +130,9 @@ def main() -> None:
     ap.add_argument("--skip-ct2", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    import hooked_asr
+
+    print(f"hooked_asr from {Path(hooked_asr.__file__).parent}")
     print(f"torch threads {torch.get_num_threads()}; clock: process CPU time, interleaved, medians of {args.repeats}")
     results: dict = {"threads": torch.get_num_threads(), "repeats": args.repeats, "hf": []}
     for shape in args.shapes:

@@ -209,14 +209,18 @@ class Attention(nn.Module):
                 setattr(self, name, nn.Parameter(flat, requires_grad=W.requires_grad))
 
     def _project(
-        self, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, hook: HookPoint
+        self, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, hook: HookPoint, head_major: bool = False
     ) -> torch.Tensor:
         """``x W[h] + b[h]`` for every head as one GEMM over all batch rows and positions.
 
-        Returns ``[batch, head, pos, d_head]``; the hook sees ``[batch, pos, head, d_head]``.
+        Returns ``[batch, head, pos, d_head]`` (stored head-major with ``head_major``); the hook
+        sees ``[batch, pos, head, d_head]``.
         """
-        y = project_heads(x, W, b)
-        return hook(y).transpose(1, 2)
+        y = hook(project_heads(x, W, b)).transpose(1, 2)
+        # Keys and values are read once per query block by the attention kernel: in head-major
+        # memory those reads are contiguous, which pays for this one copy (and a cached
+        # cross-attention reads them at every decoding step). Queries are read once: kept as a view.
+        return y.contiguous() if head_major else y
 
     def _rotate(self, x: torch.Tensor, position_ids: torch.Tensor | None, hook: HookPoint) -> torch.Tensor:
         if position_ids is None:
@@ -245,8 +249,8 @@ class Attention(nn.Module):
             if self.cross and kv_input is None:
                 raise ValueError("cross-attention needs kv_input (the encoder output) or its cached keys/values")
             src = kv_input if self.cross else x
-            k = self._project(src, self.W_K, self.b_K, self.hook_k)
-            v = self._project(src, self.W_V, self.b_V, self.hook_v)
+            k = self._project(src, self.W_K, self.b_K, self.hook_k, head_major=True)
+            v = self._project(src, self.W_V, self.b_V, self.hook_v, head_major=True)
             if self.rotary is not None:
                 k = self._rotate(k, position_ids, self.hook_rot_k)
             if past_kv is not None:
@@ -274,9 +278,13 @@ class Attention(nn.Module):
             # q is scaled before the product, as Hugging Face's Whisper does.
             scores = (q * scale) @ k.transpose(-1, -2)
             if mask is not None:
-                scores = scores + mask
+                # In place: the product is this call's own tensor (no hook has seen it yet) and
+                # its backward does not need it, so a [batch, head, q_pos, k_pos] allocation is saved.
+                scores += mask
             scores = self.hook_attn_scores(scores)
-            pattern = self.hook_pattern(F.softmax(scores.float(), dim=-1).to(q.dtype))
+            # dtype= casts inside the kernel (half and bfloat16 softmax in float32, as HF does)
+            # without a float32 copy of the scores first.
+            pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
             z = pattern @ v
         return self.from_z(z.transpose(1, 2)), present
 

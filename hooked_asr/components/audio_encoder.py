@@ -48,7 +48,8 @@ class AudioEncoder(nn.Module):
                 f"30 s padded), got {tuple(input_features.shape)}; make them with "
                 f"hooked_asr.audio.log_mel_spectrogram(audio, n_mels={want[0]})"
             )
-        if not torch.isfinite(input_features).all():
+        # min and max are NaN if any value is, and +-inf if any is: two reductions, no bool mask.
+        if not torch.isfinite(torch.stack(torch.aminmax(input_features))).all():
             raise ValueError("input_features contain NaN or inf; check the audio (hooked_asr.audio.load_audio validates it)")
 
     def forward(
@@ -78,7 +79,10 @@ class AudioEncoder(nn.Module):
             x = self.hook_conv1(F.gelu(self.conv1(x)))
             x = self.hook_conv2(F.gelu(self.conv2(x)))
             x = x.transpose(1, 2)
-            x = x + self.hook_pos_embed(self.W_pos[: x.shape[1]].expand(x.shape[0], -1, -1))
+            # W_pos first: the sum takes its first operand's memory layout, so the residual
+            # stream is stored [batch, frame, d_model] (x first would keep conv2's channel-major
+            # layout through every block and cost each LayerNorm a copy). The sum is the same.
+            x = self.hook_pos_embed(self.W_pos[: x.shape[1]].expand(x.shape[0], -1, -1)) + x
         else:
             want = (self.cfg.n_ctx, self.cfg.d_model)
             if input_features.ndim != 3 or tuple(input_features.shape[1:]) != want:

@@ -24,7 +24,13 @@ class MLP(nn.Module):
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
         pre = self.hook_pre(torch.addmm(self.b_in, x.flatten(0, -2), self.W_in).view(*x.shape[:-1], -1))
-        post = self.hook_post(F.gelu(pre))
+        if torch.is_grad_enabled() or self.hook_pre.is_live():
+            post = self.hook_post(F.gelu(pre))
+        else:
+            # Nothing holds pre (no hook saw it, no backward needs it): GELU in place saves a
+            # [batch, pos, d_mlp] allocation (above 32 MiB, i.e. batch >= 4 on tiny, each one is a
+            # fresh mmap whose pages fault in one by one). Same kernel, same values.
+            post = self.hook_post(torch.ops.aten.gelu_(pre))
         return torch.addmm(self.b_out, post.flatten(0, -2), self.W_out).view(*x.shape[:-1], -1)
 
 

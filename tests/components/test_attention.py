@@ -99,3 +99,34 @@ def test_fused_projection_is_the_per_head_formula_for_every_weight_layout(layout
     want = torch.einsum("bpm,hmd->bphd", x, W) + b
     torch.testing.assert_close(project_heads(x, W, b), want, atol=1e-5, rtol=0)
     torch.testing.assert_close(project_heads(x, W), want - b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_keys_and_values_are_stored_head_major_and_edits_to_them_still_count(cross):
+    # The attention kernel (and every later decoding step, from the cache) reads k and v
+    # head by head: they are stored [batch, head, pos, d_head]; hooks still see (and edit)
+    # [batch, pos, head, d_head].
+    attn = _attn(cross=cross)
+    x, y = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+    kv_input = y if cross else None
+    src = y if cross else x
+    _, (k, v) = attn(x, kv_input=kv_input)
+    assert k.is_contiguous() and v.is_contiguous()
+    torch.testing.assert_close(k, torch.einsum("bpm,hmd->bhpd", src, attn.W_K), atol=1e-5, rtol=0)
+    torch.testing.assert_close(v, torch.einsum("bpm,hmd->bhpd", src, attn.W_V) + attn.b_V[:, None], atol=1e-5, rtol=0)
+
+    def zero_v_of_head_1(t, hook):
+        t = t.clone()
+        t[:, :, 1] = 0
+        return t
+
+    attn.hook_v.add_hook(zero_v_of_head_1)
+    edited, (_, v_edited) = attn(x, kv_input=kv_input)
+    attn.hook_v.remove_hooks()
+    assert v_edited[:, 1].abs().max() == 0 and v_edited.is_contiguous()
+    # with head 1's values zero its z is zero, so its output term z_1 W_O[1] vanishes
+    z = {}
+    attn.hook_z.add_hook(lambda t, hook: z.setdefault("z", t.clone()))
+    full, _ = attn(x, kv_input=kv_input)
+    attn.hook_z.remove_hooks()
+    torch.testing.assert_close(edited, full - z["z"][:, :, 1] @ attn.W_O[1], atol=1e-5, rtol=0)
