@@ -6,6 +6,13 @@ Run as scripts, the benchmarks import this by its bare name (``from _models impo
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Time the checkout this file sits in, not whatever an editable install points at (another worktree).
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 import torch
 
