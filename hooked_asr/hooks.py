@@ -140,11 +140,21 @@ def act_name(site: str, layer: int | None = None, stack: Stack = "decoder") -> s
     )
 
 
+_BLOCK_NAME = re.compile(r"^(\w+)\.blocks\.(\d+)\.(.+)$")
+
+
+def block_of(name: str) -> tuple[str, int] | None:
+    """``(stack, layer)`` of a hook inside a block (``"decoder.blocks.2.cross_attn.hook_z"`` ->
+    ``("decoder", 2)``), or None for a hook outside the blocks."""
+    m = _BLOCK_NAME.match(name)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
 def unknown_hook_message(name: str, valid_names: Iterable[str], n_layers: dict[str, int]) -> str:
     """Explain why ``name`` is not a hook of the model: a layer out of range, or a typo."""
-    m = re.match(r"^(\w+)\.blocks\.(\d+)\.(.+)$", name)
-    if m:
-        stack, layer, rest = m.group(1), int(m.group(2)), m.group(3)
+    block = block_of(name)
+    if block:
+        stack, layer = block
         if stack in n_layers and layer >= n_layers[stack]:
             n = n_layers[stack]
             return f"unknown hook '{name}': the {stack} has {n} blocks (0-{n - 1})"
@@ -155,4 +165,4 @@ def unknown_hook_message(name: str, valid_names: Iterable[str], n_layers: dict[s
     return f"unknown hook '{name}' ({stacks}){hint} `model.hook_dict` lists every hook name"
 
 
-__all__ = ["HookDtypeError", "HookPoint", "HookShapeError", "act_name", "unknown_hook_message", "Stack"]
+__all__ = ["HookDtypeError", "HookPoint", "HookShapeError", "act_name", "block_of", "unknown_hook_message", "Stack"]

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hooked_asr.hooks import block_of
+
 KINDS = ("attn", "cross_attn", "mlp")
 _WHOLE_HOOK = {"attn": "hook_attn_out", "cross_attn": "hook_cross_attn_out", "mlp": "hook_mlp_out"}
 _SPEC = re.compile(r"^(?P<stack>\w+)\.blocks\.(?P<layer>\d+)\.(?P<kind>attn|cross_attn|mlp)(?:\.head\.(?P<head>\d+))?$")
@@ -73,8 +75,8 @@ def parse_component(model: Any, spec: "str | Component") -> Component:
         # Anything else must be a hook name: the component is the whole activation.
         _check(model, spec, spec)
         stack = spec.split(".")[0]
-        lm = re.match(r"^\w+\.blocks\.(\d+)\.", spec)
-        return Component(spec, spec, None, stack, int(lm.group(1)) if lm else None, "hook")
+        block = block_of(spec)
+        return Component(spec, spec, None, stack, block[1] if block else None, "hook")
     stack, layer, kind = m.group("stack"), int(m.group("layer")), m.group("kind")
     head = None if m.group("head") is None else int(m.group("head"))
     if kind == "mlp" and head is not None:

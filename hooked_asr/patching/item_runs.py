@@ -16,13 +16,13 @@ Everything goes through hook names and the public model API (``encode(start_at_l
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from hooked_asr.hooks import block_of
 from hooked_asr.patching.components import Component
 from hooked_asr.patching.metrics import Transcript
 
@@ -49,9 +49,9 @@ FULL, DECODER = -1, 1 << 30
 def resume_point(comp: Component) -> int:
     """``l`` for a component inside encoder block ``l``; :data:`DECODER` for a decoder
     component; :data:`FULL` for anything else (the whole model must run)."""
-    m = re.match(r"^encoder\.blocks\.(\d+)\.", comp.hook_name)
-    if m:
-        return int(m.group(1))
+    block = block_of(comp.hook_name)
+    if block and block[0] == "encoder":
+        return block[1]
     return DECODER if comp.hook_name.startswith("decoder.") else FULL
 
 
@@ -112,13 +112,10 @@ class TeacherForcedRun:
 def prefix_layer(chunk: Sequence[Component]) -> int | None:
     """The lowest decoder block a chunk's components sit in, or None when one is elsewhere (the
     encoder, the embeddings, the final norm): the block rows may start at on the clean prefix."""
-    layers = []
-    for c in chunk:
-        m = re.match(r"^decoder\.blocks\.(\d+)\.", c.hook_name)
-        if m is None:
-            return None
-        layers.append(int(m.group(1)))
-    return min(layers) if layers else None
+    blocks = [block_of(c.hook_name) for c in chunk]
+    if not blocks or any(b is None or b[0] != "decoder" for b in blocks):
+        return None
+    return min(b[1] for b in blocks)
 
 
 def _touches_cross_kv(comp: Component, layer: int) -> bool:

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,19 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from hooked_asr.hooks import block_of
 from hooked_asr.probing.data import Task, as_features, as_labels, resolve_task, stratified_split, to_python
 from hooked_asr.probing.probe import DEFAULT_L2, ProbeResult, fit_probe
-
-
-_BLOCK = re.compile(r"^(encoder|decoder)\.blocks\.(\d+)\.")
 
 
 def _layer_of(key: Any) -> tuple[str | None, Any]:
     """``(stack, layer)`` for a hook name (``("encoder", 3)``), or ``(None, key)``."""
     if isinstance(key, str):
-        m = _BLOCK.match(key)
-        if m:
-            return m.group(1), int(m.group(2))
+        block = block_of(key)
+        if block and block[0] in ("encoder", "decoder"):
+            return block
         if key.startswith(("encoder.", "decoder.")):
             return key.split(".")[0], key.split(".", 1)[1]
     return None, key
