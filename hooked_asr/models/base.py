@@ -41,7 +41,7 @@ from hooked_asr.hooks import unknown_hook_message
 from hooked_asr.models.tl_compat import TLCompatMixin
 from hooked_asr.models.decoding.results import GenerationOutput, Segment, TranscriptionResult, WordTiming
 from hooked_asr.models.decoding.prefix import PrefixCache, PrefixRecorder, PrefixStepper, check_prefix_use
-from hooked_asr.models.decoding.search import LogitRules, Stepper, beam_search, sample
+from hooked_asr.models.decoding.search import LogitRules, Stepper, beam_search, openai_beam_search, sample
 from hooked_asr.models.decoding.state import DecodingState
 from hooked_asr.models.decoding.timestamps import TimestampRules
 from hooked_asr.models.decoding.transcription import PromptGroup, TranscriptionMixin
@@ -221,8 +221,9 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         begin_suppress_tokens: Sequence[int] | None = None,
         eos_token_id: int | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
-        length_penalty: float = 1.0,
+        length_penalty: float | None = 1.0,
         patience: float | None = None,
+        beam_algorithm: str = "huggingface",
         max_initial_timestamp_index: int | None = 50,
         generator: torch.Generator | None = None,
         max_length: int | None = None,
@@ -237,8 +238,11 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         ``suppress_tokens`` (default: the config's), also at ``begin_suppress_tokens`` on the first
         step, and Whisper's timestamp rules when ``return_timestamps``. ``num_beams=1``:
         ``token_t = argmax s_t`` (or ``~ softmax(s_t / temperature)`` with ``do_sample``),
-        ``logprob_t = log_softmax(s_t)[token_t]``. ``num_beams > 1``: Hugging Face's beam search
-        (``length_penalty``, ``patience``; see :mod:`hooked_asr.models.decoding.search`). Stops
+        ``logprob_t = log_softmax(s_t)[token_t]``. ``num_beams > 1``: ``beam_algorithm="huggingface"`` is Hugging Face's beam search
+        (``length_penalty`` an exponent, ``patience``), token for token HF's ``num_beams``;
+        ``"openai"`` is openai-whisper's ``BeamSearchDecoder`` + ``MaximumLikelihoodRanker``
+        (``length_penalty`` None or GNMT's alpha in [0, 1]), what ``transcribe`` runs
+        (see :mod:`hooked_asr.models.decoding.search`). Stops
         when every row has produced ``eos_token_id`` or after ``max_new_tokens`` (default: the
         rest of the decoder's context). ``encoder_hidden_states`` replaces the encoder's output
         (what :meth:`encode` returns; the features still give the batch size and any mask).
@@ -260,6 +264,9 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
             raise ValueError(f"prompt_ids has {prompt.shape[0]} rows for a batch of {batch} audio inputs")
         if num_beams < 1:
             raise ValueError(f"num_beams={num_beams}: must be >= 1")
+        if beam_algorithm not in ("huggingface", "openai"):
+            raise ValueError(f"beam_algorithm={beam_algorithm!r}: 'huggingface' (HF generate's) or 'openai' "
+                             "(openai-whisper's, what transcribe runs)")
         if max_new_tokens is not None and max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens={max_new_tokens}: must be a positive number of tokens")
         eos = self.cfg.eos_token_id if eos_token_id is None else eos_token_id
@@ -305,9 +312,19 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
             if num_beams > 1:
                 rows = torch.arange(batch, device=device).repeat_interleave(num_beams)
                 stepper = Stepper(self, self._select_context(context, rows), use_cache)
+                if beam_algorithm == "openai":
+                    if do_sample:
+                        raise ValueError("beam_algorithm='openai' is deterministic: openai-whisper samples with "
+                                         "best_of instead of sampled beams")
+                    return openai_beam_search(
+                        stepper, prompt.index_select(0, rows), rules, eos=eos, max_new_tokens=max_new_tokens,
+                        beam_size=num_beams, patience=patience, length_penalty=length_penalty, state=state,
+                        no_speech=no_speech,
+                    )
                 return beam_search(
                     stepper, prompt.index_select(0, rows), rules, eos=eos, max_new_tokens=max_new_tokens,
-                    num_beams=num_beams, length_penalty=length_penalty, patience=patience, do_sample=do_sample,
+                    num_beams=num_beams, length_penalty=1.0 if length_penalty is None else length_penalty,
+                    patience=patience, do_sample=do_sample,
                     temperature=temperature, generator=generator, state=state, no_speech=no_speech,
                 )
             stepper = (Stepper(self, context, use_cache) if clean_prefix is None

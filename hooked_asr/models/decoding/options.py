@@ -46,6 +46,9 @@ class TranscribeOptions:
             raise ValueError(f"best_of={self.best_of}: must be >= 1")
         if self.patience is not None and (self.patience <= 0 or not self.beam_size):
             raise ValueError(f"patience={self.patience} needs beam_size and must be > 0")
+        if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
+            raise ValueError(f"length_penalty={self.length_penalty}: openai-whisper's GNMT alpha must be in [0, 1] "
+                             "(None ranks by sum log p / length)")
         if self.task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
 

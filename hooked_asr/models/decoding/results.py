@@ -22,6 +22,7 @@ class GenerationOutput:
     finished: torch.Tensor  # [batch] bool: reached end of text before the length limit
     no_speech_probs: Float[torch.Tensor, " batch"] | None = None  # p(<|nospeech|>) at <|startoftranscript|>
     prefix_cache: Any = None  # a PrefixCache, with generate(return_prefix_cache=True)
+    sum_logprobs: Float[torch.Tensor, " batch"] | None = None  # openai beam search: the float32 score it ranked
 
 
 @dataclass

@@ -6,11 +6,17 @@ suppression at the first step, Whisper's timestamp rules) are built once per cal
 
 * greedy: ``token_t = argmax_s rules(logits_t)[s]``, ``logprob_t = log_softmax(rules(logits_t))[token_t]``;
 * sampling: ``token_t ~ softmax(rules(logits_t) / T)`` (log-probs as greedy's, at ``T = 1``);
-* beam search: Hugging Face's algorithm (``num_beams`` running beams, ``2 * num_beams``
-  candidates per step, a finished hypothesis scores ``sum log p / n ** length_penalty`` with
-  ``n`` counting its end of text, and the search stops when no running beam can beat the worst
-  of the ``num_beams`` (``round(num_beams * patience)``) finished ones). Its log-probs are
-  ``rules(log_softmax(logits_t))``, as HF ranks beams.
+* beam search, two algorithms:
+
+  - :func:`openai_beam_search`, what ``transcribe`` runs (openai-whisper's ``BeamSearchDecoder``):
+    log-probs ``log_softmax(rules(logits_t))`` (renormalised after suppression), ``beam_size + 1``
+    candidates per beam, every candidate ending in end-of-text collected per audio until
+    ``round(beam_size * patience)`` are finished, the winner picked by :func:`rank_sequences`
+    (openai-whisper's ``MaximumLikelihoodRanker``);
+  - :func:`beam_search`, what ``generate(num_beams=k)`` runs (Hugging Face's algorithm:
+    ``2 * num_beams`` candidates per step, a finished hypothesis scores ``sum log p / n ** length_penalty``
+    with ``n`` counting its end of text, HF's early-stopping heuristic, log-probs
+    ``rules(log_softmax(logits_t))`` as HF ranks beams), token for token HF's ``num_beams``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -146,6 +153,129 @@ def sample(
     tokens = torch.stack(toks, 1) if toks else prompt[:, :0]
     logprobs = torch.stack(lps, 1) if lps else torch.zeros(rows, 0, device=prompt.device)
     return GenerationOutput(sequences=seq, tokens=tokens, logprobs=logprobs, finished=finished, no_speech_probs=nsp)
+
+
+def rank_sequences(
+    lengths: Sequence[int], sum_logprobs: Sequence[float], length_penalty: float | None = None,
+) -> int:
+    """Index of the best of one audio's candidates (openai-whisper's ``MaximumLikelihoodRanker``):
+    ``argmax_i sum_logprob_i / penalty(n_i)`` with ``n_i`` the candidate's tokens without end of
+    text, ``penalty(n) = n`` when ``length_penalty`` is None, else GNMT's ``((5 + n) / 6) ** length_penalty``.
+    Ties go to the first candidate."""
+    scores = [
+        lp / (n if length_penalty is None else ((5 + n) / 6) ** length_penalty) for n, lp in zip(lengths, sum_logprobs)
+    ]
+    return int(np.argmax(scores))
+
+
+def openai_beam_search(
+    stepper: Stepper, prompt: torch.Tensor, rules: LogitRules, *, eos: int, max_new_tokens: int, beam_size: int,
+    patience: float | None = None, length_penalty: float | None = None, state: DecodingState | None = None,
+    no_speech: tuple[int, int] | None = None,
+) -> GenerationOutput:
+    """openai-whisper's beam search (``BeamSearchDecoder`` + ``MaximumLikelihoodRanker``) over
+    ``prompt [n_audio * beam_size, p]`` (each audio's prompt repeated ``beam_size`` times); one row
+    per audio: the ranked winner among its finished candidates.
+
+    At each step every running beam proposes its ``beam_size + 1`` most likely tokens under
+    ``log_softmax(rules(logits))``; an audio's candidates (keyed by their whole token sequence, so
+    identical beams merge, as at the first step) are sorted by cumulative log-prob; those ending in
+    end of text join the audio's finished list (up to ``round(beam_size * patience)``), the best
+    ``beam_size`` others run on. The search stops when every audio has that many finished
+    candidates or after ``max_new_tokens`` steps; an audio with fewer than ``beam_size`` finished
+    ones takes its best running beams as they are. ``sum_logprobs`` are float32 sums, as openai's."""
+    rows, p = prompt.shape
+    n_audio = rows // beam_size
+    max_candidates = round(beam_size * (patience or 1.0))
+    if max_candidates < 1:
+        raise ValueError(f"beam_size={beam_size} with patience={patience} keeps no finished candidate")
+    sequences = [tuple(r) for r in prompt.tolist()]
+    token_logprobs: list[list[float]] = [[] for _ in range(rows)]
+    sum_logprobs = torch.zeros(rows)
+    # per audio: finished sequence (prompt + tokens + eos) -> (sum log-prob, per-token log-probs)
+    finished: list[dict[tuple[int, ...], tuple[float, list[float]]]] = [{} for _ in range(n_audio)]
+    tokens = prompt
+    nsp = None
+    for t in range(max_new_tokens):
+        if state is not None:
+            state.step = t
+        logits = stepper(tokens)
+        if t == 0:
+            nsp = _no_speech(logits, no_speech)
+            nsp = None if nsp is None else nsp.view(n_audio, beam_size)[:, 0]
+        logprobs = F.log_softmax(rules.apply(logits[:, -1].float(), tokens[:, p:]), dim=-1)
+        top_logprobs, top_tokens = logprobs.topk(beam_size + 1)
+        candidate_scores = (sum_logprobs[:, None] + top_logprobs.cpu()).tolist()  # float32 sums, as openai's
+        top_logprobs, top_tokens = top_logprobs.tolist(), top_tokens.tolist()
+        next_sequences, sources, next_sums, next_logprobs = [], [], [], []
+        for audio in range(n_audio):
+            scores: dict[tuple[int, ...], float] = {}
+            origin: dict[tuple[int, ...], tuple[int, float]] = {}
+            for beam in range(beam_size):
+                row = audio * beam_size + beam
+                for lp, token, score in zip(top_logprobs[row], top_tokens[row], candidate_scores[row]):
+                    seq = sequences[row] + (token,)
+                    scores[seq] = score
+                    origin[seq] = (row, lp)
+            newly: dict[tuple[int, ...], float] = {}
+            for seq in sorted(scores, key=scores.get, reverse=True):
+                if seq[-1] == eos:
+                    newly[seq] = scores[seq]
+                else:
+                    row, lp = origin[seq]
+                    next_sequences.append(seq)
+                    sources.append(row)
+                    next_sums.append(scores[seq])
+                    next_logprobs.append(token_logprobs[row] + [lp])
+                    if len(next_sequences) == (audio + 1) * beam_size:
+                        break
+            for seq in sorted(newly, key=newly.get, reverse=True):
+                if len(finished[audio]) >= max_candidates:
+                    break
+                row, lp = origin[seq]
+                finished[audio][seq] = (newly[seq], token_logprobs[row] + [lp])
+        sequences, token_logprobs = next_sequences, next_logprobs
+        sum_logprobs = torch.tensor(next_sums, dtype=torch.float32)
+        tokens = torch.tensor(sequences, dtype=torch.long, device=prompt.device)
+        if all(len(f) >= max_candidates for f in finished):
+            break
+        stepper.reorder(torch.tensor(sources, device=prompt.device), beam_size)
+    return _ranked(prompt, p, beam_size, eos, sequences, token_logprobs, sum_logprobs.tolist(), finished,
+                   length_penalty, nsp)
+
+
+def _ranked(
+    prompt: torch.Tensor, p: int, beam_size: int, eos: int, sequences: list[tuple[int, ...]],
+    token_logprobs: list[list[float]], sums: list[float],
+    finished: list[dict[tuple[int, ...], tuple[float, list[float]]]], length_penalty: float | None,
+    no_speech_probs: torch.Tensor | None,
+) -> GenerationOutput:
+    """openai-whisper's ``finalize`` then ``rank``: fill each audio's candidates with its best
+    running beams (``<|endoftext|>`` appended) up to ``beam_size``, and keep the ranked winner."""
+    picks: list[tuple[list[int], list[float], float, bool]] = []
+    for audio, done in enumerate(finished):
+        candidates = [(list(seq[p:-1]), lps, score, True) for seq, (score, lps) in done.items()]
+        if len(done) < beam_size:
+            running = range(audio * beam_size, (audio + 1) * beam_size)
+            for row in sorted(running, key=lambda r: sums[r], reverse=True):
+                candidates.append((list(sequences[row][p:]), token_logprobs[row], sums[row], False))
+                if len(candidates) >= beam_size:
+                    break
+        best = rank_sequences([len(c[0]) for c in candidates], [c[2] for c in candidates], length_penalty)
+        picks.append(candidates[best])
+    n = max(len(toks) + done for toks, _, _, done in picks)
+    dev = prompt.device
+    tokens = torch.full((len(picks), n), eos, dtype=torch.long, device=dev)
+    logprobs = torch.zeros((len(picks), n), device=dev)
+    for i, (toks, lps, _, _) in enumerate(picks):
+        tokens[i, : len(toks)] = torch.tensor(toks, dtype=torch.long)
+        logprobs[i, : len(lps)] = torch.tensor(lps[: n])
+    sequences_out = torch.cat([prompt.view(len(picks), beam_size, p)[:, 0], tokens], 1)
+    return GenerationOutput(
+        sequences=sequences_out, tokens=tokens, logprobs=logprobs,
+        finished=torch.tensor([done for _, _, _, done in picks], device=dev), no_speech_probs=no_speech_probs,
+        sum_logprobs=torch.tensor([score for _, _, score, _ in picks]),
+    )
 
 
 def beam_search(

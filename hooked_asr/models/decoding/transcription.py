@@ -21,6 +21,7 @@ from hooked_asr.audio import audio_frames, window_samples
 from hooked_asr.models.decoding.fallback import WindowResult, decode_with_fallback
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment, TranscriptionResult
+from hooked_asr.models.decoding.search import rank_sequences
 from hooked_asr.models.decoding.state import DecodingState
 from hooked_asr.models.decoding.timestamps import split_segments
 
@@ -171,9 +172,8 @@ class TranscriptionMixin:
             main, prompt, max_new_tokens=limit, num_beams=opts.beam_size if (temperature == 0 and opts.beam_size) else 1,
             do_sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0,
             return_timestamps=timestamps, use_cache=opts.use_cache, suppress_tokens=suppress,
-            begin_suppress_tokens=begin, eos_token_id=stops[0],
-            length_penalty=1.0 if opts.length_penalty is None else opts.length_penalty, patience=opts.patience,
-            **feats,
+            begin_suppress_tokens=begin, eos_token_id=stops[0], length_penalty=opts.length_penalty,
+            patience=opts.patience, beam_algorithm="openai", **feats,
         )
         stop_set = set(stops)
         out = []
@@ -181,14 +181,17 @@ class TranscriptionMixin:
             toks, lps = gen.tokens[row].tolist(), gen.logprobs[row].tolist()
             cut = next((j for j, t in enumerate(toks) if t in stop_set), None)
             total = sum(lps[: cut + 1]) if cut is not None else sum(lps)
+            if gen.sum_logprobs is not None:  # the beam search's own (float32) score, as openai ranks
+                total = float(gen.sum_logprobs[row])
             if cut is not None:
                 toks, lps = toks[:cut], lps[:cut]
             text = self.tokenizer.decode(toks) if self.tokenizer is not None else ""
             nsp = float(gen.no_speech_probs[row]) if gen.no_speech_probs is not None else float("nan")
             out.append(WindowResult(toks, lps, total, text, cut is not None, temperature, nsp))
-        if n_samples > 1:  # openai-whisper's ranking: sum log p / length
-            out = [max(out[i * n_samples : (i + 1) * n_samples], key=lambda r: r.sum_logprob / max(len(r.tokens), 1))
-                   for i in range(len(rows))]
+        if n_samples > 1:  # openai-whisper's MaximumLikelihoodRanker over each item's samples
+            groups = [out[i * n_samples : (i + 1) * n_samples] for i in range(len(rows))]
+            out = [g[rank_sequences([len(r.tokens) for r in g], [r.sum_logprob for r in g], opts.length_penalty)]
+                   for g in groups]
         return out
 
     def _fallback(self, features: dict[str, torch.Tensor], prompt: list[int], opts: TranscribeOptions,
