@@ -98,3 +98,25 @@ def openai_whisper_from_hf_dir(folder: str | Path) -> Any:
 
 
 __all__ = ["openai_name", "openai_whisper_from_hf_dir"]
+
+
+def segment_tokens_of_openai(result: dict[str, Any]) -> list[tuple[int, list[int]]]:
+    """``[(seek, tokens), ...]`` of openai-whisper's kept segments (it keeps cleared ones with no
+    tokens; we drop them, as faster-whisper does)."""
+    return [(int(s["seek"]), list(s["tokens"])) for s in result["segments"] if s["tokens"]]
+
+
+def transcribe_both(model: Any, reference: Any, audio: Any, **options: Any) -> tuple[Any, dict[str, Any]]:
+    """Our ``model.transcribe(audio, **options)`` and openai-whisper's ``transcribe`` of ``reference``
+    (from :func:`openai_whisper_from_hf_dir`) with the same options, fp32, no progress output.
+    ``language`` defaults to ``"en"`` on both (openai-whisper's tokenizer needs one for .en models)."""
+    import whisper
+
+    options = dict(options)
+    ours = model.transcribe(audio, progress=False, **options)
+    options.setdefault("language", "en")
+    theirs = whisper.transcribe(reference, audio, fp16=False, verbose=None, **options)
+    return ours, theirs
+
+
+__all__ += ["segment_tokens_of_openai", "transcribe_both"]

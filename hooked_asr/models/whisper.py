@@ -156,16 +156,21 @@ class HookedWhisper(HookedEncoderDecoder):
         return self.cfg.no_timestamps_token_id - (5 if task == "translate" else 4)
 
     @torch.no_grad()
-    def detect_language(self, input_features: Float[torch.Tensor, "batch n_mels frames"]) -> list[str]:
-        """Most likely language per item: argmax of the first decoder step over language tokens."""
+    def language_probabilities(self, input_features: Float[torch.Tensor, "batch n_mels frames"]) -> list[dict[str, float]]:
+        """``p(language | audio)`` per item (openai-whisper's ``detect_language``): the softmax of the
+        first decoder step's logits over the language tokens only."""
         if not (self.cfg.is_multilingual and self.cfg.lang_to_id):
-            return ["en"] * input_features.shape[0]
+            return [{"en": 1.0} for _ in range(input_features.shape[0])]
         sot = torch.full((input_features.shape[0], 1), self.cfg.decoder_start_token_id, device=input_features.device)
         logits = self(input_features=input_features, decoder_input_ids=sot)[:, -1]
         codes = list(self.cfg.lang_to_id)
         ids = torch.tensor([self.cfg.lang_to_id[c] for c in codes], device=logits.device)
-        best = logits[:, ids].argmax(-1)
-        return [codes[i].strip("<|>") for i in best.tolist()]
+        probs = logits[:, ids].float().softmax(-1)
+        return [{c.strip("<|>"): p for c, p in zip(codes, row)} for row in probs.tolist()]
+
+    def detect_language(self, input_features: Float[torch.Tensor, "batch n_mels frames"]) -> list[str]:
+        """Most likely language per item (the argmax of :meth:`language_probabilities`)."""
+        return [max(p, key=p.get) for p in self.language_probabilities(input_features)]
 
     # ---- the pieces of the decoding core that are Whisper's ----------------------------
     def _special(self, name: str, offset_from_no_timestamps: int) -> int:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hooked_asr.models.decoding.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
+
 
 @dataclass
 class TranscribeOptions:
@@ -22,7 +24,13 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6
     condition_on_previous_text: bool = True
     initial_prompt: str | Sequence[int] | None = None
+    carry_initial_prompt: bool = False
+    prompt_reset_on_temperature: float = 0.5
     word_timestamps: bool = False
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS
+    append_punctuations: str = APPEND_PUNCTUATIONS
+    clip_timestamps: str | Sequence[float] = "0"
+    hallucination_silence_threshold: float | None = None
     without_timestamps: bool | None = None
     suppress_tokens: str | Sequence[int] | None = "-1"
     suppress_blank: bool = True
@@ -49,8 +57,17 @@ class TranscribeOptions:
         if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
             raise ValueError(f"length_penalty={self.length_penalty}: openai-whisper's GNMT alpha must be in [0, 1] "
                              "(None ranks by sum log p / length)")
+        if self.hallucination_silence_threshold is not None and not self.word_timestamps:
+            raise ValueError("hallucination_silence_threshold needs word_timestamps=True (it reads the word timings)")
         if self.task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
+
+    @property
+    def needs_window_loop(self) -> bool:
+        """Options only openai-whisper's window loop applies (a clip of <= 30 s then takes that loop too)."""
+        clip = self.clip_timestamps
+        default_clip = clip in ("0", "", None) or (not isinstance(clip, str) and [float(x) for x in clip] in ([], [0.0]))
+        return not default_clip or self.hallucination_silence_threshold is not None
 
     def suppress_list(self, checkpoint_list: Sequence[int]) -> list[int]:
         """openai-whisper's ``suppress_tokens``: ids (a list or ``"1,2,3"``); ``-1`` stands for

@@ -290,64 +290,64 @@ def beam_search(
     ``patience`` (openai-whisper's name) keeps ``round(num_beams * patience)`` finished
     hypotheses before the search may stop (``None``: ``num_beams``, HF's rule)."""
     rows, p = prompt.shape
-    B, K = rows // num_beams, num_beams
+    n_items, beams = rows // num_beams, num_beams
     dev = prompt.device
-    N = max(K, round(K * patience)) if patience is not None else K
-    keep = 2 * K
-    L = p + max_new_tokens
-    run_seq = torch.full((B, K, L), eos, dtype=torch.long, device=dev)
-    run_seq[:, :, :p] = prompt.view(B, K, p)
-    run_lp = torch.zeros((B, K, max_new_tokens), device=dev)
-    run_scores = torch.zeros((B, K), device=dev)
+    n_finished = max(beams, round(beams * patience)) if patience is not None else beams
+    keep = 2 * beams
+    max_len = p + max_new_tokens
+    run_seq = torch.full((n_items, beams, max_len), eos, dtype=torch.long, device=dev)
+    run_seq[:, :, :p] = prompt.view(n_items, beams, p)
+    run_lp = torch.zeros((n_items, beams, max_new_tokens), device=dev)
+    run_scores = torch.zeros((n_items, beams), device=dev)
     run_scores[:, 1:] = -1e9
-    fin_seq = torch.full((B, N, L), eos, dtype=torch.long, device=dev)
-    fin_lp = torch.zeros((B, N, max_new_tokens), device=dev)
-    fin_scores = torch.full((B, N), -1e9, device=dev)
-    fin_done = torch.zeros((B, N), dtype=torch.bool, device=dev)
-    fin_len = torch.zeros((B, N), dtype=torch.long, device=dev)
-    is_open = torch.ones((B, 1), dtype=torch.bool, device=dev)
-    top_mask = torch.arange(keep, device=dev) < K
-    offset = torch.arange(B, device=dev)[:, None] * K
+    fin_seq = torch.full((n_items, n_finished, max_len), eos, dtype=torch.long, device=dev)
+    fin_lp = torch.zeros((n_items, n_finished, max_new_tokens), device=dev)
+    fin_scores = torch.full((n_items, n_finished), -1e9, device=dev)
+    fin_done = torch.zeros((n_items, n_finished), dtype=torch.bool, device=dev)
+    fin_len = torch.zeros((n_items, n_finished), dtype=torch.long, device=dev)
+    is_open = torch.ones((n_items, 1), dtype=torch.bool, device=dev)
+    top_mask = torch.arange(keep, device=dev) < beams
+    offset = torch.arange(n_items, device=dev)[:, None] * beams
     nsp = None
     cur = p
     for t in range(max_new_tokens):
         if state is not None:
             state.step = t
-        logits = stepper(run_seq.view(rows, L)[:, :cur])
+        logits = stepper(run_seq.view(rows, max_len)[:, :cur])
         if t == 0:
             nsp = _no_speech(logits, no_speech)
-            nsp = None if nsp is None else nsp.view(B, K)[:, 0]
+            nsp = None if nsp is None else nsp.view(n_items, beams)[:, 0]
         lp = F.log_softmax(logits[:, -1].float(), dim=-1)
-        lp = rules.apply(lp, run_seq.view(rows, L)[:, p:cur])
-        V = lp.shape[-1]
-        acc = (lp.view(B, K, V) + run_scores[:, :, None]).view(B, K * V)
+        lp = rules.apply(lp, run_seq.view(rows, max_len)[:, p:cur])
+        vocab = lp.shape[-1]
+        acc = (lp.view(n_items, beams, vocab) + run_scores[:, :, None]).view(n_items, beams * vocab)
         if do_sample:
             idx = torch.multinomial(F.softmax(acc / temperature, dim=-1), keep, generator=generator)
             top, order = acc.gather(1, idx).sort(dim=-1, descending=True)
             idx = idx.gather(1, order)
         else:
             top, idx = torch.topk(acc, k=keep)
-        beam, tok = idx // V, idx % V
-        cand_seq = run_seq.gather(1, beam[:, :, None].expand(-1, -1, L)).clone()
+        beam, tok = idx // vocab, idx % vocab
+        cand_seq = run_seq.gather(1, beam[:, :, None].expand(-1, -1, max_len)).clone()
         cand_seq[:, :, cur] = tok
         cand_lp = run_lp.gather(1, beam[:, :, None].expand(-1, -1, max_new_tokens)).clone()
-        cand_lp[:, :, t] = lp.view(B, K * V).gather(1, idx)  # this token's own log-prob
-        hits = (tok == eos) | (cur + 1 >= L)
-        # running beams for the next step: the best K candidates that did not just finish
+        cand_lp[:, :, t] = lp.view(n_items, beams * vocab).gather(1, idx)  # this token's own log-prob
+        hits = (tok == eos) | (cur + 1 >= max_len)
+        # running beams for the next step: the best beams candidates that did not just finish
         live = top + hits.to(torch.float32) * -1.0e9
-        nxt = torch.topk(live, k=K)[1]
-        run_seq = cand_seq.gather(1, nxt[:, :, None].expand(-1, -1, L))
+        nxt = torch.topk(live, k=beams)[1]
+        run_seq = cand_seq.gather(1, nxt[:, :, None].expand(-1, -1, max_len))
         run_lp = cand_lp.gather(1, nxt[:, :, None].expand(-1, -1, max_new_tokens))
         run_scores = live.gather(1, nxt)
         parent = beam.gather(1, nxt)
-        # finished hypotheses: merge the candidates that just finished among the top K
+        # finished hypotheses: merge the candidates that just finished among the top beams
         just = hits & top_mask[None, :]
         score = top / ((cur + 1 - p) ** length_penalty)
         score = score + (~is_open).to(torch.float32) * -1.0e9
         score = score + (~just) * -1.0e9
         m_scores = torch.cat((fin_scores, score), dim=1)
-        pick = torch.topk(m_scores, k=N)[1]
-        fin_seq = torch.cat((fin_seq, cand_seq), 1).gather(1, pick[:, :, None].expand(-1, -1, L))
+        pick = torch.topk(m_scores, k=n_finished)[1]
+        fin_seq = torch.cat((fin_seq, cand_seq), 1).gather(1, pick[:, :, None].expand(-1, -1, max_len))
         fin_lp = torch.cat((fin_lp, cand_lp), 1).gather(1, pick[:, :, None].expand(-1, -1, max_new_tokens))
         fin_len = torch.cat((fin_len, torch.full_like(top, t + 1, dtype=torch.long)), 1).gather(1, pick)
         fin_done = torch.cat((fin_done, just), 1).gather(1, pick)
@@ -358,12 +358,12 @@ def beam_search(
         is_open = is_open & (best_possible > worst).any(dim=-1, keepdim=True)
         if not bool(is_open.any()) or bool(hits.all()):
             break
-        stepper.reorder((parent + offset).view(-1), K)
-    n = int(fin_len[:, 0].max()) if B else 0
+        stepper.reorder((parent + offset).view(-1), beams)
+    n = int(fin_len[:, 0].max()) if n_items else 0
     tokens = fin_seq[:, 0, p : p + n]
     lengths = fin_len[:, 0]
     pad = torch.arange(n, device=dev)[None, :] >= lengths[:, None]
     logprobs = fin_lp[:, 0, :n].masked_fill(pad, 0.0)
     finished = (tokens.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0] == eos) & fin_done[:, 0]
-    sequences = torch.cat([prompt.view(B, K, p)[:, 0], tokens], 1)
+    sequences = torch.cat([prompt.view(n_items, beams, p)[:, 0], tokens], 1)
     return GenerationOutput(sequences=sequences, tokens=tokens, logprobs=logprobs, finished=finished, no_speech_probs=nsp)

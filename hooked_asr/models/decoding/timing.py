@@ -234,6 +234,7 @@ def add_word_timestamps(
     model: Any, segments: list[Segment], *, time_offset: float, last_speech_timestamp: float,
     input_features: torch.Tensor | None = None, encoder_hidden_states: torch.Tensor | None = None,
     num_frames: int | None = None, language: str | None = None, task: str = "transcribe",
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS, append_punctuations: str = APPEND_PUNCTUATIONS,
 ) -> float:
     """Fill ``segment.words`` for one window's segments (openai-whisper's ``add_word_timestamps``,
     with its clamps of over-long words at sentence and segment boundaries); returns the new
@@ -259,7 +260,7 @@ def add_word_timestamps(
                     alignment[i].end = alignment[i].start + longest
                 elif alignment[i - 1].word in marks:
                     alignment[i].start = alignment[i].end - longest
-    merge_punctuations(alignment)
+    merge_punctuations(alignment, prepend_punctuations, append_punctuations)
     k = 0
     for seg, toks in zip(segments, per_segment):
         saved, words = 0, []

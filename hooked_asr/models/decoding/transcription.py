@@ -22,6 +22,7 @@ from hooked_asr.models.decoding.fallback import WindowResult, decode_with_fallba
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment, TranscriptionResult
 from hooked_asr.models.decoding.search import rank_sequences
+from hooked_asr.models.decoding.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 from hooked_asr.models.decoding.state import DecodingState
 from hooked_asr.models.decoding.timestamps import split_segments
 
@@ -55,8 +56,14 @@ class TranscriptionMixin:
         logprob_threshold: float | None = -1.0,
         no_speech_threshold: float | None = 0.6,
         condition_on_previous_text: bool = True,
+        prompt_reset_on_temperature: float = 0.5,
         initial_prompt: str | Sequence[int] | None = None,
+        carry_initial_prompt: bool = False,
         word_timestamps: bool = False,
+        prepend_punctuations: str = PREPEND_PUNCTUATIONS,
+        append_punctuations: str = APPEND_PUNCTUATIONS,
+        clip_timestamps: str | Sequence[float] = "0",
+        hallucination_silence_threshold: float | None = None,
         without_timestamps: bool | None = None,
         suppress_tokens: str | Sequence[int] | None = "-1",
         suppress_blank: bool = True,
@@ -65,9 +72,8 @@ class TranscriptionMixin:
         allow_silence: bool = False,
         use_cache: bool = True,
         progress: bool | None = None,
-        _model_options: dict[str, Any] | None = None,
     ) -> TranscriptionResult | list[TranscriptionResult]:
-        """Transcribe audio of any length with every hook live (openai-whisper's options).
+        """Transcribe audio of any length with every hook live (openai-whisper's options and names).
 
         ``audio``: a path (wav/flac/ogg), a 1-D float array at ``sampling_rate`` (16 kHz if not
         given), a list of those (returns a list), or log-mel features ``[batch, n_mels, frames]``
@@ -77,21 +83,34 @@ class TranscriptionMixin:
         Defaults: greedy at temperature 0, no timestamps for audio up to 30 s (timestamps on for
         long-form, which seeks by them). ``temperature`` as a tuple turns on fallback
         (``compression_ratio_threshold``, ``logprob_threshold``, ``no_speech_threshold``);
-        ``beam_size`` beam search at temperature 0, ``best_of`` samples above it;
-        ``word_timestamps`` fills ``result.words``. ``allow_silence`` lets silent audio through
-        (to study hallucinations on it). See docs/decoding.md for every option and how it
-        differs from openai-whisper / faster-whisper / Hugging Face.
+        ``beam_size`` is openai-whisper's beam search at temperature 0 (``patience``;
+        ``length_penalty`` None ranks by ``sum log p / n``, a value ``alpha`` by GNMT's
+        ``sum log p / ((5 + n) / 6) ** alpha``), ``best_of`` samples above it, ranked the same way;
+        ``word_timestamps`` fills ``result.words``. Long-form only: ``condition_on_previous_text``,
+        ``prompt_reset_on_temperature``, ``carry_initial_prompt``, ``clip_timestamps``,
+        ``hallucination_silence_threshold`` (openai-whisper's). ``allow_silence`` lets silent audio
+        through (to study hallucinations on it). See docs/decoding.md for every option and the
+        measured agreement with openai-whisper / faster-whisper / Hugging Face.
         """
-        self._check_language_task(language, task)
         opts = TranscribeOptions(
             language=language, task=task, temperature=temperature, beam_size=beam_size, best_of=best_of,
             patience=patience, length_penalty=length_penalty, compression_ratio_threshold=compression_ratio_threshold,
             logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
-            condition_on_previous_text=condition_on_previous_text, initial_prompt=initial_prompt,
-            word_timestamps=word_timestamps, without_timestamps=without_timestamps, suppress_tokens=suppress_tokens,
-            suppress_blank=suppress_blank, max_new_tokens=max_new_tokens, use_cache=use_cache, progress=progress,
-            model_options=dict(_model_options or {}),
+            condition_on_previous_text=condition_on_previous_text,
+            prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt,
+            carry_initial_prompt=carry_initial_prompt, word_timestamps=word_timestamps,
+            prepend_punctuations=prepend_punctuations, append_punctuations=append_punctuations,
+            clip_timestamps=clip_timestamps, hallucination_silence_threshold=hallucination_silence_threshold,
+            without_timestamps=without_timestamps, suppress_tokens=suppress_tokens, suppress_blank=suppress_blank,
+            max_new_tokens=max_new_tokens, use_cache=use_cache, progress=progress,
         )
+        return self._transcribe(audio, opts, sampling_rate=sampling_rate, allow_silence=allow_silence)
+
+    def _transcribe(
+        self, audio: Any, opts: TranscribeOptions, *, sampling_rate: int | None, allow_silence: bool,
+    ) -> TranscriptionResult | list[TranscriptionResult]:
+        """``transcribe`` with its options checked (a model's own ``transcribe`` adds ``opts.model_options``)."""
+        self._check_language_task(opts.language, opts.task)
         items, is_batch = self._transcription_inputs(audio, sampling_rate, allow_silence)
         window = self._window_samples()
         results: dict[int, TranscriptionResult] = {}
@@ -99,15 +118,18 @@ class TranscriptionMixin:
         self._decoding_state = state
         try:
             if isinstance(items, dict):  # ready features: one window per item
+                if opts.needs_window_loop:
+                    raise ValueError("clip_timestamps / hallucination_silence_threshold work on audio, not on ready "
+                                     "log-mel features: pass the waveform or a path")
                 short = list(range(items["input_features"].shape[0]))
                 results.update(self._transcribe_short(items, [None] * len(short), short, opts))
             else:
-                short = [i for i, w in enumerate(items) if w.size <= window]
+                short = [i for i, w in enumerate(items) if w.size <= window and not opts.needs_window_loop]
                 if short:
                     feats = self._short_form_features([items[i] for i in short])
                     results.update(self._transcribe_short(feats, [items[i].size for i in short], short, opts))
                 for i, w in enumerate(items):
-                    if w.size > window:
+                    if i not in short:
                         results[i] = self._transcribe_long(w, opts)
         finally:
             self._decoding_state = None
