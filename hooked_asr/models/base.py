@@ -348,21 +348,27 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         """THE cut-at-end-of-text and decode: one :class:`TranscriptionResult` per row of ``gen``.
 
         A row's tokens stop before the first of :meth:`stop_token_ids`; ``finished`` says a stop
-        id was reached; ``text`` is the tokenizer's decoding (special tokens dropped), stripped."""
-        stops = set(self.stop_token_ids())
+        id was reached; ``extra["sum_logprob"]`` is openai-whisper's ``sum_logprob`` (the stop token's
+        log-prob included); ``text`` is the tokenizer's decoding (special tokens dropped), stripped."""
+        stop_ids = self.stop_token_ids()
+        stops = set(stop_ids)
         tok = getattr(self, "tokenizer", None)
         prompts = prompt.tolist() if isinstance(prompt, torch.Tensor) else list(prompt)
         out = []
         for row in range(gen.tokens.shape[0]):
             toks, lps = gen.tokens[row].tolist(), gen.logprobs[row].tolist()
             cut = next((j for j, t in enumerate(toks) if t in stops), None)
+            # openai-whisper's sum_logprob counts the end of text; a beam search reports its own float32 sum
+            total = float(gen.sum_logprobs[row]) if gen.sum_logprobs is not None else sum(lps[: None if cut is None else cut + 1])
+            # a row padded with end of text after an unfinished beam did not finish
+            finished = cut is not None and (toks[cut] != stop_ids[0] or bool(gen.finished[row]))
             if cut is not None:
                 toks, lps = toks[:cut], lps[:cut]
             text = tok.decode(toks).strip() if tok is not None else None
             p = prompts[row] if prompts and isinstance(prompts[0], list) else prompts
             out.append(TranscriptionResult(
-                text=text, tokens=toks, token_logprobs=lps, prompt=[int(x) for x in p], finished=cut is not None,
-                language=language, extra=dict(extra or {}),
+                text=text, tokens=toks, token_logprobs=lps, prompt=[int(x) for x in p], finished=finished,
+                language=language, extra=dict(extra or {}) | {"sum_logprob": total},
             ))
         return out
 

@@ -36,7 +36,9 @@ from hooked_asr.models.decoding.timestamps import TimestampRules
 
 @dataclass
 class LogitRules:
-    """Masks applied to every step's scores ``[rows, vocab]`` (``-inf`` where not allowed).
+    """openai-whisper's logit filters, applied to every step's scores ``[rows, vocab]`` (``-inf`` where
+    not allowed): ``SuppressTokens`` (``suppress``, every step), ``SuppressBlank`` (``begin``: blank and
+    end of text at the first step) and ``ApplyTimestampRules`` (``timestamps``, see :mod:`.timestamps`).
 
     Applied as an additive bias (``0`` allowed, ``-inf`` not), built once: the same numbers as a
     ``masked_fill`` of finite scores in one pass instead of two (~2x faster per step at 32 rows)."""

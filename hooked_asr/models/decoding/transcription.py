@@ -197,19 +197,11 @@ class TranscriptionMixin:
             begin_suppress_tokens=begin, eos_token_id=stops[0], length_penalty=opts.length_penalty,
             patience=opts.patience, beam_algorithm="openai", **feats,
         )
-        stop_set = set(stops)
         out = []
-        for row in range(gen.tokens.shape[0]):
-            toks, lps = gen.tokens[row].tolist(), gen.logprobs[row].tolist()
-            cut = next((j for j, t in enumerate(toks) if t in stop_set), None)
-            total = sum(lps[: cut + 1]) if cut is not None else sum(lps)
-            if gen.sum_logprobs is not None:  # the beam search's own (float32) score, as openai ranks
-                total = float(gen.sum_logprobs[row])
-            if cut is not None:
-                toks, lps = toks[:cut], lps[:cut]
-            text = self.tokenizer.decode(toks) if self.tokenizer is not None else ""
+        for row, res in enumerate(self.results_from_generation(gen, prompt)):
             nsp = float(gen.no_speech_probs[row]) if gen.no_speech_probs is not None else float("nan")
-            out.append(WindowResult(toks, lps, total, text, cut is not None, temperature, nsp))
+            out.append(WindowResult(res.tokens, res.token_logprobs, res.extra["sum_logprob"], res.text or "",
+                                    res.finished, temperature, nsp))
         if n_samples > 1:  # openai-whisper's MaximumLikelihoodRanker over each item's samples
             groups = [out[i * n_samples : (i + 1) * n_samples] for i in range(len(rows))]
             out = [g[rank_sequences([len(r.tokens) for r in g], [r.sum_logprob for r in g], opts.length_penalty)]
