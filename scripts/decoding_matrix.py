@@ -185,23 +185,27 @@ def main() -> None:
     audio = mixed_audio(args.seconds)
     french = np.concatenate([synthesize("Bonjour, je voudrais un café et un croissant, s'il vous plaît.", voice="fr"),
                              np.zeros(16000 * 2, np.float32)] * 6)
+    json_path = ROOT / "docs" / "decoding_matrix.json"
     results: dict = {"audio_seconds": len(audio) / 16000, "models": {}}
+    if json_path.exists() and not args.no_write:  # a partial run (--models, --cells) updates the stored table
+        stored = json.loads(json_path.read_text())
+        if stored.get("audio_seconds") == results["audio_seconds"]:
+            results = stored
     for name in args.models:
         model = hooked_asr.load_model(name)
         reference = openai_whisper_from_hf_dir(weights_dir() / name)
         cells = CELLS + (MULTILINGUAL_CELLS if model.cfg.is_multilingual else [])
         cells = [(c, o) for c, o in cells if args.cells in c]
-        rows: dict = {"cells": {}}
+        rows: dict = results["models"].setdefault(name, {"cells": {}})
         for cell, options in tqdm(cells, desc=name):
             clip = french if "language" in options else audio
             rows["cells"][cell] = run_cell(model, reference, clip, options)
         if model.cfg.is_multilingual:
             rows["language"] = language_row(model, reference, french[: 16000 * 8])
-        results["models"][name] = rows
     table = markdown(results)
     print(table)
     if not args.no_write:
-        write_atomic(ROOT / "docs" / "decoding_matrix.json", json.dumps(results, indent=1) + "\n")
+        write_atomic(json_path, json.dumps(results, indent=1) + "\n")
         doc = (ROOT / "docs" / "decoding.md").read_text()
         block = (f"<!-- matrix:start (python scripts/decoding_matrix.py; {results['audio_seconds']:.0f} s of mixed audio) -->\n"
                  f"{table}\n<!-- matrix:end -->")
