@@ -195,7 +195,10 @@ class TranscriptionMixin:
             do_sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0,
             return_timestamps=timestamps, use_cache=opts.use_cache, suppress_tokens=suppress,
             begin_suppress_tokens=begin, eos_token_id=stops[0], length_penalty=opts.length_penalty,
-            patience=opts.patience, beam_algorithm="openai", **feats,
+            patience=opts.patience, beam_algorithm="openai",
+            # openai-whisper stops once the sequence is longer than the context, so its last token
+            # is predicted from the context's last position: one token more than max_length=n_ctx
+            max_length=self.cfg.decoder.n_ctx + 1, **feats,
         )
         out = []
         for row, res in enumerate(self.results_from_generation(gen, prompt)):
