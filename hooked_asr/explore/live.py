@@ -511,7 +511,9 @@ class LiveSession:
         extra = (f"<style>{_static('live.css')}</style>\n<script>window.HA_LIVE = {_json_for_script(cfg)};</script>\n"
                  f"<script>{_static('live.js')}</script>\n")
         i = html.rindex("</body>")
-        return html[:i] + extra + html[i:]
+        html = html[:i] + extra + html[i:]
+        # no favicon request: it would carry no token and be refused
+        return html.replace("<head>", '<head><link rel="icon" href="data:,">', 1)
 
     def close(self) -> None:
         if self._tmp is not None:

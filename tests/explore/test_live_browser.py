@@ -1,0 +1,131 @@
+"""``hooked-asr explore --serve`` on the real tiny.en, driven in headless Chromium (Debian's ``chromium``)
+over the DevTools protocol: click a head and ablate it, the transcript shown is the one the Python API
+gives for the same intervention; the exported code reproduces the page's numbers; an uploaded WAV
+becomes the clip. Screenshots go to the test's tmp folder and to ``$HOOKED_ASR_ARTIFACTS`` when set."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
+]
+
+SAID = "She opened the window and looked at the sea."
+LAYER, HEAD = 0, 4  # zero-ablating this cross-attention head makes tiny.en hear "the window" for "the sea"
+ROOT = "document.getElementById('ha-root').dataset"
+
+
+def _keep(png: Path) -> None:
+    out = os.environ.get("HOOKED_ASR_ARTIFACTS")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, Path(out) / png.name)
+
+
+@pytest.fixture(scope="module")
+def served():
+    """The CLI in a subprocess, as a user starts it; yields the URL it prints."""
+    proc = subprocess.Popen([sys.executable, "-m", "hooked_asr.cli", "explore", "--say", SAID, "--serve", "--model", "whisper-tiny.en"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    url, lines = None, []
+    deadline = time.monotonic() + 300
+    while url is None and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(r"live explorer at (http://127\.0\.0\.1:\d+/\?token=\S+)", line)
+        url = m[1] if m else None
+    if url is None:
+        proc.kill()
+        raise AssertionError("the server printed no URL:\n" + "".join(lines))
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _wait(b, expression, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = b.evaluate(expression)
+        if v:
+            return v
+        time.sleep(0.25)
+    status = b.evaluate("document.getElementById('ha-live-status').textContent")
+    raise AssertionError(f"timed out waiting for {expression}; status: {status}")
+
+
+def test_clicking_a_head_ablates_it_as_the_python_api_does(served, whisper_tiny_en, tmp_path):
+    import torch
+
+    from hooked_asr.datasets.espeak import synthesize
+    from hooked_asr.explore.browser import Chromium
+    from hooked_asr.patching import patched, zero_ablate
+
+    comp = f"decoder.blocks.{LAYER}.cross_attn.head.{HEAD}"
+    with patched(whisper_tiny_en, [zero_ablate(comp)]):
+        want = whisper_tiny_en.transcribe(synthesize(SAID)).text
+    assert want != SAID  # the head matters: the page must show a change
+
+    with Chromium(width=1300, height=1000, timeout=300) as b:
+        b.open(served, settle_ms=500)
+        assert b.evaluate("document.querySelector('.ha-heard b').textContent") == SAID
+        b.click(f'.ha-head[data-layer="{LAYER}"][data-head="{HEAD}"]')
+        assert b.evaluate("document.getElementById('ha-live-comp').value") == comp  # the form follows the head picked
+        b.click("#ha-live-ablate-head")
+        shown = _wait(b, f"{ROOT}.liveText")
+        assert shown == want
+        assert b.evaluate("document.getElementById('ha-live-text').textContent") == want
+        diff = b.evaluate("Array.from(document.querySelectorAll('#ha-live-diff span')).map(s => s.className + ':' + s.textContent)")
+        assert "ha-del:sea." in diff and "ha-ins:window." in diff
+        tf_sum = float(_wait(b, f"{ROOT}.liveTf"))
+        assert b.evaluate("document.querySelectorAll('#ha-live-lp-table tr').length") == 1 + len(
+            b.evaluate("window.hookedAsrExplorer.data.transcript.tokens"))
+        b.click('.ha-token[data-i="8"]')  # "sea": the intervened lens and attention follow the token picked
+        assert "token 8" in b.evaluate("document.getElementById('ha-live-strip-label').textContent")
+        b.click("#ha-live-export")
+        code = _wait(b, "document.getElementById('ha-live-code').textContent")
+        shot = b.screenshot(tmp_path / "live_explorer.png", full_page=True)
+        assert not b.errors(), b.errors()
+    ns: dict = {}
+    exec(compile(code, "exported.py", "exec"), ns)
+    assert ns["out"].text == want
+    assert float(ns["logprobs"].sum()) == pytest.approx(tf_sum, abs=1e-4)
+    assert isinstance(ns["logprobs"], torch.Tensor)
+    _keep(shot)
+
+
+def test_uploading_a_wav_shows_its_transcript(served, whisper_tiny_en, tmp_path):
+    import soundfile as sf
+
+    from hooked_asr.datasets.espeak import synthesize
+    from hooked_asr.explore.browser import Chromium
+
+    wav = tmp_path / "calm.wav"
+    sf.write(wav, synthesize("The sea was calm and the sky was blue."), 16000, subtype="PCM_16")
+    want = whisper_tiny_en.transcribe(str(wav)).text
+    with Chromium(width=1300, height=1000, timeout=300) as b:
+        b.open(served, settle_ms=300)
+        doc = b.send("DOM.getDocument")["root"]["nodeId"]
+        node = b.send("DOM.querySelector", nodeId=doc, selector="#ha-live-file")["nodeId"]
+        b.send("DOM.setFileInputFiles", nodeId=node, files=[str(wav)])
+        b.click("#ha-live-upload")
+        b.wait_for_event("Page.loadEventFired", timeout=300)  # the page reloads on the new clip
+        time.sleep(0.5)
+        assert b.evaluate("document.querySelector('.ha-heard b').textContent") == want
+        assert "calm" in b.evaluate("document.getElementById('ha-live-audio-note').textContent")
+        assert b.evaluate("window.hookedAsrExplorer.data.audio.duration") == pytest.approx(sf.info(wav).duration, abs=1e-3)
+        assert not b.errors(), b.errors()
