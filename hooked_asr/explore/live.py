@@ -176,7 +176,7 @@ class LiveSession:
             self.clean_language = t["language"] if getattr(self.model.cfg, "is_multilingual", False) else None
             self.steps = [int(x["id"]) for x in t["tokens"]]  # the transcript, then end of text
             self.tf = self.model.teacher_forced_inputs(wave, continuation=self.steps, **self._lang())
-            self.clean_logprobs = self._logprobs([])
+            self.clean_logprobs = self._lens([])[1]
             self._means: dict[str, torch.Tensor] = {}
             self._noise: dict[str, torch.Tensor] = {}
 
@@ -296,29 +296,31 @@ class LiveSession:
 
     # ---- actions ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _logprobs(self, ivs: Sequence[Any]) -> list[float]:
-        """``log p(step_s | prompt, steps_<s)`` of the clean transcript (and end of text) under ``ivs``."""
-        from hooked_asr.patching import run_with_interventions
+    def _lens(self, ivs: Sequence[Any]) -> tuple[Any, list[float]]:
+        """The logit lens of the clean transcript under ``ivs`` and ``log p(step_s | prompt, steps_<s)`` of each
+        of its steps (end of text included): the last layer's lens is the model's output (``ln_final`` then
+        the unembedding), so one forward gives both."""
+        from hooked_asr.lens import logit_lens
+        from hooked_asr.patching import patched
 
-        logits = run_with_interventions(self.model, ivs, **self.tf.kwargs)
-        p = self.tf.prompt_len
-        lp = torch.log_softmax(logits[0, p - 1 : -1].float(), -1).gather(-1, self.tf.tokens[0, p:, None].to(logits.device))[:, 0]
-        return [float(x) for x in lp.cpu()]
+        with patched(self.model, ivs):
+            lens = logit_lens(self.model, self.wave, tokens=self.steps[:-1], top_k=5, keep_logits=True, **self._lang())
+        lp = torch.log_softmax(lens.logits[-1].float(), -1).gather(-1, lens.tokens[:, None].to(lens.logits.device))[:, 0]
+        lens.logits = None  # [layer, step, vocab]: not kept with the session
+        return lens, [float(x) for x in lp.cpu()]
 
     @torch.no_grad()
     def teacher_forced(self, specs: Any) -> dict[str, Any]:
         """The clean transcript forced through the intervened model: each token's log-prob before and
         after, the logit lens and the attention over the audio (same layout as the page's clean data)."""
         from hooked_asr.explore import data as _data
-        from hooked_asr.lens import logit_lens
         from hooked_asr.patching import patched
 
         with self.lock:
             norm = self.validate(specs)
             ivs = self.interventions(norm)
-            after = self._logprobs(ivs)
+            lens, after = self._lens(ivs)
             with patched(self.model, ivs):
-                lens = logit_lens(self.model, self.wave, tokens=self.steps[:-1], top_k=5, **self._lang())
                 audio_att, _ = _data.attention_sections(self.model, self.wave, self.steps, self.clean_language,
                                                         len(self.steps),
                                                         max_audio_columns=self.view.data["audio_attention"]["columns"])
