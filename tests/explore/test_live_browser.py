@@ -96,9 +96,9 @@ def test_clicking_a_head_ablates_it_as_the_python_api_does(served, whisper_tiny_
             b.evaluate("window.hookedAsrExplorer.data.transcript.tokens"))
         b.click('.ha-token[data-i="8"]')  # "sea": the intervened lens and attention follow the token picked
         assert "token 8" in b.evaluate("document.getElementById('ha-live-strip-label').textContent")
+        shot = b.screenshot(tmp_path / "live_explorer.png", full_page=True)
         b.click("#ha-live-export")
         code = _wait(b, "document.getElementById('ha-live-code').textContent")
-        shot = b.screenshot(tmp_path / "live_explorer.png", full_page=True)
         assert not b.errors(), b.errors()
     ns: dict = {}
     exec(compile(code, "exported.py", "exec"), ns)
