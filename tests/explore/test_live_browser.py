@@ -128,4 +128,15 @@ def test_uploading_a_wav_shows_its_transcript(served, whisper_tiny_en, tmp_path)
         assert b.evaluate("document.querySelector('.ha-heard b').textContent") == want
         assert "calm" in b.evaluate("document.getElementById('ha-live-audio-note').textContent")
         assert b.evaluate("window.hookedAsrExplorer.data.audio.duration") == pytest.approx(sf.info(wav).duration, abs=1e-3)
+        # The microphone path's WAV writer: a recording's samples come back from the WAV it writes.
+        err = b.evaluate("""(async () => {
+            const n = 4000, x = new Float32Array(n);
+            for (let i = 0; i < n; i++) x[i] = 0.5 * Math.sin(2 * Math.PI * 440 * i / 16000);
+            const blob = window.hookedAsrLive.wavBytes(x, 16000);
+            const pcm = await new OfflineAudioContext(1, n, 16000).decodeAudioData(await blob.arrayBuffer());
+            const y = pcm.getChannelData(0);
+            let m = 0; for (let i = 0; i < n; i++) m = Math.max(m, Math.abs(x[i] - y[i]));
+            return [pcm.sampleRate, pcm.length, m];
+        })()""")
+        assert err[0] == 16000 and err[1] == 4000 and err[2] < 1 / 16000  # 16-bit quantisation
         assert not b.errors(), b.errors()
