@@ -108,6 +108,33 @@ def test_clicking_a_head_ablates_it_as_the_python_api_does(served, whisper_tiny_
     _keep(shot)
 
 
+def test_a_mask_drawn_on_the_spectrogram_matches_the_python_api(served, whisper_tiny_en):
+    from hooked_asr.datasets.espeak import synthesize
+    from hooked_asr.explore.browser import Chromium
+    from hooked_asr.patching import patched
+    from hooked_asr.patching.attention_masks import frames_between, mask_attention
+
+    with Chromium(width=1300, height=1000, timeout=300) as b:
+        b.open(served, settle_ms=300)
+        box = b.evaluate("(() => { const e = document.getElementById('ha-mel'); e.scrollIntoView({block: 'center'}); "
+                         "const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()")
+        T, W = b.evaluate("window.hookedAsrExplorer.T"), b.evaluate("window.hookedAsrExplorer.W")
+        x0, x1, y = box[0] + 1.9 / T * W, box[0] + 2.3 / T * W, box[1] + box[3] / 2  # over "sea": 1.9-2.3 s
+        for kind, x in (("mousePressed", x0), ("mouseMoved", x1), ("mouseReleased", x1)):
+            b.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1, modifiers=8)  # shift
+        a, c = float(b.evaluate("document.getElementById('ha-live-from').value")), float(b.evaluate("document.getElementById('ha-live-to').value"))
+        assert a == pytest.approx(1.9, abs=0.02) and c == pytest.approx(2.3, abs=0.02)
+        b.evaluate("document.getElementById('ha-live-comp').value = 'decoder.blocks.3.cross_attn'")
+        b.evaluate("document.getElementById('ha-live-method').value = 'mask'")
+        b.click("#ha-live-add")
+        assert "mask decoder.blocks.3.cross_attn" in b.evaluate("document.getElementById('ha-live-list').textContent")
+        b.click("#ha-live-transcribe")
+        shown = _wait(b, f"{ROOT}.liveText")
+        assert not b.errors(), b.errors()
+    with patched(whisper_tiny_en, [mask_attention("decoder.blocks.3.cross_attn", frames_between(a, c))]):
+        assert shown == whisper_tiny_en.transcribe(synthesize(SAID)).text
+
+
 def test_uploading_a_wav_shows_its_transcript(served, whisper_tiny_en, tmp_path):
     import soundfile as sf
 
