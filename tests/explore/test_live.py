@@ -177,3 +177,30 @@ def test_widget_answers_through_the_same_backend(session):
     w.send = sent.append  # what the comm would carry back to the page
     w._on_message(w, {"id": 9, "action": "export", "body": {"interventions": specs}}, [])
     assert sent[0]["id"] == 9 and "zero_ablate('decoder.blocks.3.cross_attn.head.2')" in sent[0]["result"]["code"]
+
+
+@torch.no_grad()
+def test_a_model_without_cross_attention_is_explored_live_too():
+    """Qwen2-Audio (random tiny weights): its heads are decoder self-attention heads; the session's
+    numbers are still the patching API's."""
+    from hooked_asr import HookedQwen2Audio
+    from hooked_asr.audio import window_samples
+    from hooked_asr.explore.live import LiveSession
+    from hooked_asr.patching import patched, run_with_interventions, zero_ablate
+    from tests.conftest import make_hf_qwen2_audio, make_tokenizer
+
+    model = HookedQwen2Audio.from_hf(make_hf_qwen2_audio("mha"), tokenizer=make_tokenizer())
+    audio = np.random.default_rng(0).normal(0, 0.1, window_samples(model) // 2).astype(np.float32)
+    s = LiveSession(model, audio, encoder_lens_max_new_tokens=4, model_name="tiny-qwen")
+    try:
+        specs = [{"component": "decoder.blocks.0.attn.head.1", "method": "zero"}]
+        tf = s.teacher_forced(specs)
+        logits = run_with_interventions(model, [zero_ablate("decoder.blocks.0.attn.head.1")], **s.tf.kwargs)
+        p = s.tf.prompt_len
+        want = torch.log_softmax(logits[0, p - 1 : -1], -1).gather(-1, s.tf.tokens[0, p:, None])[:, 0]
+        np.testing.assert_allclose(tf["logprobs_after"], want.numpy(), atol=1e-5)
+        assert tf["audio_attention"]["kind"] == "audio_prefix"
+        with patched(model, [zero_ablate("decoder.blocks.0.attn.head.1")]):
+            assert s.transcribe(specs)["text"] == model.transcribe(audio).text
+    finally:
+        s.close()
