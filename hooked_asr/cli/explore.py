@@ -31,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="length of the window shown, in seconds, at most the model's 30 (default: up to 30 s)")
     p.add_argument("--patching", action="store_true", help="add a head patching sweep (white-noise reference)")
     p.add_argument("--out", default=None, help="HTML file to write (default: <audio name>.explore.html)")
+    p.add_argument("--sae", default=None, help="an SAE folder (save_sae / SAELens): its feature panel, and steering in --serve")
     p.add_argument("--serve", action="store_true", help="serve the live explorer backed by the model instead of writing a file")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
@@ -67,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
                                             missing="keep")  # a patched transcript may outgrow the reference
         sweep_kw = {"sweep": result, "sweep_metric": "changed", "patched_transcripts": texts}
     title = name if not (args.start or args.window) else f"{name} {args.start:g}-{args.start + len(wave) / 16000:g} s"
+    if args.sae:
+        from hooked_asr.sae.model import load_sae
+
+        sweep_kw["sae"] = load_sae(args.sae)
     view = explore(model, wave, language=args.language, reference_text=args.say, title=title, **sweep_kw)
     out = Path(args.out or f"{name}.explore.html")
     view.save(out)
@@ -86,7 +91,7 @@ def _serve(args: argparse.Namespace, model: object, audio: object, name: str) ->
     print(f"computing the clean view of {name} ...", flush=True)
     try:
         session = LiveSession(model, audio, start=args.start, window=args.window, language=args.language, name=name,
-                              model_name=args.model or model.cfg.name)
+                              model_name=args.model or model.cfg.name, sae_path=args.sae)
     except LiveError as e:
         raise SystemExit(str(e)) from None
     server = LiveServer(session, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))

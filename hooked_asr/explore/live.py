@@ -9,6 +9,7 @@ turns into code)::
     {"component": "encoder.blocks.1.mlp", "method": "mean", "from": 0.5, "to": 1.0}   # a~ = mean over the clip, frames of 0.5-1 s
     {"component": "decoder.blocks.0.attn.head.1", "method": "noise", "tokens": [2, 5]} # a~ = a on white noise, tokens 2-4
     {"component": "decoder.blocks.3.cross_attn.head.0", "method": "mask", "from": 0.4, "to": 0.9}  # the head cannot see 0.4-0.9 s
+    {"method": "steer", "feature": 7, "mode": "clamp", "value": 0.0, "from": 0.4, "to": 0.9}      # SAE feature 7 off there
 
 ``method``: ``zero`` (:func:`~hooked_asr.patching.zero_ablate`), ``mean`` (:func:`~hooked_asr.patching.mean_ablate`
 with the mean over every position of this clip's teacher-forced run), ``noise``
@@ -18,7 +19,9 @@ teacher-forced on the clean transcript; positions the reference lacks stay unpat
 ``alpha`` (default 1) interpolates ``a~ = (1 - alpha) a + alpha a_target``. Where: ``from``/``to``
 (seconds: encoder frames, the keys of a cross-attention mask) or ``tokens`` ``[a, b)`` (transcript tokens:
 the decoder positions that read them, the keys of a decoder self-attention mask); none: everywhere.
-A list composes in order (:func:`~hooked_asr.patching.patched`). Nothing else is accepted:
+``steer`` (a session with an SAE) edits one SAE feature at the SAE's hook with the error term kept
+(:func:`~hooked_asr.sae.steering.steer`: ``add`` / ``scale`` by / ``clamp`` to ``value``; every steer of
+a list shares one time range). A list composes in order (:func:`~hooked_asr.patching.patched`, inside the steering). Nothing else is accepted:
 unknown keys, methods or hooks are refused with a message that names them.
 
     >>> live = LiveSession(model, "clip.wav")
@@ -30,6 +33,7 @@ unknown keys, methods or hooks are refused with a message that names them.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import io
 import math
@@ -37,7 +41,7 @@ import os
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +49,9 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-METHODS = ("zero", "mean", "noise", "mask")
-SPEC_KEYS = {"component", "method", "alpha", "from", "to", "tokens"}
+METHODS = ("zero", "mean", "noise", "mask", "steer")
+SPEC_KEYS = {"component", "method", "alpha", "from", "to", "tokens", "feature", "mode", "value"}
+STEER_MODES = ("add", "scale", "clamp")
 MAX_INTERVENTIONS = 64
 NOISE_SEED = 0
 
@@ -129,7 +134,8 @@ class LiveSession:
     def __init__(
         self, model: Any, audio: Any, *, sampling_rate: int | None = None, start: float = 0.0, window: float | None = None,
         language: str | None = None, name: str | None = None, workdir: str | Path | None = None,
-        encoder_lens_max_new_tokens: int | None = 40, model_name: str | None = None,
+        encoder_lens_max_new_tokens: int | None = 40, model_name: str | None = None, sae: Any = None,
+        sae_path: str | Path | None = None,
     ):
         self.model = model
         self.model_name = model_name or model.cfg.name
@@ -138,6 +144,11 @@ class LiveSession:
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="hooked-asr-live-")
         self.workdir = Path(workdir if workdir is not None else self._tmp.name)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if sae is None and sae_path is not None:
+            from hooked_asr.sae.model import load_sae
+
+            sae = load_sae(sae_path)
+        self.sae, self.sae_path = sae, (str(sae_path) if sae_path is not None else None)
         self.lock = threading.RLock()
         self.jobs: dict[str, dict[str, Any]] = {}
         self.set_audio(audio, sampling_rate=sampling_rate, start=start, window=window, name=name)
@@ -167,7 +178,7 @@ class LiveSession:
             if progress:
                 progress("computing the clean view")
             view = explore(self.model, wave, language=self.language, title=self.name, progress=False,
-                           encoder_lens_max_new_tokens=self.encoder_lens_max_new_tokens)
+                           encoder_lens_max_new_tokens=self.encoder_lens_max_new_tokens, sae=self.sae)
             self.wave, self.start, self.view = wave, float(start), view
             self.audio_path = self.workdir / "clip.wav"
             _atomic_write(self.audio_path, lambda p: sf.write(p, wave, SAMPLE_RATE, subtype="FLOAT", format="WAV"))
@@ -205,6 +216,11 @@ class LiveSession:
             if extra:
                 raise LiveError(f"intervention {i}: unknown keys {sorted(extra)}; allowed: {sorted(SPEC_KEYS)}")
             comp_s, method = s.get("component"), s.get("method")
+            if method == "steer":
+                out.append(self._validate_steer(i, s))
+                continue
+            if set(s) & {"feature", "mode", "value"}:
+                raise LiveError(f"intervention {i}: 'feature'/'mode'/'value' belong to method 'steer'")
             if not isinstance(comp_s, str) or not 0 < len(comp_s) <= 200:
                 raise LiveError(f"intervention {i}: component must be a string like 'decoder.blocks.0.cross_attn.head.3'")
             if method not in METHODS:
@@ -248,7 +264,33 @@ class LiveSession:
             if method == "mask" and not (has_time or has_tokens):
                 raise LiveError(f"intervention {i}: a mask needs the range it hides: 'from'/'to' seconds or 'tokens'")
             out.append(norm)
+        ranges = {(s.get("from"), s.get("to")) for s in out if s["method"] == "steer"}
+        if len(ranges) > 1:
+            raise LiveError(f"every 'steer' of a list shares one time range (one SAE splice), got {sorted(ranges, key=str)}")
         return out
+
+    def _validate_steer(self, i: int, s: Mapping[str, Any]) -> dict[str, Any]:
+        if self.sae is None:
+            raise LiveError(f"intervention {i}: 'steer' needs an SAE: start the session with sae= (CLI: --sae PATH)")
+        hook = self.sae.cfg.hook_name
+        if s.get("component", hook) != hook:
+            raise LiveError(f"intervention {i}: the SAE reads {hook!r}; a steer's component is that hook, got {s.get('component')!r}")
+        if set(s) & {"alpha", "tokens"}:
+            raise LiveError(f"intervention {i}: a steer takes feature, mode, value and from/to, not {sorted(set(s) & {'alpha', 'tokens'})}")
+        f, mode, value = s.get("feature"), s.get("mode", "add"), s.get("value", 0.0)
+        if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < int(self.sae.d_sae):
+            raise LiveError(f"intervention {i}: feature must be an integer in 0..{int(self.sae.d_sae) - 1}, got {f!r}")
+        if mode not in STEER_MODES:
+            raise LiveError(f"intervention {i}: mode {mode!r} is not one of {list(STEER_MODES)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and abs(value) <= 1e4):
+            raise LiveError(f"intervention {i}: value must be a finite number with |value| <= 1e4, got {value!r}")
+        norm: dict[str, Any] = {"component": hook, "method": "steer", "feature": int(f), "mode": mode, "value": float(value)}
+        if "from" in s or "to" in s:
+            a, b = s.get("from", 0.0), s.get("to", self.duration)
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (a, b)) or not 0 <= a < b:
+                raise LiveError(f"intervention {i}: need 0 <= from < to (seconds), got from={a!r} to={b!r}")
+            norm["from"], norm["to"] = float(a), float(b)
+        return norm
 
     def _positions(self, spec: Mapping[str, Any]) -> range | None:
         from hooked_asr.patching.attention_masks import frames_between
@@ -282,6 +324,8 @@ class LiveSession:
 
         out = []
         for s in self.validate(specs):
+            if s["method"] == "steer":
+                continue  # applied by _applied(), around these
             comp, pos, alpha = s["component"], self._positions(s), s.get("alpha", 1.0)
             hook = parse_component(self.model, comp).hook_name
             if s["method"] == "zero":
@@ -295,15 +339,39 @@ class LiveSession:
         return out
 
     # ---- actions ----------------------------------------------------------------------------------
+    def _steer_mask(self, steers: Sequence[Mapping[str, Any]]) -> torch.Tensor | None:
+        """The frames a list's steering applies to (``None``: all), over the SAE hook's frames."""
+        from hooked_asr.patching.attention_masks import frames_between
+
+        if not steers or "from" not in steers[0]:
+            return None
+        mask = torch.zeros(int(self.model.cfg.encoder.n_ctx), dtype=torch.bool)
+        mask[[f for f in frames_between(steers[0]["from"], steers[0]["to"]) if f < len(mask)]] = True
+        return mask
+
+    @contextlib.contextmanager
+    def _applied(self, norm: Sequence[Mapping[str, Any]]) -> Iterator[None]:
+        """SAE steering (if any), then the patching interventions, live inside the block."""
+        from hooked_asr.patching import patched
+
+        steers = [s for s in norm if s["method"] == "steer"]
+        with contextlib.ExitStack() as stack:
+            if steers:
+                from hooked_asr.sae.steering import FeatureIntervention, steer
+
+                edits = [FeatureIntervention(s["feature"], s["mode"], s["value"]) for s in steers]
+                stack.enter_context(steer(self.model, self.sae, edits, frame_mask=self._steer_mask(steers)))
+            stack.enter_context(patched(self.model, self.interventions(norm)))
+            yield
+
     @torch.no_grad()
-    def _lens(self, ivs: Sequence[Any]) -> tuple[Any, list[float]]:
+    def _lens(self, norm: Sequence[Mapping[str, Any]]) -> tuple[Any, list[float]]:
         """The logit lens of the clean transcript under ``ivs`` and ``log p(step_s | prompt, steps_<s)`` of each
         of its steps (end of text included): the last layer's lens is the model's output (``ln_final`` then
         the unembedding), so one forward gives both."""
         from hooked_asr.lens import logit_lens
-        from hooked_asr.patching import patched
 
-        with patched(self.model, ivs):
+        with self._applied(norm):
             lens = logit_lens(self.model, self.wave, tokens=self.steps[:-1], top_k=5, keep_logits=True, **self._lang())
         lp = torch.log_softmax(lens.logits[-1].float(), -1).gather(-1, lens.tokens[:, None].to(lens.logits.device))[:, 0]
         lens.logits = None  # [layer, step, vocab]: not kept with the session
@@ -314,13 +382,11 @@ class LiveSession:
         """The clean transcript forced through the intervened model: each token's log-prob before and
         after, the logit lens and the attention over the audio (same layout as the page's clean data)."""
         from hooked_asr.explore import data as _data
-        from hooked_asr.patching import patched
 
         with self.lock:
             norm = self.validate(specs)
-            ivs = self.interventions(norm)
-            lens, after = self._lens(ivs)
-            with patched(self.model, ivs):
+            lens, after = self._lens(norm)
+            with self._applied(norm):
                 audio_att, _ = _data.attention_sections(self.model, self.wave, self.steps, self.clean_language,
                                                         len(self.steps),
                                                         max_audio_columns=self.view.data["audio_attention"]["columns"])
@@ -333,11 +399,9 @@ class LiveSession:
         """Greedy re-transcription with the interventions live at every decoding step (``model.transcribe``),
         and its word diff against the clean transcript. ``on_step(n)`` after each decoder call."""
         from hooked_asr.explore.data import token_strings
-        from hooked_asr.patching import patched
 
         with self.lock:
             norm = self.validate(specs)
-            ivs = self.interventions(norm)
             count = [0]
 
             def step(x: torch.Tensor, hook: Any) -> None:
@@ -345,7 +409,7 @@ class LiveSession:
                 if on_step:
                     on_step(count[0])
 
-            with patched(self.model, ivs), self.model.hooks(fwd_hooks=[("decoder.hook_embed", step)]):
+            with self._applied(norm), self.model.hooks(fwd_hooks=[("decoder.hook_embed", step)]):
                 out = self.model.transcribe(self.wave, **self._lang())
         return {"interventions": norm, "text": out.text, "clean_text": self.clean_text,
                 "diff": word_diff(self.clean_text, out.text), "tokens": [int(t) for t in out.tokens],
@@ -382,9 +446,21 @@ class LiveSession:
             lines += [f"noise = white_noise(audio, seed={NOISE_SEED})  # at the clip's RMS",
                       f"noise_ref = record_reference(model, model.teacher_forced_inputs(noise, continuation=steps, "
                       f"allow_silence=True{lang}).kwargs, {hooks['noise']!r})"]
+        steers = [s for s in norm if s["method"] == "steer"]
+        if steers:
+            lines += ["from hooked_asr.sae.model import load_sae", "from hooked_asr.sae.steering import FeatureIntervention, steer",
+                      f"sae = load_sae({self._sae_folder()!r})",
+                      "edits = [" + ", ".join(f"FeatureIntervention({s['feature']}, {s['mode']!r}, {s['value']!r})" for s in steers) + "]"]
+            if "from" in steers[0]:
+                lines += [f"frame_mask = torch.zeros({int(self.model.cfg.encoder.n_ctx)}, dtype=torch.bool)  # the SAE hook's frames",
+                          f"frame_mask[list(frames_between({steers[0]['from']!r}, {steers[0]['to']!r}))] = True"]
+            else:
+                lines.append("frame_mask = None")
         p = "tf.prompt_len"
         lines.append("interventions = [")
         for s in norm:
+            if s["method"] == "steer":
+                continue
             if "from" in s:
                 where = f"frames_between({s['from']!r}, {s['to']!r})"
             elif "tokens" in s:
@@ -402,17 +478,38 @@ class LiveSession:
                 lines.append(f"    interpolate({c}, noise_ref, {alpha!r}{pos}, missing='keep'),")
             else:
                 lines.append(f"    mask_attention({c}, {where}),")
+        lines.append("]")
+        if steers:
+            lines += [
+                "with steer(model, sae, edits, frame_mask=frame_mask):  # the SAE edit, error term kept",
+                "    logits = run_with_interventions(model, interventions, **tf.kwargs)",
+                "    with patched(model, interventions):",
+                f"        out = model.transcribe(audio{lang})",
+            ]
+        else:
+            lines += [
+                "logits = run_with_interventions(model, interventions, **tf.kwargs)",
+                "with patched(model, interventions):",
+                f"    out = model.transcribe(audio{lang})",
+            ]
         lines += [
-            "]",
-            "logits = run_with_interventions(model, interventions, **tf.kwargs)",
             f"logprobs = torch.log_softmax(logits[0, {p} - 1 : -1].float(), -1).gather(-1, tf.tokens[0, {p}:, None])[:, 0]",
-            "with patched(model, interventions):",
-            f"    out = model.transcribe(audio{lang})",
             "print('clean:  ', clean.text)",
             "print('patched:', out.text)",
             "print('sum log p of the clean transcript:', float(logprobs.sum()))",
         ]
         return "\n".join(lines) + "\n"
+
+    def _sae_folder(self) -> str:
+        """Where the exported code loads the SAE from: the folder it was loaded from, else a copy saved
+        in the session's folder."""
+        if self.sae_path is None:
+            from hooked_asr.sae.model import save_sae
+
+            folder = self.workdir / "sae"
+            save_sae(self.sae, folder)
+            self.sae_path = str(folder)
+        return self.sae_path
 
     # ---- jobs (long work with progress) --------------------------------------------------------
     def start_job(self, kind: str, fn: Callable[[Callable[..., None]], Any]) -> str:
@@ -469,7 +566,8 @@ class LiveSession:
 
         return {"name": self.name, "text": self.clean_text, "start": self.start, "duration": self.duration,
                 "total": len(self.full_wave) / SAMPLE_RATE, "model": self.model_name,
-                "methods": list(METHODS), "prompt_len": self.tf.prompt_len}
+                "methods": [m for m in METHODS if m != "steer" or self.sae is not None], "prompt_len": self.tf.prompt_len,
+                "sae": None if self.sae is None else {"hook": self.sae.cfg.hook_name, "d_sae": int(self.sae.d_sae)}}
 
     # ---- the one dispatcher ------------------------------------------------------------------------
     def handle(self, action: str, body: Mapping[str, Any]) -> dict[str, Any]:

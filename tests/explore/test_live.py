@@ -204,3 +204,45 @@ def test_a_model_without_cross_attention_is_explored_live_too():
             assert s.transcribe(specs)["text"] == model.transcribe(audio).text
     finally:
         s.close()
+
+
+def test_steering_an_sae_feature_matches_steer_and_exports(whisper_tiny_en, clip, tmp_path):
+    """An SAE's feature edited over a time range (error term kept): the session's numbers are
+    :func:`hooked_asr.sae.steering.steer`'s, and the exported code (loading the SAE from its folder) reproduces them."""
+    from hooked_asr.explore.live import LiveError, LiveSession
+    from hooked_asr.patching import patched, zero_ablate
+    from hooked_asr.patching.attention_masks import frames_between
+    from hooked_asr.sae.model import identity_sae, save_sae
+    from hooked_asr.sae.steering import FeatureIntervention, steer
+
+    sae = identity_sae(whisper_tiny_en.cfg.encoder.d_model, hook_name="encoder.blocks.2.hook_resid_post")
+    folder = save_sae(sae, tmp_path / "sae")
+    s = LiveSession(whisper_tiny_en, clip, sae_path=folder, encoder_lens_max_new_tokens=8)
+    try:
+        assert s.view.data["sae"]["d_sae"] == sae.d_sae and "steer" in s.state()["methods"]
+        specs = [{"method": "steer", "feature": 5, "mode": "add", "value": 40.0, "from": 0.3, "to": 1.2},
+                 {"method": "steer", "feature": 9, "mode": "clamp", "value": 0.0, "from": 0.3, "to": 1.2},
+                 {"component": "decoder.blocks.0.cross_attn.head.4", "method": "zero"}]
+        tf, tr = s.teacher_forced(specs), s.transcribe(specs)
+        mask = torch.zeros(whisper_tiny_en.cfg.encoder.n_ctx, dtype=torch.bool)
+        mask[list(frames_between(0.3, 1.2))] = True
+        edits = [FeatureIntervention(5, "add", 40.0), FeatureIntervention(9, "clamp", 0.0)]
+        with steer(whisper_tiny_en, s.sae, edits, frame_mask=mask), patched(whisper_tiny_en, [zero_ablate("decoder.blocks.0.cross_attn.head.4")]):
+            assert tr["text"] == whisper_tiny_en.transcribe(clip).text
+        assert tf["sum_after"] != tf["sum_before"]
+        ns: dict = {}
+        exec(compile(s.to_python(specs), "exported.py", "exec"), ns)
+        assert ns["out"].text == tr["text"]
+        np.testing.assert_allclose(ns["logprobs"].numpy(), tf["logprobs_after"], atol=1e-5)
+        with pytest.raises(LiveError, match="one time range"):
+            s.validate([specs[0], {"method": "steer", "feature": 1, "mode": "add", "value": 1.0}])
+        with pytest.raises(LiveError, match="feature must be an integer"):
+            s.validate([{"method": "steer", "feature": sae.d_sae, "mode": "add", "value": 1.0}])
+    finally:
+        s.close()
+    plain = LiveSession(whisper_tiny_en, clip, encoder_lens_max_new_tokens=8)
+    try:
+        with pytest.raises(LiveError, match="needs an SAE"):
+            plain.validate([{"method": "steer", "feature": 1}])
+    finally:
+        plain.close()

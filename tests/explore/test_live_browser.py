@@ -167,3 +167,29 @@ def test_uploading_a_wav_shows_its_transcript(served, whisper_tiny_en, tmp_path)
         })()""")
         assert err[0] == 16000 and err[1] == 4000 and err[2] < 1 / 16000  # 16-bit quantisation
         assert not b.errors(), b.errors()
+
+
+def test_an_sae_feature_picked_in_the_panel_is_steered(whisper_tiny_en):
+    from hooked_asr.datasets.espeak import synthesize
+    from hooked_asr.explore.browser import Chromium
+    from hooked_asr.explore.live import LiveSession
+    from hooked_asr.explore.server import LiveServer
+    from hooked_asr.sae.model import identity_sae
+
+    sae = identity_sae(whisper_tiny_en.cfg.encoder.d_model, hook_name="encoder.blocks.2.hook_resid_post")
+    session = LiveSession(whisper_tiny_en, synthesize(SAID), sae=sae, encoder_lens_max_new_tokens=8)
+    with LiveServer(session) as srv, Chromium(width=1300, height=1000, timeout=300) as b:
+        b.open(srv.url, settle_ms=300)
+        b.click('.ha-sae-btn[data-i="1"]')  # the SAE panel: feature 2nd, with its playable top frames
+        f = session.view.data["sae"]["features"][1]["feature"]
+        assert b.evaluate("document.getElementById('ha-live-feature').value") == str(f)
+        assert b.evaluate("document.getElementById('ha-live-method').value") == "steer"
+        b.evaluate("document.getElementById('ha-live-value').value = '30'")
+        b.click("#ha-live-add")
+        b.click("#ha-live-tf")
+        got = float(_wait(b, f"{ROOT}.liveTf"))
+        assert b.evaluate("document.querySelectorAll('#ha-sae-info button').length") > 0  # playable snippets
+        assert not b.errors(), b.errors()
+    want = session.teacher_forced([{"method": "steer", "feature": f, "mode": "add", "value": 30.0}])["sum_after"]
+    assert got == pytest.approx(want, abs=1e-9)
+    session.close()

@@ -46,7 +46,11 @@
   const crossKind = A.kind === "cross" ? "cross_attn" : "attn";
   const comp = el("input", { id: "ha-live-comp", size: 36, value: `decoder.blocks.0.${crossKind}.head.0`,
     title: "<stack>.blocks.<l>.<attn|cross_attn|mlp>[.head.<h>] or any hook name; follows the head you pick" });
-  const method = el("select", { id: "ha-live-method" }, ...["zero", "mean", "noise", "mask"].map((m) => el("option", { value: m, text: m })));
+  const methods = (CFG.state && CFG.state.methods) || ["zero", "mean", "noise", "mask"], SAE = CFG.state && CFG.state.sae;
+  const method = el("select", { id: "ha-live-method" }, ...methods.map((m) => el("option", { value: m, text: m })));
+  const feature = el("input", { id: "ha-live-feature", size: 5, placeholder: "feature", title: SAE ? `SAE feature 0..${SAE.d_sae - 1} (click one in the SAE panel)` : "" });
+  const mode = el("select", { id: "ha-live-mode" }, ...["add", "scale", "clamp"].map((m) => el("option", { value: m, text: m })));
+  const value = el("input", { id: "ha-live-value", size: 4, value: "0", title: "steer: add / scale by / clamp to this value" });
   const from = el("input", { id: "ha-live-from", size: 5, placeholder: "from s", title: "seconds (audio sites; shift-drag on the spectrogram)" });
   const to = el("input", { id: "ha-live-to", size: 5, placeholder: "to s" });
   const tokA = el("input", { id: "ha-live-tok-a", size: 3, placeholder: "tok a", title: "transcript tokens [a, b) (decoder sites)" });
@@ -90,6 +94,8 @@
 
   root.append(el("h2", { text: "Live: intervene and recompute (backed by the running model)" }),
     el("div", { class: "ha-controls" }, "component ", comp, " ", method, " ", from, to, " ", tokA, tokB, " α ", alpha, " ", addBtn, " ", ablateHead),
+    SAE ? el("div", { class: "ha-controls" }, `SAE on ${SAE.hook} (method steer): `, feature, " ", mode, " ", value,
+      el("span", { class: "ha-note", text: "edits one feature with the SAE's error kept; from/to limit it to a time range" })) : null,
     el("div", { class: "ha-note", text: "zero: a~ = 0 · mean: the clip's mean activation · noise: the activation on white noise · mask: the head cannot attend to the range. Range: seconds for encoder frames / cross-attention keys, tokens [a, b) for decoder positions; empty: everywhere. Shift-drag on the spectrogram fills from/to." }),
     list,
     el("div", { class: "ha-controls" }, tfBtn, trBtn, exportBtn, clearBtn, bar, status),
@@ -108,6 +114,7 @@
   function headComponent(hd) { return `decoder.blocks.${Math.floor(hd / NH)}.${crossKind}.head.${hd % NH}`; }
   function describe(iv) {
     let where = "";
+    if (iv.method === "steer") return `steer SAE feature ${iv.feature}: ${iv.mode} ${iv.value}` + (iv.from !== undefined ? ` ${fmt(iv.from)}–${fmt(iv.to)} s` : "");
     if (iv.from !== undefined) where = ` ${fmt(iv.from)}–${fmt(iv.to)} s`;
     if (iv.tokens) where = ` tokens ${iv.tokens[0]}–${iv.tokens[1] - 1}`;
     return `${iv.method} ${iv.component}${where}${iv.alpha !== undefined && iv.alpha !== 1 ? " α " + iv.alpha : ""}`;
@@ -119,8 +126,13 @@
     if (!live.interventions.length) list.append(el("li", { class: "ha-note", text: "no interventions: add one, or pick a head and 'ablate the selected head'" }));
   }
   function addFromForm() {
-    const iv = { component: comp.value.trim(), method: method.value };
     const num = (x) => (x.value.trim() === "" ? null : Number(x.value));
+    if (method.value === "steer") {
+      const iv = { method: "steer", feature: Math.trunc(num(feature) ?? 0), mode: mode.value, value: num(value) ?? 0 };
+      if (num(from) != null || num(to) != null) { iv.from = num(from) ?? 0; iv.to = num(to) ?? D.audio.duration; }
+      live.interventions.push(iv); drawList(); return;
+    }
+    const iv = { component: comp.value.trim(), method: method.value };
     if (num(from) != null || num(to) != null) { iv.from = num(from) ?? 0; iv.to = num(to) ?? D.audio.duration; }
     if (num(tokA) != null || num(tokB) != null) iv.tokens = [Math.trunc(num(tokA) ?? 0), Math.trunc(num(tokB) ?? (num(tokA) ?? 0) + 1)];
     if (num(alpha) != null && num(alpha) !== 1 && iv.method !== "mask") iv.alpha = num(alpha);
@@ -281,6 +293,8 @@
       if (b - a > 0.01) { from.value = a.toFixed(2); to.value = b.toFixed(2); }
     });
   }
+  const saeList = document.getElementById("ha-sae-list");
+  if (saeList && D.sae) saeList.addEventListener("click", () => { feature.value = String(D.sae.features[X.state.feature].feature); method.value = "steer"; });
   drawList();
   window.hookedAsrLive = { call, live, wavBytes, runTf, runTranscribe, drawList };
 })();
