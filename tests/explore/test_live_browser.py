@@ -72,7 +72,7 @@ def test_clicking_a_head_ablates_it_as_the_python_api_does(served, whisper_tiny_
     import torch
 
     from hooked_asr.datasets.espeak import synthesize
-    from hooked_asr.explore.browser import Chromium
+    from tests.explore.live_chromium import Chromium
     from hooked_asr.patching import patched, zero_ablate
 
     comp = f"decoder.blocks.{LAYER}.cross_attn.head.{HEAD}"
@@ -110,7 +110,7 @@ def test_clicking_a_head_ablates_it_as_the_python_api_does(served, whisper_tiny_
 
 def test_a_mask_drawn_on_the_spectrogram_matches_the_python_api(served, whisper_tiny_en):
     from hooked_asr.datasets.espeak import synthesize
-    from hooked_asr.explore.browser import Chromium
+    from tests.explore.live_chromium import Chromium
     from hooked_asr.patching import patched
     from hooked_asr.patching.attention_masks import frames_between, mask_attention
 
@@ -139,7 +139,7 @@ def test_uploading_a_wav_shows_its_transcript(served, whisper_tiny_en, tmp_path)
     import soundfile as sf
 
     from hooked_asr.datasets.espeak import synthesize
-    from hooked_asr.explore.browser import Chromium
+    from tests.explore.live_chromium import Chromium
 
     wav = tmp_path / "calm.wav"
     sf.write(wav, synthesize("The sea was calm and the sky was blue."), 16000, subtype="PCM_16")
@@ -171,7 +171,7 @@ def test_uploading_a_wav_shows_its_transcript(served, whisper_tiny_en, tmp_path)
 
 def test_an_sae_feature_picked_in_the_panel_is_steered(whisper_tiny_en):
     from hooked_asr.datasets.espeak import synthesize
-    from hooked_asr.explore.browser import Chromium
+    from tests.explore.live_chromium import Chromium
     from hooked_asr.explore.live import LiveSession
     from hooked_asr.explore.server import LiveServer
     from hooked_asr.sae.model import identity_sae
