@@ -53,6 +53,7 @@ METHODS = ("zero", "mean", "noise", "mask", "steer")
 SPEC_KEYS = {"component", "method", "alpha", "from", "to", "tokens", "feature", "mode", "value"}
 STEER_MODES = ("add", "scale", "clamp")
 MAX_INTERVENTIONS = 64
+MAX_FINISHED_JOBS = 32
 NOISE_SEED = 0
 
 
@@ -516,6 +517,9 @@ class LiveSession:
         """Run ``fn(report)`` in a thread; ``report(message, step=None)`` updates what :meth:`job` shows."""
         jid = uuid.uuid4().hex[:12]
         job: dict[str, Any] = {"id": jid, "kind": kind, "state": "running", "message": "queued", "step": 0}
+        finished = [k for k, j in self.jobs.items() if j["state"] != "running"]
+        for k in finished[: max(0, len(finished) - MAX_FINISHED_JOBS)]:  # a long session keeps the newest results only
+            self.jobs.pop(k, None)
         self.jobs[jid] = job
 
         def report(message: str, step: int | None = None) -> None:
