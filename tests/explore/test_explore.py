@@ -211,5 +211,5 @@ def test_the_script_and_style_ship_as_package_data():
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hooked_asr.explore"]
     static = root / "hooked_asr" / "explore" / "static"
     files = sorted(p.relative_to(static.parent).as_posix() for p in static.iterdir())
-    assert files == ["static/explorer.css", "static/explorer.js"]
+    assert files == ["static/explorer.css", "static/explorer.js", "static/live.css", "static/live.js"]
     assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files)

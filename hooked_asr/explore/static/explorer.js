@@ -11,6 +11,7 @@
   const A = D.audio_attention, S = D.self_attention, L = D.logit_lens;
   const NL = A.n_layers, NH = A.n_heads, NS = A.n_steps, NC = A.columns;
   const state = { token: 0, head: -1, feature: 0, stopAt: null, cell: null };
+  const listeners = []; // called after every render (the live panel follows the selection)
 
   // ---- helpers ------------------------------------------------------------------------
   function bytes(b64) {
@@ -125,7 +126,7 @@
       }
     }
     c.putImageData(img, 0, 0);
-    melC.style.cursor = "crosshair";
+    melC.style.cursor = "crosshair"; melC.id = "ha-mel";
     melC.addEventListener("click", (ev) => { audio.currentTime = (ev.offsetX / W) * T; drawCursor(); }); }
   const wordsDiv = el("div", { class: "ha-words", id: "ha-words" });
   wordsDiv.style.width = W + "px";
@@ -261,6 +262,7 @@
     const w = tokens[state.token].word;
     wordsDiv.querySelectorAll(".ha-word").forEach((e) => e.classList.toggle("ha-sel", w != null && Number(e.dataset.w) === w));
     drawAttention(); drawSelf(); drawLens(); drawSae();
+    listeners.forEach((f) => f(state));
   }
   function selectToken(i, withAudio) {
     state.token = i; render();
@@ -353,5 +355,6 @@
   });
   render(); drawCursor();
   cursor.style.height = "100%";
-  window.hookedAsrExplorer = { data: D, state, selectToken, selectHead, render };
+  window.hookedAsrExplorer = { data: D, state, selectToken, selectHead, render, heatRow, xOf, W, T, el, fmt, show, bytes,
+    onRender: (f) => listeners.push(f) };
 })();
