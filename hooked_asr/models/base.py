@@ -39,6 +39,7 @@ from transformer_lens import HookedRootModule
 from hooked_asr.config import ModelConfig
 from hooked_asr.hooks import unknown_hook_message
 from hooked_asr.models.tl_compat import TLCompatMixin
+from hooked_asr.models.decoding.options import check_generate_args
 from hooked_asr.models.decoding.results import GenerationOutput, Segment, TranscriptionResult, WordTiming
 from hooked_asr.models.decoding.prefix import PrefixCache, PrefixRecorder, PrefixStepper, check_prefix_use
 from hooked_asr.models.decoding.search import LogitRules, Stepper, beam_search, sample
@@ -258,10 +259,7 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
             prompt = prompt.expand(batch, -1)
         if prompt.shape[0] != batch:
             raise ValueError(f"prompt_ids has {prompt.shape[0]} rows for a batch of {batch} audio inputs")
-        if num_beams < 1:
-            raise ValueError(f"num_beams={num_beams}: must be >= 1")
-        if max_new_tokens is not None and max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens={max_new_tokens}: must be a positive number of tokens")
+        check_generate_args(num_beams, max_new_tokens, do_sample, temperature, length_penalty, patience)
         eos = self.cfg.eos_token_id if eos_token_id is None else eos_token_id
         suppress = list(self.cfg.suppress_tokens if suppress_tokens is None else suppress_tokens)
         begin = list(self.cfg.begin_suppress_tokens if begin_suppress_tokens is None else begin_suppress_tokens)
