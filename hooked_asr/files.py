@@ -48,12 +48,24 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path,
                             metadata: Mapping[str, str] | None = None) -> Path:
-    """``safetensors.torch.save_file`` through a temporary file and ``os.replace``."""
-    from safetensors.torch import save as st_save
+    """``safetensors.torch.save_file`` to a temporary file beside ``path``, fsync, then ``os.replace``."""
+    import safetensors.torch
 
-    data = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                   metadata=dict(metadata) if metadata else None)
-    return atomic_write_bytes(path, data)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
+                                    metadata=dict(metadata) if metadata else None)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _umask() -> int:
