@@ -39,6 +39,7 @@ from transformer_lens import HookedRootModule
 from hooked_asr.config import ModelConfig
 from hooked_asr.hooks import unknown_hook_message
 from hooked_asr.models.tl_compat import TLCompatMixin
+from hooked_asr.models.decoding.memory import check_decoding_memory
 from hooked_asr.models.decoding.options import check_generate_args
 from hooked_asr.models.decoding.results import GenerationOutput, Segment, TranscriptionResult, WordTiming
 from hooked_asr.models.decoding.prefix import PrefixCache, PrefixRecorder, PrefixStepper, check_prefix_use
@@ -268,6 +269,7 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         if room <= 0:
             raise ValueError(f"the prompt has {prompt.shape[1]} tokens; the decoder reads at most {limit}")
         max_new_tokens = room if max_new_tokens is None else min(max_new_tokens, room)
+        check_decoding_memory(self, batch, num_beams, prompt.shape[1] + max_new_tokens, device)
         ts = None
         if return_timestamps:
             ts = self._timestamp_rules(eos, max_initial_timestamp_index)
