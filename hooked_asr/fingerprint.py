@@ -78,6 +78,20 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tup
     return out
 
 
+def describe_differences(diff: Mapping[str, tuple[Any, Any]], limit: int = 6) -> str:
+    """``"model.name: stored 'a', now 'b'; ..."``: the model's keys first, long values shortened."""
+    keys = sorted(diff, key=lambda k: (not k.startswith("model"), k))
+    parts = [f"{k}: stored {_short(diff[k][0])}, now {_short(diff[k][1])}" for k in keys[:limit]]
+    if len(keys) > limit:
+        parts.append(f"and {len(keys) - limit} more")
+    return "; ".join(parts)
+
+
+def _short(v: Any, width: int = 48) -> str:
+    r = repr(v)
+    return r if len(r) <= width else r[: width - 5] + " ...]" if r[0] == "[" else r[: width - 4] + " ..."
+
+
 def jsonable(x: Any) -> Any:
     """``x`` as JSON-comparable data (tuples become lists, numpy/torch scalars numbers), so that a
     fingerprint read back from a file compares equal to the one computed now."""
@@ -94,4 +108,4 @@ def _plain(x: Any) -> Any:
     return repr(x)
 
 
-__all__ = ["data_hash", "differences", "jsonable", "model_identity", "tensors_hash", "weights_hash"]
+__all__ = ["data_hash", "describe_differences", "differences", "jsonable", "model_identity", "tensors_hash", "weights_hash"]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hooked_asr.files import atomic_write_text
-from hooked_asr.fingerprint import differences
+from hooked_asr.fingerprint import describe_differences, differences
 
 try:
     import fcntl
@@ -86,8 +86,7 @@ class ResultsFile:
                              "Use another results_path (--out) or delete it")
         diff = differences(parsed[0]["config"], config)
         if diff:
-            said = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in list(diff.items())[:6])
-            raise ValueError(f"{self.path} holds results of a different sweep ({said}). Use another results_path "
+            raise ValueError(f"{self.path} holds results of a different sweep ({describe_differences(diff)}). Use another results_path "
                              "(--out), or delete the file to recompute")
         rows = parsed[1:]
         for r in rows:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hooked_asr.fingerprint import differences, jsonable
+from hooked_asr.fingerprint import describe_differences, differences, jsonable
 from hooked_asr.sae.frames import FrameSource
 from hooked_asr.sae.model import SparseAutoencoder, load_sae, save_sae
 
@@ -353,8 +353,8 @@ class SAETrainer:
         else:
             diff = differences(stored, jsonable(source.fingerprint()))
             if diff:
-                said = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in list(diff.items())[:6])
-                raise ValueError(f"{path} was trained on other frames than this source gives ({said}). Resume with "
+                raise ValueError(f"{path} was trained on other frames than this source gives "
+                                 f"({describe_differences(diff)}). Resume with "
                                  "the same hook, model and data, or start a new run in another folder")
         cfg = TrainConfig(**{**meta["train_config"], "checkpoint_dir": str(path), **overrides})
         sae = load_sae(ck / "sae")
