@@ -302,7 +302,7 @@ class SAETrainer:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         atomic_write_bytes(path / LATEST, json.dumps({"checkpoint": name, "step": self.state.step}).encode())
-        (path / "history.json").write_text(json.dumps(self.state.history))
+        atomic_write_bytes(path / "history.json", json.dumps(self.state.history).encode())
         for old in path.iterdir():  # superseded checkpoints and temp folders of dead writers
             if old.is_dir() and old.name != name and (old.name.startswith("step_") or old.name.endswith(".tmp")):
                 shutil.rmtree(old, ignore_errors=True)

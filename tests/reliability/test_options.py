@@ -39,6 +39,9 @@ BAD = [
     (dict(compression_ratio_threshold=float("nan")), r"compression_ratio_threshold=nan"),
     (dict(logprob_threshold=float("nan")), r"logprob_threshold=nan"),
     (dict(no_speech_threshold="0.6"), r"no_speech_threshold='0.6'"),
+    (dict(suppress_tokens="1,x"), r"suppress_tokens='1,x'.*token ids"),
+    (dict(suppress_tokens=[1.5]), r"suppress_tokens=\[1.5\]"),
+    (dict(suppress_tokens=[-2]), r"suppress_tokens=\[-2\]"),
 ]
 
 
@@ -52,7 +55,8 @@ GOOD = [dict(temperature=0), dict(temperature=np.float32(0.2)), dict(temperature
         dict(temperature=np.array([0.0, 0.5])), dict(beam_size=np.int64(3), patience=1.5, length_penalty=0.6),
         dict(max_new_tokens=np.int32(7)), dict(initial_prompt="a prompt"), dict(initial_prompt=(1, 2, 3)),
         dict(logprob_threshold=None, compression_ratio_threshold=None, no_speech_threshold=None),
-        dict(logprob_threshold=-math.inf)]
+        dict(logprob_threshold=-math.inf), dict(suppress_tokens="-1"), dict(suppress_tokens=" 1, 2 "),
+        dict(suppress_tokens=[-1, 5]), dict(suppress_tokens=""), dict(suppress_tokens=None)]
 
 
 @pytest.mark.parametrize("kwargs", GOOD, ids=[repr(k) for k in GOOD])

@@ -59,19 +59,14 @@ class TranscribeOptions:
                           f"temperature={self.temperature} it has no effect. Use beam_size for several hypotheses at "
                           "temperature 0, or a temperature above 0 to sample best_of", UserWarning, stacklevel=3)
         self.initial_prompt = _prompt(self.initial_prompt)
+        _suppress_ids(self.suppress_tokens)
         if self.task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
 
     def suppress_list(self, checkpoint_list: Sequence[int]) -> list[int]:
         """openai-whisper's ``suppress_tokens``: ids (a list or ``"1,2,3"``); ``-1`` stands for
         the checkpoint's non-speech list; ``""``/``None`` for none."""
-        s = self.suppress_tokens
-        if s is None or s == "":
-            ids: list[int] = []
-        elif isinstance(s, str):
-            ids = [int(x) for x in s.split(",") if x.strip()]
-        else:
-            ids = [int(x) for x in s]
+        ids = _suppress_ids(self.suppress_tokens)
         if -1 in ids:
             ids = [i for i in ids if i >= 0] + [int(i) for i in checkpoint_list]
         return sorted(set(ids))
@@ -135,6 +130,27 @@ def _prompt(p: Any) -> str | tuple[int, ...] | None:
         raise ValueError(f"initial_prompt holds {bad[:5]!r}, which are not token ids (non-negative integers); "
                          "pass text, or a list of ids")
     return tuple(int(i) for i in ids)
+
+
+def _suppress_ids(s: Any) -> list[int]:
+    """openai-whisper's ``suppress_tokens``: ``"-1"``, ``"1,2,3"``, a sequence of ids, ``""`` or ``None``."""
+    if s is None or (isinstance(s, str) and not s.strip()):
+        return []
+    parts = s.split(",") if isinstance(s, str) else s
+    try:
+        parts = list(parts)
+    except TypeError:
+        parts = [s]
+    ids = []
+    for x in parts:
+        x = x.strip() if isinstance(x, str) else x
+        if isinstance(x, str) and x.lstrip("-").isdigit():
+            x = int(x)
+        if not isinstance(x, (int, np.integer)) or isinstance(x, (bool, np.bool_)) or x < -1:
+            raise ValueError(f"suppress_tokens={s!r}: must be token ids (a list, or text such as '-1' or '1,2,3'; "
+                             "-1 stands for the checkpoint's non-speech tokens); {x!r} is not one")
+        ids.append(int(x))
+    return ids
 
 
 def check_generate_args(num_beams: Any, max_new_tokens: Any, do_sample: bool, temperature: Any,
