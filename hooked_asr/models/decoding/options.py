@@ -46,8 +46,8 @@ class TranscribeOptions:
         self.temperature = _temperatures(self.temperature)
         self.beam_size = _count("beam_size", self.beam_size)
         self.best_of = _count("best_of", self.best_of)
-        self.max_new_tokens = _count("max_new_tokens", self.max_new_tokens, what="a positive number of tokens "
-                                     "(or None for the model's limit)")
+        self.max_new_tokens = _count("max_new_tokens", self.max_new_tokens, what="a positive integer number of "
+                                     "tokens (or None for the model's limit)")
         self.length_penalty = _finite("length_penalty", self.length_penalty)
         self.patience = _finite("patience", self.patience)
         for name in ("compression_ratio_threshold", "logprob_threshold", "no_speech_threshold"):
@@ -94,10 +94,8 @@ def _count(name: str, x: Any, what: str = "an integer >= 1 (or None)") -> int | 
     """``None`` or a positive integer as ``int`` (a float such as 2.5, a bool or a string is refused)."""
     if x is None:
         return None
-    if not isinstance(x, (int, np.integer)) or isinstance(x, (bool, np.bool_)):
-        raise ValueError(f"{name}={x!r}: must be an integer; {what}")
-    if x < 1:
-        raise ValueError(f"{name}={x}: must be {what}")
+    if not isinstance(x, (int, np.integer)) or isinstance(x, (bool, np.bool_)) or x < 1:
+        raise ValueError(f"{name}={x!r}: must be {what}")
     return int(x)
 
 
@@ -157,8 +155,10 @@ def check_generate_args(num_beams: Any, max_new_tokens: Any, do_sample: bool, te
                         length_penalty: Any, patience: Any) -> None:
     """Refuse bad :meth:`~hooked_asr.models.base.HookedEncoderDecoder.generate` arguments, naming
     the argument and its value (Hugging Face's names)."""
-    _count("num_beams", num_beams)
-    _count("max_new_tokens", max_new_tokens, what="a positive number of tokens")
+    if num_beams is None:
+        raise ValueError("num_beams=None: must be an integer >= 1 (1: greedy or sampling)")
+    _count("num_beams", num_beams, what="an integer >= 1 (1: greedy or sampling)")
+    _count("max_new_tokens", max_new_tokens, what="a positive integer number of tokens (or None)")
     if do_sample and (not _is_real(temperature) or not math.isfinite(float(temperature)) or temperature <= 0):
         raise ValueError(f"temperature={temperature!r}: sampling needs a finite temperature > 0 "
                          "(for greedy decoding pass do_sample=False)")
