@@ -81,8 +81,17 @@ class WhisperTokenizer:
             seq.append(self.no_timestamps)
         return seq
 
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, special: bool = True) -> list[int]:
+        """Ids of ``text``. ``special=False`` reads special-token text such as ``"<|endoftext|>"``
+        as the characters it is (what a prompt typed by a user must be), not as the special token."""
+        if special:
+            return self._tok.encode(text, add_special_tokens=False).ids
+        before = self._tok.encode_special_tokens
+        self._tok.encode_special_tokens = True  # tokenizers' switch: added tokens are split as plain text
+        try:
+            return self._tok.encode(text, add_special_tokens=False).ids
+        finally:
+            self._tok.encode_special_tokens = before
 
     def is_timestamp(self, token: int) -> bool:
         return self.timestamp_begin is not None and self.timestamp_begin <= token < self.timestamp_begin + N_TIMESTAMPS

@@ -25,7 +25,7 @@ MAX_LINES = 500
 # loading/ sits below models/: models load their weights through it, and its registry builds
 # models through the classes the package root registers, so it never imports a model.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("base", {"hooks", "config", "audio", "text", "tokenizer", "plotting"}),
+    ("base", {"hooks", "config", "audio", "text", "tokenizer", "plotting", "files", "fingerprint"}),
     ("components", {"components"}),
     ("loading", {"loading"}),
     ("models", {"models"}),

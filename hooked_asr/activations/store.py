@@ -321,7 +321,10 @@ class ActivationStore:
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
-                index = f.get_tensor("item_index") if "item_index" in f.keys() else None
+                shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+                # item_index is read only once its header shape matches the shard's item count
+                n_index = shapes.get("item_index", (None,))
+                index = f.get_tensor("item_index") if n_index == (hi - lo,) else None
         except Exception as e:  # missing or not safetensors
             raise StoreError(f"{path} cannot be read as a shard ({type(e).__name__}: {e}); rerun the extraction") from None
         problems = []
@@ -335,6 +338,11 @@ class ActivationStore:
             problems.append("its stored item indices are not those of its place")
         if "content_hash" in entry and meta.get("content_hash") != entry["content_hash"]:
             problems.append("its content hash differs from the manifest's")
+        rows = entry.get("rows") if isinstance(entry.get("rows"), dict) else {}
+        for h in self.hook_names:  # sizes the manifest gives, checked against the header before any read
+            got = shapes.get(f"act/{h}")
+            if got is None or len(got) != 2 or got[0] != rows.get(h):
+                problems.append(f"act/{h} has shape {list(got) if got else None}, the manifest says {rows.get(h)} rows")
         if problems:
             raise StoreError(
                 f"{path} does not belong at shard {k} of {self.root}: {'; '.join(problems)}. A shard was swapped, "

@@ -40,6 +40,12 @@ class FrameSource:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.position = int(state["position"])
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides the rows this source yields (JSON-able), so that a consumer resumed from a
+        checkpoint can refuse another source. Subclasses add their hook, model and data hashes."""
+        return {"source": type(self).__name__, "d_in": int(self.d_in),
+                "n_chunks": None if self.n_chunks is None else int(self.n_chunks)}
+
 
 class StoreFrameSource(FrameSource):
     """The rows of one hook of an :class:`~hooked_asr.activations.store.ActivationStore`
@@ -52,6 +58,12 @@ class StoreFrameSource(FrameSource):
 
     def _chunk(self, i: int) -> torch.Tensor:
         return self.store.shard_rows(i, self.hook_name)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The hook, the store's spec (model, pooling, dataset) hash and its data's content hash."""
+        m = self.store.manifest
+        return {**super().fingerprint(), "hook_name": self.hook_name, "spec_hash": m.get("spec_hash"),
+                "data": m.get("content_hash")}
 
 
 __all__ = ["FrameSource", "StoreFrameSource"]

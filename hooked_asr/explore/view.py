@@ -11,6 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hooked_asr.files import atomic_write_text
+
 _TEMPLATE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>{css}</style></head>
@@ -29,9 +31,16 @@ def _static(name: str) -> str:
     return resources.files("hooked_asr.explore").joinpath("static", name).read_text(encoding="utf-8")
 
 
+# Characters JSON may hold that HTML or old JavaScript parsers read: "<" starts "</script" and
+# "<!--" (which makes a later "</script>" no longer end the element, so the page's own script
+# becomes data), ">" ends "-->", "&" starts entities in XHTML, U+2028/2029 end lines in pre-ES2019
+# JavaScript. Each is written as its \u escape, which JSON.parse reads back as the same character.
+_SCRIPT_ESCAPES = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"}
+
+
 def _json_for_script(data: Any) -> str:
-    # Inside <script> only "</" can end the element early; "\u003c" keeps the JSON valid.
-    return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """``data`` as JSON that is inert inside ``<script type="application/json">`` (no markup characters)."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).translate(_SCRIPT_ESCAPES)
 
 
 class ExplorerView:
@@ -49,11 +58,8 @@ class ExplorerView:
                                 wav=self.wav_base64, data=_json_for_script(self.data))
 
     def save(self, path: str | Path) -> Path:
-        """Write the page; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_html(), encoding="utf-8")
-        return path
+        """Write the page atomically; returns the path."""
+        return atomic_write_text(path, self.to_html())  # a failed write keeps the previous page
 
     @property
     def size_bytes(self) -> int:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
+from hooked_asr.files import FileCheckError, atomic_save_safetensors, atomic_write_text, read_checked_safetensors
 from hooked_asr.lens.logit import apply_logit_lens, decoder_lens_names, one_result
 
 
@@ -68,35 +69,34 @@ class TunedLens(nn.Module):
 
     # ---- save / load ---------------------------------------------------------------------
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
-        """Write ``path.safetensors`` and ``path.json``; returns both paths."""
-        from safetensors.torch import save_file
-
+        """Write ``path.safetensors`` and ``path.json`` (each atomically); returns both paths."""
         base = Path(path).with_suffix("")
-        base.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"weight": self.weight.detach().cpu().contiguous(), "bias": self.bias.detach().cpu().contiguous()}
-        save_file(tensors, str(base.with_suffix(".safetensors")))
+        atomic_save_safetensors({"weight": self.weight, "bias": self.bias}, base.with_suffix(".safetensors"))
         meta = {"format": "hooked_asr.tuned_lens/1", "n_layers": self.n_layers, "d_model": self.d_model,
                 "model_name": self.model_name, **(extra or {})}
-        base.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        atomic_write_text(base.with_suffix(".json"), json.dumps(meta, indent=2))
         return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TunedLens":
-        """Read what :meth:`save` wrote (``path`` with or without a suffix)."""
-        from safetensors.torch import load_file
-
+        """Read what :meth:`save` wrote (``path`` with or without a suffix). The json's sizes are
+        checked against the tensors' shapes before anything is allocated; NaN/inf weights are refused."""
         base = Path(path).with_suffix("")
         st, js = base.with_suffix(".safetensors"), base.with_suffix(".json")
         for p in (st, js):
             if not p.exists():
                 raise FileNotFoundError(f"tuned lens file {p} is missing: TunedLens.save writes both {st.name} and {js.name}")
-        meta = json.loads(js.read_text())
-        lens = cls(meta["n_layers"], meta["d_model"], model_name=meta.get("model_name", ""))
-        tensors = load_file(str(st))
-        if tuple(tensors["weight"].shape) != (lens.n_layers, lens.d_model, lens.d_model):
-            raise ValueError(f"{st}: weight has shape {tuple(tensors['weight'].shape)}, the json says "
-                             f"{lens.n_layers} layers of d_model {lens.d_model}")
-        lens.load_state_dict(tensors)
+        try:
+            meta = json.loads(js.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise FileCheckError(f"{js} is not valid JSON ({e}); the tuned lens is damaged") from None
+        n, d = (meta.get("n_layers"), meta.get("d_model")) if isinstance(meta, dict) else (None, None)
+        if any(isinstance(x, bool) or not isinstance(x, int) or x <= 0 for x in (n, d)):
+            raise FileCheckError(f"{js}: n_layers={n!r}, d_model={d!r}; expected positive integers")
+        tensors = read_checked_safetensors(st, {"weight": (n, d, d), "bias": (n, d)}, "tuned lens")
+        with torch.device("meta"):  # no identity initialisation of a size the file then replaces
+            lens = cls(n, d, model_name=meta.get("model_name", ""))
+        lens.load_state_dict({k: v.float() for k, v in tensors.items()}, assign=True)
         lens.meta = meta
         return lens.to(device)
 

@@ -39,6 +39,8 @@ from transformer_lens import HookedRootModule
 from hooked_asr.config import ModelConfig
 from hooked_asr.hooks import unknown_hook_message
 from hooked_asr.models.tl_compat import TLCompatMixin
+from hooked_asr.models.decoding.memory import check_decoding_memory
+from hooked_asr.models.decoding.options import check_generate_args
 from hooked_asr.models.decoding.results import GenerationOutput, Segment, TranscriptionResult, WordTiming
 from hooked_asr.models.decoding.prefix import PrefixCache, PrefixRecorder, PrefixStepper, check_prefix_use
 from hooked_asr.models.decoding.search import LogitRules, Stepper, beam_search, openai_beam_search, sample
@@ -262,13 +264,10 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
             prompt = prompt.expand(batch, -1)
         if prompt.shape[0] != batch:
             raise ValueError(f"prompt_ids has {prompt.shape[0]} rows for a batch of {batch} audio inputs")
-        if num_beams < 1:
-            raise ValueError(f"num_beams={num_beams}: must be >= 1")
+        check_generate_args(num_beams, max_new_tokens, do_sample, temperature, length_penalty, patience)
         if beam_algorithm not in ("huggingface", "openai"):
             raise ValueError(f"beam_algorithm={beam_algorithm!r}: 'huggingface' (HF generate's) or 'openai' "
                              "(openai-whisper's, what transcribe runs)")
-        if max_new_tokens is not None and max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens={max_new_tokens}: must be a positive number of tokens")
         eos = self.cfg.eos_token_id if eos_token_id is None else eos_token_id
         suppress = list(self.cfg.suppress_tokens if suppress_tokens is None else suppress_tokens)
         begin = list(self.cfg.begin_suppress_tokens if begin_suppress_tokens is None else begin_suppress_tokens)
@@ -277,6 +276,7 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         if room <= 0:
             raise ValueError(f"the prompt has {prompt.shape[1]} tokens; the decoder reads at most {limit}")
         max_new_tokens = room if max_new_tokens is None else min(max_new_tokens, room)
+        check_decoding_memory(self, batch, num_beams, prompt.shape[1] + max_new_tokens, device)
         ts = None
         if return_timestamps:
             ts = self._timestamp_rules(eos, max_initial_timestamp_index)

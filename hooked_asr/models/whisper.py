@@ -43,7 +43,11 @@ class HookedWhisper(HookedEncoderDecoder):
         """What the decoder reads, ``encoder.hook_out`` (or, with ``stop_at_layer=l``, the residual
         after ``l`` blocks); with ``start_at_layer=l`` the input is ``encoder.blocks.{l}.hook_resid_pre``
         and only blocks ``l..`` run; with ``attn_z`` (``encoder.blocks.{l}.attn.hook_z`` of the same
-        run) block ``l`` starts at ``hook_z``, after its attention."""
+        run) block ``l`` starts at ``hook_z``, after its attention. Inputs are cast to the weights'
+        dtype here, at the model's edge: features are computed in float32 whatever the model's dtype."""
+        w = self.encoder.conv1.weight
+        input_features = input_features.to(dtype=w.dtype)
+        attn_z = attn_z.to(dtype=w.dtype) if attn_z is not None else None
         return self.encoder(input_features, stop_at_layer=stop_at_layer, start_at_layer=start_at_layer, attn_z=attn_z)
 
     def decode(
@@ -61,6 +65,8 @@ class HookedWhisper(HookedEncoderDecoder):
                 f"encoder_hidden_states must be [batch, frame, {self.cfg.decoder.d_model}], got "
                 f"{tuple(encoder_hidden_states.shape)}"
             )
+        if encoder_hidden_states is not None:  # e.g. a float32 encoder output given to a half-precision decoder
+            encoder_hidden_states = encoder_hidden_states.to(dtype=self.decoder.W_E.dtype)
         return self.decoder(
             decoder_input_ids, encoder_out=encoder_hidden_states, past_kv=past_key_values, stop_at_layer=stop_at_layer,
             **prefix,

@@ -12,12 +12,12 @@ same machinery on one fixed teacher-forced input (``patching_effects`` uses it).
 
 The table has one row per (component, item, metric) with the patched ``value`` and the
 ``clean`` value; rows are appended to ``results_path`` (JSON lines) as they are made, and
-a rerun with the same path skips what is already there.
+a rerun with the same path skips what is already there, after checking that the file is of
+the same sweep: model, weights, audio and options (see :mod:`hooked_asr.patching.results_file`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from hooked_asr.fingerprint import data_hash, jsonable, model_identity, tensors_hash
 from hooked_asr.patching.components import Component, parse_component
 from hooked_asr.patching.item_runs import (
     DECODER, ItemRun, RowBatching, generation_settings, plan_chunks, row_batching, start_point,
@@ -49,6 +50,7 @@ from hooked_asr.patching.metrics import (
     resolve_transcript_metrics,
 )
 from hooked_asr.patching.references import make_reference
+from hooked_asr.patching.results_file import ResultsFile
 
 LogitMetric = Callable[[torch.Tensor, Any, "SweepItem"], torch.Tensor]
 
@@ -132,24 +134,6 @@ def _make_intervention(
             raise ValueError("intervention='mean' needs means=mean_activations(model, reference_inputs, components)")
         return mean_ablate(comp, means, alpha=alpha, rows=[row], positions=positions)
     raise ValueError(f"unknown intervention {kind!r}; use 'interpolate', 'patch', 'zero', 'mean' or a callable")
-
-
-def _load_results(path: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows: list[dict[str, Any]] = []
-    with open(path) as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    if lines and "config" in lines[0]:
-        old = lines[0]["config"]
-        if old != config:
-            diff = {k: (old.get(k), config.get(k)) for k in set(old) | set(config) if old.get(k) != config.get(k)}
-            raise ValueError(
-                f"{path} holds results of a different sweep (differs in {diff}); use another results_path or delete it"
-            )
-        lines = lines[1:]
-    rows.extend(lines)
-    return rows
 
 
 def _metric_functions(mode: str, metrics: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
@@ -403,23 +387,24 @@ def sweep(
                       missing, positions, batch_size, max_new_tokens, patched_max_new_tokens, share_encoder,
                       dict(teacher_forced_kwargs or {}),
                       row_batching(model.device, batch_size, encoder_batch_size))
-    config = {
+    config = _fingerprint(model, spec, intervention, reference, positions, means) if results_path is not None else {
         "intervention": intervention if isinstance(intervention, str) else getattr(intervention, "__name__", "custom"),
         "alpha": alpha, "mode": mode, "metrics": sorted(spec.metric_fns), "reference": reference,
         "reference_seed": reference_seed, "missing": missing,
     }
-    path = Path(results_path) if results_path is not None else None
-    rows: list[dict[str, Any]] = _load_results(path, config) if path else []
+    hashes = {it.id: _item_hash(it) for it in items} if results_path is not None else {}
+    results = (ResultsFile(results_path, config, sorted(spec.metric_fns), hashes)
+               if results_path is not None else None)
+    rows: list[dict[str, Any]] = list(results.rows) if results else []
     done = {(r["component"], r["item"]) for r in rows}
-    if path is not None and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"config": config}) + "\n")
 
     def emit(new_rows: list[dict[str, Any]]) -> None:
+        for r in new_rows:
+            if results is not None:
+                r["item_hash"] = hashes[r["item"]]
         rows.extend(new_rows)
-        if path is not None:
-            with open(path, "a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in new_rows)
+        if results is not None:
+            results.append(new_rows)
 
     todo = [(it, [c for c in comps if (c.name, it.id) not in done]) for it in items]
     n_chunks = sum(len(spec.chunks(cs)) for _, cs in todo)
@@ -431,6 +416,11 @@ def sweep(
                 n_runs += _sweep_item(model, item, pending, spec, emit, bar)
     finally:
         bar.close()
+        if results is not None:
+            results.close()
+    # only what was asked for: the file may hold other components and items of the same sweep
+    wanted = {(c, it.id) for c in names for it in items}
+    rows = [r for r in rows if (r["component"], r["item"]) in wanted]
     # rows in sweep order (items, then components as given), however the runs were grouped
     item_pos, comp_pos = {it.id: i for i, it in enumerate(items)}, {n: i for i, n in enumerate(names)}
     far = len(items) + len(names)
@@ -444,6 +434,28 @@ def sweep(
     rows = [r for r in rows if r["metric"] != TRANSCRIPT]
     table = pd.DataFrame(rows, columns=["component", "item", "metric", "value", "clean", "stack", "layer", "kind", "head"])
     return SweepResult(table, time.perf_counter() - t0, n_runs, config, texts, clean_texts)
+
+
+def _fingerprint(model: Any, spec: _SweepSpec, intervention: Any, reference: str | None,
+                 positions: Sequence[int] | None, means: Mapping[str, torch.Tensor] | None) -> dict[str, Any]:
+    """Everything that decides a sweep's rows, as stored in its results file's header (what only
+    changes speed, such as ``batch_size`` or ``share_encoder``, is left out)."""
+    gen_kwargs, stops = generation_settings(model)
+    return jsonable({
+        "intervention": intervention if isinstance(intervention, str) else getattr(intervention, "__name__", "custom"),
+        "alpha": spec.alpha, "mode": spec.mode, "metrics": sorted(spec.metric_fns), "reference": reference,
+        "reference_seed": spec.reference_seed, "missing": spec.missing,
+        "model": model_identity(model), "generation": {**gen_kwargs, "stop_token_ids": stops},
+        "positions": None if positions is None else [int(p) for p in positions],
+        "max_new_tokens": spec.max_new_tokens, "patched_max_new_tokens": spec.patched_max_new_tokens,
+        "teacher_forced_kwargs": spec.tf_kwargs, "means": tensors_hash(means),
+    })
+
+
+def _item_hash(item: SweepItem) -> str:
+    """Content hash of what an item's rows depend on: its audio, reference, text and extra fields."""
+    return data_hash([data_hash(item.audio), data_hash(item.reference), item.text,
+                      jsonable(item.extra)])
 
 
 # The metric keep_transcripts adds: its rows carry the texts and leave the table for result.transcripts.

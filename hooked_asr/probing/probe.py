@@ -39,6 +39,7 @@ import torch
 from jaxtyping import Float
 from torch import nn
 
+from hooked_asr.files import FileCheckError, atomic_save_safetensors, atomic_write_text, header_shapes, read_checked_safetensors
 from hooked_asr.probing.data import Task, as_features, as_labels, resolve_task, stratified_split, to_python
 
 
@@ -141,33 +142,45 @@ class LinearProbe(nn.Module):
 
     def save(self, path: str | Path) -> Path:
         """Write ``<path>.safetensors`` (weights + buffers, config in the header) and
-        ``<path>.json`` (the config, readable). Returns the safetensors path."""
-        from safetensors.torch import save_file
-
+        ``<path>.json`` (the config, readable), each atomically. Returns the safetensors path."""
         path = Path(path)
         st = path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
-        st.parent.mkdir(parents=True, exist_ok=True)
         cfg = json.dumps(self.config())
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(st),
-                  metadata={"config": cfg})
-        st.with_suffix(".json").write_text(json.dumps(self.config(), indent=1))
+        atomic_save_safetensors(self.state_dict(), st, metadata={"config": cfg})
+        atomic_write_text(st.with_suffix(".json"), json.dumps(self.config(), indent=1))
         return st
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "LinearProbe":
+        """Read what :meth:`save` wrote. The config's sizes are checked against the tensors'
+        shapes before anything is allocated, and NaN/inf weights are refused."""
         from safetensors import safe_open
-        from safetensors.torch import load_file
 
         path = Path(path)
         st = path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
         if not st.exists():
             raise FileNotFoundError(f"no probe at {st}")
+        header_shapes(st)  # a damaged file: one clear error before the header's metadata is read
         with safe_open(str(st), framework="pt") as f:
-            cfg = json.loads((f.metadata() or {}).get("config", "{}"))
-        if cfg.get("format") != "hooked_asr.probe/1":
+            try:
+                cfg = json.loads((f.metadata() or {}).get("config", "{}"))
+            except json.JSONDecodeError as e:
+                raise FileCheckError(f"{st}: the config in its header is not valid JSON ({e})") from None
+        if not isinstance(cfg, dict) or cfg.get("format") != "hooked_asr.probe/1":
             raise ValueError(f"{st} is not a hooked_asr probe (config {cfg})")
-        probe = cls(cfg["d_in"], cfg["task"], cfg["classes"], dtype=getattr(torch, cfg["dtype"]))
-        probe.load_state_dict(load_file(str(st)))
+        d_in, task, classes = cfg.get("d_in"), cfg.get("task"), cfg.get("classes")
+        if isinstance(d_in, bool) or not isinstance(d_in, int) or d_in <= 0 or not isinstance(classes, list):
+            raise FileCheckError(f"{st}: config d_in={d_in!r}, classes={classes!r}; expected a positive integer and a list")
+        n_out = 1 if task == "regression" or len(classes) == 2 else len(classes)
+        expected = {"linear.weight": (n_out, d_in), "linear.bias": (n_out,), "mean": (d_in,), "std": (d_in,),
+                    "y_mean": (), "y_std": ()}
+        tensors = read_checked_safetensors(st, expected, "probe")
+        dtype = getattr(torch, str(cfg.get("dtype", "float32")), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise FileCheckError(f"{st}: config dtype {cfg.get('dtype')!r} is not a floating-point torch dtype")
+        with torch.device("meta"):
+            probe = cls(d_in, task, classes, dtype=dtype)
+        probe.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, assign=True)
         return probe.to(device).eval()
 
     def extra_repr(self) -> str:

@@ -45,6 +45,11 @@ class TensorFrameSource(FrameSource):
     def _chunk(self, i: int) -> torch.Tensor:
         return self.frames[i * self.chunk_size : (i + 1) * self.chunk_size]
 
+    def fingerprint(self) -> dict[str, Any]:
+        from hooked_asr.fingerprint import data_hash
+
+        return {**super().fingerprint(), "chunk_size": int(self.chunk_size), "data": data_hash(self.frames)}
+
 
 class GeneratedFrameSource(FrameSource):
     """Chunks made on demand by ``make_chunk(i)`` (deterministic in ``i``), e.g. synthetic data."""
@@ -55,6 +60,13 @@ class GeneratedFrameSource(FrameSource):
 
     def _chunk(self, i: int) -> torch.Tensor:
         return self.make_chunk(i)
+
+    def fingerprint(self) -> dict[str, Any]:
+        # The function's code cannot be hashed reliably; its name and first chunk stand for it.
+        from hooked_asr.fingerprint import data_hash
+
+        name = f"{getattr(self.make_chunk, '__module__', '')}.{getattr(self.make_chunk, '__qualname__', '')}"
+        return {**super().fingerprint(), "make_chunk": name, "data": data_hash(self.make_chunk(0))}
 
 
 class _Captured(Exception):
@@ -128,6 +140,14 @@ class ModelFrameSource(FrameSource):
     def _chunk(self, i: int) -> torch.Tensor:
         return self.chunk_with_meta(i)[0]
 
+    def fingerprint(self) -> dict[str, Any]:
+        """Model name and weights hash, hook, the clips' content hash, batching and padding."""
+        from hooked_asr.fingerprint import data_hash, model_identity
+
+        audio = data_hash([data_hash(np.asarray(self.audios[j], dtype=np.float32)) for j in range(len(self.audios))])
+        return {**super().fingerprint(), "model": model_identity(self.model), "hook_name": self.hook_name,
+                "audio": audio, "batch_size": int(self.batch_size), "pad_frames": int(self.pad_frames)}
+
     def iter_with_meta(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for i in range(self.n_chunks):
             yield self.chunk_with_meta(i)
@@ -158,6 +178,13 @@ class CachedFrameSource(FrameSource):
         save_file({"frames": x}, str(tmp))
         tmp.replace(path)  # a crash never leaves a half-written chunk that looks complete
         return x
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**self.source.fingerprint(), "source": f"CachedFrameSource({self.source.fingerprint()['source']})"}
+
+    @property
+    def hook_name(self) -> str:
+        return getattr(self.source, "hook_name", "")
 
 
 __all__ = [

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from transformer_lens import HookedRootModule
 
+from hooked_asr.files import FileCheckError, atomic_save_safetensors, atomic_write_text, read_checked_safetensors
 from hooked_asr.hooks import HookPoint
 
 Architecture = Literal["topk", "relu"]
@@ -280,17 +281,15 @@ def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
-
     s = float(sae.input_scale)
     folded = copy.deepcopy(sae)
     folded.fold_input_scale()
     tensors = {k: getattr(folded, k).detach().float().contiguous().cpu() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
-    save_file(tensors, str(path / WEIGHTS_FILE))
+    atomic_save_safetensors(tensors, path / WEIGHTS_FILE)
     meta = _saelens_cfg(sae.cfg)
     meta["hooked_asr"] = sae.cfg.to_dict()
     meta["hooked_asr_input_scale"] = s
-    (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    atomic_write_text(path / CONFIG_FILE, json.dumps(meta, indent=2))
     return path
 
 
@@ -313,8 +312,6 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
     path = Path(path)
     if not (path / WEIGHTS_FILE).exists() or not (path / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{path} is not an SAE folder: expected {WEIGHTS_FILE} and {CONFIG_FILE} in it")
-    from safetensors.torch import load_file
-
     try:
         meta = json.loads((path / CONFIG_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -324,13 +321,14 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
     if "hooked_asr" not in meta and norm not in ("none", None, False):
         raise ValueError(f"SAELens normalize_activations={norm!r} is not supported; fold it first "
                          "(sae.fold_activation_norm_scaling_factor in SAELens) and save with 'none'")
-    try:
-        tensors = load_file(str(path / WEIGHTS_FILE))
-    except Exception as e:  # safetensors raises SafetensorError or OSError
-        raise ValueError(f"{path / WEIGHTS_FILE} is not a readable safetensors file ({e}); the SAE folder is damaged") from None
-    extra = sorted(set(tensors) - {"W_enc", "b_enc", "W_dec", "b_dec", "input_scale"})
-    if extra:
-        raise ValueError(f"{path / WEIGHTS_FILE} holds tensors {extra} this SAE does not have")
+    d_in, d_sae = cfg.d_in, cfg.d_sae
+    # Shapes from the config are checked against the file's header before anything is allocated.
+    tensors = read_checked_safetensors(
+        path / WEIGHTS_FILE, {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)},
+        "SAE", optional=("input_scale",))
+    if "input_scale" in tensors and tuple(tensors["input_scale"].shape) != ():
+        raise FileCheckError(f"{path / WEIGHTS_FILE}: input_scale has shape {list(tensors['input_scale'].shape)}, "
+                             "expected a scalar")
     if "input_scale" not in tensors:  # SAELens layout: unfold the scale save_sae folded in
         s = float(meta.get("hooked_asr_input_scale", 1.0))
         if not math.isfinite(s) or s <= 0:
@@ -339,8 +337,9 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
         tensors["W_dec"] = tensors["W_dec"] * s
         tensors["b_dec"] = tensors["b_dec"] * s
         tensors["input_scale"] = torch.tensor(s)
-    sae = SparseAutoencoder(cfg, seed=None)
-    sae.load_state_dict(tensors, strict=True)
+    with torch.device("meta"):  # no random initialisation of a size the file then replaces
+        sae = SparseAutoencoder(cfg, seed=None)
+    sae.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True, assign=True)
     return sae.to(device)
 
 

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from hooked_asr.fingerprint import describe_differences, differences, jsonable
 from hooked_asr.sae.frames import FrameSource
 from hooked_asr.sae.model import SparseAutoencoder, load_sae, save_sae
 
@@ -228,6 +230,10 @@ class SAETrainer:
         cfg, sae = self.cfg, self.sae
         if source.d_in != sae.cfg.d_in:
             raise ValueError(f"the source gives frames of width {source.d_in}, the SAE reads d_in={sae.cfg.d_in}")
+        hook = getattr(source, "hook_name", "") or ""
+        if sae.cfg.hook_name and hook and hook != sae.cfg.hook_name:
+            raise ValueError(f"this SAE is for {sae.cfg.hook_name!r} but the source gives frames of {hook!r}; "
+                             f"read the SAE's hook (e.g. ModelFrameSource(model, clips, {sae.cfg.hook_name!r}))")
         it = [iter(source)]
         if self.state.step == 0 and self.buffer is None:
             self._refill(it, source)
@@ -273,7 +279,9 @@ class SAETrainer:
         try:
             save_sae(self.sae, tmp / "sae")
             tensors, meta = _trainer_state_to_flat(self)
-            meta.update(source=source.state_dict(), state=asdict(self.state), train_config=asdict(self.cfg),
+            # checkpoint_dir is stored as ".", the run's own folder: a copied or moved run resumes where it is.
+            meta.update(source=source.state_dict(), source_fingerprint=self._source_fingerprint(source),
+                        state=asdict(self.state), train_config={**asdict(self.cfg), "checkpoint_dir": "."},
                         format=CHECKPOINT_FORMAT)
             from safetensors.torch import save_file
 
@@ -294,16 +302,28 @@ class SAETrainer:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         atomic_write_bytes(path / LATEST, json.dumps({"checkpoint": name, "step": self.state.step}).encode())
-        (path / "history.json").write_text(json.dumps(self.state.history))
+        atomic_write_bytes(path / "history.json", json.dumps(self.state.history).encode())
         for old in path.iterdir():  # superseded checkpoints and temp folders of dead writers
             if old.is_dir() and old.name != name and (old.name.startswith("step_") or old.name.endswith(".tmp")):
                 shutil.rmtree(old, ignore_errors=True)
         return final
 
+    def _source_fingerprint(self, source: FrameSource) -> dict[str, Any]:
+        """``source.fingerprint()``, computed once per source (it may hash the model and all the audio)."""
+        cached = getattr(self, "_fingerprint_of", None)
+        if cached is None or cached[0] is not source:
+            self._fingerprint_of = (source, jsonable(source.fingerprint()))
+        return self._fingerprint_of[1]
+
     @classmethod
     def resume(cls, path: str | Path, source: FrameSource, **overrides: Any) -> "SAETrainer":
         """Rebuild a trainer from ``save_checkpoint``'s folder; ``source`` is moved to where
-        the checkpoint left it. ``overrides`` change TrainConfig fields (e.g. ``progress``)."""
+        the checkpoint left it. ``overrides`` change TrainConfig fields (e.g. ``progress``).
+
+        Checkpoints go on into ``path`` itself (unless ``checkpoint_dir`` is overridden), wherever
+        the run was first started. ``source`` must give the frames the run was trained on: its
+        fingerprint (hook, model name and weights hash, the data's content hash) is compared with
+        the checkpoint's and a difference raises ``ValueError`` naming it."""
         path = Path(path)
         name = _latest_name(path)
         if name is None:
@@ -326,7 +346,17 @@ class SAETrainer:
             raise ValueError(f"{ck / STATE_TENSORS} is not a readable safetensors file ({e})") from None
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{ck / STATE_JSON} has format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        cfg = TrainConfig(**{**meta["train_config"], **overrides})
+        stored = meta.get("source_fingerprint")
+        if stored is None:
+            warnings.warn(f"{ck / STATE_JSON} was written before checkpoints recorded their frame source; "
+                          "resuming without checking that the frames are the same", UserWarning, stacklevel=2)
+        else:
+            diff = differences(stored, jsonable(source.fingerprint()))
+            if diff:
+                raise ValueError(f"{path} was trained on other frames than this source gives "
+                                 f"({describe_differences(diff)}). Resume with "
+                                 "the same hook, model and data, or start a new run in another folder")
+        cfg = TrainConfig(**{**meta["train_config"], "checkpoint_dir": str(path), **overrides})
         sae = load_sae(ck / "sae")
         exact = {k.removeprefix("sae/"): v for k, v in tensors.items() if k.startswith("sae/")}
         if exact:

@@ -157,11 +157,13 @@ def alignment_matrix(
     with model.hooks(fwd_hooks=[(n, grab) for n in names]):
         logits = model(encoder_hidden_states=encoder_hidden_states, decoder_input_ids=ids)[0]
     n_enc = encoder_hidden_states.shape[1]
-    n = n_enc if num_frames is None else min(n_enc, num_frames // 2)
+    # At least one frame (a clip of < 20 ms has none), and a zero std (one frame: every token's
+    # weight is 1) left at 0 rather than 0/0: a NaN matrix sent the DTW path to frame -1 (-0.02 s).
+    n = max(1, n_enc if num_frames is None else min(n_enc, num_frames // 2))
     w = torch.stack([scores[layer][h] for layer, h in heads])[:, :, :n].float()  # [head, token, frame]
     w = (w * qk_scale).softmax(-1)
     std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
-    w = median_filter((w - mean) / std, medfilt_width)
+    w = median_filter((w - mean) / torch.where(std > 0, std, 1.0), medfilt_width)
     probs = logits[first:, :eos].float().softmax(-1)
     token_probs = probs[torch.arange(len(text_tokens)), torch.tensor(text_tokens, dtype=torch.long)].tolist()
     return w.mean(0)[first:-1], token_probs

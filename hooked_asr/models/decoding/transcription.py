@@ -168,7 +168,7 @@ class TranscriptionMixin:
         if isinstance(p, str):
             if self.tokenizer is None:
                 raise ValueError("initial_prompt as text needs a tokenizer; pass token ids instead")
-            return list(self.tokenizer.encode(" " + p.strip()))
+            return list(self.tokenizer.encode(" " + p.strip(), special=False))  # typed text, never special tokens
         return [int(t) for t in p]
 
     def _decode_rows(

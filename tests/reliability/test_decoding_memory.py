@@ -1,0 +1,70 @@
+"""A beam width x batch that cannot fit in memory is refused before decoding, with the estimate
+and the beam_size that fits (issue 28, item 9: beam_size=1000 on a 1-s clip took 9.8 GB,
+5000 was killed by the kernel). The estimate is checked against the measured peak memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hooked_asr.models.decoding import memory
+from hooked_asr.models.decoding.memory import DecodingMemoryError, decoding_bytes_per_row
+
+CLIP = (0.3 * np.sin(np.arange(16000) / 5)).astype(np.float32)
+
+
+def test_beam_width_beyond_memory_is_refused_before_decoding(whisper_tiny_en, monkeypatch):
+    """Memory for 5.5 rows (small widths, so that a broken guard costs this test little)."""
+    per_row = decoding_bytes_per_row(whisper_tiny_en, 448)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: int(5.5 * per_row / memory._SHARE))
+    with pytest.raises(DecodingMemoryError, match=r"beam_size=12 = 12 rows.*at most 5 fit"):
+        whisper_tiny_en.transcribe(CLIP, beam_size=12)
+    with pytest.raises(ValueError, match="smaller beam_size"):  # a user error: a ValueError too
+        whisper_tiny_en.transcribe(CLIP, beam_size=6)
+    assert whisper_tiny_en.transcribe(CLIP, beam_size=2, max_new_tokens=3).tokens is not None
+
+
+_BEAM_5000 = """
+import resource, numpy as np, hooked_asr
+# A cap on the address space: were the guard gone, this process fails alone instead of the machine.
+resource.setrlimit(resource.RLIMIT_AS, (12 << 30, 12 << 30))
+m = hooked_asr.load_model('whisper-tiny.en')
+try:
+    m.transcribe((0.3 * np.sin(np.arange(16000) / 5)).astype(np.float32), beam_size=5000)
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+
+
+def test_the_real_beam_5000_is_refused_on_this_machine(whisper_tiny_en):
+    """No stub: on a machine with less than ~130 GB free, beam_size=5000 must be refused, not run."""
+    free = memory.available_bytes("cpu")
+    if free is None or free > 5000 * decoding_bytes_per_row(whisper_tiny_en, 448):
+        pytest.skip("this machine could hold 5000 beams")
+    out = subprocess.run([sys.executable, "-c", _BEAM_5000], capture_output=True, text=True, timeout=600).stdout
+    assert out.startswith("DecodingMemoryError") and "beam_size=5000" in out, out
+
+
+_MEASURE = """
+import resource, sys, numpy as np, hooked_asr
+m = hooked_asr.load_model('whisper-tiny.en')
+a = (0.3 * np.sin(np.arange(16000) / 5)).astype(np.float32)
+m.transcribe(a, max_new_tokens=3)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+m.transcribe(a, beam_size=int(sys.argv[1]), max_new_tokens=20)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+"""
+
+
+@pytest.mark.slow
+def test_estimate_is_close_to_the_measured_peak(whisper_tiny_en):
+    """Peak memory growth of 60 beams against the estimate for 60 rows: the estimate may be
+    generous (it is a guard) but not by more than 2x, and not short by more than 20%."""
+    beams = 60
+    grown = int(subprocess.run([sys.executable, "-c", _MEASURE, str(beams)], capture_output=True, text=True,
+                               check=True).stdout.split()[-1])
+    est = beams * decoding_bytes_per_row(whisper_tiny_en, 3 + 20)
+    assert 0.8 * grown <= est <= 2.0 * grown, (est / 1e6, grown / 1e6)
