@@ -10,6 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from hooked_asr.cli import UsageError
+
 
 def add_model_argument(p: argparse.ArgumentParser, default_help: str = "whisper-tiny.en") -> None:
     """``--model NAME_OR_PATH`` (None: the registry's default model)."""
@@ -39,21 +41,28 @@ def add_audio_arguments(p: argparse.ArgumentParser, many: bool, audio_help: str)
 def one_audio(args: argparse.Namespace) -> tuple[Any, str]:
     """``(audio, name)`` from exactly one of the file and ``--say`` (then the name is ``say``)."""
     if (args.audio is None) == (args.say is None):
-        raise SystemExit("give one audio file or --say 'a sentence'")
-    if args.say:
+        raise UsageError("give one audio file or --say 'a sentence'")
+    if args.say is not None:
+        _check_sentences([args.say])
         from hooked_asr.datasets.espeak import synthesize
 
         return synthesize(args.say, voice=args.voice), "say"
     if not Path(args.audio).exists():
-        raise SystemExit(f"{args.audio} does not exist: give a wav/flac file or --say 'a sentence'")
+        raise UsageError(f"{args.audio} does not exist: give a wav/flac file or --say 'a sentence'")
     return args.audio, Path(args.audio).stem
+
+
+def _check_sentences(sentences: list[str]) -> None:
+    if any(not s.strip() for s in sentences):
+        raise UsageError("--say '': give a sentence with words in it (or an audio file)")
 
 
 def audio_inputs(args: argparse.Namespace) -> list[tuple[str, Any, str | None]]:
     """``(name, audio, said)`` for every file (audio = its path, said = None), then every
     ``--say`` sentence (``say0``, ``say1``, ...: the synthesised array and the sentence)."""
     if not args.audio and not args.say:
-        raise SystemExit("give audio files or --say 'a sentence'")
+        raise UsageError("give audio files or --say 'a sentence'")
+    _check_sentences(args.say)
     inputs: list[tuple[str, Any, str | None]] = [(str(a), a, None) for a in args.audio]
     if args.say:
         from hooked_asr.datasets.espeak import synthesize
