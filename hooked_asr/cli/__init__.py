@@ -77,9 +77,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             OSError)
 
 
-def _flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, str]:
-    """``dest -> --flag`` for the subcommand that ``argv`` runs (nested subcommands included)."""
-    flags: dict[str, str] = {}
+def _flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, tuple[str, bool]]:
+    """``dest -> (--flag, is a switch)`` for the subcommand that ``argv`` runs (nested subcommands included)."""
+    flags: dict[str, tuple[str, bool]] = {}
     words = list(sys.argv[1:] if argv is None else argv)
     p: argparse.ArgumentParser | None = parser
     while p is not None:
@@ -88,21 +88,30 @@ def _flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str,
             if isinstance(a, argparse._SubParsersAction):
                 nxt = next((a.choices[w] for w in words if w in a.choices), None)
             elif a.option_strings:
-                flags[a.dest] = max(a.option_strings, key=len)
+                flags[a.dest] = (max(a.option_strings, key=len), a.nargs == 0)
         p = nxt
     return flags
 
 
-def _cli_message(e: BaseException, flags: dict[str, str]) -> str:
+def _cli_message(e: BaseException, flags: dict[str, tuple[str, bool]], args: argparse.Namespace | None = None) -> str:
     """One line; a Python option name the library's message uses (``beam_size=-1``,
-    ``alpha must ...``) becomes the command's flag (``--beam-size -1``, ``--alpha must ...``)."""
+    ``alpha must ...``) becomes the command's flag (``--beam-size -1``, ``--alpha must ...``);
+    a file that cannot be written inside an output flag's folder names that flag."""
     if isinstance(e, OSError) and e.filename is not None and e.strerror:
         msg = f"{e.strerror}: {e.filename}"
+        for dest in ("out", "output_dir"):
+            where = getattr(args, dest, None)
+            if where and dest in flags and str(e.filename).startswith(str(where).rstrip("/")):
+                msg += f" (choose a writable {flags[dest][0]})"
     else:
         msg = str(e)
-    for dest, flag in flags.items():
+    for dest, (flag, switch) in flags.items():
+        if switch:  # allow_silence=True -> --allow-silence
+            msg = re.sub(rf"(?<![\w.-]){re.escape(dest)}=True\b", flag, msg)
         msg = re.sub(rf"(?<![\w.-]){re.escape(dest)}=", f"{flag} ", msg)
         msg = re.sub(rf"(?<![\w.-]){re.escape(dest)}(?= must\b)", flag, msg)
+    if "allow_silence" not in flags:  # only transcribe has the switch: point there, not at Python
+        msg = re.sub(r"[^.;]*\ballow_silence=True\b[^.;]*", " hooked-asr transcribe --allow-silence transcribes it", msg)
     return " ".join(msg.split())
 
 
@@ -116,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         if os.environ.get("HOOKED_ASR_TRACEBACK"):
             raise
-        print(f"hooked-asr: error: {_cli_message(e, _flags(parser, argv))}", file=sys.stderr)
+        print(f"hooked-asr: error: {_cli_message(e, _flags(parser, argv), args)}", file=sys.stderr)
         return 2
 
 

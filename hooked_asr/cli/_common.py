@@ -13,6 +13,17 @@ from typing import Any
 from hooked_asr.cli import UsageError
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give a whole number >= 1")
+    return value
+
+
 def add_model_argument(p: argparse.ArgumentParser, default_help: str = "whisper-tiny.en") -> None:
     """``--model NAME_OR_PATH`` (None: the registry's default model)."""
     p.add_argument("--model", default=None, help=f"model name or path (default: {default_help})")
@@ -71,4 +82,4 @@ def audio_inputs(args: argparse.Namespace) -> list[tuple[str, Any, str | None]]:
     return inputs
 
 
-__all__ = ["add_audio_arguments", "add_model_argument", "audio_inputs", "load_model_from_args", "one_audio"]
+__all__ = ["add_audio_arguments", "add_model_argument", "positive_int", "audio_inputs", "load_model_from_args", "one_audio"]
