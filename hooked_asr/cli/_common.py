@@ -13,6 +13,14 @@ from typing import Any
 from hooked_asr.cli import UsageError
 
 
+def note(message: str) -> None:
+    """A progress line on stderr for a person watching (a terminal): what runs before the first bar."""
+    import sys
+
+    if sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1."""
     try:
@@ -82,4 +90,4 @@ def audio_inputs(args: argparse.Namespace) -> list[tuple[str, Any, str | None]]:
     return inputs
 
 
-__all__ = ["add_audio_arguments", "add_model_argument", "positive_int", "audio_inputs", "load_model_from_args", "one_audio"]
+__all__ = ["add_audio_arguments", "add_model_argument", "note", "positive_int", "audio_inputs", "load_model_from_args", "one_audio"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hooked_asr.cli._common import add_model_argument, load_model_from_args, positive_int
+from hooked_asr.cli._common import add_model_argument, load_model_from_args, note, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -79,10 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _model(args: argparse.Namespace, sae=None):
-    import sys
-
-    print(f"loading {args.model or (sae.cfg.model_name if sae is not None else None) or 'the default model'} ...",
-          file=sys.stderr, flush=True)
+    note(f"loading {args.model or (sae.cfg.model_name if sae is not None else None) or 'the default model'} ...")
     return load_model_from_args(args, default=sae.cfg.model_name if sae is not None else None)
 
 
