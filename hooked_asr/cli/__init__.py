@@ -44,8 +44,8 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        print(f"hooked-asr: error: {self.prog.removeprefix('hooked-asr ')}: {message} (see {self.prog} --help)",
-              file=sys.stderr)
+        where = self.prog.removeprefix("hooked-asr").strip()
+        print(f"hooked-asr: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
