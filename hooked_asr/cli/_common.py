@@ -41,7 +41,10 @@ def load_model_from_args(args: argparse.Namespace, default: str | None = None) -
     """The model ``--model`` names, else ``default``, else the registry's default."""
     from hooked_asr.loading.registry import DEFAULT_MODEL, load_model
 
-    return load_model(args.model or default or DEFAULT_MODEL)
+    name = args.model or default or DEFAULT_MODEL
+    if not getattr(args, "no_progress", False):
+        note(f"loading {name} ...")  # the first seconds of every command, before any bar
+    return load_model(name)
 
 
 def add_audio_arguments(p: argparse.ArgumentParser, many: bool, audio_help: str) -> None:

@@ -79,7 +79,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _model(args: argparse.Namespace, sae=None):
-    note(f"loading {args.model or (sae.cfg.model_name if sae is not None else None) or 'the default model'} ...")
     return load_model_from_args(args, default=sae.cfg.model_name if sae is not None else None)
 
 
@@ -122,6 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
         trainer = SAETrainer(SparseAutoencoder(cfg), TrainConfig(total_frames=args.frames, batch_size=args.batch,
                                                                  lr=args.lr, checkpoint_dir=str(ckpt),
                                                                  checkpoint_every=100))
+    note(f"reading the first {trainer.cfg.buffer_frames} frames of {hook} (then one bar step per batch) ...")
     trainer.train(source)
     path = save_sae(trainer.sae, Path(args.out) / "sae")
     h = trainer.state.history[-1] if trainer.state.history else {}

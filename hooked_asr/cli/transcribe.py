@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from hooked_asr.cli import UsageError
-from hooked_asr.cli._common import add_audio_arguments, add_model_argument, audio_inputs, load_model_from_args, note
+from hooked_asr.cli._common import add_audio_arguments, add_model_argument, audio_inputs, load_model_from_args
 from hooked_asr.cli._writers import FORMATS, WRITERS, SubtitleOptions
 
 
@@ -102,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable folder fails now, not after the work
     quiet = args.no_progress
-    if not quiet:
-        note(f"loading {args.model or 'the default model'} ...")
     model = load_model_from_args(args)
     temps = args.temperature[0] if len(args.temperature) == 1 else tuple(args.temperature)
     collected = []
