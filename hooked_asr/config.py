@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 
 @dataclass
@@ -109,6 +109,11 @@ class ModelConfig:
     task_to_id: dict[str, int] = field(default_factory=dict)
     is_multilingual: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    # Where the model's weights are and their dtype, as TransformerLens's cfg.device / cfg.dtype: set by
+    # the model whenever it moves or casts (HookedEncoderDecoder._apply), never saved with the config.
+    device: ClassVar[str] = "cpu"
+    dtype: ClassVar[Any] = None
 
     # ---- TransformerLens's flat names, for the decoder (the stack that writes the logits) ----
     @property

@@ -14,7 +14,14 @@ import argparse
 import json
 from pathlib import Path
 
-from hooked_asr.cli._common import add_audio_arguments, add_model_argument, audio_inputs, load_model_from_args
+from hooked_asr.cli import UsageError
+from hooked_asr.cli._common import (
+    add_audio_arguments,
+    add_model_argument,
+    audio_inputs,
+    load_model_from_args,
+    positive_int,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,26 +30,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_argument(p)
     p.add_argument("--components", nargs="*", default=None,
                    help="explicit components, e.g. decoder.blocks.1.cross_attn.head.3 (default: enumerate)")
-    p.add_argument("--kinds", nargs="+", default=["attn", "cross_attn", "mlp"], choices=["attn", "cross_attn", "mlp"])
-    p.add_argument("--stacks", nargs="+", default=["encoder", "decoder"])
-    p.add_argument("--layers", nargs="*", type=int, default=None)
+    p.add_argument("--kinds", nargs="+", default=["attn", "cross_attn", "mlp"], choices=["attn", "cross_attn", "mlp"],
+                   help="component kinds to enumerate")
+    p.add_argument("--stacks", nargs="+", default=["encoder", "decoder"], choices=["encoder", "decoder"],
+                   help="stacks to enumerate")
+    p.add_argument("--layers", nargs="*", type=int, default=None, help="layer indices to enumerate (default: all)")
     p.add_argument("--no-heads", action="store_true", help="whole attention outputs instead of single heads")
-    p.add_argument("--intervention", default="interpolate", choices=["interpolate", "zero", "mean"])
+    p.add_argument("--intervention", default="interpolate", choices=["interpolate", "zero", "mean"],
+                   help="interpolate towards the reference, or zero / mean ablation")
     p.add_argument("--alpha", type=float, default=1.0, help="a~ = (1-alpha) a + alpha a_ref (>= 0)")
     p.add_argument("--reference", default="noise",
                    help="'noise' (RMS-matched white noise), 'silence', or an audio file (same for every input)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise reference")
-    p.add_argument("--mode", default="generate", choices=["generate", "teacher_forced"])
+    p.add_argument("--mode", default="generate", choices=["generate", "teacher_forced"],
+                   help="decode under the patch, or score the clean transcript teacher-forced")
     p.add_argument("--metrics", nargs="+", default=None,
-                   help="generate: changed wer wer_delta loop loop_resolved repeated n_tokens; teacher_forced: logprob")
+                   help="default: changed wer_delta n_tokens (generate), logprob (teacher_forced); generate: changed wer wer_delta loop loop_resolved repeated n_tokens; teacher_forced: logprob")
     p.add_argument("--missing", default="keep", choices=["keep", "error"],
                    help="decoder positions the reference lacks (longer patched transcripts): leave unpatched, or fail")
-    p.add_argument("--batch-size", type=int, default=16, help="components per batched forward (1 = one at a time)")
-    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=16, help="components per batched forward (1 = one at a time)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None,
+                   help="token limit per patched transcript (default: the model's)")
     p.add_argument("--language", default=None, help="language for multilingual models (default en)")
     p.add_argument("--out", default="results/patch", help="output directory")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def _check_layers(model, stacks: list[str], layers: list[int] | None) -> None:
+    """``--layers`` must exist in every stack asked for (components() would silently drop them)."""
+    sizes = {s: getattr(model.cfg, s).n_layers for s in stacks if getattr(model.cfg, s, None) is not None}
+    bad = [l for l in layers or [] if any(not 0 <= l < n for n in sizes.values())]
+    if bad:
+        have = ", ".join(f"the {s} has {n} blocks (0-{n - 1})" for s, n in sizes.items())
+        raise UsageError(f"--layers {' '.join(map(str, bad))}: {have}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if args.components:
         comps = list(args.components)
     else:
+        _check_layers(model, args.stacks, args.layers)
         comps = components(model, kinds=args.kinds, heads=not args.no_heads, stacks=args.stacks, layers=args.layers)
     tf_kwargs = {"language": args.language} if args.language else {}
     means = None

@@ -12,56 +12,69 @@ from __future__ import annotations
 import argparse
 import json
 
-from hooked_asr.cli._common import add_model_argument, load_model_from_args
+from hooked_asr.cli._common import add_model_argument, load_model_from_args, note, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sae", help="train, evaluate, browse and steer sparse autoencoders on encoder frames")
-    s = p.add_subparsers(dest="sae_command", required=True)
+    p = sub.add_parser("sae", help="train, evaluate, browse and steer sparse autoencoders on encoder frames",
+                       description="Sparse autoencoders on encoder frames; see each command's --help.")
+    s = p.add_subparsers(dest="sae_command", required=True, metavar="COMMAND")
 
     def audio_args(q: argparse.ArgumentParser, n_default: int) -> None:
         q.add_argument("--audio", nargs="*", default=[], help="wav/flac files (default: espeak-ng sentences)")
         q.add_argument("--say", action="append", default=[], help="a sentence to speak with espeak-ng (repeatable)")
-        q.add_argument("--voice", default="en-us")
-        q.add_argument("--n-sentences", type=int, default=n_default, help="built-in sentences when no audio is given")
+        q.add_argument("--voice", default="en-us", help="espeak-ng voice for --say and the built-in sentences")
+        q.add_argument("--n-sentences", type=positive_int, default=n_default,
+                       help="built-in sentences spoken by espeak-ng when no --audio / --say is given")
         add_model_argument(q, default_help="the SAE's model, else whisper-tiny.en")
 
-    t = s.add_parser("train", help="train an SAE streaming frames from the model")
+    t = s.add_parser("train", help="train an SAE streaming frames from the model",
+                     description="Train a sparse autoencoder on one encoder hook's frames, streamed from the model "
+                                 "(checkpointed; --resume continues). Writes OUT/checkpoint/ and OUT/sae/.")
     audio_args(t, 400)
-    t.add_argument("--layer", type=int, default=2)
-    t.add_argument("--site", default="resid_post")
-    t.add_argument("--arch", choices=["topk", "relu"], default="topk")
-    t.add_argument("--k", type=int, default=32)
-    t.add_argument("--l1", type=float, default=5.0)
-    t.add_argument("--expansion", type=int, default=8)
-    t.add_argument("--frames", type=int, default=200_000)
-    t.add_argument("--batch", type=int, default=512)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--layer", type=int, default=2, help="encoder block whose hook is read")
+    t.add_argument("--site", default="resid_post", help="hook in that block (act_name's site: resid_pre, mlp_out, ...)")
+    t.add_argument("--arch", choices=["topk", "relu"], default="topk",
+                   help="TopK (exactly --k active features) or ReLU with an L1 penalty (--l1)")
+    t.add_argument("--k", type=positive_int, default=32, help="active features per frame (topk)")
+    t.add_argument("--l1", type=float, default=5.0, help="L1 coefficient (relu)")
+    t.add_argument("--expansion", type=positive_int, default=8, help="features = expansion x d_model")
+    t.add_argument("--frames", type=positive_int, default=200_000, help="training frames in total")
+    t.add_argument("--batch", type=positive_int, default=512, help="frames per optimiser step")
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     t.add_argument("--out", required=True, help="folder: checkpoint/ and sae/ go in it")
-    t.add_argument("--resume", action="store_true")
+    t.add_argument("--resume", action="store_true", help="continue the run in OUT/checkpoint")
     t.set_defaults(func=run_train)
 
-    e = s.add_parser("eval", help="FVU, L0, dead fraction, spliced WER and cross-entropy")
-    e.add_argument("sae")
+    e = s.add_parser("eval", help="FVU, L0, dead fraction, spliced WER and cross-entropy",
+                     description="Reconstruction (FVU, L0, dead / dense fractions) and the SAE spliced into the "
+                                 "model (WER, decoder cross-entropy), printed as JSON.")
+    e.add_argument("sae", help="a saved SAE folder (save_sae / sae train's OUT/sae)")
     audio_args(e, 16)
-    e.add_argument("--frames-spliced", choices=["speech", "all"], default="speech")
+    e.add_argument("--frames-spliced", choices=["speech", "all"], default="speech",
+                   help="splice the SAE into the speech frames only, or every frame")
     e.set_defaults(func=run_eval)
 
-    b = s.add_parser("browse", help="write an HTML feature browser")
-    b.add_argument("sae")
+    b = s.add_parser("browse", help="write an HTML feature browser",
+                     description="Feature statistics over the audio, and an HTML page per feature (top frames with "
+                                 "audio, the words spoken there, histograms).")
+    b.add_argument("sae", help="a saved SAE folder")
     audio_args(b, 60)
     b.add_argument("--features", type=int, nargs="*", default=None, help="feature ids (default: the strongest)")
-    b.add_argument("--n-features", type=int, default=16)
-    b.add_argument("--out", required=True)
+    b.add_argument("--n-features", type=positive_int, default=16, help="how many features when --features is not given")
+    b.add_argument("--out", required=True, help="folder for index.html and the feature pages")
     b.set_defaults(func=run_browse)
 
-    st = s.add_parser("steer", help="transcribe with features added, scaled or clamped")
-    st.add_argument("sae")
+    st = s.add_parser("steer", help="transcribe with features added, scaled or clamped",
+                      description="Transcribe each clip clean and with the SAE's features changed (the SAE's "
+                                  "reconstruction error is kept, so only the features change).")
+    st.add_argument("sae", help="a saved SAE folder")
     audio_args(st, 4)
-    st.add_argument("--feature", type=int, nargs="+", required=True)
-    st.add_argument("--mode", choices=["add", "scale", "clamp"], default="clamp")
-    st.add_argument("--value", type=float, default=0.0)
-    st.add_argument("--language", default=None)
+    st.add_argument("--feature", type=int, nargs="+", required=True, help="feature ids to change")
+    st.add_argument("--mode", choices=["add", "scale", "clamp"], default="clamp",
+                    help="add --value to the feature, scale it by --value, or clamp it to --value")
+    st.add_argument("--value", type=float, default=0.0, help="the amount for --mode")
+    st.add_argument("--language", default=None, help="language code for multilingual models (default: detect)")
     st.set_defaults(func=run_steer)
 
 
@@ -76,11 +89,15 @@ def _audio(args: argparse.Namespace, seed: int = 1) -> tuple[list, list[str] | N
     clips = [load_audio(a) for a in args.audio]
     if clips and not args.say:
         return clips, None
+    from tqdm.auto import tqdm
+
     from hooked_asr.datasets.espeak import synthesize
     from hooked_asr.sae.corpus import english_sentences
 
     texts = list(args.say) or english_sentences(args.n_sentences, seed=seed)
-    return clips + [synthesize(t, voice=args.voice) for t in texts], ([""] * len(clips) + texts) if not clips else None
+    spoken = [synthesize(t, voice=args.voice) for t in tqdm(texts, desc="speaking (espeak-ng)", unit="sentence",
+                                                             disable=len(texts) < 8)]
+    return clips + spoken, ([""] * len(clips) + texts) if not clips else None
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -104,6 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
         trainer = SAETrainer(SparseAutoencoder(cfg), TrainConfig(total_frames=args.frames, batch_size=args.batch,
                                                                  lr=args.lr, checkpoint_dir=str(ckpt),
                                                                  checkpoint_every=100))
+    note(f"reading the first {trainer.cfg.buffer_frames} frames of {hook} (then one bar step per batch) ...")
     trainer.train(source)
     path = save_sae(trainer.sae, Path(args.out) / "sae")
     h = trainer.state.history[-1] if trainer.state.history else {}

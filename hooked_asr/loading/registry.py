@@ -44,22 +44,13 @@ from hooked_asr.loading.hf import CheckpointError, load_hf_whisper_dir, resolve_
 DEFAULT_MODEL = "whisper-tiny.en"
 
 # loading/ sits below models/ (models load their weights through it), so it never imports a
-# model class: the package registers the classes it builds (hooked_asr/__init__.py).
-_MODEL_CLASSES: dict[str, Any] = {}
-
-
-def register_model_class(architecture: str, cls: Any) -> None:
-    """Let ``load_model`` build ``architecture`` checkpoints with ``cls.from_state_dict``."""
-    _MODEL_CLASSES[architecture] = cls
+# model class: the package registers the classes it builds (hooked_asr/__init__.py, loading/_classes.py).
+from hooked_asr.loading._classes import register_model_class  # noqa: E402  (re-exported)
+from hooked_asr.loading._classes import model_class as _registered_class  # noqa: E402
 
 
 def _model_class(architecture: str) -> Any:
-    if architecture not in _MODEL_CLASSES:
-        raise CheckpointError(
-            f"no model class registered for {architecture!r} checkpoints (known: {sorted(_MODEL_CLASSES)}); "
-            "import hooked_asr, which registers them"
-        )
-    return _MODEL_CLASSES[architecture]
+    return _registered_class(architecture, CheckpointError)
 
 
 @dataclass(frozen=True)

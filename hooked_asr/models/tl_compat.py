@@ -3,8 +3,9 @@
 :class:`TLCompatMixin` is a base of :class:`~hooked_asr.models.base.HookedEncoderDecoder`, so
 every model (Whisper, Qwen2-Audio) has:
 
-* ``run_with_cache(..., return_cache_object=True, pos_slice=, frame_slice=, device=, dtype=,
-  incl_bwd=, return_type=)``: TL's arguments; ``pos_slice`` slices decoder token positions,
+* ``run_with_cache(..., pos_slice=, frame_slice=, device=, dtype=, incl_bwd=, return_type=)``:
+  TL's arguments and, as HookedTransformer, an :class:`ActivationCache` back
+  (``return_cache_object=False``: a plain dict); ``pos_slice`` slices decoder token positions,
   ``frame_slice`` encoder frame positions; ``device="cpu"`` offloads; ``dtype`` stores in
   another precision. The cache's size is estimated before anything runs
   (:meth:`estimate_cache_size`) and a warning names the largest hooks when it exceeds
@@ -12,6 +13,12 @@ every model (Whisper, Qwen2-Audio) has:
 * ``run_with_hooks(..., return_type="logits" | "loss" | None | callable)``: ``"loss"`` is
   the mean next-token cross-entropy over the decoder tokens, a scalar, so
   ``run_with_cache(..., incl_bwd=True, return_type="loss")`` caches gradients (``*_grad``).
+* ``cfg.device`` / ``cfg.dtype`` (kept current by ``.to``), ``cfg.n_layers`` / ``n_heads`` /
+  ``d_head`` / ``d_model`` of the decoder. TransformerLens's ``head_detector`` and ``patching``
+  functions still cannot run on these models as they stand: they call ``model(tokens)`` with
+  text alone (an ASR decoder needs the audio too) and read decoder-only names
+  (``blocks.{l}.attn.hook_pattern``); ``hooked_asr.circuits.detect_heads`` and
+  ``hooked_asr.patching`` are their audio-aware versions.
 * ``to_tokens`` / ``to_str_tokens`` / ``to_string`` / ``to_single_token``,
   ``tokens_to_residual_directions``.
 * ``set_use_attn_result``; weights stacked per stack and attention kind
@@ -76,6 +83,15 @@ class TLCompatMixin:
     ``n_layers``, ``tokenizer``, ``forward`` and HookedRootModule's ``hooks``."""
 
     cache_warn_bytes: int = 4 * 2**30
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """nn.Module's ``.to`` / ``.cuda`` / ``.half`` ..., then ``cfg.device`` and ``cfg.dtype`` say
+        where the weights now are (TransformerLens's utilities read them there)."""
+        out = super()._apply(fn, *args, **kwargs)  # type: ignore[misc]
+        cfg, embed = getattr(self, "cfg", None), getattr(getattr(self, "decoder", None), "W_E", None)
+        if cfg is not None and isinstance(embed, torch.Tensor):
+            cfg.device, cfg.dtype = str(embed.device), embed.dtype
+        return out
 
     # ---- attention modules and weights ---------------------------------------------------
     def attention_kinds(self, stack: str = "decoder") -> list[str]:
@@ -293,15 +309,16 @@ class TLCompatMixin:
         pos_slice: Any = None,
         frame_slice: Any = None,
         dtype: torch.dtype | None = None,
-        return_cache_object: bool = False,
+        return_cache_object: bool = True,
         return_type: Any = "logits",
         loss_per_token: bool = False,
         **model_kwargs: Any,
     ) -> tuple[Any, Any]:
         """TransformerLens's ``run_with_cache`` for an encoder-decoder: returns ``(output, cache)``.
 
-        ``cache`` is a dict of hook name -> tensor, or with ``return_cache_object=True`` an
-        :class:`hooked_asr.circuits.cache.ActivationCache` (TL's helpers plus ``stack=``).
+        ``cache`` is an :class:`hooked_asr.ActivationCache` (a mapping of hook name -> tensor with
+        TL's helpers plus ``stack=``), as HookedTransformer returns; ``return_cache_object=False``
+        gives the plain dict.
         ``pos_slice`` keeps those decoder token positions and ``frame_slice`` those encoder
         frames (int, ``(start, stop[, step])``, list of indices or TL ``Slice``), on each
         activation's own position axes (:func:`position_axes`); ``device`` stores the cache

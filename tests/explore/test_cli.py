@@ -26,5 +26,6 @@ def test_explore_command_writes_the_view_of_the_file_and_prints_its_path(whisper
     data = json.loads(re.search(r'<script type="application/json" id="ha-data">(.*?)</script>', out.read_text(), re.S)[1])
     assert data["transcript"]["text"] == whisper_tiny_en.transcribe(str(wav)).text
     assert data["audio"]["duration"] == pytest.approx(sf.info(wav).duration)
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["explore", str(tmp_path / "missing.wav")])
+    assert main(["explore", str(tmp_path / "missing.wav")]) == 2  # the CLI's one-line user error
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hooked-asr: error: ") and "does not exist" in err[0]

@@ -188,3 +188,27 @@ def test_set_use_attn_result(pair):
     finally:
         model.set_use_attn_result(False)
     assert len(cache) == 2 + 3 + 3 and cache["decoder.blocks.0.cross_attn.hook_result"].shape == (2, 6, 6, 96)
+
+
+def test_run_with_cache_returns_an_activation_cache_as_hooked_transformer(pair, qwen):
+    """HookedTransformer.run_with_cache returns an ActivationCache; the dict by flag, same tensors."""
+    for model, inputs in ((pair[1], _w_inputs(pair[1])), (qwen, _q_inputs(qwen))):
+        logits, cache = model.run_with_cache(**inputs, names_filter=lambda n: n.endswith("hook_resid_post"))
+        plain_logits, plain = model.run_with_cache(**inputs, names_filter=lambda n: n.endswith("hook_resid_post"),
+                                                   return_cache_object=False)
+        assert isinstance(cache, ActivationCache) and type(plain) is dict
+        assert list(cache) == list(plain) and len(cache) == model.cfg.n_layers("encoder") + model.cfg.n_layers
+        for name in plain:
+            assert torch.equal(cache[name], plain[name])
+        torch.testing.assert_close(logits, plain_logits, rtol=0, atol=0)
+        assert torch.equal(cache["resid_post", 0], plain["decoder.blocks.0.hook_resid_post"])
+
+
+def test_cfg_device_and_dtype_follow_the_model():
+    """TransformerLens's utilities read cfg.device / cfg.dtype; .to keeps them current, the saved config
+    does not carry them."""
+    model = HookedWhisper.from_hf(make_hf_whisper("v3-128mel"))
+    assert model.cfg.device == "cpu" and model.cfg.dtype == torch.float32
+    model.to(torch.float64)
+    assert model.cfg.dtype == torch.float64 and model.cfg.device == str(model.device)
+    assert "device" not in model.cfg.to_dict() and "dtype" not in model.cfg.to_dict()
