@@ -30,6 +30,9 @@ class TranscribeOptions:
     use_cache: bool = True
     progress: bool | None = None
     model_options: dict[str, Any] = field(default_factory=dict)  # e.g. Qwen2-Audio's instruction, chat
+    # word timings (issue 24): which cross-attention heads, and what unit is teacher-forced (timing.py)
+    alignment_heads: str | Sequence[tuple[int, int]] = "openai"
+    word_unit: str = "token"
 
     def __post_init__(self) -> None:
         t = self.temperature
@@ -48,6 +51,9 @@ class TranscribeOptions:
             raise ValueError(f"patience={self.patience} needs beam_size and must be > 0")
         if self.task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
+        from hooked_asr.models.decoding.timing import check_word_options
+
+        check_word_options(self.alignment_heads, self.word_unit)
 
     def suppress_list(self, checkpoint_list: Sequence[int]) -> list[int]:
         """openai-whisper's ``suppress_tokens``: ids (a list or ``"1,2,3"``); ``-1`` stands for

@@ -19,8 +19,9 @@ next word's start (20 ms per encoder frame).
 
 from __future__ import annotations
 
+import contextlib
 import string
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -119,7 +120,206 @@ def split_to_word_tokens(tokenizer: Any, tokens: list[int], language: str | None
     return words, word_tokens
 
 
+HEAD_CHOICES = ("openai", "detected")
+UNITS = ("token", "character")
+
+
+def check_word_options(heads: Any, unit: str) -> None:
+    """Refuse an unknown ``alignment_heads`` / ``word_unit`` with the accepted values."""
+    if unit not in UNITS:
+        raise ValueError(f"word_unit={unit!r}: one of {list(UNITS)}")
+    if isinstance(heads, str):
+        if heads not in HEAD_CHOICES:
+            raise ValueError(f"alignment_heads={heads!r}: one of {list(HEAD_CHOICES)} or a list of (layer, head) pairs")
+        return
+    try:
+        pairs = [(int(layer), int(h)) for layer, h in heads]
+    except (TypeError, ValueError):
+        raise ValueError(f"alignment_heads={heads!r}: one of {list(HEAD_CHOICES)} or a list of (layer, head) pairs") from None
+    if not pairs:
+        raise ValueError("alignment_heads=[]: name at least one (layer, head) pair, or 'openai' / 'detected'")
+
+
+def _explicit_heads(model: Any, heads: Any) -> list[tuple[int, int]] | None:
+    """The (layer, head) list to read, or None for ``"detected"`` (every head is read and ranked)."""
+    if isinstance(heads, str):
+        check_word_options(heads, "token")
+        return alignment_heads(model) if heads == "openai" else None
+    pairs = [(int(layer), int(h)) for layer, h in heads]
+    n_l, n_h = model.cfg.decoder.n_layers, model.cfg.decoder.n_heads
+    bad = [p for p in pairs if not (0 <= p[0] < n_l and 0 <= p[1] < n_h)]
+    if bad or not pairs:
+        raise ValueError(f"alignment_heads {bad or pairs}: the decoder has {n_l} layers (0-{n_l - 1}) of {n_h} heads "
+                         f"(0-{n_h - 1}); pass (layer, head) pairs in range, 'openai' or 'detected'")
+    return pairs
+
+
+def character_tokens(tokenizer: Any, text_tokens: Sequence[int]) -> tuple[list[int], list[int], str]:
+    """The text of ``text_tokens`` spelled one character per token (a character the vocabulary has
+    no single token for takes several), as "Whisper Has an Internal Word Aligner" (arXiv 2509.09987)
+    teacher-forces it. Returns ``(tokens, first_token_of_each_char, text)`` for ``text`` = the
+    decoded text without its leading whitespace."""
+    text = tokenizer.decode([int(t) for t in text_tokens]).lstrip()
+    tokens: list[int] = []
+    first: list[int] = []
+    for c in text:
+        first.append(len(tokens))
+        tokens += list(tokenizer.encode(c))
+    return tokens, first, text
+
+
 @torch.no_grad()
+def _cross_attention(
+    model: Any, ids: list[int], encoder_hidden_states: torch.Tensor, layers: list[int],
+) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """One teacher-forced decoder pass: the cross-attention scores of ``layers``
+    (``{layer: [head, token, frame]}``) and the logits ``[token, vocab]``."""
+    scores: dict[int, torch.Tensor] = {}
+
+    def grab(x: torch.Tensor, hook: Any) -> None:
+        scores[int(hook.name.split(".")[2])] = x[0].detach()
+
+    names = [f"decoder.blocks.{layer}.cross_attn.hook_attn_scores" for layer in layers]
+    t = torch.tensor([ids], device=encoder_hidden_states.device)
+    with model.hooks(fwd_hooks=[(n, grab) for n in names]):
+        logits = model(encoder_hidden_states=encoder_hidden_states, decoder_input_ids=t)[0]
+    return scores, logits
+
+
+def _normalise(w: torch.Tensor, medfilt_width: int, qk_scale: float, norm: str) -> torch.Tensor:
+    """``[head, token, frame]`` scores -> the matrices DTW reads, per head.
+    ``"zscore"`` (openai-whisper): softmax over frames, standardise each frame over tokens, median
+    filter along frames. ``"l2"`` (arXiv 2509.09987): median filter the scores, softmax, divide
+    each frame by its L2 norm over tokens."""
+    if norm == "zscore":
+        w = (w * qk_scale).softmax(-1)
+        std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
+        return median_filter((w - mean) / std, medfilt_width)
+    if norm == "l2":
+        w = median_filter(w, medfilt_width) if medfilt_width > 1 else w
+        w = (w * qk_scale).softmax(-1)
+        return w / w.norm(dim=-2, keepdim=True).clamp_min(1e-12)
+    raise ValueError(f"norm={norm!r}: 'zscore' or 'l2'")
+
+
+def rank_heads(
+    attn: Float[torch.Tensor, "head token frame"], spans: torch.Tensor | None = None,
+) -> Float[torch.Tensor, "head"]:
+    """A score per head of how well its attention ``attn`` (softmax over frames, the rows that
+    predict text) follows the audio, with no reference transcript or timing.
+
+    With ``spans`` (``[token, 2]`` first/last frame of each row's unit from a first alignment),
+    the alignment detector's score (``hooked_asr.circuits.detectors``, kind ``"alignment"``) with the
+    model's own alignment as reference: ``mean_t sum_{f in span_t} attn[h, t, f]``. Without:
+    arXiv 2509.09987's peakedness ``sum_f ||attn[h, :, f]||_2 + sum_t ||attn[h, t, :]||_2``."""
+    if spans is None:
+        return attn.norm(dim=-2).sum(-1) + attn.norm(dim=-1).sum(-1)
+    f = torch.arange(attn.shape[-1], device=attn.device)
+    inside = (f[None, :] >= spans[:, :1]) & (f[None, :] <= spans[:, 1:])  # [token, frame]
+    return (attn * inside).sum(-1).mean(-1)
+
+
+def _path_spans(matrix: torch.Tensor, widen: int = 0) -> torch.Tensor:
+    """``[row, 2]`` first/last frame DTW gives each row of ``matrix`` (widened by ``widen`` frames)."""
+    rows, cols = dtw(-matrix.double().cpu().numpy())
+    n = matrix.shape[0]
+    lo = np.full(n, matrix.shape[1] - 1)
+    hi = np.zeros(n, dtype=np.int64)
+    np.minimum.at(lo, rows, cols)
+    np.maximum.at(hi, rows, cols)
+    return torch.tensor(np.stack([lo - widen, hi + widen], 1))
+
+
+@torch.no_grad()
+def alignment(
+    model: Any,
+    text_tokens: Sequence[int],
+    *,
+    input_features: Float[torch.Tensor, "1 n_mels frames"] | None = None,
+    encoder_hidden_states: Float[torch.Tensor, "1 frame d_model"] | None = None,
+    num_frames: int | None = None,
+    language: str | None = None,
+    task: str = "transcribe",
+    heads: str | Sequence[tuple[int, int]] = "openai",
+    unit: str = "token",
+    medfilt_width: int | None = None,
+    qk_scale: float = 1.0,
+    norm: str | None = None,
+    top_k: int | None = None,
+    detect_by: str = "peak",
+) -> dict[str, Any]:
+    """The alignment step's pieces: ``matrix`` (``[unit + 1, frame]``, the heads' normalised
+    attention averaged, rows that predict each unit and end of text), ``heads`` used,
+    ``token_probs`` (each text token's teacher-forced probability), ``unit_tokens`` (the
+    teacher-forced units: ``text_tokens``, or one character each) and, for characters,
+    ``char_first`` / ``text`` (see :func:`character_tokens`).
+
+    ``heads="detected"`` reads every head and keeps the ``top_k`` (default: as many as the
+    checkpoint lists, else 8) that :func:`rank_heads` scores highest on this very window, with no
+    reference: ``detect_by="peak"`` by peakedness (arXiv 2509.09987's filter), ``"self"`` by the
+    alignment detector's score against a first alignment with the checkpoint's heads.
+    ``unit="character"`` teacher-forces the text one character per token (a text longer than the
+    decoder's context falls back to tokens). ``norm`` / ``medfilt_width`` (see :func:`_normalise`)
+    default to openai-whisper's ``"zscore"`` / 7 for tokens and the paper's ``"l2"`` / 3 for
+    characters (measured best on espeak speech, benchmarks/bench_word_timing.py)."""
+    if not getattr(model.cfg.decoder, "cross_attention", False):
+        raise ValueError(f"word timings read cross-attention; {type(model).__name__} has none")
+    check_word_options(heads, unit)
+    text_tokens = [int(t) for t in text_tokens]
+    if encoder_hidden_states is None:
+        if input_features is None:
+            raise ValueError("pass input_features or encoder_hidden_states")
+        encoder_hidden_states = model.encode(input_features)
+    prompt = model.sot_sequence(language, task)  # ends with <|notimestamps|> where the vocabulary has it
+    first = len(prompt) - 1  # the position that predicts the first text token
+    eos = model.cfg.eos_token_id
+    n_enc = encoder_hidden_states.shape[1]
+    n = n_enc if num_frames is None else max(1, min(n_enc, num_frames // 2))
+    if norm is None:
+        norm = "l2" if unit == "character" else "zscore"
+    if medfilt_width is None:
+        medfilt_width = 3 if unit == "character" else 7
+    chosen = _explicit_heads(model, heads)
+    layers = sorted({layer for layer, _ in chosen}) if chosen is not None else list(range(model.cfg.decoder.n_layers))
+    units, char_first, text = text_tokens, None, None
+    if unit == "character" and model.tokenizer is not None:
+        chars, char_first, text = character_tokens(model.tokenizer, text_tokens)
+        if len(prompt) + len(chars) + 1 <= model.cfg.decoder.n_ctx:
+            units = chars
+        else:
+            char_first, text = None, None
+    scores, logits = _cross_attention(model, prompt + units + [eos], encoder_hidden_states, layers)
+    if units is text_tokens:
+        probs = logits[first:, :eos].float().softmax(-1)
+        token_probs = probs[torch.arange(len(text_tokens)), torch.tensor(text_tokens, dtype=torch.long)].tolist()
+    else:  # the word's own tokens carry the confidence: one more (cheap) decoder pass, no hooks
+        logits = model(encoder_hidden_states=encoder_hidden_states,
+                       decoder_input_ids=torch.tensor([prompt + text_tokens + [eos]], device=encoder_hidden_states.device))[0]
+        probs = logits[first:, :eos].float().softmax(-1)
+        token_probs = probs[torch.arange(len(text_tokens)), torch.tensor(text_tokens, dtype=torch.long)].tolist()
+    rows = slice(first, first + len(units) + 1)  # normalised over every row (as openai-whisper), then cut
+    if chosen is None:
+        every = [(layer, h) for layer in layers for h in range(model.cfg.decoder.n_heads)]
+        raw = torch.stack([scores[layer][h] for layer, h in every])[:, :, :n].float()
+        k = top_k or len(model.cfg.alignment_heads or []) or 8
+        if detect_by == "peak":
+            rank = rank_heads((raw[:, first : first + len(units)] * qk_scale).softmax(-1))
+        elif detect_by == "self":
+            base = [every.index(hd) for hd in alignment_heads(model)]
+            seed = _normalise(raw[base], medfilt_width, qk_scale, norm).mean(0)[rows]
+            rank = rank_heads((raw[:, rows] * qk_scale).softmax(-1), _path_spans(seed).to(raw.device))
+        else:
+            raise ValueError(f"detect_by={detect_by!r}: 'self' or 'peak'")
+        keep = rank.argsort(descending=True)[:k].tolist()
+        chosen = [every[i] for i in keep]
+        w = raw[keep]
+    else:
+        w = torch.stack([scores[layer][h] for layer, h in chosen])[:, :, :n].float()
+    matrix = _normalise(w, medfilt_width, qk_scale, norm).mean(0)[rows]
+    return {"matrix": matrix, "heads": chosen, "token_probs": token_probs, "unit_tokens": units,
+            "char_first": char_first, "text": text}
+
+
 def alignment_matrix(
     model: Any,
     text_tokens: Sequence[int],
@@ -129,42 +329,18 @@ def alignment_matrix(
     num_frames: int | None = None,
     language: str | None = None,
     task: str = "transcribe",
-    medfilt_width: int = 7,
+    medfilt_width: int | None = None,
     qk_scale: float = 1.0,
+    **options: Any,
 ) -> tuple[Float[torch.Tensor, "token frame"], list[float]]:
     """``(M, token_probs)``: the alignment heads' standardised, median-filtered attention averaged
     over heads, one row per text token plus one for end of text (the rows that *predict* them),
-    over the ``num_frames // 2`` encoder frames that hold audio; and each text token's probability."""
-    if not getattr(model.cfg.decoder, "cross_attention", False):
-        raise ValueError(f"word timings read cross-attention; {type(model).__name__} has none")
-    text_tokens = [int(t) for t in text_tokens]
-    if encoder_hidden_states is None:
-        if input_features is None:
-            raise ValueError("pass input_features or encoder_hidden_states")
-        encoder_hidden_states = model.encode(input_features)
-    prompt = model.sot_sequence(language, task)  # ends with <|notimestamps|> where the vocabulary has it
-    first = len(prompt) - 1  # the position that predicts the first text token
-    eos = model.cfg.eos_token_id
-    ids = torch.tensor([prompt + text_tokens + [eos]], device=encoder_hidden_states.device)
-    heads = alignment_heads(model)
-    layers = sorted({layer for layer, _ in heads})
-    scores: dict[int, torch.Tensor] = {}
-
-    def grab(x: torch.Tensor, hook: Any) -> None:
-        scores[int(hook.name.split(".")[2])] = x[0].detach()
-
-    names = [f"decoder.blocks.{layer}.cross_attn.hook_attn_scores" for layer in layers]
-    with model.hooks(fwd_hooks=[(n, grab) for n in names]):
-        logits = model(encoder_hidden_states=encoder_hidden_states, decoder_input_ids=ids)[0]
-    n_enc = encoder_hidden_states.shape[1]
-    n = n_enc if num_frames is None else min(n_enc, num_frames // 2)
-    w = torch.stack([scores[layer][h] for layer, h in heads])[:, :, :n].float()  # [head, token, frame]
-    w = (w * qk_scale).softmax(-1)
-    std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
-    w = median_filter((w - mean) / std, medfilt_width)
-    probs = logits[first:, :eos].float().softmax(-1)
-    token_probs = probs[torch.arange(len(text_tokens)), torch.tensor(text_tokens, dtype=torch.long)].tolist()
-    return w.mean(0)[first:-1], token_probs
+    over the ``num_frames // 2`` encoder frames that hold audio; and each text token's probability.
+    ``options``: ``heads``, ``unit``, ``norm``, ``top_k`` of :func:`alignment`."""
+    a = alignment(model, text_tokens, input_features=input_features, encoder_hidden_states=encoder_hidden_states,
+                  num_frames=num_frames, language=language, task=task, medfilt_width=medfilt_width,
+                  qk_scale=qk_scale, **options)
+    return a["matrix"], a["token_probs"]
 
 
 def find_alignment(
@@ -176,36 +352,91 @@ def find_alignment(
     num_frames: int | None = None,
     language: str | None = None,
     task: str = "transcribe",
-    medfilt_width: int = 7,
+    medfilt_width: int | None = None,
     qk_scale: float = 1.0,
+    word_start: str = "space",
+    **options: Any,
 ) -> list[WordTiming]:
     """Words of ``text_tokens`` (no special tokens) with start/end seconds from the window start.
 
     ``num_frames``: mel frames (100 per second) that hold audio (default: all). The decoder is
     teacher-forced on the plain sot sequence of ``language``/``task`` (no previous text), as
-    openai-whisper does. Each word's ``probability`` is the mean of its tokens' probabilities.
+    openai-whisper does. Each word's ``probability`` is the mean of its tokens' teacher-forced
+    probabilities. ``options``: ``heads`` (``"openai"``, ``"detected"`` or ``[(layer, head), ...]``),
+    ``unit`` (``"token"`` or ``"character"``), ``norm``, ``top_k``: see :func:`alignment`. With
+    characters a word ends where the character after it (a space) starts, and starts where the
+    space before it starts (``word_start="space"``; ``"char"``: where its first character
+    starts). The space's row is where the decoder looks for the boundary: its first character's
+    row is ~75 ms late on espeak speech, the space's within ~20 ms (bench_word_timing.py).
 
     >>> words = find_alignment(model, out.tokens, input_features=feats, num_frames=len(audio) // 160)
     """
     text_tokens = [int(t) for t in text_tokens]
     if not text_tokens:
         return []
-    matrix, token_probs = alignment_matrix(
+    a = alignment(
         model, text_tokens, input_features=input_features, encoder_hidden_states=encoder_hidden_states,
         num_frames=num_frames, language=language, task=task, medfilt_width=medfilt_width, qk_scale=qk_scale,
+        **options,
     )
-    rows, cols = dtw(-matrix.double().cpu().numpy())
+    rows, cols = dtw(-a["matrix"].double().cpu().numpy())
+    token_probs = a["token_probs"]
     words, word_tokens = split_to_word_tokens(model.tokenizer, text_tokens + [model.cfg.eos_token_id], language)
     if len(word_tokens) <= 1:
         return []
     bounds = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
     jumps = np.pad(np.diff(rows), (1, 0), constant_values=1).astype(bool)
-    jump_times = cols[jumps] * FRAME_SECONDS
-    starts, ends = jump_times[bounds[:-1]], jump_times[bounds[1:]]
+    jump_times = cols[jumps] * FRAME_SECONDS  # start of each teacher-forced unit (+ end of text)
+    if a["char_first"] is None:
+        starts, ends = jump_times[bounds[:-1]], jump_times[bounds[1:]]
+    else:  # each token-level word's characters in the text: start of its first, start of the one after
+        char_start = np.append(jump_times[np.array(a["char_first"], dtype=np.int64)], jump_times[-1])
+        text, pos, starts, ends = a["text"], 0, [], []
+        for w in words[:-1]:
+            core = w.strip()
+            at = text.find(core, pos) if core else -1
+            if at < 0:  # a piece the character text does not hold verbatim: keep to the running position
+                at = pos
+            lo, pos = at, at + len(core)
+            if word_start == "space" and lo > 0 and text[lo - 1].isspace():
+                lo -= 1  # the boundary is where the space before the word starts
+            starts.append(char_start[min(lo, len(text))])
+            ends.append(char_start[min(pos, len(text))])
+        starts, ends = np.array(starts), np.array(ends)
     return [
         WordTiming(word, float(s), float(e), float(np.mean(token_probs[i:j])), list(wt))
         for word, wt, s, e, i, j in zip(words, word_tokens, starts, ends, bounds[:-1], bounds[1:])
     ]
+
+
+@contextlib.contextmanager
+def keep_encoder_output(model: Any, on: bool = True) -> Iterator[list[torch.Tensor]]:
+    """Within the block, every ``encoder.hook_out`` the model computes (after the user's own hooks
+    on it, so exactly what the decoder read) is appended to the list yielded, for the alignment
+    step to reuse instead of running the encoder again. ``on=False`` adds no hook."""
+    seen: list[torch.Tensor] = []
+    if not on:
+        yield seen
+        return
+
+    def keep(x: torch.Tensor, hook: Any) -> None:
+        seen.append(x.detach())
+
+    with model.hooks(fwd_hooks=[("encoder.hook_out", keep)]):
+        yield seen
+
+
+def encoder_row(seen: list[torch.Tensor], row: int, n_rows: int) -> torch.Tensor | None:
+    """Row ``row`` of the encoder output a decoding of ``n_rows`` rows read (from
+    :func:`keep_encoder_output`), or None (then the alignment step encodes again).
+
+    The first encoding is the first attempt's, which holds every row (sampling repeats each row
+    ``best_of`` times, consecutively); temperature fallback re-decodes a subset of the rows from
+    the same audio, so the encoder output is the same unless a hook on the encoder is random."""
+    if not seen or seen[0].shape[0] % n_rows:
+        return None
+    k = seen[0].shape[0] // n_rows
+    return seen[0][row * k : row * k + 1]
 
 
 def merge_punctuations(alignment: list[WordTiming], prepended: str = PREPEND_PUNCTUATIONS, appended: str = APPEND_PUNCTUATIONS) -> None:
@@ -234,10 +465,13 @@ def add_word_timestamps(
     model: Any, segments: list[Segment], *, time_offset: float, last_speech_timestamp: float,
     input_features: torch.Tensor | None = None, encoder_hidden_states: torch.Tensor | None = None,
     num_frames: int | None = None, language: str | None = None, task: str = "transcribe",
+    options: Any = None,
 ) -> float:
     """Fill ``segment.words`` for one window's segments (openai-whisper's ``add_word_timestamps``,
     with its clamps of over-long words at sentence and segment boundaries); returns the new
-    ``last_speech_timestamp``."""
+    ``last_speech_timestamp``. ``options`` (a :class:`TranscribeOptions`) gives
+    ``alignment_heads`` and ``word_unit``; pass the encoder output the decoding read as
+    ``encoder_hidden_states`` so the encoder does not run again (see :func:`keep_encoder_output`)."""
     if not segments:
         return last_speech_timestamp
     eot = model.cfg.eos_token_id
@@ -246,6 +480,7 @@ def add_word_timestamps(
     alignment = find_alignment(
         model, text_tokens, input_features=input_features, encoder_hidden_states=encoder_hidden_states,
         num_frames=num_frames, language=language, task=task,
+        heads=getattr(options, "alignment_heads", "openai"), unit=getattr(options, "word_unit", "token"),
     )
     durations = np.array([w.end - w.start for w in alignment])
     durations = durations[durations.nonzero()]

@@ -23,6 +23,7 @@ from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment, TranscriptionResult
 from hooked_asr.models.decoding.state import DecodingState
 from hooked_asr.models.decoding.timestamps import split_segments
+from hooked_asr.models.decoding.timing import encoder_row, keep_encoder_output
 
 
 @dataclass
@@ -65,6 +66,8 @@ class TranscriptionMixin:
         use_cache: bool = True,
         progress: bool | None = None,
         _model_options: dict[str, Any] | None = None,
+        alignment_heads: str | Sequence[tuple[int, int]] = "openai",
+        word_unit: str = "token",
     ) -> TranscriptionResult | list[TranscriptionResult]:
         """Transcribe audio of any length with every hook live (openai-whisper's options).
 
@@ -77,7 +80,9 @@ class TranscriptionMixin:
         long-form, which seeks by them). ``temperature`` as a tuple turns on fallback
         (``compression_ratio_threshold``, ``logprob_threshold``, ``no_speech_threshold``);
         ``beam_size`` beam search at temperature 0, ``best_of`` samples above it;
-        ``word_timestamps`` fills ``result.words``. ``allow_silence`` lets silent audio through
+        ``word_timestamps`` fills ``result.words`` (``alignment_heads``: ``"openai"``, ``"detected"`` or
+        ``[(layer, head), ...]``; ``word_unit``: ``"token"`` or ``"character"``; see
+        :mod:`hooked_asr.models.decoding.timing`). ``allow_silence`` lets silent audio through
         (to study hallucinations on it). See docs/decoding.md for every option and how it
         differs from openai-whisper / faster-whisper / Hugging Face.
         """
@@ -89,7 +94,7 @@ class TranscriptionMixin:
             condition_on_previous_text=condition_on_previous_text, initial_prompt=initial_prompt,
             word_timestamps=word_timestamps, without_timestamps=without_timestamps, suppress_tokens=suppress_tokens,
             suppress_blank=suppress_blank, max_new_tokens=max_new_tokens, use_cache=use_cache, progress=progress,
-            model_options=dict(_model_options or {}),
+            model_options=dict(_model_options or {}), alignment_heads=alignment_heads, word_unit=word_unit,
         )
         items, is_batch = self._transcription_inputs(audio, sampling_rate, allow_silence)
         window = self._window_samples()
@@ -210,7 +215,9 @@ class TranscriptionMixin:
         for g in self._prompt_groups(features, opts):
             idx = torch.tensor(g.rows, device=self.device)
             feats = {k: v.index_select(0, idx.to(v.device)) for k, v in features.items()}
-            for row, r in zip(g.rows, self._fallback(feats, g.prompt, opts, len(g.rows))):
+            with keep_encoder_output(self, opts.word_timestamps) as seen:  # word timings reuse the encoder's output
+                decoded = self._fallback(feats, g.prompt, opts, len(g.rows))
+            for row, r in zip(g.rows, decoded):
                 n = n_samples[row]
                 frames = n_frames if n is None else audio_frames(n, n_frames, self._window_samples())
                 res = TranscriptionResult(
@@ -222,7 +229,8 @@ class TranscriptionMixin:
                     self._add_word_timestamps(
                         res.segments, time_offset=0.0, last_speech_timestamp=0.0,
                         input_features=features["input_features"][row : row + 1], num_frames=frames,
-                        language=g.language, task=opts.task,
+                        language=g.language, task=opts.task, options=opts,
+                        encoder_hidden_states=encoder_row(seen, g.rows.index(row), len(g.rows)),
                     )
                     res.words = [w for s in res.segments for w in (s.words or [])]
                 out[items[row]] = res
