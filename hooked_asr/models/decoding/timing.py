@@ -249,17 +249,17 @@ def alignment(
     detect_by: str = "peak",
 ) -> dict[str, Any]:
     """The alignment step's pieces: ``matrix`` (``[unit + 1, frame]``, the heads' normalised
-    attention averaged, rows that predict each unit and end of text), ``heads`` used,
-    ``token_probs`` (each text token's teacher-forced probability), ``unit_tokens`` (the
-    teacher-forced units: ``text_tokens``, or one character each) and, for characters,
-    ``char_first`` / ``text`` (see :func:`character_tokens`).
+    attention averaged, rows that predict each unit and end of text; for characters, the first
+    pass's), ``heads`` used, ``token_probs`` (each text token's teacher-forced probability) and,
+    for characters, ``text`` (see :func:`character_tokens`) and ``char_start`` (the first encoder
+    frame of each character of ``text``, then of end of text).
 
     ``heads="detected"`` reads every head and keeps the ``top_k`` (default: as many as the
     checkpoint lists, else 8) that :func:`rank_heads` scores highest on this very window, with no
     reference: ``detect_by="peak"`` by peakedness (arXiv 2509.09987's filter), ``"self"`` by the
     alignment detector's score against a first alignment with the checkpoint's heads.
-    ``unit="character"`` teacher-forces the text one character per token (a text longer than the
-    decoder's context falls back to tokens). ``norm`` / ``medfilt_width`` (see :func:`_normalise`)
+    ``unit="character"`` teacher-forces the text one character per token, in as many passes as
+    the decoder's trained positions need (``n_ctx // 2``: ~220 characters for the first pass). ``norm`` / ``medfilt_width`` (see :func:`_normalise`)
     default to openai-whisper's ``"zscore"`` / 7 for tokens and the paper's ``"l2"`` / 3 for
     characters (measured best on espeak speech, benchmarks/bench_word_timing.py)."""
     if not getattr(model.cfg.decoder, "cross_attention", False):
@@ -280,44 +280,96 @@ def alignment(
     if medfilt_width is None:
         medfilt_width = 3 if unit == "character" else 7
     chosen = _explicit_heads(model, heads)
-    layers = sorted({layer for layer, _ in chosen}) if chosen is not None else list(range(model.cfg.decoder.n_layers))
-    units, char_first, text = text_tokens, None, None
-    if unit == "character" and model.tokenizer is not None:
-        chars, char_first, text = character_tokens(model.tokenizer, text_tokens)
-        if len(prompt) + len(chars) + 1 <= model.cfg.decoder.n_ctx:
-            units = chars
+    def matrix_of(
+        units: list[int], read: list[tuple[int, int]] | None, spans: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[tuple[int, int]], torch.Tensor]:
+        """The DTW matrix of ``units`` teacher-forced after the prompt, the heads read (``read``, or
+        ranked when None, against ``spans`` if given), and the logits."""
+        lays = sorted({layer for layer, _ in read}) if read is not None else list(range(model.cfg.decoder.n_layers))
+        scores, logits = _cross_attention(model, prompt + units + [eos], encoder_hidden_states, lays)
+        rows = slice(first, first + len(units) + 1)  # normalised over every row (as openai-whisper), then cut
+        if read is None:
+            every = [(layer, h) for layer in lays for h in range(model.cfg.decoder.n_heads)]
+            raw = torch.stack([scores[layer][h] for layer, h in every])[:, :, :n].float()
+            if spans is not None:
+                rank = rank_heads((raw[:, rows] * qk_scale).softmax(-1), spans.to(raw.device))
+            elif detect_by == "peak":
+                rank = rank_heads((raw[:, first : first + len(units)] * qk_scale).softmax(-1))
+            elif detect_by == "self":
+                base = [every.index(hd) for hd in alignment_heads(model)]
+                seed = _normalise(raw[base], 7, qk_scale, "zscore").mean(0)[rows]
+                rank = rank_heads((raw[:, rows] * qk_scale).softmax(-1), _path_spans(seed, 5).to(raw.device))
+            else:
+                raise ValueError(f"detect_by={detect_by!r}: 'self' or 'peak'")
+            keep = rank.argsort(descending=True)[: top_k or len(model.cfg.alignment_heads or []) or 8].tolist()
+            read, w = [every[i] for i in keep], raw[keep]
         else:
-            char_first, text = None, None
-    scores, logits = _cross_attention(model, prompt + units + [eos], encoder_hidden_states, layers)
-    if units is text_tokens:
-        probs = logits[first:, :eos].float().softmax(-1)
-        token_probs = probs[torch.arange(len(text_tokens)), torch.tensor(text_tokens, dtype=torch.long)].tolist()
-    else:  # the word's own tokens carry the confidence: one more (cheap) decoder pass, no hooks
-        logits = model(encoder_hidden_states=encoder_hidden_states,
-                       decoder_input_ids=torch.tensor([prompt + text_tokens + [eos]], device=encoder_hidden_states.device))[0]
-        probs = logits[first:, :eos].float().softmax(-1)
-        token_probs = probs[torch.arange(len(text_tokens)), torch.tensor(text_tokens, dtype=torch.long)].tolist()
-    rows = slice(first, first + len(units) + 1)  # normalised over every row (as openai-whisper), then cut
-    if chosen is None:
-        every = [(layer, h) for layer in layers for h in range(model.cfg.decoder.n_heads)]
-        raw = torch.stack([scores[layer][h] for layer, h in every])[:, :, :n].float()
-        k = top_k or len(model.cfg.alignment_heads or []) or 8
-        if detect_by == "peak":
-            rank = rank_heads((raw[:, first : first + len(units)] * qk_scale).softmax(-1))
-        elif detect_by == "self":
-            base = [every.index(hd) for hd in alignment_heads(model)]
-            seed = _normalise(raw[base], medfilt_width, qk_scale, norm).mean(0)[rows]
-            rank = rank_heads((raw[:, rows] * qk_scale).softmax(-1), _path_spans(seed).to(raw.device))
-        else:
-            raise ValueError(f"detect_by={detect_by!r}: 'self' or 'peak'")
-        keep = rank.argsort(descending=True)[:k].tolist()
-        chosen = [every[i] for i in keep]
-        w = raw[keep]
-    else:
-        w = torch.stack([scores[layer][h] for layer, h in chosen])[:, :, :n].float()
-    matrix = _normalise(w, medfilt_width, qk_scale, norm).mean(0)[rows]
-    return {"matrix": matrix, "heads": chosen, "token_probs": token_probs, "unit_tokens": units,
-            "char_first": char_first, "text": text}
+            w = torch.stack([scores[layer][h] for layer, h in read])[:, :, :n].float()
+        return _normalise(w, medfilt_width, qk_scale, norm).mean(0)[rows], read, logits
+
+    def probs_of(logits: torch.Tensor) -> list[float]:
+        p = logits[first:, :eos].float().softmax(-1)
+        return p[torch.arange(len(text_tokens)), torch.tensor(text_tokens, dtype=torch.long)].tolist()
+
+    if unit == "token" or model.tokenizer is None:
+        matrix, used, logits = matrix_of(text_tokens, chosen)
+        return {"matrix": matrix, "heads": used, "token_probs": probs_of(logits), "char_start": None, "text": None}
+    # Characters. First the token alignment (openai-whisper's: the checkpoint's heads), which also
+    # gives the words' confidence; then chunks of at most n_ctx // 2 - prompt positions spelled one
+    # character per token (Whisper decodes at most n_ctx // 2 tokens a window: later positions are
+    # barely trained and a long character alignment drifts by seconds there), each aligned by DTW
+    # inside the frames the token alignment gives its characters, +- ``band`` frames. With
+    # ``heads="detected"`` the heads are ranked per chunk by the alignment detector's score
+    # against those frames.
+    tok = model.tokenizer
+    band = 25
+    tmatrix, _, logits = matrix_of(text_tokens, alignment_heads(model))
+    trows, tcols = dtw(-tmatrix.double().cpu().numpy())
+    tjump = np.pad(np.diff(trows), (1, 0), constant_values=1).astype(bool)
+    tstart = tcols[tjump]  # first frame of each token, then of end of text
+    chars, char_first, text = character_tokens(tok, text_tokens)
+    char_first.append(len(chars))
+    owner = np.zeros(len(text) + 1, dtype=np.int64)  # the token each character of the text comes from
+    pos = 0
+    for i, t in enumerate(text_tokens):
+        piece = tok.decode(text_tokens[: i + 1]).lstrip()
+        owner[pos : len(piece)] = i
+        pos = max(pos, len(piece))
+    owner[pos:] = len(text_tokens)
+    lo_f = tstart[owner] - band
+    hi_f = np.append(tstart[1:], n - 1)[np.minimum(owner, len(tstart) - 1)] + band
+    char_start = np.zeros(len(text) + 1)
+    room = model.cfg.decoder.n_ctx // 2 - len(prompt) - 1
+    matrix, used_heads, ca = None, [], 0
+    while ca < len(text):
+        cb = ca
+        for sp in [i for i in range(ca + 1, len(text)) if text[i] == " "] + [len(text)]:
+            if char_first[sp] - char_first[ca] > room:
+                break
+            cb = sp
+        if cb == ca:
+            raise ValueError(f"a word of {char_first[len(text)] - char_first[ca]} character tokens does not fit the "
+                             f"decoder's {room} positions; use word_unit='token'")
+        units = chars[char_first[ca] : char_first[cb]]
+        unit_char = np.searchsorted(np.array(char_first[ca:cb]) - char_first[ca], np.arange(len(units)), "right") - 1 + ca
+        unit_char = np.append(unit_char, cb)  # the end-of-text row: the chunk's end
+        c0 = max(0, int(lo_f[ca:cb + 1].min())) if ca else 0
+        c1 = min(n, int(hi_f[ca:cb + 1].max()) + 1) if cb < len(text) else n
+        spans = torch.tensor(np.stack([lo_f[unit_char] + band - 5, hi_f[unit_char] - band + 5], 1))
+        m, used, _ = matrix_of(units, chosen, spans if chosen is None else None)
+        matrix = m if matrix is None else matrix
+        used_heads += [h for h in used if h not in used_heads]
+        cost = -m[:, c0:c1].double().cpu().numpy()
+        f = np.arange(c0, c1)
+        outside = (f[None, :] < lo_f[unit_char][:, None]) | (f[None, :] > hi_f[unit_char][:, None])
+        rows, cols = dtw(cost + 10.0 * outside)
+        jumps = np.pad(np.diff(rows), (1, 0), constant_values=1).astype(bool)
+        starts = cols[jumps] + c0  # first frame of each row: the chunk's character tokens, end of text
+        local = np.array(char_first[ca : cb + 1]) - char_first[ca]
+        char_start[ca : cb + 1] = starts[np.minimum(local, len(starts) - 1)]
+        ca = cb
+    return {"matrix": matrix, "heads": used_heads, "token_probs": probs_of(logits), "char_start": char_start,
+            "text": text}
 
 
 def alignment_matrix(
@@ -379,18 +431,18 @@ def find_alignment(
         num_frames=num_frames, language=language, task=task, medfilt_width=medfilt_width, qk_scale=qk_scale,
         **options,
     )
-    rows, cols = dtw(-a["matrix"].double().cpu().numpy())
     token_probs = a["token_probs"]
     words, word_tokens = split_to_word_tokens(model.tokenizer, text_tokens + [model.cfg.eos_token_id], language)
     if len(word_tokens) <= 1:
         return []
     bounds = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
-    jumps = np.pad(np.diff(rows), (1, 0), constant_values=1).astype(bool)
-    jump_times = cols[jumps] * FRAME_SECONDS  # start of each teacher-forced unit (+ end of text)
-    if a["char_first"] is None:
+    if a["char_start"] is None:
+        rows, cols = dtw(-a["matrix"].double().cpu().numpy())
+        jumps = np.pad(np.diff(rows), (1, 0), constant_values=1).astype(bool)
+        jump_times = cols[jumps] * FRAME_SECONDS  # start of each token (+ end of text)
         starts, ends = jump_times[bounds[:-1]], jump_times[bounds[1:]]
     else:  # each token-level word's characters in the text: start of its first, start of the one after
-        char_start = np.append(jump_times[np.array(a["char_first"], dtype=np.int64)], jump_times[-1])
+        char_start = a["char_start"] * FRAME_SECONDS
         text, pos, starts, ends = a["text"], 0, [], []
         for w in words[:-1]:
             core = w.strip()
