@@ -193,14 +193,23 @@ print(f"correlation of token index with its peak frame: {monotonic:.2f}")
 # alignment heads' cross-attention, read at the position that *predicts* each token,
 # standardised, median-filtered and aligned to the audio frames by dynamic time warping. The
 # figure puts the words on the spectrogram and shows the matrix the DTW walks through.
+#
+# Two options read the model's own aligner more closely (benchmarks/bench_word_timing.py measures
+# them against espeak-ng's word events): `alignment_heads="detected"` ranks every cross-attention
+# head on this very audio with the alignment detector's score (attention mass inside the frames a
+# first, token-level alignment gives each character; no reference transcript needed), and
+# `word_unit="character"` teacher-forces the transcript one character per token ("Whisper Has an
+# Internal Word Aligner", arXiv 2509.09987), a word starting where the space before it does.
 
 # %%
 from hooked_asr.plotting import plot_word_alignment
 
 timed = model.transcribe(audio, word_timestamps=True)
-for w in timed.words:
-    print(f"{w.start:5.2f}-{w.end:5.2f} s  p={w.probability:.2f} {w.word}")
-fig = plot_word_alignment(model, audio, timed)
+chosen = model.transcribe(audio, word_timestamps=True, alignment_heads="detected", word_unit="character")
+for w, c in zip(timed.words, chosen.words):
+    print(f"{w.start:5.2f}-{w.end:5.2f} s  | chosen heads, characters {c.start:5.2f}-{c.end:5.2f} s  p={w.probability:.2f} {w.word}")
+fig = plot_word_alignment(model, audio, chosen, alignment_heads="detected", word_unit="character",
+                          title="words from the detected heads, one character per token")
 plt.show()
 
 # %% [markdown]
@@ -224,4 +233,6 @@ assert [s[2] for s in uncached["self pattern"]] == [len(out.prompt) + i for i in
 assert len(cached["cross k"]) == 1 and len(uncached["cross k"]) == 4
 assert monotonic > 0.8, monotonic
 assert timed.tokens == out.tokens and all(a.start <= b.start for a, b in zip(timed.words, timed.words[1:]))
+assert [w.word for w in chosen.words] == [w.word for w in timed.words]
+assert all(a.start <= b.start for a, b in zip(chosen.words, chosen.words[1:]))
 print(f"all checks passed in {time.perf_counter() - t_start:.1f} s")

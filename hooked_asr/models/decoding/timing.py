@@ -353,7 +353,7 @@ def alignment(
         units = chars[char_first[ca] : char_first[cb]]
         unit_char = np.searchsorted(np.array(char_first[ca:cb]) - char_first[ca], np.arange(len(units)), "right") - 1 + ca
         unit_char = np.append(unit_char, cb)  # the end-of-text row: the chunk's end
-        c0 = max(0, int(lo_f[ca:cb + 1].min())) if ca else 0
+        c0 = int(char_start[ca]) if ca else 0  # where the previous chunk ended: times never run backwards
         c1 = min(n, int(hi_f[ca:cb + 1].max()) + 1) if cb < len(text) else n
         spans = torch.tensor(np.stack([lo_f[unit_char] + band - 5, hi_f[unit_char] - band + 5], 1))
         m, used, _ = matrix_of(units, chosen, spans if chosen is None else None)
