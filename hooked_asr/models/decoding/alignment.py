@@ -205,7 +205,7 @@ def alignment(
     qk_scale: float = 1.0,
     norm: str | None = None,
     top_k: int | None = None,
-    detect_by: str = "peak",
+    detect_by: str = "self",
 ) -> dict[str, Any]:
     """The alignment step's pieces: ``matrix`` (``[unit + 1, frame]``, the heads' normalised
     attention averaged, rows that predict each unit and end of text; for characters, the first
@@ -215,10 +215,11 @@ def alignment(
 
     ``heads="detected"`` reads every head and keeps the ``top_k`` (default: as many as the
     checkpoint lists, else 8) that :func:`rank_heads` scores highest on this very window, with no
-    reference: ``detect_by="peak"`` by peakedness (arXiv 2509.09987's filter), ``"self"`` by the
-    alignment detector's score against a first alignment with the checkpoint's heads.
-    ``unit="character"`` teacher-forces the text one character per token, in as many passes as
-    the decoder's trained positions need (``n_ctx // 2``: ~220 characters for the first pass). ``norm`` / ``medfilt_width`` (see :func:`_normalise`)
+    reference: ``detect_by="self"`` by the alignment detector's score against a first alignment
+    with the checkpoint's heads (characters always rank this way), ``"peak"`` by peakedness
+    (arXiv 2509.09987's filter; measured worse here). ``unit="character"`` teacher-forces the
+    text one character per token, in as many passes as the decoder's trained positions need
+    (``n_ctx // 2``: ~220 characters a pass). ``norm`` / ``medfilt_width`` (see :func:`_normalise`)
     default to openai-whisper's ``"zscore"`` / 7 for tokens and the paper's ``"l2"`` / 3 for
     characters (measured best on espeak speech, benchmarks/bench_word_timing.py)."""
     if not getattr(model.cfg.decoder, "cross_attention", False):
