@@ -44,9 +44,9 @@ SENTENCES = [
 ]
 VOICES = [("en-us", 160), ("en-gb", 190), ("en-us+f3", 140), ("en-us+m3", 175)]
 METHODS = {
-    "today (openai heads, tokens)": {},
-    "detected heads, tokens": {"alignment_heads": "detected"},
-    "openai heads, characters": {"word_unit": "character"},
+    "today (openai heads, tokens)": {"alignment_heads": "openai"},
+    "detected heads, tokens (the default)": {"alignment_heads": "detected"},
+    "openai heads, characters": {"alignment_heads": "openai", "word_unit": "character"},
     "detected heads, characters": {"alignment_heads": "detected", "word_unit": "character"},
 }
 LEAD_S = 0.3
@@ -134,7 +134,7 @@ def main() -> None:
 
         longform.keep_encoder_output = transcription.keep_encoder_output = lambda *a, **k: contextlib.nullcontext([])
         try:
-            ours(long_audio)
+            ours(long_audio, alignment_heads="openai")
         finally:
             longform.keep_encoder_output, transcription.keep_encoder_output = keep
 

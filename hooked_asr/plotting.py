@@ -164,7 +164,7 @@ __all__ = ["save_figure", "plot_heatmap", "plot_curves", "plot_bars", "plot_logi
 
 def plot_word_alignment(
     model: Any, audio: Any, result: Any | None = None, path: str | Path | None = None, title: str = "",
-    alignment_heads: Any = "openai", word_unit: str = "token",
+    alignment_heads: Any = "detected", word_unit: str = "token",
 ) -> Any:
     """Words under the log-mel spectrogram, above the alignment heads' attention.
 

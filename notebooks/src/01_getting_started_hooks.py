@@ -189,27 +189,28 @@ print(f"correlation of token index with its peak frame: {monotonic:.2f}")
 # %% [markdown]
 # ## Word timings: the alignment heads under the spectrogram
 #
-# `transcribe(..., word_timestamps=True)` times each word the way openai-whisper does: the
-# alignment heads' cross-attention, read at the position that *predicts* each token,
-# standardised, median-filtered and aligned to the audio frames by dynamic time warping. The
-# figure puts the words on the spectrogram and shows the matrix the DTW walks through.
+# `transcribe(..., word_timestamps=True, alignment_heads="openai")` times each word the way
+# openai-whisper does: the checkpoint's alignment heads' cross-attention, read at the position that
+# *predicts* each token, standardised, median-filtered and aligned to the audio frames by dynamic
+# time warping.
 #
-# Two options read the model's own aligner more closely (benchmarks/bench_word_timing.py measures
-# them against espeak-ng's word events): `alignment_heads="detected"` ranks every cross-attention
-# head on this very audio with the alignment detector's score (attention mass inside the frames a
-# first, token-level alignment gives each character; no reference transcript needed), and
-# `word_unit="character"` teacher-forces the transcript one character per token ("Whisper Has an
-# Internal Word Aligner", arXiv 2509.09987), a word starting where the space before it does.
+# By default (`alignment_heads="detected"`) the heads are the model's own aligner found on this
+# very audio: every cross-attention head is ranked by the alignment detector's score (its attention
+# mass inside the frames a first alignment gives each token; no reference transcript needed) and
+# the best ones are read. `word_unit="character"` teacher-forces the transcript one character per
+# token ("Whisper Has an Internal Word Aligner", arXiv 2509.09987). benchmarks/bench_word_timing.py
+# measures all of them against espeak-ng's word events. The figure puts the words on the
+# spectrogram and shows the matrix of the detected heads the DTW walks through.
 
 # %%
 from hooked_asr.plotting import plot_word_alignment
 
-timed = model.transcribe(audio, word_timestamps=True)
-chosen = model.transcribe(audio, word_timestamps=True, alignment_heads="detected", word_unit="character")
+timed = model.transcribe(audio, word_timestamps=True, alignment_heads="openai")
+chosen = model.transcribe(audio, word_timestamps=True)  # alignment_heads="detected"
 for w, c in zip(timed.words, chosen.words):
-    print(f"{w.start:5.2f}-{w.end:5.2f} s  | chosen heads, characters {c.start:5.2f}-{c.end:5.2f} s  p={w.probability:.2f} {w.word}")
-fig = plot_word_alignment(model, audio, chosen, alignment_heads="detected", word_unit="character",
-                          title="words from the detected heads, one character per token")
+    print(f"openai heads {w.start:5.2f}-{w.end:5.2f} s | detected {c.start:5.2f}-{c.end:5.2f} s  p={c.probability:.2f} {c.word}")
+fig = plot_word_alignment(model, audio, chosen, alignment_heads="detected",
+                          title="words from the heads detected on this audio")
 plt.show()
 
 # %% [markdown]

@@ -28,7 +28,8 @@ def test_word_starts_match_faster_whisper(whisper_tiny_en, long_speech):
     segs, _ = fw.transcribe(audio, beam_size=1, temperature=0.0, language="en", vad_filter=False,
                             word_timestamps=True, without_timestamps=False)
     theirs = [(w.word, w.start) for s in segs for w in s.words]
-    ours = whisper_tiny_en.transcribe(audio, word_timestamps=True, without_timestamps=False).words
+    ours = whisper_tiny_en.transcribe(audio, word_timestamps=True, without_timestamps=False,
+                                      alignment_heads="openai").words
     assert len(ours) == len(theirs), ([w.word for w in ours], [w for w, _ in theirs])
     same = [(o.start, t) for o, (w, t) in zip(ours, theirs) if _norm(o.word) == _norm(w)]
     assert len(same) >= 0.8 * len(ours)
@@ -46,7 +47,8 @@ def test_word_boundaries_fall_near_the_known_pauses(whisper_tiny_en):
     words ``i`` and ``i+1`` is known to lie in that pause. Reading the cross-attention at the
     position where a token is the *input* (the old ``align_words``) put boundaries ~370 ms late,
     after the next word's onset; reading it where the token is *predicted* (openai-whisper) puts
-    them near the pause (~130 ms median here, like openai-whisper's ~100 ms on real speech)."""
+    them near the pause (~130 ms median here, like openai-whisper's ~100 ms on real speech; the
+    checkpoint's heads, as openai-whisper: the default detected heads measure 60 ms)."""
     spoken = ["The", "old", "farmer", "sold", "green", "apples", "at", "the", "market"]
     pause = np.zeros(int(0.15 * 16000), dtype=np.float32)
     pieces, spans, t = [pause], [], len(pause)
@@ -56,7 +58,7 @@ def test_word_boundaries_fall_near_the_known_pauses(whisper_tiny_en):
         pieces += [x, pause]
         t += len(x) + len(pause)
     audio = np.concatenate(pieces)
-    words = whisper_tiny_en.transcribe(audio, word_timestamps=True).words
+    words = whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="openai").words
     assert len(words) == len(spoken), [w.word for w in words]
     # distance of each boundary (the next word's start) from its pause [end of word i, onset of word i+1]
     dist = [max(0.0, spans[i][1] - words[i + 1].start, words[i + 1].start - spans[i + 1][0]) for i in range(len(spoken) - 1)]
@@ -85,13 +87,15 @@ def _start_errors(words, truth) -> np.ndarray:
     return np.array(out)
 
 
-def test_the_checkpoint_heads_and_tokens_are_the_default(whisper_tiny_en, timed_speech):
+def test_default_is_detected_heads_over_tokens_and_openai_is_the_checkpoint_list(whisper_tiny_en, timed_speech):
     audio, _ = timed_speech
     default = whisper_tiny_en.transcribe(audio, word_timestamps=True).words
-    named = whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="openai", word_unit="token").words
+    assert default == whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="detected",
+                                                 word_unit="token").words
+    named = whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="openai").words
     listed = whisper_tiny_en.transcribe(audio, word_timestamps=True,
                                         alignment_heads=whisper_tiny_en.cfg.alignment_heads).words
-    assert default == named == listed
+    assert named == listed != default
 
 
 @pytest.mark.parametrize("unit", ["token", "character"])
@@ -102,7 +106,8 @@ def test_detected_heads_beat_the_checkpoint_heads(whisper_tiny_en, timed_speech,
     77 vs 113 ms, median 63 / 58 vs 90 ms over the 16 of 20 words tiny.en gets right;
     bench_word_timing.py has every voice)."""
     audio, truth = timed_speech
-    today = _start_errors(whisper_tiny_en.transcribe(audio, word_timestamps=True).words, truth)
+    today = _start_errors(whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="openai").words,
+                          truth)
     best = _start_errors(whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="detected",
                                                     word_unit=unit).words, truth)
     assert len(best) == len(today) >= 0.75 * len(truth)
@@ -114,7 +119,9 @@ def test_character_unit_keeps_words_tokens_and_confidence(whisper_tiny_en, timed
     audio, _ = timed_speech
     tok = whisper_tiny_en.transcribe(audio, word_timestamps=True).words
     char = whisper_tiny_en.transcribe(audio, word_timestamps=True, word_unit="character").words
-    assert [(w.word, w.tokens, w.probability) for w in char] == [(w.word, w.tokens, w.probability) for w in tok]
+    assert [(w.word, w.tokens) for w in char] == [(w.word, w.tokens) for w in tok]
+    # the same teacher-forced probabilities (its pass reads other heads: attention kernels differ in rounding)
+    assert [w.probability for w in char] == pytest.approx([w.probability for w in tok], rel=1e-5)
     starts = np.array([w.start for w in char])
     assert (np.diff(starts) >= 0).all() and all(w.end >= w.start for w in char)
     assert all(0.0 <= w.probability <= 1.0 for w in char)

@@ -30,8 +30,9 @@ class TranscribeOptions:
     use_cache: bool = True
     progress: bool | None = None
     model_options: dict[str, Any] = field(default_factory=dict)  # e.g. Qwen2-Audio's instruction, chat
-    # word timings (issue 24): which cross-attention heads, and what unit is teacher-forced (timing.py)
-    alignment_heads: str | Sequence[tuple[int, int]] = "openai"
+    # word timings: which cross-attention heads, and what unit is teacher-forced (decoding/alignment.py);
+    # "detected" beat the checkpoint's heads on every voice of benchmarks/bench_word_timing.py
+    alignment_heads: str | Sequence[tuple[int, int]] = "detected"
     word_unit: str = "token"
 
     def __post_init__(self) -> None:

@@ -2,8 +2,9 @@
 
 The matrix ``M`` (one row per teacher-forced unit, over the audio's encoder frames) and its
 options come from :mod:`hooked_asr.models.decoding.alignment`; here DTW's path through it becomes
-words. By default (openai-whisper's method) the units are BPE tokens and the heads the
-checkpoint's alignment heads (every head of the decoder's upper half when it names none).
+words. ``transcribe`` reads BPE tokens with the heads ranked on each window (``"detected"``);
+``alignment_heads="openai"`` is openai-whisper's method (the checkpoint's alignment heads, every
+head of the decoder's upper half when it names none), as :func:`find_alignment` by default.
 
 Row ``i`` of ``M`` is the position whose output *predicts* text token ``i`` (the position of
 the token before it): that is where the decoder looks at the audio of token ``i``. A token
@@ -200,7 +201,7 @@ def add_word_timestamps(
     alignment = find_alignment(
         model, text_tokens, input_features=input_features, encoder_hidden_states=encoder_hidden_states,
         num_frames=num_frames, language=language, task=task,
-        heads=getattr(options, "alignment_heads", "openai"), unit=getattr(options, "word_unit", "token"),
+        heads=getattr(options, "alignment_heads", "detected"), unit=getattr(options, "word_unit", "token"),
     )
     durations = np.array([w.end - w.start for w in alignment])
     durations = durations[durations.nonzero()]

@@ -66,7 +66,7 @@ class TranscriptionMixin:
         use_cache: bool = True,
         progress: bool | None = None,
         _model_options: dict[str, Any] | None = None,
-        alignment_heads: str | Sequence[tuple[int, int]] = "openai",
+        alignment_heads: str | Sequence[tuple[int, int]] = "detected",
         word_unit: str = "token",
     ) -> TranscriptionResult | list[TranscriptionResult]:
         """Transcribe audio of any length with every hook live (openai-whisper's options).
@@ -80,9 +80,10 @@ class TranscriptionMixin:
         long-form, which seeks by them). ``temperature`` as a tuple turns on fallback
         (``compression_ratio_threshold``, ``logprob_threshold``, ``no_speech_threshold``);
         ``beam_size`` beam search at temperature 0, ``best_of`` samples above it;
-        ``word_timestamps`` fills ``result.words`` (``alignment_heads``: ``"openai"``, ``"detected"`` or
+        ``word_timestamps`` fills ``result.words`` (``alignment_heads``: ``"detected"`` ranks the heads
+        on each window, ``"openai"`` is the checkpoint's list as openai-whisper / faster-whisper, or
         ``[(layer, head), ...]``; ``word_unit``: ``"token"`` or ``"character"``; see
-        :mod:`hooked_asr.models.decoding.timing`). ``allow_silence`` lets silent audio through
+        :mod:`hooked_asr.models.decoding.alignment`). ``allow_silence`` lets silent audio through
         (to study hallucinations on it). See docs/decoding.md for every option and how it
         differs from openai-whisper / faster-whisper / Hugging Face.
         """
