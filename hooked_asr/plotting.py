@@ -164,26 +164,28 @@ __all__ = ["save_figure", "plot_heatmap", "plot_curves", "plot_bars", "plot_logi
 
 def plot_word_alignment(
     model: Any, audio: Any, result: Any | None = None, path: str | Path | None = None, title: str = "",
+    alignment_heads: Any = "detected", word_unit: str = "token",
 ) -> Any:
     """Words under the log-mel spectrogram, above the alignment heads' attention.
 
     Top: the log-mel of ``audio`` with each word of ``result.words`` (``model.transcribe(audio,
-    word_timestamps=True)`` when not given) at its start/end. Bottom: the matrix the word timings
-    are read from (``model.alignment_matrix``: one row per text token,
-    the row that predicts it, over 20-ms encoder frames) with the DTW path's word starts."""
+    word_timestamps=True, alignment_heads=..., word_unit=...)`` when not given) at its start/end.
+    Bottom: the matrix the word timings are read from (``model.alignment_matrix`` with the same
+    heads and unit: one row per text token or character, the row that predicts it, over 20-ms
+    encoder frames) with the DTW path's word starts. Pass the options ``result`` was made with."""
     from hooked_asr.audio import load_audio, log_mel_spectrogram
 
     plt = _plt()
     wave = load_audio(audio, allow_long=False)
     if result is None:
-        result = model.transcribe(wave, word_timestamps=True)
+        result = model.transcribe(wave, word_timestamps=True, alignment_heads=alignment_heads, word_unit=word_unit)
     if not result.words:
         raise ValueError("the transcript has no words to plot")
     mel = log_mel_spectrogram(wave, model.cfg.encoder.n_mels)[0]
     n = -(-len(wave) // 160)
     tokens = [t for t in result.tokens if t < model.cfg.eos_token_id]
     matrix = model.alignment_matrix(tokens, input_features=mel[None].to(model.device), num_frames=n,
-                                    language=result.language)
+                                    language=result.language, heads=alignment_heads, unit=word_unit)
     seconds = n / 100
     fig, (a0, a1) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.3]})
     a0.imshow(mel[:, :n].numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[0]), cmap="magma")
@@ -197,9 +199,13 @@ def plot_word_alignment(
     for w in result.words:
         a1.axvline(w.start, color="w", lw=0.8, ls="--")
     a1.set_xlabel("time (s)")
-    a1.set_ylabel("token (predicting row)")
-    a1.set_yticks(range(len(tokens) + 1))
     names = [model.tokenizer.token_to_string(t) if model.tokenizer else str(t) for t in tokens] + ["<eot>"]
+    if m.shape[0] != len(names) and model.tokenizer is not None:  # one row per character
+        names = list(model.tokenizer.decode(tokens).lstrip()) + ["<eot>"]
+    if m.shape[0] != len(names):
+        names = [str(i) for i in range(m.shape[0])]
+    a1.set_ylabel(("token" if m.shape[0] == len(tokens) + 1 else "character") + " (predicting row)")
+    a1.set_yticks(range(len(names)))
     a1.set_yticklabels([_short(x, 10) for x in names], fontsize=6)
     fig.tight_layout()
     return save_figure(fig, path)

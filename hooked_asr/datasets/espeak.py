@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,17 @@ class _VoiceStruct(ctypes.Structure):
                 ("xx1", ctypes.c_ubyte), ("score", ctypes.c_int), ("spare", ctypes.c_void_p)]
 
 
+class _Event(ctypes.Structure):
+    """libespeak-ng's ``espeak_EVENT`` (speak_lib.h); a list of them ends with type 0."""
+
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", ctypes.c_int64)]
+
+
+_EVENT_WORD, _EVENT_END = 1, 5
+
+
 class _Espeak:
     def __init__(self) -> None:
         lib_path, data_path = self._locate()
@@ -53,6 +65,7 @@ class _Espeak:
             raise EspeakError(f"espeak_Initialize failed ({rate}) with data at {data_path}")
         self.rate = rate
         self.chunks: list[np.ndarray] = []
+        self.events: list[tuple[int, int, int, int]] = []  # (type, text_position (1-based), length, sample)
         self._cb = _CALLBACK(self._collect)  # kept alive on self: C holds only the pointer
         self.lib.espeak_SetSynthCallback(self._cb)
         self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
@@ -83,6 +96,13 @@ class _Espeak:
     def _collect(self, wav: ctypes.POINTER(ctypes.c_short), n: int, events: ctypes.c_void_p) -> int:
         if n > 0:
             self.chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        if events:
+            ev = ctypes.cast(events, ctypes.POINTER(_Event))
+            i = 0
+            while ev[i].type != 0:
+                if ev[i].type in (_EVENT_WORD, _EVENT_END):
+                    self.events.append((ev[i].type, ev[i].text_position, ev[i].length, ev[i].sample))
+                i += 1
         return 0
 
     def set_voice(self, voice: str) -> None:
@@ -116,10 +136,58 @@ def synthesize(
     generator (seeded from the clock at start-up) reseeded. Where ``os.fork`` is unavailable
     it runs in-process.
     """
+    return _synthesize(text, voice, rate, pitch, sample_rate, False)[0]
+
+
+def synthesize_words(
+    text: str, voice: str = "en-us", rate: int = 160, pitch: int | None = None, sample_rate: int = 16000,
+    silence: float = 0.02, pause: float = 0.1,
+) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """:func:`synthesize` with each word's time: ``(audio, [(word, start_s, end_s), ...])``.
+
+    Times come from espeak-ng's own word events (``espeakEVENT_WORD``: the sample where the
+    synthesiser starts the word's phonemes), so they hold for the very audio returned. An event
+    fires where the word's phoneme stream starts, a pause before it included (a sentence's first
+    word starts where the previous sentence ended), so a silent run longer than ``pause`` seconds
+    (5-ms frames whose RMS is under ``silence`` x the utterance's peak) is cut off the word's start
+    and end; shorter silences (stop closures) stay in the word. A word ends where the next one
+    starts unless a pause separates them. Words are as espeak reports them (no punctuation).
+    """
+    return _synthesize(text, voice, rate, pitch, sample_rate, True, silence, pause)
+
+
+def _word_spans(text: str, audio: np.ndarray, events: list[tuple[int, int, int, int]], engine_rate: int,
+                sample_rate: int, silence: float = 0.02, pause: float = 0.1) -> list[tuple[str, float, float]]:
+    hop = max(1, sample_rate // 200)  # 5-ms frames
+    n = len(audio) // hop
+    rms = np.sqrt((audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(1)) if n else np.zeros(0)
+    loud = rms > silence * (rms.max() if n else 1.0)
+    long_run = max(1, int(round(pause * sample_rate / hop)))
+    to_frame = sample_rate / engine_rate / hop
+    raw = text.encode("utf-8")
+    marks = [(t, int(pos), int(length), min(n, int(round(smp * to_frame)))) for t, pos, length, smp in events]
+    spans = []
+    for i, (t, pos, length, f0) in enumerate(marks):
+        if t != _EVENT_WORD:
+            continue
+        f1 = max(f0, marks[i + 1][3] if i + 1 < len(marks) else n)
+        on = np.nonzero(loud[f0:f1])[0]
+        if not len(on):  # spoken inaudibly (or zero length): no timing to trust
+            continue
+        a = f0 + on[0] if on[0] > long_run else f0
+        b = f0 + on[-1] + 1 if f1 - (f0 + on[-1] + 1) > long_run else f1
+        word = raw[pos - 1 : pos - 1 + length].decode("utf-8", errors="replace")
+        spans.append((word, float(a * hop / sample_rate), float(b * hop / sample_rate)))
+    return spans
+
+
+def _synthesize(text: str, voice: str, rate: int, pitch: int | None, sample_rate: int,
+                words: bool, silence: float = 0.02, pause: float = 0.1) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
     if not text.strip():
         raise ValueError("text is empty: nothing to synthesise")
     if not hasattr(os, "fork"):
-        return _synthesize_here(text, voice, rate, pitch, sample_rate)
+        audio, events, er = _synthesize_here(text, voice, rate, pitch, sample_rate, with_events=True)
+        return audio, (_word_spans(text, audio, events, er, sample_rate, silence, pause) if words else [])
     with _lock:
         # The parent loads the engine and the resampler but never speaks, nor loads a voice:
         # a voice (its variant especially) leaves settings behind that the next voice keeps.
@@ -131,7 +199,7 @@ def synthesize(
             code = 0
             try:
                 os.close(r)
-                _reply(w, lambda: _synthesize_here(text, voice, rate, pitch, sample_rate).tobytes())
+                _reply(w, lambda: _pack(*_synthesize_here(text, voice, rate, pitch, sample_rate, with_events=True)))
             except BaseException:
                 code = 1
             finally:
@@ -146,10 +214,25 @@ def synthesize(
         _, status = os.waitpid(pid, 0)
     if not kind or status != 0:
         raise EspeakError(f"the espeak-ng worker process failed (status {status}) for {text[:40]!r}")
-    return np.frombuffer(_answer(kind, body), dtype=np.float32).copy()
+    audio, events, engine_rate = _unpack(_answer(kind, body))
+    return audio, (_word_spans(text, audio, events, engine_rate, sample_rate, silence, pause) if words else [])
 
 
-def _synthesize_here(text: str, voice: str, rate: int, pitch: int | None, sample_rate: int) -> np.ndarray:
+def _pack(audio: np.ndarray, events: list[tuple[int, int, int, int]], engine_rate: int) -> bytes:
+    ev = np.asarray(events, dtype=np.int64).reshape(-1, 4)
+    return struct.pack("<II", len(ev), engine_rate) + ev.tobytes() + audio.astype(np.float32).tobytes()
+
+
+def _unpack(body: bytes) -> tuple[np.ndarray, list[tuple[int, int, int, int]], int]:
+    n, engine_rate = struct.unpack("<II", body[:8])
+    ev = np.frombuffer(body[8 : 8 + 32 * n], dtype=np.int64).reshape(n, 4)
+    audio = np.frombuffer(body[8 + 32 * n :], dtype=np.float32).copy()
+    return audio, [tuple(int(x) for x in row) for row in ev], engine_rate
+
+
+def _synthesize_here(
+    text: str, voice: str, rate: int, pitch: int | None, sample_rate: int, with_events: bool = False
+) -> Any:
     from scipy.signal import resample_poly
 
     with _lock:
@@ -158,7 +241,7 @@ def _synthesize_here(text: str, voice: str, rate: int, pitch: int | None, sample
         e.lib.espeak_SetParameter(_RATE, int(rate), 0)
         if pitch is not None:
             e.lib.espeak_SetParameter(_PITCH, int(pitch), 0)
-        e.chunks = []
+        e.chunks, e.events = [], []
         if e.set_rand_seed is not None:
             e.set_rand_seed(_RAND_SEED)
         raw = text.encode("utf-8")
@@ -166,6 +249,7 @@ def _synthesize_here(text: str, voice: str, rate: int, pitch: int | None, sample
         if pitch is not None:
             e.lib.espeak_SetParameter(_PITCH, 50, 0)  # the default, so the next call is unaffected
         chunks, e.chunks = e.chunks, []
+        events, e.events = e.events, []
     if err != 0 or not chunks:
         raise EspeakError(f"espeak-ng produced no audio for {text[:40]!r} (error {err})")
     audio = np.concatenate(chunks).astype(np.float32) / 32768.0
@@ -174,7 +258,8 @@ def _synthesize_here(text: str, voice: str, rate: int, pitch: int | None, sample
 
         g = math.gcd(sample_rate, e.rate)
         audio = resample_poly(audio, sample_rate // g, e.rate // g).astype(np.float32)
-    return np.clip(audio, -1.0, 1.0)
+    audio = np.clip(audio, -1.0, 1.0)
+    return (audio, events, e.rate) if with_events else audio
 
 
 def phonemize(text: str, voice: str = "en-us") -> str:

@@ -106,6 +106,10 @@ def segment_tokens_of_openai(result: dict[str, Any]) -> list[tuple[int, list[int
     return [(int(s["seek"]), list(s["tokens"])) for s in result["segments"] if s["tokens"]]
 
 
+# transcribe options openai-whisper does not have (ours choose among methods; "openai" is its method)
+_OURS_ONLY = ("alignment_heads", "word_unit")
+
+
 def transcribe_both(model: Any, reference: Any, audio: Any, **options: Any) -> tuple[Any, dict[str, Any]]:
     """Our ``model.transcribe(audio, **options)`` and openai-whisper's ``transcribe`` of ``reference``
     (from :func:`openai_whisper_from_hf_dir`) with the same options, fp32, no progress output.
@@ -114,6 +118,8 @@ def transcribe_both(model: Any, reference: Any, audio: Any, **options: Any) -> t
 
     options = dict(options)
     ours = model.transcribe(audio, progress=False, **options)
+    for name in _OURS_ONLY:
+        options.pop(name, None)
     options.setdefault("language", "en")
     theirs = whisper.transcribe(reference, audio, fp16=False, verbose=None, **options)
     return ours, theirs

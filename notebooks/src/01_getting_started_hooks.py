@@ -189,18 +189,28 @@ print(f"correlation of token index with its peak frame: {monotonic:.2f}")
 # %% [markdown]
 # ## Word timings: the alignment heads under the spectrogram
 #
-# `transcribe(..., word_timestamps=True)` times each word the way openai-whisper does: the
-# alignment heads' cross-attention, read at the position that *predicts* each token,
-# standardised, median-filtered and aligned to the audio frames by dynamic time warping. The
-# figure puts the words on the spectrogram and shows the matrix the DTW walks through.
+# `transcribe(..., word_timestamps=True, alignment_heads="openai")` times each word the way
+# openai-whisper does: the checkpoint's alignment heads' cross-attention, read at the position that
+# *predicts* each token, standardised, median-filtered and aligned to the audio frames by dynamic
+# time warping.
+#
+# By default (`alignment_heads="detected"`) the heads are the model's own aligner found on this
+# very audio: every cross-attention head is ranked by the alignment detector's score (its attention
+# mass inside the frames a first alignment gives each token; no reference transcript needed) and
+# the best ones are read. `word_unit="character"` teacher-forces the transcript one character per
+# token ("Whisper Has an Internal Word Aligner", arXiv 2509.09987). benchmarks/bench_word_timing.py
+# measures all of them against espeak-ng's word events. The figure puts the words on the
+# spectrogram and shows the matrix of the detected heads the DTW walks through.
 
 # %%
 from hooked_asr.plotting import plot_word_alignment
 
-timed = model.transcribe(audio, word_timestamps=True)
-for w in timed.words:
-    print(f"{w.start:5.2f}-{w.end:5.2f} s  p={w.probability:.2f} {w.word}")
-fig = plot_word_alignment(model, audio, timed)
+timed = model.transcribe(audio, word_timestamps=True, alignment_heads="openai")
+chosen = model.transcribe(audio, word_timestamps=True)  # alignment_heads="detected"
+for w, c in zip(timed.words, chosen.words):
+    print(f"openai heads {w.start:5.2f}-{w.end:5.2f} s | detected {c.start:5.2f}-{c.end:5.2f} s  p={c.probability:.2f} {c.word}")
+fig = plot_word_alignment(model, audio, chosen, alignment_heads="detected",
+                          title="words from the heads detected on this audio")
 plt.show()
 
 # %% [markdown]
@@ -224,4 +234,6 @@ assert [s[2] for s in uncached["self pattern"]] == [len(out.prompt) + i for i in
 assert len(cached["cross k"]) == 1 and len(uncached["cross k"]) == 4
 assert monotonic > 0.8, monotonic
 assert timed.tokens == out.tokens and all(a.start <= b.start for a, b in zip(timed.words, timed.words[1:]))
+assert [w.word for w in chosen.words] == [w.word for w in timed.words]
+assert all(a.start <= b.start for a, b in zip(chosen.words, chosen.words[1:]))
 print(f"all checks passed in {time.perf_counter() - t_start:.1f} s")

@@ -92,3 +92,20 @@ def test_the_same_call_gives_the_same_samples_in_another_process():
                            check=True).stdout.strip() for _ in range(2)}
     here = hashlib.sha1(synthesize("Good morning to you", voice="en-us+f3").tobytes()).hexdigest()
     assert runs == {here}
+
+
+def test_word_times_come_with_the_same_samples_and_mark_speech():
+    from hooked_asr.datasets.espeak import synthesize_words
+
+    text = "The weather is sunny. Please bring your notebook, and a pen."
+    audio, words = synthesize_words(text, voice="en-gb", rate=180)
+    assert np.array_equal(audio, synthesize(text, voice="en-gb", rate=180))  # timings of the very audio
+    assert [w for w, _, _ in words] == [w.strip(".,") for w in text.split()]
+    starts, ends = np.array([s for _, s, _ in words]), np.array([e for _, _, e in words])
+    assert (np.diff(starts) > 0).all() and (ends > starts).all() and ends[-1] <= audio.size / 16000 + 1e-9
+    rms = lambda a, b: float(np.sqrt(np.mean(audio[int(a * 16000) : int(b * 16000)] ** 2)))  # noqa: E731
+    peak = max(rms(s, e) for _, s, e in words)
+    # the sentence pause lies between "sunny" and "Please": silent, and cut off both words
+    i = [w for w, _, _ in words].index("Please")
+    assert starts[i] - ends[i - 1] > 0.1 and rms(ends[i - 1], starts[i]) < 0.02 * peak
+    assert all(rms(s, e) > 0.1 * peak for _, s, e in words)  # every span holds speech

@@ -26,7 +26,7 @@ from hooked_asr.models.decoding.fallback import compression_ratio, decode_with_f
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment, TranscriptionResult, WordTiming
 from hooked_asr.models.decoding.timestamps import split_segments
-from hooked_asr.models.decoding.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
+from hooked_asr.models.decoding.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, encoder_row, keep_encoder_output
 
 HOP_SECONDS = 0.01  # one mel frame
 N_FRAMES = 3000  # mel frames per window
@@ -160,11 +160,13 @@ def transcribe_sequential(
                 if state is not None:
                     state.window, state.seek, state.n_windows = window, seek, window + 1
                 feats = {"input_features": window_mel.to(model.device)}
-                r = decode_with_fallback(
-                    lambda rows, t: model._decode_rows(feats, prompt, t, opts, rows), 1, opts.temperature,
-                    compression_ratio_threshold=opts.compression_ratio_threshold,
-                    logprob_threshold=opts.logprob_threshold, no_speech_threshold=opts.no_speech_threshold, state=state,
-                )[0]
+                with keep_encoder_output(model, opts.word_timestamps) as seen:  # word timings reuse the encoder's output
+                    r = decode_with_fallback(
+                        lambda rows, t: model._decode_rows(feats, prompt, t, opts, rows), 1, opts.temperature,
+                        compression_ratio_threshold=opts.compression_ratio_threshold,
+                        logprob_threshold=opts.logprob_threshold, no_speech_threshold=opts.no_speech_threshold,
+                        state=state,
+                    )[0]
                 window += 1
                 previous_seek = seek
                 if opts.no_speech_threshold is not None and r.no_speech_prob > opts.no_speech_threshold and not (
@@ -196,8 +198,8 @@ def transcribe_sequential(
                 if opts.word_timestamps:
                     model._add_word_timestamps(
                         current, time_offset=time_offset, last_speech_timestamp=last_speech,
-                        input_features=window_mel, num_frames=size, language=language, task=opts.task,
-                        prepend_punctuations=opts.prepend_punctuations, append_punctuations=opts.append_punctuations,
+                        input_features=window_mel, num_frames=size, language=language, task=opts.task, options=opts,
+                        encoder_hidden_states=encoder_row(seen, 0, 1),
                     )
                     if not single_ending:
                         end = _last_end(current)

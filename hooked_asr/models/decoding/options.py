@@ -43,6 +43,10 @@ class TranscribeOptions:
     use_cache: bool = True
     progress: bool | None = None
     model_options: dict[str, Any] = field(default_factory=dict)  # e.g. Qwen2-Audio's instruction, chat
+    # word timings: which cross-attention heads, and what unit is teacher-forced (decoding/alignment.py);
+    # "detected" beat the checkpoint's heads on every voice of benchmarks/bench_word_timing.py
+    alignment_heads: str | Sequence[tuple[int, int]] = "detected"
+    word_unit: str = "token"
 
     def __post_init__(self) -> None:
         """Check every option once, before any decoding: a bad value raises ``ValueError`` naming
@@ -75,6 +79,9 @@ class TranscribeOptions:
         _suppress_ids(self.suppress_tokens)
         if self.task not in ("transcribe", "translate"):
             raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
+        from hooked_asr.models.decoding.timing import check_word_options
+
+        check_word_options(self.alignment_heads, self.word_unit)
 
     @property
     def needs_window_loop(self) -> bool:

@@ -1,15 +1,10 @@
 """Word timings from the decoder's cross-attention, as openai-whisper's ``timing.py``.
 
-Teacher-force ``[sot sequence] <|notimestamps|> text... <|endoftext|>`` and read the
-cross-attention scores ``QK^T / sqrt(d_head)`` of the alignment heads (``model.cfg.alignment_heads``;
-every head of the upper half of the decoder when a checkpoint names none). Per head
-``h`` over the ``n`` frames that hold audio::
-
-    w_h = softmax(scores_h[:, :n])                 # [token, frame]
-    w_h = (w_h - mean_tokens(w_h)) / std_tokens(w_h)
-    w_h = median_filter_frames(w_h, 7)
-    M   = mean_h(w_h)[rows that predict text tokens and end of text]
-    path = DTW(-M)                                 # monotonic token -> frame alignment
+The matrix ``M`` (one row per teacher-forced unit, over the audio's encoder frames) and its
+options come from :mod:`hooked_asr.models.decoding.alignment`; here DTW's path through it becomes
+words. ``transcribe`` reads BPE tokens with the heads ranked on each window (``"detected"``);
+``alignment_heads="openai"`` is openai-whisper's method (the checkpoint's alignment heads, every
+head of the decoder's upper half when it names none), as :func:`find_alignment` by default.
 
 Row ``i`` of ``M`` is the position whose output *predicts* text token ``i`` (the position of
 the token before it): that is where the decoder looks at the audio of token ``i``. A token
@@ -19,73 +14,23 @@ next word's start (20 ms per encoder frame).
 
 from __future__ import annotations
 
+import contextlib
 import string
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 
+from hooked_asr.models.decoding.alignment import (  # noqa: F401  (re-exported: timing's public names)
+    alignment, alignment_heads, alignment_matrix, check_word_options, dtw, median_filter,
+)
 from hooked_asr.models.decoding.results import Segment, WordTiming
 
 FRAME_SECONDS = 0.02  # one encoder frame (two mel frames)
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
-
-
-def dtw(cost: Float[np.ndarray, "rows cols"]) -> tuple[np.ndarray, np.ndarray]:
-    """Monotonic path through ``cost`` from (0, 0) to (rows-1, cols-1) with steps (1,1), (1,0),
-    (0,1) and least total cost; ties prefer (0,1) then... exactly as openai-whisper's ``dtw_cpu``
-    (diagonal only when strictly best, then vertical when strictly best, else horizontal).
-    Returns ``(row_indices, col_indices)`` along the path. Vectorised over anti-diagonals."""
-    n, m = cost.shape
-    acc = np.full((n + 1, m + 1), np.inf, dtype=np.float32)
-    trace = np.full((n + 1, m + 1), -1, dtype=np.int8)
-    acc[0, 0] = 0.0
-    x = cost.astype(np.float32)
-    for d in range(2, n + m + 1):  # cells (i, j) with i + j = d, 1 <= i <= n, 1 <= j <= m
-        i = np.arange(max(1, d - m), min(n, d - 1) + 1)
-        j = d - i
-        c0, c1, c2 = acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]
-        t = np.where((c0 < c1) & (c0 < c2), 0, np.where((c1 < c0) & (c1 < c2), 1, 2))
-        acc[i, j] = x[i - 1, j - 1] + np.choose(t, [c0, c1, c2])
-        trace[i, j] = t
-    trace[0, :] = 2
-    trace[:, 0] = 1
-    i, j, rows, cols = n, m, [], []
-    while i > 0 or j > 0:
-        rows.append(i - 1)
-        cols.append(j - 1)
-        k = trace[i, j]
-        if k == 0:
-            i, j = i - 1, j - 1
-        elif k == 1:
-            i -= 1
-        else:
-            j -= 1
-    return np.array(rows[::-1]), np.array(cols[::-1])
-
-
-def median_filter(x: Float[torch.Tensor, "... frames"], width: int) -> torch.Tensor:
-    """Median over a sliding window of odd ``width`` along the last axis, edges reflected
-    (``d c b | a b c d``), as openai-whisper's ``median_filter``."""
-    pad = width // 2
-    if x.shape[-1] <= pad:
-        return x
-    shape = x.shape
-    y = F.pad(x.reshape(-1, 1, shape[-1]), (pad, pad), mode="reflect")
-    return y.unfold(-1, width, 1).sort(-1).values[..., pad].reshape(shape)
-
-
-def alignment_heads(model: Any) -> list[tuple[int, int]]:
-    """``cfg.alignment_heads``, or every head of the upper half of the decoder when empty."""
-    heads = [(int(layer), int(h)) for layer, h in (model.cfg.alignment_heads or [])]
-    if heads:
-        return heads
-    n_l, n_h = model.cfg.decoder.n_layers, model.cfg.decoder.n_heads
-    return [(layer, h) for layer in range(n_l // 2, n_l) for h in range(n_h)]
 
 
 def split_to_word_tokens(tokenizer: Any, tokens: list[int], language: str | None = None) -> tuple[list[str], list[list[int]]]:
@@ -119,56 +64,6 @@ def split_to_word_tokens(tokenizer: Any, tokens: list[int], language: str | None
     return words, word_tokens
 
 
-@torch.no_grad()
-def alignment_matrix(
-    model: Any,
-    text_tokens: Sequence[int],
-    *,
-    input_features: Float[torch.Tensor, "1 n_mels frames"] | None = None,
-    encoder_hidden_states: Float[torch.Tensor, "1 frame d_model"] | None = None,
-    num_frames: int | None = None,
-    language: str | None = None,
-    task: str = "transcribe",
-    medfilt_width: int = 7,
-    qk_scale: float = 1.0,
-) -> tuple[Float[torch.Tensor, "token frame"], list[float]]:
-    """``(M, token_probs)``: the alignment heads' standardised, median-filtered attention averaged
-    over heads, one row per text token plus one for end of text (the rows that *predict* them),
-    over the ``num_frames // 2`` encoder frames that hold audio; and each text token's probability."""
-    if not getattr(model.cfg.decoder, "cross_attention", False):
-        raise ValueError(f"word timings read cross-attention; {type(model).__name__} has none")
-    text_tokens = [int(t) for t in text_tokens]
-    if encoder_hidden_states is None:
-        if input_features is None:
-            raise ValueError("pass input_features or encoder_hidden_states")
-        encoder_hidden_states = model.encode(input_features)
-    prompt = model.sot_sequence(language, task)  # ends with <|notimestamps|> where the vocabulary has it
-    first = len(prompt) - 1  # the position that predicts the first text token
-    eos = model.cfg.eos_token_id
-    ids = torch.tensor([prompt + text_tokens + [eos]], device=encoder_hidden_states.device)
-    heads = alignment_heads(model)
-    layers = sorted({layer for layer, _ in heads})
-    scores: dict[int, torch.Tensor] = {}
-
-    def grab(x: torch.Tensor, hook: Any) -> None:
-        scores[int(hook.name.split(".")[2])] = x[0].detach()
-
-    names = [f"decoder.blocks.{layer}.cross_attn.hook_attn_scores" for layer in layers]
-    with model.hooks(fwd_hooks=[(n, grab) for n in names]):
-        logits = model(encoder_hidden_states=encoder_hidden_states, decoder_input_ids=ids)[0]
-    n_enc = encoder_hidden_states.shape[1]
-    # At least one frame (a clip of < 20 ms has none), and a zero std (one frame: every token's
-    # weight is 1) left at 0 rather than 0/0: a NaN matrix sent the DTW path to frame -1 (-0.02 s).
-    n = max(1, n_enc if num_frames is None else min(n_enc, num_frames // 2))
-    w = torch.stack([scores[layer][h] for layer, h in heads])[:, :, :n].float()  # [head, token, frame]
-    w = (w * qk_scale).softmax(-1)
-    std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
-    w = median_filter((w - mean) / torch.where(std > 0, std, 1.0), medfilt_width)
-    probs = logits[first:, :eos].float().softmax(-1)
-    token_probs = probs[torch.arange(len(text_tokens)), torch.tensor(text_tokens, dtype=torch.long)].tolist()
-    return w.mean(0)[first:-1], token_probs
-
-
 def find_alignment(
     model: Any,
     text_tokens: Sequence[int],
@@ -178,36 +73,91 @@ def find_alignment(
     num_frames: int | None = None,
     language: str | None = None,
     task: str = "transcribe",
-    medfilt_width: int = 7,
+    medfilt_width: int | None = None,
     qk_scale: float = 1.0,
+    word_start: str = "space",
+    **options: Any,
 ) -> list[WordTiming]:
     """Words of ``text_tokens`` (no special tokens) with start/end seconds from the window start.
 
     ``num_frames``: mel frames (100 per second) that hold audio (default: all). The decoder is
     teacher-forced on the plain sot sequence of ``language``/``task`` (no previous text), as
-    openai-whisper does. Each word's ``probability`` is the mean of its tokens' probabilities.
+    openai-whisper does. Each word's ``probability`` is the mean of its tokens' teacher-forced
+    probabilities. ``options``: ``heads`` (``"openai"``, ``"detected"`` or ``[(layer, head), ...]``),
+    ``unit`` (``"token"`` or ``"character"``), ``norm``, ``top_k``: see :func:`alignment`. With
+    characters a word ends where the character after it (a space) starts, and starts where the
+    space before it starts (``word_start="space"``; ``"char"``: where its first character
+    starts). The space's row is where the decoder looks for the boundary: its first character's
+    row is ~75 ms late on espeak speech, the space's within ~20 ms (bench_word_timing.py).
 
     >>> words = find_alignment(model, out.tokens, input_features=feats, num_frames=len(audio) // 160)
     """
     text_tokens = [int(t) for t in text_tokens]
     if not text_tokens:
         return []
-    matrix, token_probs = alignment_matrix(
+    a = alignment(
         model, text_tokens, input_features=input_features, encoder_hidden_states=encoder_hidden_states,
         num_frames=num_frames, language=language, task=task, medfilt_width=medfilt_width, qk_scale=qk_scale,
+        **options,
     )
-    rows, cols = dtw(-matrix.double().cpu().numpy())
+    token_probs = a["token_probs"]
     words, word_tokens = split_to_word_tokens(model.tokenizer, text_tokens + [model.cfg.eos_token_id], language)
     if len(word_tokens) <= 1:
         return []
     bounds = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
-    jumps = np.pad(np.diff(rows), (1, 0), constant_values=1).astype(bool)
-    jump_times = cols[jumps] * FRAME_SECONDS
-    starts, ends = jump_times[bounds[:-1]], jump_times[bounds[1:]]
+    if a["char_start"] is None:
+        rows, cols = dtw(-a["matrix"].double().cpu().numpy())
+        jumps = np.pad(np.diff(rows), (1, 0), constant_values=1).astype(bool)
+        jump_times = cols[jumps] * FRAME_SECONDS  # start of each token (+ end of text)
+        starts, ends = jump_times[bounds[:-1]], jump_times[bounds[1:]]
+    else:  # each token-level word's characters in the text: start of its first, start of the one after
+        char_start = a["char_start"] * FRAME_SECONDS
+        text, pos, starts, ends = a["text"], 0, [], []
+        for w in words[:-1]:
+            core = w.strip()
+            at = text.find(core, pos) if core else -1
+            if at < 0:  # a piece the character text does not hold verbatim: keep to the running position
+                at = pos
+            lo, pos = at, at + len(core)
+            if word_start == "space" and lo > 0 and text[lo - 1].isspace():
+                lo -= 1  # the boundary is where the space before the word starts
+            starts.append(char_start[min(lo, len(text))])
+            ends.append(char_start[min(pos, len(text))])
+        starts, ends = np.array(starts), np.array(ends)
     return [
         WordTiming(word, float(s), float(e), float(np.mean(token_probs[i:j])), list(wt))
         for word, wt, s, e, i, j in zip(words, word_tokens, starts, ends, bounds[:-1], bounds[1:])
     ]
+
+
+@contextlib.contextmanager
+def keep_encoder_output(model: Any, on: bool = True) -> Iterator[list[torch.Tensor]]:
+    """Within the block, every ``encoder.hook_out`` the model computes (after the user's own hooks
+    on it, so exactly what the decoder read) is appended to the list yielded, for the alignment
+    step to reuse instead of running the encoder again. ``on=False`` adds no hook."""
+    seen: list[torch.Tensor] = []
+    if not on:
+        yield seen
+        return
+
+    def keep(x: torch.Tensor, hook: Any) -> None:
+        seen.append(x.detach())
+
+    with model.hooks(fwd_hooks=[("encoder.hook_out", keep)]):
+        yield seen
+
+
+def encoder_row(seen: list[torch.Tensor], row: int, n_rows: int) -> torch.Tensor | None:
+    """Row ``row`` of the encoder output a decoding of ``n_rows`` rows read (from
+    :func:`keep_encoder_output`), or None (then the alignment step encodes again).
+
+    The first encoding is the first attempt's, which holds every row (sampling repeats each row
+    ``best_of`` times, consecutively); temperature fallback re-decodes a subset of the rows from
+    the same audio, so the encoder output is the same unless a hook on the encoder is random."""
+    if not seen or seen[0].shape[0] % n_rows:
+        return None
+    k = seen[0].shape[0] // n_rows
+    return seen[0][row * k : row * k + 1]
 
 
 def merge_punctuations(alignment: list[WordTiming], prepended: str = PREPEND_PUNCTUATIONS, appended: str = APPEND_PUNCTUATIONS) -> None:
@@ -236,11 +186,14 @@ def add_word_timestamps(
     model: Any, segments: list[Segment], *, time_offset: float, last_speech_timestamp: float,
     input_features: torch.Tensor | None = None, encoder_hidden_states: torch.Tensor | None = None,
     num_frames: int | None = None, language: str | None = None, task: str = "transcribe",
-    prepend_punctuations: str = PREPEND_PUNCTUATIONS, append_punctuations: str = APPEND_PUNCTUATIONS,
+    options: Any = None,
 ) -> float:
     """Fill ``segment.words`` for one window's segments (openai-whisper's ``add_word_timestamps``,
     with its clamps of over-long words at sentence and segment boundaries); returns the new
-    ``last_speech_timestamp``."""
+    ``last_speech_timestamp``. ``options`` (a :class:`TranscribeOptions`) gives
+    ``alignment_heads``, ``word_unit`` and the punctuation merged into words (``prepend_punctuations``,
+    ``append_punctuations``); pass the encoder output the decoding read as
+    ``encoder_hidden_states`` so the encoder does not run again (see :func:`keep_encoder_output`)."""
     if not segments:
         return last_speech_timestamp
     eot = model.cfg.eos_token_id
@@ -249,6 +202,7 @@ def add_word_timestamps(
     alignment = find_alignment(
         model, text_tokens, input_features=input_features, encoder_hidden_states=encoder_hidden_states,
         num_frames=num_frames, language=language, task=task,
+        heads=getattr(options, "alignment_heads", "detected"), unit=getattr(options, "word_unit", "token"),
     )
     durations = np.array([w.end - w.start for w in alignment])
     durations = durations[durations.nonzero()]
@@ -262,7 +216,8 @@ def add_word_timestamps(
                     alignment[i].end = alignment[i].start + longest
                 elif alignment[i - 1].word in marks:
                     alignment[i].start = alignment[i].end - longest
-    merge_punctuations(alignment, prepend_punctuations, append_punctuations)
+    merge_punctuations(alignment, getattr(options, "prepend_punctuations", PREPEND_PUNCTUATIONS),
+                       getattr(options, "append_punctuations", APPEND_PUNCTUATIONS))
     k = 0
     for seg, toks in zip(segments, per_segment):
         saved, words = 0, []

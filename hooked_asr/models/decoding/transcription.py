@@ -22,9 +22,9 @@ from hooked_asr.models.decoding.fallback import WindowResult, decode_with_fallba
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment, TranscriptionResult
 from hooked_asr.models.decoding.search import rank_sequences
-from hooked_asr.models.decoding.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 from hooked_asr.models.decoding.state import DecodingState
 from hooked_asr.models.decoding.timestamps import split_segments
+from hooked_asr.models.decoding.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, encoder_row, keep_encoder_output
 
 
 @dataclass
@@ -62,6 +62,8 @@ class TranscriptionMixin:
         word_timestamps: bool = False,
         prepend_punctuations: str = PREPEND_PUNCTUATIONS,
         append_punctuations: str = APPEND_PUNCTUATIONS,
+        alignment_heads: str | Sequence[tuple[int, int]] = "detected",
+        word_unit: str = "token",
         clip_timestamps: str | Sequence[float] = "0",
         hallucination_silence_threshold: float | None = None,
         without_timestamps: bool | None = None,
@@ -86,7 +88,10 @@ class TranscriptionMixin:
         ``beam_size`` is openai-whisper's beam search at temperature 0 (``patience``;
         ``length_penalty`` None ranks by ``sum log p / n``, a value ``alpha`` by GNMT's
         ``sum log p / ((5 + n) / 6) ** alpha``), ``best_of`` samples above it, ranked the same way;
-        ``word_timestamps`` fills ``result.words``. Long-form only: ``condition_on_previous_text``,
+        ``word_timestamps`` fills ``result.words`` (``alignment_heads``: ``"detected"`` ranks the heads
+        on each window, ``"openai"`` is the checkpoint's list as openai-whisper / faster-whisper, or
+        ``[(layer, head), ...]``; ``word_unit``: ``"token"`` or ``"character"``; see
+        :mod:`hooked_asr.models.decoding.alignment`). Long-form only: ``condition_on_previous_text``,
         ``prompt_reset_on_temperature``, ``carry_initial_prompt``, ``clip_timestamps``,
         ``hallucination_silence_threshold`` (openai-whisper's). ``allow_silence`` lets silent audio
         through (to study hallucinations on it). See docs/decoding.md for every option and the
@@ -100,7 +105,7 @@ class TranscriptionMixin:
             prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt,
             carry_initial_prompt=carry_initial_prompt, word_timestamps=word_timestamps,
             prepend_punctuations=prepend_punctuations, append_punctuations=append_punctuations,
-            clip_timestamps=clip_timestamps, hallucination_silence_threshold=hallucination_silence_threshold,
+            alignment_heads=alignment_heads, word_unit=word_unit, clip_timestamps=clip_timestamps, hallucination_silence_threshold=hallucination_silence_threshold,
             without_timestamps=without_timestamps, suppress_tokens=suppress_tokens, suppress_blank=suppress_blank,
             max_new_tokens=max_new_tokens, use_cache=use_cache, progress=progress,
         )
@@ -230,7 +235,9 @@ class TranscriptionMixin:
         for g in self._prompt_groups(features, opts):
             idx = torch.tensor(g.rows, device=self.device)
             feats = {k: v.index_select(0, idx.to(v.device)) for k, v in features.items()}
-            for row, r in zip(g.rows, self._fallback(feats, g.prompt, opts, len(g.rows))):
+            with keep_encoder_output(self, opts.word_timestamps) as seen:  # word timings reuse the encoder's output
+                decoded = self._fallback(feats, g.prompt, opts, len(g.rows))
+            for row, r in zip(g.rows, decoded):
                 n = n_samples[row]
                 frames = n_frames if n is None else audio_frames(n, n_frames, self._window_samples())
                 res = TranscriptionResult(
@@ -242,7 +249,8 @@ class TranscriptionMixin:
                     self._add_word_timestamps(
                         res.segments, time_offset=0.0, last_speech_timestamp=0.0,
                         input_features=features["input_features"][row : row + 1], num_frames=frames,
-                        language=g.language, task=opts.task,
+                        language=g.language, task=opts.task, options=opts,
+                        encoder_hidden_states=encoder_row(seen, g.rows.index(row), len(g.rows)),
                     )
                     res.words = [w for s in res.segments for w in (s.words or [])]
                 out[items[row]] = res
