@@ -1,0 +1,108 @@
+"""Loader guards (issue 28 items 9 and 11): sizes checked against the config before any tensor
+is read, an unwritable weights cache converts in memory, and a stamped cache still catches a
+file changed after conversion."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+import hooked_asr
+from hooked_asr.loading import registry
+from hooked_asr.loading.hf import CheckpointError
+from tests.conftest import make_hf_whisper
+
+GB = 1 << 30
+
+
+def _write_sparse_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> None:
+    """A valid-looking safetensors file whose data is a hole: ``tensors`` maps a name to
+    ``(dtype, shape)``; the file is extended with ``truncate`` (no blocks allocated)."""
+    itemsize = {"F32": 4, "F16": 2}
+    header, offset = {}, 0
+    for name, (dtype, shape) in tensors.items():
+        n = itemsize[dtype]
+        for s in shape:
+            n *= s
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        f.truncate(8 + len(raw) + offset)
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    d = tmp_path / "ckpt"
+    make_hf_whisper("en-80mel").save_pretrained(d)
+    return d
+
+
+def test_sparse_safetensors_declaring_a_20_gb_tensor_is_refused_before_reading(tiny_dir):
+    """A 4 KB file on disk that declares a 20 GB fc1 weight: refused from its header, naming the
+    tensor and the shape the config gives it, with no 20 GB read or allocated."""
+    from safetensors.torch import load_file
+
+    sd = load_file(str(tiny_dir / "model.safetensors"))
+    spec = {k: ("F32", list(v.shape)) for k, v in sd.items()}
+    spec["model.decoder.layers.1.fc1.weight"] = ("F32", [100_000, 50_000])  # 20 GB
+    f = tiny_dir / "model.safetensors"
+    _write_sparse_safetensors(f, spec)
+    assert f.stat().st_size > 20 * GB - 1 and f.stat().st_blocks * 512 < 64 << 20  # sparse: a hole on disk
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with pytest.raises(CheckpointError, match=r"decoder\.layers\.1\.fc1\.weight.*\[100000, 50000\].*\[256, 64\]"):
+        hooked_asr.load_model(tiny_dir)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before < 2 * GB
+
+
+def test_safetensors_with_an_unexpected_or_missing_tensor_is_refused_from_its_header(tiny_dir):
+    from safetensors.torch import load_file
+
+    sd = load_file(str(tiny_dir / "model.safetensors"))
+    spec = {k: ("F32", list(v.shape)) for k, v in sd.items()}
+    spec["model.decoder.extra.weight"] = ("F32", [50_000, 100_000])
+    _write_sparse_safetensors(tiny_dir / "model.safetensors", spec)
+    with pytest.raises(CheckpointError, match=r"model\.decoder\.extra\.weight"):
+        hooked_asr.load_model(tiny_dir)
+    del spec["model.decoder.extra.weight"], spec["model.encoder.layers.0.fc2.bias"]
+    _write_sparse_safetensors(tiny_dir / "model.safetensors", spec)
+    with pytest.raises(CheckpointError, match=r"model\.encoder\.layers\.0\.fc2\.bias"):
+        hooked_asr.load_model(tiny_dir)
+
+
+def test_a_model_larger_than_this_machine_s_memory_is_refused_before_reading(tiny_dir, monkeypatch):
+    from hooked_asr.loading import hf
+
+    monkeypatch.setattr(hf, "physical_memory_bytes", lambda: 1 << 20)
+    with pytest.raises(CheckpointError, match=r"needs .* MB .* has 1 MB"):
+        hooked_asr.load_model(tiny_dir)
+
+
+@pytest.mark.parametrize("how", ["a file where the folder should be", "read-only file system"])
+def test_unwritable_weights_cache_converts_in_memory(tmp_path, monkeypatch, whisper_tiny_en, how):
+    """Issue 28 item 11: the model loads (converted in memory) with one warning naming
+    HOOKED_ASR_WEIGHTS, instead of a raw OSError."""
+    if how == "a file where the folder should be":
+        blocker = tmp_path / "not_a_folder"
+        blocker.write_text("x")
+        monkeypatch.setenv("HOOKED_ASR_WEIGHTS", str(blocker / "weights"))
+    else:
+        monkeypatch.setenv("HOOKED_ASR_WEIGHTS", str(tmp_path / "weights"))
+
+        def refuse(*args, **kwargs):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "weights"))
+
+        monkeypatch.setattr(registry.tempfile, "mkdtemp", refuse)
+    with pytest.warns(UserWarning, match="HOOKED_ASR_WEIGHTS"):
+        m = hooked_asr.load_model("whisper-tiny.en")
+    for k, v in whisper_tiny_en.state_dict().items():
+        assert torch.equal(v, m.state_dict()[k]), k
