@@ -9,7 +9,7 @@ Per model: one first load (CTranslate2 -> safetensors conversion into a temporar
 load call only, after the library's import (import time is reported apart: it is not load work
 and is being made lazy separately). One torch / CTranslate2 thread.
 
-    python benchmarks/bench_loading.py [--models whisper-tiny.en whisper-base] [--rounds 7]
+    python benchmarks/bench_loading.py [--models whisper-tiny.en whisper-base] [--rounds 7] [--before DIR]
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "load_cpu_s": c2 - c1,
 """
 
 
-def run(kind: str, target: str, env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, kind, target, ROOT], env=env, capture_output=True, text=True)
+def run(kind: str, target: str, env: dict, root: str = ROOT) -> dict:
+    kind = kind.split("@")[0]  # "hooked@before": the same load from another checkout
+    out = subprocess.run([sys.executable, "-c", CHILD, kind, target, root], env=env, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"{kind} load of {target} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -81,6 +82,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["whisper-tiny.en", "whisper-base"])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--before", default=None,
+                    help="another checkout (e.g. a `git archive` of main) whose cached load is timed in the same rounds")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,10 +94,12 @@ def main() -> None:
             targets = {"hooked": name, "fw-float32": ct2_dir(name, Path(tmp)), "fw-int8": None,
                        "hf": str(Path(tmp) / "weights" / name)}
             targets["fw-int8"] = targets["fw-float32"]
+            if args.before:
+                targets["hooked@before"] = name
             samples: dict[str, list[dict]] = {k: [] for k in targets}
             for r in range(args.rounds):
                 for kind in (list(targets) if r % 2 == 0 else list(targets)[::-1]):
-                    samples[kind].append(run(kind, targets[kind], env))
+                    samples[kind].append(run(kind, targets[kind], env, args.before if "@" in kind else ROOT))
             med = {k: {m: statistics.median(s[m] for s in v) for m in v[0]} for k, v in samples.items()}
             ratio = lambda a, b, m="load_s": statistics.median(  # noqa: E731  paired per round
                 x[m] / y[m] for x, y in zip(samples[a], samples[b]))
@@ -103,10 +108,13 @@ def main() -> None:
                    "cached / faster-whisper float32 (cpu)": ratio("hooked", "fw-float32", "load_cpu_s"),
                    "cached / faster-whisper int8 (wall)": ratio("hooked", "fw-int8"),
                    "cached / HF from the same safetensors (wall)": ratio("hooked", "hf")}
+            if args.before:
+                row["cached / cached before (cpu)"] = ratio("hooked", "hooked@before", "load_cpu_s")
+                row["before / faster-whisper float32 (cpu)"] = ratio("hooked@before", "fw-float32", "load_cpu_s")
             rows.append(row)
             print(f"{name}: first load (conversion) {first['load_s']:.2f} s, peak {first['peak_rss_mb']:.0f} MB")
             for k, m in med.items():
-                print(f"  {k:<11} load {m['load_s']:.3f} s (cpu {m['load_cpu_s']:.3f} s), import {m['import_s']:.2f} s, "
+                print(f"  {k:<13} load {m['load_s']:.3f} s (cpu {m['load_cpu_s']:.3f} s), import {m['import_s']:.2f} s, "
                       f"peak {m['peak_rss_mb']:.0f} MB")
             for k, v in row.items():
                 if k.startswith("cached /"):

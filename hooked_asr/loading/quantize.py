@@ -2,9 +2,14 @@
 transcription runs (monitors, hallucination studies over hours of audio). Never the default.
 
     >>> model = hooked_asr.load_model("whisper-base", quantize="int8")
-    >>> model.transcribe("lecture.wav").text                # ~3x faster on a CPU
+    >>> model.transcribe("lecture.wav").text                # 0.6x (base) to 0.73x (tiny) fp32's time
     >>> with model.hooks(fwd_hooks=[("decoder.blocks.0.hook_resid_post", fn)]):
     ...     model.transcribe("lecture.wav")                 # hooks fire as on the fp32 model
+
+Measured (one thread, one 28-s window of espeak speech, interleaved medians): transcription
+takes 0.73x fp32's time on tiny.en and 0.60x on base (encoder alone 0.79x / 0.53x; the
+float32 attention over 1500 frames is most of tiny's encoder). On 70 s of long-form speech the
+int8 transcript is WER 0.05 from faster-whisper's int8 one (``benchmarks/bench_int8.py``).
 
 What changes: every linear map of the blocks (attention ``W_Q, W_K, W_V, W_O``, self and cross;
 MLP ``W_in, W_out``) and the unembedding ``W_U = W_E^T`` run as int8 GEMMs. Each weight ``W``
