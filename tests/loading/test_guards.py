@@ -159,3 +159,18 @@ def test_a_copied_cache_is_hashed_once_then_stamped(own_cache, tmp_path, monkeyp
     hashed.clear()
     hooked_asr.load_model("whisper-tiny.en")
     assert hashed == []
+
+
+def test_finite_check_by_sum_falls_back_to_the_exact_check_on_overflow():
+    """One sum per tensor proves it finite; a sum that overflows from large finite values must not
+    be taken for a NaN/inf (the elementwise check then decides)."""
+    from hooked_asr.loading.validate import WeightValueError, check_weight_values
+
+    big = torch.full((4,), 3e38)
+    assert not torch.isfinite(big.sum())
+    check_weight_values({"big": big, "half": torch.full((70000,), 60000.0, dtype=torch.float16)}, "t")
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = torch.randn(1000)
+        t[123] = bad
+        with pytest.raises(WeightValueError, match="'w' holds 1 NaN/inf"):
+            check_weight_values({"w": t}, "t")
