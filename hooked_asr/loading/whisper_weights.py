@@ -67,13 +67,19 @@ def config_from_hf(hf_config: Any, generation_config: Any | None = None, name: s
 
 
 def _attn(sd: dict, src: str, dst: str, n_heads: int, out: dict) -> None:
-    split = lambda w: einops.rearrange(w, "(h d) m -> h m d", h=n_heads)  # noqa: E731
+    # Each weight is copied once, straight into the memory layout the attention component
+    # multiplies by (W_Q/W_K/W_V stored as [d_model, head, d_head], i.e. the HF weight
+    # transposed; W_O contiguous): its load hooks then find nothing left to relayout.
+    def split(w: torch.Tensor) -> torch.Tensor:  # "(h d) m -> h m d", stored as "m h d"
+        return w.T.contiguous().view(w.shape[1], n_heads, -1).permute(1, 0, 2)
+
     out[f"{dst}.W_Q"] = split(sd.pop(f"{src}.q_proj.weight"))
     out[f"{dst}.b_Q"] = einops.rearrange(sd.pop(f"{src}.q_proj.bias"), "(h d) -> h d", h=n_heads)
     out[f"{dst}.W_K"] = split(sd.pop(f"{src}.k_proj.weight"))
     out[f"{dst}.W_V"] = split(sd.pop(f"{src}.v_proj.weight"))
     out[f"{dst}.b_V"] = einops.rearrange(sd.pop(f"{src}.v_proj.bias"), "(h d) -> h d", h=n_heads)
-    out[f"{dst}.W_O"] = einops.rearrange(sd.pop(f"{src}.out_proj.weight"), "m (h d) -> h d m", h=n_heads)
+    w_o = sd.pop(f"{src}.out_proj.weight")  # "m (h d) -> h d m"
+    out[f"{dst}.W_O"] = w_o.T.contiguous().view(n_heads, -1, w_o.shape[0])
     out[f"{dst}.b_O"] = sd.pop(f"{src}.out_proj.bias")
 
 
@@ -86,9 +92,9 @@ def _block(sd: dict, src: str, dst: str, n_heads: int, out: dict, cross: bool) -
     _attn(sd, f"{src}.self_attn", f"{dst}.attn", n_heads, out)
     if cross:
         _attn(sd, f"{src}.encoder_attn", f"{dst}.cross_attn", n_heads, out)
-    out[f"{dst}.mlp.W_in"] = sd.pop(f"{src}.fc1.weight").T
+    out[f"{dst}.mlp.W_in"] = sd.pop(f"{src}.fc1.weight").T.contiguous()
     out[f"{dst}.mlp.b_in"] = sd.pop(f"{src}.fc1.bias")
-    out[f"{dst}.mlp.W_out"] = sd.pop(f"{src}.fc2.weight").T
+    out[f"{dst}.mlp.W_out"] = sd.pop(f"{src}.fc2.weight").T.contiguous()
     out[f"{dst}.mlp.b_out"] = sd.pop(f"{src}.fc2.bias")
 
 
@@ -110,7 +116,9 @@ def convert_hf_whisper_weights(state_dict: Mapping[str, torch.Tensor], cfg: Mode
             _block(sd, f"encoder.layers.{i}", f"encoder.blocks.{i}", cfg.encoder.n_heads, out, cross=False)
         out["encoder.ln_final.w"] = sd.pop("encoder.layer_norm.weight")
         out["encoder.ln_final.b"] = sd.pop("encoder.layer_norm.bias")
-        out["decoder.W_E"] = sd.pop("decoder.embed_tokens.weight")
+        # Stored transposed (same [d_vocab, d_model] shape): the unembedding x W_E^T then reads
+        # one contiguous matrix (see TextDecoder.relayout_unembed), at the cost of one copy here.
+        out["decoder.W_E"] = sd.pop("decoder.embed_tokens.weight").T.contiguous().T
         out["decoder.W_pos"] = sd.pop("decoder.embed_positions.weight")
         for i in range(cfg.decoder.n_layers):
             _block(sd, f"decoder.layers.{i}", f"decoder.blocks.{i}", cfg.decoder.n_heads, out, cross=True)
@@ -126,4 +134,40 @@ def convert_hf_whisper_weights(state_dict: Mapping[str, torch.Tensor], cfg: Mode
         raise WeightConversionError(f"unexpected keys in the Whisper checkpoint: {leftover[:10]}")
     if proj_out is not None and not torch.equal(proj_out, out["decoder.W_E"]):
         raise WeightConversionError("proj_out.weight differs from decoder.embed_tokens.weight; Whisper ties them")
-    return {k: v.contiguous() for k, v in out.items()}
+    # The layouts made above are the components' own; everything else is contiguous as read (no copy).
+    laid_out = lambda k: k == "decoder.W_E" or k.endswith((".W_Q", ".W_K", ".W_V"))  # noqa: E731
+    return {k: v if laid_out(k) else v.contiguous() for k, v in out.items()}
+
+
+def expected_hf_whisper_shapes(hf_config: Any) -> dict[str, tuple[int, ...]]:
+    """Every tensor a Hugging Face Whisper checkpoint of ``hf_config`` holds, by name (without
+    the ``model.`` prefix; ``proj_out.weight`` is optional, tied to the embedding) and shape.
+
+    Lets a loader compare a file's header with its config before reading any tensor: a
+    declared size is only ever allocated when the config asks for exactly that tensor."""
+    c = hf_config
+    d, mels = int(c.d_model), int(c.num_mel_bins)
+    shapes: dict[str, tuple[int, ...]] = {
+        "encoder.conv1.weight": (d, mels, 3), "encoder.conv1.bias": (d,),
+        "encoder.conv2.weight": (d, d, 3), "encoder.conv2.bias": (d,),
+        "encoder.embed_positions.weight": (int(c.max_source_positions), d),
+        "encoder.layer_norm.weight": (d,), "encoder.layer_norm.bias": (d,),
+        "decoder.embed_tokens.weight": (int(c.vocab_size), d),
+        "decoder.embed_positions.weight": (int(c.max_target_positions), d),
+        "decoder.layer_norm.weight": (d,), "decoder.layer_norm.bias": (d,),
+    }
+    for stack, n_layers, ffn in (("encoder", c.encoder_layers, c.encoder_ffn_dim),
+                                 ("decoder", c.decoder_layers, c.decoder_ffn_dim)):
+        for i in range(int(n_layers)):
+            p = f"{stack}.layers.{i}"
+            attns = ["self_attn"] + (["encoder_attn"] if stack == "decoder" else [])
+            for a in attns:
+                for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                    shapes[f"{p}.{a}.{proj}.weight"] = (d, d)
+                    if proj != "k_proj":  # Whisper's k projection has no bias
+                        shapes[f"{p}.{a}.{proj}.bias"] = (d,)
+                shapes[f"{p}.{a}_layer_norm.weight"] = shapes[f"{p}.{a}_layer_norm.bias"] = (d,)
+            shapes[f"{p}.final_layer_norm.weight"] = shapes[f"{p}.final_layer_norm.bias"] = (d,)
+            shapes[f"{p}.fc1.weight"], shapes[f"{p}.fc1.bias"] = (int(ffn), d), (int(ffn),)
+            shapes[f"{p}.fc2.weight"], shapes[f"{p}.fc2.bias"] = (d, int(ffn)), (d,)
+    return shapes
