@@ -37,7 +37,14 @@ from jaxtyping import Float, Int
 from transformer_lens.FactoredMatrix import FactoredMatrix
 
 from hooked_asr.models.activation_cache import ActivationCache
-from hooked_asr.models.cache_size import CacheSizeEstimate, _as_slice, _names_filter, estimate_cache_size, position_axes
+from hooked_asr.models.cache_size import (
+    CacheSizeEstimate,
+    _as_slice,
+    _names_filter,
+    estimate_cache_size,
+    patterns_kept_as_scores,
+    position_axes,
+)
 
 ATTN_WEIGHTS = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
 
@@ -307,11 +314,14 @@ class TLCompatMixin:
         activation's own position axes (:func:`position_axes`); ``device`` stores the cache
         there (``"cpu"`` offloads from an accelerator), ``dtype`` casts it. ``incl_bwd=True``
         needs a scalar output (``return_type="loss"`` or a metric) and also caches ``name_grad``.
+        An :class:`ActivationCache` that keeps both an attention's scores and its pattern stores
+        the scores only and rebuilds the pattern on access, bit for bit (``cache.derived``).
         """
         self._check_names_filter(names_filter)  # a misspelt name is an error, not an empty cache
         inputs = self._bind(model_args, model_kwargs)
         estimate = self.estimate_cache_size(names_filter=names_filter, pos_slice=pos_slice, frame_slice=frame_slice,
-                                            dtype=dtype, incl_bwd=incl_bwd, **inputs)
+                                            dtype=dtype, incl_bwd=incl_bwd, return_cache_object=return_cache_object,
+                                            device=device, **inputs)
         if estimate.total_bytes > self.cache_warn_bytes:
             warnings.warn(
                 f"run_with_cache will build a large {estimate}; keep fewer hooks (names_filter), fewer positions "
@@ -320,8 +330,11 @@ class TLCompatMixin:
         keep = _names_filter(names_filter)
         pslice, fslice = _as_slice(pos_slice), _as_slice(frame_slice)
         cache: dict[str, torch.Tensor] = {}
+        derived: dict[str, str] = {}
 
         def save(tensor: torch.Tensor, hook: Any, is_backward: bool = False) -> None:
+            if not is_backward and hook.name in derived:
+                return  # rebuilt from its scores on access (ActivationCache)
             t = tensor.detach()
             axes = position_axes(hook.name)
             # Slice before moving or casting, so only what is kept is copied.
@@ -337,6 +350,11 @@ class TLCompatMixin:
         fwd = [(n, save) for n in names]
         bwd = [(n, lambda t, hook: save(t, hook, True)) for n in names] if incl_bwd else []
         with self.hooks(fwd, bwd, reset_hooks_end, clear_contexts):
+            if return_cache_object:
+                # Exact only when nothing but our save sees the scores and the pattern (a user hook
+                # could change either between the two).
+                derived.update({p: s for p, s in patterns_kept_as_scores(names, fslice, dtype, device).items()
+                                if len(self.hook_dict[p]._forward_hooks) == len(self.hook_dict[s]._forward_hooks) == 1})
             out = self._run(inputs, return_type, loss_per_token)
             if incl_bwd:
                 scalar = out[1] if return_type == "both" else out
@@ -346,7 +364,7 @@ class TLCompatMixin:
                         f"metric function logits -> scalar (got return_type={return_type!r})")
                 scalar.backward()
         if return_cache_object:
-            return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
+            return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim, derived=derived)
         return out, cache
 
     # ---- cache size --------------------------------------------------------------------------
@@ -358,12 +376,17 @@ class TLCompatMixin:
         frame_slice: Any = None,
         dtype: torch.dtype | None = None,
         incl_bwd: bool = False,
+        return_cache_object: bool | None = None,
+        device: str | torch.device | None = None,
         **model_kwargs: Any,
     ) -> CacheSizeEstimate:
         """Bytes ``run_with_cache`` would store for these inputs, from the config and the input
-        shapes alone (nothing runs); see :mod:`hooked_asr.models.cache_size`."""
+        shapes alone (nothing runs); see :mod:`hooked_asr.models.cache_size`. ``return_cache_object``
+        defaults to ``run_with_cache``'s own default."""
+        if return_cache_object is None:
+            return_cache_object = inspect.signature(self.run_with_cache).parameters["return_cache_object"].default
         return estimate_cache_size(self, self._bind(model_args, model_kwargs), names_filter, pos_slice, frame_slice,
-                                   dtype, incl_bwd)
+                                   dtype, incl_bwd, return_cache_object, device)
 
 
 def _loss(logits: torch.Tensor, tokens: torch.Tensor, per_token: bool) -> torch.Tensor:
