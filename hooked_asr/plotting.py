@@ -171,7 +171,7 @@ def plot_word_alignment(
     word_timestamps=True)`` when not given) at its start/end. Bottom: the matrix the word timings
     are read from (``model.alignment_matrix``: one row per text token,
     the row that predicts it, over 20-ms encoder frames) with the DTW path's word starts."""
-    from hooked_asr.audio import load_audio, log_mel_spectrogram
+    from hooked_asr.audio import ENCODER_FRAME_SECONDS, HOP_LENGTH, MEL_FRAME_SECONDS, load_audio, log_mel_spectrogram
 
     plt = _plt()
     wave = load_audio(audio, allow_long=False)
@@ -180,11 +180,11 @@ def plot_word_alignment(
     if not result.words:
         raise ValueError("the transcript has no words to plot")
     mel = log_mel_spectrogram(wave, model.cfg.encoder.n_mels)[0]
-    n = -(-len(wave) // 160)
+    n = -(-len(wave) // HOP_LENGTH)
     tokens = [t for t in result.tokens if t < model.cfg.eos_token_id]
     matrix = model.alignment_matrix(tokens, input_features=mel[None].to(model.device), num_frames=n,
                                     language=result.language)
-    seconds = n / 100
+    seconds = n * MEL_FRAME_SECONDS
     fig, (a0, a1) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.3]})
     a0.imshow(mel[:, :n].numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[0]), cmap="magma")
     for w in result.words:
@@ -193,7 +193,7 @@ def plot_word_alignment(
     a0.set_ylabel("mel bin")
     a0.set_title(title or "words under the spectrogram", pad=16)
     m = matrix.cpu().numpy()
-    a1.imshow(m, origin="upper", aspect="auto", extent=(0, m.shape[1] * 0.02, m.shape[0] - 0.5, -0.5), cmap="viridis")
+    a1.imshow(m, origin="upper", aspect="auto", extent=(0, m.shape[1] * ENCODER_FRAME_SECONDS, m.shape[0] - 0.5, -0.5), cmap="viridis")
     for w in result.words:
         a1.axvline(w.start, color="w", lw=0.8, ls="--")
     a1.set_xlabel("time (s)")

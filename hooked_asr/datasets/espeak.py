@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hooked_asr.audio import SAMPLE_RATE
+
 ESPEAK_RATE = 22050
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
@@ -104,7 +106,7 @@ def _engine() -> _Espeak:
 
 
 def synthesize(
-    text: str, voice: str = "en-us", rate: int = 160, pitch: int | None = None, sample_rate: int = 16000
+    text: str, voice: str = "en-us", rate: int = 160, pitch: int | None = None, sample_rate: int = SAMPLE_RATE
 ) -> np.ndarray:
     """Speak ``text`` with an espeak-ng ``voice`` (e.g. ``en-us``, ``en-gb-scotland``, ``fr``,
     ``en-us+f3`` for a female variant) at ``rate`` words per minute; float32 mono in [-1, 1].

@@ -1,25 +1,20 @@
 """An activation cache with TransformerLens's helpers, for both stacks of an encoder-decoder.
 
-``model.run_with_cache(..., return_cache_object=True)`` returns an :class:`ActivationCache`
-(also ``hooked_asr.ActivationCache``, ``hooked_asr.circuits.ActivationCache``): TL's method
-names and arguments plus ``stack="encoder" | "decoder"`` (default: the decoder, which writes
-the logits). Head results ``z_h W_O[h]`` are computed from ``hook_z`` on demand. A block's
-residual stream, in forward order (Whisper's decoder; the encoder has no cross-attention)::
+``model.run_with_cache(..., return_cache_object=True)`` returns an :class:`ActivationCache`: TL's
+method names and arguments plus ``stack="encoder" | "decoder"`` (default: the decoder). Head
+results ``z_h W_O[h]`` are computed from ``hook_z`` on demand, and a pattern whose scores are
+cached is rebuilt from them on access (``derived``). A block's residual stream, in forward order::
 
     resid_pre --ln1--> attn -> resid_mid --ln_cross--> cross_attn -> resid_mid_cross --ln2--> mlp -> resid_post
 
-so ``resid_post[n-1] = embeds + sum_l (attn_out_l + cross_attn_out_l + mlp_out_l)``, each
-attention output being ``sum_h result_{l,h} + b_O``; embeds = ``hook_embed + hook_pos_embed``
-(decoder; Qwen2-Audio's merged ``hook_embed`` alone) or ``hook_conv2^T + hook_pos_embed``
-(encoder). Where TL names a sublayer input with ``mlp_input``, the cross-attention input is
-``cross_input=True``. Labels are hook names (accumulated streams) or sweep components
-(``decoder.blocks.3.cross_attn.head.2``, ``decoder.blocks.0.mlp.neuron.17``, ``...attn.b_O``).
-
-LayerNorm as TL without weight folding: ``apply_ln_to_stack`` centres each component and
-divides by the cached scale (recomputed by hand from the cached residual when ``hook_scale``
-was not kept), without the norm's weight and bias; ``logit_attrs`` reads components along
-``w * W_U[:, t]``, and the constant left, ``b . W_U[:, t]``, is a component of its own in
-:func:`hooked_asr.circuits.dla.direct_logit_attribution`.
+so ``resid_post[n-1] = embeds + sum_l (attn_out_l + cross_attn_out_l + mlp_out_l)``, embeds =
+``hook_embed + hook_pos_embed`` (decoder) or ``hook_conv2^T + hook_pos_embed`` (encoder). Where TL
+says ``mlp_input``, the cross-attention input is ``cross_input=True``. Labels are hook names or
+sweep components (``decoder.blocks.3.cross_attn.head.2``, ``decoder.blocks.0.mlp.neuron.17``).
+LayerNorm as TL without weight folding: ``apply_ln_to_stack`` centres each component and divides
+by the cached scale (recomputed from the cached residual without ``hook_scale``); ``logit_attrs``
+reads components along ``w * W_U[:, t]`` (the constant ``b . W_U[:, t]`` is a component of its own
+in :func:`hooked_asr.circuits.dla.direct_logit_attribution`).
 """
 
 from __future__ import annotations

@@ -46,8 +46,6 @@ from hooked_asr.models.decoding.state import DecodingState
 from hooked_asr.models.decoding.timestamps import TimestampRules
 from hooked_asr.models.decoding.transcription import PromptGroup, TranscriptionMixin
 
-SAMPLE_RATE = 16000
-
 
 @dataclass
 class TeacherForcedInputs:

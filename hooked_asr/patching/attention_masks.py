@@ -24,12 +24,12 @@ from hooked_asr.patching.interventions import HookFn, PositionTracker, _index, p
 
 def frames_between(start_s: float, end_s: float) -> range:
     """Encoder frames covering ``[start_s, end_s)`` seconds: frame ``f`` spans
-    ``[f, f + 1) * 2 * HOP_LENGTH / SAMPLE_RATE`` (20 ms: the stride-2 conv over 10 ms mel frames)."""
-    from hooked_asr.audio import HOP_LENGTH, SAMPLE_RATE
+    ``[f, f + 1) * ENCODER_FRAME_SECONDS`` (20 ms: the stride-2 conv over 10 ms mel frames)."""
+    from hooked_asr.audio import ENCODER_FRAME_SECONDS
 
     if not (0 <= start_s < end_s):
         raise ValueError(f"need 0 <= start_s < end_s, got {start_s}, {end_s}")
-    step = 2 * HOP_LENGTH / SAMPLE_RATE
+    step = ENCODER_FRAME_SECONDS
     return range(int(math.floor(start_s / step + 1e-9)), int(math.ceil(end_s / step - 1e-9)))
 
 

@@ -23,8 +23,6 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
-from hooked_asr.audio import ENCODER_FRAME_SECONDS as FRAME_SECONDS
-from hooked_asr.audio import SAMPLES_PER_ENCODER_FRAME as SAMPLES_PER_FRAME
 from hooked_asr.activations.stream import FrameSource, StoreFrameSource
 from hooked_asr.audio import audio_frames, window_samples
 
@@ -162,8 +160,6 @@ class CachedFrameSource(FrameSource):
 
 __all__ = [
     "CachedFrameSource",
-    "FRAME_SECONDS",
-    "SAMPLES_PER_FRAME",
     "FrameSource",
     "GeneratedFrameSource",
     "ModelFrameSource",
