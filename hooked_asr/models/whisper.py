@@ -12,20 +12,23 @@ from jaxtyping import Float, Int
 from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.config import ModelConfig
-from hooked_asr.models.base import HookedEncoderDecoder, PromptGroup, TeacherForcedInputs, TranscriptionResult
+from hooked_asr.models.base import HookedEncoderDecoder, ModelCapabilities, PromptGroup, TeacherForcedInputs, TranscriptionResult
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment
 from hooked_asr.loading.whisper_weights import config_from_hf, convert_hf_whisper_weights
 
 
 class HookedWhisper(HookedEncoderDecoder):
-    """Whisper with a hook point on every intermediate (names in DESIGN.md).
+    """Whisper with a hook point on every intermediate (names in docs/architecture.md).
 
     >>> logits = model(input_features=mel, decoder_input_ids=tokens)      # [batch, pos, vocab]
     >>> logits, cache = model.run_with_cache(input_features=mel, decoder_input_ids=tokens)
     >>> model.transcribe("speech.wav").text
     >>> model.transcribe("lecture.wav", beam_size=5, word_timestamps=True).words[0]
     """
+
+    capabilities = ModelCapabilities(resume_at_block=True, resume_at_head=True, prefix_sharing=True, timestamps=True,
+                                     word_timestamps=True, long_form="seek", encode_inputs=("input_features",))
 
     def __init__(self, cfg: ModelConfig, tokenizer: Any | None = None):
         super().__init__()
