@@ -114,7 +114,7 @@ class PositionTracker:
 
     def __init__(self, model: Any):
         if "decoder.hook_embed" not in model.hook_dict:
-            raise ValueError("position tracking needs the hook 'decoder.hook_embed' (every model has it per DESIGN.md)")
+            raise ValueError("position tracking needs the hook 'decoder.hook_embed' (every model has it: docs/architecture.md)")
         self._reset_hooks = [n for n in ("encoder.hook_out",) if n in model.hook_dict]
         self.start = 0
         self._end: int | None = None
