@@ -339,3 +339,33 @@ def window_samples(model: Any) -> int:
     Whisper and the real Qwen2-Audio, 30 s; less for small test models with a shorter window)."""
     enc = getattr(getattr(model, "cfg", None), "encoder", None)
     return int(enc.n_frames) * HOP_LENGTH if enc is not None else N_SAMPLES
+
+
+__all__ = [
+    "CHUNK_SECONDS",
+    "ENCODER_FRAME_SECONDS",
+    "HOP_LENGTH",
+    "MAX_FLOAT_PEAK",
+    "MEL_FRAME_SECONDS",
+    "N_ENCODER_FRAMES",
+    "N_FFT",
+    "N_FRAMES",
+    "N_SAMPLES",
+    "N_TIMESTAMPS",
+    "SAMPLE_RATE",
+    "SAMPLES_PER_ENCODER_FRAME",
+    "SILENCE_PEAK",
+    "TIME_PRECISION",
+    "audio_frames",
+    "AudioError",
+    "check_sampling_rate",
+    "chunk_audio",
+    "is_batch_input",
+    "load_audio",
+    "log_mel_spectrogram",
+    "masked_log_mel",
+    "mel_filters",
+    "prepare_features",
+    "resample",
+    "window_samples",
+]

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot``, imported on first use (plots are optional; the import is slow)."""
     # No matplotlib.use(): headless machines fall back to Agg by themselves, and forcing it
     # would stop notebooks from showing figures inline.
     import matplotlib.pyplot as plt
@@ -27,7 +28,7 @@ def save_figure(fig: Any, path: str | Path | None, dpi: int = 130) -> Any:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
-        _plt().close(fig)
+        pyplot().close(fig)
     return fig
 
 
@@ -45,7 +46,7 @@ def plot_heatmap(
 ) -> Any:
     """A ``[rows, cols]`` heatmap, optionally with a short text in each cell (row 0 at the bottom,
     as layers read in a lens plot)."""
-    plt = _plt()
+    plt = pyplot()
     values = np.asarray(values, dtype=float)
     n_rows, n_cols = values.shape
     fig, ax = plt.subplots(figsize=(max(4.0, 0.75 * n_cols + 2), max(2.5, 0.45 * n_rows + 1.5)))
@@ -74,7 +75,7 @@ def plot_curves(
     path: str | Path | None = None,
 ) -> Any:
     """Lines with shaded confidence bands: each curve is ``[n, 3]`` (mean, low, high) or ``[n]``."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name, c in curves.items():
         c = np.asarray(c, dtype=float)
@@ -102,7 +103,7 @@ def plot_bars(
 ) -> Any:
     """Grouped bars: one group per label, one bar per key of ``values``; ``errors[key]`` is
     ``[2, n]`` (below, above) when given."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(labels) * len(values) + 2), 3.6))
     width = 0.8 / max(len(values), 1)
     for i, (name, v) in enumerate(values.items()):
@@ -146,7 +147,7 @@ def plot_lens_curves(curves: Mapping[str, Any], path: str | Path | None = None, 
         n = c.chosen_prob.shape[0]
         series[name] = c.chosen_prob
         xs[name] = np.arange(n) / max(n - 1, 1)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name, c in series.items():
         ax.plot(xs[name], c[:, 0], marker="o", ms=3, label=name)
@@ -159,7 +160,8 @@ def plot_lens_curves(curves: Mapping[str, Any], path: str | Path | None = None, 
     return save_figure(fig, path)
 
 
-__all__ = ["save_figure", "plot_heatmap", "plot_curves", "plot_bars", "plot_logit_lens", "plot_lens_curves"]
+__all__ = ["pyplot", "save_figure", "plot_heatmap", "plot_curves", "plot_bars", "plot_logit_lens", "plot_lens_curves",
+           "plot_word_alignment"]
 
 
 def plot_word_alignment(
@@ -173,7 +175,7 @@ def plot_word_alignment(
     the row that predicts it, over 20-ms encoder frames) with the DTW path's word starts."""
     from hooked_asr.audio import ENCODER_FRAME_SECONDS, HOP_LENGTH, MEL_FRAME_SECONDS, load_audio, log_mel_spectrogram
 
-    plt = _plt()
+    plt = pyplot()
     wave = load_audio(audio, allow_long=False)
     if result is None:
         result = model.transcribe(wave, word_timestamps=True)

@@ -256,3 +256,6 @@ def _print_summary(args: argparse.Namespace, report: dict[str, Any], enc: Any, o
     print(f"\nreport:   {(out / 'report.html').resolve()}\n          {(out / 'report.json').resolve()}")
     for name in report["explorer"].values():
         print(f"explorer: {(out / name).resolve()}")
+
+
+__all__ = ["DEFAULT_SENTENCE", "MISHEARD_SENTENCE", "add_parser", "run"]

@@ -44,3 +44,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"heard: {view.data['transcript']['text']}")
     print(f"{out.resolve()}  ({view.size_bytes / 1e6:.2f} MB)")
     return 0
+
+
+__all__ = ["add_parser", "run"]

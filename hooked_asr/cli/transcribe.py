@@ -69,3 +69,6 @@ def run(args: argparse.Namespace) -> int:
             print(format_result(out, fmt, name))
         sys.stdout.flush()
     return 0
+
+
+__all__ = ["add_parser", "format_result", "run"]

@@ -308,3 +308,6 @@ class Attention(nn.Module):
             z2, W_O = z.reshape(-1, z.shape[2] * z.shape[3]), self.W_O.reshape(-1, self.W_O.shape[-1])
             out = (z2 @ W_O if self.b_O is None else torch.addmm(self.b_O, z2, W_O)).view(*z.shape[:2], -1)
         return out
+
+
+__all__ = ["KV", "append_kv", "Attention", "pattern_from_scores", "project_heads", "RotaryEmbedding"]

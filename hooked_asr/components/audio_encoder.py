@@ -112,3 +112,6 @@ class AudioEncoder(nn.Module):
         if not self.cfg.pool_stride:
             return x
         return F.avg_pool1d(x.transpose(1, 2), self.cfg.pool_stride, self.cfg.pool_stride).transpose(1, 2)
+
+
+__all__ = ["AudioEncoder"]

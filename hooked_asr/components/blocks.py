@@ -82,3 +82,6 @@ class Block(nn.Module):
             resid = self.hook_resid_mid_cross(resid + self.hook_cross_attn_out(cross_out))
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid)))
         return self.hook_resid_post(resid + mlp_out), present
+
+
+__all__ = ["Block"]

@@ -204,3 +204,6 @@ class TextDecoder(nn.Module):
             present.append(kv)
         base = x if resid_pre is None else resid_pre
         return base.index_copy(0, rows, xs), present
+
+
+__all__ = ["LayerCache", "reorder_cache", "TextDecoder"]

@@ -331,3 +331,6 @@ def _language_voices() -> dict[str, str]:
 def list_voices() -> list[str]:
     """Voice names ``synthesize`` accepts (add ``+f1``..``+f5``, ``+m1``.. for variants)."""
     return list(_voice_names())
+
+
+__all__ = ["ESPEAK_RATE", "EspeakError", "list_voices", "phonemize", "synthesize"]

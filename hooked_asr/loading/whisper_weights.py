@@ -127,3 +127,6 @@ def convert_hf_whisper_weights(state_dict: Mapping[str, torch.Tensor], cfg: Mode
     if proj_out is not None and not torch.equal(proj_out, out["decoder.W_E"]):
         raise WeightConversionError("proj_out.weight differs from decoder.embed_tokens.weight; Whisper ties them")
     return {k: v.contiguous() for k, v in out.items()}
+
+
+__all__ = ["config_from_hf", "convert_hf_whisper_weights", "WeightConversionError"]

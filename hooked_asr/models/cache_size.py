@@ -105,9 +105,9 @@ def estimate_cache_size(
     Qwen2-Audio's pooling, slicing and ``dtype`` (or the model's; RMSNorm scales are float32),
     and, for an :class:`ActivationCache` (``return_cache_object``), the patterns it keeps as
     their scores (:func:`patterns_kept_as_scores`)."""
-    keep = _names_filter(names_filter)
+    keep = names_filter_fn(names_filter)
     dims = _cache_dims(model, inputs)
-    pslice, fslice = _as_slice(pos_slice), _as_slice(frame_slice)
+    pslice, fslice = as_slice(pos_slice), as_slice(frame_slice)
     fired = [n for n in model.hook_dict if keep(n) and _hook_shape(model, n, dims) is not None]
     derived = patterns_kept_as_scores(fired, fslice, dtype, device) if return_cache_object else {}
     per_hook: dict[str, int] = {}
@@ -199,7 +199,8 @@ def _block_site_shape(site: str, B: int, Q: int, K: int, d_model: int, H: int, H
     return (B, Q, d_model)
 
 
-def _names_filter(names_filter: Any) -> Callable[[str], bool]:
+def names_filter_fn(names_filter: Any) -> Callable[[str], bool]:
+    """TransformerLens's ``names_filter`` (None, a name, a list of names or a predicate) as a predicate."""
     if names_filter is None:
         return lambda n: True
     if isinstance(names_filter, str):
@@ -212,7 +213,8 @@ def _names_filter(names_filter: Any) -> Callable[[str], bool]:
     raise ValueError(f"names_filter must be None, a hook name, a list of names or a function, got {names_filter!r}")
 
 
-def _as_slice(s: Any) -> Slice | None:
+def as_slice(s: Any) -> Slice | None:
+    """``pos_slice`` / ``frame_slice`` as a TransformerLens ``Slice`` (None: keep every position)."""
     # As TransformerLens's run_with_cache: an int keeps its axis (Slice.unwrap makes it [n]).
     return None if s is None else Slice.unwrap(s)
 
@@ -221,3 +223,6 @@ def _sliced_len(sl: Slice, n: int) -> int:
     return sl.apply(torch.empty(n, 0), dim=0).shape[0] if sl.mode != "int" else 1
 
 
+__all__ = [
+    "CacheSizeEstimate", "as_slice", "estimate_cache_size", "names_filter_fn", "patterns_kept_as_scores", "position_axes",
+]

@@ -63,10 +63,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
     Memory on the real 7B checkpoint: README, "Qwen2-Audio".
     """
 
-    # No cross-attention (the audio is a prefix of the decoder's sequence) and no timestamp tokens.
-    capabilities = ModelCapabilities(resume_at_block=True, resume_at_head=True, prefix_sharing=False, timestamps=False,
-                                     word_timestamps=False, long_form="chunks",
-                                     encode_inputs=("input_features", "feature_attention_mask"))
+    capabilities = ModelCapabilities(long_form="chunks", encode_inputs=("input_features", "feature_attention_mask"))
 
     def __init__(self, cfg: ModelConfig, tokenizer: Any | None = None):
         super().__init__()
@@ -125,15 +122,11 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         start_at_layer: int | None = None,
         attn_z: Float[torch.Tensor, "batch frame head d_head"] | None = None,
     ) -> Float[torch.Tensor, "batch frame d_audio"]:
-        """What the decoder reads: the projector's output ``[batch, n_ctx // 2, d_model]`` (the
-        audio embeddings that fill the ``<|AUDIO|>`` placeholders), as Whisper's ``encode`` gives
-        its decoder's input; with ``stop_at_layer=l``, the tower's residual after ``l`` blocks
-        ``[batch, n_ctx, d_audio]`` (``finish_encoder`` turns it into the former). The tower's own
-        output before the projector is :meth:`encode_audio_tower` (``encoder.hook_out``).
-        Padded mel frames are masked as keys. With ``start_at_layer=l`` the input is
-        ``encoder.blocks.{l}.hook_resid_pre`` (pass the same ``feature_attention_mask`` as the run
-        it came from) and only blocks ``l..`` run; with ``attn_z`` (``encoder.blocks.{l}.attn.hook_z``
-        of the same run) block ``l`` starts at ``hook_z``, after its attention (as Whisper's)."""
+        """What the decoder reads: the projector's output ``[batch, n_ctx // 2, d_model]`` (the audio
+        embeddings that fill the ``<|AUDIO|>`` placeholders); with ``stop_at_layer=l``, the tower's
+        residual after ``l`` blocks ``[batch, n_ctx, d_audio]`` (``finish_encoder`` turns it into the
+        former). Padded mel frames are masked as keys. ``start_at_layer`` / ``attn_z`` resume as
+        Whisper's ``encode`` (pass the ``feature_attention_mask`` of the run they came from)."""
         if stop_at_layer is None:
             return self.projector(self.encode_audio_tower(input_features, feature_attention_mask,
                                                           start_at_layer=start_at_layer, attn_z=attn_z))
@@ -148,8 +141,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         attn_z: Float[torch.Tensor, "batch frame head d_head"] | None = None,
     ) -> Float[torch.Tensor, "batch frame d_audio"]:
         """``encoder.hook_out`` (pooled and normed, before the projector) ``[batch, n_ctx // 2, d_audio]``,
-        or the residual after ``stop_at_layer`` blocks (from block ``start_at_layer``'s residual,
-        or its ``attn.hook_z`` with ``attn_z``)."""
+        or the residual after ``stop_at_layer`` blocks; ``start_at_layer`` / ``attn_z`` as :meth:`encode`."""
         w = self.encoder.conv1.weight
         input_features = input_features.to(device=w.device, dtype=w.dtype)
         if start_at_layer is None:
@@ -505,4 +497,4 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         return cls._empty(cfg, tokenizer)._load_pieces(shards, device)._settle_eos()
 
 
-__all__ = ["HookedQwen2Audio", "AudioProjector", "Qwen2AudioTokenizer", "audio_token_counts", "SPECIAL_TOKENS"]
+__all__ = ["HookedQwen2Audio"]

@@ -39,8 +39,8 @@ from transformer_lens.FactoredMatrix import FactoredMatrix
 from hooked_asr.models.activation_cache import ActivationCache
 from hooked_asr.models.cache_size import (
     CacheSizeEstimate,
-    _as_slice,
-    _names_filter,
+    as_slice,
+    names_filter_fn,
     estimate_cache_size,
     patterns_kept_as_scores,
     position_axes,
@@ -68,11 +68,31 @@ class AttentionWeights:
 
     @property
     def QK(self) -> FactoredMatrix:
-        return FactoredMatrix(self.W_Q.detach(), self.W_K.detach().transpose(-1, -2))
+        """``W_Q W_K^T`` ``[layer, head, d_model, d_model]`` (nothing ``d_model x d_model`` is materialised)."""
+        return self.circuit("QK")
 
     @property
     def OV(self) -> FactoredMatrix:
-        return FactoredMatrix(self.W_V.detach(), self.W_O.detach())
+        """``W_V W_O`` ``[layer, head, d_model, d_model]``."""
+        return self.circuit("OV")
+
+    def circuit(self, which: str, layer: int | None = None, head: int | None = None) -> FactoredMatrix:
+        """``"QK"`` (``W_Q W_K^T``) or ``"OV"`` (``W_V W_O``) of every layer ``[layer, head, d_model,
+        d_model]``, of one layer ``[head, ...]`` or of one head ``[d_model, d_model]``: the one place
+        these circuits are built (``model.QK``, ``hooked_asr.circuits.QK`` / ``OV`` read it)."""
+        if which not in ("QK", "OV"):
+            raise ValueError(f"circuit must be 'QK' or 'OV', got {which!r}")
+        a, b = ("W_Q", "W_K") if which == "QK" else ("W_V", "W_O")
+        if layer is None:
+            A, B = getattr(self, a), getattr(self, b)
+        else:
+            A, B = (self.model.attn_weight(n, self.stack, layer, self.kind) for n in (a, b))
+        if head is not None:
+            n = A.shape[-3]
+            if not 0 <= head < n:
+                raise ValueError(f"head {head} does not exist: the {self.stack} {self.kind} has {n} heads (0-{n - 1})")
+            A, B = A[..., head, :, :], B[..., head, :, :]
+        return FactoredMatrix(A.detach(), (B.transpose(-1, -2) if which == "QK" else B).detach())
 
     def __repr__(self) -> str:
         return f"AttentionWeights({self.stack}, {self.kind})"
@@ -308,7 +328,7 @@ class TLCompatMixin:
         """TransformerLens's ``run_with_cache`` for an encoder-decoder: returns ``(output, cache)``.
 
         ``cache`` is a dict of hook name -> tensor, or with ``return_cache_object=True`` an
-        :class:`hooked_asr.circuits.cache.ActivationCache` (TL's helpers plus ``stack=``).
+        :class:`hooked_asr.ActivationCache` (TL's helpers plus ``stack=``).
         ``pos_slice`` keeps those decoder token positions and ``frame_slice`` those encoder
         frames (int, ``(start, stop[, step])``, list of indices or TL ``Slice``), on each
         activation's own position axes (:func:`position_axes`); ``device`` stores the cache
@@ -327,8 +347,8 @@ class TLCompatMixin:
                 f"run_with_cache will build a large {estimate}; keep fewer hooks (names_filter), fewer positions "
                 f"(pos_slice / frame_slice), a smaller dtype, or offload with device='cpu' "
                 f"(threshold: model.cache_warn_bytes = {self.cache_warn_bytes})", stacklevel=2)
-        keep = _names_filter(names_filter)
-        pslice, fslice = _as_slice(pos_slice), _as_slice(frame_slice)
+        keep = names_filter_fn(names_filter)
+        pslice, fslice = as_slice(pos_slice), as_slice(frame_slice)
         cache: dict[str, torch.Tensor] = {}
         derived: dict[str, str] = {}
 

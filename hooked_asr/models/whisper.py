@@ -291,3 +291,6 @@ def _as_tokenizer(tokenizer: Any | None) -> Any | None:
     from hooked_asr.tokenizer import WhisperTokenizer
 
     return WhisperTokenizer.from_hf(tok)
+
+
+__all__ = ["HookedWhisper"]

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 
 from hooked_asr.patching.components import Component, parse_component
-from hooked_asr.patching.interventions import HookFn, PositionTracker, _index, position_kind
+from hooked_asr.patching.interventions import HookFn, PositionTracker, as_index, position_kind
 
 
 def frames_between(start_s: float, end_s: float) -> range:
@@ -76,8 +76,8 @@ class AttentionMask:
             k = k[(k >= 0) & (k < n_k)]
             q = torch.arange(start, start + n_q, device=device)
             if self.queries is not None:
-                q = q[torch.isin(q, _index(self.queries, device))]
-            rows = _index(self.rows, device) if self.rows is not None else torch.arange(batch, device=device)
+                q = q[torch.isin(q, as_index(self.queries, device))]
+            rows = as_index(self.rows, device) if self.rows is not None else torch.arange(batch, device=device)
             if len(k) == 0 or len(q) == 0 or len(rows) == 0:
                 return None
             if int(rows.max()) >= batch:

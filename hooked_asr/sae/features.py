@@ -327,7 +327,6 @@ __all__ = [
     "Word",
     "align_words",
     "collect_feature_stats",
-    "dtw_path",
     "feature_reports",
     "label_from_examples",
     "wav_base64",

@@ -26,8 +26,6 @@ from jaxtyping import Float, Int
 from hooked_asr.activations.stream import FrameSource, StoreFrameSource
 from hooked_asr.audio import audio_frames, window_samples
 
-# The frame counter's older name (same function): frames of ``n_ctx`` that carry ``n_samples``.
-speech_frames = audio_frames
 
 
 class TensorFrameSource(FrameSource):
@@ -160,10 +158,7 @@ class CachedFrameSource(FrameSource):
 
 __all__ = [
     "CachedFrameSource",
-    "FrameSource",
     "GeneratedFrameSource",
     "ModelFrameSource",
-    "StoreFrameSource",
     "TensorFrameSource",
-    "speech_frames",
 ]

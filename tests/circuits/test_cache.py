@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformer_lens import ActivationCache as TLCache
 
-from hooked_asr.circuits.cache import ActivationCache
+from hooked_asr import ActivationCache
 from tests.circuits.conftest import qwen_inputs, whisper_inputs
 
 ATOL = 1e-4
