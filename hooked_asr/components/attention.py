@@ -208,7 +208,8 @@ class Attention(nn.Module):
         """Store ``W_Q, W_K, W_V`` as ``[d_model, head, d_head]`` in memory (same values, same
         ``[head, d_model, d_head]`` shape), so that each projection is one GEMM on a view.
         Called after every ``load_state_dict``; a layout it has not fixed is still correct
-        (:func:`project_heads` then runs one copy-free ``bmm``)."""
+        (:func:`project_heads` then runs one copy-free ``bmm``). Every stored layout: docs/architecture.md,
+        "Weight layouts"."""
         for name in ("W_Q", "W_K", "W_V"):
             W = getattr(self, name)
             if not W.is_meta and not _flat_is_view(W):

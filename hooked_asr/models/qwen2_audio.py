@@ -28,6 +28,7 @@ from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.components.projector import AudioProjector, audio_token_counts
 from hooked_asr.config import ModelConfig
+from hooked_asr.models.runner import encode_from
 from hooked_asr.models.base import HookedEncoderDecoder, ModelCapabilities, PromptGroup, TeacherForcedInputs, TranscriptionResult
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.loading.hf import as_dtype
@@ -150,8 +151,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
             mask = feature_attention_mask if feature_attention_mask is not None else torch.ones(
                 input_features.shape[0], self.cfg.encoder.n_frames, dtype=torch.long, device=w.device)
         attn_mask = self.encoder_attention_mask(mask, w.dtype)
-        return self.encoder(input_features, attention_mask=attn_mask, stop_at_layer=stop_at_layer,
-                            start_at_layer=start_at_layer, attn_z=attn_z)
+        return encode_from(self.encoder, input_features, start_at_layer, attn_z, attn_mask, stop_at_layer)
 
     def embed_audio(
         self,

@@ -12,6 +12,7 @@ from jaxtyping import Float, Int
 from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.config import ModelConfig
+from hooked_asr.models.runner import decode_from_prefix, encode_from
 from hooked_asr.models.base import HookedEncoderDecoder, ModelCapabilities, PromptGroup, TeacherForcedInputs, TranscriptionResult
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment
@@ -47,7 +48,9 @@ class HookedWhisper(HookedEncoderDecoder):
         after ``l`` blocks); with ``start_at_layer=l`` the input is ``encoder.blocks.{l}.hook_resid_pre``
         and only blocks ``l..`` run; with ``attn_z`` (``encoder.blocks.{l}.attn.hook_z`` of the same
         run) block ``l`` starts at ``hook_z``, after its attention."""
-        return self.encoder(input_features, stop_at_layer=stop_at_layer, start_at_layer=start_at_layer, attn_z=attn_z)
+        if attn_z is None:
+            return self.encoder(input_features, stop_at_layer=stop_at_layer, start_at_layer=start_at_layer)
+        return encode_from(self.encoder, input_features, start_at_layer, attn_z, stop_at_layer=stop_at_layer)
 
     def decode(
         self,
@@ -58,15 +61,17 @@ class HookedWhisper(HookedEncoderDecoder):
         **prefix: Any,
     ) -> tuple[torch.Tensor, list[LayerCache]]:
         """Decoder logits ``[batch, pos, vocab]`` and the key/value cache to continue from.
-        ``prefix``: ``start_at_layer``, ``resid_pre``, ``run_rows`` of :meth:`TextDecoder.forward`."""
+        ``prefix``: ``start_at_layer``, ``resid_pre``, ``run_rows`` of :func:`~hooked_asr.models.runner.decode_from_prefix`."""
         if encoder_hidden_states is not None and encoder_hidden_states.shape[-1] != self.cfg.decoder.d_model:
             raise ValueError(
                 f"encoder_hidden_states must be [batch, frame, {self.cfg.decoder.d_model}], got "
                 f"{tuple(encoder_hidden_states.shape)}"
             )
+        if prefix:
+            return decode_from_prefix(self.decoder, decoder_input_ids, encoder_hidden_states, past_key_values,
+                                      stop_at_layer=stop_at_layer, **prefix)
         return self.decoder(
             decoder_input_ids, encoder_out=encoder_hidden_states, past_kv=past_key_values, stop_at_layer=stop_at_layer,
-            **prefix,
         )
 
     def forward(
