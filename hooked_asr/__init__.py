@@ -17,6 +17,7 @@ from hooked_asr.models.qwen2_audio import HookedQwen2Audio
 from hooked_asr.loading.registry import register_model_class
 
 register_model_class("whisper", HookedWhisper)
+register_model_class("qwen2_audio", HookedQwen2Audio)
 
 __version__ = "0.1.0"
 

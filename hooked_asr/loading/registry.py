@@ -2,7 +2,7 @@
 
 Resolution order for a name:
 
-1. a local directory: Hugging Face layout (config.json + *.safetensors) or CTranslate2
+1. a local directory: Hugging Face layout (config.json + *.safetensors; Whisper or Qwen2-Audio) or CTranslate2
    (model.bin + config.json + tokenizer.json);
 2. the project's weights folder ``<weights>/<name>/`` (HF layout; written by step 4);
 3. the Hugging Face cache / hub, for ids like ``openai/whisper-tiny.en`` (needs network
@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from hooked_asr.loading.hf import CheckpointError, load_hf_whisper_dir, resolve_hub_or_dir
+from hooked_asr.loading.hf import CheckpointError, load_hf_whisper_dir, read_json, resolve_hub_or_dir
 
 DEFAULT_MODEL = "whisper-tiny.en"
 
@@ -331,6 +331,9 @@ def _cache_is_fresh(out: Path, parts: list[Path]) -> bool:
 
 
 def _load_hf_dir(d: Path, dtype: torch.dtype, device: str | torch.device, name: str | None = None):
+    if (d / "config.json").exists() and read_json(d / "config.json").get("model_type") == "qwen2_audio":
+        # Qwen2-Audio reads its shards one at a time (a 7B checkpoint never sits in memory twice).
+        return _model_class("qwen2_audio").from_pretrained(d, dtype=dtype, device=device)
     sd, cfg, tokenizer = load_hf_whisper_dir(d)
     if name:
         cfg.name = name
