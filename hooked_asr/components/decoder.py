@@ -18,7 +18,8 @@ from hooked_asr.components.norm import LayerNorm, RMSNorm
 from hooked_asr.config import DecoderConfig
 from hooked_asr.hooks import HookPoint
 
-LayerCache = dict[str, KV]  # {"self": (k, v), "cross": (k, v)}, each [batch, kv_head, pos, d_head]
+# {"self": (k, v), "cross": (k, v)}, each [batch, kv_head, pos, d_head]; a decoding step's "self" is a KVCache
+LayerCache = dict[str, KV]
 
 
 def reorder_cache(past_kv: list[LayerCache], beam_idx: Int[torch.Tensor, "rows"]) -> list[LayerCache]:
