@@ -69,3 +69,13 @@ def test_a_missing_capability_is_an_error_that_names_it(models):
     with pytest.raises(ValueError, match="unknown capability 'flying'"):
         qwen.require("flying", "x")
     models["whisper"].require("prefix_sharing", "generate(clean_prefix=)")  # declared: no error
+
+
+@pytest.mark.parametrize("which", ["whisper", "qwen"])
+def test_encode_has_the_same_signature_on_both_models(which, models):
+    import inspect
+
+    model = models[which]
+    params = list(inspect.signature(model.encode).parameters)
+    # the declared model inputs first, then the same resume keywords on every model
+    assert params == [*model.capabilities.encode_inputs, "stop_at_layer", "start_at_layer", "attn_z"]
