@@ -153,12 +153,14 @@ def _shared_kv_attention(
     return z.view(h, b, n, d).transpose(0, 1)
 
 
-def pattern_from_scores(scores: Float[torch.Tensor, "... q_pos k_pos"]) -> Float[torch.Tensor, "... q_pos k_pos"]:
+def pattern_from_scores(
+    scores: Float[torch.Tensor, "... q_pos k_pos"], dtype: torch.dtype | None = None
+) -> Float[torch.Tensor, "... q_pos k_pos"]:
     """``softmax(scores)`` over keys in float32, cast back (half and bfloat16 as Hugging
     Face does, without a float32 copy of the scores first). :class:`Attention` computes
     ``hook_pattern`` from ``hook_attn_scores`` with it, so a pattern rebuilt from cached scores
     (``ActivationCache``) equals the one the forward computed, bit for bit."""
-    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(dtype or scores.dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -334,7 +336,7 @@ class Attention(nn.Module):
                 # its backward does not need it, so a [batch, head, q_pos, k_pos] allocation is saved.
                 scores += mask
             scores = self.hook_attn_scores(scores)
-            pattern = self.hook_pattern(pattern_from_scores(scores))
+            pattern = self.hook_pattern(pattern_from_scores(scores, q.dtype))
             z = pattern @ v
         return self.from_z(z.transpose(1, 2)), present
 

@@ -354,7 +354,10 @@ class TLCompatMixin:
 
         def save(tensor: torch.Tensor, hook: Any, is_backward: bool = False) -> None:
             if not is_backward and hook.name in derived:
-                return  # rebuilt from its scores on access (ActivationCache)
+                scores = cache.get(derived[hook.name])
+                if scores is not None and scores.dtype == tensor.dtype:
+                    return  # rebuilt from its scores on access (ActivationCache)
+                del derived[hook.name]  # autocast gave scores another dtype: keep the pattern itself
             t = tensor.detach()
             axes = position_axes(hook.name)
             # Slice before moving or casting, so only what is kept is copied.
