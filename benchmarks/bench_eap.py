@@ -38,7 +38,7 @@ def main() -> None:
     from hooked_asr.circuits.eap import eap, eap_ig
     from hooked_asr.circuits.graph import Graph
     from hooked_asr.circuits.path_patching import record_graph_reference
-    from hooked_asr.patching import components, continuation_logprob, patching_effects, record_reference, white_noise
+    from hooked_asr.patching import components, continuation_logprob, patching_effects, record_reference, white_noise_like
 
     model, which = load_tiny()
     audio = make_audio(1)[0]
@@ -46,7 +46,7 @@ def main() -> None:
         clean = model.transcribe(audio, language="en") if model.tokenizer is not None else None
     tokens = clean.tokens if clean is not None and clean.tokens else [1, 2, 3, 4, 5]
     tf = model.teacher_forced_inputs(audio, tokens)
-    ref_kwargs = model.teacher_forced_inputs(white_noise(audio, seed=0), tokens).kwargs
+    ref_kwargs = model.teacher_forced_inputs(white_noise_like(audio, seed=0), tokens).kwargs
     metric = lambda lg: continuation_logprob(lg, tf.tokens, tf.prompt_len)  # noqa: E731
     graph = Graph.from_model(model)
     comps = components(model, heads=True)

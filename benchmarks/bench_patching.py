@@ -61,8 +61,8 @@ def issue_loop(model, items, comps, max_new_tokens: int) -> list[float]:
     reference and the clean teacher-forced run through the whole model; per component the
     teacher-forced inputs afresh, an encoder component through the whole model, a decoder one
     from the item's clean encoder output (encoded once)."""
-    from hooked_asr.patching import (continuation_logprob, generation_settings, interpolate, patched,
-                                     record_reference, white_noise)
+    from hooked_asr.patching import continuation_logprob, interpolate, patched, record_reference, white_noise_like
+    from hooked_asr.patching.item_runs import generation_settings
 
     gen_kwargs, _ = generation_settings(model)
     values = []
@@ -72,7 +72,7 @@ def issue_loop(model, items, comps, max_new_tokens: int) -> list[float]:
         prompt = tf0.tokens[0, : tf0.prompt_len]
         gen = model.generate(**feats, prompt_ids=prompt, max_new_tokens=max_new_tokens, **gen_kwargs)
         clean = model.results_from_generation(gen, prompt)[0].tokens
-        ref = record_reference(model, model.teacher_forced_inputs(white_noise(it.audio, seed=0), clean).kwargs, comps)
+        ref = record_reference(model, model.teacher_forced_inputs(white_noise_like(it.audio, seed=0), clean).kwargs, comps)
         tf = model.teacher_forced_inputs(it.audio, clean)
         continuation_logprob(model(**tf.kwargs), tf.tokens, tf.prompt_len)  # the clean value
         enc = None
@@ -120,7 +120,7 @@ def main() -> None:
 
     from hooked_asr.patching import (
         SweepItem, attribution_patching, components, continuation_logprob, patching_effects, record_reference,
-        sweep, white_noise,
+        sweep, white_noise_like,
     )
 
     torch.set_grad_enabled(False)
@@ -175,7 +175,7 @@ def main() -> None:
     for it in items:
         clean = model.transcribe(it.audio, max_new_tokens=args.max_new_tokens)
         tf = model.teacher_forced_inputs(it.audio, clean.tokens)
-        ref_tf = model.teacher_forced_inputs(white_noise(it.audio, seed=0), clean.tokens)
+        ref_tf = model.teacher_forced_inputs(white_noise_like(it.audio, seed=0), clean.tokens)
         metric = lambda lg, tf=tf: continuation_logprob(lg, tf.tokens, tf.prompt_len)  # noqa: E731
         cache = record_reference(model, ref_tf.kwargs, comps)
         attr, ta = timed(lambda: attribution_patching(model, tf.kwargs, cache, comps, metric, reference_is_cache=True))

@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
 from hooked_asr.loading._classes import register_model_class  # noqa: E402  (no torch import)
 
 register_model_class("whisper", "hooked_asr.models.whisper:HookedWhisper")
+register_model_class("qwen2_audio", "hooked_asr.models.qwen2_audio:HookedQwen2Audio")
 
 
 def __getattr__(name: str) -> Any:

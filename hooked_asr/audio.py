@@ -42,12 +42,16 @@ HOP_LENGTH = 160
 CHUNK_SECONDS = 30
 N_SAMPLES = SAMPLE_RATE * CHUNK_SECONDS  # 480000
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000
+MEL_FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 0.01: one mel frame (openai-whisper's HOP_LENGTH / SAMPLE_RATE)
 SILENCE_PEAK = 1e-4  # below this absolute peak (-80 dBFS) a clip is silence
 MAX_FLOAT_PEAK = 2.0  # above this, float samples are unscaled integer audio, not clipping
 # Whisper's encoder halves the mel frame rate (conv2, stride 2): 1500 frames of 20 ms.
 SAMPLES_PER_ENCODER_FRAME = 2 * HOP_LENGTH  # 320
 ENCODER_FRAME_SECONDS = SAMPLES_PER_ENCODER_FRAME / SAMPLE_RATE  # 0.02
 N_ENCODER_FRAMES = N_SAMPLES // SAMPLES_PER_ENCODER_FRAME  # 1500
+# One timestamp token per encoder frame: <|0.00|> .. <|30.00|> (openai-whisper's TIME_PRECISION).
+TIME_PRECISION = ENCODER_FRAME_SECONDS  # 0.02
+N_TIMESTAMPS = N_ENCODER_FRAMES + 1  # 1501
 
 
 class AudioError(ValueError):
@@ -335,3 +339,33 @@ def window_samples(model: Any) -> int:
     Whisper and the real Qwen2-Audio, 30 s; less for small test models with a shorter window)."""
     enc = getattr(getattr(model, "cfg", None), "encoder", None)
     return int(enc.n_frames) * HOP_LENGTH if enc is not None else N_SAMPLES
+
+
+__all__ = [
+    "CHUNK_SECONDS",
+    "ENCODER_FRAME_SECONDS",
+    "HOP_LENGTH",
+    "MAX_FLOAT_PEAK",
+    "MEL_FRAME_SECONDS",
+    "N_ENCODER_FRAMES",
+    "N_FFT",
+    "N_FRAMES",
+    "N_SAMPLES",
+    "N_TIMESTAMPS",
+    "SAMPLE_RATE",
+    "SAMPLES_PER_ENCODER_FRAME",
+    "SILENCE_PEAK",
+    "TIME_PRECISION",
+    "audio_frames",
+    "AudioError",
+    "check_sampling_rate",
+    "chunk_audio",
+    "is_batch_input",
+    "load_audio",
+    "log_mel_spectrogram",
+    "masked_log_mel",
+    "mel_filters",
+    "prepare_features",
+    "resample",
+    "window_samples",
+]

@@ -150,3 +150,6 @@ class ModelConfig:
         enc = EncoderConfig(**d.pop("encoder"))
         dec = DecoderConfig(**d.pop("decoder"))
         return cls(encoder=enc, decoder=dec, **d)
+
+
+__all__ = ["DecoderConfig", "EncoderConfig", "ModelConfig"]

@@ -3,7 +3,7 @@
 Every intermediate activation of every model lives behind a named :class:`HookPoint`.
 Names follow TransformerLens inside a block and carry a stack prefix
 (``encoder.blocks.3.attn.hook_z``, ``decoder.blocks.0.cross_attn.hook_pattern``); see
-DESIGN.md for the contract. This module is the one place that knows how names are built
+docs/architecture.md for the contract. This module is the one place that knows how names are built
 and how a wrong name is explained to the user.
 """
 

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot``, imported on first use (plots are optional; the import is slow)."""
     # No matplotlib.use(): headless machines fall back to Agg by themselves, and forcing it
     # would stop notebooks from showing figures inline.
     import matplotlib.pyplot as plt
@@ -27,7 +28,7 @@ def save_figure(fig: Any, path: str | Path | None, dpi: int = 130) -> Any:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
-        _plt().close(fig)
+        pyplot().close(fig)
     return fig
 
 
@@ -45,7 +46,7 @@ def plot_heatmap(
 ) -> Any:
     """A ``[rows, cols]`` heatmap, optionally with a short text in each cell (row 0 at the bottom,
     as layers read in a lens plot)."""
-    plt = _plt()
+    plt = pyplot()
     values = np.asarray(values, dtype=float)
     n_rows, n_cols = values.shape
     fig, ax = plt.subplots(figsize=(max(4.0, 0.75 * n_cols + 2), max(2.5, 0.45 * n_rows + 1.5)))
@@ -74,7 +75,7 @@ def plot_curves(
     path: str | Path | None = None,
 ) -> Any:
     """Lines with shaded confidence bands: each curve is ``[n, 3]`` (mean, low, high) or ``[n]``."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name, c in curves.items():
         c = np.asarray(c, dtype=float)
@@ -102,7 +103,7 @@ def plot_bars(
 ) -> Any:
     """Grouped bars: one group per label, one bar per key of ``values``; ``errors[key]`` is
     ``[2, n]`` (below, above) when given."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(labels) * len(values) + 2), 3.6))
     width = 0.8 / max(len(values), 1)
     for i, (name, v) in enumerate(values.items()):
@@ -146,7 +147,7 @@ def plot_lens_curves(curves: Mapping[str, Any], path: str | Path | None = None, 
         n = c.chosen_prob.shape[0]
         series[name] = c.chosen_prob
         xs[name] = np.arange(n) / max(n - 1, 1)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name, c in series.items():
         ax.plot(xs[name], c[:, 0], marker="o", ms=3, label=name)
@@ -159,7 +160,8 @@ def plot_lens_curves(curves: Mapping[str, Any], path: str | Path | None = None, 
     return save_figure(fig, path)
 
 
-__all__ = ["save_figure", "plot_heatmap", "plot_curves", "plot_bars", "plot_logit_lens", "plot_lens_curves"]
+__all__ = ["pyplot", "save_figure", "plot_heatmap", "plot_curves", "plot_bars", "plot_logit_lens", "plot_lens_curves",
+           "plot_word_alignment"]
 
 
 def plot_word_alignment(
@@ -173,20 +175,20 @@ def plot_word_alignment(
     Bottom: the matrix the word timings are read from (``model.alignment_matrix`` with the same
     heads and unit: one row per text token or character, the row that predicts it, over 20-ms
     encoder frames) with the DTW path's word starts. Pass the options ``result`` was made with."""
-    from hooked_asr.audio import load_audio, log_mel_spectrogram
+    from hooked_asr.audio import ENCODER_FRAME_SECONDS, HOP_LENGTH, MEL_FRAME_SECONDS, load_audio, log_mel_spectrogram
 
-    plt = _plt()
+    plt = pyplot()
     wave = load_audio(audio, allow_long=False)
     if result is None:
         result = model.transcribe(wave, word_timestamps=True, alignment_heads=alignment_heads, word_unit=word_unit)
     if not result.words:
         raise ValueError("the transcript has no words to plot")
     mel = log_mel_spectrogram(wave, model.cfg.encoder.n_mels)[0]
-    n = -(-len(wave) // 160)
+    n = -(-len(wave) // HOP_LENGTH)
     tokens = [t for t in result.tokens if t < model.cfg.eos_token_id]
     matrix = model.alignment_matrix(tokens, input_features=mel[None].to(model.device), num_frames=n,
                                     language=result.language, heads=alignment_heads, unit=word_unit)
-    seconds = n / 100
+    seconds = n * MEL_FRAME_SECONDS
     fig, (a0, a1) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.3]})
     a0.imshow(mel[:, :n].numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[0]), cmap="magma")
     for w in result.words:
@@ -195,7 +197,7 @@ def plot_word_alignment(
     a0.set_ylabel("mel bin")
     a0.set_title(title or "words under the spectrogram", pad=16)
     m = matrix.cpu().numpy()
-    a1.imshow(m, origin="upper", aspect="auto", extent=(0, m.shape[1] * 0.02, m.shape[0] - 0.5, -0.5), cmap="viridis")
+    a1.imshow(m, origin="upper", aspect="auto", extent=(0, m.shape[1] * ENCODER_FRAME_SECONDS, m.shape[0] - 0.5, -0.5), cmap="viridis")
     for w in result.words:
         a1.axvline(w.start, color="w", lw=0.8, ls="--")
     a1.set_xlabel("time (s)")

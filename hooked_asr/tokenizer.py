@@ -12,7 +12,7 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
-N_TIMESTAMPS = 1501  # 0.00 .. 30.00 s in 0.02 s steps
+from hooked_asr.audio import N_TIMESTAMPS, TIME_PRECISION
 
 
 class WhisperTokenizer:
@@ -117,7 +117,7 @@ class WhisperTokenizer:
                     parts.append(self._tok.decode(run, skip_special_tokens=False))
                     run = []
                 if self.is_timestamp(i):
-                    parts.append(f"<|{(i - self.timestamp_begin) * 0.02:.2f}|>")
+                    parts.append(f"<|{(i - self.timestamp_begin) * TIME_PRECISION:.2f}|>")
                 else:
                     parts.append(self.id_to_special.get(i, f"<|{i}|>"))
             else:
@@ -169,4 +169,4 @@ class Qwen2AudioTokenizer:
         return None if i is None or i == getattr(self._tok, "unk_token_id", None) else int(i)
 
 
-__all__ = ["N_TIMESTAMPS", "Qwen2AudioTokenizer", "WhisperTokenizer"]
+__all__ = ["Qwen2AudioTokenizer", "WhisperTokenizer"]

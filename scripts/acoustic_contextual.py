@@ -76,7 +76,7 @@ def _trim(a: np.ndarray, thr: float = 1e-3) -> np.ndarray:
 
 def build_item(before: str, word: str, after: str, synthesize, voice: str, seed: int, gap_s: float = 0.06):
     """``(audio, masked_audio, word_frames)``: speech, the same with context -> noise, the word's frames."""
-    from hooked_asr.patching import white_noise
+    from hooked_asr.patching import white_noise_like
 
     gap = np.zeros(int(gap_s * 16000), dtype=np.float32)
     segs = [_trim(synthesize(s, voice=voice)) if s else np.zeros(0, np.float32) for s in (before, word, after)]
@@ -89,7 +89,7 @@ def build_item(before: str, word: str, after: str, synthesize, voice: str, seed:
     ctx = np.ones(audio.size, dtype=bool)
     ctx[w0 - len(gap) : w1 + len(gap)] = False  # the word and its pauses stay
     ctx[: len(lead)] = ctx[audio.size - len(lead) :] = False
-    noise = white_noise(audio[ctx], seed=seed)  # RMS of the context it replaces
+    noise = white_noise_like(audio[ctx], seed=seed)  # RMS of the context it replaces
     masked[ctx] = noise
     frames = range(w0 // FRAME_SAMPLES, -(-w1 // FRAME_SAMPLES))
     return audio, masked, frames

@@ -257,7 +257,7 @@ def phrase_frequency(enc_rows: list[dict], n_enc: int) -> list[dict]:
     import re
     from collections import Counter
 
-    from hooked_asr.patching import normalize_text
+    from hooked_asr.text import normalize_text
 
     n_files = len({r["clip"] for r in enc_rows})
     out = []
@@ -330,7 +330,7 @@ def paper_tables(name, curves, by_lang, similarity, enc_summary, phrases, n_clip
 
 
 def _nan_mean_ci(x: torch.Tensor) -> list[list[float]]:
-    from hooked_asr.lens import mean_ci
+    from hooked_asr.text import mean_ci
 
     return [list(mean_ci(row.numpy())) for row in x]
 

@@ -114,7 +114,7 @@ def make_half(split: str, n_per_kind: int, n_speech: int, seconds: float, seed: 
 
 # ---- scoring ---------------------------------------------------------------------------------
 def n_words(text: str) -> int:
-    from hooked_asr.patching import normalize_text
+    from hooked_asr.text import normalize_text
 
     return len(normalize_text(text or "").split())
 

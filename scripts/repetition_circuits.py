@@ -50,7 +50,8 @@ def main() -> None:
     import pandas as pd
 
     from hooked_asr.patching import SweepItem, components, sweep
-    from hooked_asr.patching.metrics import Transcript, word_error_rate
+    from hooked_asr.patching.metrics import Transcript
+    from hooked_asr.text import word_error_rate
     from hooked_asr.patching.plotting import plot_head_heatmaps
     from hooked_asr.repetition import find_loops, is_repetition_failure, repetition_prone_inputs, words
 

@@ -31,7 +31,7 @@ import torch
 from hooked_asr.sae import (CachedFrameSource, ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TrainConfig,
                             save_sae)
 from hooked_asr.sae.corpus import ESPEAK_VOICE, MULTILINGUAL
-from hooked_asr.sae.frames import speech_frames
+from hooked_asr.audio import audio_frames as speech_frames
 from hooked_asr.sae.steering import FeatureIntervention, steer
 
 VARIANTS = ["", "+f3", "+m3", "+f2"]  # espeak voice variants: more speakers per language

@@ -36,7 +36,10 @@ LAYERS: list[tuple[str, set[str]]] = [
 ]
 
 # Modules allowed over MAX_LINES, each with the reason it is not split here.
-TOO_LONG_OK: dict[str, str] = {}
+TOO_LONG_OK: dict[str, str] = {
+    "models/activation_cache.py": "TransformerLens's ActivationCache API in one class (TL's own file is ~1,100 lines); "
+                                  "the scores-only storage put it ~20 lines over: split the neuron helpers next",
+}
 
 # Upward arrows known and owned elsewhere, each with its reason; an entry whose import is gone fails.
 UPWARD_OK: dict[tuple[str, str], str] = {}
@@ -170,3 +173,108 @@ def test_the_checker_sees_an_upward_arrow(tmp_path, monkeypatch):
         assert "hooked_asr.components.bad (components) imports hooked_asr.lens (methods)" in str(e)
     else:
         raise AssertionError("an upward import went unnoticed")
+
+
+# ---- time and frame constants: audio.py is their one home ----------------------------------
+TIME_CONSTANTS = {"SAMPLE_RATE", "N_FFT", "HOP_LENGTH", "CHUNK_SECONDS", "N_SAMPLES", "N_FRAMES", "HOP_SECONDS",
+                  "MEL_FRAME_SECONDS", "SAMPLES_PER_ENCODER_FRAME", "ENCODER_FRAME_SECONDS", "FRAME_SECONDS",
+                  "N_ENCODER_FRAMES", "TIME_PRECISION", "N_TIMESTAMPS", "SAMPLES_PER_FRAME"}
+TIME_LITERALS = {16000, 0.02}  # the sample rate; seconds per encoder frame and per timestamp token
+# Copies known and being switched elsewhere, each with its reason; an entry whose copy is gone fails.
+CONSTANT_COPIES_OK: dict[str, str] = {
+    "models/decoding/longform.py": "HOP_SECONDS, N_FRAMES: decoding/ is being rewritten by the lead (issue 22)",
+    "models/decoding/timestamps.py": "TIME_PRECISION: decoding/ is being rewritten by the lead (issue 22)",
+    "models/decoding/timing.py": "FRAME_SECONDS: decoding/ is being rewritten by the lead (issue 22)",
+}
+
+
+def _constant_copies(tree: ast.AST) -> list[str]:
+    found = []
+    negated = {id(n.operand) for n in ast.walk(tree) if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub)}
+    for node in ast.walk(tree):
+        targets = (node.targets if isinstance(node, ast.Assign) else [node.target]
+                   if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
+        found += [f"{t.id} = ... (line {node.lineno})" for t in targets
+                  if isinstance(t, ast.Name) and t.id in TIME_CONSTANTS]
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float) and node.value in TIME_LITERALS \
+                and id(node) not in negated:
+            found.append(f"literal {node.value} (line {node.lineno})")
+        if isinstance(node, ast.FunctionDef) and "frame_seconds" in node.name:
+            found.append(f"def {node.name} (line {node.lineno})")
+    return found
+
+
+def test_time_and_frame_constants_live_only_in_audio():
+    copies = {}
+    for p in sorted(PACKAGE.rglob("*.py")):
+        rel = p.relative_to(PACKAGE).as_posix()
+        if rel != "audio.py":
+            found = _constant_copies(ast.parse(p.read_text()))
+            if found and rel not in CONSTANT_COPIES_OK:
+                copies[rel] = found
+    assert not copies, "time/frame constants outside audio.py (import them from hooked_asr.audio):\n" + "\n".join(
+        f"{k}: {v}" for k, v in copies.items())
+    stale = [rel for rel in CONSTANT_COPIES_OK if not _constant_copies(ast.parse((PACKAGE / rel).read_text()))]
+    assert not stale, f"CONSTANT_COPIES_OK lists modules without a copy now (remove them): {stale}"
+
+
+# ---- one door per name: no private reach-ins, every module says what it exports ------------------
+# Private names imported from another module, known and owned elsewhere (stale entries fail).
+PRIVATE_IMPORTS_OK: dict[tuple[str, str], str] = {
+    ("hooked_asr.circuits.eap", "_norm_fn"): "circuits/ is being rewritten for issue 23 (methods): a public norm backward",
+    ("hooked_asr.circuits.eap", "_projection"): "circuits/ is being rewritten for issue 23 (methods)",
+    ("hooked_asr.circuits.eap", "_check_kwargs"): "circuits/ is being rewritten for issue 23 (methods)",
+    ("hooked_asr.circuits.eap", "_reference_acts"): "circuits/ is being rewritten for issue 23 (methods)",
+}
+# Modules without __all__, each with its reason.
+NO_ALL_OK: dict[str, str] = {
+    f"models/decoding/{m}.py": "decoding/ is being rewritten by the lead (issue 22)"
+    for m in ("fallback", "longform", "options", "results", "search", "state", "timestamps", "timing", "transcription")
+}
+
+
+def _private_imports() -> set[tuple[str, str]]:
+    found = set()
+    for p in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "hooked_asr":
+                found |= {(_module_name(p), a.name) for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")}
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = _private_imports()
+    bad = sorted(found - set(PRIVATE_IMPORTS_OK))
+    assert not bad, "private names imported from another module (make them public there, or move the code):\n" + \
+        "\n".join(f"{m} imports {n}" for m, n in bad)
+    stale = sorted(set(PRIVATE_IMPORTS_OK) - found)
+    assert not stale, f"PRIVATE_IMPORTS_OK lists imports that are gone (remove them): {stale}"
+
+
+def test_every_module_declares_all():
+    missing, stale = [], []
+    for p in sorted(PACKAGE.rglob("*.py")):
+        rel = p.relative_to(PACKAGE).as_posix()
+        has = any(isinstance(n, (ast.Assign, ast.AnnAssign)) and any(
+            getattr(t, "id", None) == "__all__" for t in (n.targets if isinstance(n, ast.Assign) else [n.target]))
+            for n in ast.parse(p.read_text()).body)
+        if not has and rel not in NO_ALL_OK:
+            missing.append(rel)
+        if has and rel in NO_ALL_OK:
+            stale.append(rel)
+    assert not missing, f"modules without __all__ (say what the module exports): {missing}"
+    assert not stale, f"NO_ALL_OK lists modules that have __all__ now (remove them): {stale}"
+
+
+def test_every_name_in_all_exists():
+    import importlib
+
+    bad = []
+    for p in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(p)
+        if name.endswith("__main__"):
+            continue
+        mod = importlib.import_module(name)
+        bad += [f"{name}.{n}" for n in getattr(mod, "__all__", []) if not hasattr(mod, n)]
+    assert not bad, f"__all__ names that do not exist: {bad}"

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from hooked_asr.activations import audio_frames, extract_activations
+from hooked_asr.activations import extract_activations
+from hooked_asr.audio import audio_frames
 from hooked_asr.monitors import ProbeMonitor, transcribe_with_monitors
 from hooked_asr.probing import LinearProbe, fit_probe
 

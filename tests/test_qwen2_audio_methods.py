@@ -16,7 +16,7 @@ import torch
 
 from hooked_asr import HookedQwen2Audio
 from hooked_asr.activations import extract_activations
-from hooked_asr.models.qwen2_audio import audio_token_counts
+from hooked_asr.components.projector import audio_token_counts
 from hooked_asr.monitors import ProbeMonitor, transcribe_with_monitors
 from hooked_asr.probing import fit_probe, probe_layers
 from tests.conftest import make_hf_qwen2_audio, make_tokenizer

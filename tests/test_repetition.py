@@ -96,9 +96,10 @@ def test_builders_use_the_given_synthesizer():
 def test_one_loop_rule_for_the_encoder_lens_and_the_metrics():
     # The lens's loop flag and the patching metrics read the same detector: three copies of
     # a short block are a loop for both (the lens once demanded six tokens and disagreed).
-    from hooked_asr.lens import find_repetition_loop as lens_rule
+    import hooked_asr.lens.encoder as lens_encoder
+    from hooked_asr.repetition import find_loops
 
-    assert lens_rule is find_repetition_loop
+    assert lens_encoder.find_loops is find_loops
     assert find_repetition_loop([5, 5, 5]) == (1, 3)
     rng = random.Random(0)
     for _ in range(300):

@@ -83,11 +83,8 @@ def pool(
 __all__ = [
     "POOLINGS",
     "Pooling",
-    "SAMPLES_PER_FRAME",
-    "audio_frames",
     "default_pooling",
     "flatten_positions",
     "normalise_pooling",
     "pool",
-    "window_samples",
 ]

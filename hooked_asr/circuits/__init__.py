@@ -5,11 +5,9 @@
                     head_result(model, cache, "decoder.blocks.3.cross_attn.head.2")   one head
                     head_components(model, stack, kinds, layer)   heads as sweep components
                     stack_head_results(model, cache, stack, kinds, layer) -> (stack, labels)
-    cache.py      ActivationCache (run_with_cache(..., return_cache_object=True); the class lives with
-                    the model in hooked_asr/models/activation_cache.py, re-exported here): TransformerLens's
-                    accumulated_resid, decompose_resid, stack_head_results, stack_neuron_results,
-                    get_neuron_results, apply_ln_to_stack, logit_attrs, get_full_resid_decomposition,
-                    shorthand keys cache["cross_pattern", 2], remove_batch_dim, to(device); stack= on each
+    (hooked_asr.ActivationCache, what run_with_cache(..., return_cache_object=True) returns, has
+                    TransformerLens's accumulated_resid, decompose_resid, stack_head_results, logit_attrs,
+                    get_full_resid_decomposition, ... with stack= on each; it lives with the model)
     dla.py        direct_logit_attribution(model, inputs, tokens, incorrect_tokens, positions) -> DLAResult
                     dla_transcript(model, audio, step=None)   every generation step of a transcript
                     DLAResult.heatmap(kind, step), .summary(), .save(out) (JSON, CSV, PNG per kind)
@@ -17,7 +15,7 @@
                     alignment, previous_token, duplicate_token/repetition, induction, padding, silence,
                     first_frame, reference; top_heads, save_head_scores, word_by_word (timed espeak speech)
     weights.py    QK / OV (TransformerLens FactoredMatrix) for any head, cross-attention too;
-                    ov_through_unembed; attention_module / attention_kinds (views of the model's API). Stacked weights live on the model:
+                    ov_through_unembed (built by the model: model.weights(stack, kind).circuit). Stacked weights live on the model:
                     model.weights("decoder", "cross_attn").W_Q  [layer, head, d_model, d_head]
     graph.py      Graph.from_model(model): senders (heads of all kinds, MLPs, embeddings), receivers
                     (<head><q|k|v>, MLP inputs, logits), edges (encoder -> decoder via cross-attention k/v)
@@ -36,7 +34,6 @@ other interventions: :func:`hooked_asr.patching.mask_attention` (patching/attent
     >>> dla_transcript(model, "speech.wav").heatmap("cross_attn", step=2)
 """
 
-from hooked_asr.circuits.cache import ActivationCache
 from hooked_asr.circuits.detectors import DETECTORS, DetectorItem, detect_heads, save_head_scores, top_heads, word_by_word
 from hooked_asr.circuits.dla import DLAResult, direct_logit_attribution, dla_transcript
 from hooked_asr.circuits.heads import head_components, head_result, head_results, stack_head_results, z_name
@@ -47,7 +44,7 @@ from hooked_asr.circuits.eap import EdgeScores, eap, eap_ig
 from hooked_asr.circuits.circuit import Circuit, faithfulness_curve, plot_faithfulness
 
 __all__ = [
-    "ActivationCache", "DETECTORS", "DLAResult", "DetectorItem", "OV", "QK", "detect_heads", "direct_logit_attribution",
+    "DETECTORS", "DLAResult", "DetectorItem", "OV", "QK", "detect_heads", "direct_logit_attribution",
     "dla_transcript", "head_components", "head_result", "head_results", "ov_through_unembed", "save_head_scores",
     "stack_head_results", "top_heads", "word_by_word", "z_name",
     "Circuit", "EdgeScores", "Graph", "eap", "eap_ig", "faithfulness_curve", "path_patch", "plot_faithfulness",

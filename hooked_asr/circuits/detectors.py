@@ -88,12 +88,6 @@ def _as_item(x: Any) -> DetectorItem:
     return DetectorItem(x)
 
 
-def _frame_seconds() -> float:
-    from hooked_asr.audio import HOP_LENGTH, SAMPLE_RATE
-
-    return 2 * HOP_LENGTH / SAMPLE_RATE
-
-
 def _tokens_for(model: Any, item: DetectorItem) -> tuple[list[int], list[int | None]]:
     """Decoder tokens for the item's text and, with words, the word index of each token."""
     tok = model.tokenizer
@@ -129,7 +123,9 @@ def _attention_names(model: Any, which: str) -> list[str]:
 
 def _key_spans(model: Any, attention: str, n_key: int, tokens_full: torch.Tensor) -> torch.Tensor | None:
     """``[k, 2]`` start/end seconds of each key that is audio (NaN for text keys), or None."""
-    f = _frame_seconds()
+    from hooked_asr.audio import ENCODER_FRAME_SECONDS
+
+    f = ENCODER_FRAME_SECONDS
     if attention in ("encoder.attn", "decoder.cross_attn"):
         if attention == "decoder.cross_attn" and model.cfg.encoder.pool_stride:
             f *= model.cfg.encoder.pool_stride

@@ -23,40 +23,18 @@ from jaxtyping import Float
 from transformer_lens.FactoredMatrix import FactoredMatrix
 
 
-def attention_module(model: Any, stack: str, layer: int, kind: str = "attn") -> Any:
-    """The attention module of ``{stack}.blocks.{layer}.{kind}`` (``model.attention``, validated)."""
-    return model.attention(stack, layer, kind)
-
-
-def attention_kinds(model: Any, stack: str) -> list[str]:
-    """The attention kinds ``stack`` has: ``["attn"]`` or ``["attn", "cross_attn"]`` (``model.attention_kinds``)."""
-    return model.attention_kinds(stack)
-
-
 def QK(model: Any, stack: str = "decoder", kind: str = "attn", layer: int | None = None,
        head: int | None = None) -> FactoredMatrix:
-    """``W_Q W_K^T``: ``[layer, head, d_model, d_model]``, or one layer's ``[head, ...]``, or one head's."""
-    return _circuit(model, "W_Q", "W_K", stack, kind, layer, head, transpose_b=True)
+    """``W_Q W_K^T``: ``[layer, head, d_model, d_model]``, or one layer's ``[head, ...]``, or one head's
+    (``model.weights(stack, kind).circuit("QK", layer, head)``, where it is built)."""
+    return model.weights(stack, kind).circuit("QK", layer, head)
 
 
 def OV(model: Any, stack: str = "decoder", kind: str = "attn", layer: int | None = None,
        head: int | None = None) -> FactoredMatrix:
-    """``W_V W_O``: ``[layer, head, d_model, d_model]``, or one layer's ``[head, ...]``, or one head's."""
-    return _circuit(model, "W_V", "W_O", stack, kind, layer, head, transpose_b=False)
-
-
-def _circuit(model: Any, a: str, b: str, stack: str, kind: str, layer: int | None, head: int | None,
-             transpose_b: bool) -> FactoredMatrix:
-    if layer is None:
-        A, B = model.stacked_attn_weight(a, stack, kind), model.stacked_attn_weight(b, stack, kind)
-    else:
-        A, B = model.attn_weight(a, stack, layer, kind), model.attn_weight(b, stack, layer, kind)
-    if head is not None:
-        n = A.shape[-3]
-        if not 0 <= head < n:
-            raise ValueError(f"head {head} does not exist: the {stack} {kind} has {n} heads (0-{n - 1})")
-        A, B = A[..., head, :, :], B[..., head, :, :]
-    return FactoredMatrix(A.detach(), (B.transpose(-1, -2) if transpose_b else B).detach())
+    """``W_V W_O``: ``[layer, head, d_model, d_model]``, or one layer's ``[head, ...]``, or one head's
+    (``model.weights(stack, kind).circuit("OV", layer, head)``, where it is built)."""
+    return model.weights(stack, kind).circuit("OV", layer, head)
 
 
 @torch.no_grad()
@@ -77,4 +55,4 @@ def ov_through_unembed(
     return (src.to(ov.A.dtype) @ ov.A) @ (ov.B @ model.W_U)
 
 
-__all__ = ["OV", "QK", "attention_kinds", "attention_module", "ov_through_unembed"]
+__all__ = ["OV", "QK", "ov_through_unembed"]

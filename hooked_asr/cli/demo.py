@@ -160,9 +160,11 @@ def run(args: argparse.Namespace) -> int:
     def load() -> tuple[Any, Any, Any]:
         import soundfile as sf
 
+        from hooked_asr.audio import SAMPLE_RATE
+
         model = load_model_from_args(args)
         audio = synthesize(args.say, voice=args.voice)
-        sf.write(out / "speech.wav", audio, 16000)
+        sf.write(out / "speech.wav", audio, SAMPLE_RATE)
         return model, audio, synthesize(args.misheard, voice=args.voice) if args.misheard else None
 
     model, audio, mis_audio = stage("load", load)
@@ -254,3 +256,6 @@ def _print_summary(args: argparse.Namespace, report: dict[str, Any], enc: Any, o
     print(f"\nreport:   {(out / 'report.html').resolve()}\n          {(out / 'report.json').resolve()}")
     for name in report["explorer"].values():
         print(f"explorer: {(out / name).resolve()}")
+
+
+__all__ = ["DEFAULT_SENTENCE", "MISHEARD_SENTENCE", "add_parser", "run"]

@@ -107,3 +107,6 @@ def _serve(args: argparse.Namespace, model: object, audio: object, name: str) ->
         server.httpd.server_close()
         session.close()
     return 0
+
+
+__all__ = ["add_parser", "run"]

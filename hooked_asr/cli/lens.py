@@ -48,3 +48,6 @@ def run(args: argparse.Namespace) -> int:
     js.write_text(json.dumps(record, indent=1))
     print(f"\nwrote {png} and {js}")
     return 0
+
+
+__all__ = ["add_parser", "run"]

@@ -18,3 +18,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{m.name:<22} {m.source:<9} {'yes' if m.available else 'no':<6} {m.location}  {m.note}")
     print(f"\nconverted checkpoints are cached in {weights_dir()}")
     return 0
+
+
+__all__ = ["add_parser", "run"]

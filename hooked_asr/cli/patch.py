@@ -128,3 +128,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{len(result.table)} rows in {result.seconds:.1f} s ({result.n_batched_runs} batched runs); "
           f"wrote {out / 'patch.csv'}, {out / 'patch.json'}" + "".join(f", {f}" for f in figs))
     return 0
+
+
+__all__ = ["add_parser", "run"]

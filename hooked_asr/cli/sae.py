@@ -179,3 +179,6 @@ def run_steer(args: argparse.Namespace) -> int:
             print(f"text:    {texts[i]}")
         print(f"clean:   {clean.text}\nsteered: {steered.text}\n")
     return 0
+
+
+__all__ = ["add_parser", "run_browse", "run_eval", "run_steer", "run_train"]

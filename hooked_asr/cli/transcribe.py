@@ -132,3 +132,6 @@ def run(args: argparse.Namespace) -> int:
     if collected:
         print(json.dumps(collected, ensure_ascii=False))
     return 0
+
+
+__all__ = ["add_parser", "format_result", "run"]

@@ -16,6 +16,8 @@ Weights use TransformerLens's head-explicit layout: ``W_Q: [n_heads, d_model, d_
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -24,7 +26,7 @@ from jaxtyping import Float, Int
 
 from hooked_asr.hooks import HookPoint
 
-KV = tuple[torch.Tensor, torch.Tensor]  # (k, v), each [batch, kv_head, pos, d_head]
+KV = tuple[torch.Tensor, torch.Tensor]  # (k, v), each [batch, kv_head, pos, d_head]; or a KVCache
 
 
 def project_heads(
@@ -67,30 +69,72 @@ def _head_layout(*shape: int) -> torch.Tensor:
     return torch.empty(a, n_heads, c).permute(1, 0, 2)
 
 
-def append_kv(
-    past: Float[torch.Tensor, "batch kv_head past d_head"], new: Float[torch.Tensor, "batch kv_head new d_head"]
-) -> Float[torch.Tensor, "batch kv_head past+new d_head"]:
-    """``torch.cat([past, new], dim=2)`` without copying ``past`` at every step.
+class KVBuffer:
+    """Key and value storage ``[batch, kv_head, capacity, d_head]`` with room to grow, and how many
+    positions are written (``filled``). Capacity doubles when full, so each position is copied O(1)
+    times instead of once per later decoding step."""
 
-    The result is a view ``buf[:, :, :n]`` of a buffer with room to grow (capacity doubles when
-    full, so each position is copied O(1) times instead of once per later step). ``new`` is
-    written in place only when ``past`` is the buffer's latest view (no other continuation has
-    been appended to it), so continuing two ways from one cache stays correct; with autograd on,
-    or for any other tensor (a reordered or user-built cache), it falls back to a fresh buffer.
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, filled: int):
+        self.k, self.v, self.filled = k, v, filled
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """One attention's cached keys and values: the first ``length`` positions of a :class:`KVBuffer`.
+
+    Reads as the pair ``(k, v)`` (``k, v = cache``; ``cache[0]``), each ``[batch, kv_head, length,
+    d_head]``, so code that takes a plain tuple takes this too. :func:`append_kv` writes a step in
+    place only when this is the buffer's latest view (nothing else was appended to it since), so
+    continuing two ways from one cache stays correct.
     """
-    n, m = past.shape[2], new.shape[2]
-    base = getattr(past, "_kv_buffer", None)
-    if torch.is_grad_enabled() and (past.requires_grad or new.requires_grad):
-        return torch.cat([past, new], dim=2)
-    if (base is None or base._kv_len != n or n + m > base.shape[2] or past.data_ptr() != base.data_ptr()
-            or past.shape[:2] != base.shape[:2] or new.dtype != base.dtype):
-        base = past.new_empty(*past.shape[:2], max(2 * (n + m), 16), past.shape[3], dtype=torch.result_type(past, new))
-        base[:, :, :n] = past
-    base[:, :, n : n + m] = new
-    base._kv_len = n + m
-    out = base[:, :, : n + m]
-    out._kv_buffer = base
-    return out
+
+    buffer: KVBuffer
+    length: int
+
+    @property
+    def k(self) -> Float[torch.Tensor, "batch kv_head pos d_head"]:
+        return self.buffer.k[:, :, : self.length]
+
+    @property
+    def v(self) -> Float[torch.Tensor, "batch kv_head pos d_head"]:
+        return self.buffer.v[:, :, : self.length]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.k, self.v))
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return (self.k, self.v)[i]
+
+    def __len__(self) -> int:
+        return 2
+
+
+def append_kv(
+    past: KV | KVCache,
+    k: Float[torch.Tensor, "batch kv_head new d_head"],
+    v: Float[torch.Tensor, "batch kv_head new d_head"],
+) -> KV | KVCache:
+    """``(cat([past_k, k], 2), cat([past_v, v], 2))`` without copying the past at every step.
+
+    Writes into ``past``'s buffer when ``past`` is a :class:`KVCache` that is its buffer's latest
+    view and has room; otherwise starts a new buffer (a reordered or user-built cache, a tuple).
+    With autograd on it is a plain ``cat`` (in-place writes would break the backward).
+    """
+    pk, pv = past
+    if torch.is_grad_enabled() and (pk.requires_grad or pv.requires_grad or k.requires_grad or v.requires_grad):
+        return torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+    n, m = pk.shape[2], k.shape[2]
+    buf = past.buffer if isinstance(past, KVCache) else None
+    if (buf is None or buf.filled != n or n + m > buf.k.shape[2] or buf.k.shape[:2] != k.shape[:2]
+            or buf.k.dtype != torch.result_type(pk, k)):
+        cap = max(2 * (n + m), 16)
+        dtype = torch.result_type(pk, k)
+        buf = KVBuffer(pk.new_empty(*pk.shape[:2], cap, pk.shape[3], dtype=dtype),
+                       pv.new_empty(*pv.shape[:2], cap, pv.shape[3], dtype=dtype), n)
+        buf.k[:, :, :n], buf.v[:, :, :n] = pk, pv
+    buf.k[:, :, n : n + m], buf.v[:, :, n : n + m] = k, v
+    buf.filled = n + m
+    return KVCache(buf, n + m)
 
 
 def _rows_share_kv(k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> bool:
@@ -107,6 +151,16 @@ def _shared_kv_attention(
     b, h, n, d = q.shape
     z = F.scaled_dot_product_attention(q.transpose(0, 1).reshape(1, h, b * n, d), k[:1], v[:1], scale=scale)
     return z.view(h, b, n, d).transpose(0, 1)
+
+
+def pattern_from_scores(
+    scores: Float[torch.Tensor, "... q_pos k_pos"], dtype: torch.dtype | None = None
+) -> Float[torch.Tensor, "... q_pos k_pos"]:
+    """``softmax(scores)`` over keys in float32, cast back (half and bfloat16 as Hugging
+    Face does, without a float32 copy of the scores first). :class:`Attention` computes
+    ``hook_pattern`` from ``hook_attn_scores`` with it, so a pattern rebuilt from cached scores
+    (``ActivationCache``) equals the one the forward computed, bit for bit."""
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(dtype or scores.dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -200,7 +254,8 @@ class Attention(nn.Module):
         """Store ``W_Q, W_K, W_V`` as ``[d_model, head, d_head]`` in memory (same values, same
         ``[head, d_model, d_head]`` shape), so that each projection is one GEMM on a view.
         Called after every ``load_state_dict``; a layout it has not fixed is still correct
-        (:func:`project_heads` then runs one copy-free ``bmm``)."""
+        (:func:`project_heads` then runs one copy-free ``bmm``). Every stored layout: docs/architecture.md,
+        "Weight layouts"."""
         for name in ("W_Q", "W_K", "W_V"):
             W = getattr(self, name)
             if not W.is_meta and not _flat_is_view(W):
@@ -244,7 +299,7 @@ class Attention(nn.Module):
         if self.rotary is not None:
             q = self._rotate(q, position_ids, self.hook_rot_q)
         if self.cross and past_kv is not None:
-            k, v = past_kv
+            present = tuple(past_kv)
         else:
             if self.cross and kv_input is None:
                 raise ValueError("cross-attention needs kv_input (the encoder output) or its cached keys/values")
@@ -253,9 +308,8 @@ class Attention(nn.Module):
             v = self._project(src, self.W_V, self.b_V, self.hook_v, head_major=True)
             if self.rotary is not None:
                 k = self._rotate(k, position_ids, self.hook_rot_k)
-            if past_kv is not None:
-                k, v = append_kv(past_kv[0], k), append_kv(past_kv[1], v)
-        present = (k, v)
+            present = (k, v) if past_kv is None else append_kv(past_kv, k, v)
+        k, v = present
 
         n_rep = self.n_heads // self.n_kv_heads
         if n_rep > 1:
@@ -282,9 +336,7 @@ class Attention(nn.Module):
                 # its backward does not need it, so a [batch, head, q_pos, k_pos] allocation is saved.
                 scores += mask
             scores = self.hook_attn_scores(scores)
-            # dtype= casts inside the kernel (half and bfloat16 softmax in float32, as HF does)
-            # without a float32 copy of the scores first.
-            pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
+            pattern = self.hook_pattern(pattern_from_scores(scores, q.dtype))
             z = pattern @ v
         return self.from_z(z.transpose(1, 2)), present
 
@@ -302,3 +354,6 @@ class Attention(nn.Module):
             z2, W_O = z.reshape(-1, z.shape[2] * z.shape[3]), self.W_O.reshape(-1, self.W_O.shape[-1])
             out = (z2 @ W_O if self.b_O is None else torch.addmm(self.b_O, z2, W_O)).view(*z.shape[:2], -1)
         return out
+
+
+__all__ = ["KV", "KVBuffer", "KVCache", "append_kv", "Attention", "pattern_from_scores", "project_heads", "RotaryEmbedding"]

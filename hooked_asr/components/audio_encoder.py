@@ -58,7 +58,6 @@ class AudioEncoder(nn.Module):
         attention_mask: Float[torch.Tensor, "batch 1 frame frame"] | None = None,
         stop_at_layer: int | None = None,
         start_at_layer: int | None = None,
-        attn_z: Float[torch.Tensor, "batch frame head d_head"] | None = None,
     ) -> Float[torch.Tensor, "batch frame d_model"]:
         """Encode log-mel features.
 
@@ -68,10 +67,8 @@ class AudioEncoder(nn.Module):
         ``input_features`` to be the residual entering block ``l`` (``blocks.{l}.hook_resid_pre``,
         ``[batch, frame, d_model]``) and runs only blocks ``l..``: a patch at layer ``l`` need
         not rerun what comes before it. ``attention_mask`` is additive over key frames
-        (Qwen2-Audio masks padded frames). ``attn_z`` (with ``start_at_layer=l``): block ``l``'s head
-        outputs ``blocks.{l}.attn.hook_z`` from the run that gave the residual; block ``l`` then starts
-        at ``hook_z`` (its attention is not recomputed), so a patch of a head or of anything after
-        the attention in block ``l`` reruns only what it changes.
+        (Qwen2-Audio masks padded frames). Resuming inside a block (at ``attn.hook_z``) is
+        :func:`hooked_asr.models.runner.encode_from`.
         """
         if start_at_layer is None:
             self.check_features(input_features)
@@ -84,27 +81,27 @@ class AudioEncoder(nn.Module):
             # layout through every block and cost each LayerNorm a copy). The sum is the same.
             x = self.hook_pos_embed(self.W_pos[: x.shape[1]].expand(x.shape[0], -1, -1)) + x
         else:
-            want = (self.cfg.n_ctx, self.cfg.d_model)
-            if input_features.ndim != 3 or tuple(input_features.shape[1:]) != want:
-                raise ValueError(
-                    f"with start_at_layer={start_at_layer} the input is the residual [batch, {want[0]}, {want[1]}] "
-                    f"(encoder.blocks.{start_at_layer}.hook_resid_pre), got {tuple(input_features.shape)}"
-                )
-            if not 0 <= start_at_layer <= self.cfg.n_layers:
-                raise ValueError(f"start_at_layer must be in 0..{self.cfg.n_layers}, got {start_at_layer}")
+            self.check_resid(input_features, start_at_layer)
             x = input_features
-        if attn_z is not None and (start_at_layer is None or start_at_layer >= self.cfg.n_layers
-                                   or tuple(attn_z.shape[:2]) != tuple(x.shape[:2])):
-            raise ValueError(
-                f"attn_z is block l's attn.hook_z [batch, {self.cfg.n_ctx}, head, d_head] for start_at_layer=l in "
-                f"0..{self.cfg.n_layers - 1}; got start_at_layer={start_at_layer}, attn_z {tuple(attn_z.shape)}")
-        for i, block in enumerate(self.blocks[start_at_layer:stop_at_layer]):
-            x, _ = block(x, attention_mask=attention_mask, attn_z=attn_z if i == 0 else None)
+        for block in self.blocks[start_at_layer:stop_at_layer]:
+            x, _ = block(x, attention_mask=attention_mask)
         if stop_at_layer is not None:
             return x
         if self.cfg.pool_stride:
             x = self.hook_pooled(self.pool(x))
         return self.hook_out(self.ln_final(x))
+
+    def check_resid(self, resid: torch.Tensor, start_at_layer: int) -> None:
+        """Raise a clear error unless ``resid`` is the residual ``[batch, n_ctx, d_model]`` entering
+        block ``start_at_layer`` (in ``0..n_layers``)."""
+        want = (self.cfg.n_ctx, self.cfg.d_model)
+        if resid.ndim != 3 or tuple(resid.shape[1:]) != want:
+            raise ValueError(
+                f"with start_at_layer={start_at_layer} the input is the residual [batch, {want[0]}, {want[1]}] "
+                f"(encoder.blocks.{start_at_layer}.hook_resid_pre), got {tuple(resid.shape)}"
+            )
+        if not 0 <= start_at_layer <= self.cfg.n_layers:
+            raise ValueError(f"start_at_layer must be in 0..{self.cfg.n_layers}, got {start_at_layer}")
 
     def pool(self, x: Float[torch.Tensor, "batch frame d_model"]) -> Float[torch.Tensor, "batch pooled d_model"]:
         """Qwen2-Audio's average pooling over time, ``pooled_t = mean(x[s*t : s*t + s])`` with
@@ -112,3 +109,6 @@ class AudioEncoder(nn.Module):
         if not self.cfg.pool_stride:
             return x
         return F.avg_pool1d(x.transpose(1, 2), self.cfg.pool_stride, self.cfg.pool_stride).transpose(1, 2)
+
+
+__all__ = ["AudioEncoder"]

@@ -60,25 +60,35 @@ class Block(nn.Module):
         past_kv: dict[str, KV] | None = None,
         position_ids: Int[torch.Tensor, "batch pos"] | None = None,
         attention_mask: torch.Tensor | None = None,
-        attn_z: Float[torch.Tensor, "batch pos head d_head"] | None = None,
     ) -> tuple[Float[torch.Tensor, "batch pos d_model"], dict[str, KV]]:
-        """Returns the block's output and its key/value cache ``{"self": kv, "cross": kv}``.
-        With ``attn_z`` (the head outputs ``attn.hook_z`` of a run on this ``resid``) the block starts
-        at ``attn.hook_z``: its attention is not recomputed and the hooks before it do not fire."""
+        """Returns the block's output and its key/value cache ``{"self": kv, "cross": kv}``."""
         past_kv = past_kv or {}
+        resid = self.hook_resid_pre(resid)
+        attn_out, self_kv = self.attn(
+            self.ln1(resid), past_kv=past_kv.get("self"), position_ids=position_ids, attention_mask=attention_mask
+        )
+        resid, present = self.after_attention(resid, attn_out, encoder_out, past_kv)
+        return resid, {"self": self_kv, **present}
+
+    def after_attention(
+        self,
+        resid: Float[torch.Tensor, "batch pos d_model"],
+        attn_out: Float[torch.Tensor, "batch pos d_model"],
+        encoder_out: Float[torch.Tensor, "batch frame d_model"] | None = None,
+        past_kv: dict[str, KV] | None = None,
+    ) -> tuple[Float[torch.Tensor, "batch pos d_model"], dict[str, KV]]:
+        """The block from ``resid_mid`` on: ``resid_pre + attn_out``, cross-attention, MLP.
+        Returns the output and the cross-attention cache (``{}`` without cross-attention); a run
+        that resumes at ``attn.hook_z`` enters here (:mod:`hooked_asr.models.runner`)."""
         present: dict[str, KV] = {}
-        if attn_z is None:
-            resid = self.hook_resid_pre(resid)
-            attn_out, present["self"] = self.attn(
-                self.ln1(resid), past_kv=past_kv.get("self"), position_ids=position_ids, attention_mask=attention_mask
-            )
-        else:
-            attn_out = self.attn.from_z(attn_z)
         resid = self.hook_resid_mid(resid + self.hook_attn_out(attn_out))
         if self.has_cross_attention:
             cross_out, present["cross"] = self.cross_attn(
-                self.ln_cross(resid), kv_input=encoder_out, past_kv=past_kv.get("cross")
+                self.ln_cross(resid), kv_input=encoder_out, past_kv=(past_kv or {}).get("cross")
             )
             resid = self.hook_resid_mid_cross(resid + self.hook_cross_attn_out(cross_out))
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid)))
         return self.hook_resid_post(resid + mlp_out), present
+
+
+__all__ = ["Block"]

@@ -18,7 +18,8 @@ from hooked_asr.components.norm import LayerNorm, RMSNorm
 from hooked_asr.config import DecoderConfig
 from hooked_asr.hooks import HookPoint
 
-LayerCache = dict[str, KV]  # {"self": (k, v), "cross": (k, v)}, each [batch, kv_head, pos, d_head]
+# {"self": (k, v), "cross": (k, v)}, each [batch, kv_head, pos, d_head]; a decoding step's "self" is a KVCache
+LayerCache = dict[str, KV]
 
 
 def reorder_cache(past_kv: list[LayerCache], beam_idx: Int[torch.Tensor, "rows"]) -> list[LayerCache]:
@@ -83,7 +84,8 @@ class TextDecoder(nn.Module):
     def relayout_unembed(self) -> None:
         """Store a tied ``W_E`` transposed in memory (same values, same ``[d_vocab, d_model]``
         shape), so that :meth:`unembed` reads ``W_U = W_E^T`` contiguously. Called after every
-        ``load_state_dict``; call it after assigning a new ``W_E`` tensor by hand."""
+        ``load_state_dict``; call it after assigning a new ``W_E`` tensor by hand. Every stored
+        layout: docs/architecture.md, "Weight layouts"."""
         W = self.W_E
         if not self.cfg.tie_unembed or W.is_meta or W.T.is_contiguous():
             return
@@ -108,20 +110,35 @@ class TextDecoder(nn.Module):
         position_ids: Int[torch.Tensor, "batch pos"] | None = None,
         attention_mask: torch.Tensor | None = None,
         stop_at_layer: int | None = None,
-        start_at_layer: int | None = None,
-        resid_pre: Float[torch.Tensor, "batch pos d_model"] | None = None,
-        run_rows: Int[torch.Tensor, "run"] | None = None,
     ) -> tuple[torch.Tensor, list[LayerCache]]:
         """Returns ``(logits [batch, pos, d_vocab], cache)``; with ``stop_at_layer=l`` the
-        first item is instead the residual after ``l`` blocks (no final norm).
+        first item is instead the residual after ``l`` blocks (no final norm). Sharing a clean
+        run's lower blocks is :func:`hooked_asr.models.runner.decode_from_prefix`."""
+        x, position_ids = self.embed(input_ids, inputs_embeds, past_kv, position_ids)
+        present: list[LayerCache] = []
+        for i, block in enumerate(self.blocks[:stop_at_layer]):
+            x, kv = block(x, encoder_out=encoder_out, past_kv=past_kv[i] if past_kv else None,
+                          position_ids=position_ids, attention_mask=attention_mask)
+            present.append(kv)
+        if stop_at_layer is not None:
+            return x, present
+        return self.head(x), present
 
-        ``start_at_layer=l`` (prefix sharing, :mod:`hooked_asr.models.decoding.prefix`): every row
-        is embedded (the embedding hooks fire on all rows), rows ``run_rows`` (default: all) run
-        blocks ``0..l-1`` from their embedding, with ``past_kv[i]`` (``i < l``) holding *their*
-        cache only, in that order; every other row enters block ``l`` with ``resid_pre`` (the clean
-        run's ``decoder.blocks.{l}.hook_resid_pre`` at these positions). Blocks ``l..`` run on every
-        row. The returned cache has the same layout (``{}`` for blocks ``< l`` when no row ran them).
-        """
+    @staticmethod
+    def past_length(past_kv: list[LayerCache] | None) -> int:
+        """Tokens already in the cache. A cache may hold only cross-attention keys/values (the
+        encoder's, reused by a sweep whose patches leave them alone): then no token has been seen."""
+        return next((c["self"][0].shape[2] for c in past_kv or () if "self" in c), 0)
+
+    def embed(
+        self,
+        input_ids: Int[torch.Tensor, "batch pos"] | None,
+        inputs_embeds: Float[torch.Tensor, "batch pos d_model"] | None = None,
+        past_kv: list[LayerCache] | None = None,
+        position_ids: Int[torch.Tensor, "batch pos"] | None = None,
+    ) -> tuple[Float[torch.Tensor, "batch pos d_model"], Int[torch.Tensor, "batch pos"] | None]:
+        """``x = W_E[tokens] (+ W_pos[positions])`` through ``hook_embed`` / ``hook_pos_embed``, and the
+        rotary position ids (``None`` for learned positions), continuing after the cache."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
@@ -134,9 +151,7 @@ class TextDecoder(nn.Module):
                 )
             inputs_embeds = F.embedding(input_ids, self.W_E)
         batch, n_pos = inputs_embeds.shape[:2]
-        # A cache may hold only cross-attention keys/values (the encoder's, reused by a sweep
-        # whose patches leave them alone): then no token has been seen yet.
-        past_len = next((c["self"][0].shape[2] for c in past_kv or () if "self" in c), 0)
+        past_len = self.past_length(past_kv)
         x = self.hook_embed(inputs_embeds)
         if self.cfg.positional == "learned":
             if past_len + n_pos > self.cfg.n_ctx:
@@ -147,60 +162,10 @@ class TextDecoder(nn.Module):
             x = x + self.hook_pos_embed(self.W_pos[past_len : past_len + n_pos].expand(batch, -1, -1))
         elif position_ids is None:
             position_ids = torch.arange(past_len, past_len + n_pos, device=x.device).expand(batch, -1)
-        present: list[LayerCache] = []
-        lo = start_at_layer or 0
-        if lo:
-            x, present = self._lower_blocks(x, lo, past_len, inputs_embeds, encoder_out, past_kv, position_ids,
-                                            attention_mask, resid_pre, run_rows)
-        for i, block in enumerate(self.blocks[lo:stop_at_layer], start=lo):
-            x, kv = block(
-                x,
-                encoder_out=encoder_out,
-                past_kv=past_kv[i] if past_kv else None,
-                position_ids=position_ids,
-                attention_mask=attention_mask,
-            )
-            present.append(kv)
-        if stop_at_layer is not None:
-            return x, present
-        return self.hook_logits(self.unembed(self.ln_final(x))), present
+        return x, position_ids
 
-    def _lower_blocks(
-        self, x: torch.Tensor, lo: int, past_len: int, inputs_embeds: torch.Tensor, encoder_out: torch.Tensor | None,
-        past_kv: list[LayerCache] | None, position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
-        resid_pre: torch.Tensor | None, run_rows: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, list[LayerCache]]:
-        """Blocks ``0..lo-1`` on rows ``run_rows`` only; the other rows take ``resid_pre``."""
-        batch = x.shape[0]
-        rows = torch.arange(batch, device=x.device) if run_rows is None else run_rows.to(x.device)
-        if resid_pre is None and rows.numel() != batch:
-            raise ValueError(f"start_at_layer={lo} with {rows.numel()} of {batch} rows in run_rows needs resid_pre "
-                             "(the residual entering that block) for the others")
-        embed_hooks = [self.hook_embed] + ([self.hook_pos_embed] if self.cfg.positional == "learned" else [])
-        if resid_pre is not None and any(h.is_live() for h in embed_hooks):
-            # rows that skip blocks < lo must enter with the clean residual: their embedding must be the plain one
-            plain = inputs_embeds if self.cfg.positional != "learned" else inputs_embeds + self.W_pos[
-                past_len : past_len + x.shape[1]]
-            keep = torch.ones(batch, dtype=torch.bool, device=x.device)
-            keep[rows] = False
-            if not torch.equal(x[keep], plain.expand_as(x)[keep]):
-                raise ValueError("a hook on decoder.hook_embed / hook_pos_embed changed a row that skips blocks "
-                                 f"< {lo} (start_at_layer): patch embeddings without clean_prefix")
-        present: list[LayerCache] = []
-        if rows.numel() == 0:  # dense: a hook may write into it
-            return resid_pre.contiguous(), [{} for _ in range(lo)]
+    def head(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_vocab"]:
+        """``logits = ln_final(x) W_U`` through ``hook_logits``."""
+        return self.hook_logits(self.unembed(self.ln_final(x)))
 
-        def sub(t):
-            if t is None:
-                return None
-            return t[:1].expand(rows.numel(), *t.shape[1:]) if t.stride(0) == 0 else t.index_select(0, rows)
-
-        need_enc = encoder_out is not None and any("cross" not in (past_kv[i] if past_kv else {}) for i in range(lo))
-        xs, enc = x.index_select(0, rows), sub(encoder_out) if need_enc else None
-        pos, mask = sub(position_ids), sub(attention_mask)
-        for i, block in enumerate(self.blocks[:lo]):
-            xs, kv = block(xs, encoder_out=enc, past_kv=past_kv[i] if past_kv else None, position_ids=pos,
-                           attention_mask=mask)
-            present.append(kv)
-        base = x if resid_pre is None else resid_pre
-        return base.index_copy(0, rows, xs), present
+__all__ = ["LayerCache", "reorder_cache", "TextDecoder"]

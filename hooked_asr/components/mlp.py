@@ -51,3 +51,6 @@ class GatedMLP(nn.Module):
         pre_linear = self.hook_pre_linear(x @ self.W_in)
         post = self.hook_post(F.silu(pre) * pre_linear)
         return post @ self.W_out
+
+
+__all__ = ["MLP", "GatedMLP"]

@@ -50,3 +50,6 @@ class RMSNorm(nn.Module):
         x = x.float()
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
         return self.hook_normalized(self.w * (x / scale).to(dtype))
+
+
+__all__ = ["LayerNorm", "RMSNorm"]

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from hooked_asr.audio import SAMPLE_RATE
+
 ESPEAK_RATE = 22050
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
@@ -124,7 +126,7 @@ def _engine() -> _Espeak:
 
 
 def synthesize(
-    text: str, voice: str = "en-us", rate: int = 160, pitch: int | None = None, sample_rate: int = 16000
+    text: str, voice: str = "en-us", rate: int = 160, pitch: int | None = None, sample_rate: int = SAMPLE_RATE
 ) -> np.ndarray:
     """Speak ``text`` with an espeak-ng ``voice`` (e.g. ``en-us``, ``en-gb-scotland``, ``fr``,
     ``en-us+f3`` for a female variant) at ``rate`` words per minute; float32 mono in [-1, 1].
@@ -414,3 +416,6 @@ def _language_voices() -> dict[str, str]:
 def list_voices() -> list[str]:
     """Voice names ``synthesize`` accepts (add ``+f1``..``+f5``, ``+m1``.. for variants)."""
     return list(_voice_names())
+
+
+__all__ = ["ESPEAK_RATE", "EspeakError", "list_voices", "phonemize", "synthesize"]

@@ -9,10 +9,9 @@ One idea per module:
 - :mod:`~hooked_asr.lens.tuned`: the tuned lens (learned affine translators per layer).
 
 Everything goes through hook names and the public model API (``models/base.py``), so the same
-code runs on Whisper and Qwen2-Audio. The statistics (:func:`mean_ci`) and text metrics
-(:func:`edit_distance`, :func:`phoneme_error_rate`) live in :mod:`hooked_asr.text`, and the
-loop detector in :mod:`hooked_asr.repetition`; they are re-exported here because lens users
-reach for them together.
+code runs on Whisper and Qwen2-Audio. The statistics (``mean_ci``) and text metrics
+(``edit_distance``, ``phoneme_error_rate``) are imported from :mod:`hooked_asr.text`, the loop
+detector from :mod:`hooked_asr.repetition`.
 """
 
 from hooked_asr.lens.encoder import EncoderLensLayer, EncoderLensResult, encoder_lens, encoder_lens_states
@@ -38,8 +37,6 @@ from hooked_asr.lens.tuned import (
     evaluate_kl,
     train_tuned_lens,
 )
-from hooked_asr.repetition import find_repetition_loop
-from hooked_asr.text import edit_distance, mean_ci, phoneme_error_rate
 
 __all__ = [
     "EncoderLensLayer",
@@ -53,16 +50,12 @@ __all__ = [
     "collect_decoder_residuals",
     "compare_lenses",
     "decoder_lens_names",
-    "edit_distance",
     "encoder_lens",
     "encoder_lens_states",
     "evaluate_kl",
-    "find_repetition_loop",
     "lens_curves",
     "logit_lens",
     "logit_lens_generate",
-    "mean_ci",
-    "phoneme_error_rate",
     "saturation_layer",
     "summarize_lens",
     "token_ranks",

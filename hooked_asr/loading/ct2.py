@@ -304,3 +304,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CT2FormatError(f"{path} is not valid JSON ({e}); reinstall the package that ships it") from None
+
+
+__all__ = ["ct2_whisper_to_hf", "CT2FormatError", "load_ct2_whisper_dir", "read_ct2_model_bin"]

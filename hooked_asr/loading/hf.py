@@ -329,3 +329,15 @@ def load_hf_qwen2_audio_dir(
                 yield dict(iter_converted(items, cfg, target, device))
 
     return cfg, shards(), tokenizer
+
+
+__all__ = [
+    "as_dtype",
+    "CheckpointError",
+    "load_hf_qwen2_audio_dir",
+    "load_hf_whisper_dir",
+    "load_tokenizer_for",
+    "read_json",
+    "read_safetensors_dir",
+    "resolve_hub_or_dir",
+]

@@ -227,3 +227,6 @@ def iter_converted(
     for name, tensor in items:
         ours, t = convert_tensor(name, tensor, cfg)
         yield ours, t.to(device=device, dtype=dtype).contiguous()
+
+
+__all__ = ["SPECIAL_TOKENS", "config_from_hf", "convert_tensor", "iter_converted"]

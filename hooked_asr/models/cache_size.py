@@ -42,13 +42,39 @@ def position_axes(hook_name: str) -> dict[str, int]:
     return {"token": -3 if is_head else -2}
 
 
+def patterns_kept_as_scores(
+    names: list[str], frame_slice: Any = None, dtype: torch.dtype | None = None, device: Any = None
+) -> dict[str, str]:
+    """Which cached attention patterns an :class:`ActivationCache` keeps as their scores only:
+    ``{pattern name: scores name}``.
+
+    ``pattern = softmax(scores)`` over keys, so when both are cached one of them is enough and
+    the pattern is rebuilt on access, bit for bit (half a full cache's attention memory). Not
+    when the copy would differ: a cast (``dtype``) or a move (``device``) before the softmax, or
+    a ``frame_slice`` that cuts the key axis the softmax runs over (cross-attention).
+    """
+    if dtype is not None or device is not None:
+        return {}
+    kept = set(names)
+    out = {}
+    for name in names:
+        if not name.endswith(".hook_pattern"):
+            continue
+        scores = name[: -len("hook_pattern")] + "hook_attn_scores"
+        if scores in kept and not (frame_slice is not None and position_axes(name).get("frame") == -1):
+            out[name] = scores
+    return out
+
+
 @dataclass
 class CacheSizeEstimate:
     """Bytes each cached hook will take (``per_hook``), computed from the config and the input
-    shapes before the run. ``str()`` gives a readable summary with the largest hooks."""
+    shapes before the run. ``str()`` gives a readable summary with the largest hooks. Patterns an
+    :class:`ActivationCache` keeps as their scores (``derived``) cost nothing and are not in ``per_hook``."""
 
     total_bytes: int
     per_hook: dict[str, int] = field(default_factory=dict)
+    derived: list[str] = field(default_factory=list)
 
     @property
     def total_gib(self) -> float:
@@ -70,20 +96,24 @@ def estimate_cache_size(
     frame_slice: Any = None,
     dtype: torch.dtype | None = None,
     incl_bwd: bool = False,
+    return_cache_object: bool = False,
+    device: Any = None,
 ) -> CacheSizeEstimate:
     """Bytes ``run_with_cache`` would store for these inputs, from the config and the input
     shapes alone (nothing runs). Accounts for which hooks fire (the encoder's only when it
     runs, ``hook_result`` only with ``use_attn_result``), grouped-query key/value heads,
-    Qwen2-Audio's pooling, slicing and ``dtype`` (or the model's; RMSNorm scales are float32)."""
-    keep = _names_filter(names_filter)
+    Qwen2-Audio's pooling, slicing and ``dtype`` (or the model's; RMSNorm scales are float32),
+    and, for an :class:`ActivationCache` (``return_cache_object``), the patterns it keeps as
+    their scores (:func:`patterns_kept_as_scores`)."""
+    keep = names_filter_fn(names_filter)
     dims = _cache_dims(model, inputs)
-    pslice, fslice = _as_slice(pos_slice), _as_slice(frame_slice)
+    pslice, fslice = as_slice(pos_slice), as_slice(frame_slice)
+    fired = [n for n in model.hook_dict if keep(n) and _hook_shape(model, n, dims) is not None]
+    derived = patterns_kept_as_scores(fired, fslice, dtype, device) if return_cache_object else {}
     per_hook: dict[str, int] = {}
-    for name in model.hook_dict:
-        if not keep(name):
-            continue
+    for name in fired:
         shape = _hook_shape(model, name, dims)
-        if shape is None:
+        if name in derived:
             continue
         shape = list(shape)
         axes = position_axes(name)
@@ -93,7 +123,7 @@ def estimate_cache_size(
                 shape[ax] = _sliced_len(sl, shape[ax])
         el = (dtype or _hook_dtype(model, name, dims["dtype"])).itemsize
         per_hook[name] = math.prod(shape) * el * (2 if incl_bwd else 1)
-    return CacheSizeEstimate(sum(per_hook.values()), per_hook)
+    return CacheSizeEstimate(sum(per_hook.values()), per_hook, list(derived))
 
 
 def _hook_dtype(model: Any, name: str, model_dtype: torch.dtype) -> torch.dtype:
@@ -169,7 +199,8 @@ def _block_site_shape(site: str, B: int, Q: int, K: int, d_model: int, H: int, H
     return (B, Q, d_model)
 
 
-def _names_filter(names_filter: Any) -> Callable[[str], bool]:
+def names_filter_fn(names_filter: Any) -> Callable[[str], bool]:
+    """TransformerLens's ``names_filter`` (None, a name, a list of names or a predicate) as a predicate."""
     if names_filter is None:
         return lambda n: True
     if isinstance(names_filter, str):
@@ -182,7 +213,8 @@ def _names_filter(names_filter: Any) -> Callable[[str], bool]:
     raise ValueError(f"names_filter must be None, a hook name, a list of names or a function, got {names_filter!r}")
 
 
-def _as_slice(s: Any) -> Slice | None:
+def as_slice(s: Any) -> Slice | None:
+    """``pos_slice`` / ``frame_slice`` as a TransformerLens ``Slice`` (None: keep every position)."""
     # As TransformerLens's run_with_cache: an int keeps its axis (Slice.unwrap makes it [n]).
     return None if s is None else Slice.unwrap(s)
 
@@ -191,3 +223,6 @@ def _sliced_len(sl: Slice, n: int) -> int:
     return sl.apply(torch.empty(n, 0), dim=0).shape[0] if sl.mode != "int" else 1
 
 
+__all__ = [
+    "CacheSizeEstimate", "as_slice", "estimate_cache_size", "names_filter_fn", "patterns_kept_as_scores", "position_axes",
+]

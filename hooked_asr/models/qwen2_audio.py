@@ -28,7 +28,8 @@ from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.components.projector import AudioProjector, audio_token_counts
 from hooked_asr.config import ModelConfig
-from hooked_asr.models.base import HookedEncoderDecoder, PromptGroup, TeacherForcedInputs, TranscriptionResult
+from hooked_asr.models.runner import encode_from
+from hooked_asr.models.base import HookedEncoderDecoder, ModelCapabilities, PromptGroup, TeacherForcedInputs, TranscriptionResult
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.loading.hf import as_dtype
 from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS, config_from_hf, iter_converted
@@ -50,7 +51,7 @@ class AudioContext:
 
 
 class HookedQwen2Audio(HookedEncoderDecoder):
-    """Qwen2-Audio with a hook point on every intermediate (names in DESIGN.md).
+    """Qwen2-Audio with a hook point on every intermediate (names in docs/architecture.md).
 
     >>> logits = model(input_ids=ids, input_features=mel, feature_attention_mask=mask)  # [batch, pos, vocab]
     >>> logits, cache = model.run_with_cache(**model.teacher_forced_inputs(audio).kwargs)
@@ -62,6 +63,8 @@ class HookedQwen2Audio(HookedEncoderDecoder):
     projector's output ``[n_audio, pooled, d_model]``.
     Memory on the real 7B checkpoint: README, "Qwen2-Audio".
     """
+
+    capabilities = ModelCapabilities(long_form="chunks", encode_inputs=("input_features", "feature_attention_mask"))
 
     def __init__(self, cfg: ModelConfig, tokenizer: Any | None = None):
         super().__init__()
@@ -118,19 +121,17 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         feature_attention_mask: Int[torch.Tensor, "batch frames"] | None = None,
         stop_at_layer: int | None = None,
         start_at_layer: int | None = None,
+        attn_z: Float[torch.Tensor, "batch frame head d_head"] | None = None,
     ) -> Float[torch.Tensor, "batch frame d_audio"]:
-        """What the decoder reads: the projector's output ``[batch, n_ctx // 2, d_model]`` (the
-        audio embeddings that fill the ``<|AUDIO|>`` placeholders), as Whisper's ``encode`` gives
-        its decoder's input; with ``stop_at_layer=l``, the tower's residual after ``l`` blocks
-        ``[batch, n_ctx, d_audio]`` (``finish_encoder`` turns it into the former). The tower's own
-        output before the projector is :meth:`encode_audio_tower` (``encoder.hook_out``).
-        Padded mel frames are masked as keys. With ``start_at_layer=l`` the input is
-        ``encoder.blocks.{l}.hook_resid_pre`` (pass the same ``feature_attention_mask`` as the run
-        it came from) and only blocks ``l..`` run."""
+        """What the decoder reads: the projector's output ``[batch, n_ctx // 2, d_model]`` (the audio
+        embeddings that fill the ``<|AUDIO|>`` placeholders); with ``stop_at_layer=l``, the tower's
+        residual after ``l`` blocks ``[batch, n_ctx, d_audio]`` (``finish_encoder`` turns it into the
+        former). Padded mel frames are masked as keys. ``start_at_layer`` / ``attn_z`` resume as
+        Whisper's ``encode`` (pass the ``feature_attention_mask`` of the run they came from)."""
         if stop_at_layer is None:
             return self.projector(self.encode_audio_tower(input_features, feature_attention_mask,
-                                                          start_at_layer=start_at_layer))
-        return self.encode_audio_tower(input_features, feature_attention_mask, stop_at_layer, start_at_layer)
+                                                          start_at_layer=start_at_layer, attn_z=attn_z))
+        return self.encode_audio_tower(input_features, feature_attention_mask, stop_at_layer, start_at_layer, attn_z)
 
     def encode_audio_tower(
         self,
@@ -138,9 +139,10 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         feature_attention_mask: Int[torch.Tensor, "batch frames"] | None = None,
         stop_at_layer: int | None = None,
         start_at_layer: int | None = None,
+        attn_z: Float[torch.Tensor, "batch frame head d_head"] | None = None,
     ) -> Float[torch.Tensor, "batch frame d_audio"]:
         """``encoder.hook_out`` (pooled and normed, before the projector) ``[batch, n_ctx // 2, d_audio]``,
-        or the residual after ``stop_at_layer`` blocks (from block ``start_at_layer``'s residual)."""
+        or the residual after ``stop_at_layer`` blocks; ``start_at_layer`` / ``attn_z`` as :meth:`encode`."""
         w = self.encoder.conv1.weight
         input_features = input_features.to(device=w.device, dtype=w.dtype)
         if start_at_layer is None:
@@ -149,8 +151,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
             mask = feature_attention_mask if feature_attention_mask is not None else torch.ones(
                 input_features.shape[0], self.cfg.encoder.n_frames, dtype=torch.long, device=w.device)
         attn_mask = self.encoder_attention_mask(mask, w.dtype)
-        return self.encoder(input_features, attention_mask=attn_mask, stop_at_layer=stop_at_layer,
-                            start_at_layer=start_at_layer)
+        return encode_from(self.encoder, input_features, start_at_layer, attn_z, attn_mask, stop_at_layer)
 
     def embed_audio(
         self,
@@ -411,9 +412,10 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         return {"input_features": feats, "feature_attention_mask": mask}
 
     def _prompt_groups(self, features: dict[str, torch.Tensor], opts: TranscribeOptions) -> list[PromptGroup]:
-        if opts.without_timestamps is False or opts.word_timestamps:
-            raise ValueError("Qwen2-Audio predicts no timestamp tokens and has no cross-attention: "
-                             "without_timestamps=False and word_timestamps=True are Whisper's")
+        if opts.without_timestamps is False:
+            self.require("timestamps", "transcribe(without_timestamps=False)")
+        if opts.word_timestamps:
+            self.require("word_timestamps", "transcribe(word_timestamps=True)")
         if opts.initial_prompt is not None:
             raise ValueError("initial_prompt is Whisper's; for Qwen2-Audio pass instruction=")
         mask = features.get("feature_attention_mask")
@@ -500,4 +502,4 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         return cls._empty(cfg, tokenizer)._load_pieces(shards, device)._settle_eos()
 
 
-__all__ = ["HookedQwen2Audio", "AudioProjector", "Qwen2AudioTokenizer", "audio_token_counts", "SPECIAL_TOKENS"]
+__all__ = ["HookedQwen2Audio"]

@@ -44,7 +44,14 @@ from jaxtyping import Float, Int
 from transformer_lens.FactoredMatrix import FactoredMatrix
 
 from hooked_asr.models.activation_cache import ActivationCache
-from hooked_asr.models.cache_size import CacheSizeEstimate, _as_slice, _names_filter, estimate_cache_size, position_axes
+from hooked_asr.models.cache_size import (
+    CacheSizeEstimate,
+    as_slice,
+    names_filter_fn,
+    estimate_cache_size,
+    patterns_kept_as_scores,
+    position_axes,
+)
 
 ATTN_WEIGHTS = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
 
@@ -68,11 +75,31 @@ class AttentionWeights:
 
     @property
     def QK(self) -> FactoredMatrix:
-        return FactoredMatrix(self.W_Q.detach(), self.W_K.detach().transpose(-1, -2))
+        """``W_Q W_K^T`` ``[layer, head, d_model, d_model]`` (nothing ``d_model x d_model`` is materialised)."""
+        return self.circuit("QK")
 
     @property
     def OV(self) -> FactoredMatrix:
-        return FactoredMatrix(self.W_V.detach(), self.W_O.detach())
+        """``W_V W_O`` ``[layer, head, d_model, d_model]``."""
+        return self.circuit("OV")
+
+    def circuit(self, which: str, layer: int | None = None, head: int | None = None) -> FactoredMatrix:
+        """``"QK"`` (``W_Q W_K^T``) or ``"OV"`` (``W_V W_O``) of every layer ``[layer, head, d_model,
+        d_model]``, of one layer ``[head, ...]`` or of one head ``[d_model, d_model]``: the one place
+        these circuits are built (``model.QK``, ``hooked_asr.circuits.QK`` / ``OV`` read it)."""
+        if which not in ("QK", "OV"):
+            raise ValueError(f"circuit must be 'QK' or 'OV', got {which!r}")
+        a, b = ("W_Q", "W_K") if which == "QK" else ("W_V", "W_O")
+        if layer is None:
+            A, B = getattr(self, a), getattr(self, b)
+        else:
+            A, B = (self.model.attn_weight(n, self.stack, layer, self.kind) for n in (a, b))
+        if head is not None:
+            n = A.shape[-3]
+            if not 0 <= head < n:
+                raise ValueError(f"head {head} does not exist: the {self.stack} {self.kind} has {n} heads (0-{n - 1})")
+            A, B = A[..., head, :, :], B[..., head, :, :]
+        return FactoredMatrix(A.detach(), (B.transpose(-1, -2) if which == "QK" else B).detach())
 
     def __repr__(self) -> str:
         return f"AttentionWeights({self.stack}, {self.kind})"
@@ -324,21 +351,30 @@ class TLCompatMixin:
         activation's own position axes (:func:`position_axes`); ``device`` stores the cache
         there (``"cpu"`` offloads from an accelerator), ``dtype`` casts it. ``incl_bwd=True``
         needs a scalar output (``return_type="loss"`` or a metric) and also caches ``name_grad``.
+        An :class:`ActivationCache` that keeps both an attention's scores and its pattern stores
+        the scores only and rebuilds the pattern on access, bit for bit (``cache.derived``).
         """
         self._check_names_filter(names_filter)  # a misspelt name is an error, not an empty cache
         inputs = self._bind(model_args, model_kwargs)
         estimate = self.estimate_cache_size(names_filter=names_filter, pos_slice=pos_slice, frame_slice=frame_slice,
-                                            dtype=dtype, incl_bwd=incl_bwd, **inputs)
+                                            dtype=dtype, incl_bwd=incl_bwd, return_cache_object=return_cache_object,
+                                            device=device, **inputs)
         if estimate.total_bytes > self.cache_warn_bytes:
             warnings.warn(
                 f"run_with_cache will build a large {estimate}; keep fewer hooks (names_filter), fewer positions "
                 f"(pos_slice / frame_slice), a smaller dtype, or offload with device='cpu' "
                 f"(threshold: model.cache_warn_bytes = {self.cache_warn_bytes})", stacklevel=2)
-        keep = _names_filter(names_filter)
-        pslice, fslice = _as_slice(pos_slice), _as_slice(frame_slice)
+        keep = names_filter_fn(names_filter)
+        pslice, fslice = as_slice(pos_slice), as_slice(frame_slice)
         cache: dict[str, torch.Tensor] = {}
+        derived: dict[str, str] = {}
 
         def save(tensor: torch.Tensor, hook: Any, is_backward: bool = False) -> None:
+            if not is_backward and hook.name in derived:
+                scores = cache.get(derived[hook.name])
+                if scores is not None and scores.dtype == tensor.dtype:
+                    return  # rebuilt from its scores on access (ActivationCache)
+                del derived[hook.name]  # autocast gave scores another dtype: keep the pattern itself
             t = tensor.detach()
             axes = position_axes(hook.name)
             # Slice before moving or casting, so only what is kept is copied.
@@ -354,6 +390,11 @@ class TLCompatMixin:
         fwd = [(n, save) for n in names]
         bwd = [(n, lambda t, hook: save(t, hook, True)) for n in names] if incl_bwd else []
         with self.hooks(fwd, bwd, reset_hooks_end, clear_contexts):
+            if return_cache_object:
+                # Exact only when nothing but our save sees the scores and the pattern (a user hook
+                # could change either between the two).
+                derived.update({p: s for p, s in patterns_kept_as_scores(names, fslice, dtype, device).items()
+                                if len(self.hook_dict[p]._forward_hooks) == len(self.hook_dict[s]._forward_hooks) == 1})
             out = self._run(inputs, return_type, loss_per_token)
             if incl_bwd:
                 scalar = out[1] if return_type == "both" else out
@@ -363,7 +404,7 @@ class TLCompatMixin:
                         f"metric function logits -> scalar (got return_type={return_type!r})")
                 scalar.backward()
         if return_cache_object:
-            return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
+            return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim, derived=derived)
         return out, cache
 
     # ---- cache size --------------------------------------------------------------------------
@@ -375,12 +416,17 @@ class TLCompatMixin:
         frame_slice: Any = None,
         dtype: torch.dtype | None = None,
         incl_bwd: bool = False,
+        return_cache_object: bool | None = None,
+        device: str | torch.device | None = None,
         **model_kwargs: Any,
     ) -> CacheSizeEstimate:
         """Bytes ``run_with_cache`` would store for these inputs, from the config and the input
-        shapes alone (nothing runs); see :mod:`hooked_asr.models.cache_size`."""
+        shapes alone (nothing runs); see :mod:`hooked_asr.models.cache_size`. ``return_cache_object``
+        defaults to ``run_with_cache``'s own default."""
+        if return_cache_object is None:
+            return_cache_object = inspect.signature(self.run_with_cache).parameters["return_cache_object"].default
         return estimate_cache_size(self, self._bind(model_args, model_kwargs), names_filter, pos_slice, frame_slice,
-                                   dtype, incl_bwd)
+                                   dtype, incl_bwd, return_cache_object, device)
 
 
 def _loss(logits: torch.Tensor, tokens: torch.Tensor, per_token: bool) -> torch.Tensor:

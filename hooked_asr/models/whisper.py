@@ -12,20 +12,24 @@ from jaxtyping import Float, Int
 from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.config import ModelConfig
-from hooked_asr.models.base import HookedEncoderDecoder, PromptGroup, TeacherForcedInputs, TranscriptionResult
+from hooked_asr.models.runner import decode_from_prefix, encode_from
+from hooked_asr.models.base import HookedEncoderDecoder, ModelCapabilities, PromptGroup, TeacherForcedInputs, TranscriptionResult
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment
 from hooked_asr.loading.whisper_weights import config_from_hf, convert_hf_whisper_weights
 
 
 class HookedWhisper(HookedEncoderDecoder):
-    """Whisper with a hook point on every intermediate (names in DESIGN.md).
+    """Whisper with a hook point on every intermediate (names in docs/architecture.md).
 
     >>> logits = model(input_features=mel, decoder_input_ids=tokens)      # [batch, pos, vocab]
     >>> logits, cache = model.run_with_cache(input_features=mel, decoder_input_ids=tokens)
     >>> model.transcribe("speech.wav").text
     >>> model.transcribe("lecture.wav", beam_size=5, word_timestamps=True).words[0]
     """
+
+    capabilities = ModelCapabilities(resume_at_block=True, resume_at_head=True, prefix_sharing=True, timestamps=True,
+                                     word_timestamps=True, long_form="seek", encode_inputs=("input_features",))
 
     def __init__(self, cfg: ModelConfig, tokenizer: Any | None = None):
         super().__init__()
@@ -47,8 +51,10 @@ class HookedWhisper(HookedEncoderDecoder):
         dtype here, at the model's edge: features are computed in float32 whatever the model's dtype."""
         w = self.encoder.conv1.weight
         input_features = input_features.to(dtype=w.dtype)
-        attn_z = attn_z.to(dtype=w.dtype) if attn_z is not None else None
-        return self.encoder(input_features, stop_at_layer=stop_at_layer, start_at_layer=start_at_layer, attn_z=attn_z)
+        if attn_z is None:
+            return self.encoder(input_features, stop_at_layer=stop_at_layer, start_at_layer=start_at_layer)
+        return encode_from(self.encoder, input_features, start_at_layer, attn_z.to(dtype=w.dtype),
+                           stop_at_layer=stop_at_layer)
 
     def decode(
         self,
@@ -59,7 +65,7 @@ class HookedWhisper(HookedEncoderDecoder):
         **prefix: Any,
     ) -> tuple[torch.Tensor, list[LayerCache]]:
         """Decoder logits ``[batch, pos, vocab]`` and the key/value cache to continue from.
-        ``prefix``: ``start_at_layer``, ``resid_pre``, ``run_rows`` of :meth:`TextDecoder.forward`."""
+        ``prefix``: ``start_at_layer``, ``resid_pre``, ``run_rows`` of :func:`~hooked_asr.models.runner.decode_from_prefix`."""
         if encoder_hidden_states is not None and encoder_hidden_states.shape[-1] != self.cfg.decoder.d_model:
             raise ValueError(
                 f"encoder_hidden_states must be [batch, frame, {self.cfg.decoder.d_model}], got "
@@ -67,9 +73,11 @@ class HookedWhisper(HookedEncoderDecoder):
             )
         if encoder_hidden_states is not None:  # e.g. a float32 encoder output given to a half-precision decoder
             encoder_hidden_states = encoder_hidden_states.to(dtype=self.decoder.W_E.dtype)
+        if prefix:
+            return decode_from_prefix(self.decoder, decoder_input_ids, encoder_hidden_states, past_key_values,
+                                      stop_at_layer=stop_at_layer, **prefix)
         return self.decoder(
             decoder_input_ids, encoder_out=encoder_hidden_states, past_kv=past_key_values, stop_at_layer=stop_at_layer,
-            **prefix,
         )
 
     def forward(
@@ -299,3 +307,6 @@ def _as_tokenizer(tokenizer: Any | None) -> Any | None:
     from hooked_asr.tokenizer import WhisperTokenizer
 
     return WhisperTokenizer.from_hf(tok)
+
+
+__all__ = ["HookedWhisper"]

@@ -5,7 +5,7 @@
                       attention patterns / scores),
     attention_masks.py  mask a head's attention to a window of frames or tokens (scores or pattern),
                       absolute-position tracking during cached generation, reference recording
-    references.py     white noise (seeded, RMS-matched), silence, another utterance
+    references.py     white_noise_like (seeded, RMS-matched), silence_like, another utterance
     metrics.py        transcript changed, WER, word restored, loops, logit difference, log-prob
     sweeps.py         components x dataset -> tidy table; batched rows, shared encoder, resume
     attribution.py    attribution patching (one backward) and real patching effects
@@ -17,48 +17,40 @@
 """
 
 from hooked_asr.patching.attribution import attribution_patching, patching_effects
-from hooked_asr.patching.components import KINDS, Component, ComponentError, components, parse_component
+from hooked_asr.patching.components import Component, ComponentError, components, parse_component
 from hooked_asr.patching.attention_masks import AttentionMask, frames_between, mask_attention
 from hooked_asr.patching.interventions import (
     Intervention,
     MissingPositionError,
-    PositionTracker,
     attention_site,
     generate_with_interventions,
-    hook_names,
     interpolate,
-    intervention_hooks,
     mean_ablate,
     mean_activations,
     patch,
     patched,
-    position_kind,
     record_reference,
     run_with_interventions,
     zero_ablate,
 )
 from hooked_asr.patching.metrics import (
-    TRANSCRIPT_METRICS,
-    MetricContext,
-    Transcript,
     contains_word,
     continuation_logprob,
     logit_difference,
-    normalize_text,
     transcript_changed,
-    word_error_rate,
     word_restored,
 )
-from hooked_asr.patching.references import make_reference, other_utterance, rms, silence, white_noise
-from hooked_asr.patching.sweeps import LOGIT_METRICS, SweepItem, SweepResult, generation_settings, patched_values, sweep
+from hooked_asr.patching.references import other_utterance, silence_like, white_noise_like
+from hooked_asr.patching.sweeps import SweepItem, SweepResult, sweep
 
+# What a user patches with. The plumbing (hook_names, intervention_hooks, PositionTracker, the
+# metric tables, generation_settings, ...) is imported from its module; text metrics
+# (word_error_rate, normalize_text) from hooked_asr.text.
 __all__ = [
-    "AttentionMask", "attention_site", "frames_between", "mask_attention",
-    "KINDS", "LOGIT_METRICS", "TRANSCRIPT_METRICS", "Component", "ComponentError", "Intervention", "MetricContext",
-    "MissingPositionError", "PositionTracker", "SweepItem", "SweepResult", "Transcript", "attribution_patching",
-    "components", "contains_word", "continuation_logprob", "generate_with_interventions", "generation_settings",
-    "hook_names", "interpolate", "intervention_hooks", "logit_difference", "make_reference", "mean_ablate",
-    "mean_activations", "normalize_text", "other_utterance", "parse_component", "patch", "patched",
-    "patched_values", "patching_effects", "position_kind", "record_reference", "rms", "run_with_interventions", "silence", "sweep",
-    "transcript_changed", "white_noise", "word_error_rate", "word_restored", "zero_ablate",
+    "AttentionMask", "Component", "ComponentError", "Intervention", "MissingPositionError", "SweepItem", "SweepResult",
+    "attention_site", "attribution_patching", "components", "contains_word", "continuation_logprob", "frames_between",
+    "generate_with_interventions", "interpolate", "logit_difference", "mask_attention", "mean_ablate",
+    "mean_activations", "other_utterance", "parse_component", "patch", "patched", "patching_effects",
+    "record_reference", "run_with_interventions", "silence_like", "sweep", "transcript_changed", "white_noise_like",
+    "word_restored", "zero_ablate",
 ]

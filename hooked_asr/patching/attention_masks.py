@@ -19,17 +19,17 @@ from typing import Any, Literal
 import torch
 
 from hooked_asr.patching.components import Component, parse_component
-from hooked_asr.patching.interventions import HookFn, PositionTracker, _index, position_kind
+from hooked_asr.patching.interventions import HookFn, PositionTracker, as_index, position_kind
 
 
 def frames_between(start_s: float, end_s: float) -> range:
     """Encoder frames covering ``[start_s, end_s)`` seconds: frame ``f`` spans
-    ``[f, f + 1) * 2 * HOP_LENGTH / SAMPLE_RATE`` (20 ms: the stride-2 conv over 10 ms mel frames)."""
-    from hooked_asr.audio import HOP_LENGTH, SAMPLE_RATE
+    ``[f, f + 1) * ENCODER_FRAME_SECONDS`` (20 ms: the stride-2 conv over 10 ms mel frames)."""
+    from hooked_asr.audio import ENCODER_FRAME_SECONDS
 
     if not (0 <= start_s < end_s):
         raise ValueError(f"need 0 <= start_s < end_s, got {start_s}, {end_s}")
-    step = 2 * HOP_LENGTH / SAMPLE_RATE
+    step = ENCODER_FRAME_SECONDS
     return range(int(math.floor(start_s / step + 1e-9)), int(math.ceil(end_s / step - 1e-9)))
 
 
@@ -76,8 +76,8 @@ class AttentionMask:
             k = k[(k >= 0) & (k < n_k)]
             q = torch.arange(start, start + n_q, device=device)
             if self.queries is not None:
-                q = q[torch.isin(q, _index(self.queries, device))]
-            rows = _index(self.rows, device) if self.rows is not None else torch.arange(batch, device=device)
+                q = q[torch.isin(q, as_index(self.queries, device))]
+            rows = as_index(self.rows, device) if self.rows is not None else torch.arange(batch, device=device)
             if len(k) == 0 or len(q) == 0 or len(rows) == 0:
                 return None
             if int(rows.max()) >= batch:

@@ -114,7 +114,7 @@ class PositionTracker:
 
     def __init__(self, model: Any):
         if "decoder.hook_embed" not in model.hook_dict:
-            raise ValueError("position tracking needs the hook 'decoder.hook_embed' (every model has it per DESIGN.md)")
+            raise ValueError("position tracking needs the hook 'decoder.hook_embed' (every model has it: docs/architecture.md)")
         self._reset_hooks = [n for n in ("encoder.hook_out",) if n in model.hook_dict]
         self.start = 0
         self._end: int | None = None
@@ -196,7 +196,8 @@ class Intervention:
         return comp.hook_name, _make_hook_fn(self, comp, kind, tracker)
 
 
-def _index(values: Sequence[int] | range | None, device: torch.device) -> torch.Tensor | None:
+def as_index(values: Sequence[int] | range | None, device: torch.device) -> torch.Tensor | None:
+    """Rows or positions as a long index tensor on ``device`` (None stays None: all of them)."""
     return None if values is None else torch.as_tensor(list(values), dtype=torch.long, device=device)
 
 
@@ -212,14 +213,14 @@ def _make_hook_fn(iv: Intervention, comp: Component, kind: str, tracker: Positio
         device = act.device
         batch, n = act.shape[0], act.shape[1]
         start = tracker.start if kind == "token" else 0
-        rows = _index(iv.rows, device)
+        rows = as_index(iv.rows, device)
         if rows is None:
             rows = torch.arange(batch, device=device)
         elif len(rows) and int(rows.max()) >= batch:
             raise IndexError(f"intervention on {comp} targets row {int(rows.max())}, but the batch has {batch} rows")
         abs_pos = torch.arange(start, start + n, device=device)
         if iv.positions is not None:
-            wanted = _index(iv.positions, device)
+            wanted = as_index(iv.positions, device)
             abs_pos = abs_pos[torch.isin(abs_pos, wanted)]
 
         if isinstance(iv.source, _CacheSource):
@@ -414,6 +415,7 @@ def mean_activations(
 
 __all__ = [
     "Intervention",
+    "as_index",
     "attention_site",
     "is_pattern_site",
     "MissingPositionError",

@@ -10,13 +10,13 @@ row's run may start, so that a patch recomputes only what it changes.
 
 Everything goes through hook names and the public model API (``encode(start_at_layer=, attn_z=)``,
 ``finish_encoder``, ``generate(encoder_hidden_states=)``, ``decode(past_key_values=)``,
-``results_from_generation``).
+``results_from_generation``), choosing its fast paths from what the model declares
+(``model.capabilities``: resume at a block or a head, prefix sharing).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +27,14 @@ from hooked_asr.patching.components import Component
 from hooked_asr.patching.metrics import Transcript
 
 
-def _accepts(fn: Callable, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+def _capabilities(model: Any) -> Any:
+    """The model's declared :class:`~hooked_asr.models.base.ModelCapabilities`; a model built
+    outside this package that declares none gets the slow paths only (same numbers)."""
+    from hooked_asr.models.base import ModelCapabilities
+
+    caps = getattr(model, "capabilities", None)
+    return caps if isinstance(caps, ModelCapabilities) else ModelCapabilities(resume_at_block=False,
+                                                                              resume_at_head=False)
 
 
 def generation_settings(model: Any) -> tuple[dict[str, Any], list[int]]:
@@ -137,13 +140,14 @@ class ItemRun:
         # ``inputs``: one fixed teacher-forced input (``model(**inputs)``, batch 1) that every
         # teacher-forced run uses whatever its continuation; the encoder's part is what encode takes.
         self.model, self.item, self.reuse = model, item, reuse
+        caps = _capabilities(model)
         self.fixed = None if inputs is None else TeacherForcedRun(dict(inputs))
         if inputs is None:
             self.features = model.prepare_features(item.audio)
             tf = model.teacher_forced_inputs(item.audio, **tf_kwargs)
             self.prompt = tf.tokens[0, : tf.prompt_len]
         else:
-            self.features = {k: v for k, v in inputs.items() if _accepts(model.encode, k)}
+            self.features = {k: v for k, v in inputs.items() if k in caps.encode_inputs}
             self.prompt = None
         self.tf_kwargs = dict(tf_kwargs)
         self.gen_kwargs, _ = generation_settings(model)
@@ -153,15 +157,12 @@ class ItemRun:
         self.encoded: torch.Tensor | None = None
         self.cross_kv: list[dict[str, Any]] | None = None
         self._tf: Any = None
-        self.can_share_gen = reuse and _accepts(model.generate, "encoder_hidden_states")
-        self.can_share_tf = reuse and _accepts(model.forward, "encoder_hidden_states")
-        self.can_resume = self.can_share_tf and self.can_share_gen and _accepts(model.encode, "start_at_layer")
-        self.can_resume_z = self.can_resume and _accepts(model.encode, "attn_z")
+        # What the model declares (models/base.py ModelCapabilities), not what its signatures look like.
+        self.can_share_gen = self.can_share_tf = reuse and caps.resume_at_block
+        self.can_resume = reuse and caps.resume_at_block
+        self.can_resume_z = self.can_resume and caps.resume_at_head
         self.prefix: Any = None  # the clean generation's PrefixCache
-        self.can_share_prefix = (self.can_share_gen and _accepts(model.generate, "clean_prefix")
-                                 and bool(getattr(model.cfg.decoder, "cross_attention", False)))
-        self.can_reuse_kv = (self.can_share_tf and bool(getattr(model.cfg.decoder, "cross_attention", False))
-                             and _accepts(getattr(model, "decode", lambda: None), "past_key_values"))
+        self.can_share_prefix = self.can_reuse_kv = reuse and caps.prefix_sharing
 
     def _batch(self, n: int, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
         kwargs = self.features if kwargs is None else kwargs

@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float
 
 from hooked_asr import repetition
-from hooked_asr.text import normalize_text, word_error_rate  # noqa: F401 - re-exported
+from hooked_asr.text import normalize_text, word_error_rate
 
 
 def transcript_changed(clean: str | None, patched: str | None) -> bool:
@@ -146,9 +146,7 @@ __all__ = [
     "contains_word",
     "continuation_logprob",
     "logit_difference",
-    "normalize_text",
     "resolve_transcript_metrics",
     "transcript_changed",
-    "word_error_rate",
     "word_restored",
 ]

@@ -18,9 +18,9 @@ def plot_head_heatmaps(
 
     import numpy as np
 
-    from hooked_asr.plotting import _plt
+    from hooked_asr.plotting import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     if relative_to_clean:
         result = dataclasses.replace(result, table=result.table.assign(value=result.table["value"] - result.table["clean"]))
     t = result.table

@@ -3,9 +3,9 @@
 Whisper pads every input to 30 s, so a reference of the *same length* as the target
 keeps the padded region identical and only the speech region differs.
 
-    white_noise(audio, seed=0)                 # N(0, 1) scaled to the target's RMS
-    white_noise(audio, seed=0, rms=0.01)       # a fixed RMS
-    silence(audio)                             # zeros
+    white_noise_like(audio, seed=0)            # N(0, 1) scaled to the target's RMS
+    white_noise_like(audio, seed=0, rms_level=0.01)  # a fixed RMS
+    silence_like(audio)                        # zeros
     other_utterance(audio, other, align=...)   # another recording, cut or zero-padded to the same length
 """
 
@@ -30,10 +30,11 @@ def rms(audio: Float[np.ndarray, "samples"]) -> float:
     return float(np.sqrt(np.mean(a.astype(np.float64) ** 2))) if a.size else 0.0
 
 
-def white_noise(
+def white_noise_like(
     audio: Float[np.ndarray, "samples"], seed: int = 0, rms_match: bool = True, rms_level: float | None = None
 ) -> Float[np.ndarray, "samples"]:
-    """Gaussian white noise with as many samples as ``audio``.
+    """Gaussian white noise with as many samples as ``audio`` (a patching reference "like" the
+    target; :func:`hooked_asr.datasets.white_noise` makes a clip of a given length instead).
 
     ``rms_match=True`` scales it to the RMS of ``audio`` (``rms_level`` overrides with a
     fixed RMS); ``rms_match=False`` and no level gives unit variance. The same seed always
@@ -46,8 +47,9 @@ def white_noise(
     return (noise * (level / cur if cur > 0 else 0.0)).astype(np.float32)
 
 
-def silence(audio: Float[np.ndarray, "samples"]) -> Float[np.ndarray, "samples"]:
-    """Zeros of the same length (log-mel of silence is the constant floor)."""
+def silence_like(audio: Float[np.ndarray, "samples"]) -> Float[np.ndarray, "samples"]:
+    """Zeros of the same length (log-mel of silence is the constant floor); a patching reference
+    "like" the target (:func:`hooked_asr.datasets.silence` makes a clip of a given length)."""
     return np.zeros_like(_as_wave(audio))
 
 
@@ -70,9 +72,9 @@ def other_utterance(
 def make_reference(kind: str, audio: Any, seed: int = 0, other: Any = None, rms_match: bool = True) -> np.ndarray:
     """``kind`` in ``noise``, ``silence``, ``other`` (needs ``other``)."""
     if kind in ("noise", "white_noise"):
-        return white_noise(audio, seed=seed, rms_match=rms_match)
+        return white_noise_like(audio, seed=seed, rms_match=rms_match)
     if kind == "silence":
-        return silence(audio)
+        return silence_like(audio)
     if kind == "other":
         if other is None:
             raise ValueError("reference kind 'other' needs the other utterance: make_reference('other', audio, other=...)")
@@ -80,4 +82,4 @@ def make_reference(kind: str, audio: Any, seed: int = 0, other: Any = None, rms_
     raise ValueError(f"unknown reference kind {kind!r}; use 'noise', 'silence' or 'other'")
 
 
-__all__ = ["make_reference", "other_utterance", "rms", "silence", "white_noise"]
+__all__ = ["make_reference", "other_utterance", "rms", "silence_like", "white_noise_like"]

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hooked_asr.audio import SAMPLE_RATE, audio_frames, window_samples
+from hooked_asr.audio import ENCODER_FRAME_SECONDS, SAMPLE_RATE, SAMPLES_PER_ENCODER_FRAME, audio_frames, window_samples
 from hooked_asr.models.decoding import dtw as dtw_path
 from hooked_asr.models.decoding import find_alignment
-from hooked_asr.sae.frames import FRAME_SECONDS, SAMPLES_PER_FRAME, ModelFrameSource
+from hooked_asr.sae.frames import ModelFrameSource
 from hooked_asr.sae.model import SparseAutoencoder
 
 
@@ -57,7 +57,7 @@ def align_words(
     n_frames = audio_frames(len(audio), model.cfg.encoder.n_ctx, window_samples(model))
     timings = find_alignment(model, tokens, input_features=feats["input_features"], num_frames=2 * n_frames,
                              language=language, medfilt_width=medfilt_width)
-    return [Word(t.word.strip(), t.start, max(t.end, t.start + FRAME_SECONDS)) for t in timings if t.word.strip()]
+    return [Word(t.word.strip(), t.start, max(t.end, t.start + ENCODER_FRAME_SECONDS)) for t in timings if t.word.strip()]
 
 
 def word_at(words: Sequence[Word], t: float, tolerance: float = 0.06) -> str:
@@ -165,7 +165,7 @@ def label_from_examples(examples: Sequence[Example], positional_spread: float = 
         return f"non-speech ({silent}/{n} top frames in silence/padding)"
     frames = np.array([e.frame for e in examples])
     if n >= 4 and len({e.clip for e in examples}) == n and frames.std() <= positional_spread:
-        return f"positional (frame ~{int(np.median(frames))}, t~{np.median(frames) * FRAME_SECONDS:.2f}s)"
+        return f"positional (frame ~{int(np.median(frames))}, t~{np.median(frames) * ENCODER_FRAME_SECONDS:.2f}s)"
     words = Counter(_norm_word(e.word) for e in examples if e.word)
     (top, count), *rest = words.most_common() or [("", 0)]
     if count / n >= 0.5:
@@ -194,7 +194,7 @@ def feature_reports(
         for v, c, fr in zip(stats.top_values[i].tolist(), stats.top_clip[i].tolist(), stats.top_frame[i].tolist()):
             if c < 0:
                 continue
-            t = (fr + 0.5) * FRAME_SECONDS
+            t = (fr + 0.5) * ENCODER_FRAME_SECONDS
             ws = words[c]
             w = word_at(ws, t)
             ctx = " ".join(f"[{x.text}]" if x.text == w and x.start <= t + 0.06 and t - 0.06 < x.end else x.text
@@ -244,9 +244,9 @@ def _trace_png(trace: np.ndarray, words: Sequence[Word], frame: int, lo: int) ->
     fig = Figure()
     ax = fig.subplots()
     fig.set_size_inches(4, 1.2)
-    t = (np.arange(len(trace)) + lo + 0.5) * FRAME_SECONDS
+    t = (np.arange(len(trace)) + lo + 0.5) * ENCODER_FRAME_SECONDS
     ax.plot(t, trace, color="#c0504d")
-    ax.axvline((frame + 0.5) * FRAME_SECONDS, color="k", lw=0.5, ls=":")
+    ax.axvline((frame + 0.5) * ENCODER_FRAME_SECONDS, color="k", lw=0.5, ls=":")
     for w in words:
         if t[0] <= w.start <= t[-1]:
             ax.axvline(w.start, color="#999", lw=0.5)
@@ -274,7 +274,7 @@ def write_feature_browser(
     for c in clips:
         if c not in aligned:
             aligned[c] = align_words(model, audios[c], language=language)
-    half = int(snippet_seconds / 2 / FRAME_SECONDS)
+    half = int(snippet_seconds / 2 / ENCODER_FRAME_SECONDS)
     rows = []
     for col, r in enumerate(reports):
         parts = [f"<h2>Feature {r.feature}</h2><p><b>{html.escape(r.label)}</b> &middot; frequency "
@@ -285,7 +285,7 @@ def write_feature_browser(
             audio = audios[e.clip]
             lo_f = max(0, e.frame - half)
             hi_f = e.frame + half
-            snippet = audio[lo_f * SAMPLES_PER_FRAME : hi_f * SAMPLES_PER_FRAME]
+            snippet = audio[lo_f * SAMPLES_PER_ENCODER_FRAME : hi_f * SAMPLES_PER_ENCODER_FRAME]
             player = (f'<audio controls src="data:audio/wav;base64,{wav_base64(snippet)}"></audio>'
                       if len(snippet) else "(padding: no audio)")
             tr = traces[e.clip][lo_f : hi_f, col]
@@ -327,7 +327,6 @@ __all__ = [
     "Word",
     "align_words",
     "collect_feature_stats",
-    "dtw_path",
     "feature_reports",
     "label_from_examples",
     "wav_base64",

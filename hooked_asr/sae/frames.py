@@ -23,13 +23,9 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
-from hooked_asr.audio import ENCODER_FRAME_SECONDS as FRAME_SECONDS
-from hooked_asr.audio import SAMPLES_PER_ENCODER_FRAME as SAMPLES_PER_FRAME
 from hooked_asr.activations.stream import FrameSource, StoreFrameSource
 from hooked_asr.audio import audio_frames, window_samples
 
-# The frame counter's older name (same function): frames of ``n_ctx`` that carry ``n_samples``.
-speech_frames = audio_frames
 
 
 class TensorFrameSource(FrameSource):
@@ -189,12 +185,7 @@ class CachedFrameSource(FrameSource):
 
 __all__ = [
     "CachedFrameSource",
-    "FRAME_SECONDS",
-    "SAMPLES_PER_FRAME",
-    "FrameSource",
     "GeneratedFrameSource",
     "ModelFrameSource",
-    "StoreFrameSource",
     "TensorFrameSource",
-    "speech_frames",
 ]

@@ -31,7 +31,7 @@ import torch
 import hooked_asr
 from hooked_asr.datasets.espeak import synthesize
 from hooked_asr.patching import (SweepItem, components, continuation_logprob, interpolate, patch, patched,
-                                 record_reference, run_with_interventions, sweep, white_noise, zero_ablate)
+                                 record_reference, run_with_interventions, sweep, white_noise_like, zero_ablate)
 from hooked_asr.plotting import plot_curves, plot_heatmap
 from hooked_asr.repetition import excess_repeats, find_loops, is_runaway, repeated_word
 
@@ -42,7 +42,7 @@ model = hooked_asr.load_model("whisper-tiny.en")
 
 sentence = "Please call Stella and ask her to bring these things with her from the store."
 audio = synthesize(sentence)
-noise = white_noise(audio, seed=0)           # same length, same RMS: only the content differs
+noise = white_noise_like(audio, seed=0)           # same length, same RMS: only the content differs
 clean = model.transcribe(audio)
 print("clean:", clean.text)
 

@@ -115,7 +115,7 @@ for name, m in [("train", train_m), ("held-out", test_m)]:
 # heads' cross-attention and dynamic time warping) and look at where the feature fires.
 
 # %%
-from hooked_asr.sae.frames import speech_frames
+from hooked_asr.audio import audio_frames as speech_frames
 
 with torch.no_grad():
     f_train = sae.encode(frames)                        # [n_frames, d_sae]

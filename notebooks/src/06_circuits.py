@@ -173,7 +173,7 @@ from hooked_asr.circuits.eap import eap, eap_ig
 from hooked_asr.circuits.graph import Graph
 from hooked_asr.circuits.path_patching import path_patch, record_graph_reference
 from hooked_asr.datasets.espeak import synthesize
-from hooked_asr.patching import continuation_logprob, patch, record_reference, white_noise
+from hooked_asr.patching import continuation_logprob, patch, record_reference, white_noise_like
 from hooked_asr.repetition import repeated_word
 
 graph = Graph.from_model(model)
@@ -191,7 +191,7 @@ print(f"{len(graph.senders)} senders, {len(graph.receivers)} receivers, {graph.n
 p_audio = synthesize("Please call Stella and ask her to bring these things with her.")
 p_clean = model.transcribe(p_audio)
 p_tf = model.teacher_forced_inputs(p_audio, p_clean.tokens)
-p_ref_kwargs = model.teacher_forced_inputs(white_noise(p_audio, seed=0), p_clean.tokens).kwargs
+p_ref_kwargs = model.teacher_forced_inputs(white_noise_like(p_audio, seed=0), p_clean.tokens).kwargs
 p_metric = lambda lg: continuation_logprob(lg, p_tf.tokens, p_tf.prompt_len)  # noqa: E731
 p_ref = record_graph_reference(model, p_ref_kwargs, graph)
 m_clean = float(p_metric(model(**p_tf.kwargs)))
@@ -228,7 +228,7 @@ loop = model.transcribe(loop_audio, max_new_tokens=40)
 print("said:", said)
 print("heard:", loop.text[:120], "... finished:", loop.finished)
 l_tf = model.teacher_forced_inputs(loop_audio, loop.tokens)
-l_ref_kwargs = model.teacher_forced_inputs(white_noise(loop_audio, seed=0), loop.tokens).kwargs
+l_ref_kwargs = model.teacher_forced_inputs(white_noise_like(loop_audio, seed=0), loop.tokens).kwargs
 loop_metric = lambda lg: torch.log_softmax(lg[:, -11:-1].float(), -1).gather(  # noqa: E731
     -1, l_tf.tokens[:, -10:, None])[..., 0].mean(-1)
 l_ref = record_graph_reference(model, l_ref_kwargs, graph)

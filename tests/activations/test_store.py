@@ -14,7 +14,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from hooked_asr.activations import ActivationStore, StoreError, audio_frames, extract_activations, pool
+from hooked_asr.activations import ActivationStore, StoreError, extract_activations, pool
+from hooked_asr.audio import audio_frames
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _workers import HOOKS, KW, clips, small_whisper  # noqa: E402

@@ -104,12 +104,12 @@ def test_top_k_circuit_ranks_round_trips_and_draws(setup, tmp_path):
 
 def test_real_tiny_en_eap_sums_to_attribution_patching(whisper_tiny_en):
     from hooked_asr.datasets.espeak import synthesize
-    from hooked_asr.patching import continuation_logprob, white_noise
+    from hooked_asr.patching import continuation_logprob, white_noise_like
 
     m = whisper_tiny_en
     audio = synthesize("the cat sat on the mat")
     tf = m.teacher_forced_inputs(audio, m.tokenizer.encode(" The cat sat on the mat."))
-    rkw = m.teacher_forced_inputs(white_noise(audio, seed=0), tf.tokens[0, tf.prompt_len:].tolist()).kwargs
+    rkw = m.teacher_forced_inputs(white_noise_like(audio, seed=0), tf.tokens[0, tf.prompt_len:].tolist()).kwargs
     metric = lambda lg: continuation_logprob(lg, tf.tokens, tf.prompt_len)  # noqa: E731
     g = Graph.from_model(m)
     nodes = eap(m, tf.kwargs, rkw, metric, g).node_scores()
@@ -122,7 +122,7 @@ def test_readme_circuit_example_runs_and_its_baselines_are_the_two_real_runs(tmp
     import re
     from pathlib import Path
 
-    from hooked_asr.patching import white_noise
+    from hooked_asr.patching import white_noise_like
 
     blocks = re.findall(r"```python\n(.*?)```", (Path(__file__).resolve().parents[2] / "README.md").read_text(), re.S)
     ours = [b for b in blocks if "eap_ig(" in b]
@@ -134,7 +134,7 @@ def test_readme_circuit_example_runs_and_its_baselines_are_the_two_real_runs(tmp
     model, tf, metric, ev = ns["model"], ns["tf"], ns["metric"], ns["ev"]
     with torch.no_grad():
         clean = float(metric(model(**tf.kwargs)))
-        ref_run = float(metric(model(**model.teacher_forced_inputs(white_noise(ns["audio"]), ns["out"].tokens).kwargs)))
+        ref_run = float(metric(model(**model.teacher_forced_inputs(white_noise_like(ns["audio"]), ns["out"].tokens).kwargs)))
         assert (ns["logits"] - model(**tf.kwargs)).abs().max() > 1e-4  # the one path changes the logits
     # no edge patched is the clean run; every edge patched is the reference run itself
     assert ev.clean == pytest.approx(clean, abs=1e-5) and ev.reference == pytest.approx(ref_run, abs=1e-3)

@@ -132,13 +132,13 @@ def test_bad_requests_say_what_to_do(setup, qwen_gqa):
 
 def test_real_tiny_en_encoder_head_into_all_receivers_equals_patching_it(whisper_tiny_en):
     from hooked_asr.datasets.espeak import synthesize
-    from hooked_asr.patching import white_noise
+    from hooked_asr.patching import white_noise_like
 
     m = whisper_tiny_en
     audio = synthesize("the cat sat on the mat")
     tokens = m.tokenizer.encode(" The cat sat on the mat.")
     kw = m.teacher_forced_inputs(audio, tokens).kwargs
-    rkw = m.teacher_forced_inputs(white_noise(audio, seed=0), tokens).kwargs
+    rkw = m.teacher_forced_inputs(white_noise_like(audio, seed=0), tokens).kwargs
     g = Graph.from_model(m)
     ref = record_graph_reference(m, rkw, g)
     sender = "encoder.blocks.2.attn.head.1"

@@ -28,7 +28,7 @@ def _whisper():
 
 def _qwen2():
     from hooked_asr import HookedQwen2Audio
-    from hooked_asr.models.qwen2_audio import audio_token_counts
+    from hooked_asr.components.projector import audio_token_counts
 
     hf = make_hf_qwen2_audio("gqa")
     m = HookedQwen2Audio.from_hf(hf, tokenizer=make_tokenizer())

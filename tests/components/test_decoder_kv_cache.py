@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked_asr.components.attention import append_kv
+from hooked_asr.components.attention import KVCache, append_kv
 from tests.components.test_decoder import ROTARY, _decoder
 
 
@@ -36,11 +36,23 @@ def test_steps_append_in_place_and_branches_stay_apart(kw):
 
 
 def test_append_kv_equals_cat_and_keeps_autograd():
-    past, new = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 1, 4)
+    past = (torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4))
+    new = (torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4))
+    cat = lambda *kvs: tuple(torch.cat([kv[i] for kv in kvs], 2) for i in range(2))
     with torch.no_grad():
-        out = append_kv(past, new)
-        assert torch.equal(out, torch.cat([past, new], 2))
-        assert torch.equal(append_kv(out, new), torch.cat([past, new, new], 2))
-    p = past.clone().requires_grad_()
-    append_kv(p, new).sum().backward()  # with a gradient wanted it is a plain cat
-    assert torch.equal(p.grad, torch.ones_like(past))
+        out = append_kv(past, *new)
+        assert isinstance(out, KVCache) and out.length == 6
+        assert all(torch.equal(a, b) for a, b in zip(out, cat(past, new)))
+        again = append_kv(out, *new)
+        assert again.buffer is out.buffer  # written in place: the past is not copied
+        assert all(torch.equal(a, b) for a, b in zip(again, cat(past, new, new)))
+        # a second continuation of `out` must not write over the first's position 6
+        other = (torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4))
+        branch = append_kv(out, *other)
+        assert branch.buffer is not out.buffer
+        assert all(torch.equal(a, b) for a, b in zip(branch, cat(past, new, other)))
+        assert all(torch.equal(a, b) for a, b in zip(again, cat(past, new, new)))
+    p = past[0].clone().requires_grad_()
+    k, _ = append_kv((p, past[1]), *new)  # with a gradient wanted it is a plain cat
+    k.sum().backward()
+    assert torch.equal(p.grad, torch.ones_like(past[0]))

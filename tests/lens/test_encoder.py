@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked_asr.lens import encoder_lens, encoder_lens_states, find_repetition_loop
+from hooked_asr.lens import encoder_lens, encoder_lens_states
+from hooked_asr.repetition import find_repetition_loop
 from tests.lens.conftest import features
 
 

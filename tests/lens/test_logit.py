@@ -18,11 +18,11 @@ from hooked_asr.lens import (
     lens_curves,
     logit_lens,
     logit_lens_generate,
-    mean_ci,
     saturation_layer,
     summarize_lens,
     token_ranks,
 )
+from hooked_asr.text import mean_ci
 from tests.lens.conftest import features
 
 

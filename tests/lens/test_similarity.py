@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch.nn.functional as F
 
-from hooked_asr.lens import edit_distance, logit_lens, phoneme_error_rate, token_similarity
+from hooked_asr.lens import logit_lens, token_similarity
+from hooked_asr.text import edit_distance, phoneme_error_rate
 from tests.lens.conftest import features
 
 

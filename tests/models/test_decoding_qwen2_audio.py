@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers.generation.utils import GenerationMixin
 
-from hooked_asr.models.qwen2_audio import HookedQwen2Audio, audio_token_counts
+from hooked_asr.components.projector import audio_token_counts
+from hooked_asr.models.qwen2_audio import HookedQwen2Audio
 
 from tests.conftest import SPECIAL_TOKENS, make_hf_qwen2_audio, make_tokenizer
 

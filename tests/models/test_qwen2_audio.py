@@ -15,7 +15,7 @@ from transformers.generation.utils import GenerationMixin
 
 from hooked_asr import HookedQwen2Audio
 from hooked_asr.audio import AudioError
-from hooked_asr.models.qwen2_audio import audio_token_counts
+from hooked_asr.components.projector import audio_token_counts
 from hooked_asr.loading.qwen2_audio_weights import WeightConversionError, convert_tensor
 from tests.conftest import QWEN2_AUDIO_SHAPES, SPECIAL_TOKENS, make_hf_qwen2_audio, make_tokenizer
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from hooked_asr import HookedQwen2Audio, HookedWhisper
-from hooked_asr.circuits.cache import ActivationCache
+from hooked_asr import ActivationCache
 from tests.conftest import make_hf_qwen2_audio, make_hf_whisper, make_tokenizer
 
 

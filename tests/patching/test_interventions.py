@@ -239,7 +239,7 @@ def qwen():
 
 
 def test_qwen2_audio_patching_properties(qwen):
-    from hooked_asr.patching.sweeps import generation_settings
+    from hooked_asr.patching.item_runs import generation_settings
 
     m, f, fr = qwen
     t, r = m.teacher_forced_inputs(f, [10, 11, 12]), m.teacher_forced_inputs(fr, [10, 11, 12])

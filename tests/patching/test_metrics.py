@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hooked_asr.patching import contains_word, word_error_rate, word_restored
+from hooked_asr.patching import contains_word, word_restored
+from hooked_asr.text import word_error_rate
 
 
 def test_text_metrics():

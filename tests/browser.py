@@ -1,5 +1,7 @@
 """Headless Chromium driven through the DevTools protocol over a pipe, for tests and scripts
 that must see a page the way a browser does (scripts run, audio decodes, figures render).
+Test tooling, not part of the package: ``from tests.browser import Chromium`` (scripts put the
+repository root on ``sys.path`` first).
 
 ``--remote-debugging-pipe`` makes Chromium read protocol commands from file descriptor 3 and
 write replies and events to descriptor 4, each message JSON ending in a NUL byte, so no
