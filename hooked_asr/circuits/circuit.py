@@ -93,7 +93,7 @@ class Circuit:
 
         ``baselines=(clean, reference)`` reuses the two baseline values (a curve computes them once).
         """
-        cache = as_reference_cache(model, self.graph, reference, reference_is_cache)
+        cache = as_reference_cache(model, self.graph, reference, reference_is_cache, target_kwargs)
         outside = self.graph.allowed & ~self.edges
         m = float(metric(run_with_patched_edges(model, target_kwargs, cache, outside, self.graph)).sum())
         clean, ref = baselines if baselines is not None else circuit_baselines(model, self.graph, target_kwargs, cache, metric)
@@ -214,7 +214,7 @@ def faithfulness_curve(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    reference_cache = as_reference_cache(model, scores.graph, reference)
+    reference_cache = as_reference_cache(model, scores.graph, reference, target_kwargs=target_kwargs)
     base = circuit_baselines(model, scores.graph, target_kwargs, reference_cache, metric)
     rows = []
     for k in tqdm(list(ks), desc="circuit faithfulness", disable=not progress):

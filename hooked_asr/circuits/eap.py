@@ -229,7 +229,7 @@ def eap(
     """
     graph = graph or Graph.from_model(model)
     _check_kwargs(target_kwargs)
-    ref = _reference_acts(model, graph, reference, reference_is_cache)
+    ref = _reference_acts(model, graph, reference, reference_is_cache, target_kwargs)
     scores = torch.zeros(graph.allowed.shape, dtype=torch.float64)
     batch = _batch(target_kwargs)
     acc: dict[int, torch.Tensor] = {}
@@ -257,7 +257,7 @@ def eap_ig(
         raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}")
     graph = graph or Graph.from_model(model)
     _check_kwargs(target_kwargs)
-    ref = _reference_acts(model, graph, reference, reference_is_cache)
+    ref = _reference_acts(model, graph, reference, reference_is_cache, target_kwargs)
     batch = _batch(target_kwargs)
     clean_ef = EdgeForward(model, graph, record=True)
     with torch.no_grad(), clean_ef.active():

@@ -5,13 +5,14 @@
                       attention patterns / scores),
     attention_masks.py  mask a head's attention to a window of frames or tokens (scores or pattern),
                       absolute-position tracking during cached generation, reference recording
-    references.py     white noise (seeded, RMS-matched), silence, another utterance
+    references.py     white noise (seeded, RMS-matched), silence, another utterance; the one place a reference
+                      run gets its inputs (the clean prompt and tokens) and is checked against the clean run
     metrics.py        transcript changed, WER, word restored, loops, logit difference, log-prob
     sweeps.py         components x dataset -> tidy table; batched rows, shared encoder, resume
     attribution.py    attribution patching (one backward) and real patching effects
     plotting.py       layer x head heatmaps
 
-    >>> ref = record_reference(model, model.teacher_forced_inputs(noise, tokens).kwargs, comps)
+    >>> ref = record_reference(model, reference_inputs(model, tf.kwargs, noise), comps)   # the clean prompt
     >>> with patched(model, [interpolate("decoder.blocks.1.cross_attn.head.3", ref, alpha=0.5, missing="keep")]):
     ...     model.transcribe(audio)
 """
@@ -49,10 +50,22 @@ from hooked_asr.patching.metrics import (
     word_error_rate,
     word_restored,
 )
-from hooked_asr.patching.references import make_reference, other_utterance, rms, silence, white_noise
+from hooked_asr.patching.references import (
+    ReferenceCache,
+    ReferenceInputs,
+    check_reference_prompt,
+    make_reference,
+    other_utterance,
+    reference_cache,
+    reference_inputs,
+    rms,
+    silence,
+    white_noise,
+)
 from hooked_asr.patching.sweeps import LOGIT_METRICS, SweepItem, SweepResult, generation_settings, patched_values, sweep
 
 __all__ = [
+    "ReferenceCache", "ReferenceInputs", "check_reference_prompt", "reference_cache", "reference_inputs",
     "AttentionMask", "attention_site", "frames_between", "mask_attention",
     "KINDS", "LOGIT_METRICS", "TRANSCRIPT_METRICS", "Component", "ComponentError", "Intervention", "MetricContext",
     "MissingPositionError", "PositionTracker", "SweepItem", "SweepResult", "Transcript", "attribution_patching",
