@@ -219,7 +219,8 @@ def faithfulness_curve(
 ) -> Any:
     """Faithfulness of the top-``k`` circuit of ``scores`` (:class:`~hooked_asr.circuits.eap.EdgeScores`)
     for each ``k`` (or each fraction of the graph's edges in ``fractions``: ``k = int(f * n_edges)``, as MIB),
-    each evaluated by real patching; ``absolute``: rank by ``|score|`` (else by score). ``reference``: a cache,
+    each evaluated by real patching; ``absolute``: rank by ``|score|`` (else by signed score, oriented so that
+    the edges whose patching moves the metric towards the reference come first). ``reference``: a cache,
     the reference inputs or audio (run with the clean prompt). A DataFrame (k, fraction, n_nodes, metric,
     clean, reference, faithfulness)."""
     import pandas as pd
@@ -227,6 +228,13 @@ def faithfulness_curve(
 
     reference_cache = as_reference_cache(model, scores.graph, reference, target_kwargs=target_kwargs)
     base = circuit_baselines(model, scores.graph, target_kwargs, reference_cache, metric)
+    if not absolute and base[1] < base[0]:
+        # Signed ranking keeps first the edges whose patching moves m towards the reference (MIB scores
+        # the loss -m, so its highest scores are those edges): here, the most negative scores of m
+        # when m(reference) < m(clean), the most positive otherwise.
+        from hooked_asr.circuits.eap import EdgeScores
+
+        scores = EdgeScores(scores.graph, -scores.scores, scores.method, scores.steps, scores.meta)
     n = scores.graph.n_edges
     sizes = [int(f * n) for f in fractions] if fractions is not None else list(ks)
     rows = []
@@ -248,8 +256,9 @@ def area_under(fractions: Iterable[float], values: Iterable[float]) -> float:
 class MIBScores:
     """MIB's two integrated faithfulness scores over the circuit sizes ``fractions`` (:data:`MIB_FRACTIONS`):
 
-    CPR (circuit performance ratio) = area under ``f(k)`` of the circuits ranked by signed score (higher is
-    better: the circuit does the task); CMD (circuit-model distance) = area under ``|1 - f(k)|`` of the
+    CPR (circuit performance ratio) = area under ``f(k)`` of the circuits ranked by signed score, oriented
+    as MIB's (which scores the loss ``-m``): the edges whose patching moves ``m`` towards the reference
+    first (higher is better: the circuit does the task); CMD (circuit-model distance) = area under ``|1 - f(k)|`` of the
     circuits ranked by ``|score|`` (0 is best: the circuit behaves as the model), with
     ``f = (m(C) - m(reference)) / (m(clean) - m(reference))``. Both curves are kept (``cpr_curve``,
     ``cmd_curve``). MIB also prunes edges that do not reach the logits before evaluating; this does not."""
