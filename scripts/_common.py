@@ -100,12 +100,12 @@ def patching_item(model: Any, sentence: str, seed: int) -> PatchingItem:
 
         m = mean log p(clean transcript tokens)."""
     from hooked_asr.datasets.espeak import synthesize
-    from hooked_asr.patching import continuation_logprob, white_noise_like
+    from hooked_asr.patching import continuation_logprob, reference_inputs, white_noise_like
 
     audio = synthesize(sentence)
     clean = model.transcribe(audio, language="en")
-    tf = model.teacher_forced_inputs(audio, clean.tokens)
-    ref_kwargs = model.teacher_forced_inputs(white_noise_like(audio, seed=seed), clean.tokens).kwargs
+    tf = model.teacher_forced_inputs(audio, clean.tokens, language="en")
+    ref_kwargs = reference_inputs(model, tf.kwargs, white_noise_like(audio, seed=seed))  # the clean prompt
     return PatchingItem(audio, clean, tf, ref_kwargs,
                         lambda logits: continuation_logprob(logits, tf.tokens, tf.prompt_len))
 

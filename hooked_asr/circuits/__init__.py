@@ -20,8 +20,10 @@
     graph.py      Graph.from_model(model): senders (heads of all kinds, MLPs, embeddings), receivers
                     (<head><q|k|v>, MLP inputs, logits), edges (encoder -> decoder via cross-attention k/v)
     path_patching.py  path_patch(model, inputs, ref, senders, receivers), run_with_patched_edges
-    eap.py        eap / eap_ig -> EdgeScores (ranked edges, node sums, top-k circuits, JSON)
-    circuit.py    Circuit: evaluate by real patching (faithfulness), draw (PNG), to_json; faithfulness_curve
+    eap.py        eap / eap_ig -> EdgeScores (ranked edges, node sums, top-k circuits, JSON); EAP-IG's completeness
+                    check and steps='auto'
+    circuit.py    Circuit: evaluate by real patching (faithfulness), draw (PNG), to_json; faithfulness_curve;
+                    mib_scores (MIB's CPR and CMD)
 
 Components are named in the sweep language of :mod:`hooked_asr.patching.components`
 (``decoder.blocks.3.cross_attn.head.2``), so attribution tables and patching sweeps line up.
@@ -40,8 +42,8 @@ from hooked_asr.circuits.heads import head_components, head_result, head_results
 from hooked_asr.circuits.weights import OV, QK, ov_through_unembed
 from hooked_asr.circuits.graph import Graph  # noqa: I001 - after heads, which it uses
 from hooked_asr.circuits.path_patching import path_patch, record_graph_reference, run_with_patched_edges
-from hooked_asr.circuits.eap import EdgeScores, eap, eap_ig
-from hooked_asr.circuits.circuit import Circuit, faithfulness_curve, plot_faithfulness
+from hooked_asr.circuits.eap import Completeness, CompletenessWarning, EdgeScores, eap, eap_ig
+from hooked_asr.circuits.circuit import MIB_FRACTIONS, Circuit, MIBScores, faithfulness_curve, mib_scores, plot_faithfulness
 
 __all__ = [
     "DETECTORS", "DLAResult", "DetectorItem", "OV", "QK", "detect_heads", "direct_logit_attribution",
@@ -49,4 +51,5 @@ __all__ = [
     "stack_head_results", "top_heads", "word_by_word", "z_name",
     "Circuit", "EdgeScores", "Graph", "eap", "eap_ig", "faithfulness_curve", "path_patch", "plot_faithfulness",
     "record_graph_reference", "run_with_patched_edges",
+    "Completeness", "CompletenessWarning", "MIBScores", "MIB_FRACTIONS", "mib_scores",
 ]

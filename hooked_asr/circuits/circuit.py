@@ -93,7 +93,7 @@ class Circuit:
 
         ``baselines=(clean, reference)`` reuses the two baseline values (a curve computes them once).
         """
-        cache = as_reference_cache(model, self.graph, reference, reference_is_cache)
+        cache = as_reference_cache(model, self.graph, reference, reference_is_cache, target_kwargs)
         outside = self.graph.allowed & ~self.edges
         m = float(metric(run_with_patched_edges(model, target_kwargs, cache, outside, self.graph)).sum())
         clean, ref = baselines if baselines is not None else circuit_baselines(model, self.graph, target_kwargs, cache, metric)
@@ -200,6 +200,11 @@ def circuit_baselines(
     return clean, ref
 
 
+# Circuit sizes of MIB's circuit-localization track (Mueller et al. 2025, "MIB: A Mechanistic
+# Interpretability Benchmark"): the fractions of the graph's edges kept.
+MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
 def faithfulness_curve(
     model: Any,
     scores: Any,
@@ -208,21 +213,80 @@ def faithfulness_curve(
     metric: Any,
     ks: Iterable[int] = (10, 50, 200),
     progress: bool = True,
+    *,
+    fractions: Iterable[float] | None = None,
+    absolute: bool = True,
 ) -> Any:
     """Faithfulness of the top-``k`` circuit of ``scores`` (:class:`~hooked_asr.circuits.eap.EdgeScores`)
-    for each ``k`` (``reference``: a cache or the reference inputs), each evaluated by real patching: a DataFrame (k, n_nodes, metric, clean, reference, faithfulness)."""
+    for each ``k`` (or each fraction of the graph's edges in ``fractions``: ``k = int(f * n_edges)``, as MIB),
+    each evaluated by real patching; ``absolute``: rank by ``|score|`` (else by signed score, oriented so that
+    the edges whose patching moves the metric towards the reference come first). ``reference``: a cache,
+    the reference inputs or audio (run with the clean prompt). A DataFrame (k, fraction, n_nodes, metric,
+    clean, reference, faithfulness)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
-    reference_cache = as_reference_cache(model, scores.graph, reference)
+    reference_cache = as_reference_cache(model, scores.graph, reference, target_kwargs=target_kwargs)
     base = circuit_baselines(model, scores.graph, target_kwargs, reference_cache, metric)
+    if not absolute and base[1] < base[0]:
+        # Signed ranking keeps first the edges whose patching moves m towards the reference (MIB scores
+        # the loss -m, so its highest scores are those edges): here, the most negative scores of m
+        # when m(reference) < m(clean), the most positive otherwise.
+        from hooked_asr.circuits.eap import EdgeScores
+
+        scores = EdgeScores(scores.graph, -scores.scores, scores.method, scores.steps, scores.meta)
+    n = scores.graph.n_edges
+    sizes = [int(f * n) for f in fractions] if fractions is not None else list(ks)
     rows = []
-    for k in tqdm(list(ks), desc="circuit faithfulness", disable=not progress):
-        c = scores.circuit(k)
+    for k in tqdm(sizes, desc="circuit faithfulness", disable=not progress):
+        c = scores.circuit(k, absolute)
         ev = c.evaluate(model, target_kwargs, reference_cache, metric, baselines=base)
-        rows.append({"k": c.n_edges, "n_nodes": len(c.nodes()), "metric": ev.metric, "clean": ev.clean,
-                     "reference": ev.reference, "faithfulness": ev.faithfulness})
+        rows.append({"k": c.n_edges, "fraction": c.n_edges / n, "n_nodes": len(c.nodes()), "metric": ev.metric,
+                     "clean": ev.clean, "reference": ev.reference, "faithfulness": ev.faithfulness})
     return pd.DataFrame(rows)
+
+
+def area_under(fractions: Iterable[float], values: Iterable[float]) -> float:
+    """Trapezoidal area of ``values`` over ``fractions`` (MIB's ``evaluate_area_under_curve``, linear x)."""
+    x, y = list(fractions), list(values)
+    return float(sum((x[i + 1] - x[i]) * (y[i] + y[i + 1]) / 2 for i in range(len(x) - 1)))
+
+
+@dataclass
+class MIBScores:
+    """MIB's two integrated faithfulness scores over the circuit sizes ``fractions`` (:data:`MIB_FRACTIONS`):
+
+    CPR (circuit performance ratio) = area under ``f(k)`` of the circuits ranked by signed score, oriented
+    as MIB's (which scores the loss ``-m``): the edges whose patching moves ``m`` towards the reference
+    first (higher is better: the circuit does the task); CMD (circuit-model distance) = area under ``|1 - f(k)|`` of the
+    circuits ranked by ``|score|`` (0 is best: the circuit behaves as the model), with
+    ``f = (m(C) - m(reference)) / (m(clean) - m(reference))``. Both curves are kept (``cpr_curve``,
+    ``cmd_curve``). MIB also prunes edges that do not reach the logits before evaluating; this does not."""
+
+    cpr: float
+    cmd: float
+    cpr_curve: Any
+    cmd_curve: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cpr": self.cpr, "cmd": self.cmd, "cpr_curve": self.cpr_curve.to_dict(orient="records"),
+                "cmd_curve": self.cmd_curve.to_dict(orient="records")}
+
+
+def mib_scores(
+    model: Any, scores: Any, target_kwargs: Mapping[str, Any], reference: Any, metric: Any,
+    fractions: Iterable[float] = MIB_FRACTIONS, progress: bool = True,
+) -> MIBScores:
+    """CPR and CMD (:class:`MIBScores`) of ``scores`` by real patching: two faithfulness curves."""
+    fractions = list(fractions)
+    cache = as_reference_cache(model, scores.graph, reference, target_kwargs=target_kwargs)
+    signed = faithfulness_curve(model, scores, target_kwargs, cache, metric, progress=progress,
+                                fractions=fractions, absolute=False)
+    absol = faithfulness_curve(model, scores, target_kwargs, cache, metric, progress=progress,
+                               fractions=fractions, absolute=True)
+    cpr = area_under(fractions, signed["faithfulness"])
+    cmd = area_under(fractions, (1 - absol["faithfulness"]).abs())
+    return MIBScores(cpr, cmd, signed, absol)
 
 
 def plot_faithfulness(curve: Any, path: str | Path | None = None, ax: Any = None, label: str | None = None) -> Any:
@@ -246,4 +310,5 @@ def plot_faithfulness(curve: Any, path: str | Path | None = None, ax: Any = None
     return fig
 
 
-__all__ = ["Circuit", "CircuitEvaluation", "circuit_baselines", "faithfulness_curve", "plot_faithfulness"]
+__all__ = ["MIB_FRACTIONS", "Circuit", "CircuitEvaluation", "MIBScores", "area_under", "circuit_baselines", "faithfulness_curve",
+           "mib_scores", "plot_faithfulness"]

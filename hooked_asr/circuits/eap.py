@@ -63,6 +63,15 @@ class EdgeScores:
     steps: int = 1
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def completeness(self) -> "Completeness | None":
+        """EAP-IG's completeness check (:class:`Completeness`), None when not computed."""
+        c = self.meta.get("completeness")
+        if c is None:
+            return None
+        return Completeness(c["input_sum"], c["effect"], c["steps"], c["tolerance"],
+                            [tuple(h) for h in c["history"]], c["capped"])
+
     def ranked(self, absolute: bool = True) -> Any:
         """Every edge, highest ``|score|`` first (``absolute=False``: highest score): a DataFrame
         with columns edge, sender, receiver, score."""
@@ -229,7 +238,7 @@ def eap(
     """
     graph = graph or Graph.from_model(model)
     _check_kwargs(target_kwargs)
-    ref = _reference_acts(model, graph, reference, reference_is_cache)
+    ref = _reference_acts(model, graph, reference, reference_is_cache, target_kwargs)
     scores = torch.zeros(graph.allowed.shape, dtype=torch.float64)
     batch = _batch(target_kwargs)
     acc: dict[int, torch.Tensor] = {}
@@ -238,39 +247,134 @@ def eap(
     return EdgeScores(graph, scores.float(), "EAP", 1, {"clean_metric": clean})
 
 
+class CompletenessWarning(UserWarning):
+    """EAP-IG's input scores do not add up to the true effect of the reference (too few steps)."""
+
+
+@dataclass
+class Completeness:
+    """How far EAP-IG is from its own identity: the scores of the graph's input nodes (``*.embed``, the
+    points the path interpolates) sum to ``m(reference) - m(clean)`` in the limit of many steps.
+
+    ``rel_error = |sum - effect| / |effect|``; ``history``: ``(steps, sum, rel_error)`` per step count tried."""
+
+    input_sum: float
+    effect: float
+    steps: int
+    tolerance: float
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+    capped: bool = False
+
+    @property
+    def rel_error(self) -> float:
+        if self.effect == 0:
+            return 0.0 if self.input_sum == 0 else float("inf")
+        return abs(self.input_sum - self.effect) / abs(self.effect)
+
+    @property
+    def holds(self) -> bool:
+        return self.rel_error <= self.tolerance
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"input_sum": self.input_sum, "effect": self.effect, "rel_error": self.rel_error, "steps": self.steps,
+                "tolerance": self.tolerance, "holds": self.holds, "capped": self.capped,
+                "history": [list(h) for h in self.history]}
+
+
+def _input_sum(graph: Graph, scores: torch.Tensor) -> float:
+    rows = [i for i, n in enumerate(graph.senders) if n.kind == "embed"]
+    return float((scores[rows] * graph.allowed[rows]).sum())
+
+
+@torch.no_grad()
+def _true_effect(model: Any, graph: Graph, target_kwargs: Mapping[str, Any], ref: list[torch.Tensor],
+                 metric: Metric, clean: float) -> float:
+    """``m(every edge patched) - m(clean)``: the end of the IG path minus its start (every edge patched
+    is the reference run, :mod:`hooked_asr.circuits.graph`)."""
+    ef = EdgeForward(model, graph, ref=ref, mask=graph.allowed)
+    with ef.active():
+        return float(metric(model(**target_kwargs)).sum()) - clean
+
+
 def eap_ig(
     model: Any,
     target_kwargs: Mapping[str, Any],
     reference: Mapping[str, Any],
     metric: Metric,
     graph: Graph | None = None,
-    steps: int = 8,
+    steps: int | str = 8,
     batch_size: int = 4,
     reference_is_cache: bool | None = None,
     progress: bool = True,
+    *,
+    tolerance: float = 0.10,
+    max_steps: int = 216,
+    check: bool = True,
 ) -> EdgeScores:
     """EAP-IG scores of every edge: gradients averaged over ``steps`` points from the clean to the
-    reference embeddings (midpoint rule), ``batch_size`` steps per batched forward + backward."""
+    reference embeddings (midpoint rule), ``batch_size`` steps per batched forward + backward.
+
+    Completeness is checked (``check=True``, one more forward): the input nodes' scores must sum to the
+    true effect ``m(reference) - m(clean)`` within ``tolerance`` (relative); it is stored in
+    ``scores.completeness`` / ``scores.meta["completeness"]`` and a :class:`CompletenessWarning` is raised
+    beyond it. ``steps='auto'``: start at 8 steps and triple them (the midpoints of ``m`` steps are among
+    those of ``3 m``, so every gradient already taken is kept) until completeness holds or ``max_steps``
+    is reached (then ``completeness.capped`` is True and the warning says so).
+    """
+    import warnings
+
     from tqdm.auto import tqdm
 
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}")
+    auto = steps == "auto"
+    if auto:
+        steps = 8
+    if not isinstance(steps, int) or steps < 1 or batch_size < 1:
+        raise ValueError(f"steps must be an int >= 1 or 'auto' and batch_size >= 1, got steps={steps!r}, "
+                         f"batch_size={batch_size}")
+    if auto and max_steps < steps:
+        raise ValueError(f"max_steps={max_steps} is below the first step count {steps}")
     graph = graph or Graph.from_model(model)
     _check_kwargs(target_kwargs)
-    ref = _reference_acts(model, graph, reference, reference_is_cache)
+    ref = _reference_acts(model, graph, reference, reference_is_cache, target_kwargs)
     batch = _batch(target_kwargs)
     clean_ef = EdgeForward(model, graph, record=True)
     with torch.no_grad(), clean_ef.active():
         clean = float(metric(model(**target_kwargs)).sum())
     deltas = [r.to(clean_ef.acts[i].device) - clean_ef.acts[i] for i, r in enumerate(ref)]
     del clean_ef
-    scores = torch.zeros(graph.allowed.shape, dtype=torch.float64)
-    alphas = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
-    acc: dict[int, torch.Tensor] = {}  # sum over steps of dm/dx_v per receiver group; contracted once
-    for s in tqdm(range(0, steps, batch_size), desc="EAP-IG steps", disable=not progress, unit="batch"):
-        _run(model, graph, target_kwargs, ref, deltas, metric, alphas[s : s + batch_size].float(), batch, acc)
-    _contract(graph, acc, deltas, scores)
-    return EdgeScores(graph, (scores / steps).float(), "EAP-IG", steps, {"clean_metric": clean})
+    effect = _true_effect(model, graph, target_kwargs, ref, metric, clean) if check else None
+    acc: dict[int, torch.Tensor] = {}  # sum over steps of dm/dx_v per receiver group; contracted per check
+    done: set[float] = set()
+    history: list[tuple[int, float, float]] = []
+    n = steps
+    while True:
+        alphas = [(k + 0.5) / n for k in range(n)]
+        new = torch.tensor([a for a in alphas if round(a, 12) not in done], dtype=torch.float64)
+        done.update(round(a, 12) for a in alphas)
+        for s in tqdm(range(0, len(new), batch_size), desc=f"EAP-IG steps ({n})", disable=not progress, unit="batch"):
+            _run(model, graph, target_kwargs, ref, deltas, metric, new[s : s + batch_size].float(), batch, acc)
+        scores = torch.zeros(graph.allowed.shape, dtype=torch.float64)
+        _contract(graph, acc, deltas, scores)
+        scores = scores / n
+        if effect is None:
+            break
+        comp = Completeness(_input_sum(graph, scores), effect, n, tolerance)
+        history.append((n, comp.input_sum, comp.rel_error))
+        if not auto or comp.holds or 3 * n > max_steps:
+            break
+        n *= 3
+    meta: dict[str, Any] = {"clean_metric": clean}
+    out = EdgeScores(graph, scores.float(), "EAP-IG", n, meta)
+    if effect is not None:
+        comp = Completeness(history[-1][1], effect, n, tolerance, history, capped=auto and not comp.holds)
+        meta["completeness"] = comp.as_dict()
+        if not comp.holds:
+            warnings.warn(
+                f"EAP-IG completeness: the input nodes' scores sum to {comp.input_sum:.4g}, the true effect "
+                f"m(reference) - m(clean) is {effect:.4g} ({100 * comp.rel_error:.0f} % off, tolerance "
+                f"{100 * tolerance:.0f} %) with {n} steps" + (f" (capped at max_steps={max_steps})" if comp.capped
+                else "; pass steps='auto' (or more steps)"), CompletenessWarning, stacklevel=2)
+    return out
 
 
 def _batch(kwargs: Mapping[str, Any]) -> int:
@@ -281,4 +385,4 @@ def _batch(kwargs: Mapping[str, Any]) -> int:
     raise ValueError(f"cannot tell the batch size from the inputs {sorted(kwargs)}; pass input_features")
 
 
-__all__ = ["EdgeScores", "Metric", "eap", "eap_ig"]
+__all__ = ["Completeness", "CompletenessWarning", "EdgeScores", "Metric", "eap", "eap_ig"]

@@ -477,7 +477,7 @@ def _check_positions(ref: torch.Tensor, cur: torch.Tensor, hook: str) -> None:
     if ref.shape[2:] != cur.shape[2:]:
         raise ValueError(
             f"'{hook}': the reference has shape {tuple(ref.shape[2:])} per item, this run {tuple(cur.shape[2:])}; "
-            f"teacher-force the reference on the target's tokens (model.teacher_forced_inputs(ref_audio, tokens))"
+            f"teacher-force the reference on the target's tokens (hooked_asr.patching.reference_inputs(model, kwargs, ref_audio))"
         )
     if ref.shape[1] not in (1, cur.shape[1]):
         raise ValueError(f"'{hook}': the reference has batch {ref.shape[1]}, this run {cur.shape[1]}; use batch 1 or the same batch")

@@ -18,7 +18,7 @@ that one cross-attention head reads from that one encoder head, nothing else.
 Identity (tested): path patching a sender into *every* receiver downstream of it equals
 patching the sender's node (``a_s = a^ref_s``; :func:`hooked_asr.patching.patch`).
 
-    >>> ref = record_graph_reference(model, model.teacher_forced_inputs(noise, tokens).kwargs)
+    >>> ref = record_graph_reference(model, noise, target_kwargs=tf.kwargs)   # the clean prompt and tokens
     >>> logits = path_patch(model, tf.kwargs, ref, ["encoder.blocks.3.attn.head.1"],
     ...                     ["decoder.blocks.1.cross_attn.head.2"])
 """
@@ -33,37 +33,53 @@ from jaxtyping import Bool, Float
 
 from hooked_asr.circuits.graph import EdgeForward, Graph
 from hooked_asr.patching.interventions import record_reference
+from hooked_asr.patching.references import (
+    ReferenceCache, decoder_tokens, is_reference_cache, reference_cache,
+)
 
 
 def record_graph_reference(
-    model: Any, reference_kwargs: Mapping[str, Any], graph: Graph | None = None
-) -> dict[str, torch.Tensor]:
+    model: Any, reference_kwargs: Any, graph: Graph | None = None, *, target_kwargs: Mapping[str, Any] | None = None,
+    **reference_options: Any,
+) -> ReferenceCache:
     """The reference run's activations at every sender hook of ``graph`` (``hook_z`` per attention,
-    ``hook_mlp_out``, ``blocks.0.hook_resid_pre``): a cache for :func:`path_patch`, EAP and circuits."""
+    ``hook_mlp_out``, ``blocks.0.hook_resid_pre``): a cache for :func:`path_patch`, EAP and circuits.
+
+    ``reference_kwargs``: the reference's forward kwargs, or (with ``target_kwargs``, the clean run's)
+    its audio, run with the clean run's decoder tokens (:func:`~hooked_asr.patching.reference_inputs`;
+    ``reference_options``: ``audio=``, ``seed=``, ``tokens=``). With ``target_kwargs`` a reference whose
+    decoder tokens differ from the clean ones is refused; the cache remembers its tokens, so every
+    method it is passed to checks them against its own clean run.
+    """
     graph = graph or Graph.from_model(model)
+    if target_kwargs is not None:
+        return reference_cache(model, target_kwargs, reference_kwargs, graph.sender_hooks(), False, **reference_options)
+    if not (isinstance(reference_kwargs, Mapping) and decoder_tokens(reference_kwargs) is not None):
+        raise ValueError("record_graph_reference needs forward kwargs, or the reference audio with target_kwargs= "
+                         "(the clean run's inputs, whose prompt and tokens the reference runs with)")
     return record_reference(model, reference_kwargs, graph.sender_hooks())
 
 
 def as_reference_cache(
-    model: Any, graph: Graph, reference: Mapping[str, Any], reference_is_cache: bool | None = None
-) -> dict[str, torch.Tensor]:
-    """A reference cache as it is, or recorded from reference inputs; ``reference_is_cache=None``
-    tells the two apart by their keys (hook names vs ``input_features`` / ``decoder_input_ids``)."""
-    if reference_is_cache is None:
-        reference_is_cache = any(isinstance(k, str) and ".hook_" in k for k in reference)
-    if not reference_is_cache:
+    model: Any, graph: Graph, reference: Any, reference_is_cache: bool | None = None,
+    target_kwargs: Mapping[str, Any] | None = None,
+) -> ReferenceCache:
+    """A reference cache as it is, or recorded from reference inputs or audio (:func:`record_graph_reference`);
+    ``reference_is_cache=None`` tells them apart by their keys (hook names vs ``input_features`` /
+    ``decoder_input_ids``). With ``target_kwargs`` (the clean run) a reference whose decoder tokens differ
+    from the clean ones is refused, and audio runs with the clean tokens."""
+    if target_kwargs is None:
+        if reference_is_cache or (reference_is_cache is None and is_reference_cache(reference)):
+            return reference_cache(model, {}, reference, graph.sender_hooks(), True)
         return record_graph_reference(model, reference, graph)
-    missing = [h for h in graph.sender_hooks() if h not in reference]
-    if missing:
-        raise KeyError(f"the reference cache lacks {missing[:3]}{'...' if len(missing) > 3 else ''}; "
-                       f"record it with record_graph_reference(model, ref_kwargs, graph)")
-    return dict(reference)
+    return reference_cache(model, target_kwargs, reference, graph.sender_hooks(), reference_is_cache)
 
 
 def _reference_acts(
-    model: Any, graph: Graph, reference: Mapping[str, Any], reference_is_cache: bool | None = None
+    model: Any, graph: Graph, reference: Any, reference_is_cache: bool | None = None,
+    target_kwargs: Mapping[str, Any] | None = None,
 ) -> list[torch.Tensor]:
-    cache = as_reference_cache(model, graph, reference, reference_is_cache)
+    cache = as_reference_cache(model, graph, reference, reference_is_cache, target_kwargs)
     with torch.no_grad():
         return [a.detach() for a in graph.sender_activations(model, cache)]
 
@@ -88,7 +104,7 @@ def run_with_patched_edges(
     _check_kwargs(target_kwargs)
     if tuple(mask.shape) != tuple(graph.allowed.shape):
         raise ValueError(f"mask must be [sender, receiver] = {tuple(graph.allowed.shape)}, got {tuple(mask.shape)}")
-    ref = _reference_acts(model, graph, reference, reference_is_cache)
+    ref = _reference_acts(model, graph, reference, reference_is_cache, target_kwargs)
     ef = EdgeForward(model, graph, ref=ref, mask=mask)
     with ef.active():
         return model(**target_kwargs)

@@ -306,14 +306,14 @@ class LiveSession:
     def _reference(self, method: str, hook: str) -> Mapping[str, torch.Tensor]:
         """The clip's mean at ``hook``, or its activation on white noise (cached per hook)."""
         from hooked_asr.patching import mean_activations, record_reference
-        from hooked_asr.patching.references import white_noise
+        from hooked_asr.patching.references import white_noise_like
 
         store = self._means if method == "mean" else self._noise
         if hook not in store:
             if method == "mean":
                 store[hook] = mean_activations(self.model, [self.tf.kwargs], [hook])[hook]
             else:
-                noise = white_noise(self.wave, seed=NOISE_SEED)
+                noise = white_noise_like(self.wave, seed=NOISE_SEED)
                 kw = self.model.teacher_forced_inputs(noise, continuation=self.steps, allow_silence=True, **self._lang()).kwargs
                 store[hook] = record_reference(self.model, kw, [hook])[hook]
         return store
@@ -429,7 +429,7 @@ class LiveSession:
             "from hooked_asr.patching import (interpolate, mean_ablate, mean_activations, patched, record_reference,",
             "                                 run_with_interventions, zero_ablate)",
             "from hooked_asr.patching.attention_masks import frames_between, mask_attention",
-            "from hooked_asr.patching.references import white_noise", "",
+            "from hooked_asr.patching.references import white_noise_like", "",
             "torch.set_grad_enabled(False)",
             f"model = hooked_asr.load_model({self.model_name!r})",
             f"audio = load_audio({str(self.audio_path)!r})  # the window the page showed (float WAV: exact samples)",
@@ -444,7 +444,7 @@ class LiveSession:
         if hooks["mean"]:
             lines.append(f"means = mean_activations(model, [tf.kwargs], {hooks['mean']!r})  # over every position of the clip")
         if hooks["noise"]:
-            lines += [f"noise = white_noise(audio, seed={NOISE_SEED})  # at the clip's RMS",
+            lines += [f"noise = white_noise_like(audio, seed={NOISE_SEED})  # at the clip's RMS",
                       f"noise_ref = record_reference(model, model.teacher_forced_inputs(noise, continuation=steps, "
                       f"allow_silence=True{lang}).kwargs, {hooks['noise']!r})"]
         steers = [s for s in norm if s["method"] == "steer"]

@@ -225,33 +225,54 @@ class TLCompatMixin:
             raise ValueError("this model has no tokenizer; load it with one (from_pretrained / load_model) or pass ids")
         return self.tokenizer
 
-    def _prompt_ids(self) -> list[int]:
-        return list(self.sot_sequence()) if hasattr(self, "sot_sequence") else []
+    def _prompt_ids(self, language: str | None = None, task: str = "transcribe") -> list[int]:
+        """The text prompt ``to_tokens`` prepends: Whisper's ``sot_sequence(language, task)``, with
+        ``language=None`` meaning ``'en'`` on multilingual checkpoints (no language token on English-only
+        ones); Qwen2 has no BOS (nothing)."""
+        check = getattr(self, "_check_language_task", None)
+        if check is not None:
+            check(language, task)
+        if not hasattr(self, "sot_sequence"):
+            return []
+        multilingual = bool(getattr(self.cfg, "is_multilingual", False) and getattr(self.cfg, "lang_to_id", None))
+        return list(self.sot_sequence((language or "en") if multilingual else language, task))
 
-    def to_tokens(self, input: str | Sequence[str], prepend_bos: bool = True,
-                  move_to_device: bool = True) -> Int[torch.Tensor, "batch pos"]:
-        """Text -> ``[batch, pos]`` ids. ``prepend_bos`` prepends the model's text prompt
-        (Whisper: ``sot_sequence()``; Qwen2 has no BOS, nothing is added). A batch of texts of
-        different lengths raises: pad them yourself, positions matter to every method here."""
+    def to_tokens(self, input: str | Sequence[str], prepend_bos: bool = True, move_to_device: bool = True,
+                  *, language: str | None = None, task: str = "transcribe") -> Int[torch.Tensor, "batch pos"]:
+        """Text -> ``[batch, pos]`` ids. ``prepend_bos`` prepends the model's text prompt (Whisper:
+        ``sot_sequence(language, task)``: ``<|startoftranscript|><|en|><|transcribe|><|notimestamps|>`` on a
+        multilingual checkpoint, where ``language=None`` means ``'en'``; English-only ones have no language
+        or task token and take ``language`` None / ``'en'``; Qwen2 has no BOS, nothing is added). A batch of
+        texts of different lengths raises: pad them yourself, positions matter to every method here."""
         texts = [input] if isinstance(input, str) else list(input)
         tok = self._tok()
-        prefix = self._prompt_ids() if prepend_bos else []
+        prefix = self._prompt_ids(language, task) if prepend_bos else []
+        if not prepend_bos:
+            self._prompt_ids(language, task)  # a bad language / task still says so
         rows = [prefix + list(tok.encode(t)) for t in texts]
         if len({len(r) for r in rows}) > 1:
             raise ValueError(f"texts give {[len(r) for r in rows]} tokens: pass them one at a time or pad them")
         out = torch.tensor(rows, dtype=torch.long)
         return out.to(self.device) if move_to_device else out
 
-    def to_string(self, tokens: Any) -> str | list[str]:
-        """Ids -> text (special tokens shown). A ``[batch, pos]`` tensor or a list of lists gives a list."""
+    def to_string(self, tokens: Any, *, language: str | None = None, task: str = "transcribe") -> str | list[str]:
+        """Ids -> text (special tokens shown). A ``[batch, pos]`` tensor or a list of lists gives a list.
+        ``language`` / ``task`` are checked as in :meth:`to_tokens` (the text of ids does not depend on them)."""
+        self._prompt_ids(language, task)
         t = torch.as_tensor(tokens) if not isinstance(tokens, torch.Tensor) else tokens
         if t.ndim == 2:
-            return [self.to_string(row) for row in t]
+            return [self.to_string(row, language=language, task=task) for row in t]
         return self._tok().decode([int(i) for i in t.reshape(-1).tolist()], skip_special_tokens=False)
 
-    def to_str_tokens(self, input: str | Any, prepend_bos: bool = True) -> list[str]:
-        """Each token as its own string (text is tokenised first, with the prompt if ``prepend_bos``)."""
-        ids = self.to_tokens(input, prepend_bos=prepend_bos)[0] if isinstance(input, str) else torch.as_tensor(input)
+    def to_str_tokens(self, input: str | Any, prepend_bos: bool = True, *, language: str | None = None,
+                      task: str = "transcribe") -> list[str]:
+        """Each token as its own string (text is tokenised first, with the prompt of ``language`` /
+        ``task`` if ``prepend_bos``: see :meth:`to_tokens` for the default on multilingual models)."""
+        if isinstance(input, str):
+            ids = self.to_tokens(input, prepend_bos=prepend_bos, language=language, task=task)[0]
+        else:
+            self._prompt_ids(language, task)
+            ids = torch.as_tensor(input)
         if ids.ndim == 2:
             if ids.shape[0] != 1:
                 raise ValueError(f"to_str_tokens takes one sequence, got a batch of {ids.shape[0]}")
@@ -260,8 +281,10 @@ class TLCompatMixin:
         conv = getattr(tok, "token_to_string", None) or (lambda i: tok.decode([i], skip_special_tokens=False))
         return [conv(int(i)) for i in ids.reshape(-1).tolist()]
 
-    def to_single_token(self, string: str) -> int:
-        """The id of a string that is exactly one token (e.g. ``" the"``, leading space included)."""
+    def to_single_token(self, string: str, *, language: str | None = None, task: str = "transcribe") -> int:
+        """The id of a string that is exactly one token (e.g. ``" the"``, leading space included).
+        ``language`` / ``task`` are checked as in :meth:`to_tokens` (a text token's id does not depend on them)."""
+        self._prompt_ids(language, task)
         ids = self._tok().encode(string)
         if len(ids) != 1:
             raise ValueError(f"{string!r} is {len(ids)} tokens {ids}, not one; pick a single-token string or pass ids")

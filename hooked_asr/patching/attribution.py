@@ -23,7 +23,8 @@ import torch
 from jaxtyping import Float
 
 from hooked_asr.patching.components import Component, parse_component
-from hooked_asr.patching.interventions import hook_names, position_kind, record_reference
+from hooked_asr.patching.interventions import hook_names, position_kind
+from hooked_asr.patching.references import reference_cache
 from hooked_asr.patching.sweeps import patched_values
 
 Metric = Callable[[Float[torch.Tensor, "batch pos d_vocab"]], Float[torch.Tensor, "batch"]]
@@ -41,23 +42,25 @@ def _frame(comps: list[Component], values: list[float], column: str) -> Any:
 def attribution_patching(
     model: Any,
     target_kwargs: Mapping[str, Any],
-    reference: Mapping[str, Any] | Mapping[str, torch.Tensor],
+    reference: Any,
     comps: Iterable[str | Component],
     metric: Metric,
-    reference_is_cache: bool = False,
+    reference_is_cache: bool | None = None,
 ) -> Any:
     """Estimated ``metric(patched) - metric(clean)`` for each component (DataFrame column ``attribution``).
 
-    ``target_kwargs``: the teacher-forced forward's inputs (``tf.kwargs``); ``reference``:
-    the reference run's inputs teacher-forced on the same tokens, or (with
-    ``reference_is_cache=True``) a cache from :func:`record_reference`. ``metric`` maps
+    ``target_kwargs``: the teacher-forced forward's inputs (``tf.kwargs``); ``reference``: the
+    reference audio (run with the clean prompt and tokens), its inputs teacher-forced on the same
+    tokens, or a cache from :func:`record_reference` (told apart by their keys;
+    ``reference_is_cache`` forces one reading). A reference whose decoder tokens differ from the
+    clean run's is refused (:func:`~hooked_asr.patching.references.reference_cache`). ``metric`` maps
     logits to one value per batch row; the rows are summed.
     """
     comps = [parse_component(model, c) for c in comps]
     names = hook_names(model, comps)
     for n in names:
         position_kind(n)
-    ref = dict(reference) if reference_is_cache else record_reference(model, reference, comps)
+    ref = reference_cache(model, target_kwargs, reference, names, reference_is_cache)
     deltas: dict[str, torch.Tensor] = {}
     acts: dict[str, torch.Tensor] = {}
 

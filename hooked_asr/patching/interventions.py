@@ -47,6 +47,7 @@ import torch
 from jaxtyping import Float
 
 from hooked_asr.patching.components import Component, parse_component
+from hooked_asr.patching.references import ReferenceCache, check_reference_prompt, decoder_tokens
 
 MissingPolicy = Literal["error", "keep"]
 HookFn = Callable[[torch.Tensor, Any], torch.Tensor | None]
@@ -354,7 +355,12 @@ def patched(model: Any, interventions: Iterable[Any]) -> Iterator[PositionTracke
 
 
 def run_with_interventions(model: Any, interventions: Iterable[Intervention], **forward_kwargs: Any) -> torch.Tensor:
-    """Teacher-forced ``model(**forward_kwargs)`` with the interventions applied."""
+    """Teacher-forced ``model(**forward_kwargs)`` with the interventions applied. A reference cache
+    recorded on other decoder tokens than ``forward_kwargs``'s is refused (one prompt for both runs)."""
+    interventions = list(interventions)
+    for iv in interventions:
+        if isinstance(getattr(iv, "source", None), _CacheSource):
+            check_reference_prompt(model, forward_kwargs, iv.source.cache)
     with patched(model, interventions) as tracker:
         tracker.reset()
         return model(**forward_kwargs)
@@ -374,16 +380,19 @@ def hook_names(model: Any, comps: Iterable[str | Component]) -> list[str]:
 
 
 @torch.no_grad()
-def record_reference(model: Any, forward_kwargs: Mapping[str, Any], comps: Iterable[str | Component]) -> dict[str, torch.Tensor]:
-    """Activations of ``model(**forward_kwargs)`` at the hooks of ``comps``.
+def record_reference(model: Any, forward_kwargs: Mapping[str, Any], comps: Iterable[str | Component]) -> ReferenceCache:
+    """Activations of ``model(**forward_kwargs)`` at the hooks of ``comps``, as a
+    :class:`~hooked_asr.patching.references.ReferenceCache` that remembers the decoder tokens it read
+    (methods refuse it against a clean run with other tokens).
 
-    For decoder sites the reference must be teacher-forced on the tokens the target run
-    will see (usually the target's own transcript), so that positions line up:
-    ``model.teacher_forced_inputs(reference_audio, continuation=target_tokens).kwargs``.
+    For decoder sites the reference must read the tokens the target run will see - its prompt
+    and its transcript - so that positions line up:
+    ``reference_inputs(model, target_kwargs, reference_audio)`` (``hooked_asr.patching``).
     """
     names = hook_names(model, comps)
     _, cache = model.run_with_cache(**forward_kwargs, names_filter=names)
-    return {n: cache[n].detach() for n in names}
+    return ReferenceCache.of({n: cache[n].detach() for n in names}, decoder_tokens(forward_kwargs),
+                             getattr(forward_kwargs, "explicit_prompt", False))
 
 
 @torch.no_grad()

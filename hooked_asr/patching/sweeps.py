@@ -37,9 +37,9 @@ from hooked_asr.patching.interventions import (
     MissingPolicy,
     interpolate,
     mean_ablate,
+    hook_names,
     patched,
     position_kind,
-    record_reference,
     zero_ablate,
 )
 from hooked_asr.patching.metrics import (
@@ -49,7 +49,8 @@ from hooked_asr.patching.metrics import (
     logit_difference,
     resolve_transcript_metrics,
 )
-from hooked_asr.patching.references import make_reference
+from hooked_asr.patching.references import check_reference_prompt, make_reference
+from hooked_asr.patching.references import reference_cache as one_reference_cache
 from hooked_asr.patching.results_file import ResultsFile
 
 LogitMetric = Callable[[torch.Tensor, Any, "SweepItem"], torch.Tensor]
@@ -155,17 +156,17 @@ def _metric_functions(mode: str, metrics: Sequence[Any] | Mapping[str, Any]) -> 
 
 
 def _reference_cache(
-    model: Any, item: SweepItem, reference: str | None, seed: int, tokens: Sequence[int],
-    comps: Sequence[Component], tf_kwargs: Mapping[str, Any],
+    model: Any, item: SweepItem, reference: str | None, seed: int, clean_kwargs: Mapping[str, Any],
+    comps: Sequence[Component],
 ) -> dict[str, torch.Tensor]:
-    """The reference run's activations at ``comps``, teacher-forced on the clean ``tokens``."""
+    """The reference run's activations at ``comps``, teacher-forced on the clean run's decoder tokens
+    (its prompt included: a language detected on noise never enters)."""
     ref_input = item.reference
     if ref_input is None:
         if reference is None:
             raise ValueError(f"item {item.id!r} has no reference input: set item.reference or pass reference='noise'")
         ref_input = make_reference(reference, item.audio, seed=seed)
-    ref_tf = model.teacher_forced_inputs(ref_input, tokens, **tf_kwargs)
-    return record_reference(model, ref_tf.kwargs, comps)
+    return one_reference_cache(model, clean_kwargs, ref_input, hook_names(model, comps))
 
 
 @dataclass
@@ -261,7 +262,8 @@ def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _Sw
         run.encode_clean({start_point(c) for c in pending})
     clean = run.generate(1, run.encoded if run.can_share_gen else None, spec.max_new_tokens,
                          record=spec.mode == "generate")[0]
-    ref_cache = (_reference_cache(model, item, spec.reference, spec.reference_seed, clean.tokens, pending, spec.tf_kwargs)
+    ref_cache = (_reference_cache(model, item, spec.reference, spec.reference_seed,
+                                  run.teacher_forced_inputs(clean.tokens).kwargs, pending)
                  if spec.needs_ref else None)
     if spec.mode == "generate":
         base = MetricContext(item, clean, clean)
@@ -298,6 +300,8 @@ def patched_values(
     ``model(**forward_kwargs)`` (batch 1) clean and with each component intervened on, through the
     sweep's batched runs (the same resume points, chunks and rows as :func:`sweep` teacher-forced)."""
     comps = [parse_component(model, c) for c in comps]
+    if reference_cache is not None:
+        check_reference_prompt(model, forward_kwargs, reference_cache)
     fns = {"value": lambda logits, tf, item: metric(logits)}
     spec = _SweepSpec(intervention, alpha, "teacher_forced", fns, None, 0, means, "error", None, batch_size, None, None,
                       share_encoder, {}, row_batching(model.device, batch_size, encoder_batch_size))

@@ -173,8 +173,7 @@ from hooked_asr.circuits.eap import eap, eap_ig
 from hooked_asr.circuits.graph import Graph
 from hooked_asr.circuits.path_patching import path_patch, record_graph_reference
 from hooked_asr.datasets.espeak import synthesize
-from hooked_asr.patching import continuation_logprob, patch, record_reference, white_noise_like
-from hooked_asr.repetition import repeated_word
+from hooked_asr.patching import continuation_logprob, patch, record_reference, reference_inputs, white_noise_like
 
 graph = Graph.from_model(model)
 print(f"{len(graph.senders)} senders, {len(graph.receivers)} receivers, {graph.n_edges} edges")
@@ -191,7 +190,7 @@ print(f"{len(graph.senders)} senders, {len(graph.receivers)} receivers, {graph.n
 p_audio = synthesize("Please call Stella and ask her to bring these things with her.")
 p_clean = model.transcribe(p_audio)
 p_tf = model.teacher_forced_inputs(p_audio, p_clean.tokens)
-p_ref_kwargs = model.teacher_forced_inputs(white_noise_like(p_audio, seed=0), p_clean.tokens).kwargs
+p_ref_kwargs = reference_inputs(model, p_tf.kwargs, white_noise_like(p_audio, seed=0))  # the clean prompt
 p_metric = lambda lg: continuation_logprob(lg, p_tf.tokens, p_tf.prompt_len)  # noqa: E731
 p_ref = record_graph_reference(model, p_ref_kwargs, graph)
 m_clean = float(p_metric(model(**p_tf.kwargs)))
@@ -211,49 +210,55 @@ ax.legend(fontsize=7)
 plt.show()
 
 # %% [markdown]
-# ### An EAP-IG circuit for a repetition loop
+# ### An EAP-IG circuit on a contrastive pair
 #
-# tiny.en loops on "yes" said twelve times: it writes "yes" until the length limit. We
-# teacher-force that looping transcript and score the loop by the mean log-probability of its
-# last ten tokens (deep inside the loop), against white noise as the reference.
+# Text circuit work finds sparse circuits with *minimal pairs* (IOI's names swapped); against white
+# noise everything changes at once. The audio counterpart (`hooked_asr.datasets.contrastive`): "he was
+# reading a book" spoken word by word, and the same clip with "book" spoken as "letter" in the same
+# slot (every other sample identical). Both runs teacher-force the clean text with the clean prompt;
+# the metric is the logit difference at the word, $m = \text{logit}(\text{" book"}) - \text{logit}(\text{" letter"})$.
 #
 # **EAP** scores every edge with one backward pass, $\Delta_u \cdot \partial m/\partial x_v$;
 # **EAP-IG** averages the gradient along the straight path from the clean to the reference
-# embeddings. The top-k edges form a circuit, evaluated by *really* patching every edge outside
-# it: faithfulness $= (m(C) - m_\text{ref}) / (m_\text{clean} - m_\text{ref})$.
+# embeddings, and checks itself: the input nodes' scores must add up to the true effect
+# $m(\text{ref}) - m(\text{clean})$ (`scores.completeness`; a warning beyond 10 %, `steps="auto"` adds
+# steps until it holds). The top-k edges form a circuit, evaluated by *really* patching every edge
+# outside it: faithfulness $= (m(C) - m_\text{ref}) / (m_\text{clean} - m_\text{ref})$.
 
 # %%
-loop_audio, said = repeated_word("yes", 12)
-loop = model.transcribe(loop_audio, max_new_tokens=40)
-print("said:", said)
-print("heard:", loop.text[:120], "... finished:", loop.finished)
-l_tf = model.teacher_forced_inputs(loop_audio, loop.tokens)
-l_ref_kwargs = model.teacher_forced_inputs(white_noise_like(loop_audio, seed=0), loop.tokens).kwargs
-loop_metric = lambda lg: torch.log_softmax(lg[:, -11:-1].float(), -1).gather(  # noqa: E731
-    -1, l_tf.tokens[:, -10:, None])[..., 0].mean(-1)
-l_ref = record_graph_reference(model, l_ref_kwargs, graph)
-scores = eap_ig(model, l_tf.kwargs, l_ref, loop_metric, graph, steps=2, batch_size=2)  # more steps: closer to the integral
+import warnings
+
+from hooked_asr.datasets.contrastive import word_swap
+
+pair = word_swap(["he", "was", "reading", "a", "book"], 4, "letter")
+x = pair.inputs(model)
+print("clean:", model.transcribe(pair.clean).text, "| corrupt:", model.transcribe(pair.corrupt).text)
+print("m(clean), m(corrupt):", [round(v, 2) for v in x.values(model)])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    scores = eap_ig(model, x.clean, x.corrupt, x.metric, graph, steps=2, batch_size=2)
+print("completeness:", {k: round(v, 3) for k, v in scores.meta["completeness"].items() if k in ("input_sum", "effect", "rel_error")},
+      "| warnings:", [str(w.message)[:60] for w in caught])
 print(scores.ranked().head(8).to_string(index=False))
 
 # %%
-curve = faithfulness_curve(model, scores, l_tf.kwargs, l_ref, loop_metric, ks=[10, 100, 1000, graph.n_edges])
-print(curve[["k", "n_nodes", "faithfulness"]].to_string(index=False))
-# The same loop on the decoder-only graph: the encoder output (so cross-attention k / v) stays clean
-dec_graph = Graph.from_model(model, stacks=("decoder",))
-dec_scores = eap(model, l_tf.kwargs, l_ref_kwargs, loop_metric, dec_graph)
-dec_curve = faithfulness_curve(model, dec_scores, l_tf.kwargs, l_ref_kwargs, loop_metric, ks=[10, 100, 1000])
-print(dec_curve[["k", "n_nodes", "faithfulness"]].to_string(index=False))
+fractions = [0.005, 0.02, 0.1, 1.0]
+curve = faithfulness_curve(model, scores, x.clean, x.corrupt, x.metric, fractions=fractions)
+noise_scores = eap(model, x.clean, white_noise_like(pair.clean, seed=0), x.metric, graph)  # the clean prompt, noise audio
+noise_curve = faithfulness_curve(model, noise_scores, x.clean, white_noise_like(pair.clean, seed=0), x.metric,
+                                 fractions=fractions)
+print(curve[["k", "fraction", "faithfulness"]].to_string(index=False))
+print(noise_curve[["k", "fraction", "faithfulness"]].to_string(index=False))
 fig, axes = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 2.4]})
-plot_faithfulness(curve, ax=axes[0], label="full graph, EAP-IG (2 steps)")
-plot_faithfulness(dec_curve, ax=axes[0], label="decoder graph, EAP")
-scores.circuit(30).draw(ax=axes[1], title="the loop's top-30 edges (red: patching lowers the loop's log p)")
+plot_faithfulness(curve, ax=axes[0], label="contrastive pair, EAP-IG (2 steps)")
+plot_faithfulness(noise_curve, ax=axes[0], label="white noise, EAP")
+scores.circuit(30).draw(ax=axes[1], title="book vs letter: the top-30 edges")
 plt.show()
 
 # %% [markdown]
-# Against white noise the full-graph circuits carry almost nothing until most edges are in:
-# the top edges sit in the encoder and next to the logits, and no clean path joins them
-# through cross-attention keys and values, so the decoder reads noise. Holding the audio clean
-# (the decoder graph) isolates the decoder's part of the loop: 1000 of its 2295 edges carry all of it.
+# Against the corrupt clip a few percent of the edges carry most of the logit difference; against
+# white noise the same metric needs far more of the graph (`docs/circuits.md` has the full curves,
+# MIB's CPR / CMD and the completeness of EAP-IG with more steps, on tiny.en and base).
 
 # %%
 # What this part showed, checked: path patching a sender into every receiver is node patching;
@@ -262,4 +267,4 @@ s = "encoder.blocks.3.attn.head.0"
 node = run_with_interventions(model, [patch(s, record_reference(model, p_ref_kwargs, [s]))], **p_tf.kwargs)
 assert abs(float(p_metric(node)) - m_clean - via_all[0]) < 1e-3
 assert abs(curve["faithfulness"].iloc[-1] - 1.0) < 1e-4
-assert dec_curve["faithfulness"].iloc[-1] > curve["faithfulness"].iloc[2]   # at 1000 edges: decoder graph ahead
+assert curve["faithfulness"].iloc[2] > noise_curve["faithfulness"].iloc[2]   # at 10 % of the edges: the pair ahead

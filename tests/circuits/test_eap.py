@@ -139,3 +139,40 @@ def test_readme_circuit_example_runs_and_its_baselines_are_the_two_real_runs(tmp
     # no edge patched is the clean run; every edge patched is the reference run itself
     assert ev.clean == pytest.approx(clean, abs=1e-5) and ev.reference == pytest.approx(ref_run, abs=1e-3)
     assert json.loads((tmp_path / "circuit.json").read_text())["n_edges"] == 50 and (tmp_path / "circuit.png").exists()
+
+
+def test_eap_ig_checks_its_completeness_and_adapts_its_steps(setup):
+    from hooked_asr.circuits.eap import CompletenessWarning
+
+    m, g, kw, rkw, ref = setup
+    with torch.no_grad():  # the true effect, from the two real runs
+        effect = float(logit_diff(m(**rkw)).sum() * 2 - logit_diff(m(**kw)).sum())
+    with pytest.warns(CompletenessWarning, match="% off"):
+        one = eap_ig(m, kw, ref, logit_diff, g, steps=1, progress=False)
+    c = one.completeness
+    assert c.effect == pytest.approx(effect, rel=1e-4, abs=1e-4) and not c.holds and c.steps == 1
+    auto = eap_ig(m, kw, ref, logit_diff, g, steps="auto", batch_size=16, max_steps=72, progress=False)
+    c = auto.completeness
+    assert [h[0] for h in c.history] == [8, 24, 72][: len(c.history)] and auto.steps == c.history[-1][0]
+    assert c.holds == (c.rel_error <= 0.1) and (c.holds or c.capped)
+    # tripling keeps every gradient taken: 'auto' ending at n steps equals a plain run of n steps
+    plain = eap_ig(m, kw, ref, logit_diff, g, steps=auto.steps, batch_size=16, progress=False, check=False)
+    torch.testing.assert_close(auto.scores, plain.scores, atol=1e-5 * float(plain.scores.abs().max()), rtol=1e-4)
+    assert json.loads(json.dumps(auto.to_json()))["meta"]["completeness"]["steps"] == auto.steps
+
+
+def test_mib_cpr_and_cmd_are_areas_of_real_faithfulness_curves(setup):
+    from hooked_asr.circuits.circuit import area_under, mib_scores
+
+    m, g, kw, rkw, ref = setup
+    x, y = [0.001, 0.01, 0.1, 1.0], [0.2, -0.5, 0.9, 1.0]
+    assert area_under(x, y) == pytest.approx(np.trapezoid(y, x))
+    scores = eap(m, kw, ref, logit_diff, g, reference_is_cache=True)
+    fr = (0.0, 0.05, 0.5, 1.0)
+    mib = mib_scores(m, scores, kw, ref, logit_diff, fractions=fr, progress=False)
+    for curve in (mib.cpr_curve, mib.cmd_curve):
+        assert list(curve["k"]) == [int(f * g.n_edges) for f in fr]
+        assert curve["faithfulness"].iloc[0] == pytest.approx(0.0, abs=1e-5)  # no edge: the reference run
+        assert curve["faithfulness"].iloc[-1] == pytest.approx(1.0, abs=1e-5)  # every edge: the clean run
+    assert mib.cpr == pytest.approx(np.trapezoid(mib.cpr_curve["faithfulness"], fr))
+    assert mib.cmd == pytest.approx(np.trapezoid((1 - mib.cmd_curve["faithfulness"]).abs(), fr))

@@ -123,9 +123,11 @@ def test_bad_requests_say_what_to_do(setup, qwen_gqa):
     with pytest.raises(ValueError, match="not encoder_hidden_states"):
         path_patch(m, {"encoder_hidden_states": torch.zeros(1, 2, 3), "decoder_input_ids": kw["decoder_input_ids"]},
                    ref, ["decoder.blocks.0.mlp"], graph=g)
+    short = dict(kw, decoder_input_ids=kw["decoder_input_ids"][:, :3])
+    with pytest.raises(ValueError, match="decoder tokens differ from the clean run's at position 3"):
+        path_patch(m, short, ref, ["decoder.blocks.0.mlp"], graph=g)  # the cache remembers its tokens
     with pytest.raises(ValueError, match="teacher-force the reference"):
-        short = dict(kw, decoder_input_ids=kw["decoder_input_ids"][:, :3])
-        path_patch(m, short, ref, ["decoder.blocks.0.mlp"], graph=g)
+        path_patch(m, short, dict(ref), ["decoder.blocks.0.mlp"], graph=g)  # a hand-built cache: shapes
     with pytest.raises(ValueError, match="stacks=\\('decoder',\\)"):
         Graph.from_model(qwen_gqa, stacks=("encoder", "decoder"))
 

@@ -1,6 +1,6 @@
-"""The one place the live explorer's browser tests import the headless-Chromium driver from (it may move
-out of the package into tests/; change this import only)."""
+"""The one place the live explorer's browser tests import the headless-Chromium driver from
+(tests/browser.py, test tooling outside the package)."""
 
-from hooked_asr.explore.browser import Chromium  # noqa: F401
+from tests.browser import Chromium  # noqa: F401
 
 __all__ = ["Chromium"]
