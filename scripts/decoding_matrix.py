@@ -179,7 +179,7 @@ def main() -> None:
     parser = _common.parser(__doc__)
     parser.add_argument("--models", nargs="+", default=["whisper-tiny.en", "whisper-base"])
     parser.add_argument("--seconds", type=float, default=130.0, help="length of the mixed audio (default 130)")
-    parser.add_argument("--cells", default="", help="only cells whose name contains this text")
+    parser.add_argument("--cells", default="", help="only cells whose name contains one of these comma-separated texts")
     parser.add_argument("--no-write", action="store_true", help="print the table; leave docs/ as it is")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -196,7 +196,7 @@ def main() -> None:
         model = hooked_asr.load_model(name)
         reference = openai_whisper_from_hf_dir(weights_dir() / name)
         cells = CELLS + (MULTILINGUAL_CELLS if model.cfg.is_multilingual else [])
-        cells = [(c, o) for c, o in cells if args.cells in c]
+        cells = [(c, o) for c, o in cells if any(part in c for part in args.cells.split(","))]
         rows: dict = results["models"].setdefault(name, {"cells": {}})
         for cell, options in tqdm(cells, desc=name):
             clip = french if "language" in options else audio
