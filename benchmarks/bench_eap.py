@@ -44,7 +44,7 @@ def main() -> None:
     from hooked_asr.circuits.eap import eap, eap_ig
     from hooked_asr.circuits.graph import Graph
     from hooked_asr.circuits.path_patching import record_graph_reference
-    from hooked_asr.datasets.contrastive import word_swap
+    from hooked_asr.patching.contrastive import word_swap
     from hooked_asr.patching import (
         components, continuation_logprob, patching_effects, record_reference, reference_inputs, white_noise_like,
     )

@@ -46,7 +46,8 @@ MEL_FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 0.01: one mel frame (openai-whis
 SILENCE_PEAK = 1e-4  # below this absolute peak (-80 dBFS) a clip is silence
 MAX_FLOAT_PEAK = 2.0  # above this, float samples are unscaled integer audio, not clipping
 # Whisper's encoder halves the mel frame rate (conv2, stride 2): 1500 frames of 20 ms.
-SAMPLES_PER_ENCODER_FRAME = 2 * HOP_LENGTH  # 320
+MEL_FRAMES_PER_ENCODER_FRAME = 2  # openai-whisper's input_stride: mel frames per timestamp step
+SAMPLES_PER_ENCODER_FRAME = MEL_FRAMES_PER_ENCODER_FRAME * HOP_LENGTH  # 320
 ENCODER_FRAME_SECONDS = SAMPLES_PER_ENCODER_FRAME / SAMPLE_RATE  # 0.02
 N_ENCODER_FRAMES = N_SAMPLES // SAMPLES_PER_ENCODER_FRAME  # 1500
 # One timestamp token per encoder frame: <|0.00|> .. <|30.00|> (openai-whisper's TIME_PRECISION).

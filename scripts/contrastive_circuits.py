@@ -1,6 +1,6 @@
 """Sparse circuits on contrastive audio pairs, beside the white-noise reference.
 
-For one contrastive pair (hooked_asr.datasets.contrastive: "he was reading a book" with "book" spoken
+For one contrastive pair (hooked_asr.patching.contrastive: "he was reading a book" with "book" spoken
 as "letter" in the same slot, everything else sample-identical), the clean text is teacher-forced with
 the clean prompt in both runs and the metric is the logit difference at the swapped word,
 
@@ -71,7 +71,7 @@ def main() -> None:
     from hooked_asr.circuits import Graph, eap_ig
     from hooked_asr.circuits.circuit import area_under, circuit_baselines, faithfulness_curve
     from hooked_asr.circuits.path_patching import as_reference_cache
-    from hooked_asr.datasets.contrastive import word_swap
+    from hooked_asr.patching.contrastive import word_swap
     from hooked_asr.patching import white_noise_like
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

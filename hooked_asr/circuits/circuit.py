@@ -202,7 +202,7 @@ def circuit_baselines(
 
 # Circuit sizes of MIB's circuit-localization track (Mueller et al. 2025, "MIB: A Mechanistic
 # Interpretability Benchmark"): the fractions of the graph's edges kept.
-MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+MIB_FRACTIONS = tuple(percent / 100 for percent in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100))
 
 
 def faithfulness_curve(

@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         result, texts = patched_transcripts(model, wave, comps, intervention="interpolate", reference="noise",
                                             missing="keep")  # a patched transcript may outgrow the reference
         sweep_kw = {"sweep": result, "sweep_metric": "changed", "patched_transcripts": texts}
-    title = name if not (args.start or args.window) else f"{name} {args.start:g}-{args.start + len(wave) / 16000:g} s"
+    from hooked_asr.audio import SAMPLE_RATE
+
+    title = name if not (args.start or args.window) else f"{name} {args.start:g}-{args.start + len(wave) / SAMPLE_RATE:g} s"
     if args.sae:
         from hooked_asr.sae.model import load_sae
 

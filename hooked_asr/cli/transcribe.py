@@ -134,4 +134,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "format_result", "run"]
+__all__ = ["add_parser", "run"]

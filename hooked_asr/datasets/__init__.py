@@ -1,6 +1,5 @@
-"""Labelled audio sets built offline (espeak-ng speech, noise, tones), contrastive audio pairs and loaders for real corpora."""
+"""Labelled audio sets built offline (espeak-ng speech, noise, tones) and loaders for real corpora."""
 
-from hooked_asr.datasets.contrastive import ContrastivePair, contrastive_pairs, word_swap
 from hooked_asr.datasets.corpora import CorpusError, load_common_voice, load_librispeech
 from hooked_asr.datasets.labelled import (
     CATEGORY_WORDS,
@@ -30,9 +29,6 @@ from hooked_asr.datasets.nonspeech import (
 
 __all__ = [
     "CATEGORY_WORDS",
-    "ContrastivePair",
-    "contrastive_pairs",
-    "word_swap",
     "CorpusError",
     "LANGUAGE_SENTENCES",
     "LabelledDataset",

@@ -120,6 +120,10 @@ class _Espeak:
                               + " (hooked_asr.datasets.espeak.list_voices() lists all; variants look like 'en-us+f3')")
 
 
+# A word's edges: 5-ms frames quieter than this fraction of the utterance's peak RMS (an amplitude, not a time).
+WORD_EDGE_SILENCE = 1 / 50
+
+
 @lru_cache(maxsize=1)
 def _engine() -> _Espeak:
     return _Espeak()
@@ -142,8 +146,8 @@ def synthesize(
 
 
 def synthesize_words(
-    text: str, voice: str = "en-us", rate: int = 160, pitch: int | None = None, sample_rate: int = 16000,
-    silence: float = 0.02, pause: float = 0.1,
+    text: str, voice: str = "en-us", rate: int = 160, pitch: int | None = None, sample_rate: int = SAMPLE_RATE,
+    silence: float = WORD_EDGE_SILENCE, pause: float = 0.1,
 ) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
     """:func:`synthesize` with each word's time: ``(audio, [(word, start_s, end_s), ...])``.
 
@@ -159,7 +163,7 @@ def synthesize_words(
 
 
 def _word_spans(text: str, audio: np.ndarray, events: list[tuple[int, int, int, int]], engine_rate: int,
-                sample_rate: int, silence: float = 0.02, pause: float = 0.1) -> list[tuple[str, float, float]]:
+                sample_rate: int, silence: float = WORD_EDGE_SILENCE, pause: float = 0.1) -> list[tuple[str, float, float]]:
     hop = max(1, sample_rate // 200)  # 5-ms frames
     n = len(audio) // hop
     rms = np.sqrt((audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(1)) if n else np.zeros(0)
@@ -184,7 +188,7 @@ def _word_spans(text: str, audio: np.ndarray, events: list[tuple[int, int, int, 
 
 
 def _synthesize(text: str, voice: str, rate: int, pitch: int | None, sample_rate: int,
-                words: bool, silence: float = 0.02, pause: float = 0.1) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+                words: bool, silence: float = WORD_EDGE_SILENCE, pause: float = 0.1) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
     if not text.strip():
         raise ValueError("text is empty: nothing to synthesise")
     if not hasattr(os, "fork"):

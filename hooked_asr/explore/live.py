@@ -1,6 +1,5 @@
-"""The live explorer's backend: one clip, the model, and the documented actions that recompute the
-view under interventions. The served page (:mod:`hooked_asr.explore.server`) and the Jupyter
-widget (:mod:`hooked_asr.explore.widget`) both call :meth:`LiveSession.handle`, so they answer alike.
+"""The live explorer's backend: one clip, the model, and the documented actions that recompute the view under
+interventions. The served page (:mod:`.server`) and the widget (:mod:`.widget`) both call :meth:`LiveSession.handle`.
 
 An intervention is a small JSON object (what the page sends, what :meth:`LiveSession.to_python`
 turns into code)::
@@ -11,18 +10,15 @@ turns into code)::
     {"component": "decoder.blocks.3.cross_attn.head.0", "method": "mask", "from": 0.4, "to": 0.9}  # the head cannot see 0.4-0.9 s
     {"method": "steer", "feature": 7, "mode": "clamp", "value": 0.0, "from": 0.4, "to": 0.9}      # SAE feature 7 off there
 
-``method``: ``zero`` (:func:`~hooked_asr.patching.zero_ablate`), ``mean`` (:func:`~hooked_asr.patching.mean_ablate`
-with the mean over every position of this clip's teacher-forced run), ``noise``
-(:func:`~hooked_asr.patching.interpolate` towards the activation on white noise at the clip's RMS, seed 0,
-teacher-forced on the clean transcript; positions the reference lacks stay unpatched) or ``mask``
-(:func:`~hooked_asr.patching.attention_masks.mask_attention`, scores set to ``-inf`` before the softmax).
-``alpha`` (default 1) interpolates ``a~ = (1 - alpha) a + alpha a_target``. Where: ``from``/``to``
-(seconds: encoder frames, the keys of a cross-attention mask) or ``tokens`` ``[a, b)`` (transcript tokens:
-the decoder positions that read them, the keys of a decoder self-attention mask); none: everywhere.
-``steer`` (a session with an SAE) edits one SAE feature at the SAE's hook with the error term kept
-(:func:`~hooked_asr.sae.steering.steer`: ``add`` / ``scale`` by / ``clamp`` to ``value``; every steer of
-a list shares one time range). A list composes in order (:func:`~hooked_asr.patching.patched`, inside the steering). Nothing else is accepted:
-unknown keys, methods or hooks are refused with a message that names them.
+``method``: ``zero`` (:func:`~hooked_asr.patching.zero_ablate`), ``mean`` (:func:`~hooked_asr.patching.mean_ablate`,
+the mean over every position of this clip's teacher-forced run), ``noise`` (:func:`~hooked_asr.patching.interpolate`
+towards the activation on white noise at the clip's RMS, seed 0, teacher-forced on the clean transcript; positions
+the reference lacks stay unpatched) or ``mask`` (:func:`~hooked_asr.patching.attention_masks.mask_attention`).
+``alpha`` (default 1): ``a~ = (1 - alpha) a + alpha a_target``. Where: ``from``/``to`` (seconds: encoder frames)
+or ``tokens`` ``[a, b)`` (the decoder positions that read those transcript tokens); none: everywhere. ``steer``
+(with an SAE) edits one feature at the SAE's hook, error term kept (:func:`~hooked_asr.sae.steering.steer`: ``add``
+/ ``scale`` by / ``clamp`` to ``value``; one time range per list). A list composes in order; anything else
+(unknown keys, methods or hooks) is refused with a message that names it.
 
     >>> live = LiveSession(model, "clip.wav")
     >>> ivs = [{"component": "decoder.blocks.3.cross_attn.head.2", "method": "zero"}]
@@ -37,7 +33,6 @@ import contextlib
 import difflib
 import io
 import math
-import os
 import tempfile
 import threading
 import uuid
@@ -49,53 +44,15 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
+from hooked_asr.explore.live_audio import LiveError, decode_wav_bytes, pick_window
+from hooked_asr.explore.live_export import NOISE_SEED
+from hooked_asr.files import atomic_write_bytes
+
 METHODS = ("zero", "mean", "noise", "mask", "steer")
 SPEC_KEYS = {"component", "method", "alpha", "from", "to", "tokens", "feature", "mode", "value"}
 STEER_MODES = ("add", "scale", "clamp")
 MAX_INTERVENTIONS = 64
 MAX_FINISHED_JOBS = 32
-NOISE_SEED = 0
-
-
-class LiveError(ValueError):
-    """A request the live explorer refuses (bad intervention, bad window, unknown action)."""
-
-
-# ---- the audio window --------------------------------------------------------------------------
-def pick_window(
-    wave: Float[np.ndarray, "samples"], start: float = 0.0, window: float | None = None, max_seconds: float = 30.0
-) -> Float[np.ndarray, "window_samples"]:
-    """``wave[start : start + window]`` (seconds, 16 kHz), at most ``max_seconds`` long (the model's
-    window). ``window=None``: up to ``max_seconds``; audio longer than that with no window chosen is refused
-    with the choice to make, so a long file is never cut silently."""
-    from hooked_asr.audio import SAMPLE_RATE
-
-    total = len(wave) / SAMPLE_RATE
-    if not (isinstance(start, (int, float)) and math.isfinite(start) and 0 <= start < max(total, 1e-9)):
-        raise LiveError(f"start={start!r} s is outside the audio (0 to {total:.2f} s): pick --start in that range")
-    if window is None:
-        if total - start > max_seconds + 1e-6 and start == 0:
-            raise LiveError(f"the audio lasts {total:.2f} s and the model reads {max_seconds:g} s at a time: choose a "
-                            f"window with --start S (and --window W <= {max_seconds:g}), e.g. --start 0 --window {max_seconds:g}")
-        window = min(max_seconds, total - start)
-    if not (isinstance(window, (int, float)) and math.isfinite(window) and 0 < window <= max_seconds + 1e-6):
-        raise LiveError(f"window={window!r} s: give 0 < window <= {max_seconds:g} s (the model's window)")
-    a, b = int(round(start * SAMPLE_RATE)), int(round(min(total, start + window) * SAMPLE_RATE))
-    return np.ascontiguousarray(wave[a:b], dtype=np.float32)
-
-
-def decode_wav_bytes(data: bytes) -> Float[np.ndarray, "samples"]:
-    """An uploaded file (anything soundfile reads: WAV, FLAC, OGG) as 16-kHz mono float32, any length
-    (channels are averaged)."""
-    import soundfile as sf
-
-    from hooked_asr.audio import load_audio
-
-    try:
-        samples, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile's error names the format problem
-        raise LiveError(f"cannot read the uploaded audio ({len(data)} bytes): {e}; upload a WAV, FLAC or OGG file") from None
-    return load_audio(samples.mean(axis=1), sr, allow_long=True)
 
 
 def word_diff(a: str, b: str) -> list[list[str]]:
@@ -111,16 +68,6 @@ def word_diff(a: str, b: str) -> list[list[str]]:
             if j2 > j1:
                 out.append(["+", " ".join(wb[j1:j2])])
     return out
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class LiveSession:
@@ -182,7 +129,9 @@ class LiveSession:
                            encoder_lens_max_new_tokens=self.encoder_lens_max_new_tokens, sae=self.sae)
             self.wave, self.start, self.view = wave, float(start), view
             self.audio_path = self.workdir / "clip.wav"
-            _atomic_write(self.audio_path, lambda p: sf.write(p, wave, SAMPLE_RATE, subtype="FLOAT", format="WAV"))
+            buf = io.BytesIO()
+            sf.write(buf, wave, SAMPLE_RATE, subtype="FLOAT", format="WAV")
+            atomic_write_bytes(self.audio_path, buf.getvalue())
             t = view.data["transcript"]
             self.clean_text = t["text"]
             self.clean_language = t["language"] if getattr(self.model.cfg, "is_multilingual", False) else None
@@ -420,86 +369,9 @@ class LiveSession:
     def to_python(self, specs: Any) -> str:
         """Python that reproduces :meth:`teacher_forced`'s log-probs and :meth:`transcribe`'s text for
         this list with the public API (it reads the window's samples from this session's WAV)."""
-        norm = self.validate(specs)
-        lang = f", language={self.clean_language!r}" if self.clean_language else ""
-        lines = [
-            f"# hooked_asr live explorer: {len(norm)} intervention(s) on {self.name!r} "
-            f"({self.start:.2f}-{self.start + self.duration:.2f} s), {self.model_name}",
-            "import torch", "", "import hooked_asr", "from hooked_asr.audio import load_audio",
-            "from hooked_asr.patching import (interpolate, mean_ablate, mean_activations, patched, record_reference,",
-            "                                 run_with_interventions, zero_ablate)",
-            "from hooked_asr.patching.attention_masks import frames_between, mask_attention",
-            "from hooked_asr.patching.references import white_noise_like", "",
-            "torch.set_grad_enabled(False)",
-            f"model = hooked_asr.load_model({self.model_name!r})",
-            f"audio = load_audio({str(self.audio_path)!r})  # the window the page showed (float WAV: exact samples)",
-            f"clean = model.transcribe(audio, word_timestamps=True{lang})",
-            "steps = list(clean.tokens) + [model.cfg.eos_token_id]  # the transcript, then end of text",
-            f"tf = model.teacher_forced_inputs(audio, continuation=steps{lang})",
-        ]
-        from hooked_asr.patching import parse_component
+        from hooked_asr.explore.live_export import session_code
 
-        hooks = {m: list(dict.fromkeys(parse_component(self.model, s["component"]).hook_name for s in norm if s["method"] == m))
-                 for m in ("mean", "noise")}
-        if hooks["mean"]:
-            lines.append(f"means = mean_activations(model, [tf.kwargs], {hooks['mean']!r})  # over every position of the clip")
-        if hooks["noise"]:
-            lines += [f"noise = white_noise_like(audio, seed={NOISE_SEED})  # at the clip's RMS",
-                      f"noise_ref = record_reference(model, model.teacher_forced_inputs(noise, continuation=steps, "
-                      f"allow_silence=True{lang}).kwargs, {hooks['noise']!r})"]
-        steers = [s for s in norm if s["method"] == "steer"]
-        if steers:
-            lines += ["from hooked_asr.sae.model import load_sae", "from hooked_asr.sae.steering import FeatureIntervention, steer",
-                      f"sae = load_sae({self._sae_folder()!r})",
-                      "edits = [" + ", ".join(f"FeatureIntervention({s['feature']}, {s['mode']!r}, {s['value']!r})" for s in steers) + "]"]
-            if "from" in steers[0]:
-                lines += [f"frame_mask = torch.zeros({int(self.model.cfg.encoder.n_ctx)}, dtype=torch.bool)  # the SAE hook's frames",
-                          f"frame_mask[list(frames_between({steers[0]['from']!r}, {steers[0]['to']!r}))] = True"]
-            else:
-                lines.append("frame_mask = None")
-        p = "tf.prompt_len"
-        lines.append("interventions = [")
-        for s in norm:
-            if s["method"] == "steer":
-                continue
-            if "from" in s:
-                where = f"frames_between({s['from']!r}, {s['to']!r})"
-            elif "tokens" in s:
-                where = f"range({p} + {s['tokens'][0]}, {p} + {s['tokens'][1]})"
-            else:
-                where = None
-            pos = f", positions={where}" if where else ""
-            alpha = s.get("alpha", 1.0)
-            c = repr(s["component"])
-            if s["method"] == "zero":
-                lines.append(f"    zero_ablate({c}{', alpha=' + repr(alpha) if alpha != 1.0 else ''}{pos}),")
-            elif s["method"] == "mean":
-                lines.append(f"    mean_ablate({c}, means{', alpha=' + repr(alpha) if alpha != 1.0 else ''}{pos}),")
-            elif s["method"] == "noise":
-                lines.append(f"    interpolate({c}, noise_ref, {alpha!r}{pos}, missing='keep'),")
-            else:
-                lines.append(f"    mask_attention({c}, {where}),")
-        lines.append("]")
-        if steers:
-            lines += [
-                "with steer(model, sae, edits, frame_mask=frame_mask):  # the SAE edit, error term kept",
-                "    logits = run_with_interventions(model, interventions, **tf.kwargs)",
-                "    with patched(model, interventions):",
-                f"        out = model.transcribe(audio{lang})",
-            ]
-        else:
-            lines += [
-                "logits = run_with_interventions(model, interventions, **tf.kwargs)",
-                "with patched(model, interventions):",
-                f"    out = model.transcribe(audio{lang})",
-            ]
-        lines += [
-            f"logprobs = torch.log_softmax(logits[0, {p} - 1 : -1].float(), -1).gather(-1, tf.tokens[0, {p}:, None])[:, 0]",
-            "print('clean:  ', clean.text)",
-            "print('patched:', out.text)",
-            "print('sum log p of the clean transcript:', float(logprobs.sum()))",
-        ]
-        return "\n".join(lines) + "\n"
+        return session_code(self, self.validate(specs))
 
     def _sae_folder(self) -> str:
         """Where the exported code loads the SAE from: the folder it was loaded from, else a copy saved
@@ -607,13 +479,13 @@ class LiveSession:
     def page(self, config: Mapping[str, Any] | None = None) -> str:
         """The explorer page of the clean view with the live panel, as one HTML string. ``config``
         goes to the page's script as ``window.HA_LIVE`` (transport, limits)."""
-        from hooked_asr.explore.view import _json_for_script, _static
+        from hooked_asr.explore.view import json_for_script, static_text
 
         html = self.view.to_html()
         cfg = dict(config or {})
         cfg["state"] = self.state()
-        extra = (f"<style>{_static('live.css')}</style>\n<script>window.HA_LIVE = {_json_for_script(cfg)};</script>\n"
-                 f"<script>{_static('live.js')}</script>\n")
+        extra = (f"<style>{static_text('live.css')}</style>\n<script>window.HA_LIVE = {json_for_script(cfg)};</script>\n"
+                 f"<script>{static_text('live.js')}</script>\n")
         i = html.rindex("</body>")
         html = html[:i] + extra + html[i:]
         # no favicon request: it would carry no token and be refused

@@ -27,7 +27,7 @@ _TEMPLATE = """<!doctype html>
 """
 
 
-def _static(name: str) -> str:
+def static_text(name: str) -> str:
     return resources.files("hooked_asr.explore").joinpath("static", name).read_text(encoding="utf-8")
 
 
@@ -38,7 +38,7 @@ def _static(name: str) -> str:
 _SCRIPT_ESCAPES = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"}
 
 
-def _json_for_script(data: Any) -> str:
+def json_for_script(data: Any) -> str:
     """``data`` as JSON that is inert inside ``<script type="application/json">`` (no markup characters)."""
     return json.dumps(data, separators=(",", ":"), allow_nan=False).translate(_SCRIPT_ESCAPES)
 
@@ -54,8 +54,8 @@ class ExplorerView:
     def to_html(self) -> str:
         """The whole page as a string."""
         title = f"hooked_asr explorer: {self.data.get('title') or self.data['model']['name']}"
-        return _TEMPLATE.format(title=html.escape(title), css=_static("explorer.css"), js=_static("explorer.js"),
-                                wav=self.wav_base64, data=_json_for_script(self.data))
+        return _TEMPLATE.format(title=html.escape(title), css=static_text("explorer.css"), js=static_text("explorer.js"),
+                                wav=self.wav_base64, data=json_for_script(self.data))
 
     def save(self, path: str | Path) -> Path:
         """Write the page atomically; returns the path."""
@@ -77,4 +77,4 @@ class ExplorerView:
                 f"{len(t['tokens'])} tokens, {self.size_bytes / 1e6:.2f} MB: {t['text']!r})")
 
 
-__all__ = ["ExplorerView"]
+__all__ = ["ExplorerView", "json_for_script", "static_text"]

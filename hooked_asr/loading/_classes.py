@@ -31,3 +31,6 @@ def model_class(architecture: str, error: type[Exception]) -> Any:
         module, _, name = cls.partition(":")
         cls = _MODEL_CLASSES[architecture] = getattr(importlib.import_module(module), name)
     return cls
+
+
+__all__ = ["model_class", "register_model_class"]

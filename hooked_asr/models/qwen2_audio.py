@@ -438,26 +438,21 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         from hooked_asr.audio import SAMPLE_RATE, chunk_audio
         from hooked_asr.models.decoding.longform import join_windows
 
-        if opts.needs_window_loop:
-            raise ValueError("clip_timestamps and hallucination_silence_threshold need Whisper's timestamp tokens; "
-                             f"{type(self).__name__} has none")
         window = self._window_samples()
-        chunks = chunk_audio(wave, window / SAMPLE_RATE)
-        feats = self._short_form_features(chunks)
+        feats = self._short_form_features(chunks := chunk_audio(wave, window / SAMPLE_RATE))
         by_window = self._transcribe_short(feats, [c.size for c in chunks], list(range(len(chunks))), opts)
-        parts = [by_window[i] for i in range(len(chunks))]
-        return join_windows(parts, window, language=opts.language, has_text=self.tokenizer is not None)
+        return join_windows([by_window[i] for i in range(len(chunks))], window, language=opts.language,
+                            has_text=self.tokenizer is not None)
 
     def transcribe(
         self, audio: Any, *, instruction: str | None = None, chat: bool | None = None, sampling_rate: int | None = None,
         allow_silence: bool = False, **options: Any,
     ) -> TranscriptionResult | list[TranscriptionResult]:
-        """:meth:`HookedEncoderDecoder.transcribe` (greedy, beam search, sampling, fallback; audio
-        longer than the tower's 30 s in consecutive windows) with Qwen2-Audio's prompt:
-        ``instruction`` (default "Transcribe the speech into text.") and ``chat`` (the instruct
-        model's chat turn; default from the checkpoint). Items are batched by length (one prompt
-        per number of audio tokens); ``<|AUDIO|>`` is never generated; the text stops at the
-        first of :meth:`stop_token_ids`. Default ``max_new_tokens=256``."""
+        """:meth:`HookedEncoderDecoder.transcribe` (greedy, beam search, sampling, fallback; audio longer
+        than the tower's 30 s in consecutive windows) with Qwen2-Audio's prompt: ``instruction`` (default
+        "Transcribe the speech into text.") and ``chat`` (the instruct model's chat turn; default from the
+        checkpoint). Items are batched by length (one prompt per number of audio tokens); ``<|AUDIO|>`` is
+        never generated; the text stops at the first of :meth:`stop_token_ids`. Default ``max_new_tokens=256``."""
         opts = TranscribeOptions(**options, model_options={"instruction": instruction, "chat": chat})
         return self._transcribe(audio, opts, sampling_rate=sampling_rate, allow_silence=allow_silence)
 

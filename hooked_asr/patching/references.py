@@ -35,35 +35,14 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
+from hooked_asr.datasets.nonspeech import rms, white_noise_like  # the generators; patching's door to them
+
 
 def _as_wave(audio: Any) -> np.ndarray:
     a = np.asarray(audio, dtype=np.float32)
     if a.ndim != 1:
         raise ValueError(f"references are built from 1-D audio at 16 kHz, got shape {a.shape}")
     return a
-
-
-def rms(audio: Float[np.ndarray, "samples"]) -> float:
-    """Root mean square ``sqrt(mean(x^2))``."""
-    a = _as_wave(audio)
-    return float(np.sqrt(np.mean(a.astype(np.float64) ** 2))) if a.size else 0.0
-
-
-def white_noise_like(
-    audio: Float[np.ndarray, "samples"], seed: int = 0, rms_match: bool = True, rms_level: float | None = None
-) -> Float[np.ndarray, "samples"]:
-    """Gaussian white noise with as many samples as ``audio`` (a patching reference "like" the
-    target; :func:`hooked_asr.datasets.white_noise` makes a clip of a given length instead).
-
-    ``rms_match=True`` scales it to the RMS of ``audio`` (``rms_level`` overrides with a
-    fixed RMS); ``rms_match=False`` and no level gives unit variance. The same seed always
-    gives the same noise.
-    """
-    a = _as_wave(audio)
-    noise = np.random.default_rng(seed).standard_normal(a.size)
-    level = rms_level if rms_level is not None else (rms(a) if rms_match else 1.0)
-    cur = float(np.sqrt(np.mean(noise**2))) if noise.size else 1.0
-    return (noise * (level / cur if cur > 0 else 0.0)).astype(np.float32)
 
 
 def silence_like(audio: Float[np.ndarray, "samples"]) -> Float[np.ndarray, "samples"]:

@@ -213,7 +213,7 @@ plt.show()
 # ### An EAP-IG circuit on a contrastive pair
 #
 # Text circuit work finds sparse circuits with *minimal pairs* (IOI's names swapped); against white
-# noise everything changes at once. The audio counterpart (`hooked_asr.datasets.contrastive`): "he was
+# noise everything changes at once. The audio counterpart (`hooked_asr.patching.contrastive`): "he was
 # reading a book" spoken word by word, and the same clip with "book" spoken as "letter" in the same
 # slot (every other sample identical). Both runs teacher-force the clean text with the clean prompt;
 # the metric is the logit difference at the word, $m = \text{logit}(\text{" book"}) - \text{logit}(\text{" letter"})$.
@@ -228,7 +228,7 @@ plt.show()
 # %%
 import warnings
 
-from hooked_asr.datasets.contrastive import word_swap
+from hooked_asr.patching.contrastive import word_swap
 
 pair = word_swap(["he", "was", "reading", "a", "book"], 4, "letter")
 x = pair.inputs(model)

@@ -355,3 +355,6 @@ def alignment_matrix(
                   num_frames=num_frames, language=language, task=task, medfilt_width=medfilt_width,
                   qk_scale=qk_scale, **options)
     return a["matrix"], a["token_probs"]
+
+
+__all__ = ["HEAD_CHOICES", "UNITS", "alignment", "alignment_heads", "alignment_matrix", "character_tokens", "check_word_options", "dtw", "median_filter", "rank_heads"]

@@ -83,3 +83,6 @@ def decode_with_fallback(
         if not todo:
             break
     return out  # type: ignore[return-value]
+
+
+__all__ = ["WindowResult", "compression_ratio", "decode_with_fallback", "needs_fallback"]

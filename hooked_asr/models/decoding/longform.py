@@ -22,15 +22,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from hooked_asr.audio import MEL_FRAME_SECONDS, MEL_FRAMES_PER_ENCODER_FRAME, N_FRAMES
 from hooked_asr.models.decoding.fallback import compression_ratio, decode_with_fallback
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment, TranscriptionResult, WordTiming
 from hooked_asr.models.decoding.timestamps import split_segments
 from hooked_asr.models.decoding.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, encoder_row, keep_encoder_output
 
-HOP_SECONDS = 0.01  # one mel frame
-N_FRAMES = 3000  # mel frames per window
-INPUT_STRIDE = 2  # mel frames per timestamp step / encoder frame
 
 
 def clip_ranges(clip_timestamps: str | Sequence[float], content_frames: int) -> list[tuple[int, int]]:
@@ -40,7 +38,7 @@ def clip_ranges(clip_timestamps: str | Sequence[float], content_frames: int) -> 
         times = [float(x) for x in clip_timestamps.split(",") if x.strip()] if clip_timestamps else []
     else:
         times = [float(x) for x in clip_timestamps]
-    points = [round(t / HOP_SECONDS) for t in times] or [0]
+    points = [round(t / MEL_FRAME_SECONDS) for t in times] or [0]
     if len(points) % 2:
         points.append(content_frames)
     return list(zip(points[::2], points[1::2]))
@@ -86,12 +84,12 @@ def _skip_hallucinated_silence(
         end = _last_end(current)
         if end is not None and end > time_offset:
             remaining = window_end_time - end
-            seek = round(end / HOP_SECONDS) if remaining > threshold else previous_seek + round(segment_duration / HOP_SECONDS)
+            seek = round(end / MEL_FRAME_SECONDS) if remaining > threshold else previous_seek + round(segment_duration / MEL_FRAME_SECONDS)
     first = next((s for s in current if s.words), None)
     if first is not None and _is_anomaly(first):
         gap = first.start - time_offset
         if gap > threshold:
-            return previous_seek + round(gap / HOP_SECONDS), True
+            return previous_seek + round(gap / MEL_FRAME_SECONDS), True
     hal_last_end = last_speech
     for i, seg in enumerate(current):
         if not seg.words:
@@ -104,8 +102,8 @@ def _skip_hallucinated_silence(
             silence_after = (hal_next_start - seg.end > threshold or _is_anomaly(nxt)
                              or window_end_time - seg.end < 2.0)
             if silence_before and silence_after:
-                seek = round(max(time_offset + 1, seg.start) / HOP_SECONDS)
-                if content_frames * HOP_SECONDS - seg.end < threshold:
+                seek = round(max(time_offset + 1, seg.start) / MEL_FRAME_SECONDS)
+                if content_frames * MEL_FRAME_SECONDS - seg.end < threshold:
                     seek = content_frames
                 del current[i:]
                 break
@@ -146,8 +144,8 @@ def transcribe_sequential(
         for clip_start, clip_end in clips:
             seek = max(seek, clip_start)
             while seek < clip_end:
-                time_offset = seek * HOP_SECONDS
-                window_end_time = (seek + N_FRAMES) * HOP_SECONDS
+                time_offset = seek * MEL_FRAME_SECONDS
+                window_end_time = (seek + N_FRAMES) * MEL_FRAME_SECONDS
                 size = min(N_FRAMES, content_frames - seek, clip_end - seek)
                 window_mel = F.pad(mel[:, seek : seek + size], (0, N_FRAMES - size))[None]
                 if opts.carry_initial_prompt:
@@ -181,7 +179,7 @@ def transcribe_sequential(
                 lps_of: dict[int, list[float]] = {}
                 for a, b, start, end in cuts:
                     if math.isnan(end):
-                        end = size * HOP_SECONDS
+                        end = size * MEL_FRAME_SECONDS
                     toks = r.tokens[a:b]
                     current.append(Segment(
                         id=0, seek=seek, start=time_offset + start, end=time_offset + end,
@@ -192,7 +190,7 @@ def transcribe_sequential(
                     lps_of[id(current[-1])] = r.logprobs[a:b]
                 if paired and not single_ending:
                     # the last segment is unfinished: drop it and start the next window at its start
-                    seek += (r.tokens[cuts[-1][1] - 1] - tb) * INPUT_STRIDE
+                    seek += (r.tokens[cuts[-1][1] - 1] - tb) * MEL_FRAMES_PER_ENCODER_FRAME
                 else:
                     seek += size
                 if opts.word_timestamps:
@@ -204,11 +202,11 @@ def transcribe_sequential(
                     if not single_ending:
                         end = _last_end(current)
                         if end is not None and end > time_offset:
-                            seek = round(end / HOP_SECONDS)
+                            seek = round(end / MEL_FRAME_SECONDS)
                     if opts.hallucination_silence_threshold is not None:
                         seek, skip = _skip_hallucinated_silence(
                             current, opts.hallucination_silence_threshold, time_offset=time_offset,
-                            window_end_time=window_end_time, segment_duration=size * HOP_SECONDS,
+                            window_end_time=window_end_time, segment_duration=size * MEL_FRAME_SECONDS,
                             last_speech=last_speech, previous_seek=previous_seek, seek=seek,
                             single_ending=single_ending, content_frames=content_frames,
                         )
@@ -239,6 +237,9 @@ def transcribe_sequential(
         language=language, segments=segments, words=words,
         extra={"n_windows": window, "compression_ratio": compression_ratio(text or "")},
     )
+
+
+__all__ = ["clip_ranges", "join_windows", "transcribe_sequential"]
 
 
 def join_windows(

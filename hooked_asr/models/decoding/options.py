@@ -193,3 +193,6 @@ def check_generate_args(num_beams: Any, max_new_tokens: Any, do_sample: bool, te
     p = _finite("patience", patience)
     if p is not None and p <= 0:
         raise ValueError(f"patience={patience}: must be > 0")
+
+
+__all__ = ["TranscribeOptions", "check_generate_args"]

@@ -83,3 +83,6 @@ class TranscriptionResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (openai-whisper's layout plus our fields)."""
         return asdict(self)
+
+
+__all__ = ["GenerationOutput", "Segment", "TranscriptionResult", "WordTiming"]

@@ -369,3 +369,6 @@ def beam_search(
     finished = (tokens.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0] == eos) & fin_done[:, 0]
     sequences = torch.cat([prompt.view(n_items, beams, p)[:, 0], tokens], 1)
     return GenerationOutput(sequences=sequences, tokens=tokens, logprobs=logprobs, finished=finished, no_speech_probs=nsp)
+
+
+__all__ = ["LogitRules", "Stepper", "beam_search", "openai_beam_search", "rank_sequences", "sample"]

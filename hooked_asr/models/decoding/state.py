@@ -31,3 +31,6 @@ class DecodingState:
     num_beams: int = 1
     rows: int = 0
     n_windows: int = 1
+
+
+__all__ = ["DecodingState"]

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-TIME_PRECISION = 0.02  # seconds per timestamp step (= 2 mel frames = 1 encoder frame)
+from hooked_asr.audio import TIME_PRECISION
+
 
 
 @dataclass
@@ -81,3 +82,6 @@ def split_segments(tokens: list[int], timestamp_begin: int) -> tuple[list[tuple[
         out.append((last, cut, (piece[0] - timestamp_begin) * TIME_PRECISION, (piece[-1] - timestamp_begin) * TIME_PRECISION))
         last = cut
     return out, single_ending, True
+
+
+__all__ = ["TimestampRules", "split_segments"]

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
+from hooked_asr.audio import ENCODER_FRAME_SECONDS
+
 from hooked_asr.models.decoding.alignment import (  # noqa: F401  (re-exported: timing's public names)
     alignment, alignment_heads, alignment_matrix, check_word_options, dtw, median_filter,
 )
 from hooked_asr.models.decoding.results import Segment, WordTiming
 
-FRAME_SECONDS = 0.02  # one encoder frame (two mel frames)
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -108,10 +109,10 @@ def find_alignment(
     if a["char_start"] is None:
         rows, cols = dtw(-a["matrix"].double().cpu().numpy())
         jumps = np.pad(np.diff(rows), (1, 0), constant_values=1).astype(bool)
-        jump_times = cols[jumps] * FRAME_SECONDS  # start of each token (+ end of text)
+        jump_times = cols[jumps] * ENCODER_FRAME_SECONDS  # start of each token (+ end of text)
         starts, ends = jump_times[bounds[:-1]], jump_times[bounds[1:]]
     else:  # each token-level word's characters in the text: start of its first, start of the one after
-        char_start = a["char_start"] * FRAME_SECONDS
+        char_start = a["char_start"] * ENCODER_FRAME_SECONDS
         text, pos, starts, ends = a["text"], 0, [], []
         for w in words[:-1]:
             core = w.strip()
@@ -247,3 +248,6 @@ def add_word_timestamps(
             last_speech_timestamp = seg.end
         seg.words = words
     return last_speech_timestamp
+
+
+__all__ = ["APPEND_PUNCTUATIONS", "PREPEND_PUNCTUATIONS", "add_word_timestamps", "encoder_row", "find_alignment", "keep_encoder_output", "merge_punctuations", "split_to_word_tokens"]

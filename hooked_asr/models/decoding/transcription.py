@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hooked_asr.audio import audio_frames, window_samples
+from hooked_asr.audio import MEL_FRAME_SECONDS, audio_frames, window_samples
 from hooked_asr.models.decoding.fallback import WindowResult, decode_with_fallback
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment, TranscriptionResult
@@ -116,6 +116,8 @@ class TranscriptionMixin:
     ) -> TranscriptionResult | list[TranscriptionResult]:
         """``transcribe`` with its options checked (a model's own ``transcribe`` adds ``opts.model_options``)."""
         self._check_language_task(opts.language, opts.task)
+        if opts.needs_window_loop:
+            self.require("timestamps", "clip_timestamps / hallucination_silence_threshold")
         items, is_batch = self._transcription_inputs(audio, sampling_rate, allow_silence)
         window = self._window_samples()
         results: dict[int, TranscriptionResult] = {}
@@ -266,7 +268,7 @@ class TranscriptionMixin:
             toks = r.tokens[a:b]
             text = self.tokenizer.decode([t for t in toks if t < eos or tb is None]) if self.tokenizer is not None else ""
             segs.append(Segment(
-                id=len(segs), seek=seek, start=start, end=frames * 0.01 if end != end else end, text=text, tokens=toks,
+                id=len(segs), seek=seek, start=start, end=frames * MEL_FRAME_SECONDS if end != end else end, text=text, tokens=toks,
                 avg_logprob=r.avg_logprob, compression_ratio=r.compression_ratio, no_speech_prob=r.no_speech_prob,
                 temperature=r.temperature,
             ))
@@ -282,3 +284,4 @@ def _replace(opts: TranscribeOptions, **changes: Any) -> TranscribeOptions:
     return dataclasses.replace(opts, **changes)
 
 
+__all__ = ["PromptGroup", "TranscriptionMixin"]

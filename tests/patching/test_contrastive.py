@@ -1,4 +1,4 @@
-"""Contrastive audio pairs (hooked_asr/datasets/contrastive.py): time-aligned clips, the clean prompt in
+"""Contrastive audio pairs (hooked_asr/patching/contrastive.py): time-aligned clips, the clean prompt in
 both runs, and a metric that flips between them on the real tiny.en."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hooked_asr.datasets.contrastive import (
+from hooked_asr.patching.contrastive import (
     contrastive_pairs, fit_duration, noise_burst, other_voice, speak_words, word_replaced, word_swap,
 )
 

@@ -35,7 +35,9 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-SAMPLE_RATE = 16000
+from hooked_asr.audio import SAMPLE_RATE
+from hooked_asr.datasets.nonspeech import rms, white_noise_like
+
 LEAD_S, GAP_S, TAIL_S = 0.2, 0.12, 0.3
 _TRIM = 0.01  # a word's samples run from the first to the last above 1 % of its peak
 
@@ -227,8 +229,6 @@ def word_replaced(words: Sequence[str], index: int, fill: str = "noise", voice: 
     _, a, b = clean.spans[index]
     corrupt = clean.audio.copy()
     if fill == "noise":
-        from hooked_asr.patching.references import white_noise_like
-
         corrupt[a:b] = white_noise_like(clean.audio[a:b], seed=seed)
     elif fill == "silence":
         corrupt[a:b] = 0.0
@@ -263,8 +263,6 @@ def noise_burst(words: Sequence[str], index: int, snr_db: float = 0.0, voice: st
     clean = speak_words(words, voice, rate)
     _, a, b = clean.spans[index]
     seg = clean.audio[a:b]
-    from hooked_asr.patching.references import rms, white_noise_like
-
     corrupt = clean.audio.copy()
     corrupt[a:b] = seg + white_noise_like(seg, seed=seed, rms_level=rms(seg) / 10 ** (snr_db / 20))
     return ContrastivePair(f"burst:{words[index]}@{snr_db:g}dB", "noise_burst", clean.audio,

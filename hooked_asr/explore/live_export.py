@@ -1,0 +1,95 @@
+"""The live explorer's export: an intervention list as the Python that reproduces the page's numbers
+with the public API (:meth:`hooked_asr.explore.live.LiveSession.to_python`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+NOISE_SEED = 0  # the white-noise reference's seed, in the page and in the exported code alike
+
+
+def session_code(session: Any, norm: Sequence[Mapping[str, Any]]) -> str:
+    """The code for a validated intervention list ``norm`` of ``session`` (a ``LiveSession``)."""
+    lang = f", language={session.clean_language!r}" if session.clean_language else ""
+    lines = [
+        f"# hooked_asr live explorer: {len(norm)} intervention(s) on {session.name!r} "
+        f"({session.start:.2f}-{session.start + session.duration:.2f} s), {session.model_name}",
+        "import torch", "", "import hooked_asr", "from hooked_asr.audio import load_audio",
+        "from hooked_asr.patching import (interpolate, mean_ablate, mean_activations, patched, record_reference,",
+        "                                 run_with_interventions, zero_ablate)",
+        "from hooked_asr.patching.attention_masks import frames_between, mask_attention",
+        "from hooked_asr.patching.references import white_noise_like", "",
+        "torch.set_grad_enabled(False)",
+        f"model = hooked_asr.load_model({session.model_name!r})",
+        f"audio = load_audio({str(session.audio_path)!r})  # the window the page showed (float WAV: exact samples)",
+        f"clean = model.transcribe(audio, word_timestamps=True{lang})",
+        "steps = list(clean.tokens) + [model.cfg.eos_token_id]  # the transcript, then end of text",
+        f"tf = model.teacher_forced_inputs(audio, continuation=steps{lang})",
+    ]
+    from hooked_asr.patching import parse_component
+
+    hooks = {m: list(dict.fromkeys(parse_component(session.model, s["component"]).hook_name for s in norm if s["method"] == m))
+             for m in ("mean", "noise")}
+    if hooks["mean"]:
+        lines.append(f"means = mean_activations(model, [tf.kwargs], {hooks['mean']!r})  # over every position of the clip")
+    if hooks["noise"]:
+        lines += [f"noise = white_noise_like(audio, seed={NOISE_SEED})  # at the clip's RMS",
+                  f"noise_ref = record_reference(model, model.teacher_forced_inputs(noise, continuation=steps, "
+                  f"allow_silence=True{lang}).kwargs, {hooks['noise']!r})"]
+    steers = [s for s in norm if s["method"] == "steer"]
+    if steers:
+        lines += ["from hooked_asr.sae.model import load_sae", "from hooked_asr.sae.steering import FeatureIntervention, steer",
+                  f"sae = load_sae({session._sae_folder()!r})",
+                  "edits = [" + ", ".join(f"FeatureIntervention({s['feature']}, {s['mode']!r}, {s['value']!r})" for s in steers) + "]"]
+        if "from" in steers[0]:
+            lines += [f"frame_mask = torch.zeros({int(session.model.cfg.encoder.n_ctx)}, dtype=torch.bool)  # the SAE hook's frames",
+                      f"frame_mask[list(frames_between({steers[0]['from']!r}, {steers[0]['to']!r}))] = True"]
+        else:
+            lines.append("frame_mask = None")
+    p = "tf.prompt_len"
+    lines.append("interventions = [")
+    for s in norm:
+        if s["method"] == "steer":
+            continue
+        if "from" in s:
+            where = f"frames_between({s['from']!r}, {s['to']!r})"
+        elif "tokens" in s:
+            where = f"range({p} + {s['tokens'][0]}, {p} + {s['tokens'][1]})"
+        else:
+            where = None
+        pos = f", positions={where}" if where else ""
+        alpha = s.get("alpha", 1.0)
+        c = repr(s["component"])
+        if s["method"] == "zero":
+            lines.append(f"    zero_ablate({c}{', alpha=' + repr(alpha) if alpha != 1.0 else ''}{pos}),")
+        elif s["method"] == "mean":
+            lines.append(f"    mean_ablate({c}, means{', alpha=' + repr(alpha) if alpha != 1.0 else ''}{pos}),")
+        elif s["method"] == "noise":
+            lines.append(f"    interpolate({c}, noise_ref, {alpha!r}{pos}, missing='keep'),")
+        else:
+            lines.append(f"    mask_attention({c}, {where}),")
+    lines.append("]")
+    if steers:
+        lines += [
+            "with steer(model, sae, edits, frame_mask=frame_mask):  # the SAE edit, error term kept",
+            "    logits = run_with_interventions(model, interventions, **tf.kwargs)",
+            "    with patched(model, interventions):",
+            f"        out = model.transcribe(audio{lang})",
+        ]
+    else:
+        lines += [
+            "logits = run_with_interventions(model, interventions, **tf.kwargs)",
+            "with patched(model, interventions):",
+            f"    out = model.transcribe(audio{lang})",
+        ]
+    lines += [
+        f"logprobs = torch.log_softmax(logits[0, {p} - 1 : -1].float(), -1).gather(-1, tf.tokens[0, {p}:, None])[:, 0]",
+        "print('clean:  ', clean.text)",
+        "print('patched:', out.text)",
+        "print('sum log p of the clean transcript:', float(logprobs.sum()))",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["NOISE_SEED", "session_code"]
