@@ -103,6 +103,14 @@ class Stepper:
                 torch.equal(k.unflatten(0, (-1, group)), k.unflatten(0, (-1, group))[:, :1].expand_as(k.unflatten(0, (-1, group))))
                 for layer in self.cache if "cross" in layer for k in layer["cross"]
             )
+            if self._cross_shared and len(rows) == group:
+                # One audio: every beam reads the same keys/values, so keep one row and view it
+                # for all (stride 0); the attention then reads them once for all beams
+                # (components.attention's shared-keys path: the beams become query positions).
+                self.cache = [
+                    layer | {"cross": tuple(t[:1].expand_as(t) for t in layer["cross"])} if "cross" in layer else layer
+                    for layer in self.cache
+                ]
         if self._cross_shared:
             self.cache = [
                 {kind: kv for kind, kv in layer.items() if kind == "cross"}
