@@ -183,3 +183,12 @@ def make_hf_qwen2_audio(shape: str, seed: int = 0, n_ctx: int | None = None):
             else:
                 p.normal_(0.0, 0.15)
     return model
+
+
+@pytest.fixture(autouse=True)
+def _grad_mode_is_restored():
+    """Code a test executes as a user would (README blocks, the live explorer's exported code) may call
+    ``torch.set_grad_enabled(False)``, which is process-global: restore it so later tests see the default."""
+    enabled = torch.is_grad_enabled()
+    yield
+    torch.set_grad_enabled(enabled)

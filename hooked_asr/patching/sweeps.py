@@ -30,7 +30,7 @@ import torch
 from hooked_asr.fingerprint import data_hash, jsonable, model_identity, tensors_hash
 from hooked_asr.patching.components import Component, parse_component
 from hooked_asr.patching.item_runs import (
-    DECODER, ItemRun, RowBatching, plan_chunks, row_batching, start_point,
+    DECODER, ItemRun, RowBatching, generation_settings, plan_chunks, row_batching, start_point,
 )
 from hooked_asr.patching.interventions import (
     Intervention,

@@ -125,7 +125,7 @@ def test_readme_circuit_example_runs_and_its_baselines_are_the_two_real_runs(tmp
     from hooked_asr.patching import white_noise_like
 
     blocks = re.findall(r"```python\n(.*?)```", (Path(__file__).resolve().parents[2] / "README.md").read_text(), re.S)
-    ours = [b for b in blocks if "eap_ig(" in b]
+    ours = [b for b in blocks if "scores = eap(" in b]
     assert len(ours) == 1
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
@@ -138,7 +138,7 @@ def test_readme_circuit_example_runs_and_its_baselines_are_the_two_real_runs(tmp
         assert (ns["logits"] - model(**tf.kwargs)).abs().max() > 1e-4  # the one path changes the logits
     # no edge patched is the clean run; every edge patched is the reference run itself
     assert ev.clean == pytest.approx(clean, abs=1e-5) and ev.reference == pytest.approx(ref_run, abs=1e-3)
-    assert json.loads((tmp_path / "circuit.json").read_text())["n_edges"] == 50 and (tmp_path / "circuit.png").exists()
+    assert json.loads((tmp_path / "circuit.json").read_text())["n_edges"] == 3000 and (tmp_path / "circuit.png").exists()
 
 
 def test_eap_ig_checks_its_completeness_and_adapts_its_steps(setup):

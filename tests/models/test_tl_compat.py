@@ -38,7 +38,10 @@ def _q_inputs(model):
 
 
 def _measured(cache):
-    return {k: v.numel() * v.element_size() for k, v in cache.items()}
+    """Bytes the cache holds per hook (an ActivationCache keeps a pattern as its scores and rebuilds it
+    on access: its held tensors are ``cache_dict``)."""
+    held = getattr(cache, "cache_dict", cache)
+    return {k: v.numel() * v.element_size() for k, v in held.items()}
 
 
 @pytest.mark.parametrize("which", ["whisper", "qwen"])
