@@ -48,25 +48,34 @@ def test_the_real_beam_5000_is_refused_on_this_machine(whisper_tiny_en):
     assert out.startswith("DecodingMemoryError") and "beam_size=5000" in out, out
 
 
+# The resident set sampled while decoding (the process's lifetime peak, ru_maxrss, may be set by the
+# model load rather than the decoding, and then says nothing about it).
 _MEASURE = """
-import resource, sys, numpy as np, hooked_asr
+import os, sys, threading, time, numpy as np, hooked_asr
+rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 m = hooked_asr.load_model('whisper-tiny.en')
 a = (0.3 * np.sin(np.arange(16000) / 5)).astype(np.float32)
 m.transcribe(a, max_new_tokens=3)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before, peak, done = rss(), [0], threading.Event()
+def watch():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.001)
+t = threading.Thread(target=watch)
+t.start()
 m.transcribe(a, beam_size=int(sys.argv[1]), max_new_tokens=20)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+done.set()
+t.join()
+print(max(peak[0], rss()) - before)
 """
 
 
 @pytest.mark.slow
 def test_estimate_is_close_to_the_measured_peak(whisper_tiny_en):
     """Peak memory growth of 60 beams against the estimate for 60 rows: the estimate may be
-    generous (it is a guard) but not by more than 2.5x, and not short by more than 20%. (It counts
-    cross-attention keys/values per row; beams over one audio keep one shared copy after the first
-    step, so the measured peak fell from within 2x of the estimate to 0.48x.)"""
+    generous (it is a guard) but not by more than 2x, and not short by more than 20%."""
     beams = 60
     grown = int(subprocess.run([sys.executable, "-c", _MEASURE, str(beams)], capture_output=True, text=True,
                                check=True).stdout.split()[-1])
     est = beams * decoding_bytes_per_row(whisper_tiny_en, 3 + 20)
-    assert 0.8 * grown <= est <= 2.5 * grown, (est / 1e6, grown / 1e6)
+    assert 0.8 * grown <= est <= 2.0 * grown, (est / 1e6, grown / 1e6)
