@@ -68,6 +68,21 @@ def load_model_or_random(name: str, device: str = "cpu"):
         return random_whisper(shape).to(device), f"random {shape}-shaped"
 
 
+def long_speech(seconds: float, sentences: list[str] | None = None) -> np.ndarray:
+    """``seconds`` of espeak-ng speech: ``sentences`` (default :data:`SENTENCES`) in turn, 0.6 s of
+    silence after each, cut to length."""
+    from hooked_asr.datasets.espeak import synthesize
+
+    clips = [synthesize(s, voice="en-us") for s in (sentences or SENTENCES)]
+    pause = np.zeros(int(0.6 * 16000), dtype=np.float32)
+    parts, n, i = [], 0, 0
+    while n < seconds * 16000:
+        parts += [clips[i % len(clips)], pause]
+        n += len(clips[i % len(clips)]) + len(pause)
+        i += 1
+    return np.concatenate(parts)[: int(seconds * 16000)]
+
+
 def speech_or_noise(n: int, seconds: float = 4.0) -> tuple[list[np.ndarray], str]:
     """``n`` clips of espeak-ng speech (cycling through :data:`SENTENCES`), or noise if espeak-ng
     is missing."""

@@ -22,24 +22,11 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _models import SENTENCES  # noqa: E402  (puts this checkout first on sys.path)
+from _models import long_speech  # noqa: E402  (puts this checkout first on sys.path)
 from _timing import interleaved  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-
-def speech(seconds: float) -> np.ndarray:
-    from hooked_asr.datasets.espeak import synthesize
-
-    clips = [synthesize(s, voice="en-us") for s in SENTENCES]
-    pause = np.zeros(int(0.6 * 16000), dtype=np.float32)
-    parts, n, i = [], 0, 0
-    while n < seconds * 16000:
-        parts += [clips[i % len(clips)], pause]
-        n += len(clips[i % len(clips)]) + len(pause)
-        i += 1
-    return np.concatenate(parts)[: int(seconds * 16000)]
 
 
 def main() -> None:
@@ -57,7 +44,7 @@ def main() -> None:
     from hooked_asr.text import word_error_rate
     from hooked_asr.loading.registry import PYPI_CHECKPOINTS
 
-    audio = speech(args.seconds)
+    audio = long_speech(args.seconds)
     print(f"{len(audio) / 16000:.0f} s of espeak-ng speech, greedy long-form, one thread, {args.rounds} rounds")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

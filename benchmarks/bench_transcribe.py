@@ -34,16 +34,9 @@ SENTENCES = [
 
 
 def speech(seconds: float) -> np.ndarray:
-    from hooked_asr.datasets.espeak import synthesize
+    from _models import long_speech
 
-    clips = [synthesize(s) for s in SENTENCES]
-    pause = np.zeros(int(0.6 * 16000), dtype=np.float32)
-    parts, n, i = [], 0, 0
-    while n < seconds * 16000:
-        parts += [clips[i % len(clips)], pause]
-        n += len(clips[i % len(clips)]) + len(pause)
-        i += 1
-    return np.concatenate(parts)[: int(seconds * 16000)]
+    return long_speech(seconds, SENTENCES)
 
 
 def report(rows: dict, name: str, row: dict) -> None:
