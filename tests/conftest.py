@@ -75,6 +75,21 @@ def make_hf_whisper_30s(
     return hf
 
 
+def save_checkpoint(hf_model, folder):
+    """``hf_model.save_pretrained(folder)`` plus the tokenizer.json shipped for its vocabulary, as a
+    user's checkpoint folder has one (without it the loader warns and falls back to that same file)."""
+    import json
+    import shutil
+
+    from hooked_asr.loading.registry import shipped_tokenizer
+
+    hf_model.save_pretrained(folder)
+    src = shipped_tokenizer(json.loads((folder / "config.json").read_text())["vocab_size"])
+    if src is not None:
+        shutil.copy(src, folder / "tokenizer.json")
+    return folder
+
+
 @pytest.fixture(params=sorted(WHISPER_SHAPES))
 def whisper_pair(request):
     """(hf_model, hooked_model, input_features) for each shape."""

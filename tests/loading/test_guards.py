@@ -17,7 +17,7 @@ import torch
 import hooked_asr
 from hooked_asr.loading import registry
 from hooked_asr.loading.hf import CheckpointError
-from tests.conftest import make_hf_whisper
+from tests.conftest import make_hf_whisper, save_checkpoint
 
 GB = 1 << 30
 
@@ -43,7 +43,7 @@ def _write_sparse_safetensors(path: Path, tensors: dict[str, tuple[str, list[int
 @pytest.fixture
 def tiny_dir(tmp_path):
     d = tmp_path / "ckpt"
-    make_hf_whisper("en-80mel").save_pretrained(d)
+    save_checkpoint(make_hf_whisper("en-80mel"), d)
     return d
 
 

@@ -11,7 +11,7 @@ import hooked_asr
 from hooked_asr.loading import registry
 from hooked_asr.loading.hf import CheckpointError
 from hooked_asr.loading.whisper_weights import WeightConversionError
-from tests.conftest import make_hf_whisper
+from tests.conftest import make_hf_whisper, save_checkpoint
 
 
 @pytest.fixture
@@ -37,7 +37,8 @@ def test_a_damaged_cache_is_rebuilt(weights):
     hooked_asr.load_model("whisper-tiny.en")
     f = weights / "whisper-tiny.en" / "model.safetensors"
     f.write_bytes(f.read_bytes()[:1000])
-    m = hooked_asr.load_model("whisper-tiny.en")
+    with pytest.warns(UserWarning, match="is not usable .*rebuilding it"):
+        m = hooked_asr.load_model("whisper-tiny.en")
     assert m.cfg.decoder.n_layers == 4 and f.stat().st_size > 10**8
 
 
@@ -46,7 +47,8 @@ def test_hf_directory_round_trip(tmp_path):
     # (large-v3's 51866 has none shipped, so such a folder must bring its own: tests/reliability).
     hf = make_hf_whisper("multi-deep-encoder")
     hf.save_pretrained(tmp_path / "ckpt")
-    m = hooked_asr.load_model(tmp_path / "ckpt")
+    with pytest.warns(UserWarning, match="no tokenizer.json; using the Whisper tokenizer for a vocabulary of 51865"):
+        m = hooked_asr.load_model(tmp_path / "ckpt")
     ref = hooked_asr.HookedWhisper.from_hf(hf)
     x = torch.randn(1, 80, 80)
     tok = torch.tensor([[hf.config.decoder_start_token_id, 7, 9]])
@@ -55,7 +57,7 @@ def test_hf_directory_round_trip(tmp_path):
 
 def test_pickled_weights_are_refused(tmp_path):
     hf = make_hf_whisper("en-80mel")
-    hf.save_pretrained(tmp_path / "ckpt")
+    save_checkpoint(hf, tmp_path / "ckpt")
     (tmp_path / "ckpt" / "model.safetensors").rename(tmp_path / "ckpt" / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="pickled weights can run code"):
         hooked_asr.load_model(tmp_path / "ckpt")
@@ -63,7 +65,7 @@ def test_pickled_weights_are_refused(tmp_path):
 
 def test_wrong_config_for_weights_fails_loudly(tmp_path):
     hf = make_hf_whisper("en-80mel")
-    hf.save_pretrained(tmp_path / "ckpt")
+    save_checkpoint(hf, tmp_path / "ckpt")
     cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     cfg["decoder_layers"] = 3
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
