@@ -11,9 +11,10 @@ explorer pages): written atomically, read with their sizes and values checked fi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -23,22 +24,30 @@ class FileCheckError(ValueError):
     """A saved file whose sizes or values contradict what it claims to be."""
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that ``path`` is always the old or the new file, never a part."""
+@contextlib.contextmanager
+def _replaced_atomically(path: str | Path) -> Iterator[str]:
+    """Yield a temporary file beside ``path`` to write; then fsync it, give it the umask's
+    permissions and ``os.replace`` it over ``path`` (removed instead if the writer raised)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that ``path`` is always the old or the new file, never a part."""
+    with _replaced_atomically(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -51,21 +60,10 @@ def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Pat
     """``safetensors.torch.save_file`` to a temporary file beside ``path``, fsync, then ``os.replace``."""
     import safetensors.torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with _replaced_atomically(path) as tmp:
         safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
                                     metadata=dict(metadata) if metadata else None)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def _umask() -> int:

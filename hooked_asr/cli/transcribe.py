@@ -89,7 +89,7 @@ def _names(inputs: list[tuple[str, object, str | None]]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from hooked_asr.activations.store import atomic_write_bytes
+    from hooked_asr.files import atomic_write_bytes
 
     fmt = "json" if args.json else args.output_format
     subtitles = _check(args, fmt)

@@ -266,7 +266,7 @@ class SAETrainer:
         replaced atomically; the previous checkpoint is deleted only after that, so a kill at
         any moment leaves one complete checkpoint. Nothing is pickled. Returns the new folder.
         """
-        from hooked_asr.activations.store import atomic_write_bytes
+        from hooked_asr.files import atomic_write_bytes
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
