@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _models import long_speech  # noqa: E402  (puts this checkout first on sys.path)
 from _timing import interleaved  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
@@ -101,10 +99,9 @@ def main() -> None:
                 if " / " in k or k.startswith("WER"):
                     print(f"  {k}: {v:.3f}")
     if args.json:
-        tmp_json = args.json + ".tmp"
-        with open(tmp_json, "w") as f:
-            json.dump(rows, f, indent=2)
-        os.replace(tmp_json, args.json)
+        from hooked_asr.files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

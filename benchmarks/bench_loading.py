@@ -120,10 +120,9 @@ def main() -> None:
                 if k.startswith("cached /"):
                     print(f"  {k}: {v:.2f}x")
     if args.json:
-        tmp_json = args.json + ".tmp"
-        with open(tmp_json, "w") as f:
-            json.dump(rows, f, indent=2)
-        os.replace(tmp_json, args.json)
+        from hooked_asr.files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

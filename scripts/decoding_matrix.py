@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import _common  # noqa: F401  (puts this checkout first on sys.path)
 
-import argparse
 import json
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from tqdm.auto import tqdm
 
 import hooked_asr
 from hooked_asr.datasets.espeak import synthesize
+from hooked_asr.files import atomic_write_text
 from hooked_asr.loading.openai_whisper import openai_whisper_from_hf_dir, segment_tokens_of_openai, transcribe_both
 from hooked_asr.loading.registry import weights_dir
 from hooked_asr.text import word_error_rate
@@ -168,13 +166,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = _common.parser(__doc__)
     parser.add_argument("--models", nargs="+", default=["whisper-tiny.en", "whisper-base"])
@@ -206,12 +197,12 @@ def main() -> None:
     table = markdown(results)
     print(table)
     if not args.no_write:
-        write_atomic(json_path, json.dumps(results, indent=1) + "\n")
+        atomic_write_text(json_path, json.dumps(results, indent=1) + "\n")
         doc = (ROOT / "docs" / "decoding.md").read_text()
         block = (f"<!-- matrix:start (python scripts/decoding_matrix.py; {results['audio_seconds']:.0f} s of mixed audio) -->\n"
                  f"{table}\n<!-- matrix:end -->")
         doc = re.sub(r"<!-- matrix:start.*?<!-- matrix:end -->", lambda _: block, doc, flags=re.S)
-        write_atomic(ROOT / "docs" / "decoding.md", doc)
+        atomic_write_text(ROOT / "docs" / "decoding.md", doc)
 
 
 if __name__ == "__main__":
