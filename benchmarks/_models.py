@@ -18,13 +18,37 @@ import torch
 
 # Hugging Face ``WhisperConfig`` fields of the real sizes (the random fallbacks and the GPU shapes).
 WHISPER_SHAPES = {
-    "tiny": dict(vocab_size=51864, d_model=384, encoder_layers=4, decoder_layers=4, encoder_attention_heads=6,
-                 decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536),
-    "base": dict(vocab_size=51865, d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
-                 decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048),
-    "large-v3": dict(vocab_size=51866, num_mel_bins=128, d_model=1280, encoder_layers=32, decoder_layers=32,
-                     encoder_attention_heads=20, decoder_attention_heads=20, encoder_ffn_dim=5120,
-                     decoder_ffn_dim=5120),
+    "tiny": dict(
+        vocab_size=51864,
+        d_model=384,
+        encoder_layers=4,
+        decoder_layers=4,
+        encoder_attention_heads=6,
+        decoder_attention_heads=6,
+        encoder_ffn_dim=1536,
+        decoder_ffn_dim=1536,
+    ),
+    "base": dict(
+        vocab_size=51865,
+        d_model=512,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_attention_heads=8,
+        decoder_attention_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+    ),
+    "large-v3": dict(
+        vocab_size=51866,
+        num_mel_bins=128,
+        d_model=1280,
+        encoder_layers=32,
+        decoder_layers=32,
+        encoder_attention_heads=20,
+        decoder_attention_heads=20,
+        encoder_ffn_dim=5120,
+        decoder_ffn_dim=5120,
+    ),
 }
 SHAPE_OF = {"whisper-tiny.en": "tiny", "whisper-tiny": "tiny", "whisper-base": "base", "whisper-large-v3": "large-v3"}
 SENTENCES = [

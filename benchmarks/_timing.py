@@ -67,7 +67,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: str 
     for r in range(repeats):
         # A B C, then C B A: whatever the first of a round pays (a cold cache after the
         # previous function) falls on every function alike.
-        for k, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
+        for k, fn in list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]:
             sync()
             t = clock()
             fn()

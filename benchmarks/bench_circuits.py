@@ -21,8 +21,12 @@ import numpy as np
 import torch
 from _timing import median_seconds
 
-SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Please call Stella and ask her to bring these things.",
-             "We should meet again next week to finish the report.", "She sells sea shells by the sea shore."]
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call Stella and ask her to bring these things.",
+    "We should meet again next week to finish the report.",
+    "She sells sea shells by the sea shore.",
+]
 
 
 def _nbytes(x) -> int:
@@ -54,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     tokens = model.transcribe(audio).tokens
     tf = model.teacher_forced_inputs(audio, tokens)
     inputs = tf.kwargs
-    print(f"{args.model} on {args.device}: {len(audio) / 16000:.1f} s of espeak speech, {len(tokens)} transcript tokens")
+    print(
+        f"{args.model} on {args.device}: {len(audio) / 16000:.1f} s of espeak speech, {len(tokens)} transcript tokens"
+    )
 
     with torch.no_grad():
         est = model.estimate_cache_size(**inputs)
@@ -71,9 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             "stack_head_results (encoder)": lambda: cache.stack_head_results(stack="encoder"),
             "decompose_resid (decoder, apply_ln)": lambda: cache.decompose_resid(apply_ln=True),
             "accumulated_resid (encoder, apply_ln)": lambda: cache.accumulated_resid(apply_ln=True, stack="encoder"),
-            "get_full_resid_decomposition (decoder, MLPs whole)": lambda: cache.get_full_resid_decomposition(expand_neurons=False),
-            "logit_attrs (all decoder components, every position)":
-                lambda: cache.logit_attrs(full[:, :, :-1], toks, pos_slice=(0, toks.shape[1])),
+            "get_full_resid_decomposition (decoder, MLPs whole)": lambda: cache.get_full_resid_decomposition(
+                expand_neurons=False
+            ),
+            "logit_attrs (all decoder components, every position)": lambda: cache.logit_attrs(
+                full[:, :, :-1], toks, pos_slice=(0, toks.shape[1])
+            ),
         }
         rows = []
         for name, fn in helpers.items():
@@ -89,11 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     t_dla = median_seconds(lambda: dla_transcript(model, audio, tokens=tokens), max(1, args.repeats - 1), args.device)
 
     mib = 2**20
-    print(f"plain run_with_cache (reference): {t_cache * 1e3:.0f} ms, {cache_bytes / mib:.0f} MiB in {len(cache)} hooks; "
-          f"estimate {est.total_bytes / mib:.0f} MiB (estimate / measured = {est.total_bytes / cache_bytes:.3f})")
-    print(f"caching hook_result too would hold {est_res.total_bytes / mib:.0f} MiB "
-          f"({est_res.total_bytes / cache_bytes:.2f}x the plain cache); head results here are computed on demand")
-    print(f"{'helper':55s} {'time':>9s} {'/ cache':>8s} {'output':>9s} {'/ cache':>8s}" + ("  peak extra" if args.device == "cuda" else ""))
+    print(
+        f"plain run_with_cache (reference): {t_cache * 1e3:.0f} ms, {cache_bytes / mib:.0f} MiB in {len(cache)} hooks; "
+        f"estimate {est.total_bytes / mib:.0f} MiB (estimate / measured = {est.total_bytes / cache_bytes:.3f})"
+    )
+    print(
+        f"caching hook_result too would hold {est_res.total_bytes / mib:.0f} MiB "
+        f"({est_res.total_bytes / cache_bytes:.2f}x the plain cache); head results here are computed on demand"
+    )
+    print(
+        f"{'helper':55s} {'time':>9s} {'/ cache':>8s} {'output':>9s} {'/ cache':>8s}"
+        + ("  peak extra" if args.device == "cuda" else "")
+    )
     for name, t, outb, peak in rows:
         extra = f"  {peak / mib:.0f} MiB" if peak is not None else ""
         print(f"{name:55s} {t * 1e3:7.0f}ms {t / t_cache:8.2f} {outb / mib:7.1f}MiB {outb / cache_bytes:8.3f}{extra}")

@@ -46,7 +46,12 @@ def main() -> None:
     from hooked_asr.circuits.path_patching import record_graph_reference
     from hooked_asr.patching.contrastive import word_swap
     from hooked_asr.patching import (
-        components, continuation_logprob, patching_effects, record_reference, reference_inputs, white_noise_like,
+        components,
+        continuation_logprob,
+        patching_effects,
+        record_reference,
+        reference_inputs,
+        white_noise_like,
     )
 
     model, which = load_tiny()
@@ -68,11 +73,24 @@ def main() -> None:
 
     t_fwd = median_seconds(forward, args.repeats)
     rows = {"forward": t_fwd}
-    rows["EAP"] = median_seconds(lambda: eap(model, tf.kwargs, ref, metric, graph, reference_is_cache=True), args.repeats)
+    rows["EAP"] = median_seconds(
+        lambda: eap(model, tf.kwargs, ref, metric, graph, reference_is_cache=True), args.repeats
+    )
     for m in args.steps:
         rows[f"EAP-IG ({m} steps)"] = median_seconds(
-            lambda m=m: eap_ig(model, tf.kwargs, ref, metric, graph, steps=m, batch_size=args.ig_batch,
-                               reference_is_cache=True, progress=False), max(1, args.repeats - 1))
+            lambda m=m: eap_ig(
+                model,
+                tf.kwargs,
+                ref,
+                metric,
+                graph,
+                steps=m,
+                batch_size=args.ig_batch,
+                reference_is_cache=True,
+                progress=False,
+            ),
+            max(1, args.repeats - 1),
+        )
     auto: dict[str, dict] = {}
     runs = [("noise", tf.kwargs, ref, metric)]
     if model.tokenizer is not None:
@@ -80,8 +98,9 @@ def main() -> None:
         runs.append(("contrastive pair", x.clean, x.corrupt, x.metric))
     for label, kw, r, fn in runs:
         t0 = time.perf_counter()
-        s = eap_ig(model, kw, r, fn, graph, steps="auto", max_steps=args.max_steps, batch_size=args.ig_batch,
-                   progress=False)
+        s = eap_ig(
+            model, kw, r, fn, graph, steps="auto", max_steps=args.max_steps, batch_size=args.ig_batch, progress=False
+        )
         name = f"EAP-IG (auto, {label})"
         rows[name] = time.perf_counter() - t0
         auto[name] = {"steps": s.steps, "completeness": s.meta["completeness"]}
@@ -89,8 +108,10 @@ def main() -> None:
     patching_effects(model, tf.kwargs, ref, comps, metric, batch_size=args.batch_size)
     rows[f"real sweep ({len(comps)} components)"] = time.perf_counter() - t0
 
-    print(f"model: {which}; graph: {len(graph.senders)} senders, {len(graph.receivers)} receivers, "
-          f"{graph.n_edges} edges; one forward = {t_fwd * 1e3:.0f} ms")
+    print(
+        f"model: {which}; graph: {len(graph.senders)} senders, {len(graph.receivers)} receivers, "
+        f"{graph.n_edges} edges; one forward = {t_fwd * 1e3:.0f} ms"
+    )
     print(f"{'method':32s} {'seconds':>8s} {'forward-eq':>11s} {'target':>8s}")
     out = {"model": which, "n_edges": graph.n_edges, "n_components": len(comps), "forward_s": t_fwd, "methods": {}}
     for name, t in rows.items():
@@ -100,17 +121,23 @@ def main() -> None:
             target = 2 * (auto[name]["steps"] + 1) + 1
         elif name.startswith("EAP-IG"):
             target = 2 * (int(name.split("(")[1].split()[0]) + 1) + 1
-        print(f"{name:32s} {t:8.2f} {fe:11.1f} {('<= ' + str(target)) if target else '':>8s}"
-              + ("" if target is None else ("  ok" if fe <= target else "  OVER")))
+        print(
+            f"{name:32s} {t:8.2f} {fe:11.1f} {('<= ' + str(target)) if target else '':>8s}"
+            + ("" if target is None else ("  ok" if fe <= target else "  OVER"))
+        )
         out["methods"][name] = {"seconds": t, "forward_equivalents": fe, "target": target, **auto.get(name, {})}
         if name in auto:
             c = auto[name]["completeness"]
-            print(f"{'':32s} steps chosen: {auto[name]['steps']} (history {[h[0] for h in c['history']]}), "
-                  f"completeness error {100 * c['rel_error']:.1f} %{' (capped)' if c['capped'] else ''}")
+            print(
+                f"{'':32s} steps chosen: {auto[name]['steps']} (history {[h[0] for h in c['history']]}), "
+                f"completeness error {100 * c['rel_error']:.1f} %{' (capped)' if c['capped'] else ''}"
+            )
     sweep = rows[f"real sweep ({len(comps)} components)"]
     for m in args.steps:
-        print(f"EAP-IG ({m} steps) is x{sweep / rows[f'EAP-IG ({m} steps)']:.1f} faster than the real sweep "
-              f"and scores {graph.n_edges} edges instead of {len(comps)} nodes")
+        print(
+            f"EAP-IG ({m} steps) is x{sweep / rows[f'EAP-IG ({m} steps)']:.1f} faster than the real sweep "
+            f"and scores {graph.n_edges} edges instead of {len(comps)} nodes"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")

@@ -68,20 +68,37 @@ def main() -> None:
             def ours(model, key):
                 def run():
                     texts[key] = model.transcribe(audio, language=lang).text.strip()
+
                 return run
 
             def theirs(model, key):
                 def run():
-                    segs, _ = model.transcribe(audio, beam_size=1, temperature=0.0, language="en", vad_filter=False,
-                                               condition_on_previous_text=True)
+                    segs, _ = model.transcribe(
+                        audio,
+                        beam_size=1,
+                        temperature=0.0,
+                        language="en",
+                        vad_filter=False,
+                        condition_on_previous_text=True,
+                    )
                     texts[key] = "".join(s.text for s in segs).strip()
+
                 return run
 
-            t = interleaved({"int8": ours(int8, "int8"), "fw-int8": theirs(fw8, "fw-int8"),
-                             "fp32": ours(fp32, "fp32"), "fw-fp32": theirs(fw32, "fw-fp32")},
-                            repeats=args.rounds, warmup=1)
+            t = interleaved(
+                {
+                    "int8": ours(int8, "int8"),
+                    "fw-int8": theirs(fw8, "fw-int8"),
+                    "fp32": ours(fp32, "fp32"),
+                    "fw-fp32": theirs(fw32, "fw-fp32"),
+                },
+                repeats=args.rounds,
+                warmup=1,
+            )
             row = {
-                "model": name, "seconds_audio": len(audio) / 16000, "clock": t.clock,
+                "model": name,
+                "seconds_audio": len(audio) / 16000,
+                "clock": t.clock,
                 "median_s": {k: t.median(k) for k in t.samples},
                 "spread": {k: t.spread(k) for k in t.samples},
                 "int8 / faster-whisper int8": t.ratio("int8", "fw-int8"),
@@ -93,8 +110,10 @@ def main() -> None:
                 "WER(fw fp32, fp32)": word_error_rate(texts["fw-fp32"], texts["fp32"]),
             }
             rows.append(row)
-            print(f"{name}: " + ", ".join(f"{k} {v:.2f} s (spread {row['spread'][k]:.0%})"
-                                          for k, v in row["median_s"].items()))
+            print(
+                f"{name}: "
+                + ", ".join(f"{k} {v:.2f} s (spread {row['spread'][k]:.0%})" for k, v in row["median_s"].items())
+            )
             for k, v in row.items():
                 if " / " in k or k.startswith("WER"):
                     print(f"  {k}: {v:.3f}")

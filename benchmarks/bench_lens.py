@@ -48,9 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
     with torch.no_grad():
         t_one = median_seconds(lambda: model.transcribe(audio, language=lang, **kw), args.repeats, args.device)
-        t_lens = median_seconds(lambda: encoder_lens(model, audio, language=lang, final=final, max_new_tokens=cap),
-                        args.repeats, args.device)
-        t_lens_full = median_seconds(lambda: encoder_lens(model, audio, language=lang, max_new_tokens=cap), args.repeats, args.device)
+        t_lens = median_seconds(
+            lambda: encoder_lens(model, audio, language=lang, final=final, max_new_tokens=cap),
+            args.repeats,
+            args.device,
+        )
+        t_lens_full = median_seconds(
+            lambda: encoder_lens(model, audio, language=lang, max_new_tokens=cap), args.repeats, args.device
+        )
 
         def naive() -> None:
             feats = model.prepare_features(audio)
@@ -58,8 +63,14 @@ def main(argv: list[str] | None = None) -> int:
             rest = {k: v for k, v in feats.items() if k != main_key}
             for l in range(n_layers):
                 states = encoder_lens_states(model, feats, [l])
-                model.generate(feats[main_key], final.prompt, max_new_tokens=cap, encoder_hidden_states=states,
-                               **model.generation_kwargs(), **rest)
+                model.generate(
+                    feats[main_key],
+                    final.prompt,
+                    max_new_tokens=cap,
+                    encoder_hidden_states=states,
+                    **model.generation_kwargs(),
+                    **rest,
+                )
 
         t_naive = median_seconds(naive, args.repeats, args.device)
 
@@ -67,11 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     stops = set(model.stop_token_ids())
     longest = max(len(l.tokens) + (1 if l.finished else 0) for l in res.layers)
     ref = n_layers * t_one
-    print(f"model: {what}; device {args.device}; {n_layers} encoder layers; final transcript "
-          f"{len(final.tokens)} tokens; longest layer transcript {longest} steps (cap {cap}); stops {sorted(stops)[:3]}")
+    print(
+        f"model: {what}; device {args.device}; {n_layers} encoder layers; final transcript "
+        f"{len(final.tokens)} tokens; longest layer transcript {longest} steps (cap {cap}); stops {sorted(stops)[:3]}"
+    )
     print(f"one ordinary transcription:                 {t_one * 1e3:9.1f} ms")
     print(f"reference = {n_layers} x ordinary transcription:      {ref * 1e3:9.1f} ms")
-    print(f"encoder lens, all layers batched:           {t_lens * 1e3:9.1f} ms   ratio {t_lens / ref:.2f} (target <= 1.5)")
+    print(
+        f"encoder lens, all layers batched:           {t_lens * 1e3:9.1f} ms   ratio {t_lens / ref:.2f} (target <= 1.5)"
+    )
     print(f"  ... including the final transcription:    {t_lens_full * 1e3:9.1f} ms   ratio {t_lens_full / ref:.2f}")
     print(f"encoder lens, one layer at a time:          {t_naive * 1e3:9.1f} ms   ratio {t_naive / ref:.2f}")
     return 0

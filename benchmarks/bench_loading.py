@@ -82,40 +82,58 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["whisper-tiny.en", "whisper-base"])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--before", default=None,
-                    help="another checkout (e.g. a `git archive` of main) whose cached load is timed in the same rounds")
+    ap.add_argument(
+        "--before",
+        default=None,
+        help="another checkout (e.g. a `git archive` of main) whose cached load is timed in the same rounds",
+    )
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, HOOKED_ASR_WEIGHTS=str(Path(tmp) / "weights"), OMP_NUM_THREADS="1",
-                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(
+            os.environ,
+            HOOKED_ASR_WEIGHTS=str(Path(tmp) / "weights"),
+            OMP_NUM_THREADS="1",
+            PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        )
         for name in args.models:
             first = run("hooked", name, env)
-            targets = {"hooked": name, "fw-float32": ct2_dir(name, Path(tmp)), "fw-int8": None,
-                       "hf": str(Path(tmp) / "weights" / name)}
+            targets = {
+                "hooked": name,
+                "fw-float32": ct2_dir(name, Path(tmp)),
+                "fw-int8": None,
+                "hf": str(Path(tmp) / "weights" / name),
+            }
             targets["fw-int8"] = targets["fw-float32"]
             if args.before:
                 targets["hooked@before"] = name
             samples: dict[str, list[dict]] = {k: [] for k in targets}
             for r in range(args.rounds):
-                for kind in (list(targets) if r % 2 == 0 else list(targets)[::-1]):
+                for kind in list(targets) if r % 2 == 0 else list(targets)[::-1]:
                     samples[kind].append(run(kind, targets[kind], env, args.before if "@" in kind else ROOT))
             med = {k: {m: statistics.median(s[m] for s in v) for m in v[0]} for k, v in samples.items()}
             ratio = lambda a, b, m="load_s": statistics.median(  # noqa: E731  paired per round
-                x[m] / y[m] for x, y in zip(samples[a], samples[b]))
-            row = {"model": name, "first_load": first, "median": med,
-                   "cached / faster-whisper float32 (wall)": ratio("hooked", "fw-float32"),
-                   "cached / faster-whisper float32 (cpu)": ratio("hooked", "fw-float32", "load_cpu_s"),
-                   "cached / faster-whisper int8 (wall)": ratio("hooked", "fw-int8"),
-                   "cached / HF from the same safetensors (wall)": ratio("hooked", "hf")}
+                x[m] / y[m] for x, y in zip(samples[a], samples[b])
+            )
+            row = {
+                "model": name,
+                "first_load": first,
+                "median": med,
+                "cached / faster-whisper float32 (wall)": ratio("hooked", "fw-float32"),
+                "cached / faster-whisper float32 (cpu)": ratio("hooked", "fw-float32", "load_cpu_s"),
+                "cached / faster-whisper int8 (wall)": ratio("hooked", "fw-int8"),
+                "cached / HF from the same safetensors (wall)": ratio("hooked", "hf"),
+            }
             if args.before:
                 row["cached / cached before (cpu)"] = ratio("hooked", "hooked@before", "load_cpu_s")
                 row["before / faster-whisper float32 (cpu)"] = ratio("hooked@before", "fw-float32", "load_cpu_s")
             rows.append(row)
             print(f"{name}: first load (conversion) {first['load_s']:.2f} s, peak {first['peak_rss_mb']:.0f} MB")
             for k, m in med.items():
-                print(f"  {k:<13} load {m['load_s']:.3f} s (cpu {m['load_cpu_s']:.3f} s), import {m['import_s']:.2f} s, "
-                      f"peak {m['peak_rss_mb']:.0f} MB")
+                print(
+                    f"  {k:<13} load {m['load_s']:.3f} s (cpu {m['load_cpu_s']:.3f} s), import {m['import_s']:.2f} s, "
+                    f"peak {m['peak_rss_mb']:.0f} MB"
+                )
             for k, v in row.items():
                 if k.startswith("cached /"):
                     print(f"  {k}: {v:.2f}x")

@@ -22,6 +22,7 @@ import torch
 from _models import model_and_speech
 from _timing import median_seconds
 
+
 def _load(name: str, device: str, batch: int):
     return model_and_speech(name, batch, device)
 
@@ -54,7 +55,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with torch.no_grad():
         t_ref = median_seconds(lambda: model.transcribe(clips, **kw), args.repeats, args.device)
         t_enc = median_seconds(lambda: transcribe_with_monitors(model, clips, [enc], **kw), args.repeats, args.device)
-        t_both = median_seconds(lambda: transcribe_with_monitors(model, clips, [enc, dec], **kw), args.repeats, args.device)
+        t_both = median_seconds(
+            lambda: transcribe_with_monitors(model, clips, [enc, dec], **kw), args.repeats, args.device
+        )
     out = transcribe_with_monitors(model, clips, [enc, dec], **kw)
     n_tok = sum(len(r.tokens) for r in out)
     print(f"{what}; batch {len(clips)}, {n_tok} tokens in all, device {args.device}, median of {args.repeats}")

@@ -65,8 +65,16 @@ def no_prefix_sharing():
         item_runs.prefix_layer = keep
 
 
-def bench_model(model, what: str, items: list[SweepItem], batch_size: int, naive_rows: int, max_new_tokens: int,
-                device: str, repeats: int = 1) -> dict:
+def bench_model(
+    model,
+    what: str,
+    items: list[SweepItem],
+    batch_size: int,
+    naive_rows: int,
+    max_new_tokens: int,
+    device: str,
+    repeats: int = 1,
+) -> dict:
     comps = paper_components(model)
     kw = dict(reference="noise", metrics=["changed"], missing="keep", max_new_tokens=max_new_tokens, progress=False)
     with torch.no_grad():
@@ -91,28 +99,41 @@ def bench_model(model, what: str, items: list[SweepItem], batch_size: int, naive
         naive = sweep(model, items[:1], comps[:naive_rows], "interpolate", batch_size=1, share_encoder=False, **kw)
         t_naive_row = (clock(device) - t) / naive_rows
     head = fast.table[fast.table["item"] == items[0].id].head(naive_rows)["value"].tolist()
-    agree = (head == naive.table["value"].tolist() == serial.table["value"].tolist()
-             and fast.table["value"].tolist() == old.table["value"].tolist())
+    agree = (
+        head == naive.table["value"].tolist() == serial.table["value"].tolist()
+        and fast.table["value"].tolist() == old.table["value"].tolist()
+    )
     rows = len(comps)
     fast_fe = t_fast / (len(items) * t_clean)
     old_fe = t_old / (len(items) * t_clean)
     naive_fe = t_naive_row / t_clean
     out = {
-        "model": what, "rows_per_item": rows, "items": len(items), "batch_size": batch_size,
-        "clean_transcription_s": t_clean, "fast_sweep_s": t_fast,
-        "fast_forward_equivalents_per_item": fast_fe, "fast_fe_per_row": fast_fe / rows,
-        "no_prefix_sweep_s": t_old, "no_prefix_fe_per_row": old_fe / rows, "prefix_speedup": t_old / t_fast,
+        "model": what,
+        "rows_per_item": rows,
+        "items": len(items),
+        "batch_size": batch_size,
+        "clean_transcription_s": t_clean,
+        "fast_sweep_s": t_fast,
+        "fast_forward_equivalents_per_item": fast_fe,
+        "fast_fe_per_row": fast_fe / rows,
+        "no_prefix_sweep_s": t_old,
+        "no_prefix_fe_per_row": old_fe / rows,
+        "prefix_speedup": t_old / t_fast,
         "no_prefix_speedup_vs_naive": naive_fe * rows / old_fe,
-        "naive_forward_equivalents_per_row": naive_fe, "serial_fast_fe_per_row": t_serial_row / t_clean,
-        "speedup_vs_naive": naive_fe * rows / fast_fe, "speedup_vs_serial": (t_serial_row / t_clean) * rows / fast_fe,
+        "naive_forward_equivalents_per_row": naive_fe,
+        "serial_fast_fe_per_row": t_serial_row / t_clean,
+        "speedup_vs_naive": naive_fe * rows / fast_fe,
+        "speedup_vs_serial": (t_serial_row / t_clean) * rows / fast_fe,
         "same_verdicts_on_checked_rows": agree,
         "n_params": sum(p.numel() for p in model.parameters()),
     }
-    print(f"{what}: {rows} rows/item x {len(items)} items; clean transcription {t_clean:.2f} s; fast sweep "
-          f"{fast_fe:.1f} forward-equivalents per item ({fast_fe / rows:.3f} per row) vs naive {naive_fe:.2f} per row "
-          f"-> x{out['speedup_vs_naive']:.1f} faster than the naive loop, x{out['speedup_vs_serial']:.2f} than the fast "
-          f"sweep one row at a time (checked rows agree: {agree}); without prefix sharing {old_fe / rows:.3f} per row, "
-          f"x{out['no_prefix_speedup_vs_naive']:.1f} vs naive: prefix sharing x{out['prefix_speedup']:.2f}")
+    print(
+        f"{what}: {rows} rows/item x {len(items)} items; clean transcription {t_clean:.2f} s; fast sweep "
+        f"{fast_fe:.1f} forward-equivalents per item ({fast_fe / rows:.3f} per row) vs naive {naive_fe:.2f} per row "
+        f"-> x{out['speedup_vs_naive']:.1f} faster than the naive loop, x{out['speedup_vs_serial']:.2f} than the fast "
+        f"sweep one row at a time (checked rows agree: {agree}); without prefix sharing {old_fe / rows:.3f} per row, "
+        f"x{out['no_prefix_speedup_vs_naive']:.1f} vs naive: prefix sharing x{out['prefix_speedup']:.2f}"
+    )
     return out
 
 
@@ -127,11 +148,21 @@ def project(results: list[dict], t_large: float | None, n_large: int) -> dict:
     fast_h = rows * base["fast_fe_per_row"] * t_large * PAPER["items"] / 3600
     naive_h = rows * base["naive_forward_equivalents_per_row"] * t_large * PAPER["items"] / 3600
     old_h = rows * base["no_prefix_fe_per_row"] * t_large * PAPER["items"] / 3600
-    print(f"projection to large-v3 ({rows} rows x {PAPER['items']} items, transcription {t_large:.1f} s {how}, "
-          f"per-row cost of {base['model']}): fast {fast_h:.1f} h (without prefix sharing {old_h:.1f} h) vs naive "
-          f"{naive_h:.1f} h")
-    return {"rows_per_item": rows, "items": PAPER["items"], "large_v3_transcription_s": t_large, "how": how,
-            "from": base["model"], "fast_hours": fast_h, "no_prefix_hours": old_h, "naive_hours": naive_h}
+    print(
+        f"projection to large-v3 ({rows} rows x {PAPER['items']} items, transcription {t_large:.1f} s {how}, "
+        f"per-row cost of {base['model']}): fast {fast_h:.1f} h (without prefix sharing {old_h:.1f} h) vs naive "
+        f"{naive_h:.1f} h"
+    )
+    return {
+        "rows_per_item": rows,
+        "items": PAPER["items"],
+        "large_v3_transcription_s": t_large,
+        "how": how,
+        "from": base["model"],
+        "fast_hours": fast_h,
+        "no_prefix_hours": old_h,
+        "naive_hours": naive_h,
+    }
 
 
 def main() -> None:
@@ -141,7 +172,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--naive-rows", type=int, default=6, help="rows the naive loop is timed on (its cost is per row)")
     ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--repeats", type=int, default=1, help="interleaved timings of the fast sweep with / without prefix")
+    ap.add_argument(
+        "--repeats", type=int, default=1, help="interleaved timings of the fast sweep with / without prefix"
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--large-v3", action="store_true", help="also time the large-v3 shape (random weights; for a GPU)")
     ap.add_argument("--json", default=None)
@@ -153,25 +186,42 @@ def main() -> None:
     results = []
     for name in args.models:
         model, what = load_model_or_random(name, args.device)
-        results.append(bench_model(model.eval(), what, items, args.batch_size, args.naive_rows, args.max_new_tokens,
-                                   args.device, args.repeats))
+        results.append(
+            bench_model(
+                model.eval(),
+                what,
+                items,
+                args.batch_size,
+                args.naive_rows,
+                args.max_new_tokens,
+                args.device,
+                args.repeats,
+            )
+        )
         del model
     t_large = None
     from transformers import WhisperConfig
 
     c = WhisperConfig(**WHISPER_SHAPES["large-v3"])
     # encoder layers ~12 d^2 parameters, decoder layers ~16 d^2 (cross-attention), plus the embedding: ~1.5e9
-    n_large = int(12 * c.d_model**2 * c.encoder_layers + 16 * c.d_model**2 * c.decoder_layers + c.vocab_size * c.d_model)
+    n_large = int(
+        12 * c.d_model**2 * c.encoder_layers + 16 * c.d_model**2 * c.decoder_layers + c.vocab_size * c.d_model
+    )
     if args.large_v3:
         model = random_whisper("large-v3").to(args.device).eval()
         n_large = sum(p.numel() for p in model.parameters())
         items_l = [SweepItem(it.id, it.audio) for it in items]
-        r = bench_model(model, "random large-v3-shaped", items_l, args.batch_size, args.naive_rows,
-                        args.max_new_tokens, args.device)
+        r = bench_model(
+            model, "random large-v3-shaped", items_l, args.batch_size, args.naive_rows, args.max_new_tokens, args.device
+        )
         results.append(r)
         t_large = r["clean_transcription_s"]
-    out = {"device": args.device, "threads": torch.get_num_threads(), "models": results,
-           "projection": project(results, t_large, n_large) if results else None}
+    out = {
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "models": results,
+        "projection": project(results, t_large, n_large) if results else None,
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -72,7 +72,9 @@ def issue_loop(model, items, comps, max_new_tokens: int) -> list[float]:
         prompt = tf0.tokens[0, : tf0.prompt_len]
         gen = model.generate(**feats, prompt_ids=prompt, max_new_tokens=max_new_tokens, **gen_kwargs)
         clean = model.results_from_generation(gen, prompt)[0].tokens
-        ref = record_reference(model, model.teacher_forced_inputs(white_noise_like(it.audio, seed=0), clean).kwargs, comps)
+        ref = record_reference(
+            model, model.teacher_forced_inputs(white_noise_like(it.audio, seed=0), clean).kwargs, comps
+        )
         tf = model.teacher_forced_inputs(it.audio, clean)
         continuation_logprob(model(**tf.kwargs), tf.tokens, tf.prompt_len)  # the clean value
         enc = None
@@ -119,18 +121,32 @@ def main() -> None:
     from scipy.stats import spearmanr
 
     from hooked_asr.patching import (
-        SweepItem, attribution_patching, components, continuation_logprob, patching_effects, record_reference,
-        sweep, white_noise_like,
+        SweepItem,
+        attribution_patching,
+        components,
+        continuation_logprob,
+        patching_effects,
+        record_reference,
+        sweep,
+        white_noise_like,
     )
 
     torch.set_grad_enabled(False)
     model, which = load_tiny()
     comps = components(model, kinds=["attn", "cross_attn"], heads=True)
     items = [SweepItem(f"item{i}", a) for i, a in enumerate(make_audio(args.items))]
-    print(f"model: {which}; {len(comps)} heads; {len(items)} item(s); torch threads {torch.get_num_threads()}; "
-          f"clock: process CPU time")
-    res: dict = {"model": which, "n_heads": len(comps), "n_items": len(items), "batch_size": args.batch_size,
-                 "repeats": args.repeats, "clock": "process CPU time, interleaved, medians"}
+    print(
+        f"model: {which}; {len(comps)} heads; {len(items)} item(s); torch threads {torch.get_num_threads()}; "
+        f"clock: process CPU time"
+    )
+    res: dict = {
+        "model": which,
+        "n_heads": len(comps),
+        "n_items": len(items),
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "clock": "process CPU time, interleaved, medians",
+    }
 
     def values(r):
         return r.table["value"].to_numpy() if hasattr(r, "table") else np.asarray(r)
@@ -141,13 +157,19 @@ def main() -> None:
     def same(a, b):
         return f"same verdict on {float((values(a) == values(b)).mean()):.0%} of rows"
 
-    kw = dict(reference="noise", mode="teacher_forced", metrics=["logprob"], max_new_tokens=args.max_new_tokens,
-              progress=False)
+    kw = dict(
+        reference="noise",
+        mode="teacher_forced",
+        metrics=["logprob"],
+        max_new_tokens=args.max_new_tokens,
+        progress=False,
+    )
     sweep(model, items[:1], comps[:2], "interpolate", batch_size=2, **kw)  # warm-up
 
     def tf_ways(sub):
         def run(bs, share):
             return lambda: sweep(model, items, sub, "interpolate", batch_size=bs, share_encoder=share, **kw)
+
         ways = {"batched": run(args.batch_size, True), "serial": run(1, True)}
         if not args.skip_plain:
             ways["plain"] = run(1, False)
@@ -157,17 +179,25 @@ def main() -> None:
     res["teacher_forced"] = compare("teacher-forced, all heads", tf_ways(comps), args.repeats, "issue", max_diff)
     for stack in ("encoder", "decoder"):
         sub = [c for c in comps if c.stack == stack]
-        res["teacher_forced"][stack] = compare(f"  {stack} heads ({len(sub)})", tf_ways(sub), args.repeats, "issue",
-                                               max_diff)
+        res["teacher_forced"][stack] = compare(
+            f"  {stack} heads ({len(sub)})", tf_ways(sub), args.repeats, "issue", max_diff
+        )
 
     if not args.skip_generate:
-        gkw = dict(reference="noise", metrics=["changed"], missing="keep", max_new_tokens=args.max_new_tokens,
-                   progress=False)
+        gkw = dict(
+            reference="noise", metrics=["changed"], missing="keep", max_new_tokens=args.max_new_tokens, progress=False
+        )
 
         def gen(bs, share):
             return lambda: sweep(model, items, comps, "interpolate", batch_size=bs, share_encoder=share, **gkw)
-        res["generate"] = compare("generation, all heads", {"batched": gen(args.batch_size, True), "serial": gen(1, True),
-                                                            "plain": gen(1, False)}, args.repeats, "plain", same)
+
+        res["generate"] = compare(
+            "generation, all heads",
+            {"batched": gen(args.batch_size, True), "serial": gen(1, True), "plain": gen(1, False)},
+            args.repeats,
+            "plain",
+            same,
+        )
 
     # attribution patching vs the real (batched) sweep, per item, same metric
     t_attr = t_real = 0.0
@@ -183,10 +213,11 @@ def main() -> None:
         t_attr += ta
         t_real += tr
         rhos.append(float(spearmanr(attr["attribution"], real["effect"]).statistic))
-    res["attribution"] = {"attribution_s": t_attr, "real_sweep_s": t_real, "speedup": t_real / t_attr,
-                          "spearman": rhos}
-    print(f"attribution patching: {t_attr:.1f} s vs real batched sweep {t_real:.1f} s -> x{t_real / t_attr:.1f} faster; "
-          f"Spearman rho with real patching {np.round(rhos, 3).tolist()}")
+    res["attribution"] = {"attribution_s": t_attr, "real_sweep_s": t_real, "speedup": t_real / t_attr, "spearman": rhos}
+    print(
+        f"attribution patching: {t_attr:.1f} s vs real batched sweep {t_real:.1f} s -> x{t_real / t_attr:.1f} faster; "
+        f"Spearman rho with real patching {np.round(rhos, 3).tolist()}"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
     print(f"wrote {args.out}")

@@ -37,7 +37,9 @@ def median_time(fn, repeats: int) -> float:
 def sae_frames_per_s(d: int, d_sae: int, arch: str, batch: int, steps: int) -> float:
     frames = torch.randn(batch * 8, d) * 4
     sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=d_sae, architecture=arch, k=32, dead_after_frames=batch * 4))
-    trainer = SAETrainer(sae, TrainConfig(total_frames=10**9, batch_size=batch, progress=False, buffer_frames=batch * 4))
+    trainer = SAETrainer(
+        sae, TrainConfig(total_frames=10**9, batch_size=batch, progress=False, buffer_frames=batch * 4)
+    )
     src = TensorFrameSource(frames, chunk_size=batch)
     it = [iter(src)]
 
@@ -68,8 +70,10 @@ def encoder_frames_per_s(shape: str) -> float:
     from hooked_asr import DecoderConfig, EncoderConfig, HookedWhisper, ModelConfig
 
     d, layers, heads, mlp = SHAPES[shape]
-    cfg = ModelConfig(encoder=EncoderConfig(d_model=d, n_layers=layers, n_heads=heads, d_mlp=mlp),
-                      decoder=DecoderConfig(d_model=d, n_layers=1, n_heads=heads, d_mlp=mlp, d_vocab=100))
+    cfg = ModelConfig(
+        encoder=EncoderConfig(d_model=d, n_layers=layers, n_heads=heads, d_mlp=mlp),
+        decoder=DecoderConfig(d_model=d, n_layers=1, n_heads=heads, d_mlp=mlp, d_vocab=100),
+    )
     model = HookedWhisper(cfg)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.02)

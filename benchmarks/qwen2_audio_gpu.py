@@ -26,16 +26,44 @@ from transformers.generation.utils import GenerationMixin
 from hooked_asr import HookedQwen2Audio
 
 REAL = dict(
-    audio=dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120, num_mel_bins=128,
-               max_source_positions=1500),
-    text=dict(vocab_size=156032, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-              num_key_value_heads=32, max_position_embeddings=8192, rms_norm_eps=1e-5),
+    audio=dict(
+        d_model=1280,
+        encoder_layers=32,
+        encoder_attention_heads=20,
+        encoder_ffn_dim=5120,
+        num_mel_bins=128,
+        max_source_positions=1500,
+    ),
+    text=dict(
+        vocab_size=156032,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+    ),
 )
 TINY = dict(
-    audio=dict(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, num_mel_bins=128,
-               max_source_positions=1500),
-    text=dict(vocab_size=1024, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
-              num_key_value_heads=2, max_position_embeddings=8192, rms_norm_eps=1e-5),
+    audio=dict(
+        d_model=64,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        num_mel_bins=128,
+        max_source_positions=1500,
+    ),
+    text=dict(
+        vocab_size=1024,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+    ),
 )
 AUDIO_ID = 151646 % 1000  # a placeholder id inside both vocabularies
 
@@ -72,8 +100,11 @@ def main() -> None:
 
     cfg = Qwen2AudioConfig(
         audio_config=dict(spec["audio"], model_type="qwen2_audio_encoder"),
-        text_config=dict(spec["text"], model_type="qwen2", rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
-        audio_token_index=AUDIO_ID, attn_implementation="sdpa",
+        text_config=dict(
+            spec["text"], model_type="qwen2", rope_parameters={"rope_type": "default", "rope_theta": 10000.0}
+        ),
+        audio_token_index=AUDIO_ID,
+        attn_implementation="sdpa",
     )
     torch.manual_seed(0)
     prev = torch.get_default_dtype()
@@ -98,16 +129,33 @@ def main() -> None:
     ids = torch.tensor([prompt], device=args.device)
     mask = torch.ones(1, 3000, dtype=torch.long, device=args.device)
     n = args.new_tokens
-    rows: dict[str, object] = {"shape": args.shape, "device": torch.cuda.get_device_name() if cuda else "cpu",
-                               "dtype": args.dtype, "params": n_params, "weights_gb": round(weight_gb, 2),
-                               "ours_allocated_gb": allocated_gb and round(allocated_gb, 2),
-                               "convert_s": round(convert_s, 1), "prompt_tokens": len(prompt), "new_tokens": n}
+    rows: dict[str, object] = {
+        "shape": args.shape,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "dtype": args.dtype,
+        "params": n_params,
+        "weights_gb": round(weight_gb, 2),
+        "ours_allocated_gb": allocated_gb and round(allocated_gb, 2),
+        "convert_s": round(convert_s, 1),
+        "prompt_tokens": len(prompt),
+        "new_tokens": n,
+    }
 
     with torch.inference_mode():
         ours = lambda: model.generate(feats, prompt, max_new_tokens=n, eos_token_id=-1, feature_attention_mask=mask)  # noqa: E731
         theirs = lambda: GenerationMixin.generate(  # noqa: E731
-            hf, input_ids=ids, attention_mask=torch.ones_like(ids), input_features=feats, feature_attention_mask=mask,
-            max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=0)
+            hf,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            input_features=feats,
+            feature_attention_mask=mask,
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
         if cuda:
             torch.cuda.reset_peak_memory_stats()
             start = torch.cuda.memory_allocated()

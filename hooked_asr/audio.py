@@ -203,7 +203,9 @@ def load_audio(
             "silence. Pass allow_silence=True if that is what you want to study"
         )
     if peak > 1.0 + 1e-6:
-        warnings.warn(f"{where} peaks at {peak:.2f}; samples above 1 are clipped audio (expected [-1, 1])", stacklevel=2)
+        warnings.warn(
+            f"{where} peaks at {peak:.2f}; samples above 1 are clipped audio (expected [-1, 1])", stacklevel=2
+        )
     return data
 
 

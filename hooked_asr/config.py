@@ -131,12 +131,15 @@ class ModelConfig:
     n_ctx = property(lambda self: self.decoder.n_ctx, doc="decoder context (tokens)")
     n_key_value_heads = property(lambda self: self.decoder.n_kv_heads, doc="decoder key/value heads")
     eps = property(lambda self: self.decoder.ln_eps, doc="decoder norm epsilon")
-    normalization_type = property(lambda self: "LN" if self.decoder.norm == "layernorm" else "RMS",
-                                  doc="'LN' or 'RMS' (TransformerLens spelling)")
+    normalization_type = property(
+        lambda self: "LN" if self.decoder.norm == "layernorm" else "RMS", doc="'LN' or 'RMS' (TransformerLens spelling)"
+    )
     act_fn = property(lambda self: "gelu" if self.decoder.mlp == "gelu" else "silu", doc="MLP activation")
     gated_mlp = property(lambda self: self.decoder.mlp == "gated_silu", doc="gated MLP (Qwen2)")
-    positional_embedding_type = property(lambda self: "standard" if self.decoder.positional == "learned" else "rotary",
-                                         doc="'standard' (learned) or 'rotary'")
+    positional_embedding_type = property(
+        lambda self: "standard" if self.decoder.positional == "learned" else "rotary",
+        doc="'standard' (learned) or 'rotary'",
+    )
     attn_only = property(lambda self: False, doc="every block has an MLP")
     model_name = property(lambda self: self.name, doc="the model's name")
     original_architecture = property(lambda self: self.architecture, doc="'whisper' or 'qwen2_audio'")

@@ -55,14 +55,18 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path,
-                            metadata: Mapping[str, str] | None = None) -> Path:
+def atomic_save_safetensors(
+    tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None
+) -> Path:
     """``safetensors.torch.save_file`` to a temporary file beside ``path``, fsync, then ``os.replace``."""
     import safetensors.torch
 
     with _replaced_atomically(path) as tmp:
-        safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
-                                    metadata=dict(metadata) if metadata else None)
+        safetensors.torch.save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            tmp,
+            metadata=dict(metadata) if metadata else None,
+        )
     return Path(path)
 
 
@@ -86,11 +90,16 @@ def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:  # safetensors raises SafetensorError or OSError
-        raise FileCheckError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); it is damaged") from None
+        raise FileCheckError(
+            f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); it is damaged"
+        ) from None
 
 
 def read_checked_safetensors(
-    path: str | Path, expected: Mapping[str, Sequence[int]], what: str, optional: Sequence[str] = (),
+    path: str | Path,
+    expected: Mapping[str, Sequence[int]],
+    what: str,
+    optional: Sequence[str] = (),
 ) -> dict[str, torch.Tensor]:
     """The tensors of ``path`` after checking, in this order: the header names exactly the
     ``expected`` tensors (plus any of ``optional``) with exactly those shapes (the sizes the
@@ -103,8 +112,9 @@ def read_checked_safetensors(
     missing = sorted(set(expected) - set(shapes))
     extra = sorted(set(shapes) - set(expected) - set(optional))
     if missing or extra:
-        raise FileCheckError(f"{path}: this {what} file should hold tensors {sorted(expected)}; "
-                             f"missing {missing}, unexpected {extra}")
+        raise FileCheckError(
+            f"{path}: this {what} file should hold tensors {sorted(expected)}; missing {missing}, unexpected {extra}"
+        )
     for name, want in expected.items():
         if shapes[name] != tuple(int(x) for x in want):
             raise FileCheckError(
@@ -136,5 +146,12 @@ def check_finite(tensors: Mapping[str, torch.Tensor], where: str, what: str) -> 
             )
 
 
-__all__ = ["FileCheckError", "atomic_save_safetensors", "atomic_write_bytes", "atomic_write_text", "check_finite",
-           "header_shapes", "read_checked_safetensors"]
+__all__ = [
+    "FileCheckError",
+    "atomic_save_safetensors",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_finite",
+    "header_shapes",
+    "read_checked_safetensors",
+]

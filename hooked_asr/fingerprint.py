@@ -31,8 +31,10 @@ def weights_hash(model: torch.nn.Module) -> str:
 
 def model_identity(model: Any) -> dict[str, str]:
     """``{"name", "weights"}``: the model's configured name and :func:`weights_hash`."""
-    return {"name": str(getattr(getattr(model, "cfg", None), "name", "") or type(model).__name__),
-            "weights": weights_hash(model)}
+    return {
+        "name": str(getattr(getattr(model, "cfg", None), "name", "") or type(model).__name__),
+        "weights": weights_hash(model),
+    }
 
 
 def data_hash(x: Any) -> str:
@@ -45,8 +47,9 @@ def data_hash(x: Any) -> str:
         with open(x, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-    elif isinstance(x, (torch.Tensor, np.ndarray)) or (isinstance(x, (list, tuple)) and x and
-                                                      all(isinstance(v, (int, float)) for v in x)):
+    elif isinstance(x, (torch.Tensor, np.ndarray)) or (
+        isinstance(x, (list, tuple)) and x and all(isinstance(v, (int, float)) for v in x)
+    ):
         a = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
         a = np.ascontiguousarray(a, dtype=np.float32)
         h.update(f"array|{a.shape}|".encode())
@@ -108,4 +111,12 @@ def _plain(x: Any) -> Any:
     return repr(x)
 
 
-__all__ = ["data_hash", "describe_differences", "differences", "jsonable", "model_identity", "tensors_hash", "weights_hash"]
+__all__ = [
+    "data_hash",
+    "describe_differences",
+    "differences",
+    "jsonable",
+    "model_identity",
+    "tensors_hash",
+    "weights_hash",
+]

@@ -135,9 +135,7 @@ def act_name(site: str, layer: int | None = None, stack: Stack = "decoder") -> s
         return f"{stack}.blocks.{layer}.{_BLOCK_SITES[site]}"
     if site.startswith("ln") and layer is not None:
         return f"{stack}.blocks.{layer}.{site}"
-    raise ValueError(
-        f"unknown site {site!r}; block sites: {sorted(_BLOCK_SITES)}; stack sites: {sorted(_STACK_SITES)}"
-    )
+    raise ValueError(f"unknown site {site!r}; block sites: {sorted(_BLOCK_SITES)}; stack sites: {sorted(_STACK_SITES)}")
 
 
 _BLOCK_NAME = re.compile(r"^(\w+)\.blocks\.(\d+)\.(.+)$")

@@ -58,8 +58,10 @@ class ProbeMonitor:
             self.probe = LinearProbe.load(self.probe)
         self.pooling = normalise_pooling(self.pooling or default_pooling(self.hook_name), self.hook_name)
         if self.pooling == "none":
-            raise ValueError(f"monitor {self.name!r}: pooling 'none' gives one row per position; a monitor needs "
-                             "one vector per clip ('mean' or, for decoder hooks, 'final')")
+            raise ValueError(
+                f"monitor {self.name!r}: pooling 'none' gives one row per position; a monitor needs "
+                "one vector per clip ('mean' or, for decoder hooks, 'final')"
+            )
         if self.probe.task == "classification":
             pos = self.probe.classes[-1] if self.positive is None else self.positive
             if pos not in self.probe.classes:
@@ -75,8 +77,10 @@ class ProbeMonitor:
     def score(self, x: Float[torch.Tensor, "n d"]) -> tuple[list[float], list[Any]]:
         """Scores and predicted labels for pooled rows ``x``."""
         if x.shape[-1] != self.probe.d_in:
-            raise ValueError(f"monitor {self.name!r}: {self.hook_name} gives {x.shape[-1]}-d vectors; "
-                             f"the probe reads {self.probe.d_in}")
+            raise ValueError(
+                f"monitor {self.name!r}: {self.hook_name} gives {x.shape[-1]}-d vectors; "
+                f"the probe reads {self.probe.d_in}"
+            )
         if self.probe.task == "regression":
             pred = self.probe.predict(x).double().cpu().tolist()
             return pred, pred
@@ -86,12 +90,16 @@ class ProbeMonitor:
         return proba[:, k].double().cpu().tolist(), labels
 
 
-def _as_clips(audio: Any, sampling_rate: int | None = None, allow_silence: bool = False) -> tuple[list[np.ndarray], bool]:
+def _as_clips(
+    audio: Any, sampling_rate: int | None = None, allow_silence: bool = False
+) -> tuple[list[np.ndarray], bool]:
     from hooked_asr.audio import load_audio
 
     if isinstance(audio, torch.Tensor) and audio.ndim == 3:
-        raise ValueError("monitors need raw audio (a path or 1-D array per clip), not log-mel features: encoder "
-                         "pooling averages over the clip's real frames, which the padded features do not tell")
+        raise ValueError(
+            "monitors need raw audio (a path or 1-D array per clip), not log-mel features: encoder "
+            "pooling averages over the clip's real frames, which the padded features do not tell"
+        )
     if isinstance(audio, (list, tuple)):
         if not audio:
             raise ValueError("an empty list of audio was passed")
@@ -107,8 +115,9 @@ def _score(results: list[Any], rows: dict[str, list[torch.Tensor]], monitors: Se
             r.extra.setdefault("monitor_labels", {})[m.name] = lab
 
 
-def transcribe_with_monitors(model: Any, audio: Any, monitors: Sequence[ProbeMonitor] | ProbeMonitor,
-                             **transcribe_kwargs: Any) -> Any:
+def transcribe_with_monitors(
+    model: Any, audio: Any, monitors: Sequence[ProbeMonitor] | ProbeMonitor, **transcribe_kwargs: Any
+) -> Any:
     """``model.transcribe(audio, **transcribe_kwargs)`` with each monitor's score in
     ``result.extra["monitors"]``; a list of audio gives a list of results.
 
@@ -124,8 +133,9 @@ def transcribe_with_monitors(model: Any, audio: Any, monitors: Sequence[ProbeMon
         raise ValueError(f"monitor names must be unique, got {names}")
     for m in mons:
         model.check_hook_name(m.hook_name)
-    clips, is_batch = _as_clips(audio, transcribe_kwargs.pop("sampling_rate", None),
-                                transcribe_kwargs.get("allow_silence", False))
+    clips, is_batch = _as_clips(
+        audio, transcribe_kwargs.pop("sampling_rate", None), transcribe_kwargs.get("allow_silence", False)
+    )
     got = pooled_rows(model, clips, [m.key for m in mons], transcribe=True, **transcribe_kwargs)
     _score(got.results, got.rows, mons)
     return got.results if is_batch else got.results[0]

@@ -59,8 +59,9 @@ def plot_heatmap(
                 # text colour from the cell's own luminance, so it reads on any colormap (diverging too)
                 red, green, blue, _ = im.cmap(im.norm(values[r, c]))
                 light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
-                ax.text(c, r, cell_text[r][c], ha="center", va="center", fontsize=6,
-                        color="black" if light else "white")
+                ax.text(
+                    c, r, cell_text[r][c], ha="center", va="center", fontsize=6, color="black" if light else "white"
+                )
     fig.colorbar(im, ax=ax, label=cbar_label)
     ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
@@ -130,8 +131,15 @@ def plot_logit_lens(result: Any, path: str | Path | None = None, title: str = ""
     cells = [[_short(result.topk_strs[l][s][0]) for s in range(n)] for l in range(result.n_layers)]
     cols = [_short(t) for t in result.token_strs[:n]]
     rows = [f"L{l}" for l in range(result.n_layers)]
-    return plot_heatmap(probs, rows, cols, cell_text=cells, title=title or f"logit lens ({result.mode})",
-                        cbar_label="p(chosen token)", path=path)
+    return plot_heatmap(
+        probs,
+        rows,
+        cols,
+        cell_text=cells,
+        title=title or f"logit lens ({result.mode})",
+        cbar_label="p(chosen token)",
+        path=path,
+    )
 
 
 def _short(s: str, n: int = 7) -> str:
@@ -160,13 +168,26 @@ def plot_lens_curves(curves: Mapping[str, Any], path: str | Path | None = None, 
     return save_figure(fig, path)
 
 
-__all__ = ["pyplot", "save_figure", "plot_heatmap", "plot_curves", "plot_bars", "plot_logit_lens", "plot_lens_curves",
-           "plot_word_alignment"]
+__all__ = [
+    "pyplot",
+    "save_figure",
+    "plot_heatmap",
+    "plot_curves",
+    "plot_bars",
+    "plot_logit_lens",
+    "plot_lens_curves",
+    "plot_word_alignment",
+]
 
 
 def plot_word_alignment(
-    model: Any, audio: Any, result: Any | None = None, path: str | Path | None = None, title: str = "",
-    alignment_heads: Any = "detected", word_unit: str = "token",
+    model: Any,
+    audio: Any,
+    result: Any | None = None,
+    path: str | Path | None = None,
+    title: str = "",
+    alignment_heads: Any = "detected",
+    word_unit: str = "token",
 ) -> Any:
     """Words under the log-mel spectrogram, above the alignment heads' attention.
 
@@ -186,8 +207,14 @@ def plot_word_alignment(
     mel = log_mel_spectrogram(wave, model.cfg.encoder.n_mels)[0]
     n = -(-len(wave) // HOP_LENGTH)
     tokens = [t for t in result.tokens if t < model.cfg.eos_token_id]
-    matrix = model.alignment_matrix(tokens, input_features=mel[None].to(model.device), num_frames=n,
-                                    language=result.language, heads=alignment_heads, unit=word_unit)
+    matrix = model.alignment_matrix(
+        tokens,
+        input_features=mel[None].to(model.device),
+        num_frames=n,
+        language=result.language,
+        heads=alignment_heads,
+        unit=word_unit,
+    )
     seconds = n * MEL_FRAME_SECONDS
     fig, (a0, a1) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.3]})
     a0.imshow(mel[:, :n].numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[0]), cmap="magma")
@@ -197,7 +224,13 @@ def plot_word_alignment(
     a0.set_ylabel("mel bin")
     a0.set_title(title or "words under the spectrogram", pad=16)
     m = matrix.cpu().numpy()
-    a1.imshow(m, origin="upper", aspect="auto", extent=(0, m.shape[1] * ENCODER_FRAME_SECONDS, m.shape[0] - 0.5, -0.5), cmap="viridis")
+    a1.imshow(
+        m,
+        origin="upper",
+        aspect="auto",
+        extent=(0, m.shape[1] * ENCODER_FRAME_SECONDS, m.shape[0] - 0.5, -0.5),
+        cmap="viridis",
+    )
     for w in result.words:
         a1.axvline(w.start, color="w", lw=0.8, ls="--")
     a1.set_xlabel("time (s)")

@@ -113,8 +113,10 @@ def repeated_count(seq: str | Sequence[Hashable], min_repeats: int = 3, max_ngra
 
 
 def excess_repeats(
-    hypothesis: str | Sequence[Hashable], reference: str | Sequence[Hashable] | None = None,
-    min_repeats: int = 3, max_ngram: int = 8,
+    hypothesis: str | Sequence[Hashable],
+    reference: str | Sequence[Hashable] | None = None,
+    min_repeats: int = 3,
+    max_ngram: int = 8,
 ) -> int:
     """Repeated items the model added: ``repeated_count(hyp) - repeated_count(ref)``, floored at 0."""
     ref = 0 if reference is None else repeated_count(reference, min_repeats, max_ngram)
@@ -131,8 +133,12 @@ def is_runaway(tokens: Sequence[int], finished: bool, min_repeats: int = 3, max_
 
 
 def is_repetition_failure(
-    hypothesis: str | Sequence[Hashable], reference: str | Sequence[Hashable] | None = None,
-    tokens: Sequence[int] | None = None, finished: bool = True, min_repeats: int = 3, max_ngram: int = 8,
+    hypothesis: str | Sequence[Hashable],
+    reference: str | Sequence[Hashable] | None = None,
+    tokens: Sequence[int] | None = None,
+    finished: bool = True,
+    min_repeats: int = 3,
+    max_ngram: int = 8,
 ) -> bool:
     """The transcript loops beyond what was spoken, or decoding ran away in a loop."""
     runaway = tokens is not None and is_runaway(tokens, finished, min_repeats, max_ngram)
@@ -174,7 +180,10 @@ def add_white_noise(audio: Float[np.ndarray, "samples"], snr_db: float, seed: in
 
 
 def fragment(
-    audio: Float[np.ndarray, "samples"], segment_s: float = 0.3, drop: float = 0.3, gap_s: float = 0.15,
+    audio: Float[np.ndarray, "samples"],
+    segment_s: float = 0.3,
+    drop: float = 0.3,
+    gap_s: float = 0.15,
     seed: int = 0,
 ) -> Float[np.ndarray, "samples2"]:
     """Cut into ``segment_s`` pieces, drop each with probability ``drop``, join the rest with ``gap_s`` of silence."""
@@ -215,26 +224,48 @@ def repetition_prone_inputs(
         "she sells sea shells by the sea shore",
         "my favourite colour is green and my brother likes blue",
     ]
-    foreign = [("es", "el perro come la comida en la casa"), ("de", "der hund isst das essen im haus"),
-               ("fr", "le chien mange la nourriture dans la maison"), ("it", "il cane mangia il cibo nella casa")]
+    foreign = [
+        ("es", "el perro come la comida en la casa"),
+        ("de", "der hund isst das essen im haus"),
+        ("fr", "le chien mange la nourriture dans la maison"),
+        ("it", "il cane mangia il cibo nella casa"),
+    ]
     items: list[dict[str, Any]] = []
     for k in range(n_per_kind):
         word = vocab[int(rng.integers(len(vocab)))]
         audio, text = repeated_word(word, int(rng.integers(8, 20)), synthesize=synthesize)
-        items.append({"id": f"repeat-{k}-{word}", "kind": "repeated_word", "audio": audio[: 30 * SAMPLE_RATE], "text": text})
+        items.append(
+            {"id": f"repeat-{k}-{word}", "kind": "repeated_word", "audio": audio[: 30 * SAMPLE_RATE], "text": text}
+        )
     for k in range(n_per_kind):
         s = sentences[k % len(sentences)]
         clean = _synthesize(s, "en-us", synthesize)
-        items.append({"id": f"noise-{k}", "kind": "noised", "audio": add_white_noise(clean, float(rng.uniform(-10, 0)), seed + k), "text": s})
+        items.append(
+            {
+                "id": f"noise-{k}",
+                "kind": "noised",
+                "audio": add_white_noise(clean, float(rng.uniform(-10, 0)), seed + k),
+                "text": s,
+            }
+        )
     for k in range(n_per_kind):
         s = sentences[(k + 2) % len(sentences)]
         clean = _synthesize(s, "en-us", synthesize)
-        items.append({"id": f"fragment-{k}", "kind": "fragmented", "audio": fragment(clean, 0.25, 0.35, 0.3, seed + k), "text": s})
+        items.append(
+            {
+                "id": f"fragment-{k}",
+                "kind": "fragmented",
+                "audio": fragment(clean, 0.25, 0.35, 0.3, seed + k),
+                "text": s,
+            }
+        )
     for k in range(n_per_kind):
         lang, foreign_text = foreign[k % len(foreign)]
         s = sentences[(k + 4) % len(sentences)]
         audio, text = code_switch([(s, "en-us"), (foreign_text, lang), (s, "en-us")], synthesize=synthesize)
-        items.append({"id": f"switch-{k}-{lang}", "kind": "code_switch", "audio": audio[: 30 * SAMPLE_RATE], "text": text})
+        items.append(
+            {"id": f"switch-{k}-{lang}", "kind": "code_switch", "audio": audio[: 30 * SAMPLE_RATE], "text": text}
+        )
     return items
 
 

@@ -72,7 +72,9 @@ class WhisperTokenizer:
             raise ValueError(f"unknown language {code!r}; valid codes: {', '.join(sorted(self.languages))}")
         return self.languages[code]
 
-    def sot_sequence(self, language: str | None = None, task: str = "transcribe", timestamps: bool = False) -> list[int]:
+    def sot_sequence(
+        self, language: str | None = None, task: str = "transcribe", timestamps: bool = False
+    ) -> list[int]:
         """``[sot]`` (+ ``[language, task]`` when multilingual) (+ ``notimestamps`` unless ``timestamps``)."""
         seq = [self.sot]
         if self.is_multilingual:

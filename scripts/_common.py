@@ -33,8 +33,12 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def add_probe_options(ap: argparse.ArgumentParser, l2: float = 1e-3, test_size: float = 0.2,
-                      smoke_help: str = "tiny settings (n=4) for a quick check") -> None:
+def add_probe_options(
+    ap: argparse.ArgumentParser,
+    l2: float = 1e-3,
+    test_size: float = 0.2,
+    smoke_help: str = "tiny settings (n=4) for a quick check",
+) -> None:
     """``--seed --l2 --test-size --batch-size --device --smoke`` with per-script defaults."""
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--l2", type=float, default=l2, help="L2 penalty of the logistic probes")
@@ -106,8 +110,9 @@ def patching_item(model: Any, sentence: str, seed: int) -> PatchingItem:
     clean = model.transcribe(audio, language="en")
     tf = model.teacher_forced_inputs(audio, clean.tokens, language="en")
     ref_kwargs = reference_inputs(model, tf.kwargs, white_noise_like(audio, seed=seed))  # the clean prompt
-    return PatchingItem(audio, clean, tf, ref_kwargs,
-                        lambda logits: continuation_logprob(logits, tf.tokens, tf.prompt_len))
+    return PatchingItem(
+        audio, clean, tf, ref_kwargs, lambda logits: continuation_logprob(logits, tf.tokens, tf.prompt_len)
+    )
 
 
 def _fmt(v: Any) -> str:
@@ -139,7 +144,9 @@ def relative_depth(layer: int, n_layers: int) -> float:
     return layer / max(n_layers - 1, 1)
 
 
-def nearest_paper_row(layer: int, n_layers: int, paper_rows: dict[int, Any], paper_n_layers: int = 32) -> tuple[int, Any]:
+def nearest_paper_row(
+    layer: int, n_layers: int, paper_rows: dict[int, Any], paper_n_layers: int = 32
+) -> tuple[int, Any]:
     """The paper's row (``{paper layer: row}``) at the relative depth closest to ours, so a
     4-layer model's layer 3 sits beside large-v3's last reported layer."""
     d = relative_depth(layer, n_layers)

@@ -127,17 +127,30 @@ def main() -> None:
             masked_t = model.transcribe(masked, max_new_tokens=args.max_new_tokens, language="en")
             extra = {"acoustic_word": word, "contextual_word": ctx_word}
             item = SweepItem(f"{i}-{word}", audio, reference=masked, text=f"{before} {word} {after}", extra=extra)
-            kw = dict(metrics=["word_restored"], max_new_tokens=args.max_new_tokens, progress=False, missing="keep",
-                      teacher_forced_kwargs={"language": "en"})
+            kw = dict(
+                metrics=["word_restored"],
+                max_new_tokens=args.max_new_tokens,
+                progress=False,
+                missing="keep",
+                teacher_forced_kwargs={"language": "en"},
+            )
             enc = sweep(model, [item], enc_comps, "patch", positions=list(frames), **kw).table
             dec = sweep(model, [item], dec_comps, "patch", **kw).table
             noise_item = SweepItem(item.id, audio, text=item.text, extra=extra)
-            wn = sweep(model, [noise_item], subcomps, "interpolate", args.alpha, reference="noise", reference_seed=i,
-                       **kw).table
-            rec = {"model": model_name, "item": item.id, "acoustic": word, "contextual": ctx_word,
-                   "clean": clean.text, "masked": masked_t.text,
-                   "clean_acoustic": contains_word(clean.text, word), "clean_contextual": contains_word(clean.text, ctx_word),
-                   "masked_acoustic": contains_word(masked_t.text, word)}
+            wn = sweep(
+                model, [noise_item], subcomps, "interpolate", args.alpha, reference="noise", reference_seed=i, **kw
+            ).table
+            rec = {
+                "model": model_name,
+                "item": item.id,
+                "acoustic": word,
+                "contextual": ctx_word,
+                "clean": clean.text,
+                "masked": masked_t.text,
+                "clean_acoustic": contains_word(clean.text, word),
+                "clean_contextual": contains_word(clean.text, ctx_word),
+                "masked_acoustic": contains_word(masked_t.text, word),
+            }
             for t in (enc, dec):
                 for r in t.itertuples():
                     rec[f"restored:{r.component}"] = bool(r.value)
@@ -146,17 +159,24 @@ def main() -> None:
             per_item.append(rec)
         df = pd.DataFrame([r for r in per_item if r["model"] == model_name])
         wrong = df[~df["clean_acoustic"]]
-        row = {"model": model_name, "n": len(df),
-               "acoustic word (clean)": df["clean_acoustic"].mean(),
-               "contextual word (clean)": df["clean_contextual"].mean(),
-               "acoustic word (context masked)": df["masked_acoustic"].mean(),
-               "n errors": len(wrong)}
+        row = {
+            "model": model_name,
+            "n": len(df),
+            "acoustic word (clean)": df["clean_acoustic"].mean(),
+            "contextual word (clean)": df["clean_contextual"].mean(),
+            "acoustic word (context masked)": df["masked_acoustic"].mean(),
+            "n errors": len(wrong),
+        }
         for c in enc_comps + dec_comps:
             row[f"restored via {c}"] = wrong[f"restored:{c}"].mean() if len(wrong) else float("nan")
         row["restored via encoder (best layer)"] = max(
-            [row[f"restored via {c}"] for c in enc_comps if row[f"restored via {c}"] == row[f"restored via {c}"]], default=float("nan"))
+            [row[f"restored via {c}"] for c in enc_comps if row[f"restored via {c}"] == row[f"restored via {c}"]],
+            default=float("nan"),
+        )
         row["restored via decoder (best layer)"] = max(
-            [row[f"restored via {c}"] for c in dec_comps if row[f"restored via {c}"] == row[f"restored via {c}"]], default=float("nan"))
+            [row[f"restored via {c}"] for c in dec_comps if row[f"restored via {c}"] == row[f"restored via {c}"]],
+            default=float("nan"),
+        )
         err = wrong
         via_enc = err[[f"noise:{c}" for c in subcomps if c.startswith("encoder")]].any(axis=1) if len(err) else err
         via_dec = err[[f"noise:{c}" for c in subcomps if c.startswith("decoder")]].any(axis=1) if len(err) else err
@@ -165,10 +185,16 @@ def main() -> None:
         def frac(k: int, m: int) -> str:
             return f"{k}/{m} ({100 * k / m:.1f}%)" if m else f"{k}/{m}"
 
-        ours = [frac(ne, n), frac(int((via_enc | via_dec).sum()) if ne else 0, ne),
-                frac(int(via_enc.sum()) if ne else 0, ne), frac(int(via_dec.sum()) if ne else 0, ne)]
+        ours = [
+            frac(ne, n),
+            frac(int((via_enc | via_dec).sum()) if ne else 0, ne),
+            frac(int(via_enc.sum()) if ne else 0, ne),
+            frac(int(via_dec.sum()) if ne else 0, ne),
+        ]
         for metric, pw, pq, o in zip(TABLE2_ROWS, PAPER_WHISPER, PAPER_QWEN, ours):
-            table2.append({"Metric": metric, "paper Whisper (large-v3)": pw, "paper Qwen2-Audio": pq, f"ours ({model_name})": o})
+            table2.append(
+                {"Metric": metric, "paper Whisper (large-v3)": pw, "paper Qwen2-Audio": pq, f"ours ({model_name})": o}
+            )
         row["Table 2"] = dict(zip(TABLE2_ROWS, ours))
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -183,8 +209,11 @@ def main() -> None:
     for r in table2:
         merged.setdefault(r["Metric"], {}).update(r)
 
-    _common.print_table(list(merged.values()), f"Table 2: acoustic-contextual patching with white noise (alpha {args.alpha}; "
-                        f"{args.n} sentences, the paper: 700)")
+    _common.print_table(
+        list(merged.values()),
+        f"Table 2: acoustic-contextual patching with white noise (alpha {args.alpha}; "
+        f"{args.n} sentences, the paper: 700)",
+    )
     (out / "table2.json").write_text(json.dumps(list(merged.values()), indent=1))
     print(f"wrote {out}/table.csv, table2.json, items.csv, table.json, restored.png")
 
@@ -198,7 +227,9 @@ def _plot(table, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for _, row in table.iterrows():
         cols = [c for c in table.columns if c.startswith("restored via ") and "best" not in c]
-        labels = [c.replace("restored via ", "").replace("hook_resid_post", "resid").replace(".blocks.", " L") for c in cols]
+        labels = [
+            c.replace("restored via ", "").replace("hook_resid_post", "resid").replace(".blocks.", " L") for c in cols
+        ]
         ax.plot(range(len(cols)), [row[c] for c in cols], "o-", label=row["model"])
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("restored accuracy")

@@ -65,22 +65,43 @@ def main() -> None:
         df = attr.assign(effect=real["effect"].to_numpy(), item=i, transcript=clean.text)
         frames.append(df)
         top = lambda s: set(df.loc[s.abs().nlargest(10).index, "component"])  # noqa: E731
-        stats.append({"item": i, "transcript": clean.text,
-                      "spearman": float(spearmanr(df["attribution"], df["effect"]).statistic),
-                      "pearson": float(pearsonr(df["attribution"], df["effect"]).statistic),
-                      "top10_overlap": len(top(df["attribution"]) & top(df["effect"])) / 10,
-                      "attribution_s": t_attr, "patching_s": t_real})
+        stats.append(
+            {
+                "item": i,
+                "transcript": clean.text,
+                "spearman": float(spearmanr(df["attribution"], df["effect"]).statistic),
+                "pearson": float(pearsonr(df["attribution"], df["effect"]).statistic),
+                "top10_overlap": len(top(df["attribution"]) & top(df["effect"])) / 10,
+                "attribution_s": t_attr,
+                "patching_s": t_real,
+            }
+        )
     all_df = pd.concat(frames)
     all_df.to_csv(out / "components.csv", index=False)
-    pooled = {"spearman": float(spearmanr(all_df["attribution"], all_df["effect"]).statistic),
-              "pearson": float(pearsonr(all_df["attribution"], all_df["effect"]).statistic)}
-    by_kind = {f"{s}.{k}": float(spearmanr(g["attribution"], g["effect"]).statistic)
-               for (s, k), g in all_df.groupby(["stack", "kind"]) if len(g) > 2}
+    pooled = {
+        "spearman": float(spearmanr(all_df["attribution"], all_df["effect"]).statistic),
+        "pearson": float(pearsonr(all_df["attribution"], all_df["effect"]).statistic),
+    }
+    by_kind = {
+        f"{s}.{k}": float(spearmanr(g["attribution"], g["effect"]).statistic)
+        for (s, k), g in all_df.groupby(["stack", "kind"])
+        if len(g) > 2
+    }
     st = pd.DataFrame(stats)
     speed = float(st["patching_s"].sum() / st["attribution_s"].sum())
-    (out / "summary.json").write_text(json.dumps({"model": args.model, "n_components": len(comps), "per_item": stats,
-                                                  "pooled": pooled, "spearman_by_kind": by_kind,
-                                                  "attribution_speedup": speed}, indent=1))
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "model": args.model,
+                "n_components": len(comps),
+                "per_item": stats,
+                "pooled": pooled,
+                "spearman_by_kind": by_kind,
+                "attribution_speedup": speed,
+            },
+            indent=1,
+        )
+    )
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for (s, k), g in all_df.groupby(["stack", "kind"]):
         ax.scatter(g["effect"], g["attribution"], s=8, alpha=0.6, label=f"{s} {k}")

@@ -55,8 +55,13 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=24, help="cap of EAP-IG's adaptive steps (8, 24, 72, ...)")
     ap.add_argument("--ig-batch", type=int, default=8)
     ap.add_argument("--target", type=float, default=0.8, help="faithfulness the smallest circuit must reach")
-    ap.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS),
-                    help="circuit sizes (fractions of the edges); MIB's grid by default (CPR / CMD need it)")
+    ap.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=list(FRACTIONS),
+        help="circuit sizes (fractions of the edges); MIB's grid by default (CPR / CMD need it)",
+    )
     ap.add_argument("--bisect", type=int, default=8, help="bisection steps for the smallest circuit")
     ap.add_argument("--out", default="docs/figures/contrastive")
     args = ap.parse_args()
@@ -79,8 +84,13 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     fractions = tuple(args.fractions)
     pair = word_swap(["he", "was", "reading", "a", "book"], 4, "letter")
-    results: dict = {"pair": pair.name, "metric": "logit(' book') - logit(' letter')", "target": args.target,
-                     "fractions": list(fractions), "models": {}}
+    results: dict = {
+        "pair": pair.name,
+        "metric": "logit(' book') - logit(' letter')",
+        "target": args.target,
+        "fractions": list(fractions),
+        "models": {},
+    }
     fig, axes = plt.subplots(1, len(args.models), figsize=(5.0 * len(args.models), 3.6), squeeze=False)
     for mi, name in enumerate(args.models):
         model = hooked_asr.load_model(name).eval()
@@ -91,8 +101,17 @@ def main() -> None:
             t0 = time.time()
             ref_audio = x.corrupt if ref_name == "pair" else white_noise_like(pair.clean, seed=0)
             cache = as_reference_cache(model, graph, ref_audio, target_kwargs=x.clean)
-            scores = eap_ig(model, x.clean, cache, x.metric, graph, steps="auto", max_steps=args.max_steps,
-                            batch_size=args.ig_batch, progress=True)
+            scores = eap_ig(
+                model,
+                x.clean,
+                cache,
+                x.metric,
+                graph,
+                steps="auto",
+                max_steps=args.max_steps,
+                batch_size=args.ig_batch,
+                progress=True,
+            )
             t_ig = time.time() - t0
             base = circuit_baselines(model, graph, x.clean, cache, x.metric)
             absolute = faithfulness_curve(model, scores, x.clean, cache, x.metric, fractions=fractions, absolute=True)
@@ -104,8 +123,12 @@ def main() -> None:
             small = smallest_k(evaluate, absolute, args.target, graph.n_edges, args.bisect)
             mib_grid = fractions == FRACTIONS
             res["references"][ref_name] = {
-                "clean": base[0], "reference": base[1], "eap_ig_seconds": t_ig, "seconds": time.time() - t0,
-                "completeness": scores.meta.get("completeness"), "steps": scores.steps,
+                "clean": base[0],
+                "reference": base[1],
+                "eap_ig_seconds": t_ig,
+                "seconds": time.time() - t0,
+                "completeness": scores.meta.get("completeness"),
+                "steps": scores.steps,
                 "cpr": area_under(fractions, signed["faithfulness"]) if mib_grid else None,
                 "cmd": area_under(fractions, (1 - absolute["faithfulness"]).abs()) if mib_grid else None,
                 "smallest": small,
@@ -113,13 +136,20 @@ def main() -> None:
                 "curve_signed": signed[["k", "fraction", "faithfulness"]].to_dict(orient="records"),
             }
             ax = axes[0, mi]
-            ax.plot(absolute["fraction"].clip(lower=1e-4), absolute["faithfulness"], "o-",
-                    label=f"{ref_name} (|score|)")
+            ax.plot(
+                absolute["fraction"].clip(lower=1e-4), absolute["faithfulness"], "o-", label=f"{ref_name} (|score|)"
+            )
             ax.plot(signed["fraction"].clip(lower=1e-4), signed["faithfulness"], "x--", label=f"{ref_name} (signed)")
             results["models"][name] = res
             _write(out_dir / "contrastive_circuits.json", json.dumps(results, indent=1, default=float))
-            print(name, ref_name, json.dumps({k: v for k, v in res["references"][ref_name].items()
-                                              if not k.startswith("curve")}, default=float), flush=True)
+            print(
+                name,
+                ref_name,
+                json.dumps(
+                    {k: v for k, v in res["references"][ref_name].items() if not k.startswith("curve")}, default=float
+                ),
+                flush=True,
+            )
         ax = axes[0, mi]
         ax.axhline(args.target, color="k", lw=0.6, ls=":")
         ax.axhline(1.0, color="k", lw=0.6, ls="--")

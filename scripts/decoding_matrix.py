@@ -73,20 +73,34 @@ CELLS: list[tuple[str, dict]] = [
     ("greedy", dict(temperature=0.0)),
     ("greedy, condition_on_previous_text=False", dict(temperature=0.0, condition_on_previous_text=False)),
     ("beam_size=5", dict(temperature=0.0, beam_size=5)),
-    ("beam_size=5, condition_on_previous_text=False", dict(temperature=0.0, beam_size=5, condition_on_previous_text=False)),
+    (
+        "beam_size=5, condition_on_previous_text=False",
+        dict(temperature=0.0, beam_size=5, condition_on_previous_text=False),
+    ),
     ("beam_size=5, patience=2", dict(temperature=0.0, beam_size=5, patience=2.0)),
     ("beam_size=5, length_penalty=0.6", dict(temperature=0.0, beam_size=5, length_penalty=0.6)),
     ("beam_size=5, length_penalty=1.0", dict(temperature=0.0, beam_size=5, length_penalty=1.0)),
     ("initial_prompt (text)", dict(temperature=0.0, initial_prompt="Weather, trains and gardens.")),
-    ("initial_prompt, carry_initial_prompt", dict(temperature=0.0, initial_prompt="Weather, trains and gardens.",
-                                                  carry_initial_prompt=True)),
+    (
+        "initial_prompt, carry_initial_prompt",
+        dict(temperature=0.0, initial_prompt="Weather, trains and gardens.", carry_initial_prompt=True),
+    ),
     ("without_timestamps", dict(temperature=0.0, without_timestamps=True)),
     ("word_timestamps", dict(temperature=0.0, word_timestamps=True, alignment_heads="openai")),
-    ("word_timestamps, punctuations '' / '.,'", dict(temperature=0.0, word_timestamps=True, alignment_heads="openai", prepend_punctuations="",
-                                                     append_punctuations=".,")),
-    ("word_timestamps, hallucination_silence_threshold=1", dict(temperature=0.0, word_timestamps=True,
-                                                                alignment_heads="openai",
-                                                                hallucination_silence_threshold=1.0)),
+    (
+        "word_timestamps, punctuations '' / '.,'",
+        dict(
+            temperature=0.0,
+            word_timestamps=True,
+            alignment_heads="openai",
+            prepend_punctuations="",
+            append_punctuations=".,",
+        ),
+    ),
+    (
+        "word_timestamps, hallucination_silence_threshold=1",
+        dict(temperature=0.0, word_timestamps=True, alignment_heads="openai", hallucination_silence_threshold=1.0),
+    ),
     ("clip_timestamps='5,40,60'", dict(temperature=0.0, clip_timestamps="5,40,60")),
     ("temperature fallback (openai default tuple)", dict(temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0))),
     ("fallback, best_of=5, prompt_reset_on_temperature", dict(temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), best_of=5)),
@@ -111,8 +125,12 @@ def run_cell(model, reference, audio, options: dict) -> dict:
     seconds = time.perf_counter() - t0
     a = [(s.seek, s.tokens) for s in ours.segments]
     b = segment_tokens_of_openai(theirs)
-    row = {"identical": a == b, "wer": word_error_rate(theirs["text"], ours.text or ""), "seconds": round(seconds, 1),
-           "segments": len(a)}
+    row = {
+        "identical": a == b,
+        "wer": word_error_rate(theirs["text"], ours.text or ""),
+        "seconds": round(seconds, 1),
+        "segments": len(a),
+    }
     if options.get("word_timestamps") and a == b:
         ow = [w for s in ours.segments for w in (s.words or [])]
         tw = [w for s in theirs["segments"] for w in s.get("words", [])]
@@ -120,13 +138,17 @@ def run_cell(model, reference, audio, options: dict) -> dict:
             row["word_start_max_diff_s"] = round(max(abs(x.start - y["start"]) for x, y in zip(ow, tw)), 3)
     if a != b:
         sampled = isinstance(options.get("temperature"), tuple) and (
-            any(s.temperature > 0 for s in ours.segments) or any(s["temperature"] > 0 for s in theirs["segments"]))
+            any(s.temperature > 0 for s in ours.segments) or any(s["temperature"] > 0 for s in theirs["segments"])
+        )
         if sampled:
             first = next((s.seek for s in ours.segments if s.temperature > 0), None)
             first_theirs = next((s["seek"] for s in theirs["segments"] if s["temperature"] > 0), None)
-            row["why"] = (f"a window fell back to sampling (ours first at seek {first}, openai at {first_theirs}); "
-                          "samples differ between implementations (different random streams); identical up to there"
-                          if a[: _common_prefix(a, b)] else "sampled from the first window")
+            row["why"] = (
+                f"a window fell back to sampling (ours first at seek {first}, openai at {first_theirs}); "
+                "samples differ between implementations (different random streams); identical up to there"
+                if a[: _common_prefix(a, b)]
+                else "sampled from the first window"
+            )
         else:
             row["why"] = "differs at " + first_difference(a, b)
     return row
@@ -147,8 +169,11 @@ def language_row(model, reference, audio) -> dict:
     mel = pad_or_trim(log_mel_spectrogram(torch.from_numpy(audio), 80, padding=16000 * 30), 3000)
     _, theirs = reference.detect_language(mel)
     ours = model.language_probabilities(mel[None])[0]
-    return {"max_abs_diff": max(abs(ours[k] - theirs[k]) for k in theirs), "ours": max(ours, key=ours.get),
-            "openai": max(theirs, key=theirs.get)}
+    return {
+        "max_abs_diff": max(abs(ours[k] - theirs[k]) for k in theirs),
+        "ours": max(ours, key=ours.get),
+        "openai": max(theirs, key=theirs.get),
+    }
 
 
 def markdown(results: dict) -> str:
@@ -161,8 +186,10 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | `{cell}` | {'yes' if r['identical'] else '**no**'} | {r['wer']:.3f} | {note} |")
         if "language" in rows:
             lr = rows["language"]
-            lines.append(f"| {name} | `detect_language` probabilities | {'yes' if lr['max_abs_diff'] < 1e-4 else '**no**'} "
-                         f"| | max abs diff {lr['max_abs_diff']:.1e}; {lr['ours']} / {lr['openai']} |")
+            lines.append(
+                f"| {name} | `detect_language` probabilities | {'yes' if lr['max_abs_diff'] < 1e-4 else '**no**'} "
+                f"| | max abs diff {lr['max_abs_diff']:.1e}; {lr['ours']} / {lr['openai']} |"
+            )
     return "\n".join(lines)
 
 
@@ -175,8 +202,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     audio = mixed_audio(args.seconds)
-    french = np.concatenate([synthesize("Bonjour, je voudrais un café et un croissant, s'il vous plaît.", voice="fr"),
-                             np.zeros(16000 * 2, np.float32)] * 6)
+    french = np.concatenate(
+        [
+            synthesize("Bonjour, je voudrais un café et un croissant, s'il vous plaît.", voice="fr"),
+            np.zeros(16000 * 2, np.float32),
+        ]
+        * 6
+    )
     json_path = ROOT / "docs" / "decoding_matrix.json"
     results: dict = {"audio_seconds": len(audio) / 16000, "models": {}}
     if json_path.exists() and not args.no_write:  # a partial run (--models, --cells) updates the stored table
@@ -199,8 +231,10 @@ def main() -> None:
     if not args.no_write:
         atomic_write_text(json_path, json.dumps(results, indent=1) + "\n")
         doc = (ROOT / "docs" / "decoding.md").read_text()
-        block = (f"<!-- matrix:start (python scripts/decoding_matrix.py; {results['audio_seconds']:.0f} s of mixed audio) -->\n"
-                 f"{table}\n<!-- matrix:end -->")
+        block = (
+            f"<!-- matrix:start (python scripts/decoding_matrix.py; {results['audio_seconds']:.0f} s of mixed audio) -->\n"
+            f"{table}\n<!-- matrix:end -->"
+        )
         doc = re.sub(r"<!-- matrix:start.*?<!-- matrix:end -->", lambda _: block, doc, flags=re.S)
         atomic_write_text(ROOT / "docs" / "decoding.md", doc)
 

@@ -43,8 +43,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="EAP-IG integration steps")
     ap.add_argument("--ig-batch", type=int, default=4, help="EAP-IG steps per batched forward + backward")
     ap.add_argument("--ks", type=int, nargs="+", default=[10, 50, 200], help="circuit sizes (edges)")
-    ap.add_argument("--curve-ks", type=int, nargs="+", default=[5, 10, 20, 50, 100, 200, 500, 1000, 2000],
-                    help="circuit sizes for the faithfulness figure")
+    ap.add_argument(
+        "--curve-ks",
+        type=int,
+        nargs="+",
+        default=[5, 10, 20, 50, 100, 200, 500, 1000, 2000],
+        help="circuit sizes for the faithfulness figure",
+    )
     ap.add_argument("--batch-size", type=int, default=24, help="components per batched real-patching forward")
     ap.add_argument("--out", default="results/eap_vs_patching")
     args = ap.parse_args()
@@ -82,8 +87,17 @@ def main() -> None:
         s_eap = eap(model, tf.kwargs, ref, metric, graph, reference_is_cache=True)
         t["eap_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        s_ig = eap_ig(model, tf.kwargs, ref, metric, graph, steps=args.steps, batch_size=args.ig_batch,
-                      reference_is_cache=True, progress=False)
+        s_ig = eap_ig(
+            model,
+            tf.kwargs,
+            ref,
+            metric,
+            graph,
+            steps=args.steps,
+            batch_size=args.ig_batch,
+            reference_is_cache=True,
+            progress=False,
+        )
         t["eap_ig_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         real = patching_effects(model, tf.kwargs, ref, comps, metric, batch_size=args.batch_size)
@@ -91,8 +105,13 @@ def main() -> None:
         times.append(t)
         node_eap = s_eap.node_scores().set_index("component")["score"]
         node_ig = s_ig.node_scores().set_index("component")["score"]
-        df = attr.assign(effect=real["effect"].to_numpy(), eap=node_eap.reindex(attr["component"]).to_numpy(),
-                         eap_ig=node_ig.reindex(attr["component"]).to_numpy(), item=i, transcript=clean.text)
+        df = attr.assign(
+            effect=real["effect"].to_numpy(),
+            eap=node_eap.reindex(attr["component"]).to_numpy(),
+            eap_ig=node_ig.reindex(attr["component"]).to_numpy(),
+            item=i,
+            transcript=clean.text,
+        )
         checks.append(float(np.abs(df["eap"] - df["attribution"]).max()))
         frames.append(df)
         for method, scores in (("EAP", s_eap), ("EAP-IG", s_ig)):
@@ -119,21 +138,31 @@ def main() -> None:
             g[f"{s}.{k}" + ("" if k == "mlp" else " heads")] = sub
         return g
 
-    spearman = {name: {m: float(spearmanr(sub[m], sub["effect"]).statistic) for m in ("attribution", "eap", "eap_ig")}
-                for name, sub in groups(all_df).items() if len(sub) > 2}
+    spearman = {
+        name: {m: float(spearmanr(sub[m], sub["effect"]).statistic) for m in ("attribution", "eap", "eap_ig")}
+        for name, sub in groups(all_df).items()
+        if len(sub) > 2
+    }
     mean_faith = fdf.groupby(["method", "k"])["faithfulness"].mean().unstack(0)
     tt = pd.DataFrame(times)
-    summary = {"model": args.model, "n_items": args.n, "steps": args.steps, "n_components": len(comps),
-               "n_edges": graph.n_edges, "spearman_vs_real": spearman,
-               "eap_minus_attribution_max": max(checks),
-               "faithfulness": {m: {int(k): float(v) for k, v in mean_faith[m].items()} for m in mean_faith},
-               "seconds": tt.mean().to_dict()}
+    summary = {
+        "model": args.model,
+        "n_items": args.n,
+        "steps": args.steps,
+        "n_components": len(comps),
+        "n_edges": graph.n_edges,
+        "spearman_vs_real": spearman,
+        "eap_minus_attribution_max": max(checks),
+        "faithfulness": {m: {int(k): float(v) for k, v in mean_faith[m].items()} for m in mean_faith},
+        "seconds": tt.mean().to_dict(),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
 
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for method in mean_faith:
-        plot_faithfulness(pd.DataFrame({"k": mean_faith.index, "faithfulness": mean_faith[method].to_numpy()}),
-                          ax=ax, label=method)
+        plot_faithfulness(
+            pd.DataFrame({"k": mean_faith.index, "faithfulness": mean_faith[method].to_numpy()}), ax=ax, label=method
+        )
     ax.set_title(f"{args.model}: top-k-edge circuits ({args.n} sentences)", fontsize=9)
     fig.savefig(out / "faithfulness.png", dpi=130, bbox_inches="tight")
     plt.close(fig)
@@ -143,7 +172,9 @@ def main() -> None:
     print("faithfulness of the top-k circuit (mean over items):")
     print(mean_faith.loc[[k for k in args.ks if k in mean_faith.index]].to_string(float_format=lambda v: f"{v:.3f}"))
     print("seconds per item:", {k: round(v, 1) for k, v in tt.mean().items()})
-    print(f"wrote {out}/components.csv, faithfulness.csv, summary.json, faithfulness.png, circuit.png, circuit.json, edges.json")
+    print(
+        f"wrote {out}/components.csv, faithfulness.csv, summary.json, faithfulness.png, circuit.png, circuit.json, edges.json"
+    )
 
 
 if __name__ == "__main__":

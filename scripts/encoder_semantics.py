@@ -63,8 +63,9 @@ def parse_args(argv=None):
     ap.add_argument("--n", type=int, default=48, help="clips per category (at most 16 words x the carriers)")
     ap.add_argument("--out", default="results/encoder_semantics")
     ap.add_argument("--pairs", default=DEFAULT_PAIRS, help="comma-separated a:b category pairs")
-    ap.add_argument("--carriers", nargs="*", default=None,
-                    help="carrier sentences with {word} (more carriers allow --n > 16)")
+    ap.add_argument(
+        "--carriers", nargs="*", default=None, help="carrier sentences with {word} (more carriers allow --n > 16)"
+    )
     ap.add_argument("--stack", choices=["encoder", "decoder", "all"], default="encoder")
     add_probe_options(ap, l2=1e-2, test_size=0.25, smoke_help="tiny settings (n=4, one pair) for a quick check")
     return ap.parse_args(argv)
@@ -94,12 +95,18 @@ def main(argv=None) -> dict:
     for a, b in pairs:
         tag = f"{a}_vs_{b}"
         ds = semantic_dataset((a, b), n_per_class=args.n, seed=args.seed, carrier=carrier, progress=True)
-        store = extract_activations(model, ds, hooks, out / "acts" / tag, batch_size=args.batch_size,
-                                    dataset_id=f"{ds.dataset_id}|{name}", progress=True)
+        store = extract_activations(
+            model,
+            ds,
+            hooks,
+            out / "acts" / tag,
+            batch_size=args.batch_size,
+            dataset_id=f"{ds.dataset_id}|{name}",
+            progress=True,
+        )
         words = [r["word"] for r in ds.records]
         split = word_split(words, ds.labels(), args.test_size, args.seed)
-        sweep = probe_layers(store, hooks=hooks, split=split, l2=args.l2,
-                             title=f"{a} vs {b} (held-out words) - {name}")
+        sweep = probe_layers(store, hooks=hooks, split=split, l2=args.l2, title=f"{a} vs {b} (held-out words) - {name}")
         sweep.save(out / tag)
         sweeps[tag] = sweep
         print()
@@ -109,9 +116,20 @@ def main(argv=None) -> dict:
         assert not train_words & set(test_words), "a held-out word leaked into training"
         print(f"held-out words (never in training): {', '.join(test_words)}")
         for r in sweep.rows:
-            summary.append({"pair": tag, "hook": r["hook"], "layer": r["layer"], "n_train": r["n_train"],
-                            "n_test": r["n_test"], "train_acc": r["train_acc"], "test_acc": r["test_acc"],
-                            "f1": r["f1"], "chance": r["chance"], "best": r["key"] == sweep.best_layer})
+            summary.append(
+                {
+                    "pair": tag,
+                    "hook": r["hook"],
+                    "layer": r["layer"],
+                    "n_train": r["n_train"],
+                    "n_test": r["n_test"],
+                    "train_acc": r["train_acc"],
+                    "test_acc": r["test_acc"],
+                    "f1": r["f1"],
+                    "chance": r["chance"],
+                    "best": r["key"] == sweep.best_layer,
+                }
+            )
         table.append([r["test_acc"] for r in sweep.rows])
 
     with open(out / "summary.csv", "w", newline="") as f:
@@ -120,21 +138,45 @@ def main(argv=None) -> dict:
         w.writerows(summary)
     values = np.array(table, dtype=float).T  # [layer, pair]
     rows = [f"{h.split('.')[0][:3]}{h.split('.')[2]}" for h in hooks]
-    plot_heatmap(values, rows, list(sweeps), cell_text=[[f"{v:.2f}" for v in row] for row in values],
-                 title=f"held-out accuracy of category probes - {name}", cbar_label="test accuracy",
-                 path=out / "encoder_semantics.png")
-    (out / "summary.json").write_text(json.dumps({
-        "model": name, "n_per_class": args.n, "pairs": [list(p) for p in pairs], "hooks": hooks,
-        "test_acc": {t: [None if np.isnan(v) else float(v) for v in values[:, j]] for j, t in enumerate(sweeps)},
-        "best_layer": {t: s.best_layer for t, s in sweeps.items()}, "paper_reference": PAPER_REFERENCE,
-        "seconds": round(time.time() - t0, 1)}, indent=1))
+    plot_heatmap(
+        values,
+        rows,
+        list(sweeps),
+        cell_text=[[f"{v:.2f}" for v in row] for row in values],
+        title=f"held-out accuracy of category probes - {name}",
+        cbar_label="test accuracy",
+        path=out / "encoder_semantics.png",
+    )
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "model": name,
+                "n_per_class": args.n,
+                "pairs": [list(p) for p in pairs],
+                "hooks": hooks,
+                "test_acc": {
+                    t: [None if np.isnan(v) else float(v) for v in values[:, j]] for j, t in enumerate(sweeps)
+                },
+                "best_layer": {t: s.best_layer for t, s in sweeps.items()},
+                "paper_reference": PAPER_REFERENCE,
+                "seconds": round(time.time() - t0, 1),
+            },
+            indent=1,
+        )
+    )
     n_layers = len(hooks)
     cols = ["pair"] + rows + ["paper, last layer"]
-    tab = [dict(zip(cols, [t, *[float(v) for v in values[:, j]], PAPER_LAST_LAYER.get(t)])) for j, t in enumerate(sweeps)]
+    tab = [
+        dict(zip(cols, [t, *[float(v) for v in values[:, j]], PAPER_LAST_LAYER.get(t)])) for j, t in enumerate(sweeps)
+    ]
     tab.append(dict(zip(cols, ["mean", *[float(v) for v in np.nanmean(values, 1)], PAPER_MEAN_LAST])))
     print()
-    _common.print_table(tab, f"§4.3 encoder semantics, {name}: held-out-word accuracy per encoder layer "
-                             f"({n_layers} layers; the paper: large-v3, 32 layers, rising from layers 18-21)", cols)
+    _common.print_table(
+        tab,
+        f"§4.3 encoder semantics, {name}: held-out-word accuracy per encoder layer "
+        f"({n_layers} layers; the paper: large-v3, 32 layers, rising from layers 18-21)",
+        cols,
+    )
     print(f"wrote {out}/ ({time.time() - t0:.1f} s)")
     return {"sweeps": sweeps}
 

@@ -67,12 +67,19 @@ def main() -> None:
         ranks = scores["alignment"].flatten().argsort(descending=True).argsort()
         pub_ranks = sorted(int(ranks[l * H + h]) + 1 for l, h in published)
         row = {
-            "model": name, "n_items": len(items), "n_heads": n, "k": k, "overlap": overlap,
-            "chance": k * k / n, "p_value": float(hypergeom.sf(overlap - 1, n, k, k)),
-            "top_heads": [list(h) for h in top], "published": [list(h) for h in published],
+            "model": name,
+            "n_items": len(items),
+            "n_heads": n,
+            "k": k,
+            "overlap": overlap,
+            "chance": k * k / n,
+            "p_value": float(hypergeom.sf(overlap - 1, n, k, k)),
+            "top_heads": [list(h) for h in top],
+            "published": [list(h) for h in published],
             "published_ranks": pub_ranks,
             "mean_score_published": float(torch.stack([scores["alignment"][l, h] for l, h in published]).mean()),
-            "mean_score_others": float(scores["alignment"].sum() - sum(scores["alignment"][l, h] for l, h in published)) / (n - k),
+            "mean_score_others": float(scores["alignment"].sum() - sum(scores["alignment"][l, h] for l, h in published))
+            / (n - k),
             "best_previous_token": list(top_heads(scores["previous_token"], 1)[0]),
             "max_previous_token": float(scores["previous_token"].max()),
             "max_cross_padding": float(scores["padding"]["decoder.cross_attn"].max()),
@@ -80,10 +87,14 @@ def main() -> None:
         rows.append(row)
         stem = out / name
         for kind in KINDS:
-            save_head_scores(scores[kind], out / f"{name}_{kind}", kind, marked=published if kind == "alignment" else ())
-        print(f"{name}: alignment top-{k} {top}\n  published {published}\n  overlap {overlap}/{k} "
-              f"(chance {row['chance']:.2f}, p = {row['p_value']:.2g}); published heads rank {pub_ranks} of {n}; "
-              f"mean score published {row['mean_score_published']:.3f} vs others {row['mean_score_others']:.3f}")
+            save_head_scores(
+                scores[kind], out / f"{name}_{kind}", kind, marked=published if kind == "alignment" else ()
+            )
+        print(
+            f"{name}: alignment top-{k} {top}\n  published {published}\n  overlap {overlap}/{k} "
+            f"(chance {row['chance']:.2f}, p = {row['p_value']:.2g}); published heads rank {pub_ranks} of {n}; "
+            f"mean score published {row['mean_score_published']:.3f} vs others {row['mean_score_others']:.3f}"
+        )
         del model, stem
     (out / "summary.json").write_text(json.dumps(rows, indent=1))
 

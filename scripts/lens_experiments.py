@@ -67,8 +67,16 @@ SENTENCES = [
 VOICES = ["en-us", "en", "en-us+f3"]
 
 
-ZH_SENTENCES = ["今天天气很好。", "我想喝一杯咖啡。", "火车早上七点出发。", "我的哥哥住在一个小房子里。",
-                "我们明天去市场。", "孩子们在花园里玩。", "猫在温暖的椅子上睡觉。", "火车站在哪里？"]
+ZH_SENTENCES = [
+    "今天天气很好。",
+    "我想喝一杯咖啡。",
+    "火车早上七点出发。",
+    "我的哥哥住在一个小房子里。",
+    "我们明天去市场。",
+    "孩子们在花园里玩。",
+    "猫在温暖的椅子上睡觉。",
+    "火车站在哪里？",
+]
 LANG_VOICE = {"en": "en-us", "fr": "fr-fr", "es": "es", "de": "de", "it": "it", "zh": "cmn"}
 PAPER_LANGUAGES = ("en", "fr", "es", "de", "zh", "it")  # §4.4
 
@@ -140,7 +148,9 @@ def run_model(model, name, items, out: Path, args) -> tuple[dict, object]:
     clips = [a for _, _, a in items]
     sentences = [t for _, t, _ in items]
     lang = "en" if multi else None  # the tuned lens trains on English
-    results = [logit_lens_generate(model, c, language=l) for c, l in zip(tqdm(clips, desc=f"{name}: logit lens"), langs_of)]
+    results = [
+        logit_lens_generate(model, c, language=l) for c, l in zip(tqdm(clips, desc=f"{name}: logit lens"), langs_of)
+    ]
     curves = lens_curves(results)
     by_lang = {}
     for lg in dict.fromkeys(lg for lg, _, _ in items):
@@ -151,19 +161,33 @@ def run_model(model, name, items, out: Path, args) -> tuple[dict, object]:
     (out / "logit_lens_examples.json").write_text(json.dumps([r.to_dict() for r in results[:3]], indent=1))
     plot_logit_lens(results[0], out / "logit_lens_example.png", title=f"{name}: {results[0].text}"[:90])
     n_layers = curves.chosen_prob.shape[0]
-    plot_curves({"p(final token)": curves.chosen_prob, "top-1 = final": curves.top1_agreement},
-                ylabel="mean over tokens (95% CI)", title=f"{name}: logit lens by decoder layer",
-                path=out / "logit_lens_curves.png")
-    plot_curves({"token s": curves.log_rank, "token s+1": curves.future_log_rank[0], "token s+2": curves.future_log_rank[1]},
-                ylabel="log10 rank (95% CI)", title=f"{name}: rank of the current and next tokens",
-                path=out / "future_ranks.png")
+    plot_curves(
+        {"p(final token)": curves.chosen_prob, "top-1 = final": curves.top1_agreement},
+        ylabel="mean over tokens (95% CI)",
+        title=f"{name}: logit lens by decoder layer",
+        path=out / "logit_lens_curves.png",
+    )
+    plot_curves(
+        {"token s": curves.log_rank, "token s+1": curves.future_log_rank[0], "token s+2": curves.future_log_rank[1]},
+        ylabel="log10 rank (95% CI)",
+        title=f"{name}: rank of the current and next tokens",
+        path=out / "future_ranks.png",
+    )
     with open(out / "saturation.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["clip", "step", "token", "token_str", "saturation_layer", "p_final_by_layer"])
         for i, r in enumerate(results):
             for s in range(r.n_steps):
-                w.writerow([i, s, int(r.tokens[s]), r.token_strs[s], int(r.saturation[s]),
-                            " ".join(f"{float(p):.4f}" for p in r.chosen_prob[:, s])])
+                w.writerow(
+                    [
+                        i,
+                        s,
+                        int(r.tokens[s]),
+                        r.token_strs[s],
+                        int(r.saturation[s]),
+                        " ".join(f"{float(p):.4f}" for p in r.chosen_prob[:, s]),
+                    ]
+                )
 
     # token similarity by layer
     sim_rows = {"cosine": [], "per": []}
@@ -185,8 +209,12 @@ def run_model(model, name, items, out: Path, args) -> tuple[dict, object]:
     sim_curves = {"embedding cosine": np.array(similarity["cosine_by_layer"])}
     if "per_by_layer" in similarity:
         sim_curves["phoneme error rate"] = np.array(similarity["per_by_layer"])
-    plot_curves(sim_curves, ylabel="final token vs top-5 (95% CI)", title=f"{name}: candidate similarity by layer",
-                path=out / "token_similarity.png")
+    plot_curves(
+        sim_curves,
+        ylabel="final token vs top-5 (95% CI)",
+        title=f"{name}: candidate similarity by layer",
+        path=out / "token_similarity.png",
+    )
 
     # encoder lens
     enc_rows, enc_json = [], []
@@ -194,10 +222,20 @@ def run_model(model, name, items, out: Path, args) -> tuple[dict, object]:
         res = encoder_lens(model, c, language=langs_of[i])
         enc_json.append({"sentence": sentences[i], "language": items[i][0], **res.to_dict()})
         for l in res.layers:
-            enc_rows.append({"clip": i, "language": items[i][0], "layer": l.layer, "text": l.text, "empty": l.empty,
-                             "loop": l.repetition_loop,
-                             "prefix": l.matches_final_prefix, "finished": l.finished, "wer_vs_final": l.wer,
-                             "final": res.final.text})
+            enc_rows.append(
+                {
+                    "clip": i,
+                    "language": items[i][0],
+                    "layer": l.layer,
+                    "text": l.text,
+                    "empty": l.empty,
+                    "loop": l.repetition_loop,
+                    "prefix": l.matches_final_prefix,
+                    "finished": l.finished,
+                    "wer_vs_final": l.wer,
+                    "final": res.final.text,
+                }
+            )
     (out / "encoder_lens.json").write_text(json.dumps(enc_json, indent=1))
     with open(out / "encoder_lens.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(enc_rows[0]))
@@ -207,16 +245,22 @@ def run_model(model, name, items, out: Path, args) -> tuple[dict, object]:
     enc_summary = []
     for l in range(n_enc):
         rows = [r for r in enc_rows if r["layer"] == l]
-        enc_summary.append({
-            "layer": l,
-            "empty": float(np.mean([r["empty"] for r in rows])),
-            "loop": float(np.mean([r["loop"] for r in rows])),
-            "prefix": float(np.mean([r["prefix"] for r in rows])),
-            "wer": float(np.mean([min(r["wer_vs_final"], 1.0) for r in rows if r["wer_vs_final"] is not None])),
-        })
-    plot_bars({k: [e[k] for e in enc_summary] for k in ("empty", "loop", "prefix", "wer")},
-              labels=[f"L{l}" for l in range(n_enc)], ylabel="fraction of clips / WER (capped at 1)",
-              title=f"{name}: encoder lens by layer", path=out / "encoder_lens.png")
+        enc_summary.append(
+            {
+                "layer": l,
+                "empty": float(np.mean([r["empty"] for r in rows])),
+                "loop": float(np.mean([r["loop"] for r in rows])),
+                "prefix": float(np.mean([r["prefix"] for r in rows])),
+                "wer": float(np.mean([min(r["wer_vs_final"], 1.0) for r in rows if r["wer_vs_final"] is not None])),
+            }
+        )
+    plot_bars(
+        {k: [e[k] for e in enc_summary] for k in ("empty", "loop", "prefix", "wer")},
+        labels=[f"L{l}" for l in range(n_enc)],
+        ylabel="fraction of clips / WER (capped at 1)",
+        title=f"{name}: encoder lens by layer",
+        path=out / "encoder_lens.png",
+    )
 
     # tuned lens
     tuned = None
@@ -269,8 +313,7 @@ def phrase_frequency(enc_rows: list[dict], n_enc: int) -> list[dict]:
             parts = {normalize_text(p) for p in re.split(r"[.!?。！？]+", r["text"] or "")}
             files.update(p for p in parts if p)
         top = files.most_common(3)
-        out.append({"layer": l, "n_files": n_files,
-                    "top_phrases": [{"phrase": p, "files": c} for p, c in top]})
+        out.append({"layer": l, "n_files": n_files, "top_phrases": [{"phrase": p, "files": c} for p, c in top]})
     return out
 
 
@@ -293,39 +336,83 @@ def paper_tables(name, curves, by_lang, similarity, enc_summary, phrases, n_clip
     s1 = curves.future_log_rank[0][:, 0]
     s1_gain = int(np.argmin(np.diff(s1))) + 1 if len(s1) > 1 else None
     rows = [
-        {"quantity": "p(final token) by decoder layer", "paper (large-v3, §4.4)":
-         "low until ~layer 20 of 32 (0.65), then sharp rise; last 3 layers high",
-         "ours": f"first layer with p > 0.5: {_depth(rise, n_dec) if rise is not None else 'none'}; "
-                 f"p by layer {' '.join(f'{v:.2f}' for v in p[:, 0])}"},
-        {"quantity": "mean saturation layer", "paper (large-v3, §4.4)":
-         "not in the text (figure); earlier in Whisper than in Qwen2-Audio",
-         "ours": _depth(curves.saturation[0], n_dec)},
-        {"quantity": "PER of top-5 vs final token", "paper (large-v3, §4.4)": "notable drop around layer 25 (0.81)",
-         "ours": (f"largest drop into layer {_depth(per_drop, n_dec)}; {per[0]:.2f} -> {per[-1]:.2f}"
-                  if per_drop is not None else "-")},
-        {"quantity": "embedding cosine of top-5 vs final", "paper (large-v3, §4.4)": "higher in Whisper than Qwen2-Audio at most layers",
-         "ours": f"{similarity['cosine_by_layer'][0][0]:.2f} -> {similarity['cosine_by_layer'][-1][0]:.2f}"},
-        {"quantity": "rank of token s+1", "paper (large-v3, §4.4)": "notable gains from ~layer 29 (0.94)",
-         "ours": (f"largest log10-rank drop into layer {_depth(s1_gain, n_dec)}; last layer log10 rank {s1[-1]:.2f}, "
-                  f"s+2 {curves.future_log_rank[1][-1, 0]:.2f}" if s1_gain is not None else "-")},
+        {
+            "quantity": "p(final token) by decoder layer",
+            "paper (large-v3, §4.4)": "low until ~layer 20 of 32 (0.65), then sharp rise; last 3 layers high",
+            "ours": f"first layer with p > 0.5: {_depth(rise, n_dec) if rise is not None else 'none'}; "
+            f"p by layer {' '.join(f'{v:.2f}' for v in p[:, 0])}",
+        },
+        {
+            "quantity": "mean saturation layer",
+            "paper (large-v3, §4.4)": "not in the text (figure); earlier in Whisper than in Qwen2-Audio",
+            "ours": _depth(curves.saturation[0], n_dec),
+        },
+        {
+            "quantity": "PER of top-5 vs final token",
+            "paper (large-v3, §4.4)": "notable drop around layer 25 (0.81)",
+            "ours": (
+                f"largest drop into layer {_depth(per_drop, n_dec)}; {per[0]:.2f} -> {per[-1]:.2f}"
+                if per_drop is not None
+                else "-"
+            ),
+        },
+        {
+            "quantity": "embedding cosine of top-5 vs final",
+            "paper (large-v3, §4.4)": "higher in Whisper than Qwen2-Audio at most layers",
+            "ours": f"{similarity['cosine_by_layer'][0][0]:.2f} -> {similarity['cosine_by_layer'][-1][0]:.2f}",
+        },
+        {
+            "quantity": "rank of token s+1",
+            "paper (large-v3, §4.4)": "notable gains from ~layer 29 (0.94)",
+            "ours": (
+                f"largest log10-rank drop into layer {_depth(s1_gain, n_dec)}; last layer log10 rank {s1[-1]:.2f}, "
+                f"s+2 {curves.future_log_rank[1][-1, 0]:.2f}"
+                if s1_gain is not None
+                else "-"
+            ),
+        },
     ]
     cols = ["quantity", "paper (large-v3, §4.4)", "ours"]
     tables = [_common.print_table(rows, f"\n{name}: token selection (§4.4), paper vs ours", cols)]
-    lang_rows = [{"language": lg, "tokens": c.n_tokens, "mean saturation layer": _depth(c.saturation[0], n_dec),
-                  "p(final) last layer": float(c.chosen_prob[-1, 0]), "p(final) layer L-2": float(c.chosen_prob[-2, 0]) if n_dec > 1 else None,
-                  "paper": "per-language results in the appendix (not in the text)"} for lg, c in by_lang.items()]
+    lang_rows = [
+        {
+            "language": lg,
+            "tokens": c.n_tokens,
+            "mean saturation layer": _depth(c.saturation[0], n_dec),
+            "p(final) last layer": float(c.chosen_prob[-1, 0]),
+            "p(final) layer L-2": float(c.chosen_prob[-2, 0]) if n_dec > 1 else None,
+            "paper": "per-language results in the appendix (not in the text)",
+        }
+        for lg, c in by_lang.items()
+    ]
     tables.append(_common.print_table(lang_rows, f"\n{name}: logit lens by language"))
-    paper_enc = {"fraction": "layers 0-22 (0-0.71) empty/punctuation; 20-27 fluent unanchored phrases; "
-                             "27-30 (0.87-0.97) loops in ~60 % of samples; 31-32 fluent"}
+    paper_enc = {
+        "fraction": "layers 0-22 (0-0.71) empty/punctuation; 20-27 fluent unanchored phrases; "
+        "27-30 (0.87-0.97) loops in ~60 % of samples; 31-32 fluent"
+    }
     enc_rows = []
     for e, ph in zip(enc_summary, phrases):
         top = ph["top_phrases"][0] if ph["top_phrases"] else None
-        enc_rows.append({"encoder layer": f"L{e['layer']} ({e['layer'] / max(n_enc - 1, 1):.2f})", "empty": e["empty"],
-                         "loop": e["loop"], "prefix of final": e["prefix"], "WER vs final": e["wer"],
-                         "most frequent phrase (files)": f"{top['phrase'][:40]!r} ({top['files']}/{ph['n_files']})" if top else "-"})
-    tables.append(_common.print_table(enc_rows, f"\n{name}: encoder lens (§4.6) over {n_clips} files. Paper (large-v3): "
-                                      f"{paper_enc['fraction']}. Paper's frequency analysis (Qwen2-Audio): "
-                                      "'Kids are talking by the door' in 390/400 files"))
+        enc_rows.append(
+            {
+                "encoder layer": f"L{e['layer']} ({e['layer'] / max(n_enc - 1, 1):.2f})",
+                "empty": e["empty"],
+                "loop": e["loop"],
+                "prefix of final": e["prefix"],
+                "WER vs final": e["wer"],
+                "most frequent phrase (files)": f"{top['phrase'][:40]!r} ({top['files']}/{ph['n_files']})"
+                if top
+                else "-",
+            }
+        )
+    tables.append(
+        _common.print_table(
+            enc_rows,
+            f"\n{name}: encoder lens (§4.6) over {n_clips} files. Paper (large-v3): "
+            f"{paper_enc['fraction']}. Paper's frequency analysis (Qwen2-Audio): "
+            "'Kids are talking by the door' in 390/400 files",
+        )
+    )
     return tables
 
 
@@ -345,26 +432,38 @@ def run_tuned_lens(model, name, clips, out: Path, steps: int, lang) -> dict:
     test = collect_decoder_residuals(model, clips[half:], **kw)
     lens, hist = train_tuned_lens(model, train, steps=steps, batch_size=64, lr=1e-3, val_fraction=0.1)
     cmp = compare_lenses(model, lens, test)
-    lens.save(out / "tuned_lens", extra={"trained_on": f"{half} espeak clips", "steps": steps,
-                                         "train_positions": int(train.shape[1])})
+    lens.save(
+        out / "tuned_lens",
+        extra={"trained_on": f"{half} espeak clips", "steps": steps, "train_positions": int(train.shape[1])},
+    )
     cmp["train_positions"], cmp["test_positions"] = int(train.shape[1]), int(test.shape[1])
     cmp["val_kl_before"], cmp["val_kl_after"] = hist.val_kl_before, hist.val_kl_after
     (out / "tuned_lens_comparison.json").write_text(json.dumps(cmp, indent=1))
-    plot_curves({"logit lens": np.array(cmp["agreement_logit_lens"]), "tuned lens": np.array(cmp["agreement_tuned_lens"])},
-                ylabel="top-1 = final prediction (held-out)", title=f"{name}: tuned vs logit lens",
-                path=out / "tuned_vs_logit_lens.png")
+    plot_curves(
+        {"logit lens": np.array(cmp["agreement_logit_lens"]), "tuned lens": np.array(cmp["agreement_tuned_lens"])},
+        ylabel="top-1 = final prediction (held-out)",
+        title=f"{name}: tuned vs logit lens",
+        path=out / "tuned_vs_logit_lens.png",
+    )
     return cmp
 
 
 def print_model_report(name, curves, enc_example, enc_summary, tuned, similarity) -> None:
     s = curves.saturation
     print(f"\n=== {name}: {curves.n_transcripts} clips, {curves.n_tokens} tokens ===")
-    print(f"mean saturation layer {s[0]:.2f} (95% CI {s[1]:.2f}-{s[2]:.2f}) of 0-{curves.chosen_prob.shape[0] - 1}"
-          f"  (relative depth {curves.saturation_fraction[0]:.2f})")
-    print("layer  p(final)  top1=final  log10rank(s)  log10rank(s+1)  cos(top5)" + ("  PER(top5)" if "per_by_layer" in similarity else ""))
+    print(
+        f"mean saturation layer {s[0]:.2f} (95% CI {s[1]:.2f}-{s[2]:.2f}) of 0-{curves.chosen_prob.shape[0] - 1}"
+        f"  (relative depth {curves.saturation_fraction[0]:.2f})"
+    )
+    print(
+        "layer  p(final)  top1=final  log10rank(s)  log10rank(s+1)  cos(top5)"
+        + ("  PER(top5)" if "per_by_layer" in similarity else "")
+    )
     for l in range(curves.chosen_prob.shape[0]):
-        line = (f"{l:>5}  {curves.chosen_prob[l, 0]:8.3f}  {curves.top1_agreement[l, 0]:10.3f}  "
-                f"{curves.log_rank[l, 0]:12.2f}  {curves.future_log_rank[0][l, 0]:14.2f}  {similarity['cosine_by_layer'][l][0]:9.3f}")
+        line = (
+            f"{l:>5}  {curves.chosen_prob[l, 0]:8.3f}  {curves.top1_agreement[l, 0]:10.3f}  "
+            f"{curves.log_rank[l, 0]:12.2f}  {curves.future_log_rank[0][l, 0]:14.2f}  {similarity['cosine_by_layer'][l][0]:9.3f}"
+        )
         if "per_by_layer" in similarity:
             line += f"  {similarity['per_by_layer'][l][0]:9.3f}"
         print(line)
@@ -373,12 +472,26 @@ def print_model_report(name, curves, enc_example, enc_summary, tuned, similarity
         flags = ",".join(k for k in ("empty", "repetition_loop", "matches_final_prefix") if l[k])
         print(f"  L{l['layer']:<2} [{flags:<22}] {l['text']!r}")
     print(f"  final: {enc_example['final']['text']!r}")
-    print("encoder lens over clips: " + "  ".join(f"L{e['layer']}: WER {e['wer']:.2f} prefix {e['prefix']:.2f} loop {e['loop']:.2f}"
-                                                   for e in enc_summary))
+    print(
+        "encoder lens over clips: "
+        + "  ".join(
+            f"L{e['layer']}: WER {e['wer']:.2f} prefix {e['prefix']:.2f} loop {e['loop']:.2f}" for e in enc_summary
+        )
+    )
     if tuned:
-        print("held-out top-1 agreement with the final prediction, logit lens vs tuned lens: "
-              + "  ".join(f"L{l}: {a:.2f}/{b:.2f}" for l, (a, b) in enumerate(zip(tuned["agreement_logit_lens"], tuned["agreement_tuned_lens"]))))
-        print("held-out KL(final || layer): " + "  ".join(f"L{l}: {a:.2f}/{b:.2f}" for l, (a, b) in enumerate(zip(tuned["kl_logit_lens"], tuned["kl_tuned_lens"]))))
+        print(
+            "held-out top-1 agreement with the final prediction, logit lens vs tuned lens: "
+            + "  ".join(
+                f"L{l}: {a:.2f}/{b:.2f}"
+                for l, (a, b) in enumerate(zip(tuned["agreement_logit_lens"], tuned["agreement_tuned_lens"]))
+            )
+        )
+        print(
+            "held-out KL(final || layer): "
+            + "  ".join(
+                f"L{l}: {a:.2f}/{b:.2f}" for l, (a, b) in enumerate(zip(tuned["kl_logit_lens"], tuned["kl_tuned_lens"]))
+            )
+        )
 
 
 def write_summary(out: Path, rows: list[dict], curves_by_model: dict) -> None:
@@ -393,8 +506,10 @@ def write_summary(out: Path, rows: list[dict], curves_by_model: dict) -> None:
     plot_lens_curves(curves_by_model, out / "p_final_by_depth.png")
     print(f"\nwrote {out}/summary.csv, summary.json, p_final_by_depth.png and per-model folders")
     for r in rows:
-        print(f"{r['model']:>16}: mean saturation layer {r['mean_saturation_layer']} {r['saturation_ci95']} "
-              f"of {r['decoder_layers']} decoder layers; encoder-lens WER by layer {r['encoder_lens_wer_by_layer']}")
+        print(
+            f"{r['model']:>16}: mean saturation layer {r['mean_saturation_layer']} {r['saturation_ci95']} "
+            f"of {r['decoder_layers']} decoder layers; encoder-lens WER by layer {r['encoder_lens_wer_by_layer']}"
+        )
 
 
 if __name__ == "__main__":

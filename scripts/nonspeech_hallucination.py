@@ -70,20 +70,36 @@ def parse_args(argv=None):
     ap.add_argument("--n-features", type=int, default=4, help="non-speech SAE features edited")
     ap.add_argument("--wer-weight", type=float, default=1.0)
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS), help="non-speech kinds")
-    ap.add_argument("--sae-scales", nargs="*", type=float, default=[2.0, 4.0, 8.0],
-                    help="candidate edits: scale the non-speech features by these factors")
-    ap.add_argument("--sae-adds", nargs="*", type=float, default=[1.0, 3.0],
-                    help="candidate edits: add this many times their mean non-speech activation")
-    ap.add_argument("--betas", nargs="+", type=float, default=[0.5, 1.0, 2.0],
-                    help="candidate shifts along the probe direction, in units of the class gap")
+    ap.add_argument(
+        "--sae-scales",
+        nargs="*",
+        type=float,
+        default=[2.0, 4.0, 8.0],
+        help="candidate edits: scale the non-speech features by these factors",
+    )
+    ap.add_argument(
+        "--sae-adds",
+        nargs="*",
+        type=float,
+        default=[1.0, 3.0],
+        help="candidate edits: add this many times their mean non-speech activation",
+    )
+    ap.add_argument(
+        "--betas",
+        nargs="+",
+        type=float,
+        default=[0.5, 1.0, 2.0],
+        help="candidate shifts along the probe direction, in units of the class gap",
+    )
     ap.add_argument("--out", default="results/nonspeech")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
 
 
 # ---- data ------------------------------------------------------------------------------------
-def make_half(split: str, n_per_kind: int, n_speech: int, seconds: float, seed: int,
-              kinds: tuple[str, ...] = KINDS) -> list[dict]:
+def make_half(
+    split: str, n_per_kind: int, n_speech: int, seconds: float, seed: int, kinds: tuple[str, ...] = KINDS
+) -> list[dict]:
     """Non-speech clips of every kind, then espeak speech (the two halves use disjoint sentences)."""
     from hooked_asr.datasets import SENTENCES
     from hooked_asr.datasets.espeak import synthesize
@@ -107,8 +123,15 @@ def make_half(split: str, n_per_kind: int, n_speech: int, seconds: float, seed: 
     voices = ("en-us", "en-gb", "en-us+f3", "en-gb+m3")
     for j in range(n_speech):
         text = pool[j % len(pool)]
-        items.append({"split": split, "kind": "speech", "speech": 1, "text": text,
-                      "audio": synthesize(text, voice=voices[j % len(voices)])})
+        items.append(
+            {
+                "split": split,
+                "kind": "speech",
+                "speech": 1,
+                "text": text,
+                "audio": synthesize(text, voice=voices[j % len(voices)]),
+            }
+        )
     return items
 
 
@@ -126,8 +149,12 @@ def score(items: list[dict], texts: list[str]) -> dict:
     ns = [n_words(t) > 0 for it, t in zip(items, texts) if not it["speech"]]
     sp = [(it["text"], t) for it, t in zip(items, texts) if it["speech"]]
     wer = word_error_rate([r for r, _ in sp], [h for _, h in sp]) if sp else float("nan")
-    return {"hallucination rate": float(np.mean(ns)) if ns else float("nan"), "n non-speech": len(ns),
-            "speech WER": float(wer), "n speech": len(sp)}
+    return {
+        "hallucination rate": float(np.mean(ns)) if ns else float("nan"),
+        "n non-speech": len(ns),
+        "speech WER": float(wer),
+        "n speech": len(sp),
+    }
 
 
 def objective(s: dict, w: float) -> float:
@@ -136,8 +163,9 @@ def objective(s: dict, w: float) -> float:
 
 def transcribe(model, items: list[dict], max_new_tokens: int) -> list[str]:
     """The one place this script decodes (greedy, the library's ``transcribe``)."""
-    out = model.transcribe([it["audio"] for it in items], max_new_tokens=max_new_tokens,
-                            allow_silence=True)  # silence is part of the non-speech set on purpose
+    out = model.transcribe(
+        [it["audio"] for it in items], max_new_tokens=max_new_tokens, allow_silence=True
+    )  # silence is part of the non-speech set on purpose
     return [r.text for r in out]
 
 
@@ -149,11 +177,20 @@ def fit_monitor(model, select: list[dict], out: Path, args):
     from hooked_asr.monitors import ProbeMonitor
     from hooked_asr.probing import model_hooks, probe_layers, train_probe
 
-    ds = LabelledDataset.from_items([{"audio": it["audio"], "label": it["speech"], "kind": it["kind"]} for it in select],
-                                    label_names=["nonspeech", "speech"])
+    ds = LabelledDataset.from_items(
+        [{"audio": it["audio"], "label": it["speech"], "kind": it["kind"]} for it in select],
+        label_names=["nonspeech", "speech"],
+    )
     hooks = model_hooks(model, "decoder")
-    store = extract_activations(model, ds, hooks, out / "acts" / "decoder", max_new_tokens=args.max_new_tokens,
-                                dataset_id=f"nonspeech-select|{args.model}|{args.seed}|{len(select)}", progress=False)
+    store = extract_activations(
+        model,
+        ds,
+        hooks,
+        out / "acts" / "decoder",
+        max_new_tokens=args.max_new_tokens,
+        dataset_id=f"nonspeech-select|{args.model}|{args.seed}|{len(select)}",
+        progress=False,
+    )
     counts = np.bincount(np.asarray(store.labels("label")), minlength=2)
     # a layer is chosen on a split of the select half when each class has 2 clips, else on training accuracy
     sweep = probe_layers(store, hooks=hooks, test_size=0.3 if counts.min() >= 2 else 0.0, seed=args.seed)
@@ -198,10 +235,20 @@ def choose_heads(model, select: list[dict], base_texts: list[str], args):
     from hooked_asr.patching import SweepItem, components, patched, sweep, zero_ablate
 
     heads = components(model, kinds=["attn"], stacks=["decoder"], heads=True)
-    items = [SweepItem(f"{i}-{it['kind']}", it["audio"], text=it["text"] or None,
-                       extra={"speech": it["speech"]}) for i, it in enumerate(select)]
-    res = sweep(model, items, heads, "zero", mode="teacher_forced", metrics={"margin": nonword_margin_metric(model)},
-                max_new_tokens=args.max_new_tokens, progress=True)
+    items = [
+        SweepItem(f"{i}-{it['kind']}", it["audio"], text=it["text"] or None, extra={"speech": it["speech"]})
+        for i, it in enumerate(select)
+    ]
+    res = sweep(
+        model,
+        items,
+        heads,
+        "zero",
+        mode="teacher_forced",
+        metrics={"margin": nonword_margin_metric(model)},
+        max_new_tokens=args.max_new_tokens,
+        progress=True,
+    )
     t = res.table
     speech_ids = {it.id for it in items if it.extra["speech"]}
     rank = []
@@ -220,23 +267,48 @@ def choose_heads(model, select: list[dict], base_texts: list[str], args):
         trials.append({"heads": chosen, **s})
         if objective(s, args.wer_weight) < objective(best[1], args.wer_weight):
             best = (chosen, s, texts)
-    return best[0], best[2], {"sweep_rank": [{"head": r[3], "score": r[0], "margin_gain_nonspeech": r[1],
-                                     "margin_gain_speech": r[2]} for r in rank[:10]], "trials": trials}
+    return (
+        best[0],
+        best[2],
+        {
+            "sweep_rank": [
+                {"head": r[3], "score": r[0], "margin_gain_nonspeech": r[1], "margin_gain_speech": r[2]}
+                for r in rank[:10]
+            ],
+            "trials": trials,
+        },
+    )
 
 
 def train_sae(model, select: list[dict], hook: str, args):
     """(d): a small TopK SAE on the select half's encoder frames (audio frames + a few padding frames)."""
     import tempfile
 
-    from hooked_asr.sae import CachedFrameSource, ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TrainConfig
+    from hooked_asr.sae import (
+        CachedFrameSource,
+        ModelFrameSource,
+        SAEConfig,
+        SAETrainer,
+        SparseAutoencoder,
+        TrainConfig,
+    )
 
     clips = [it["audio"] for it in select]
     source = ModelFrameSource(model, clips, hook, batch_size=4, pad_frames=8)
     total = int(args.epochs * sum(source.clip_frames(c) for c in clips))
     d = model.cfg.encoder.d_model
-    sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=args.expansion * d, architecture="topk", k=args.k,
-                                      hook_name=hook, model_name=args.model,
-                                      dead_after_frames=max(total // 4, 2000)), seed=args.seed)
+    sae = SparseAutoencoder(
+        SAEConfig(
+            d_in=d,
+            d_sae=args.expansion * d,
+            architecture="topk",
+            k=args.k,
+            hook_name=hook,
+            model_name=args.model,
+            dead_after_frames=max(total // 4, 2000),
+        ),
+        seed=args.seed,
+    )
     trainer = SAETrainer(sae, TrainConfig(total_frames=total, batch_size=256, lr=1e-3, buffer_frames=4096))
     # The trainer passes over the frames several times (epochs, and a shuffle buffer larger than
     # the select half): the encoder runs once, the later passes read its frames back. A fresh
@@ -287,10 +359,17 @@ def choose_probe_direction(model, select, hook, out: Path, args):
     from hooked_asr.datasets import LabelledDataset
     from hooked_asr.probing import train_probe
 
-    ds = LabelledDataset.from_items([{"audio": it["audio"], "label": it["speech"]} for it in select],
-                                    label_names=["nonspeech", "speech"])
-    store = extract_activations(model, ds, [hook], out / "acts" / "encoder", progress=False,
-                                dataset_id=f"nonspeech-select-enc|{args.model}|{args.seed}|{len(select)}")
+    ds = LabelledDataset.from_items(
+        [{"audio": it["audio"], "label": it["speech"]} for it in select], label_names=["nonspeech", "speech"]
+    )
+    store = extract_activations(
+        model,
+        ds,
+        [hook],
+        out / "acts" / "encoder",
+        progress=False,
+        dataset_id=f"nonspeech-select-enc|{args.model}|{args.seed}|{len(select)}",
+    )
     X, y = store.load(hook).float(), np.asarray(store.labels("label"))
     probe = train_probe(X, y)
     d = probe.direction.float()  # raw space, towards the last class (speech)
@@ -309,6 +388,7 @@ def choose_probe_direction(model, select, hook, out: Path, args):
 
 def _shifted(model, hook: str, delta: torch.Tensor):
     """Add ``delta`` to every frame of ``hook`` (a context manager over the model's hook API)."""
+
     def fn(x, hook):  # noqa: ARG001
         return x + delta.to(x.dtype).to(x.device)
 
@@ -324,10 +404,14 @@ def main(argv=None) -> dict:
     layer = args.enc_layer % L
     hook = f"encoder.blocks.{layer}.hook_resid_post"
     kinds = tuple(args.kinds)
-    halves = {s: make_half(s, args.n_per_kind, args.n_speech, args.seconds, args.seed, kinds) for s in ("select", "held-out")}
+    halves = {
+        s: make_half(s, args.n_per_kind, args.n_speech, args.seconds, args.seed, kinds) for s in ("select", "held-out")
+    }
     select = halves["select"]
-    print(f"{name}: {len(select)} clips per half ({len(kinds)} non-speech kinds x {args.n_per_kind}, "
-          f"{args.n_speech} speech); SAE / probe direction at {hook}")
+    print(
+        f"{name}: {len(select)} clips per half ({len(kinds)} non-speech kinds x {args.n_per_kind}, "
+        f"{args.n_speech} speech); SAE / probe direction at {hook}"
+    )
 
     texts: dict[tuple[str, str], list[str]] = {}
     chosen: dict[str, str] = {}
@@ -339,7 +423,9 @@ def main(argv=None) -> dict:
 
     monitor, msweep = fit_monitor(model, select, out, args)
     for s, items in halves.items():
-        res = transcribe_with_monitors(model, [it["audio"] for it in items], [monitor], max_new_tokens=args.max_new_tokens)
+        res = transcribe_with_monitors(
+            model, [it["audio"] for it in items], [monitor], max_new_tokens=args.max_new_tokens
+        )
         texts[("probe monitor", s)] = ["" if r.extra["monitor_labels"]["speech"] == 0 else r.text for r in res]
     r0 = msweep.results[monitor.hook_name]
     chosen["probe monitor"] = f"{monitor.hook_name} (select-split acc {r0.test_acc if r0.n_test else r0.train_acc:.2f})"
@@ -350,17 +436,23 @@ def main(argv=None) -> dict:
     heads, texts[("head masking", "select")], head_info = choose_heads(model, select, texts[("as is", "select")], args)
     with patched(model, [zero_ablate(h) for h in heads]):
         texts[("head masking", "held-out")] = transcribe(model, held_out, args.max_new_tokens)
-    chosen["head masking"] = " ".join(h.replace("decoder.blocks.", "L").replace(".attn.head.", "H") for h in heads) or "none helped"
+    chosen["head masking"] = (
+        " ".join(h.replace("decoder.blocks.", "L").replace(".attn.head.", "H") for h in heads) or "none helped"
+    )
 
     from hooked_asr.sae.steering import FeatureIntervention, steer
 
     sae, last = train_sae(model, select, hook, args)
-    feats, (mode, value), texts[("SAE steering", "select")], sae_trials = choose_sae_edit(model, sae, select, hook, args)
+    feats, (mode, value), texts[("SAE steering", "select")], sae_trials = choose_sae_edit(
+        model, sae, select, hook, args
+    )
     with steer(model, sae, [FeatureIntervention(feats, mode, value)]):
         texts[("SAE steering", "held-out")] = transcribe(model, held_out, args.max_new_tokens)
     chosen["SAE steering"] = f"features {feats} {mode} {value:.3g} (SAE FVU {last['fvu']:.2f})"
 
-    d, gap, beta, texts[("probe direction", "select")], dir_trials = choose_probe_direction(model, select, hook, out, args)
+    d, gap, beta, texts[("probe direction", "select")], dir_trials = choose_probe_direction(
+        model, select, hook, out, args
+    )
     with _shifted(model, hook, -beta * gap * d):
         texts[("probe direction", "held-out")] = transcribe(model, held_out, args.max_new_tokens)
     chosen["probe direction"] = f"beta {beta} x gap {gap:.2f}"
@@ -373,28 +465,41 @@ def main(argv=None) -> dict:
             for kind in kinds:
                 ks = [n_words(x) > 0 for it, x in zip(items, t) if it["kind"] == kind]
                 per_kind.append({"method": method, "split": s, "kind": kind, "hallucination rate": float(np.mean(ks))})
-            outputs += [{"method": method, "split": s, "kind": it["kind"], "reference": it["text"], "output": x}
-                        for it, x in zip(items, t)]
+            outputs += [
+                {"method": method, "split": s, "kind": it["kind"], "reference": it["text"], "output": x}
+                for it, x in zip(items, t)
+            ]
     import pandas as pd
 
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     table.to_csv(out / "table.csv", index=False)
     pd.DataFrame(per_kind).to_csv(out / "per_kind.csv", index=False)
     pd.DataFrame(outputs).to_csv(out / "outputs.csv", index=False)
-    report = {"model": name, "hook": hook, "args": vars(args), "rows": rows,
-              "held_out_hallucination_rate": {r["method"]: r["hallucination rate"] for r in rows if r["split"] == "held-out"},
-              "heads": head_info, "sae_trials": sae_trials, "direction_trials": dir_trials,
-              "seconds": round(time.time() - t0, 1)}
+    report = {
+        "model": name,
+        "hook": hook,
+        "args": vars(args),
+        "rows": rows,
+        "held_out_hallucination_rate": {r["method"]: r["hallucination rate"] for r in rows if r["split"] == "held-out"},
+        "heads": head_info,
+        "sae_trials": sae_trials,
+        "direction_trials": dir_trials,
+        "seconds": round(time.time() - t0, 1),
+    }
     (out / "table.json").write_text(json.dumps(report, indent=1, default=str))
     _plot(table, out / "nonspeech_hallucination.png", name)
     print()
-    _common.print_table(table, title=f"Non-speech hallucinations, {name} (chosen on 'select', also reported on 'held-out')")
+    _common.print_table(
+        table, title=f"Non-speech hallucinations, {name} (chosen on 'select', also reported on 'held-out')"
+    )
     print("\nexamples (select half, first clip of each kind):")
     for kind in kinds:
         i = next(j for j, it in enumerate(select) if it["kind"] == kind)
         print(f"  {kind:<12} " + " | ".join(f"{m}: {texts[(m, 'select')][i]!r}" for m in METHODS))
-    print(f"wrote {out}/table.csv, table.json, per_kind.csv, outputs.csv, nonspeech_hallucination.png "
-          f"({time.time() - t0:.0f} s)")
+    print(
+        f"wrote {out}/table.csv, table.json, per_kind.csv, outputs.csv, nonspeech_hallucination.png "
+        f"({time.time() - t0:.0f} s)"
+    )
     return report
 
 

@@ -51,8 +51,17 @@ PAPER = {
     "speech": ("decoder 10-28 (L31: 0.992)", 1.000, None, None, "§4.2 (800 clips)"),
     "language": (None, None, None, None, "not in the paper"),
 }
-SUMMARY_COLUMNS = ["task", "site", "paper layer (of 32)", "paper accuracy", "our best layer (depth)", "Test Acc",
-                   "Train Acc", "F1", "n train / test"]
+SUMMARY_COLUMNS = [
+    "task",
+    "site",
+    "paper layer (of 32)",
+    "paper accuracy",
+    "our best layer (depth)",
+    "Test Acc",
+    "Train Acc",
+    "F1",
+    "n train / test",
+]
 TASKS = ("gender", "accent", "noise", "speech", "language")
 DEFAULT_TASKS = ("gender", "accent", "noise", "speech")
 
@@ -90,11 +99,19 @@ def parse_args(argv=None):
     ap.add_argument("--n", type=int, default=None, help="items per class (default: the paper's split sizes)")
     ap.add_argument("--out", default="results/probing_enrichment")
     ap.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help=f"comma-separated, from {TASKS}")
-    ap.add_argument("--stack", choices=["encoder", "decoder", "all"], default="encoder",
-                    help="residual streams probed for gender / accent / noise / language (decoder hooks need a "
-                         "transcription per clip)")
-    ap.add_argument("--speech-stack", choices=["encoder", "decoder", "all"], default="decoder",
-                    help="residual streams for speech vs non-speech (the paper: decoder, final token)")
+    ap.add_argument(
+        "--stack",
+        choices=["encoder", "decoder", "all"],
+        default="encoder",
+        help="residual streams probed for gender / accent / noise / language (decoder hooks need a "
+        "transcription per clip)",
+    )
+    ap.add_argument(
+        "--speech-stack",
+        choices=["encoder", "decoder", "all"],
+        default="decoder",
+        help="residual streams for speech vs non-speech (the paper: decoder, final token)",
+    )
     ap.add_argument("--snr", type=float, default=0.0, help="SNR (dB) of the noisy class")
     add_probe_options(ap, l2=1e-3, test_size=None)
     return ap.parse_args(argv)
@@ -125,9 +142,17 @@ def main(argv=None) -> dict:
         test_size = args.test_size or test_size
         ds = build_dataset(task, n, args.seed, args.snr, progress=True)
         language = "en" if task != "language" else None  # the language task lets a multilingual model detect
-        store = extract_activations(model, ds, hooks, out / "acts" / task, batch_size=args.batch_size,
-                                    shard_size=256, dataset_id=f"{ds.dataset_id}|{name}",
-                                    language=language, progress=True)
+        store = extract_activations(
+            model,
+            ds,
+            hooks,
+            out / "acts" / task,
+            batch_size=args.batch_size,
+            shard_size=256,
+            dataset_id=f"{ds.dataset_id}|{name}",
+            language=language,
+            progress=True,
+        )
         title = f"{task} ({', '.join(ds.label_names)}) - {name}"
         sweep = probe_layers(store, hooks=hooks, test_size=test_size, seed=args.seed, l2=args.l2, title=title)
         sweep.save(out / task)
@@ -136,37 +161,79 @@ def main(argv=None) -> dict:
         print(sweep.summary())
         best = sweep.best_layer
         for r in sweep.rows:
-            summary.append({"task": task, "hook": r["hook"], "stack": r["stack"], "layer": r["layer"],
-                            "n_train": r["n_train"], "n_test": r["n_test"], "train_acc": r["train_acc"],
-                            "test_acc": r["test_acc"], "f1": r["f1"], "chance": r["chance"],
-                            "best": r["key"] == best})
+            summary.append(
+                {
+                    "task": task,
+                    "hook": r["hook"],
+                    "stack": r["stack"],
+                    "layer": r["layer"],
+                    "n_train": r["n_train"],
+                    "n_test": r["n_test"],
+                    "train_acc": r["train_acc"],
+                    "test_acc": r["test_acc"],
+                    "f1": r["f1"],
+                    "chance": r["chance"],
+                    "best": r["key"] == best,
+                }
+            )
         curves[task] = np.array([r["test_acc"] for r in sweep.rows], dtype=float)
         b = next(r for r in sweep.rows if r["key"] == best)
         n_layers = len(sweep.rows)
         p_layer, p_acc, _, _, where = PAPER[task]
-        table.append(dict(zip(SUMMARY_COLUMNS, [
-            task, f"{b['stack']} ({'final token' if b['stack'] == 'decoder' else 'mean over frames'})",
-            f"{p_layer} ({where})" if p_layer else "-", p_acc,
-            f"L{b['layer']} ({_common.relative_depth(int(b['layer']), n_layers):.2f})", b["test_acc"], b["train_acc"],
-            b["f1"], f"{b['n_train']} / {b['n_test']}"])))
+        table.append(
+            dict(
+                zip(
+                    SUMMARY_COLUMNS,
+                    [
+                        task,
+                        f"{b['stack']} ({'final token' if b['stack'] == 'decoder' else 'mean over frames'})",
+                        f"{p_layer} ({where})" if p_layer else "-",
+                        p_acc,
+                        f"L{b['layer']} ({_common.relative_depth(int(b['layer']), n_layers):.2f})",
+                        b["test_acc"],
+                        b["train_acc"],
+                        b["f1"],
+                        f"{b['n_train']} / {b['n_test']}",
+                    ],
+                )
+            )
+        )
 
     with open(out / "summary.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(summary[0]))
         w.writeheader()
         w.writerows(summary)
-    (out / "summary.json").write_text(json.dumps({
-        "model": name, "n_per_class": args.n, "tasks": tasks, "hooks": hooks_of, "paper_reference": PAPER_REFERENCE,
-        "best_layer": {t: s.best_layer for t, s in sweeps.items()}, "table": table,
-        "test_acc": {t: [None if np.isnan(v) else float(v) for v in c] for t, c in curves.items()},
-        "seconds": round(time.time() - t0, 1)}, indent=1))
-    plot_curves(curves, x=list(range(max(len(c) for c in curves.values()))),
-                xlabel=f"layer ({args.stack}; speech: {args.speech_stack})", ylabel="held-out probe accuracy",
-                title=f"Linear probes per layer - {name}", path=out / "probing_enrichment.png")
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "model": name,
+                "n_per_class": args.n,
+                "tasks": tasks,
+                "hooks": hooks_of,
+                "paper_reference": PAPER_REFERENCE,
+                "best_layer": {t: s.best_layer for t, s in sweeps.items()},
+                "table": table,
+                "test_acc": {t: [None if np.isnan(v) else float(v) for v in c] for t, c in curves.items()},
+                "seconds": round(time.time() - t0, 1),
+            },
+            indent=1,
+        )
+    )
+    plot_curves(
+        curves,
+        x=list(range(max(len(c) for c in curves.values()))),
+        xlabel=f"layer ({args.stack}; speech: {args.speech_stack})",
+        ylabel="held-out probe accuracy",
+        title=f"Linear probes per layer - {name}",
+        path=out / "probing_enrichment.png",
+    )
     print()
-    _common.print_table(table, f"§4.1 / §4.2 probes, {name} (best layer by held-out accuracy) beside [BT] large-v3",
-                        SUMMARY_COLUMNS)
-    print(f"wrote {out}/summary.csv, summary.json, probing_enrichment.png and per-task tables "
-          f"({time.time() - t0:.1f} s)")
+    _common.print_table(
+        table, f"§4.1 / §4.2 probes, {name} (best layer by held-out accuracy) beside [BT] large-v3", SUMMARY_COLUMNS
+    )
+    print(
+        f"wrote {out}/summary.csv, summary.json, probing_enrichment.png and per-task tables ({time.time() - t0:.1f} s)"
+    )
     return {"sweeps": sweeps, "summary": summary, "table": table}
 
 

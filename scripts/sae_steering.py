@@ -28,8 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hooked_asr.sae import (CachedFrameSource, ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TrainConfig,
-                            save_sae)
+from hooked_asr.sae import (
+    CachedFrameSource,
+    ModelFrameSource,
+    SAEConfig,
+    SAETrainer,
+    SparseAutoencoder,
+    TrainConfig,
+    save_sae,
+)
 from hooked_asr.sae.corpus import ESPEAK_VOICE, MULTILINGUAL
 from hooked_asr.audio import audio_frames as speech_frames
 from hooked_asr.sae.steering import FeatureIntervention, steer
@@ -72,26 +79,43 @@ def main() -> None:
     t0 = time.process_time()
     model = hooked_asr.load_model(args.model)
     if not model.cfg.is_multilingual:
-        raise SystemExit(f"{args.model} is English-only; cross-lingual steering needs a multilingual model (whisper-base)")
+        raise SystemExit(
+            f"{args.model} is English-only; cross-lingual steering needs a multilingual model (whisper-base)"
+        )
     hook = hooked_asr.act_name("resid_post", args.layer, "encoder")
     cpu["load"] = time.process_time() - t0
 
     n_sent = len(MULTILINGUAL["en"])
     test_idx = list(range(n_sent - args.n_test, n_sent))
-    train_items = [(lang, MULTILINGUAL[lang][i], v) for i in range(n_sent - args.n_test)
-                   for lang in args.langs for v in VARIANTS]
+    train_items = [
+        (lang, MULTILINGUAL[lang][i], v) for i in range(n_sent - args.n_test) for lang in args.langs for v in VARIANTS
+    ]
     rng = np.random.default_rng(0)
     train_items = [train_items[i] for i in rng.permutation(len(train_items))]
-    clips = _common.PackedSpeech([[(text, ESPEAK_VOICE[lang] + var) for lang, text, var in train_items[k : k + 6]]
-                                  for k in range(0, len(train_items), 6)], max_seconds=28.0)
+    clips = _common.PackedSpeech(
+        [
+            [(text, ESPEAK_VOICE[lang] + var) for lang, text, var in train_items[k : k + 6]]
+            for k in range(0, len(train_items), 6)
+        ],
+        max_seconds=28.0,
+    )
     source = ModelFrameSource(model, clips, hook, batch_size=2, pad_frames=8)
     total = int(args.epochs * source.clip_frames(clips[0]) * len(clips))
     # Each window is synthesised and encoded once, however many passes the training makes.
     cache = tempfile.TemporaryDirectory(prefix="sae-steering-frames-")
     source = CachedFrameSource(source, cache.name)
     d = model.cfg.encoder.d_model
-    sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=args.expansion * d, architecture="topk", k=args.k, hook_name=hook,
-                                      model_name=args.model, dead_after_frames=max(total // 4, 10_000)))
+    sae = SparseAutoencoder(
+        SAEConfig(
+            d_in=d,
+            d_sae=args.expansion * d,
+            architecture="topk",
+            k=args.k,
+            hook_name=hook,
+            model_name=args.model,
+            dead_after_frames=max(total // 4, 10_000),
+        )
+    )
     print(f"training on {len(train_items)} utterances ({len(clips)} windows), {total} frames")
     t0 = time.process_time()
     # The shuffle buffer is filled before the first step: no larger than the frames trained on,
@@ -123,7 +147,9 @@ def main() -> None:
         others = torch.cat([m[:j], m[j + 1 :]]).max(0).values
         lang_feature[lang] = int((m[j] - others).argmax())
     for lang, f in lang_feature.items():
-        print(f"language feature {lang}: {f}  means " + " ".join(f"{l2}={float(means[l2][f]):.2f}" for l2 in args.langs))
+        print(
+            f"language feature {lang}: {f}  means " + " ".join(f"{l2}={float(means[l2][f]):.2f}" for l2 in args.langs)
+        )
 
     # Steering on held-out sentences.
     results = []
@@ -143,17 +169,30 @@ def main() -> None:
                 f_t = lang_feature[tgt]
                 push = args.alpha * float(means[tgt][f_t])
                 for kind, feat in (("language", f_t), ("random", int(rand_feats[args.langs.index(tgt)]))):
-                    ivs = [FeatureIntervention(lang_feature[src_lang], "clamp", 0.0), FeatureIntervention(feat, "add", push)]
+                    ivs = [
+                        FeatureIntervention(lang_feature[src_lang], "clamp", 0.0),
+                        FeatureIntervention(feat, "add", push),
+                    ]
                     with steer(model, sae, ivs, frame_mask=mask):
                         p1, lang1 = language_probs(model, audio, args.langs)
                         steered = model.transcribe(audio, language=lang1) if kind == "language" else None
-                    results.append({
-                        "src": src_lang, "tgt": tgt, "sentence": i, "control": kind, "p_tgt_before": float(p0[args.langs.index(tgt)]),
-                        "p_tgt_after": float(p1[args.langs.index(tgt)]),
-                        "p_src_before": float(p0[args.langs.index(src_lang)]), "p_src_after": float(p1[args.langs.index(src_lang)]),
-                        "detected_after": args.langs[int(p1.argmax())], "clean": clean.text, "clean_lang": clean.language,
-                        "steered": steered.text if steered else None, "steered_lang": steered.language if steered else None,
-                    })
+                    results.append(
+                        {
+                            "src": src_lang,
+                            "tgt": tgt,
+                            "sentence": i,
+                            "control": kind,
+                            "p_tgt_before": float(p0[args.langs.index(tgt)]),
+                            "p_tgt_after": float(p1[args.langs.index(tgt)]),
+                            "p_src_before": float(p0[args.langs.index(src_lang)]),
+                            "p_src_after": float(p1[args.langs.index(src_lang)]),
+                            "detected_after": args.langs[int(p1.argmax())],
+                            "clean": clean.text,
+                            "clean_lang": clean.language,
+                            "steered": steered.text if steered else None,
+                            "steered_lang": steered.language if steered else None,
+                        }
+                    )
     cpu["steering"] = time.process_time() - t0
 
     langs = args.langs
@@ -167,9 +206,15 @@ def main() -> None:
                 flip[a, b] = np.mean([r["detected_after"] == tl for r in rows if r["control"] == "language"])
                 flip_rand[a, b] = np.mean([r["detected_after"] == tl for r in rows if r["control"] == "random"])
     summary = {
-        "model": args.model, "hook": hook, "sae": sae.cfg.to_dict(), "train_fvu_last_batch": trainer.state.history[-1]["fvu"],
-        "language_features": lang_feature, "alpha": args.alpha, "cpu_seconds": cpu,
-        "steer_success_rate": float(np.nanmean(flip)), "random_feature_success_rate": float(np.nanmean(flip_rand)),
+        "model": args.model,
+        "hook": hook,
+        "sae": sae.cfg.to_dict(),
+        "train_fvu_last_batch": trainer.state.history[-1]["fvu"],
+        "language_features": lang_feature,
+        "alpha": args.alpha,
+        "cpu_seconds": cpu,
+        "steer_success_rate": float(np.nanmean(flip)),
+        "random_feature_success_rate": float(np.nanmean(flip_rand)),
         "mean_p_tgt_before": float(np.mean([r["p_tgt_before"] for r in results if r["control"] == "language"])),
         "mean_p_tgt_after": float(np.mean([r["p_tgt_after"] for r in results if r["control"] == "language"])),
         "mean_p_tgt_after_random": float(np.mean([r["p_tgt_after"] for r in results if r["control"] == "random"])),
@@ -178,29 +223,46 @@ def main() -> None:
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     _plot(flip, flip_rand, langs, out / "steering.png")
-    print(f"\ndetected language switched to the target: {100 * summary['steer_success_rate']:.0f}% of (clip, target) "
-          f"pairs with language features, {100 * summary['random_feature_success_rate']:.0f}% with random features")
-    print(f"mean P(target language) {summary['mean_p_tgt_before']:.3f} -> {summary['mean_p_tgt_after']:.3f} "
-          f"(random feature: {summary['mean_p_tgt_after_random']:.3f})")
+    print(
+        f"\ndetected language switched to the target: {100 * summary['steer_success_rate']:.0f}% of (clip, target) "
+        f"pairs with language features, {100 * summary['random_feature_success_rate']:.0f}% with random features"
+    )
+    print(
+        f"mean P(target language) {summary['mean_p_tgt_before']:.3f} -> {summary['mean_p_tgt_after']:.3f} "
+        f"(random feature: {summary['mean_p_tgt_after_random']:.3f})"
+    )
     rows = [
-        {"quantity": "cross-lingual feature steering", "paper (Pluth et al. 2026, summary)":
-         "'demonstrates cross-lingual feature steering' (no rate stated)",
-         "ours": f"detected language -> target in {100 * summary['steer_success_rate']:.0f}% of (clip, target) pairs"},
-        {"quantity": "control: random feature, same edit", "paper (Pluth et al. 2026, summary)": "not in the text",
-         "ours": f"{100 * summary['random_feature_success_rate']:.0f}%"},
-        {"quantity": "mean P(<|target|>) at the first step", "paper (Pluth et al. 2026, summary)": "not in the text",
-         "ours": f"{summary['mean_p_tgt_before']:.3f} -> {summary['mean_p_tgt_after']:.3f} "
-                 f"(random {summary['mean_p_tgt_after_random']:.3f})"},
-        {"quantity": "SAE site / size", "paper (Pluth et al. 2026, summary)": "Whisper encoder frame embeddings; size not in the text",
-         "ours": f"{hook}, d_sae {sae.d_sae}, TopK k={sae.cfg.k}, last-batch FVU {summary['train_fvu_last_batch']:.2f}"},
+        {
+            "quantity": "cross-lingual feature steering",
+            "paper (Pluth et al. 2026, summary)": "'demonstrates cross-lingual feature steering' (no rate stated)",
+            "ours": f"detected language -> target in {100 * summary['steer_success_rate']:.0f}% of (clip, target) pairs",
+        },
+        {
+            "quantity": "control: random feature, same edit",
+            "paper (Pluth et al. 2026, summary)": "not in the text",
+            "ours": f"{100 * summary['random_feature_success_rate']:.0f}%",
+        },
+        {
+            "quantity": "mean P(<|target|>) at the first step",
+            "paper (Pluth et al. 2026, summary)": "not in the text",
+            "ours": f"{summary['mean_p_tgt_before']:.3f} -> {summary['mean_p_tgt_after']:.3f} "
+            f"(random {summary['mean_p_tgt_after_random']:.3f})",
+        },
+        {
+            "quantity": "SAE site / size",
+            "paper (Pluth et al. 2026, summary)": "Whisper encoder frame embeddings; size not in the text",
+            "ours": f"{hook}, d_sae {sae.d_sae}, TopK k={sae.cfg.k}, last-batch FVU {summary['train_fvu_last_batch']:.2f}",
+        },
     ]
     _common.print_table(rows, "\ncross-lingual steering, paper vs ours")
     shown = set()
     for r in results:
         if r["control"] == "language" and r["src"] not in shown:
             shown.add(r["src"])
-            print(f"  [{r['src']}->{r['tgt']}] clean ({r['clean_lang']}): {r['clean']}\n"
-                  f"             steered ({r['steered_lang']}): {r['steered']}")
+            print(
+                f"  [{r['src']}->{r['tgt']}] clean ({r['clean_lang']}): {r['clean']}\n"
+                f"             steered ({r['steered_lang']}): {r['steered']}"
+            )
     print("CPU seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
 
 

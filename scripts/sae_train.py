@@ -35,8 +35,9 @@ VOICES = ["en-us", "en-gb", "en-us+f3", "en-gb-scotland", "en-us+m3"]
 def packed_clips(sentences: list[str], voices: list[str], per_clip: int) -> _common.PackedSpeech:
     """``per_clip`` sentences per 28 s window; window ``i``'s ``j``-th sentence in ``voices[(i + j) % n]``."""
     groups = [sentences[k : k + per_clip] for k in range(0, len(sentences), per_clip)]
-    return _common.PackedSpeech([[(s, voices[(i + j) % len(voices)]) for j, s in enumerate(g)]
-                                 for i, g in enumerate(groups)], max_seconds=28.0)
+    return _common.PackedSpeech(
+        [[(s, voices[(i + j) % len(voices)]) for j, s in enumerate(g)] for i, g in enumerate(groups)], max_seconds=28.0
+    )
 
 
 def main() -> None:
@@ -56,9 +57,12 @@ def main() -> None:
     ap.add_argument("--n-label", type=int, default=12, help="features to label and put in the browser")
     ap.add_argument("--out", default="results/sae_tiny")
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--store", action="store_true",
-                    help="extract the training frames once into an activation store (out/acts, resumable) and "
-                         "train from it, instead of re-running the encoder on every pass")
+    ap.add_argument(
+        "--store",
+        action="store_true",
+        help="extract the training frames once into an activation store (out/acts, resumable) and "
+        "train from it, instead of re-running the encoder on every pass",
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     out = Path(args.out)
@@ -83,8 +87,16 @@ def main() -> None:
     if args.store:
         from hooked_asr.activations import extract_activations
 
-        store = extract_activations(model, train_clips, [hook], out / "acts", pooling="none", shard_size=4,
-                                    batch_size=2, dataset_id=f"sae_train:{args.train_sentences}")
+        store = extract_activations(
+            model,
+            train_clips,
+            [hook],
+            out / "acts",
+            pooling="none",
+            shard_size=4,
+            batch_size=2,
+            dataset_id=f"sae_train:{args.train_sentences}",
+        )
         source = store.frame_source(hook)  # one chunk per shard; the trainer starts a new pass when it ends
         n_frames_est = store.n_rows(hook)  # exact
     else:
@@ -94,18 +106,34 @@ def main() -> None:
     timings["extract to store" if args.store else "synthesize one clip (estimate)"] = time.process_time() - t0
     d_in = model.cfg.encoder.d_model
     ckpt = out / "checkpoint"
-    tcfg = dict(total_frames=total_frames, batch_size=args.batch, lr=args.lr, buffer_frames=16384,
-                checkpoint_dir=str(ckpt), checkpoint_every=100, log_every=10)
+    tcfg = dict(
+        total_frames=total_frames,
+        batch_size=args.batch,
+        lr=args.lr,
+        buffer_frames=16384,
+        checkpoint_dir=str(ckpt),
+        checkpoint_every=100,
+        log_every=10,
+    )
     if args.resume:
         trainer = SAETrainer.resume(ckpt, source)
         print(f"resumed at step {trainer.state.step} ({trainer.state.frames_seen} frames)")
     else:
-        cfg = SAEConfig(d_in=d_in, d_sae=args.expansion * d_in, architecture=args.arch, k=args.k,
-                        l1_coefficient=args.l1, hook_name=hook, model_name=args.model,
-                        dead_after_frames=min(200_000, total_frames // 4))
+        cfg = SAEConfig(
+            d_in=d_in,
+            d_sae=args.expansion * d_in,
+            architecture=args.arch,
+            k=args.k,
+            l1_coefficient=args.l1,
+            hook_name=hook,
+            model_name=args.model,
+            dead_after_frames=min(200_000, total_frames // 4),
+        )
         trainer = SAETrainer(SparseAutoencoder(cfg), TrainConfig(**tcfg))
-    print(f"training {args.arch} SAE d_sae={trainer.sae.d_sae} on {hook}: {total_frames} frames "
-          f"({len(train_clips)} packed clips x {args.epochs} passes)")
+    print(
+        f"training {args.arch} SAE d_sae={trainer.sae.d_sae} on {hook}: {total_frames} frames "
+        f"({len(train_clips)} packed clips x {args.epochs} passes)"
+    )
     t0, w0 = time.process_time(), time.time()
     trainer.train(source)
     timings["train (encoder + SAE), CPU s"] = time.process_time() - t0
@@ -133,54 +161,98 @@ def main() -> None:
     chosen = alive[stats.max_act[alive].argsort(descending=True)][: args.n_label].tolist()
     aligned: dict = {}  # each clip is transcribed and word-aligned once, for the labels and the browser
     reports = feature_reports(model, stats, feat_audio, chosen, aligned=aligned)
-    write_feature_browser(model, sae, stats, reports, feat_audio, out / "browser",
-                          title=f"{args.model} {hook} {args.arch} SAE", aligned=aligned)
+    write_feature_browser(
+        model,
+        sae,
+        stats,
+        reports,
+        feat_audio,
+        out / "browser",
+        title=f"{args.model} {hook} {args.arch} SAE",
+        aligned=aligned,
+    )
     timings["features + browser"] = time.process_time() - t0
 
     categories = categorise(reports)
     _plot_training(trainer.state.history, out / "training.png")
     result = {
-        "model": args.model, "hook": hook, "sae": sae.cfg.to_dict(), "train_frames": trainer.state.frames_seen,
-        "reconstruction": recon.summary(), "splice_speech_frames": splice_speech.summary(),
-        "splice_all_frames": splice_all.summary(), "cpu_seconds": timings,
-        "features": [{"feature": r.feature, "label": r.label, "frequency": r.frequency,
-                      "top_words": [e.word for e in r.examples]} for r in reports],
+        "model": args.model,
+        "hook": hook,
+        "sae": sae.cfg.to_dict(),
+        "train_frames": trainer.state.frames_seen,
+        "reconstruction": recon.summary(),
+        "splice_speech_frames": splice_speech.summary(),
+        "splice_all_frames": splice_all.summary(),
+        "cpu_seconds": timings,
+        "features": [
+            {
+                "feature": r.feature,
+                "label": r.label,
+                "frequency": r.frequency,
+                "top_words": [e.word for e in r.examples],
+            }
+            for r in reports
+        ],
         "transcripts": splice_speech.transcripts[:6],
         "feature_categories": categories,
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
 
     print("\n== reconstruction on held-out speech ==")
-    print(f"FVU {recon.fvu:.3f}   L0 {recon.l0:.1f}   dead {100 * recon.dead_fraction:.1f}%   "
-          f"dense {100 * recon.dense_fraction:.1f}%   ({recon.n_frames} frames)")
+    print(
+        f"FVU {recon.fvu:.3f}   L0 {recon.l0:.1f}   dead {100 * recon.dead_fraction:.1f}%   "
+        f"dense {100 * recon.dense_fraction:.1f}%   ({recon.n_frames} frames)"
+    )
     print("== splice (speech frames) ==")
     s = splice_speech
-    print(f"WER clean {s.wer_clean:.3f} -> spliced {s.wer_spliced:.3f}   CE clean {s.ce_clean:.3f} spliced "
-          f"{s.ce_spliced:.3f} mean-ablated {s.ce_mean_ablated:.3f}  CE recovered {s.ce_recovered:.3f}  "
-          f"KL {s.kl_clean_spliced:.3f}")
+    print(
+        f"WER clean {s.wer_clean:.3f} -> spliced {s.wer_spliced:.3f}   CE clean {s.ce_clean:.3f} spliced "
+        f"{s.ce_spliced:.3f} mean-ablated {s.ce_mean_ablated:.3f}  CE recovered {s.ce_recovered:.3f}  "
+        f"KL {s.kl_clean_spliced:.3f}"
+    )
     a = splice_all
-    print(f"(all 1500 frames, 8 clips: WER clean {a.wer_clean:.3f} -> spliced {a.wer_spliced:.3f}, "
-          f"CE recovered {a.ce_recovered:.3f})")
+    print(
+        f"(all 1500 frames, 8 clips: WER clean {a.wer_clean:.3f} -> spliced {a.wer_spliced:.3f}, "
+        f"CE recovered {a.ce_recovered:.3f})"
+    )
     for row in s.transcripts[:3]:
         print(f"  ref: {row['reference']}\n  cln: {row['clean']}\n  spl: {row['spliced']}")
     print("== features ==")
     for r in reports:
-        print(f"  {r.feature:5d}  freq {100 * r.frequency:5.2f}%  {r.label:45s} top: "
-              f"{', '.join(e.word or '-' for e in r.examples[:6])}")
+        print(
+            f"  {r.feature:5d}  freq {100 * r.frequency:5.2f}%  {r.label:45s} top: "
+            f"{', '.join(e.word or '-' for e in r.examples[:6])}"
+        )
 
-    cat_rows = [{"category": c, "paper (Pluth et al. 2026)": PAPER_KINDS.get(c, "-"), "ours: features": len(fs),
-                 "share": len(fs) / max(len(reports), 1), "examples": " ".join(str(f) for f in fs[:5]) or "-"}
-                for c, fs in categories.items()]
-    _common.print_table(cat_rows, f"== feature categories over the {len(reports)} labelled features (the paper gives "
-                                  "kinds, no counts) ==")
+    cat_rows = [
+        {
+            "category": c,
+            "paper (Pluth et al. 2026)": PAPER_KINDS.get(c, "-"),
+            "ours: features": len(fs),
+            "share": len(fs) / max(len(reports), 1),
+            "examples": " ".join(str(f) for f in fs[:5]) or "-",
+        }
+        for c, fs in categories.items()
+    ]
+    _common.print_table(
+        cat_rows,
+        f"== feature categories over the {len(reports)} labelled features (the paper gives kinds, no counts) ==",
+    )
     print("== CPU seconds ==")
     for k, v in timings.items():
         print(f"  {k:34s} {v:7.1f}")
     print(f"\nwrote {out}/metrics.json, {out}/browser/index.html, {out}/sae/")
 
 
-PAPER_KINDS = {"phonetic": "found", "semantic": "found", "morphological": "found", "positional": "found",
-               "lexical": "found", "non-linguistic": "found ('non-linguistic' features)", "mixed": "-"}
+PAPER_KINDS = {
+    "phonetic": "found",
+    "semantic": "found",
+    "morphological": "found",
+    "positional": "found",
+    "lexical": "found",
+    "non-linguistic": "found ('non-linguistic' features)",
+    "mixed": "-",
+}
 
 
 def categorise(reports) -> dict[str, list[int]]:

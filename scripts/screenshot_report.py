@@ -37,12 +37,16 @@ def check_report(report: Path, out_png: Path, width: int = 1200, height: int = 4
         raise SystemExit(str(err)) from None
     with Chromium(width=width, height=900) as browser:
         browser.open(report, settle_ms=500)
-        images = [tuple(wh) for wh in browser.evaluate(
-            "Array.from(document.images).map(im => [im.naturalWidth, im.naturalHeight])")]
+        images = [
+            tuple(wh)
+            for wh in browser.evaluate("Array.from(document.images).map(im => [im.naturalWidth, im.naturalHeight])")
+        ]
         title = browser.evaluate("document.title")
         page_h = browser.evaluate("document.documentElement.scrollHeight")
         if page_h > height:
-            browser.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+            browser.send(
+                "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
+            )
             browser.screenshot(out_png)
         else:
             browser.screenshot(out_png, full_page=True)
@@ -53,10 +57,15 @@ def check_report(report: Path, out_png: Path, width: int = 1200, height: int = 4
     ink = float((pixels.mean(-1) < 0.97).mean())
     rows_with_ink = np.flatnonzero((pixels.mean(-1) < 0.97).any(1))
     return {
-        "report": str(report), "screenshot": str(out_png), "n_images": len(images),
-        "images_rendered": sum(w > 0 and h > 0 for w, h in images), "image_sizes": [list(i) for i in images],
-        "non_white_fraction": ink, "content_height_px": int(rows_with_ink[-1] + 1) if rows_with_ink.size else 0,
-        "title": title, "js_errors": errors,
+        "report": str(report),
+        "screenshot": str(out_png),
+        "n_images": len(images),
+        "images_rendered": sum(w > 0 and h > 0 for w, h in images),
+        "image_sizes": [list(i) for i in images],
+        "non_white_fraction": ink,
+        "content_height_px": int(rows_with_ink[-1] + 1) if rows_with_ink.size else 0,
+        "title": title,
+        "js_errors": errors,
     }
 
 
@@ -71,14 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.report.with_suffix(".png")
     seen = check_report(args.report, out, height=args.height)
     out.with_name(out.stem + "_check.json").write_text(json.dumps(seen, indent=1))
-    print(f"screenshot: {out}\nimages: {seen['images_rendered']} of {seen['n_images']} rendered "
-          f"{seen['image_sizes']}\nnon-white pixels: {seen['non_white_fraction']:.1%}, content height "
-          f"{seen['content_height_px']} px, title {seen['title']!r}")
-    ok = (seen["images_rendered"] == seen["n_images"] and seen["non_white_fraction"] > 0.01
-          and not seen["js_errors"])
+    print(
+        f"screenshot: {out}\nimages: {seen['images_rendered']} of {seen['n_images']} rendered "
+        f"{seen['image_sizes']}\nnon-white pixels: {seen['non_white_fraction']:.1%}, content height "
+        f"{seen['content_height_px']} px, title {seen['title']!r}"
+    )
+    ok = seen["images_rendered"] == seen["n_images"] and seen["non_white_fraction"] > 0.01 and not seen["js_errors"]
     if not ok:
-        print(f"FAILED: a figure did not render, the page is blank, or JavaScript failed {seen['js_errors']}",
-              file=sys.stderr)
+        print(
+            f"FAILED: a figure did not render, the page is blank, or JavaScript failed {seen['js_errors']}",
+            file=sys.stderr,
+        )
     return 0 if ok else 1
 
 

@@ -33,9 +33,17 @@ from typing import Any
 
 # Flags that keep a headless run offline, quiet and reproducible on a shared machine.
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--mute-audio", "--autoplay-policy=no-user-gesture-required",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--mute-audio",
+    "--autoplay-policy=no-user-gesture-required",
     "--allow-file-access-from-files",
 ]
 
@@ -79,11 +87,20 @@ class Chromium:
             os.dup2(w, 4)
 
         self._proc = subprocess.Popen(
-            [self.executable, *FLAGS, "--remote-debugging-pipe", f"--user-data-dir={self._profile.name}",
-             f"--window-size={self.width},{self.height}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.executable,
+                *FLAGS,
+                "--remote-debugging-pipe",
+                f"--user-data-dir={self._profile.name}",
+                f"--window-size={self.width},{self.height}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             # Python's own descriptors are close-on-exec; only the two dup2'd into 3 and 4 survive exec.
-            preexec_fn=wire, close_fds=False,
+            preexec_fn=wire,
+            close_fds=False,
         )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
@@ -92,8 +109,13 @@ class Chromium:
             self.session = self.send("Target.attachToTarget", targetId=target, flatten=True, session=False)["sessionId"]
             for domain in ("Page", "Runtime", "Log"):
                 self.send(f"{domain}.enable")
-            self.send("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
-                      deviceScaleFactor=1, mobile=False)
+            self.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=self.width,
+                height=self.height,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
         except Exception:
             self.__exit__(None, None, None)
             raise
@@ -172,7 +194,11 @@ class Chromium:
     # ---- page --------------------------------------------------------------------------
     def open(self, path_or_url: str | Path, settle_ms: int = 300) -> None:
         """Load a file or URL and wait for its ``load`` event, then ``settle_ms`` more."""
-        url = path_or_url if isinstance(path_or_url, str) and "://" in path_or_url else Path(path_or_url).resolve().as_uri()
+        url = (
+            path_or_url
+            if isinstance(path_or_url, str) and "://" in path_or_url
+            else Path(path_or_url).resolve().as_uri()
+        )
         self.send("Page.navigate", url=url)
         self.wait_for_event("Page.loadEventFired")
         time.sleep(settle_ms / 1000)
@@ -191,7 +217,8 @@ class Chromium:
         box = self.evaluate(
             f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null;"
             " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
-            " return [r.left + r.width / 2, r.top + r.height / 2, r.width, r.height]; })()")
+            " return [r.left + r.width / 2, r.top + r.height / 2, r.width, r.height]; })()"
+        )
         if box is None:
             raise BrowserError(f"no element matches {selector!r}")
         if box[2] <= 0 or box[3] <= 0:

@@ -12,15 +12,45 @@ from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS
 # vocabulary sizes (51864 .en, 51865 multilingual, 51866 large-v3), and encoder depth !=
 # decoder depth (large-v3-turbo has 32 encoder and 4 decoder layers).
 WHISPER_SHAPES = {
-    "en-80mel": dict(vocab_size=51864, num_mel_bins=80, encoder_layers=2, decoder_layers=2,
-                     encoder_attention_heads=4, decoder_attention_heads=4, d_model=64,
-                     encoder_ffn_dim=256, decoder_ffn_dim=256, max_source_positions=60, max_target_positions=40),
-    "multi-deep-encoder": dict(vocab_size=51865, num_mel_bins=80, encoder_layers=4, decoder_layers=1,
-                               encoder_attention_heads=2, decoder_attention_heads=2, d_model=48,
-                               encoder_ffn_dim=96, decoder_ffn_dim=192, max_source_positions=40, max_target_positions=32),
-    "v3-128mel": dict(vocab_size=51866, num_mel_bins=128, encoder_layers=2, decoder_layers=3,
-                      encoder_attention_heads=6, decoder_attention_heads=6, d_model=96,
-                      encoder_ffn_dim=384, decoder_ffn_dim=384, max_source_positions=50, max_target_positions=48),
+    "en-80mel": dict(
+        vocab_size=51864,
+        num_mel_bins=80,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        d_model=64,
+        encoder_ffn_dim=256,
+        decoder_ffn_dim=256,
+        max_source_positions=60,
+        max_target_positions=40,
+    ),
+    "multi-deep-encoder": dict(
+        vocab_size=51865,
+        num_mel_bins=80,
+        encoder_layers=4,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        d_model=48,
+        encoder_ffn_dim=96,
+        decoder_ffn_dim=192,
+        max_source_positions=40,
+        max_target_positions=32,
+    ),
+    "v3-128mel": dict(
+        vocab_size=51866,
+        num_mel_bins=128,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_attention_heads=6,
+        decoder_attention_heads=6,
+        d_model=96,
+        encoder_ffn_dim=384,
+        decoder_ffn_dim=384,
+        max_source_positions=50,
+        max_target_positions=48,
+    ),
 }
 
 
@@ -49,8 +79,12 @@ def make_hf_whisper(shape: str, seed: int = 0):
 
 
 def make_hf_whisper_30s(
-    encoder_layers: int = 1, decoder_layers: int = 1, max_target_positions: int = 32, seed: int = 0,
-    init: str = "spread", **config,
+    encoder_layers: int = 1,
+    decoder_layers: int = 1,
+    max_target_positions: int = 32,
+    seed: int = 0,
+    init: str = "spread",
+    **config,
 ):
     """A tiny random Whisper (d_model 32, 2 heads) whose encoder reads the real 30 s window (1500
     frames), for tests that need real clip lengths. ``init``: ``"spread"`` draws every weight but
@@ -59,10 +93,21 @@ def make_hf_whisper_30s(
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     torch.manual_seed(seed)
-    cfg = WhisperConfig(vocab_size=51864, num_mel_bins=80, encoder_layers=encoder_layers, decoder_layers=decoder_layers,
-                        encoder_attention_heads=2, decoder_attention_heads=2, d_model=32, encoder_ffn_dim=64,
-                        decoder_ffn_dim=64, max_source_positions=1500, max_target_positions=max_target_positions,
-                        attn_implementation="eager", **config)
+    cfg = WhisperConfig(
+        vocab_size=51864,
+        num_mel_bins=80,
+        encoder_layers=encoder_layers,
+        decoder_layers=decoder_layers,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        d_model=32,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=1500,
+        max_target_positions=max_target_positions,
+        attn_implementation="eager",
+        **config,
+    )
     hf = WhisperForConditionalGeneration(cfg).eval()
     if init == "hf":
         return hf
@@ -149,16 +194,44 @@ VOCAB = 300  # the tokenizer's 300 ids; the model's vocabulary is larger, as in 
 
 QWEN2_AUDIO_SHAPES = {
     "mha": dict(
-        audio=dict(d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, num_mel_bins=16,
-                   max_source_positions=20),
-        text=dict(vocab_size=304, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=4, rope_theta=10000.0, tie_word_embeddings=True),
+        audio=dict(
+            d_model=32,
+            encoder_layers=2,
+            encoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            num_mel_bins=16,
+            max_source_positions=20,
+        ),
+        text=dict(
+            vocab_size=304,
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            rope_theta=10000.0,
+            tie_word_embeddings=True,
+        ),
     ),
     "gqa": dict(
-        audio=dict(d_model=24, encoder_layers=3, encoder_attention_heads=2, encoder_ffn_dim=48, num_mel_bins=8,
-                   max_source_positions=16),
-        text=dict(vocab_size=320, hidden_size=64, intermediate_size=80, num_hidden_layers=3, num_attention_heads=8,
-                  num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=False),
+        audio=dict(
+            d_model=24,
+            encoder_layers=3,
+            encoder_attention_heads=2,
+            encoder_ffn_dim=48,
+            num_mel_bins=8,
+            max_source_positions=16,
+        ),
+        text=dict(
+            vocab_size=320,
+            hidden_size=64,
+            intermediate_size=80,
+            num_hidden_layers=3,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            rope_theta=1e6,
+            tie_word_embeddings=False,
+        ),
     ),
 }
 
@@ -170,8 +243,12 @@ def make_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=list(SPECIAL_TOKENS),
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(["You are a helpful assistant. Transcribe the speech into text."] * 3, trainer)
     return tok
 
@@ -188,7 +265,9 @@ def make_hf_qwen2_audio(shape: str, seed: int = 0, n_ctx: int | None = None):
     text = dict(spec["text"], model_type="qwen2", max_position_embeddings=2048, rms_norm_eps=1e-6)
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": text.pop("rope_theta")}
     audio_id = SPECIAL_TOKENS.index("<|AUDIO|>")
-    cfg = Qwen2AudioConfig(audio_config=audio, text_config=text, audio_token_index=audio_id, attn_implementation="eager")
+    cfg = Qwen2AudioConfig(
+        audio_config=audio, text_config=text, audio_token_index=audio_id, attn_implementation="eager"
+    )
     torch.manual_seed(seed)
     model = Qwen2AudioForConditionalGeneration(cfg).eval()
     with torch.no_grad():

@@ -14,7 +14,9 @@ from hooked_asr.audio import AudioError, chunk_audio, load_audio, log_mel_spectr
 def _speechlike(seconds=2.5, sr=16000, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
-    return (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    return (
+        0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.05 * rng.standard_normal(t.size)
+    ).astype(np.float32)
 
 
 @pytest.mark.parametrize("n_mels", [80, 128])

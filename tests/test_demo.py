@@ -99,17 +99,27 @@ def test_report_html_is_self_contained(demo_dir):
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 3
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
-    assert "src=\"http" not in page and "href=\"http" not in page  # nothing fetched from a network
+    assert 'src="http' not in page and 'href="http' not in page  # nothing fetched from a network
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
 def test_report_renders_in_headless_chromium(demo_dir):
     import os
 
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}  # this checkout's hooked_asr
-    proc = subprocess.run([sys.executable, str(root / "scripts" / "screenshot_report.py"), str(demo_dir / "report.html")],
-                          capture_output=True, text=True, timeout=180, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }  # this checkout's hooked_asr
+    proc = subprocess.run(
+        [sys.executable, str(root / "scripts" / "screenshot_report.py"), str(demo_dir / "report.html")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     seen = json.loads((demo_dir / "report_check.json").read_text())
     assert seen["n_images"] == 3 and seen["images_rendered"] == 3

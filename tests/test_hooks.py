@@ -13,7 +13,9 @@ from hooked_asr.hooks import HookShapeError
 def inputs(tiny_hooked_whisper):
     m = tiny_hooked_whisper
     torch.manual_seed(0)
-    return torch.randn(1, m.cfg.encoder.n_mels, m.cfg.encoder.n_frames), torch.tensor([[m.cfg.decoder_start_token_id, 5, 6]])
+    return torch.randn(1, m.cfg.encoder.n_mels, m.cfg.encoder.n_frames), torch.tensor(
+        [[m.cfg.decoder_start_token_id, 5, 6]]
+    )
 
 
 def _n_hooks(model):
@@ -23,17 +25,48 @@ def _n_hooks(model):
 def test_every_contract_hook_exists(tiny_hooked_whisper):
     names = set(tiny_hooked_whisper.hook_dict)
     for stack in ["encoder", "decoder"]:
-        for site in ["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "q", "k", "v", "z",
-                     "attn_scores", "pattern", "result", "pre", "post"]:
+        for site in [
+            "resid_pre",
+            "resid_mid",
+            "resid_post",
+            "attn_out",
+            "mlp_out",
+            "q",
+            "k",
+            "v",
+            "z",
+            "attn_scores",
+            "pattern",
+            "result",
+            "pre",
+            "post",
+        ]:
             assert act_name(site, 1, stack) in names
         for ln in ["ln1", "ln2"]:
             assert f"{stack}.blocks.0.{ln}.hook_scale" in names and f"{stack}.blocks.0.{ln}.hook_normalized" in names
         assert f"{stack}.ln_final.hook_normalized" in names
-    for site in ["cross_q", "cross_k", "cross_v", "cross_z", "cross_attn_scores", "cross_pattern", "cross_result",
-                 "cross_attn_out", "resid_mid_cross"]:
+    for site in [
+        "cross_q",
+        "cross_k",
+        "cross_v",
+        "cross_z",
+        "cross_attn_scores",
+        "cross_pattern",
+        "cross_result",
+        "cross_attn_out",
+        "resid_mid_cross",
+    ]:
         assert act_name(site, 0, "decoder") in names
-    for n in ["encoder.hook_mel", "encoder.hook_conv1", "encoder.hook_conv2", "encoder.hook_pos_embed",
-              "encoder.hook_out", "decoder.hook_embed", "decoder.hook_pos_embed", "decoder.hook_logits"]:
+    for n in [
+        "encoder.hook_mel",
+        "encoder.hook_conv1",
+        "encoder.hook_conv2",
+        "encoder.hook_pos_embed",
+        "encoder.hook_out",
+        "decoder.hook_embed",
+        "decoder.hook_pos_embed",
+        "decoder.hook_logits",
+    ]:
         assert n in names
 
 
@@ -65,14 +98,18 @@ def test_layernorm_scale_hook_matches_fused_path(tiny_hooked_whisper, inputs):
     logits, cache = tiny_hooked_whisper.run_with_cache(input_features=mel, decoder_input_ids=tok)
     torch.testing.assert_close(plain, logits, atol=1e-5, rtol=0)
     x = cache["decoder.blocks.0.hook_resid_pre"]
-    torch.testing.assert_close(cache["decoder.blocks.0.ln1.hook_scale"], (x.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt())
+    torch.testing.assert_close(
+        cache["decoder.blocks.0.ln1.hook_scale"], (x.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    )
 
 
 def test_unknown_hook_names_say_the_valid_range(tiny_hooked_whisper, inputs):
     m = tiny_hooked_whisper
     mel, tok = inputs
     with pytest.raises(KeyError, match=r"decoder has 2 blocks \(0-1\)"):
-        m.run_with_hooks(input_features=mel, decoder_input_ids=tok, fwd_hooks=[("decoder.blocks.9.attn.hook_z", lambda x, hook: x)])
+        m.run_with_hooks(
+            input_features=mel, decoder_input_ids=tok, fwd_hooks=[("decoder.blocks.9.attn.hook_z", lambda x, hook: x)]
+        )
     with pytest.raises(KeyError, match="did you mean 'encoder.blocks.0.hook_resid_post'"):
         m.add_hook("encoder.blocks.0.hook_resid_pots", lambda x, hook: x)
     with pytest.raises(KeyError, match="encoder has 2 blocks"):
@@ -84,8 +121,11 @@ def test_wrong_shape_from_a_hook_is_an_error(tiny_hooked_whisper, inputs):
     m = tiny_hooked_whisper
     mel, tok = inputs
     with pytest.raises(HookShapeError, match=r"decoder.blocks.0.hook_resid_post.*same shape"):
-        m.run_with_hooks(input_features=mel, decoder_input_ids=tok,
-                         fwd_hooks=[("decoder.blocks.0.hook_resid_post", lambda x, hook: x[:, :1])])
+        m.run_with_hooks(
+            input_features=mel,
+            decoder_input_ids=tok,
+            fwd_hooks=[("decoder.blocks.0.hook_resid_post", lambda x, hook: x[:, :1])],
+        )
     assert _n_hooks(m) == 0
 
 
@@ -111,7 +151,9 @@ def test_hooks_are_live_at_every_decoding_step(tiny_hooked_whisper, inputs):
     mel, _ = inputs
     seen = {"cached": [], "full": []}
     for mode, use_cache in [("cached", True), ("full", False)]:
-        with m.hooks(fwd_hooks=[("decoder.blocks.0.hook_resid_post", lambda x, hook, mode=mode: seen[mode].append(x.shape[1]))]):
+        with m.hooks(
+            fwd_hooks=[("decoder.blocks.0.hook_resid_post", lambda x, hook, mode=mode: seen[mode].append(x.shape[1]))]
+        ):
             out = m.generate(mel, [m.cfg.decoder_start_token_id, 5], max_new_tokens=4, use_cache=use_cache)
     n = out.tokens.shape[1]
     assert seen["cached"] == [2] + [1] * (n - 1)

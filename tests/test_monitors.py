@@ -88,8 +88,17 @@ def test_scores_equal_probe_on_run_with_cache(setup):
 def test_scores_equal_probe_on_extracted_store(setup, tmp_path):
     """A probe trained on a store built by extract_activations scores the same rows live."""
     model, data, _ = setup
-    store = extract_activations(model, data, [ENC, DEC], tmp_path, shard_size=6, batch_size=3, max_new_tokens=5,
-                                progress=False, dataset_id="mon")
+    store = extract_activations(
+        model,
+        data,
+        [ENC, DEC],
+        tmp_path,
+        shard_size=6,
+        batch_size=3,
+        max_new_tokens=5,
+        progress=False,
+        dataset_id="mon",
+    )
     y = store.labels("label")
     mons = [ProbeMonitor(h, fit_probe(store.load(h), y, test_size=0).probe, h) for h in (ENC, DEC)]
     results = transcribe_with_monitors(model, [d["audio"] for d in data], mons, max_new_tokens=5)

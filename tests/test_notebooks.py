@@ -56,8 +56,14 @@ def _error_report(nb, err: Exception) -> str:
     return str(err)
 
 
-EXPECTED = ["01_getting_started_hooks", "02_lenses", "03_patching_cross_attention_head", "04_probing",
-            "05_sae_features", "07_explore"]
+EXPECTED = [
+    "01_getting_started_hooks",
+    "02_lenses",
+    "03_patching_cross_attention_head",
+    "04_probing",
+    "05_sae_features",
+    "07_explore",
+]
 
 
 def test_notebooks_exist():
@@ -98,7 +104,9 @@ def test_notebook_runs(path: Path, tmp_path: Path):
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as err:
-        pytest.fail(f"{path.name} failed after {time.perf_counter() - t0:.1f} s\n{_error_report(nb, err)}", pytrace=False)
+        pytest.fail(
+            f"{path.name} failed after {time.perf_counter() - t0:.1f} s\n{_error_report(nb, err)}", pytrace=False
+        )
     finally:
         if km.has_kernel:  # a kernel manager we pass in is ours to shut down
             km.shutdown_kernel(now=True)

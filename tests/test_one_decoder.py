@@ -67,15 +67,29 @@ def test_monitors_and_extraction_see_the_steps_of_transcribe(model, tmp_path):
     clips = _clips(model, 3)
     plain, ref = _calls(model, lambda: model.transcribe(clips, max_new_tokens=MAX_NEW, **_lang(model)))
     probe = LinearProbe(model.cfg.decoder.d_model, "classification", [0, 1], dtype=torch.float64)
-    mon, out = _calls(model, lambda: transcribe_with_monitors(model, clips, ProbeMonitor("m", probe, DEC),
-                                                              max_new_tokens=MAX_NEW, **_lang(model)))
+    mon, out = _calls(
+        model,
+        lambda: transcribe_with_monitors(
+            model, clips, ProbeMonitor("m", probe, DEC), max_new_tokens=MAX_NEW, **_lang(model)
+        ),
+    )
     assert [c for c in mon if c is not None] == plain
     assert mon.count(None) == len(clips)  # one teacher-forced pass per clip, after decoding
     assert [r.tokens for r in out] == [r.tokens for r in ref]
     data = [{"audio": c, "label": i % 2} for i, c in enumerate(clips)]
-    ext, store = _calls(model, lambda: extract_activations(
-        model, data, [DEC], tmp_path, batch_size=len(clips), max_new_tokens=MAX_NEW, progress=False,
-        language="en" if model.cfg.is_multilingual else None))
+    ext, store = _calls(
+        model,
+        lambda: extract_activations(
+            model,
+            data,
+            [DEC],
+            tmp_path,
+            batch_size=len(clips),
+            max_new_tokens=MAX_NEW,
+            progress=False,
+            language="en" if model.cfg.is_multilingual else None,
+        ),
+    )
     assert [c for c in ext if c is not None] == plain and ext.count(None) == len(clips)
     assert [it["tokens"] for it in store.items()] == [r.tokens for r in ref]
 
@@ -91,8 +105,9 @@ def test_encoder_lens_decodes_inside_generate_and_cuts_with_the_core(model):
     from hooked_asr.lens import encoder_lens_states
 
     states = encoder_lens_states(model, {"input_features": feats[:1]}, list(range(n)))
-    gen = model.generate(feats, final.prompt, max_new_tokens=MAX_NEW, encoder_hidden_states=states,
-                         **model.generation_kwargs())
+    gen = model.generate(
+        feats, final.prompt, max_new_tokens=MAX_NEW, encoder_hidden_states=states, **model.generation_kwargs()
+    )
     want = model.results_from_generation(gen, final.prompt)
     assert [(l.tokens, l.text, l.finished) for l in res.layers] == [(r.tokens, r.text, r.finished) for r in want]
 
@@ -103,8 +118,12 @@ def test_patching_sweeps_decode_inside_generate(model):
     clip = _clips(model, 1)[0]
     item = SweepItem("a", clip, reference=np.zeros_like(clip))
     comps = components(model, layers=[0], heads=False)[:2]
-    calls, _ = _calls(model, lambda: sweep(model, [item], comps, "zero", metrics=["changed"], missing="keep",
-                                           max_new_tokens=MAX_NEW, progress=False))
+    calls, _ = _calls(
+        model,
+        lambda: sweep(
+            model, [item], comps, "zero", metrics=["changed"], missing="keep", max_new_tokens=MAX_NEW, progress=False
+        ),
+    )
     decoding = [c for c in calls if c is not None]
     assert decoding and all(c is not None for c in calls if c is not None)
     # every decoding call belongs to a generate run: steps restart at 0 and count up by one

@@ -62,16 +62,25 @@ def tones(model, n: int, seed: int = 0) -> list[dict]:
 def mixed_store(model, tmp_path_factory):
     """Encoder (mean) and decoder (final) hooks of a few clips, batched 4 at a time."""
     data = tones(model, 5, seed=1)
-    store = extract_activations(model, data, ENC + [DEC], tmp_path_factory.mktemp("mixed"), shard_size=8,
-                                batch_size=4, max_new_tokens=MAX_NEW, progress=False)
+    store = extract_activations(
+        model,
+        data,
+        ENC + [DEC],
+        tmp_path_factory.mktemp("mixed"),
+        shard_size=8,
+        batch_size=4,
+        max_new_tokens=MAX_NEW,
+        progress=False,
+    )
     return data, store
 
 
 @pytest.fixture(scope="module")
 def tone_store(model, tmp_path_factory):
     data = tones(model, 32, seed=0)
-    store = extract_activations(model, data, ENC, tmp_path_factory.mktemp("tones"), shard_size=16, batch_size=8,
-                                progress=False)
+    store = extract_activations(
+        model, data, ENC, tmp_path_factory.mktemp("tones"), shard_size=16, batch_size=8, progress=False
+    )
     return data, store
 
 

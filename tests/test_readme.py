@@ -28,7 +28,7 @@ def _blocks() -> list[tuple[str, str | None]]:
     text = README.read_text()
     out = []
     for m in re.finditer(r"```python\n(.*?)```", text, re.S):
-        after = re.match(r"((?:(?!```).)*?)```text\n(.*?)```", text[m.end():], re.S)
+        after = re.match(r"((?:(?!```).)*?)```text\n(.*?)```", text[m.end() :], re.S)
         out.append((m.group(1), after.group(2) if after else None))
     return out
 
@@ -36,7 +36,7 @@ def _blocks() -> list[tuple[str, str | None]]:
 def _tolerance(shown: str) -> float:
     """Two units of the last digit shown, or 5 % of the value: what a different BLAS may move."""
     decimals = len(shown.split(".")[1].split("e")[0])
-    return max(2 * 10 ** -decimals, 0.05 * abs(float(shown)))
+    return max(2 * 10**-decimals, 0.05 * abs(float(shown)))
 
 
 def _check_output(expected: str, actual: str, where: str) -> None:
@@ -44,8 +44,9 @@ def _check_output(expected: str, actual: str, where: str) -> None:
     pattern = ""
     for i, part in enumerate(parts):
         if i % 2 == 0:  # literal text: any run of whitespace matches any run
-            pattern += r"\s+".join(re.escape(w) for w in re.split(r"\s+", part)) if part.strip() else (
-                r"\s*" if part else "")
+            pattern += (
+                r"\s+".join(re.escape(w) for w in re.split(r"\s+", part)) if part.strip() else (r"\s*" if part else "")
+            )
         elif part == "...":
             pattern += "(.*?)"
         else:

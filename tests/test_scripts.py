@@ -25,7 +25,9 @@ def _json(path: Path):
 def _header(stdout: str, *columns: str) -> None:
     """A printed Markdown table has exactly these leading column names."""
     want = "| " + " | ".join(columns) + " |"
-    assert any(line.startswith(want) for line in stdout.splitlines()), f"no table starting {want!r} in:\n{stdout[-3000:]}"
+    assert any(line.startswith(want) for line in stdout.splitlines()), (
+        f"no table starting {want!r} in:\n{stdout[-3000:]}"
+    )
 
 
 def _check_lens(out: Path, stdout: str) -> None:
@@ -60,15 +62,23 @@ def _check_attribution(out: Path, stdout: str) -> None:
 def _check_eap(out: Path, stdout: str) -> None:
     summary = _json(out / "summary.json")
     # EAP's edge scores summed per node are attribution patching, whatever the input
-    assert summary["eap_minus_attribution_max"] < 1e-3 and -1.0 <= summary["spearman_vs_real"]["pooled"]["eap_ig"] <= 1.0
+    assert (
+        summary["eap_minus_attribution_max"] < 1e-3 and -1.0 <= summary["spearman_vs_real"]["pooled"]["eap_ig"] <= 1.0
+    )
     assert (out / "faithfulness.csv").exists() and (out / "circuit.png").exists() and (out / "circuit.json").exists()
 
 
 def _check_repetition(out: Path, stdout: str) -> None:
     import pandas as pd
 
-    _header(stdout, "component", "paper (large-v3, §4.5)", "ours: component", "% resolved (patch, clean ref)",
-            "% resolved (zero ablation)")
+    _header(
+        stdout,
+        "component",
+        "paper (large-v3, §4.5)",
+        "ours: component",
+        "% resolved (patch, clean ref)",
+        "% resolved (zero ablation)",
+    )
     items = pd.read_csv(out / "items.csv")
     assert len(items) == 4 and set(items["kind"]) == {"code_switch", "fragmented", "noised", "repeated_word"}
 
@@ -91,8 +101,17 @@ def _check_probe_summary(out: Path, stdout: str) -> None:
         _header(stdout, "pair")
         assert "paper, last layer" in stdout and "held-out words (never in training)" in stdout
     else:
-        _header(stdout, "task", "site", "paper layer (of 32)", "paper accuracy", "our best layer (depth)",
-                "Test Acc", "Train Acc", "F1")
+        _header(
+            stdout,
+            "task",
+            "site",
+            "paper layer (of 32)",
+            "paper accuracy",
+            "our best layer (depth)",
+            "Test Acc",
+            "Train Acc",
+            "F1",
+        )
         assert "| speech | decoder (final token)" in stdout  # the paper's speech claim is about the decoder
     rows = pd.read_csv(out / "summary.csv")
     assert len(rows) and rows["test_acc"].between(0, 1).all() and rows["train_acc"].between(0, 1).all()
@@ -141,17 +160,64 @@ CASES: list[tuple[str, list[str], Callable[[Path], None]]] = [
     ("acoustic_contextual.py", ["--n", "2", "--max-new-tokens", "20"], _check_acoustic_contextual),
     ("attribution_vs_patching.py", ["--n", "1"], _check_attribution),
     ("eap_vs_patching.py", ["--n", "1", "--steps", "2", "--ks", "10", "--curve-ks", "50"], _check_eap),
-    ("repetition_circuits.py", ["--n-per-kind", "1", "--max-new-tokens", "40", "--interventions", "patch"], _check_repetition),
-    ("sae_train.py", ["--train-sentences", "6", "--epochs", "1", "--eval-sentences", "1", "--n-label", "1",
-                      "--expansion", "2", "--k", "8", "--store"], _check_sae_train),
-    ("sae_steering.py", ["--langs", "en", "de", "--epochs", "0.5", "--n-test", "1", "--expansion", "2", "--k", "8"],
-     _check_sae_steering),
+    (
+        "repetition_circuits.py",
+        ["--n-per-kind", "1", "--max-new-tokens", "40", "--interventions", "patch"],
+        _check_repetition,
+    ),
+    (
+        "sae_train.py",
+        [
+            "--train-sentences",
+            "6",
+            "--epochs",
+            "1",
+            "--eval-sentences",
+            "1",
+            "--n-label",
+            "1",
+            "--expansion",
+            "2",
+            "--k",
+            "8",
+            "--store",
+        ],
+        _check_sae_train,
+    ),
+    (
+        "sae_steering.py",
+        ["--langs", "en", "de", "--epochs", "0.5", "--n-test", "1", "--expansion", "2", "--k", "8"],
+        _check_sae_steering,
+    ),
     ("probing_enrichment.py", ["--n", "4"], _check_probe_summary),
     ("encoder_semantics.py", ["--n", "4"], _check_probe_summary),
     ("hallucination_monitoring.py", ["--n", "4", "--max-new-tokens", "32"], _check_hallucination),
-    ("nonspeech_hallucination.py", ["--n-per-kind", "1", "--n-speech", "1", "--kinds", "white", "tone", "music",
-                                    "silence", "--max-heads", "6", "--sae-scales", "4", "--sae-adds", "--betas", "1",
-                                    "--epochs", "2", "--max-new-tokens", "16"], _check_nonspeech),
+    (
+        "nonspeech_hallucination.py",
+        [
+            "--n-per-kind",
+            "1",
+            "--n-speech",
+            "1",
+            "--kinds",
+            "white",
+            "tone",
+            "music",
+            "silence",
+            "--max-heads",
+            "6",
+            "--sae-scales",
+            "4",
+            "--sae-adds",
+            "--betas",
+            "1",
+            "--epochs",
+            "2",
+            "--max-new-tokens",
+            "16",
+        ],
+        _check_nonspeech,
+    ),
 ]
 
 
@@ -160,8 +226,13 @@ def test_script_runs_with_small_settings(script, args, check, tmp_path):
     out = tmp_path / "out"
     # the scripts import this checkout's hooked_asr (scripts/_common.py puts the root first on sys.path)
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, str(SCRIPTS / script), *args, "--out", str(out)],
-                          capture_output=True, text=True, timeout=900, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert out.exists() and any(out.iterdir())
     check(out, proc.stdout)

@@ -32,7 +32,13 @@ def test_special_tokens(pair):
         assert (tok.eot, tok.sot, tok.no_timestamps) == (50256, 50257, 50362)
         assert not tok.is_multilingual and tok.sot_sequence() == [50257, 50362]
     else:
-        assert (tok.eot, tok.sot, tok.no_timestamps, tok.transcribe, tok.translate) == (50257, 50258, 50363, 50359, 50358)
+        assert (tok.eot, tok.sot, tok.no_timestamps, tok.transcribe, tok.translate) == (
+            50257,
+            50258,
+            50363,
+            50359,
+            50358,
+        )
         assert tok.language_token("en") == 50259 and tok.language_token("fr") == 50265 and len(tok.languages) == 99
         assert tok.sot_sequence("fr", "translate") == [50258, 50265, 50358, 50363]
         with pytest.raises(ValueError, match="unknown language 'xx'; valid codes: .*en"):

@@ -38,10 +38,14 @@ def test_model_api_on_transformer_lens_3(frames):
     from hooked_asr.datasets.espeak import synthesize
 
     model, hook, x = frames
-    assert model.transcribe(synthesize("She opened the window and looked at the sea.")).text == \
-        "She opened the window and looked at the sea."
-    assert isinstance(model.run_with_cache(**model.teacher_forced_inputs(synthesize("hello")).kwargs,
-                                           names_filter=hook)[1], hooked_asr.ActivationCache)
+    assert (
+        model.transcribe(synthesize("She opened the window and looked at the sea.")).text
+        == "She opened the window and looked at the sea."
+    )
+    assert isinstance(
+        model.run_with_cache(**model.teacher_forced_inputs(synthesize("hello")).kwargs, names_filter=hook)[1],
+        hooked_asr.ActivationCache,
+    )
 
 
 @pytest.mark.parametrize("architecture", ["topk", "relu"])
@@ -49,8 +53,17 @@ def test_saelens_loads_our_sae_and_computes_our_function(architecture, frames, t
     from hooked_asr.sae import SAEConfig, SparseAutoencoder, save_sae
 
     model, hook, x = frames
-    sae = SparseAutoencoder(SAEConfig(d_in=x.shape[-1], d_sae=4 * x.shape[-1], architecture=architecture, k=16,
-                                      hook_name=hook, model_name="whisper-tiny.en"), seed=0)
+    sae = SparseAutoencoder(
+        SAEConfig(
+            d_in=x.shape[-1],
+            d_sae=4 * x.shape[-1],
+            architecture=architecture,
+            k=16,
+            hook_name=hook,
+            model_name="whisper-tiny.en",
+        ),
+        seed=0,
+    )
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         sae.b_enc.copy_(torch.randn(sae.cfg.d_sae, generator=g) * 0.1)
@@ -62,7 +75,8 @@ def test_saelens_loads_our_sae_and_computes_our_function(architecture, frames, t
         f_ours, f_theirs = sae.encode(x), theirs.encode(x)
         assert (f_ours > 0).sum() > 0
         torch.testing.assert_close(f_theirs, f_ours, rtol=1e-4, atol=1e-4 * float(f_ours.abs().max()))
-        torch.testing.assert_close(theirs.decode(f_ours), sae.decode(f_ours), rtol=1e-4,
-                                   atol=1e-4 * float(x.abs().max()))
+        torch.testing.assert_close(
+            theirs.decode(f_ours), sae.decode(f_ours), rtol=1e-4, atol=1e-4 * float(x.abs().max())
+        )
         torch.testing.assert_close(theirs(x), sae(x), rtol=1e-4, atol=1e-4 * float(x.abs().max()))
     assert theirs.cfg.metadata.hook_name == hook

@@ -59,7 +59,9 @@ def _item(dataset: Sequence[Any], i: int) -> dict[str, Any]:
     if isinstance(item, np.ndarray):
         item = {"audio": item}
     if not isinstance(item, Mapping) or "audio" not in item:
-        raise TypeError(f"dataset[{i}] must be a dict with an 'audio' key (1-D float array at 16 kHz), got {type(item).__name__}")
+        raise TypeError(
+            f"dataset[{i}] must be a dict with an 'audio' key (1-D float array at 16 kHz), got {type(item).__name__}"
+        )
     return dict(item)
 
 
@@ -150,8 +152,15 @@ def _row_tensors(hook: str, parts: list[torch.Tensor], lo: int, hi: int) -> dict
 
 
 def _extract_shard(
-    model: Any, dataset: Sequence[Any], index: range, rules: dict[str, str], batch_size: int,
-    language: str | None, max_new_tokens: int, dtype: torch.dtype, bar: Any,
+    model: Any,
+    dataset: Sequence[Any],
+    index: range,
+    rules: dict[str, str],
+    batch_size: int,
+    language: str | None,
+    max_new_tokens: int,
+    dtype: torch.dtype,
+    bar: Any,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors and header of the shard holding items ``index``, batch by batch."""
     lo, hi = index.start, index.stop
@@ -180,8 +189,12 @@ def _extract_shard(
     for hk, parts in rows.items():
         tensors.update(_row_tensors(hk, parts, lo, hi))
     n_rows = {hk: int(tensors[f"n_rows/{hk}"].sum()) for hk in rows}
-    meta = {"item_range": json.dumps([lo, hi]), "rows": json.dumps(n_rows), "items": json.dumps(items_meta),
-            "content_hash": content.hexdigest()}
+    meta = {
+        "item_range": json.dumps([lo, hi]),
+        "rows": json.dumps(n_rows),
+        "items": json.dumps(items_meta),
+        "content_hash": content.hexdigest(),
+    }
     return tensors, meta
 
 
@@ -241,14 +254,22 @@ def extract_activations(
         if done is None:
             todo.append(k)
         else:  # a finished shard is reused only for the same data (audio and labels)
-            check_shard_content(root / shard_name(k), done,
-                                [_item(dataset, i) for i in range(k * shard_size, min(n_items, (k + 1) * shard_size))])
-    bar = tqdm(total=sum(min(shard_size, n_items - k * shard_size) for k in todo), disable=not progress,
-               desc=f"extract[{rank}/{world}]" if world > 1 else "extract", unit="clip")
+            check_shard_content(
+                root / shard_name(k),
+                done,
+                [_item(dataset, i) for i in range(k * shard_size, min(n_items, (k + 1) * shard_size))],
+            )
+    bar = tqdm(
+        total=sum(min(shard_size, n_items - k * shard_size) for k in todo),
+        disable=not progress,
+        desc=f"extract[{rank}/{world}]" if world > 1 else "extract",
+        unit="clip",
+    )
     for k in todo:
         lo, hi = k * shard_size, min(n_items, (k + 1) * shard_size)
-        tensors, meta = _extract_shard(model, dataset, range(lo, hi), rules, batch_size, language, max_new_tokens,
-                                       dtype, bar)
+        tensors, meta = _extract_shard(
+            model, dataset, range(lo, hi), rules, batch_size, language, max_new_tokens, dtype, bar
+        )
         write_shard(root / shard_name(k), tensors, {"spec_hash": h, "shard": str(k), **meta})
         if world == 1:
             write_manifest(root, spec, n_items, shard_size)  # the manifest follows every finished shard

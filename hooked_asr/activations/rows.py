@@ -69,7 +69,9 @@ def _encoder_pass(
         if transcribe:
             results = model.transcribe(list(clips), **transcribe_kwargs)
         else:
-            model.encode(**model.prepare_features(list(clips), allow_silence=transcribe_kwargs.get("allow_silence", False)))
+            model.encode(
+                **model.prepare_features(list(clips), allow_silence=transcribe_kwargs.get("allow_silence", False))
+            )
             results = None
     return cap, results
 
@@ -80,12 +82,13 @@ def _decoder_rows(
     """One teacher-forced pass over ``prompt + transcript + eos`` on the encoder output ``states``."""
     eos = int(model.cfg.eos_token_id)
     language = {"language": result.language} if result.language is not None else {}
-    tf = model.teacher_forced_inputs(clip, continuation=list(result.tokens) + [eos], allow_silence=allow_silence,
-                                     **language)
+    tf = model.teacher_forced_inputs(
+        clip, continuation=list(result.tokens) + [eos], allow_silence=allow_silence, **language
+    )
     if tf.tokens[0, : tf.prompt_len].tolist() != list(result.prompt):
         raise RuntimeError(
             f"the transcript's prompt {list(result.prompt)[:8]}... is not the teacher-forced prompt "
-            f"{tf.tokens[0, :tf.prompt_len].tolist()[:8]}...: decoder rows must be read after the prompt the "
+            f"{tf.tokens[0, : tf.prompt_len].tolist()[:8]}...: decoder rows must be read after the prompt the "
             "transcript was generated from; transcribe with the model's default prompt (no instruction/task)"
         )
     kwargs = {k: v for k, v in tf.kwargs.items() if k != "input_features"}
@@ -139,7 +142,9 @@ def pooled_rows(
     if dec:
         states = model.finish_encoder(cap.acts[last])
         silence = bool(transcribe_kwargs.get("allow_silence", False))
-        per_clip = [_decoder_rows(model, c, r, states[b : b + 1], dec, silence) for b, (c, r) in enumerate(zip(clips, results))]
+        per_clip = [
+            _decoder_rows(model, c, r, states[b : b + 1], dec, silence) for b, (c, r) in enumerate(zip(clips, results))
+        ]
         for s in dec:
             rows[s] = [p[s] for p in per_clip]
     return Rows(rows={s: rows[s] for s in sites}, results=results)

@@ -133,7 +133,12 @@ def finished_shard_meta(path: Path, index: int, spec_hash_: str) -> dict[str, st
     """The header of shard ``index`` if it is a finished shard of this spec, else ``None``
     (absent, damaged, another spec, a copy of another shard, or written before content hashes)."""
     meta = read_shard_metadata(path)
-    if meta is None or meta.get("spec_hash") != spec_hash_ or meta.get("shard") != str(index) or "content_hash" not in meta:
+    if (
+        meta is None
+        or meta.get("spec_hash") != spec_hash_
+        or meta.get("shard") != str(index)
+        or "content_hash" not in meta
+    ):
         return None
     return meta
 
@@ -189,8 +194,15 @@ def write_manifest(root: Path, spec: dict[str, Any], n_items: int, shard_size: i
         meta = finished_shard_meta(root / shard_name(k), k, h)
         if meta is None:
             continue
-        shards.append({"index": k, "file": shard_name(k), "items": json.loads(meta["item_range"]),
-                       "rows": json.loads(meta["rows"]), "content_hash": meta["content_hash"]})
+        shards.append(
+            {
+                "index": k,
+                "file": shard_name(k),
+                "items": json.loads(meta["item_range"]),
+                "rows": json.loads(meta["rows"]),
+                "content_hash": meta["content_hash"],
+            }
+        )
     manifest = {
         "format": FORMAT,
         "spec": spec,
@@ -201,8 +213,11 @@ def write_manifest(root: Path, spec: dict[str, Any], n_items: int, shard_size: i
         "shards": shards,
         "complete": len(shards) == n_shards,
         # The data as a whole: the shards' content hashes in order (once complete).
-        "content_hash": (hashlib.sha256("".join(sh["content_hash"] for sh in shards).encode()).hexdigest()[:32]
-                         if len(shards) == n_shards else None),
+        "content_hash": (
+            hashlib.sha256("".join(sh["content_hash"] for sh in shards).encode()).hexdigest()[:32]
+            if len(shards) == n_shards
+            else None
+        ),
     }
     atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=1).encode())
     return manifest
@@ -222,7 +237,9 @@ class ActivationStore:
         self.root = Path(path)
         mpath = self.root / MANIFEST
         if not mpath.exists():
-            raise StoreError(f"no activation store at {self.root} (missing {MANIFEST}); build one with extract_activations")
+            raise StoreError(
+                f"no activation store at {self.root} (missing {MANIFEST}); build one with extract_activations"
+            )
         try:
             self.manifest = json.loads(mpath.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -271,8 +288,10 @@ class ActivationStore:
         return self.n_shards
 
     def __repr__(self) -> str:
-        return (f"ActivationStore({str(self.root)!r}, items={self.n_items}, shards={self.n_shards}, "
-                f"hooks={self.hook_names})")
+        return (
+            f"ActivationStore({str(self.root)!r}, items={self.n_items}, shards={self.n_shards}, "
+            f"hooks={self.hook_names})"
+        )
 
     def _check(self, hook_name: str) -> str:
         if hook_name not in self.spec["hooks"]:
@@ -326,7 +345,9 @@ class ActivationStore:
                 n_index = shapes.get("item_index", (None,))
                 index = f.get_tensor("item_index") if n_index == (hi - lo,) else None
         except Exception as e:  # missing or not safetensors
-            raise StoreError(f"{path} cannot be read as a shard ({type(e).__name__}: {e}); rerun the extraction") from None
+            raise StoreError(
+                f"{path} cannot be read as a shard ({type(e).__name__}: {e}); rerun the extraction"
+            ) from None
         problems = []
         if meta.get("spec_hash") != self.manifest["spec_hash"]:
             problems.append(f"spec hash {meta.get('spec_hash')!r} != the manifest's {self.manifest['spec_hash']!r}")
@@ -367,7 +388,7 @@ class ActivationStore:
 
     def label_keys(self) -> list[str]:
         with safe_open(str(self._shard_path(0)), framework="pt") as f:
-            return sorted(k[len("label/"):] for k in f.keys() if k.startswith("label/"))
+            return sorted(k[len("label/") :] for k in f.keys() if k.startswith("label/"))
 
     def labels(self, key: str = "label") -> torch.Tensor:
         """Numeric label ``key`` of every item, ``[n_items]``."""
@@ -419,7 +440,12 @@ class ActivationStore:
         return torch.cat(a), torch.cat(it), torch.cat(pos)
 
     def iter_batches(
-        self, hook_name: str, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
+        self,
+        hook_name: str,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
         dtype: torch.dtype = torch.float32,
     ) -> Iterator[Float[torch.Tensor, "batch d"]]:
         """Rows of one hook in batches, holding one shard (plus a partial batch) in memory.

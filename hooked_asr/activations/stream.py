@@ -43,8 +43,11 @@ class FrameSource:
     def fingerprint(self) -> dict[str, Any]:
         """What decides the rows this source yields (JSON-able), so that a consumer resumed from a
         checkpoint can refuse another source. Subclasses add their hook, model and data hashes."""
-        return {"source": type(self).__name__, "d_in": int(self.d_in),
-                "n_chunks": None if self.n_chunks is None else int(self.n_chunks)}
+        return {
+            "source": type(self).__name__,
+            "d_in": int(self.d_in),
+            "n_chunks": None if self.n_chunks is None else int(self.n_chunks),
+        }
 
 
 class StoreFrameSource(FrameSource):
@@ -62,8 +65,12 @@ class StoreFrameSource(FrameSource):
     def fingerprint(self) -> dict[str, Any]:
         """The hook, the store's spec (model, pooling, dataset) hash and its data's content hash."""
         m = self.store.manifest
-        return {**super().fingerprint(), "hook_name": self.hook_name, "spec_hash": m.get("spec_hash"),
-                "data": m.get("content_hash")}
+        return {
+            **super().fingerprint(),
+            "hook_name": self.hook_name,
+            "spec_hash": m.get("spec_hash"),
+            "data": m.get("content_hash"),
+        }
 
 
 __all__ = ["FrameSource", "StoreFrameSource"]

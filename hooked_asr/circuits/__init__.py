@@ -36,20 +36,60 @@ other interventions: :func:`hooked_asr.patching.mask_attention` (patching/attent
     >>> dla_transcript(model, "speech.wav").heatmap("cross_attn", step=2)
 """
 
-from hooked_asr.circuits.detectors import DETECTORS, DetectorItem, detect_heads, save_head_scores, top_heads, word_by_word
+from hooked_asr.circuits.detectors import (
+    DETECTORS,
+    DetectorItem,
+    detect_heads,
+    save_head_scores,
+    top_heads,
+    word_by_word,
+)
 from hooked_asr.circuits.dla import DLAResult, direct_logit_attribution, dla_transcript
 from hooked_asr.circuits.heads import head_components, head_result, head_results, stack_head_results, z_name
 from hooked_asr.circuits.weights import OV, QK, ov_through_unembed
 from hooked_asr.circuits.graph import Graph  # noqa: I001 - after heads, which it uses
 from hooked_asr.circuits.path_patching import path_patch, record_graph_reference, run_with_patched_edges
 from hooked_asr.circuits.eap import Completeness, CompletenessWarning, EdgeScores, eap, eap_ig
-from hooked_asr.circuits.circuit import MIB_FRACTIONS, Circuit, MIBScores, faithfulness_curve, mib_scores, plot_faithfulness
+from hooked_asr.circuits.circuit import (
+    MIB_FRACTIONS,
+    Circuit,
+    MIBScores,
+    faithfulness_curve,
+    mib_scores,
+    plot_faithfulness,
+)
 
 __all__ = [
-    "DETECTORS", "DLAResult", "DetectorItem", "OV", "QK", "detect_heads", "direct_logit_attribution",
-    "dla_transcript", "head_components", "head_result", "head_results", "ov_through_unembed", "save_head_scores",
-    "stack_head_results", "top_heads", "word_by_word", "z_name",
-    "Circuit", "EdgeScores", "Graph", "eap", "eap_ig", "faithfulness_curve", "path_patch", "plot_faithfulness",
-    "record_graph_reference", "run_with_patched_edges",
-    "Completeness", "CompletenessWarning", "MIBScores", "MIB_FRACTIONS", "mib_scores",
+    "DETECTORS",
+    "DLAResult",
+    "DetectorItem",
+    "OV",
+    "QK",
+    "detect_heads",
+    "direct_logit_attribution",
+    "dla_transcript",
+    "head_components",
+    "head_result",
+    "head_results",
+    "ov_through_unembed",
+    "save_head_scores",
+    "stack_head_results",
+    "top_heads",
+    "word_by_word",
+    "z_name",
+    "Circuit",
+    "EdgeScores",
+    "Graph",
+    "eap",
+    "eap_ig",
+    "faithfulness_curve",
+    "path_patch",
+    "plot_faithfulness",
+    "record_graph_reference",
+    "run_with_patched_edges",
+    "Completeness",
+    "CompletenessWarning",
+    "MIBScores",
+    "MIB_FRACTIONS",
+    "mib_scores",
 ]

@@ -59,11 +59,15 @@ class Circuit:
 
     def __post_init__(self) -> None:
         if tuple(self.edges.shape) != tuple(self.graph.allowed.shape):
-            raise ValueError(f"edges must be [sender, receiver] = {tuple(self.graph.allowed.shape)}, got {tuple(self.edges.shape)}")
+            raise ValueError(
+                f"edges must be [sender, receiver] = {tuple(self.graph.allowed.shape)}, got {tuple(self.edges.shape)}"
+            )
         off = self.edges & ~self.graph.allowed
         if off.any():
             i, j = off.nonzero()[0].tolist()
-            raise ValueError(f"{self.graph.edge_name(i, j)} is not an edge of the graph (the receiver does not read the sender's stream after it)")
+            raise ValueError(
+                f"{self.graph.edge_name(i, j)} is not an edge of the graph (the receiver does not read the sender's stream after it)"
+            )
 
     @property
     def n_edges(self) -> int:
@@ -75,8 +79,10 @@ class Circuit:
         s = self.scores[i, j] if self.scores is not None else torch.zeros(len(i))
         order = torch.argsort(s.abs(), descending=True, stable=True)
         g = self.graph
-        return [(g.senders[a].name, g.receivers[b].name, float(s[k]) if self.scores is not None else None)
-                for k, a, b in zip(order.tolist(), i[order].tolist(), j[order].tolist())]
+        return [
+            (g.senders[a].name, g.receivers[b].name, float(s[k]) if self.scores is not None else None)
+            for k, a, b in zip(order.tolist(), i[order].tolist(), j[order].tolist())
+        ]
 
     def nodes(self) -> list[str]:
         """The nodes the circuit's edges touch (senders and the receivers' nodes), in graph order."""
@@ -86,8 +92,13 @@ class Circuit:
         return sorted(out, key=lambda n: order.get(n, len(order)))
 
     def evaluate(
-        self, model: Any, target_kwargs: Mapping[str, Any], reference: Mapping[str, Any], metric: Any,
-        reference_is_cache: bool | None = None, baselines: tuple[float, float] | None = None,
+        self,
+        model: Any,
+        target_kwargs: Mapping[str, Any],
+        reference: Mapping[str, Any],
+        metric: Any,
+        reference_is_cache: bool | None = None,
+        baselines: tuple[float, float] | None = None,
     ) -> CircuitEvaluation:
         """Run the model with every edge outside the circuit patched; ``metric`` summed over rows.
 
@@ -96,13 +107,20 @@ class Circuit:
         cache = as_reference_cache(model, self.graph, reference, reference_is_cache, target_kwargs)
         outside = self.graph.allowed & ~self.edges
         m = float(metric(run_with_patched_edges(model, target_kwargs, cache, outside, self.graph)).sum())
-        clean, ref = baselines if baselines is not None else circuit_baselines(model, self.graph, target_kwargs, cache, metric)
+        clean, ref = (
+            baselines if baselines is not None else circuit_baselines(model, self.graph, target_kwargs, cache, metric)
+        )
         return CircuitEvaluation(self.n_edges, m, clean, ref)
 
     def to_json(self, path: str | Path | None = None) -> dict[str, Any]:
         """``{"method", "n_edges", "nodes", "edges": [{"sender", "receiver", "score"}]}`` (to ``path`` if given)."""
-        out = {"method": self.method, "n_edges": self.n_edges, "meta": self.meta, "nodes": self.nodes(),
-               "edges": [{"sender": s, "receiver": r, "score": v} for s, r, v in self.edge_list()]}
+        out = {
+            "method": self.method,
+            "n_edges": self.n_edges,
+            "meta": self.meta,
+            "nodes": self.nodes(),
+            "edges": [{"sender": s, "receiver": r, "score": v} for s, r, v in self.edge_list()],
+        }
         if path is not None:
             Path(path).write_text(json.dumps(out, indent=1))
         return out
@@ -143,9 +161,20 @@ class Circuit:
             (x0, y0), (x1, y1) = pos[s], pos[rec.node]
             w = 0.4 + 3.0 * (abs(v) / smax if v is not None else 0.3)
             color = "#555555" if v is None else ("#c0392b" if v > 0 else "#2e6fba")
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                        arrowprops=dict(arrowstyle="-|>", lw=w, color=color, alpha=0.55, shrinkA=4, shrinkB=4,
-                                        connectionstyle="arc3,rad=0.15"))
+            ax.annotate(
+                "",
+                xy=(x1, y1),
+                xytext=(x0, y0),
+                arrowprops=dict(
+                    arrowstyle="-|>",
+                    lw=w,
+                    color=color,
+                    alpha=0.55,
+                    shrinkA=4,
+                    shrinkB=4,
+                    connectionstyle="arc3,rad=0.15",
+                ),
+            )
             if rec.input:
                 ax.text(x1 - 0.12, y1 + 0.12, rec.input, fontsize=6, color=color)
         used = self.nodes()
@@ -241,8 +270,17 @@ def faithfulness_curve(
     for k in tqdm(sizes, desc="circuit faithfulness", disable=not progress):
         c = scores.circuit(k, absolute)
         ev = c.evaluate(model, target_kwargs, reference_cache, metric, baselines=base)
-        rows.append({"k": c.n_edges, "fraction": c.n_edges / n, "n_nodes": len(c.nodes()), "metric": ev.metric,
-                     "clean": ev.clean, "reference": ev.reference, "faithfulness": ev.faithfulness})
+        rows.append(
+            {
+                "k": c.n_edges,
+                "fraction": c.n_edges / n,
+                "n_nodes": len(c.nodes()),
+                "metric": ev.metric,
+                "clean": ev.clean,
+                "reference": ev.reference,
+                "faithfulness": ev.faithfulness,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -269,21 +307,32 @@ class MIBScores:
     cmd_curve: Any
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cpr": self.cpr, "cmd": self.cmd, "cpr_curve": self.cpr_curve.to_dict(orient="records"),
-                "cmd_curve": self.cmd_curve.to_dict(orient="records")}
+        return {
+            "cpr": self.cpr,
+            "cmd": self.cmd,
+            "cpr_curve": self.cpr_curve.to_dict(orient="records"),
+            "cmd_curve": self.cmd_curve.to_dict(orient="records"),
+        }
 
 
 def mib_scores(
-    model: Any, scores: Any, target_kwargs: Mapping[str, Any], reference: Any, metric: Any,
-    fractions: Iterable[float] = MIB_FRACTIONS, progress: bool = True,
+    model: Any,
+    scores: Any,
+    target_kwargs: Mapping[str, Any],
+    reference: Any,
+    metric: Any,
+    fractions: Iterable[float] = MIB_FRACTIONS,
+    progress: bool = True,
 ) -> MIBScores:
     """CPR and CMD (:class:`MIBScores`) of ``scores`` by real patching: two faithfulness curves."""
     fractions = list(fractions)
     cache = as_reference_cache(model, scores.graph, reference, target_kwargs=target_kwargs)
-    signed = faithfulness_curve(model, scores, target_kwargs, cache, metric, progress=progress,
-                                fractions=fractions, absolute=False)
-    absol = faithfulness_curve(model, scores, target_kwargs, cache, metric, progress=progress,
-                               fractions=fractions, absolute=True)
+    signed = faithfulness_curve(
+        model, scores, target_kwargs, cache, metric, progress=progress, fractions=fractions, absolute=False
+    )
+    absol = faithfulness_curve(
+        model, scores, target_kwargs, cache, metric, progress=progress, fractions=fractions, absolute=True
+    )
     cpr = area_under(fractions, signed["faithfulness"])
     cmd = area_under(fractions, (1 - absol["faithfulness"]).abs())
     return MIBScores(cpr, cmd, signed, absol)
@@ -310,5 +359,14 @@ def plot_faithfulness(curve: Any, path: str | Path | None = None, ax: Any = None
     return fig
 
 
-__all__ = ["MIB_FRACTIONS", "Circuit", "CircuitEvaluation", "MIBScores", "area_under", "circuit_baselines", "faithfulness_curve",
-           "mib_scores", "plot_faithfulness"]
+__all__ = [
+    "MIB_FRACTIONS",
+    "Circuit",
+    "CircuitEvaluation",
+    "MIBScores",
+    "area_under",
+    "circuit_baselines",
+    "faithfulness_curve",
+    "mib_scores",
+    "plot_faithfulness",
+]

@@ -43,12 +43,26 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-DETECTORS = ("alignment", "previous_token", "duplicate_token", "repetition", "induction", "padding", "silence",
-             "first_frame", "reference")
+DETECTORS = (
+    "alignment",
+    "previous_token",
+    "duplicate_token",
+    "repetition",
+    "induction",
+    "padding",
+    "silence",
+    "first_frame",
+    "reference",
+)
 _ATTENTIONS = {
     # detector -> which attention patterns it scores ("audio" = every attention whose keys are audio)
-    "alignment": "audio_decoder", "previous_token": "decoder.attn", "duplicate_token": "decoder.attn",
-    "repetition": "decoder.attn", "induction": "decoder.attn", "padding": "audio", "silence": "audio",
+    "alignment": "audio_decoder",
+    "previous_token": "decoder.attn",
+    "duplicate_token": "decoder.attn",
+    "repetition": "decoder.attn",
+    "induction": "decoder.attn",
+    "padding": "audio",
+    "silence": "audio",
     "first_frame": "audio",
 }
 
@@ -154,8 +168,11 @@ def _reference(kind: str, info: PatternInfo, tolerance_s: float) -> torch.Tensor
         if kind == "previous_token":
             R[torch.arange(1, q), torch.arange(0, q - 1)] = 1.0
         else:
-            same = t[:, None] == t[None, :] if kind != "induction" else torch.cat(
-                [torch.zeros(q, 1, dtype=torch.bool), t[:, None] == t[None, :-1]], 1)
+            same = (
+                t[:, None] == t[None, :]
+                if kind != "induction"
+                else torch.cat([torch.zeros(q, 1, dtype=torch.bool), t[:, None] == t[None, :-1]], 1)
+            )
             R = (same & torch.ones(q, k, dtype=torch.bool).tril(-1)).float()
         return R
     if spans is None:
@@ -212,19 +229,33 @@ def detect_heads(
         if k not in DETECTORS:
             raise ValueError(f"unknown detector {k!r}; one of {list(DETECTORS)}")
     if "reference" in kinds and (reference is None or attention is None):
-        raise ValueError("kind='reference' needs reference= (a [q, k] tensor or a function of PatternInfo) "
-                         "and attention= ('encoder.attn', 'decoder.attn' or 'decoder.cross_attn')")
-    names = {k: _attention_names(model, attention if (attention and (k == "reference" or len(kinds) == 1))
-                                 else _ATTENTIONS[k]) for k in kinds}
+        raise ValueError(
+            "kind='reference' needs reference= (a [q, k] tensor or a function of PatternInfo) "
+            "and attention= ('encoder.attn', 'decoder.attn' or 'decoder.cross_attn')"
+        )
+    names = {
+        k: _attention_names(
+            model, attention if (attention and (k == "reference" or len(kinds) == 1)) else _ATTENTIONS[k]
+        )
+        for k in kinds
+    }
     items = [_as_item(x) for x in items]
     if not items:
         raise ValueError("detect_heads needs at least one item")
     n_heads = {a: getattr(model.cfg, a.split(".")[0]).n_heads for ns in names.values() for a in ns}
-    sums = {(k, a): torch.zeros(model.n_layers[a.split(".")[0]], n_heads[a], dtype=torch.float64)
-            for k in kinds for a in names[k]}
+    sums = {
+        (k, a): torch.zeros(model.n_layers[a.split(".")[0]], n_heads[a], dtype=torch.float64)
+        for k in kinds
+        for a in names[k]
+    }
     rows = dict.fromkeys(sums, 0)
-    hooks = {a: [f"{a.split('.')[0]}.blocks.{l}.{a.split('.')[1]}.hook_pattern" for l in range(model.n_layers[a.split(".")[0]])]
-             for a in n_heads}
+    hooks = {
+        a: [
+            f"{a.split('.')[0]}.blocks.{l}.{a.split('.')[1]}.hook_pattern"
+            for l in range(model.n_layers[a.split(".")[0]])
+        ]
+        for a in n_heads
+    }
     from tqdm.auto import tqdm
 
     from hooked_asr.audio import SAMPLE_RATE, load_audio
@@ -246,8 +277,17 @@ def detect_heads(
                     if exclude_current_token:
                         p.diagonal(dim1=-2, dim2=-1).zero_()
             n_q, n_k = pats[0].shape[-2:]
-            info = PatternInfo(a, n_q, n_k, full.tolist() if a.startswith("decoder") else [], tf.prompt_len,
-                               _key_spans(model, a, n_k, full), duration, item.words, owner)
+            info = PatternInfo(
+                a,
+                n_q,
+                n_k,
+                full.tolist() if a.startswith("decoder") else [],
+                tf.prompt_len,
+                _key_spans(model, a, n_k, full),
+                duration,
+                item.words,
+                owner,
+            )
             for k in kinds:
                 if a not in names[k]:
                     continue
@@ -267,8 +307,10 @@ def detect_heads(
         # An attention with no target anywhere (Qwen2-Audio's decoder never sees padded audio) is left out.
         per = {a: (sums[(k, a)] / rows[(k, a)]).float() for a in names[k] if rows[(k, a)]}
         if not per:
-            raise ValueError(f"detector {k!r} found no query row with a target in {names[k]} over these items "
-                             "(e.g. no repeated tokens for duplicate_token, no padding for padding)")
+            raise ValueError(
+                f"detector {k!r} found no query row with a target in {names[k]} over these items "
+                "(e.g. no repeated tokens for duplicate_token, no padding for padding)"
+            )
         out[k] = next(iter(per.values())) if len(per) == 1 else per
     return out[kinds[0]] if isinstance(kind, str) else out
 
@@ -280,7 +322,9 @@ def top_heads(scores: Float[torch.Tensor, "layer head"], k: int) -> list[tuple[i
 
 
 def save_head_scores(
-    scores: Float[torch.Tensor, "layer head"] | Mapping[str, torch.Tensor], out: str | Path, kind: str = "",
+    scores: Float[torch.Tensor, "layer head"] | Mapping[str, torch.Tensor],
+    out: str | Path,
+    kind: str = "",
     marked: Sequence[Sequence[int]] = (),
 ) -> dict[str, Path]:
     """``{out}.json`` and ``{out}.csv`` (attention, layer, head, score) and one ``{out}_{attention}.png``
@@ -291,8 +335,12 @@ def save_head_scores(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = {"json": out.with_suffix(".json"), "csv": out.with_suffix(".csv")}
-    paths["json"].write_text(json.dumps({"detector": kind, "marked": [list(m) for m in marked],
-                                         "scores": {a: s.tolist() for a, s in d.items()}}, indent=1))
+    paths["json"].write_text(
+        json.dumps(
+            {"detector": kind, "marked": [list(m) for m in marked], "scores": {a: s.tolist() for a, s in d.items()}},
+            indent=1,
+        )
+    )
     with paths["csv"].open("w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(["attention", "layer", "head", "score"])
@@ -305,14 +353,23 @@ def save_head_scores(
         v = s.numpy()
         text = [[f"{v[l, h]:.2f}{'*' if (l, h) in mark else ''}" for h in range(v.shape[1])] for l in range(v.shape[0])]
         paths[a] = out.parent / f"{out.name}_{a.replace('.', '_')}.png"
-        plot_heatmap(v, [str(l) for l in range(v.shape[0])], [str(h) for h in range(v.shape[1])], cell_text=text,
-                     title=f"{kind} score, {a}" + (" (* marked)" if mark else ""), cbar_label="score",
-                     vmin=0.0, vmax=max(float(np.nanmax(v)), 1e-6), path=paths[a])
+        plot_heatmap(
+            v,
+            [str(l) for l in range(v.shape[0])],
+            [str(h) for h in range(v.shape[1])],
+            cell_text=text,
+            title=f"{kind} score, {a}" + (" (* marked)" if mark else ""),
+            cbar_label="score",
+            vmin=0.0,
+            vmax=max(float(np.nanmax(v)), 1e-6),
+            path=paths[a],
+        )
     return paths
 
 
-def word_by_word(words: Sequence[str], voice: str = "en-us", gap_s: float = 0.12, rate: int = 160,
-                 lead_s: float = 0.2) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+def word_by_word(
+    words: Sequence[str], voice: str = "en-us", gap_s: float = 0.12, rate: int = 160, lead_s: float = 0.2
+) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
     """Speech built word by word with espeak-ng, so every word's timing is known exactly:
     returns ``(audio, [(word, start_s, end_s), ...])`` (leading/trailing silence of each word
     trimmed at 1 % of its peak, words separated by ``gap_s`` of silence)."""
@@ -325,7 +382,7 @@ def word_by_word(words: Sequence[str], voice: str = "en-us", gap_s: float = 0.12
     for w in words:
         a = synthesize(w, voice=voice, rate=rate)
         loud = np.nonzero(np.abs(a) > 0.01 * (np.abs(a).max() + 1e-9))[0]
-        a = a[loud[0]: loud[-1] + 1] if len(loud) else a
+        a = a[loud[0] : loud[-1] + 1] if len(loud) else a
         timings.append((w, t, t + len(a) / SAMPLE_RATE))
         parts += [a, np.zeros(int(gap_s * SAMPLE_RATE), np.float32)]
         t += len(a) / SAMPLE_RATE + gap_s

@@ -67,7 +67,9 @@ class DLAResult:
         a = self.attributions[:, item]
         return a.mean(-1) if step is None else a[:, step]
 
-    def heatmap(self, kind: str = "cross_attn", step: int | None = None, item: int = 0) -> Float[torch.Tensor, "layer head"]:
+    def heatmap(
+        self, kind: str = "cross_attn", step: int | None = None, item: int = 0
+    ) -> Float[torch.Tensor, "layer head"]:
         """Per-head attribution of one attention kind at one step (``None``: the mean over steps)."""
         if kind not in self.kinds():
             raise ValueError(f"no {kind!r} heads here; kinds: {self.kinds()}")
@@ -85,7 +87,13 @@ class DLAResult:
         return [(self.labels[i], float(v[i])) for i in order]
 
     def summary(self, k: int = 8, step: int | None = None) -> str:
-        what = "mean over steps" if step is None else f"step {step} ({self.token_strings[step]!r})" if self.token_strings else f"step {step}"
+        what = (
+            "mean over steps"
+            if step is None
+            else f"step {step} ({self.token_strings[step]!r})"
+            if self.token_strings
+            else f"step {step}"
+        )
         lines = [f"direct logit attribution, {what}: components sum to the logit within {self.max_abs_error:.2e}"]
         lines += [f"  {lab:45s} {val:+.3f}" for lab, val in self.top(k, step)]
         return "\n".join(lines)
@@ -96,33 +104,66 @@ class DLAResult:
         for c, lab in enumerate(self.labels):
             for b in range(self.attributions.shape[1]):
                 for s in range(self.attributions.shape[2]):
-                    out.append({"component": lab, "item": b, "step": s, "position": self.positions[s],
-                                "token": self.token_strings[s] if self.token_strings else None,
-                                "attribution": float(self.attributions[c, b, s])})
+                    out.append(
+                        {
+                            "component": lab,
+                            "item": b,
+                            "step": s,
+                            "position": self.positions[s],
+                            "token": self.token_strings[s] if self.token_strings else None,
+                            "attribution": float(self.attributions[c, b, s]),
+                        }
+                    )
         return out
 
-    def plot(self, kind: str = "cross_attn", step: int | None = None, path: str | Path | None = None, item: int = 0) -> Any:
+    def plot(
+        self, kind: str = "cross_attn", step: int | None = None, path: str | Path | None = None, item: int = 0
+    ) -> Any:
         """A layer x head heatmap of one attention kind (diverging scale centred on 0)."""
         from hooked_asr.plotting import plot_heatmap
 
         grid = self.heatmap(kind, step, item).numpy()
         vmax = float(np.nanmax(np.abs(grid))) or 1.0
-        what = "mean over steps" if step is None else (repr(self.token_strings[step]) if self.token_strings else f"step {step}")
-        return plot_heatmap(grid, [str(l) for l in range(self.n_layers)], [str(h) for h in range(self.n_heads)],
-                            cell_text=[[f"{x:+.2f}" for x in row] for row in grid], title=f"DLA, decoder {kind} heads: {what}",
-                            cbar_label="logit attribution", vmin=-vmax, vmax=vmax, cmap="RdBu_r", path=path)
+        what = (
+            "mean over steps"
+            if step is None
+            else (repr(self.token_strings[step]) if self.token_strings else f"step {step}")
+        )
+        return plot_heatmap(
+            grid,
+            [str(l) for l in range(self.n_layers)],
+            [str(h) for h in range(self.n_heads)],
+            cell_text=[[f"{x:+.2f}" for x in row] for row in grid],
+            title=f"DLA, decoder {kind} heads: {what}",
+            cbar_label="logit attribution",
+            vmin=-vmax,
+            vmax=vmax,
+            cmap="RdBu_r",
+            path=path,
+        )
 
     def save(self, out: str | Path, step: int | None = None) -> dict[str, Path]:
         """``{out}.json`` (labels, attributions, logits, tokens), ``{out}.csv`` (tidy rows), ``{out}_{kind}.png``."""
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         paths = {"json": out.with_suffix(".json"), "csv": out.with_suffix(".csv")}
-        paths["json"].write_text(json.dumps({
-            "labels": self.labels, "positions": self.positions, "token_strings": self.token_strings,
-            "tokens": torch.as_tensor(self.tokens).tolist(),
-            "incorrect_tokens": None if self.incorrect_tokens is None else torch.as_tensor(self.incorrect_tokens).tolist(),
-            "attributions": self.attributions.tolist(), "logits": self.logits.tolist(),
-            "max_abs_error": self.max_abs_error}, indent=1))
+        paths["json"].write_text(
+            json.dumps(
+                {
+                    "labels": self.labels,
+                    "positions": self.positions,
+                    "token_strings": self.token_strings,
+                    "tokens": torch.as_tensor(self.tokens).tolist(),
+                    "incorrect_tokens": None
+                    if self.incorrect_tokens is None
+                    else torch.as_tensor(self.incorrect_tokens).tolist(),
+                    "attributions": self.attributions.tolist(),
+                    "logits": self.logits.tolist(),
+                    "max_abs_error": self.max_abs_error,
+                },
+                indent=1,
+            )
+        )
         rows = self.rows()
         with paths["csv"].open("w", newline="") as f:
             wr = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -143,7 +184,9 @@ def _targets(model: Any, t: Any, batch: int, n_pos: int, device: Any) -> torch.T
     elif t.ndim == 1:
         t = t.expand(batch, -1) if t.shape[0] == n_pos else t[:, None].expand(-1, n_pos)
     if tuple(t.shape) != (batch, n_pos):
-        raise ValueError(f"targets must be an id, a string, [{n_pos}] (one per step) or [{batch}, {n_pos}]; got {tuple(t.shape)}")
+        raise ValueError(
+            f"targets must be an id, a string, [{n_pos}] (one per step) or [{batch}, {n_pos}]; got {tuple(t.shape)}"
+        )
     return t
 
 
@@ -167,8 +210,8 @@ def direct_logit_attribution(
     ``tokens`` is None, else every position). Only decoder hooks are cached.
     """
     _, cache = model.run_with_cache(
-        **inputs, return_cache_object=True,
-        names_filter=lambda n: n.startswith("decoder.") and n.endswith(DLA_HOOKS))
+        **inputs, return_cache_object=True, names_filter=lambda n: n.startswith("decoder.") and n.endswith(DLA_HOOKS)
+    )
     dec_tokens = inputs.get("decoder_input_ids", inputs.get("input_ids"))
     n_total = cache["decoder.hook_logits"].shape[1]
     if positions is None:
@@ -187,8 +230,9 @@ def direct_logit_attribution(
     t = _targets(model, tokens, batch, len(positions), device)
     it = None if incorrect_tokens is None else _targets(model, incorrect_tokens, batch, len(positions), device)
 
-    full, labels = cache.get_full_resid_decomposition(expand_neurons=False, split_biases=True, pos_slice=positions,
-                                                      return_labels=True)
+    full, labels = cache.get_full_resid_decomposition(
+        expand_neurons=False, split_biases=True, pos_slice=positions, return_labels=True
+    )
     attrs = cache.logit_attrs(full, t, incorrect_tokens=it, pos_slice=positions)
     ln = model.decoder.ln_final
     if getattr(ln, "b", None) is not None:
@@ -203,12 +247,25 @@ def direct_logit_attribution(
     strs = []
     if getattr(model, "tokenizer", None) is not None:
         strs = model.to_str_tokens(t[0])
-    return DLAResult(attrs.float().cpu(), labels, logit.float().cpu(), positions, t.cpu(),
-                     None if it is None else it.cpu(), strs, model.cfg.decoder.n_heads, model.cfg.decoder.n_layers)
+    return DLAResult(
+        attrs.float().cpu(),
+        labels,
+        logit.float().cpu(),
+        positions,
+        t.cpu(),
+        None if it is None else it.cpu(),
+        strs,
+        model.cfg.decoder.n_heads,
+        model.cfg.decoder.n_layers,
+    )
 
 
 def dla_transcript(
-    model: Any, audio: Any, step: int | None = None, incorrect_tokens: Any = None, tokens: Sequence[int] | None = None,
+    model: Any,
+    audio: Any,
+    step: int | None = None,
+    incorrect_tokens: Any = None,
+    tokens: Sequence[int] | None = None,
     **transcribe_kwargs: Any,
 ) -> DLAResult:
     """DLA of a transcript's tokens: at every generation step (``step=None``) or one.

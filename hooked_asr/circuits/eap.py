@@ -69,8 +69,9 @@ class EdgeScores:
         c = self.meta.get("completeness")
         if c is None:
             return None
-        return Completeness(c["input_sum"], c["effect"], c["steps"], c["tolerance"],
-                            [tuple(h) for h in c["history"]], c["capped"])
+        return Completeness(
+            c["input_sum"], c["effect"], c["steps"], c["tolerance"], [tuple(h) for h in c["history"]], c["capped"]
+        )
 
     def ranked(self, absolute: bool = True) -> Any:
         """Every edge, highest ``|score|`` first (``absolute=False``: highest score): a DataFrame
@@ -82,17 +83,26 @@ class EdgeScores:
         order = torch.argsort(s.abs() if absolute else s, descending=True, stable=True)
         i, j, s = i[order].tolist(), j[order].tolist(), s[order].tolist()
         g = self.graph
-        return pd.DataFrame({"edge": [g.edge_name(a, b) for a, b in zip(i, j)],
-                             "sender": [g.senders[a].name for a in i],
-                             "receiver": [g.receivers[b].name for b in j], "score": s})
+        return pd.DataFrame(
+            {
+                "edge": [g.edge_name(a, b) for a, b in zip(i, j)],
+                "sender": [g.senders[a].name for a in i],
+                "receiver": [g.receivers[b].name for b in j],
+                "score": s,
+            }
+        )
 
     def node_scores(self) -> Any:
         """Per sender, the sum of its outgoing edges' scores (for EAP: node attribution patching)."""
         import pandas as pd
 
         tot = (self.scores * self.graph.allowed).sum(1).tolist()
-        return pd.DataFrame([{"component": n.name, "score": v, "stack": n.stack, "layer": n.layer, "kind": n.kind,
-                              "head": n.head} for n, v in zip(self.graph.senders, tot)])
+        return pd.DataFrame(
+            [
+                {"component": n.name, "score": v, "stack": n.stack, "layer": n.layer, "kind": n.kind, "head": n.head}
+                for n, v in zip(self.graph.senders, tot)
+            ]
+        )
 
     def top_k_mask(self, k: int, absolute: bool = True) -> Bool[torch.Tensor, "sender receiver"]:
         """The ``k`` edges with the highest ``|score|`` (ties broken by graph order)."""
@@ -114,20 +124,27 @@ class EdgeScores:
     def to_json(self, path: str | Path | None = None) -> dict[str, Any]:
         """``{"method", "steps", "edges": [{"sender", "receiver", "score"}, ...]}`` (written to ``path`` if given)."""
         t = self.ranked()
-        out = {"method": self.method, "steps": self.steps, "meta": self.meta,
-               "edges": t[["sender", "receiver", "score"]].to_dict(orient="records")}
+        out = {
+            "method": self.method,
+            "steps": self.steps,
+            "meta": self.meta,
+            "edges": t[["sender", "receiver", "score"]].to_dict(orient="records"),
+        }
         if path is not None:
             Path(path).write_text(json.dumps(out, indent=1))
         return out
 
 
 def _tile(kwargs: Mapping[str, Any], reps: int) -> dict[str, Any]:
-    return {k: (v.repeat(reps, *([1] * (v.ndim - 1))) if isinstance(v, torch.Tensor) and reps > 1 else v)
-            for k, v in kwargs.items()}
+    return {
+        k: (v.repeat(reps, *([1] * (v.ndim - 1))) if isinstance(v, torch.Tensor) and reps > 1 else v)
+        for k, v in kwargs.items()
+    }
 
 
-def _accumulate(graph: Graph, ef: EdgeForward, grads: list[torch.Tensor | None], reps: int,
-                acc: dict[int, torch.Tensor]) -> None:
+def _accumulate(
+    graph: Graph, ef: EdgeForward, grads: list[torch.Tensor | None], reps: int, acc: dict[int, torch.Tensor]
+) -> None:
     """Add ``dm/dx_v`` of this backward (summed over its ``reps`` stacked copies) to ``acc``, per
     receiver group, flattened ``[(batch pos d_model), n]`` for the one contraction at the end."""
     for gi, rg in enumerate(graph.receiver_groups):
@@ -201,12 +218,26 @@ def _norm_grad_sum(ef: EdgeForward, gi: int, norm: Any, gout: torch.Tensor, reps
     return T.reshape(-1, n)
 
 
-def _run(model: Any, graph: Graph, target_kwargs: Mapping[str, Any], ref: list[torch.Tensor],
-         deltas: list[torch.Tensor] | None, metric: Metric, alphas: torch.Tensor | None, batch: int,
-         acc: dict[int, torch.Tensor]) -> tuple[float, list[torch.Tensor] | None]:
+def _run(
+    model: Any,
+    graph: Graph,
+    target_kwargs: Mapping[str, Any],
+    ref: list[torch.Tensor],
+    deltas: list[torch.Tensor] | None,
+    metric: Metric,
+    alphas: torch.Tensor | None,
+    batch: int,
+    acc: dict[int, torch.Tensor],
+) -> tuple[float, list[torch.Tensor] | None]:
     reps = 1 if alphas is None else len(alphas)
-    ef = EdgeForward(model, graph, ref=ref, alphas=None if alphas is None else alphas.repeat_interleave(batch),
-                     grad=True, record=deltas is None)
+    ef = EdgeForward(
+        model,
+        graph,
+        ref=ref,
+        alphas=None if alphas is None else alphas.repeat_interleave(batch),
+        grad=True,
+        record=deltas is None,
+    )
     with torch.enable_grad(), ef.active():
         logits = model(**_tile(target_kwargs, reps))
         value = metric(logits).sum()
@@ -276,9 +307,16 @@ class Completeness:
         return self.rel_error <= self.tolerance
 
     def as_dict(self) -> dict[str, Any]:
-        return {"input_sum": self.input_sum, "effect": self.effect, "rel_error": self.rel_error, "steps": self.steps,
-                "tolerance": self.tolerance, "holds": self.holds, "capped": self.capped,
-                "history": [list(h) for h in self.history]}
+        return {
+            "input_sum": self.input_sum,
+            "effect": self.effect,
+            "rel_error": self.rel_error,
+            "steps": self.steps,
+            "tolerance": self.tolerance,
+            "holds": self.holds,
+            "capped": self.capped,
+            "history": [list(h) for h in self.history],
+        }
 
 
 def _input_sum(graph: Graph, scores: torch.Tensor) -> float:
@@ -287,8 +325,9 @@ def _input_sum(graph: Graph, scores: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _true_effect(model: Any, graph: Graph, target_kwargs: Mapping[str, Any], ref: list[torch.Tensor],
-                 metric: Metric, clean: float) -> float:
+def _true_effect(
+    model: Any, graph: Graph, target_kwargs: Mapping[str, Any], ref: list[torch.Tensor], metric: Metric, clean: float
+) -> float:
     """``m(every edge patched) - m(clean)``: the end of the IG path minus its start (every edge patched
     is the reference run, :mod:`hooked_asr.circuits.graph`)."""
     ef = EdgeForward(model, graph, ref=ref, mask=graph.allowed)
@@ -329,8 +368,9 @@ def eap_ig(
     if auto:
         steps = 8
     if not isinstance(steps, int) or steps < 1 or batch_size < 1:
-        raise ValueError(f"steps must be an int >= 1 or 'auto' and batch_size >= 1, got steps={steps!r}, "
-                         f"batch_size={batch_size}")
+        raise ValueError(
+            f"steps must be an int >= 1 or 'auto' and batch_size >= 1, got steps={steps!r}, batch_size={batch_size}"
+        )
     if auto and max_steps < steps:
         raise ValueError(f"max_steps={max_steps} is below the first step count {steps}")
     graph = graph or Graph.from_model(model)
@@ -372,8 +412,11 @@ def eap_ig(
             warnings.warn(
                 f"EAP-IG completeness: the input nodes' scores sum to {comp.input_sum:.4g}, the true effect "
                 f"m(reference) - m(clean) is {effect:.4g} ({100 * comp.rel_error:.0f} % off, tolerance "
-                f"{100 * tolerance:.0f} %) with {n} steps" + (f" (capped at max_steps={max_steps})" if comp.capped
-                else "; pass steps='auto' (or more steps)"), CompletenessWarning, stacklevel=2)
+                f"{100 * tolerance:.0f} %) with {n} steps"
+                + (f" (capped at max_steps={max_steps})" if comp.capped else "; pass steps='auto' (or more steps)"),
+                CompletenessWarning,
+                stacklevel=2,
+            )
     return out
 
 

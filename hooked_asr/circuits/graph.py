@@ -159,15 +159,37 @@ class Graph:
             sgroups.append(_SenderGroup(stack, layer, kind, hook, list(range(len(senders), len(senders) + len(nodes)))))
             senders.extend(nodes)
 
-        def add_receivers(stack: str, layer: int, kind: str, inp: str | None, hook: str, x_hook: str,
-                          owner: str, order: tuple[int, int], recs: list[Receiver]) -> None:
-            rgroups.append(_ReceiverGroup(stack, layer, kind, inp, hook, x_hook,
-                                          list(range(len(receivers), len(receivers) + len(recs))), owner, order))
+        def add_receivers(
+            stack: str,
+            layer: int,
+            kind: str,
+            inp: str | None,
+            hook: str,
+            x_hook: str,
+            owner: str,
+            order: tuple[int, int],
+            recs: list[Receiver],
+        ) -> None:
+            rgroups.append(
+                _ReceiverGroup(
+                    stack,
+                    layer,
+                    kind,
+                    inp,
+                    hook,
+                    x_hook,
+                    list(range(len(receivers), len(receivers) + len(recs))),
+                    owner,
+                    order,
+                )
+            )
             receivers.extend(recs)
 
         for stack in stacks:
             n_layers = model.n_layers[stack]
-            add_senders(stack, -1, "embed", f"{stack}.blocks.0.hook_resid_pre", [Node(f"{stack}.embed", stack, -1, "embed")])
+            add_senders(
+                stack, -1, "embed", f"{stack}.blocks.0.hook_resid_pre", [Node(f"{stack}.embed", stack, -1, "embed")]
+            )
             for l in range(n_layers):
                 blk = f"{stack}.blocks.{l}"
                 for kind in model.attention_kinds(stack):
@@ -176,28 +198,61 @@ class Graph:
                     heads = [Node(f"{base}.head.{h}", stack, l, kind, h) for h in range(attn.n_heads)]
                     for inp in ("q", "k", "v"):
                         n = attn.n_heads if inp == "q" else attn.n_kv_heads
-                        recs = [Receiver(f"{base}.head.{h}<{inp}>", f"{base}.head.{h}", stack, l, kind, h, inp)
-                                for h in range(n)]
+                        recs = [
+                            Receiver(f"{base}.head.{h}<{inp}>", f"{base}.head.{h}", stack, l, kind, h, inp)
+                            for h in range(n)
+                        ]
                         if kind == "cross_attn" and inp != "q":
                             if "encoder" not in stacks:
                                 continue
                             n_enc = model.n_layers["encoder"]
                             recs = [Receiver(r.name, r.node, "encoder", n_enc, kind, r.head, inp) for r in recs]
-                            add_receivers("encoder", n_enc, kind, inp, f"{base}.hook_{inp}",
-                                          f"encoder.blocks.{n_enc - 1}.hook_resid_post", base, (n_enc, 0), recs)
+                            add_receivers(
+                                "encoder",
+                                n_enc,
+                                kind,
+                                inp,
+                                f"{base}.hook_{inp}",
+                                f"encoder.blocks.{n_enc - 1}.hook_resid_post",
+                                base,
+                                (n_enc, 0),
+                                recs,
+                            )
                         else:
                             x_hook = f"{blk}.hook_resid_pre" if kind == "attn" else f"{blk}.hook_resid_mid"
-                            add_receivers(stack, l, kind, inp, f"{base}.hook_{inp}", x_hook, base,
-                                          (l, _SLOT[kind]), recs)
+                            add_receivers(
+                                stack, l, kind, inp, f"{base}.hook_{inp}", x_hook, base, (l, _SLOT[kind]), recs
+                            )
                     add_senders(stack, l, kind, z_name(stack, l, kind), heads)
-                mid = f"{blk}.hook_resid_mid_cross" if f"{blk}.hook_resid_mid_cross" in model.hook_dict else f"{blk}.hook_resid_mid"
-                add_receivers(stack, l, "mlp", None, f"{blk}.ln2.hook_normalized", mid, f"{blk}.ln2", (l, 2),
-                              [Receiver(f"{blk}.mlp", f"{blk}.mlp", stack, l, "mlp")])
+                mid = (
+                    f"{blk}.hook_resid_mid_cross"
+                    if f"{blk}.hook_resid_mid_cross" in model.hook_dict
+                    else f"{blk}.hook_resid_mid"
+                )
+                add_receivers(
+                    stack,
+                    l,
+                    "mlp",
+                    None,
+                    f"{blk}.ln2.hook_normalized",
+                    mid,
+                    f"{blk}.ln2",
+                    (l, 2),
+                    [Receiver(f"{blk}.mlp", f"{blk}.mlp", stack, l, "mlp")],
+                )
                 add_senders(stack, l, "mlp", f"{blk}.hook_mlp_out", [Node(f"{blk}.mlp", stack, l, "mlp")])
             if stack == "decoder":
-                add_receivers("decoder", n_layers, "logits", None, "decoder.ln_final.hook_normalized",
-                              f"decoder.blocks.{n_layers - 1}.hook_resid_post", "decoder.ln_final", (n_layers, 0),
-                              [Receiver("logits", "logits", "decoder", n_layers, "logits")])
+                add_receivers(
+                    "decoder",
+                    n_layers,
+                    "logits",
+                    None,
+                    "decoder.ln_final.hook_normalized",
+                    f"decoder.blocks.{n_layers - 1}.hook_resid_post",
+                    "decoder.ln_final",
+                    (n_layers, 0),
+                    [Receiver("logits", "logits", "decoder", n_layers, "logits")],
+                )
         allowed = torch.zeros(len(senders), len(receivers), dtype=torch.bool)
         for g in rgroups:
             for si, sg in enumerate(sgroups):
@@ -227,16 +282,23 @@ class Graph:
         out: list[int] = []
         names = [names] if isinstance(names, str) else list(names)
         for spec in names:
-            base, inp = (spec[: spec.index("<")], spec[spec.index("<"):]) if "<" in spec else (spec, "")
-            hits = [j for j, r in enumerate(self.receivers)
-                    if (r.name == spec) or ((r.node == base or r.node.startswith(base + ".")) and r.name.endswith(inp))]
+            base, inp = (spec[: spec.index("<")], spec[spec.index("<") :]) if "<" in spec else (spec, "")
+            hits = [
+                j
+                for j, r in enumerate(self.receivers)
+                if (r.name == spec) or ((r.node == base or r.node.startswith(base + ".")) and r.name.endswith(inp))
+            ]
             if not hits:
-                raise KeyError(f"no receiver matches {spec!r}; receivers look like "
-                               f"{self.receivers[0].name!r}, 'decoder.blocks.0.mlp', 'logits'")
+                raise KeyError(
+                    f"no receiver matches {spec!r}; receivers look like "
+                    f"{self.receivers[0].name!r}, 'decoder.blocks.0.mlp', 'logits'"
+                )
             out += [j for j in hits if j not in out]
         return out
 
-    def edge_mask(self, senders: Iterable[str], receivers: Iterable[str] | None = None) -> Bool[torch.Tensor, "sender receiver"]:
+    def edge_mask(
+        self, senders: Iterable[str], receivers: Iterable[str] | None = None
+    ) -> Bool[torch.Tensor, "sender receiver"]:
         """Edges from ``senders`` to ``receivers`` (``None``: every receiver downstream)."""
         m = torch.zeros_like(self.allowed)
         rows = self.sender_index(senders)
@@ -244,9 +306,11 @@ class Graph:
         m[torch.tensor(rows)[:, None], torch.tensor(cols)[None, :]] = True
         m &= self.allowed
         if not m.any():
-            raise ValueError(f"no edge joins senders {list(senders)} to receivers {receivers}: a receiver must "
-                             f"read the sender's stream after it (encoder senders reach the decoder through "
-                             f"cross-attention <k>/<v>)")
+            raise ValueError(
+                f"no edge joins senders {list(senders)} to receivers {receivers}: a receiver must "
+                f"read the sender's stream after it (encoder senders reach the decoder through "
+                f"cross-attention <k>/<v>)"
+            )
         return m
 
     def sender_hooks(self) -> list[str]:
@@ -274,8 +338,10 @@ def _match(names: list[str], specs: Iterable[str], what: str, plural: str) -> li
     for s in specs:
         hits = [i for i, n in enumerate(names) if n == s or n.startswith(s + ".")]
         if not hits:
-            raise KeyError(f"no {what} matches {s!r}; {plural} look like {names[1] if len(names) > 1 else names[0]!r}, "
-                           f"'encoder.embed', 'decoder.blocks.0.mlp'")
+            raise KeyError(
+                f"no {what} matches {s!r}; {plural} look like {names[1] if len(names) > 1 else names[0]!r}, "
+                f"'encoder.embed', 'decoder.blocks.0.mlp'"
+            )
         out += [i for i in hits if i not in out]
     return out
 
@@ -294,7 +360,11 @@ def _norm_fn(model: Any, g: _ReceiverGroup) -> Callable[[torch.Tensor], torch.Te
         # cross-attention (Whisper) is the encoder's final norm; the module itself lets the
         # gradient use the closed-form VJP below.
         ln = getattr(getattr(model, "encoder", None), "ln_final", None)
-        return ln if isinstance(ln, (LayerNorm, RMSNorm)) and not getattr(model.cfg.encoder, "pool_stride", 0) else model.finish_encoder
+        return (
+            ln
+            if isinstance(ln, (LayerNorm, RMSNorm)) and not getattr(model.cfg.encoder, "pool_stride", 0)
+            else model.finish_encoder
+        )
     if g.kind in ("attn", "cross_attn"):
         return model.get_submodule(g.owner.rsplit(".", 1)[0] + (".ln1" if g.kind == "attn" else ".ln_cross"))
     return model.get_submodule(g.owner)  # ln2 / decoder.ln_final
@@ -326,13 +396,23 @@ class EdgeForward:
     ``record=True`` keeps every sender's output of this forward (:attr:`acts`).
     """
 
-    def __init__(self, model: Any, graph: Graph, *, ref: list[torch.Tensor] | None = None,
-                 mask: torch.Tensor | None = None, alphas: torch.Tensor | None = None,
-                 grad: bool = False, record: bool = False):
+    def __init__(
+        self,
+        model: Any,
+        graph: Graph,
+        *,
+        ref: list[torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+        alphas: torch.Tensor | None = None,
+        grad: bool = False,
+        record: bool = False,
+    ):
         if (mask is not None or alphas is not None) and ref is None:
             raise ValueError("cutting edges or interpolating embeddings needs the reference activations (ref=)")
         self.model, self.graph, self.ref, self.grad, self.record = model, graph, ref, grad, record
-        self.mask = None if mask is None else (mask & graph.allowed if mask.dtype == torch.bool else mask * graph.allowed)
+        self.mask = (
+            None if mask is None else (mask & graph.allowed if mask.dtype == torch.bool else mask * graph.allowed)
+        )
         self.alphas = alphas
         self.x: dict[str, torch.Tensor] = {}
         self.acts: dict[int, torch.Tensor] = {}  # sender group -> [n, batch, pos, d_model] (record=True)
@@ -389,6 +469,7 @@ class EdgeForward:
                 ref = ref.repeat(act.shape[0] // ref.shape[0], *([1] * (ref.ndim - 1)))
             a = self.alphas.to(act.device, act.dtype).view(-1, *([1] * (act.ndim - 1)))
             return act + a * (ref - act)
+
         return fn
 
     def _record_fn(self, si: int) -> Callable:
@@ -408,11 +489,13 @@ class EdgeForward:
                     _check_positions(ref, a, sg.hook)
                     # once per sender group, in the layout every receiver's matmul wants
                     self.diffs[si] = (ref - a).movedim(0, -1).contiguous()
+
         return fn
 
     def _capture_fn(self, name: str) -> Callable:
         def fn(act: torch.Tensor, hook: Any) -> None:
             self.x[name] = act
+
         return fn
 
     def _receiver_fn(self, gi: int) -> Callable:
@@ -444,6 +527,7 @@ class EdgeForward:
                 self.deltas[gi], self.outputs[gi] = d, act.detach()
                 act = act + d
             return act
+
         return fn
 
     @contextlib.contextmanager
@@ -470,6 +554,7 @@ def _chain(fs: list[Callable]) -> Callable:
             if out is not None:
                 act = out
         return act
+
     return fn
 
 
@@ -480,7 +565,9 @@ def _check_positions(ref: torch.Tensor, cur: torch.Tensor, hook: str) -> None:
             f"teacher-force the reference on the target's tokens (hooked_asr.patching.reference_inputs(model, kwargs, ref_audio))"
         )
     if ref.shape[1] not in (1, cur.shape[1]):
-        raise ValueError(f"'{hook}': the reference has batch {ref.shape[1]}, this run {cur.shape[1]}; use batch 1 or the same batch")
+        raise ValueError(
+            f"'{hook}': the reference has batch {ref.shape[1]}, this run {cur.shape[1]}; use batch 1 or the same batch"
+        )
 
 
 __all__ = ["EdgeForward", "Graph", "Node", "Receiver", "receiver_input_map"]

@@ -64,7 +64,9 @@ def head_result(
     """One head's result ``z_h W_O[h]``, named like a sweep component (``decoder.blocks.0.cross_attn.head.3``)."""
     comp = parse_component(model, component)
     if comp.head is None or comp.kind not in ("attn", "cross_attn"):
-        raise ValueError(f"{comp.name!r} is not an attention head; write '<stack>.blocks.<l>.<attn|cross_attn>.head.<h>'")
+        raise ValueError(
+            f"{comp.name!r} is not an attention head; write '<stack>.blocks.<l>.<attn|cross_attn>.head.<h>'"
+        )
     W_O = model.attn_weight("W_O", comp.stack, comp.layer, comp.kind)[comp.head]
     z = _z(cache, comp.hook_name)[..., comp.head, :]
     return z.to(W_O.dtype) @ W_O
@@ -85,8 +87,11 @@ def head_components(
     upto = n if layer is None or layer == -1 else layer
     if not 0 <= upto <= n:
         raise ValueError(f"layer must be in [0, {n}] (or -1 / None for all) for the {stack}, got {layer}")
-    return [c for c in components(model, kinds=kinds, heads=True, stacks=(stack,), layers=range(upto))
-            if c.kind in ("attn", "cross_attn")]
+    return [
+        c
+        for c in components(model, kinds=kinds, heads=True, stacks=(stack,), layers=range(upto))
+        if c.kind in ("attn", "cross_attn")
+    ]
 
 
 def stack_head_results(
@@ -102,8 +107,9 @@ def stack_head_results(
     Order as :func:`head_components`. Summed over one attention's heads, plus its ``b_O``,
     this is that attention's ``hook_attn_out`` / ``hook_cross_attn_out``.
     """
-    return as_cache(model, cache).stack_head_results(-1 if layer is None else layer, return_labels=True,
-                                                     pos_slice=pos_slice, stack=stack, kinds=kinds)
+    return as_cache(model, cache).stack_head_results(
+        -1 if layer is None else layer, return_labels=True, pos_slice=pos_slice, stack=stack, kinds=kinds
+    )
 
 
 __all__ = ["as_cache", "head_components", "head_result", "head_results", "stack_head_results", "z_name"]

@@ -34,12 +34,19 @@ from jaxtyping import Bool, Float
 from hooked_asr.circuits.graph import EdgeForward, Graph
 from hooked_asr.patching.interventions import record_reference
 from hooked_asr.patching.references import (
-    ReferenceCache, decoder_tokens, is_reference_cache, reference_cache,
+    ReferenceCache,
+    decoder_tokens,
+    is_reference_cache,
+    reference_cache,
 )
 
 
 def record_graph_reference(
-    model: Any, reference_kwargs: Any, graph: Graph | None = None, *, target_kwargs: Mapping[str, Any] | None = None,
+    model: Any,
+    reference_kwargs: Any,
+    graph: Graph | None = None,
+    *,
+    target_kwargs: Mapping[str, Any] | None = None,
     **reference_options: Any,
 ) -> ReferenceCache:
     """The reference run's activations at every sender hook of ``graph`` (``hook_z`` per attention,
@@ -55,13 +62,18 @@ def record_graph_reference(
     if target_kwargs is not None:
         return reference_cache(model, target_kwargs, reference_kwargs, graph.sender_hooks(), False, **reference_options)
     if not (isinstance(reference_kwargs, Mapping) and decoder_tokens(reference_kwargs) is not None):
-        raise ValueError("record_graph_reference needs forward kwargs, or the reference audio with target_kwargs= "
-                         "(the clean run's inputs, whose prompt and tokens the reference runs with)")
+        raise ValueError(
+            "record_graph_reference needs forward kwargs, or the reference audio with target_kwargs= "
+            "(the clean run's inputs, whose prompt and tokens the reference runs with)"
+        )
     return record_reference(model, reference_kwargs, graph.sender_hooks())
 
 
 def as_reference_cache(
-    model: Any, graph: Graph, reference: Any, reference_is_cache: bool | None = None,
+    model: Any,
+    graph: Graph,
+    reference: Any,
+    reference_is_cache: bool | None = None,
     target_kwargs: Mapping[str, Any] | None = None,
 ) -> ReferenceCache:
     """A reference cache as it is, or recorded from reference inputs or audio (:func:`record_graph_reference`);
@@ -76,7 +88,10 @@ def as_reference_cache(
 
 
 def _reference_acts(
-    model: Any, graph: Graph, reference: Any, reference_is_cache: bool | None = None,
+    model: Any,
+    graph: Graph,
+    reference: Any,
+    reference_is_cache: bool | None = None,
     target_kwargs: Mapping[str, Any] | None = None,
 ) -> list[torch.Tensor]:
     cache = as_reference_cache(model, graph, reference, reference_is_cache, target_kwargs)
@@ -86,7 +101,9 @@ def _reference_acts(
 
 def _check_kwargs(kwargs: Mapping[str, Any]) -> None:
     if kwargs.get("encoder_hidden_states") is not None:
-        raise ValueError("edges through the encoder need the encoder to run: pass input_features, not encoder_hidden_states")
+        raise ValueError(
+            "edges through the encoder need the encoder to run: pass input_features, not encoder_hidden_states"
+        )
 
 
 @torch.no_grad()

@@ -23,15 +23,17 @@ from jaxtyping import Float
 from transformer_lens.FactoredMatrix import FactoredMatrix
 
 
-def QK(model: Any, stack: str = "decoder", kind: str = "attn", layer: int | None = None,
-       head: int | None = None) -> FactoredMatrix:
+def QK(
+    model: Any, stack: str = "decoder", kind: str = "attn", layer: int | None = None, head: int | None = None
+) -> FactoredMatrix:
     """``W_Q W_K^T``: ``[layer, head, d_model, d_model]``, or one layer's ``[head, ...]``, or one head's
     (``model.weights(stack, kind).circuit("QK", layer, head)``, where it is built)."""
     return model.weights(stack, kind).circuit("QK", layer, head)
 
 
-def OV(model: Any, stack: str = "decoder", kind: str = "attn", layer: int | None = None,
-       head: int | None = None) -> FactoredMatrix:
+def OV(
+    model: Any, stack: str = "decoder", kind: str = "attn", layer: int | None = None, head: int | None = None
+) -> FactoredMatrix:
     """``W_V W_O``: ``[layer, head, d_model, d_model]``, or one layer's ``[head, ...]``, or one head's
     (``model.weights(stack, kind).circuit("OV", layer, head)``, where it is built)."""
     return model.weights(stack, kind).circuit("OV", layer, head)
@@ -39,7 +41,11 @@ def OV(model: Any, stack: str = "decoder", kind: str = "attn", layer: int | None
 
 @torch.no_grad()
 def ov_through_unembed(
-    model: Any, layer: int, head: int, kind: str = "attn", stack: str = "decoder",
+    model: Any,
+    layer: int,
+    head: int,
+    kind: str = "attn",
+    stack: str = "decoder",
     source: Float[torch.Tensor, "n d_model"] | None = None,
 ) -> Float[torch.Tensor, "n d_vocab"]:
     """A head's OV circuit read through the unembedding: ``source OV_h W_U``.

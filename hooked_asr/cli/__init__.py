@@ -73,8 +73,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from hooked_asr.loading.hf import CheckpointError
     from hooked_asr.loading.whisper_weights import WeightConversionError
 
-    return (AudioError, CheckpointError, CT2FormatError, StoreError, WeightConversionError, ValueError, IndexError,
-            OSError)
+    return (
+        AudioError,
+        CheckpointError,
+        CT2FormatError,
+        StoreError,
+        WeightConversionError,
+        ValueError,
+        IndexError,
+        OSError,
+    )
 
 
 def _flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, tuple[str, bool]]:
@@ -111,7 +119,9 @@ def _cli_message(e: BaseException, flags: dict[str, tuple[str, bool]], args: arg
         msg = re.sub(rf"(?<![\w.-]){re.escape(dest)}=", f"{flag} ", msg)
         msg = re.sub(rf"(?<![\w.-]){re.escape(dest)}(?= must\b)", flag, msg)
     if "allow_silence" not in flags:  # only transcribe has the switch: point there, not at Python
-        msg = re.sub(r"[^.;]*\ballow_silence=True\b[^.;]*", " hooked-asr transcribe --allow-silence transcribes it", msg)
+        msg = re.sub(
+            r"[^.;]*\ballow_silence=True\b[^.;]*", " hooked-asr transcribe --allow-silence transcribes it", msg
+        )
     return " ".join(msg.split())
 
 

@@ -52,8 +52,9 @@ def add_audio_arguments(p: argparse.ArgumentParser, many: bool, audio_help: str)
     any number of files and repeatable ``--say``."""
     if many:
         p.add_argument("audio", nargs="*", help=audio_help)
-        p.add_argument("--say", action="append", default=[],
-                       help="a sentence to synthesise with espeak-ng (repeatable)")
+        p.add_argument(
+            "--say", action="append", default=[], help="a sentence to synthesise with espeak-ng (repeatable)"
+        )
     else:
         p.add_argument("audio", nargs="?", default=None, help=audio_help)
         p.add_argument("--say", default=None, help="synthesise this sentence with espeak-ng instead of reading a file")
@@ -93,4 +94,12 @@ def audio_inputs(args: argparse.Namespace) -> list[tuple[str, Any, str | None]]:
     return inputs
 
 
-__all__ = ["add_audio_arguments", "add_model_argument", "note", "positive_int", "audio_inputs", "load_model_from_args", "one_audio"]
+__all__ = [
+    "add_audio_arguments",
+    "add_model_argument",
+    "note",
+    "positive_int",
+    "audio_inputs",
+    "load_model_from_args",
+    "one_audio",
+]

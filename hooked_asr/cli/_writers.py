@@ -51,12 +51,14 @@ def _segment_words(result: Any) -> list[list[dict[str, Any]]] | None:
     """Every segment's words as openai's dicts (escaped), or None without word timings."""
     if not result.segments or result.segments[0].words is None:
         return None
-    return [[{"word": escape_cue(w.word), "start": w.start, "end": w.end} for w in (s.words or [])]
-            for s in result.segments]
+    return [
+        [{"word": escape_cue(w.word), "start": w.start, "end": w.end} for w in (s.words or [])] for s in result.segments
+    ]
 
 
-def _word_subtitles(segments: list[list[dict[str, Any]]], max_line_width: int | None,
-                    max_line_count: int | None) -> Iterator[list[dict[str, Any]]]:
+def _word_subtitles(
+    segments: list[list[dict[str, Any]]], max_line_width: int | None, max_line_count: int | None
+) -> Iterator[list[dict[str, Any]]]:
     """openai's ``iterate_subtitles``: words grouped into cues (a list of word dicts whose text
     carries the spaces and line breaks)."""
     preserve_segments = max_line_count is None or max_line_width is None
@@ -74,7 +76,9 @@ def _word_subtitles(segments: list[list[dict[str, Any]]], max_line_width: int | 
                 line_len += len(timing["word"])
             else:
                 timing["word"] = timing["word"].strip()
-                if (subtitle and max_line_count is not None and (long_pause or line_count >= max_line_count)) or seg_break:
+                if (
+                    subtitle and max_line_count is not None and (long_pause or line_count >= max_line_count)
+                ) or seg_break:
                     yield subtitle
                     subtitle, line_count = [], 1
                 elif line_len > 0:
@@ -103,8 +107,10 @@ def subtitle_cues(result: Any, options: SubtitleOptions | None = None) -> list[t
             for i, this in enumerate(sub):
                 if round(last * 1000) != round(this["start"] * 1000):
                     cues.append((last, this["start"], text))
-                underlined = "".join(re.sub(r"^(\s*)(.*)$", r"\1<u>\2</u>", w["word"], flags=re.S) if j == i
-                                     else w["word"] for j, w in enumerate(sub))
+                underlined = "".join(
+                    re.sub(r"^(\s*)(.*)$", r"\1<u>\2</u>", w["word"], flags=re.S) if j == i else w["word"]
+                    for j, w in enumerate(sub)
+                )
                 cues.append((this["start"], this["end"], underlined))
                 last = this["end"]
     else:
@@ -132,14 +138,19 @@ def write_vtt(result: Any, options: SubtitleOptions | None = None) -> str:
 
 def write_srt(result: Any, options: SubtitleOptions | None = None) -> str:
     cues = subtitle_cues(result, options)
-    return "".join(f"{i}\n{format_timestamp(a, True, ',')} --> {format_timestamp(b, True, ',')}\n{t}\n\n"
-                   for i, (a, b, t) in enumerate(cues, 1))
+    return "".join(
+        f"{i}\n{format_timestamp(a, True, ',')} --> {format_timestamp(b, True, ',')}\n{t}\n\n"
+        for i, (a, b, t) in enumerate(cues, 1)
+    )
 
 
 def write_tsv(result: Any, options: SubtitleOptions | None = None) -> str:
     """``start<TAB>end<TAB>text`` in integer milliseconds (openai's ``WriteTSV``)."""
-    rows = [f"{round(1000 * max(s.start, 0.0))}\t{round(1000 * max(s.end, 0.0))}\t{s.text.strip().replace(chr(9), ' ')}"
-            for s in result.segments if s.text.strip()]
+    rows = [
+        f"{round(1000 * max(s.start, 0.0))}\t{round(1000 * max(s.end, 0.0))}\t{s.text.strip().replace(chr(9), ' ')}"
+        for s in result.segments
+        if s.text.strip()
+    ]
     return "start\tend\ttext\n" + "".join(r + "\n" for r in rows)
 
 
@@ -150,5 +161,16 @@ def write_json(result: Any, options: SubtitleOptions | None = None, name: str | 
 
 WRITERS = {"txt": write_txt, "vtt": write_vtt, "srt": write_srt, "tsv": write_tsv, "json": write_json}
 
-__all__ = ["FORMATS", "SubtitleOptions", "WRITERS", "escape_cue", "format_timestamp", "subtitle_cues", "write_json",
-           "write_srt", "write_tsv", "write_txt", "write_vtt"]
+__all__ = [
+    "FORMATS",
+    "SubtitleOptions",
+    "WRITERS",
+    "escape_cue",
+    "format_timestamp",
+    "subtitle_cues",
+    "write_json",
+    "write_srt",
+    "write_tsv",
+    "write_txt",
+    "write_vtt",
+]

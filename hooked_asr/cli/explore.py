@@ -22,20 +22,32 @@ from hooked_asr.cli._common import add_audio_arguments, add_model_argument, load
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explore", help="interactive HTML view: audio, spectrogram, tokens, attention, lenses (--serve: live)")
+    p = sub.add_parser(
+        "explore", help="interactive HTML view: audio, spectrogram, tokens, attention, lenses (--serve: live)"
+    )
     add_audio_arguments(p, many=False, audio_help="a wav/flac file (longer than 30 s: choose --start/--window)")
     add_model_argument(p)
     p.add_argument("--language", default=None, help="language code for multilingual models (default: detect)")
     p.add_argument("--start", type=float, default=0.0, help="start of the window shown, in seconds (default 0)")
-    p.add_argument("--window", type=float, default=None,
-                   help="length of the window shown, in seconds, at most the model's 30 (default: up to 30 s)")
+    p.add_argument(
+        "--window",
+        type=float,
+        default=None,
+        help="length of the window shown, in seconds, at most the model's 30 (default: up to 30 s)",
+    )
     p.add_argument("--patching", action="store_true", help="add a head patching sweep (white-noise reference)")
     p.add_argument("--out", default=None, help="HTML file to write (default: <audio name>.explore.html)")
-    p.add_argument("--sae", default=None, help="an SAE folder (save_sae / SAELens): its feature panel, and steering in --serve")
-    p.add_argument("--serve", action="store_true", help="serve the live explorer backed by the model instead of writing a file")
+    p.add_argument(
+        "--sae", default=None, help="an SAE folder (save_sae / SAELens): its feature panel, and steering in --serve"
+    )
+    p.add_argument(
+        "--serve", action="store_true", help="serve the live explorer backed by the model instead of writing a file"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
-    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest audio upload the page accepts, MB (default 50)")
+    p.add_argument(
+        "--max-upload-mb", type=float, default=50.0, help="largest audio upload the page accepts, MB (default 50)"
+    )
     p.set_defaults(func=run)
 
 
@@ -45,7 +57,9 @@ def _window(args: argparse.Namespace, model: object, audio: object) -> object:
     from hooked_asr.explore.live import LiveError, pick_window
 
     try:
-        return pick_window(load_audio(audio, allow_long=True), args.start, args.window, window_samples(model) / SAMPLE_RATE)
+        return pick_window(
+            load_audio(audio, allow_long=True), args.start, args.window, window_samples(model) / SAMPLE_RATE
+        )
     except LiveError as e:
         raise SystemExit(str(e)) from None
 
@@ -64,12 +78,15 @@ def run(args: argparse.Namespace) -> int:
 
         kinds = ["attn", "cross_attn"] if "decoder.blocks.0.cross_attn.hook_pattern" in model.hook_dict else ["attn"]
         comps = components(model, kinds=kinds, heads=True, stacks=["decoder"])
-        result, texts = patched_transcripts(model, wave, comps, intervention="interpolate", reference="noise",
-                                            missing="keep")  # a patched transcript may outgrow the reference
+        result, texts = patched_transcripts(
+            model, wave, comps, intervention="interpolate", reference="noise", missing="keep"
+        )  # a patched transcript may outgrow the reference
         sweep_kw = {"sweep": result, "sweep_metric": "changed", "patched_transcripts": texts}
     from hooked_asr.audio import SAMPLE_RATE
 
-    title = name if not (args.start or args.window) else f"{name} {args.start:g}-{args.start + len(wave) / SAMPLE_RATE:g} s"
+    title = (
+        name if not (args.start or args.window) else f"{name} {args.start:g}-{args.start + len(wave) / SAMPLE_RATE:g} s"
+    )
     if args.sae:
         from hooked_asr.sae.model import load_sae
 
@@ -92,13 +109,23 @@ def _serve(args: argparse.Namespace, model: object, audio: object, name: str) ->
         raise SystemExit(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     print(f"computing the clean view of {name} ...", flush=True)
     try:
-        session = LiveSession(model, audio, start=args.start, window=args.window, language=args.language, name=name,
-                              model_name=args.model or model.cfg.name, sae_path=args.sae)
+        session = LiveSession(
+            model,
+            audio,
+            start=args.start,
+            window=args.window,
+            language=args.language,
+            name=name,
+            model_name=args.model or model.cfg.name,
+            sae_path=args.sae,
+        )
     except LiveError as e:
         raise SystemExit(str(e)) from None
     server = LiveServer(session, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {args.host}: anyone who can reach it and has the token can run the model", flush=True)
+        print(
+            f"warning: serving on {args.host}: anyone who can reach it and has the token can run the model", flush=True
+        )
     print(f"heard: {session.clean_text}", flush=True)
     print(f"live explorer at {server.url}", flush=True)
     try:

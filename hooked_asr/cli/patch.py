@@ -28,29 +28,68 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("patch", help="component / head patching and ablation sweeps (table + heatmap)")
     add_audio_arguments(p, many=True, audio_help="wav/flac files")
     add_model_argument(p)
-    p.add_argument("--components", nargs="*", default=None,
-                   help="explicit components, e.g. decoder.blocks.1.cross_attn.head.3 (default: enumerate)")
-    p.add_argument("--kinds", nargs="+", default=["attn", "cross_attn", "mlp"], choices=["attn", "cross_attn", "mlp"],
-                   help="component kinds to enumerate")
-    p.add_argument("--stacks", nargs="+", default=["encoder", "decoder"], choices=["encoder", "decoder"],
-                   help="stacks to enumerate")
+    p.add_argument(
+        "--components",
+        nargs="*",
+        default=None,
+        help="explicit components, e.g. decoder.blocks.1.cross_attn.head.3 (default: enumerate)",
+    )
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["attn", "cross_attn", "mlp"],
+        choices=["attn", "cross_attn", "mlp"],
+        help="component kinds to enumerate",
+    )
+    p.add_argument(
+        "--stacks",
+        nargs="+",
+        default=["encoder", "decoder"],
+        choices=["encoder", "decoder"],
+        help="stacks to enumerate",
+    )
     p.add_argument("--layers", nargs="*", type=int, default=None, help="layer indices to enumerate (default: all)")
     p.add_argument("--no-heads", action="store_true", help="whole attention outputs instead of single heads")
-    p.add_argument("--intervention", default="interpolate", choices=["interpolate", "zero", "mean"],
-                   help="interpolate towards the reference, or zero / mean ablation")
+    p.add_argument(
+        "--intervention",
+        default="interpolate",
+        choices=["interpolate", "zero", "mean"],
+        help="interpolate towards the reference, or zero / mean ablation",
+    )
     p.add_argument("--alpha", type=float, default=1.0, help="a~ = (1-alpha) a + alpha a_ref (>= 0)")
-    p.add_argument("--reference", default="noise",
-                   help="'noise' (RMS-matched white noise), 'silence', or an audio file (same for every input)")
+    p.add_argument(
+        "--reference",
+        default="noise",
+        help="'noise' (RMS-matched white noise), 'silence', or an audio file (same for every input)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the noise reference")
-    p.add_argument("--mode", default="generate", choices=["generate", "teacher_forced"],
-                   help="decode under the patch, or score the clean transcript teacher-forced")
-    p.add_argument("--metrics", nargs="+", default=None,
-                   help="default: changed wer_delta n_tokens (generate), logprob (teacher_forced); generate: changed wer wer_delta loop loop_resolved repeated n_tokens; teacher_forced: logprob")
-    p.add_argument("--missing", default="keep", choices=["keep", "error"],
-                   help="decoder positions the reference lacks (longer patched transcripts): leave unpatched, or fail")
-    p.add_argument("--batch-size", type=positive_int, default=16, help="components per batched forward (1 = one at a time)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=None,
-                   help="token limit per patched transcript (default: the model's)")
+    p.add_argument(
+        "--mode",
+        default="generate",
+        choices=["generate", "teacher_forced"],
+        help="decode under the patch, or score the clean transcript teacher-forced",
+    )
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        default=None,
+        help="default: changed wer_delta n_tokens (generate), logprob (teacher_forced); generate: changed wer wer_delta loop loop_resolved repeated n_tokens; teacher_forced: logprob",
+    )
+    p.add_argument(
+        "--missing",
+        default="keep",
+        choices=["keep", "error"],
+        help="decoder positions the reference lacks (longer patched transcripts): leave unpatched, or fail",
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, default=16, help="components per batched forward (1 = one at a time)"
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=positive_int,
+        default=None,
+        help="token limit per patched transcript (default: the model's)",
+    )
     p.add_argument("--language", default=None, help="language for multilingual models (default en)")
     p.add_argument("--out", default="results/patch", help="output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -106,27 +145,52 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = sweep(
-        model, items, comps, args.intervention, args.alpha, mode=args.mode, metrics=metrics,
-        reference=None if ref_file is not None else args.reference, reference_seed=args.seed, means=means,
-        missing=args.missing, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        results_path=out / "results.jsonl", progress=not args.no_progress, teacher_forced_kwargs=tf_kwargs,
+        model,
+        items,
+        comps,
+        args.intervention,
+        args.alpha,
+        mode=args.mode,
+        metrics=metrics,
+        reference=None if ref_file is not None else args.reference,
+        reference_seed=args.seed,
+        means=means,
+        missing=args.missing,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        results_path=out / "results.jsonl",
+        progress=not args.no_progress,
+        teacher_forced_kwargs=tf_kwargs,
     )
     result.table.to_csv(out / "patch.csv", index=False)
     summary = result.summary()
-    (out / "patch.json").write_text(json.dumps({
-        "config": {**result.config, "model": args.model or DEFAULT_MODEL, "batch_size": args.batch_size,
-                   "items": [it.id for it in items]},
-        "seconds": result.seconds,
-        "batched_runs": result.n_batched_runs,
-        "summary": {c: {m: (None if v != v else float(v)) for m, v in row.items()} for c, row in summary.iterrows()},
-    }, indent=1))
+    (out / "patch.json").write_text(
+        json.dumps(
+            {
+                "config": {
+                    **result.config,
+                    "model": args.model or DEFAULT_MODEL,
+                    "batch_size": args.batch_size,
+                    "items": [it.id for it in items],
+                },
+                "seconds": result.seconds,
+                "batched_runs": result.n_batched_runs,
+                "summary": {
+                    c: {m: (None if v != v else float(v)) for m, v in row.items()} for c, row in summary.iterrows()
+                },
+            },
+            indent=1,
+        )
+    )
     figs = []
     if result.table["head"].notna().any():
         for m in sorted(result.table["metric"].unique()):
             figs.append(plot_head_heatmaps(result, m, out / f"heatmap_{m}.png"))
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"\n{len(result.table)} rows in {result.seconds:.1f} s ({result.n_batched_runs} batched runs); "
-          f"wrote {out / 'patch.csv'}, {out / 'patch.json'}" + "".join(f", {f}" for f in figs))
+    print(
+        f"\n{len(result.table)} rows in {result.seconds:.1f} s ({result.n_batched_runs} batched runs); "
+        f"wrote {out / 'patch.csv'}, {out / 'patch.json'}" + "".join(f", {f}" for f in figs)
+    )
     return 0
 
 

@@ -24,36 +24,83 @@ from hooked_asr.cli._writers import FORMATS, WRITERS, SubtitleOptions
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("transcribe", help="transcribe audio files (or a sentence spoken by espeak-ng with --say)",
-                       description=__doc__.split("\n\n")[0].replace("``", ""))
+    p = sub.add_parser(
+        "transcribe",
+        help="transcribe audio files (or a sentence spoken by espeak-ng with --say)",
+        description=__doc__.split("\n\n")[0].replace("``", ""),
+    )
     add_audio_arguments(p, many=True, audio_help="wav/flac/ogg files (any length)")
     add_model_argument(p)
-    p.add_argument("--output-dir", "--output_dir", "-o", default=None,
-                   help="write one file per input and format, named from the input (a.wav -> DIR/a.srt); "
-                        "default: print to stdout")
-    p.add_argument("--output-format", "--output_format", "-f", default="txt", choices=[*FORMATS, "all"],
-                   help="txt, vtt, srt, tsv, json, or all five (all needs --output-dir)")
+    p.add_argument(
+        "--output-dir",
+        "--output_dir",
+        "-o",
+        default=None,
+        help="write one file per input and format, named from the input (a.wav -> DIR/a.srt); default: print to stdout",
+    )
+    p.add_argument(
+        "--output-format",
+        "--output_format",
+        "-f",
+        default="txt",
+        choices=[*FORMATS, "all"],
+        help="txt, vtt, srt, tsv, json, or all five (all needs --output-dir)",
+    )
     p.add_argument("--json", action="store_true", help="same as --output-format json")
     p.add_argument("--language", default=None, help="language code for multilingual models (default: detect)")
-    p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"],
-                   help="transcribe, or translate into English (multilingual models)")
-    p.add_argument("--beam-size", "--beam_size", type=int, default=None,
-                   help="beam search with this many beams (default: greedy)")
-    p.add_argument("--temperature", type=float, nargs="+", default=[0.0],
-                   help="one temperature, or several for fallback (e.g. 0 0.2 0.4 0.6 0.8 1.0)")
-    p.add_argument("--initial-prompt", "--initial_prompt", default=None,
-                   help="text to condition the first window on (default: none)")
-    p.add_argument("--word-timestamps", "--word_timestamps", action="store_true",
-                   help="time every word (cross-attention DTW); the words go in the JSON")
-    p.add_argument("--highlight-words", "--highlight_words", action="store_true",
-                   help="srt/vtt: underline each word as it is spoken (needs --word-timestamps)")
-    p.add_argument("--max-line-width", "--max_line_width", type=int, default=None,
-                   help="srt/vtt: at most this many characters per line (needs --word-timestamps; default: "
-                        "one cue per segment)")
-    p.add_argument("--max-line-count", "--max_line_count", type=int, default=None,
-                   help="srt/vtt: at most this many lines per cue (needs --max-line-width; default: no limit)")
-    p.add_argument("--allow-silence", action="store_true",
-                   help="transcribe silent audio too (to study hallucinations) instead of refusing it")
+    p.add_argument(
+        "--task",
+        default="transcribe",
+        choices=["transcribe", "translate"],
+        help="transcribe, or translate into English (multilingual models)",
+    )
+    p.add_argument(
+        "--beam-size", "--beam_size", type=int, default=None, help="beam search with this many beams (default: greedy)"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="one temperature, or several for fallback (e.g. 0 0.2 0.4 0.6 0.8 1.0)",
+    )
+    p.add_argument(
+        "--initial-prompt",
+        "--initial_prompt",
+        default=None,
+        help="text to condition the first window on (default: none)",
+    )
+    p.add_argument(
+        "--word-timestamps",
+        "--word_timestamps",
+        action="store_true",
+        help="time every word (cross-attention DTW); the words go in the JSON",
+    )
+    p.add_argument(
+        "--highlight-words",
+        "--highlight_words",
+        action="store_true",
+        help="srt/vtt: underline each word as it is spoken (needs --word-timestamps)",
+    )
+    p.add_argument(
+        "--max-line-width",
+        "--max_line_width",
+        type=int,
+        default=None,
+        help="srt/vtt: at most this many characters per line (needs --word-timestamps; default: one cue per segment)",
+    )
+    p.add_argument(
+        "--max-line-count",
+        "--max_line_count",
+        type=int,
+        default=None,
+        help="srt/vtt: at most this many lines per cue (needs --max-line-width; default: no limit)",
+    )
+    p.add_argument(
+        "--allow-silence",
+        action="store_true",
+        help="transcribe silent audio too (to study hallucinations) instead of refusing it",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress messages or bars on stderr")
     p.set_defaults(func=run)
 
@@ -63,8 +110,14 @@ def _check(args: argparse.Namespace, fmt: str) -> SubtitleOptions:
     for flag, value in (("--max-line-width", args.max_line_width), ("--max-line-count", args.max_line_count)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: give a positive number")
-    needs_words = [f for f, on in (("--highlight-words", args.highlight_words),
-                                   ("--max-line-width", args.max_line_width is not None)) if on]
+    needs_words = [
+        f
+        for f, on in (
+            ("--highlight-words", args.highlight_words),
+            ("--max-line-width", args.max_line_width is not None),
+        )
+        if on
+    ]
     if needs_words and not args.word_timestamps:
         raise UsageError(f"{needs_words[0]} needs word timings: add --word-timestamps")
     if args.max_line_count is not None and args.max_line_width is None:
@@ -80,8 +133,10 @@ def _names(inputs: list[tuple[str, object, str | None]]) -> list[str]:
     seen: dict[str, str] = {}
     for (given, _, _), stem in zip(inputs, names):
         if stem in seen:
-            raise UsageError(f"{seen[stem]} and {given} would both be written as {stem}.*: rename one, "
-                             "or run them with different --output-dir")
+            raise UsageError(
+                f"{seen[stem]} and {given} would both be written as {stem}.*: rename one, "
+                "or run them with different --output-dir"
+            )
         seen[stem] = given
     return names
 
@@ -110,9 +165,16 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(name)
         # timestamps on whatever the format, as openai-whisper: one decoding behind every format
         out = model.transcribe(
-            audio, language=args.language, task=args.task, beam_size=args.beam_size, temperature=temps,
-            word_timestamps=args.word_timestamps, initial_prompt=args.initial_prompt, without_timestamps=False,
-            allow_silence=args.allow_silence, progress=False if quiet else None,
+            audio,
+            language=args.language,
+            task=args.task,
+            beam_size=args.beam_size,
+            temperature=temps,
+            word_timestamps=args.word_timestamps,
+            initial_prompt=args.initial_prompt,
+            without_timestamps=False,
+            allow_silence=args.allow_silence,
+            progress=False if quiet else None,
         )
         bar.update()
         if out_dir is not None:

@@ -125,12 +125,20 @@ def append_kv(
         return torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
     n, m = pk.shape[2], k.shape[2]
     buf = past.buffer if isinstance(past, KVCache) else None
-    if (buf is None or buf.filled != n or n + m > buf.k.shape[2] or buf.k.shape[:2] != k.shape[:2]
-            or buf.k.dtype != torch.result_type(pk, k)):
+    if (
+        buf is None
+        or buf.filled != n
+        or n + m > buf.k.shape[2]
+        or buf.k.shape[:2] != k.shape[:2]
+        or buf.k.dtype != torch.result_type(pk, k)
+    ):
         cap = max(2 * (n + m), 16)
         dtype = torch.result_type(pk, k)
-        buf = KVBuffer(pk.new_empty(*pk.shape[:2], cap, pk.shape[3], dtype=dtype),
-                       pv.new_empty(*pv.shape[:2], cap, pv.shape[3], dtype=dtype), n)
+        buf = KVBuffer(
+            pk.new_empty(*pk.shape[:2], cap, pk.shape[3], dtype=dtype),
+            pv.new_empty(*pv.shape[:2], cap, pv.shape[3], dtype=dtype),
+            n,
+        )
         buf.k[:, :, :n], buf.v[:, :, :n] = pk, pv
     buf.k[:, :, n : n + m], buf.v[:, :, n : n + m] = k, v
     buf.filled = n + m
@@ -356,4 +364,13 @@ class Attention(nn.Module):
         return out
 
 
-__all__ = ["KV", "KVBuffer", "KVCache", "append_kv", "Attention", "pattern_from_scores", "project_heads", "RotaryEmbedding"]
+__all__ = [
+    "KV",
+    "KVBuffer",
+    "KVCache",
+    "append_kv",
+    "Attention",
+    "pattern_from_scores",
+    "project_heads",
+    "RotaryEmbedding",
+]

@@ -1,10 +1,10 @@
 """Whisper's audio encoder (also Qwen2-Audio's audio tower).
 
-    x = gelu(conv1(mel)); x = gelu(conv2(x))          # stride 2: 2*n_ctx mel frames -> n_ctx frames
-    x = x^T + W_pos                                     # [batch, frame, d_model]
-    x = blocks(x)                                       # pre-norm, bidirectional
-    x = avg_pool(x)                                     # Qwen2-Audio only (pool_stride > 0)
-    out = ln_final(x)                                   # encoder.hook_out: what the decoder reads
+x = gelu(conv1(mel)); x = gelu(conv2(x))          # stride 2: 2*n_ctx mel frames -> n_ctx frames
+x = x^T + W_pos                                     # [batch, frame, d_model]
+x = blocks(x)                                       # pre-norm, bidirectional
+x = avg_pool(x)                                     # Qwen2-Audio only (pool_stride > 0)
+out = ln_final(x)                                   # encoder.hook_out: what the decoder reads
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ class AudioEncoder(nn.Module):
             )
         # min and max are NaN if any value is, and +-inf if any is: two reductions, no bool mask.
         if not torch.isfinite(torch.stack(torch.aminmax(input_features))).all():
-            raise ValueError("input_features contain NaN or inf; check the audio (hooked_asr.audio.load_audio validates it)")
+            raise ValueError(
+                "input_features contain NaN or inf; check the audio (hooked_asr.audio.load_audio validates it)"
+            )
 
     def forward(
         self,

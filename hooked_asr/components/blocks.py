@@ -1,8 +1,8 @@
 """A pre-norm transformer block, with cross-attention when it sits in Whisper's decoder.
 
-    resid_mid       = resid_pre + attn(ln1(resid_pre))
-    resid_mid_cross = resid_mid + cross_attn(ln_cross(resid_mid), encoder_out)   (decoder only)
-    resid_post      = resid_mid(_cross) + mlp(ln2(resid_mid(_cross)))
+resid_mid       = resid_pre + attn(ln1(resid_pre))
+resid_mid_cross = resid_mid + cross_attn(ln_cross(resid_mid), encoder_out)   (decoder only)
+resid_post      = resid_mid(_cross) + mlp(ln2(resid_mid(_cross)))
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ class Block(nn.Module):
         super().__init__()
         Norm = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}[norm]
         self.ln1 = Norm(d_model, ln_eps)
-        self.attn = Attention(d_model, n_heads, d_head, n_kv_heads, causal=causal, k_bias=k_bias, o_bias=o_bias, rotary=rotary)
+        self.attn = Attention(
+            d_model, n_heads, d_head, n_kv_heads, causal=causal, k_bias=k_bias, o_bias=o_bias, rotary=rotary
+        )
         self.has_cross_attention = cross_attention
         if cross_attention:
             self.ln_cross = Norm(d_model, ln_eps)

@@ -1,8 +1,8 @@
 """The text decoder: token (or merged audio+text) embeddings, causal blocks, final norm, unembedding.
 
-    x = W_E[tokens] (or inputs_embeds)  (+ W_pos[positions] when positions are learned)
-    x = blocks(x, encoder_out)           # causal self-attention, cross-attention if configured
-    logits = ln_final(x) W_U             # W_U = W_E^T when tied (Whisper)
+x = W_E[tokens] (or inputs_embeds)  (+ W_pos[positions] when positions are learned)
+x = blocks(x, encoder_out)           # causal self-attention, cross-attention if configured
+logits = ln_final(x) W_U             # W_U = W_E^T when tied (Whisper)
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def reorder_cache(past_kv: list[LayerCache], beam_idx: Int[torch.Tensor, "rows"]
     The input is not modified.
     """
     if beam_idx.ndim != 1 or beam_idx.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"beam_idx must be a 1-d integer tensor of row indices, got {beam_idx.dtype} {tuple(beam_idx.shape)}")
+        raise ValueError(
+            f"beam_idx must be a 1-d integer tensor of row indices, got {beam_idx.dtype} {tuple(beam_idx.shape)}"
+        )
     out: list[LayerCache] = []
     for layer in past_kv:
         new: LayerCache = {}
@@ -48,7 +50,9 @@ class TextDecoder(nn.Module):
         # Tied: W_E is stored transposed ([d_model, d_vocab] in memory), so the unembedding
         # x W_E^T reads one contiguous matrix: at one token per step it is memory-bound and the
         # transposed read (F.linear's) is ~1.4-1.9x slower at batch 4-8. Costs no extra memory.
-        self.W_E = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab).T if cfg.tie_unembed else torch.empty(cfg.d_vocab, cfg.d_model))
+        self.W_E = nn.Parameter(
+            torch.empty(cfg.d_model, cfg.d_vocab).T if cfg.tie_unembed else torch.empty(cfg.d_vocab, cfg.d_model)
+        )
         if cfg.positional == "learned":
             self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
             self.hook_pos_embed = HookPoint(copy_input=True)  # a view of W_pos; [batch, pos, d_model]
@@ -117,8 +121,13 @@ class TextDecoder(nn.Module):
         x, position_ids = self.embed(input_ids, inputs_embeds, past_kv, position_ids)
         present: list[LayerCache] = []
         for i, block in enumerate(self.blocks[:stop_at_layer]):
-            x, kv = block(x, encoder_out=encoder_out, past_kv=past_kv[i] if past_kv else None,
-                          position_ids=position_ids, attention_mask=attention_mask)
+            x, kv = block(
+                x,
+                encoder_out=encoder_out,
+                past_kv=past_kv[i] if past_kv else None,
+                position_ids=position_ids,
+                attention_mask=attention_mask,
+            )
             present.append(kv)
         if stop_at_layer is not None:
             return x, present
@@ -167,5 +176,6 @@ class TextDecoder(nn.Module):
     def head(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_vocab"]:
         """``logits = ln_final(x) W_U`` through ``hook_logits``."""
         return self.hook_logits(self.unembed(self.ln_final(x)))
+
 
 __all__ = ["LayerCache", "reorder_cache", "TextDecoder"]

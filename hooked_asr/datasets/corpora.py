@@ -40,8 +40,15 @@ from hooked_asr.datasets.labelled._build import params_str
 from hooked_asr.datasets.labelled.dataset import LabelledDataset, digest
 
 AUDIO_EXTS = (".flac", ".wav", ".mp3", ".ogg", ".opus")
-LIBRISPEECH_SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360",
-                      "train-other-500")
+LIBRISPEECH_SPLITS = (
+    "dev-clean",
+    "dev-other",
+    "test-clean",
+    "test-other",
+    "train-clean-100",
+    "train-clean-360",
+    "train-other-500",
+)
 
 
 class CorpusError(RuntimeError):
@@ -74,9 +81,11 @@ def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
 
 
 def _offline_message(name: str, how: str, why: str) -> str:
-    return (f"{name!r} is not a local folder, so it would be downloaded from the Hugging Face hub, "
-            f"which cannot be reached: {why}. On a machine with network run `{how}` and pass that folder "
-            "here, or pass the root of the raw corpus on disk (see hooked_asr.datasets.corpora's docstring).")
+    return (
+        f"{name!r} is not a local folder, so it would be downloaded from the Hugging Face hub, "
+        f"which cannot be reached: {why}. On a machine with network run `{how}` and pass that folder "
+        "here, or pass the root of the raw corpus on disk (see hooked_asr.datasets.corpora's docstring)."
+    )
 
 
 def _load_hf(path_or_name: str | Path, split: str, config: str | None, how: str) -> Any:
@@ -98,8 +107,10 @@ def _load_hf(path_or_name: str | Path, split: str, config: str | None, how: str)
         try:
             ds = datasets.load_dataset(str(path_or_name), config, split=split)
         except Exception as e:  # network, gated dataset, unknown split...
-            raise CorpusError(f"datasets.load_dataset({str(path_or_name)!r}, {config!r}, split={split!r}) failed: "
-                              f"{type(e).__name__}: {e}") from e
+            raise CorpusError(
+                f"datasets.load_dataset({str(path_or_name)!r}, {config!r}, split={split!r}) failed: "
+                f"{type(e).__name__}: {e}"
+            ) from e
     if isinstance(ds, datasets.DatasetDict):
         keys = [split, split.replace(".", "_"), split.replace("-", "."), split.replace(".", "-")]
         key = next((k for k in keys if k in ds), None)
@@ -119,8 +130,12 @@ def _hf_audio(ds: Any, i: int) -> Callable[[], np.ndarray]:
 
         a = ds[i]["audio"]
         if isinstance(a, Mapping) and "array" in a:  # already decoded
-            return load_audio(np.asarray(a["array"], dtype=np.float32), sampling_rate=int(a["sampling_rate"]),
-                              allow_long=True, allow_silence=True)
+            return load_audio(
+                np.asarray(a["array"], dtype=np.float32),
+                sampling_rate=int(a["sampling_rate"]),
+                allow_long=True,
+                allow_silence=True,
+            )
         if a.get("bytes"):
             data, sr = sf.read(io.BytesIO(a["bytes"]), dtype="float32", always_2d=True)
             return load_audio(data, sampling_rate=sr, allow_long=True, allow_silence=True)
@@ -158,8 +173,15 @@ def _select(rows: list[dict[str, Any]], n: int | None, shuffle_seed: int | None)
     return rows if n is None else rows[:n]
 
 
-def _labelled(rows: list[dict[str, Any]], audio: list[Any], label: str, valid: Iterable[str], drop_unlabelled: bool,
-              name: str, params: Mapping[str, Any]) -> LabelledDataset:
+def _labelled(
+    rows: list[dict[str, Any]],
+    audio: list[Any],
+    label: str,
+    valid: Iterable[str],
+    drop_unlabelled: bool,
+    name: str,
+    params: Mapping[str, Any],
+) -> LabelledDataset:
     valid = list(valid)
     if label not in valid:
         raise ValueError(f"unknown label {label!r}; valid: {', '.join(valid)}")
@@ -173,8 +195,10 @@ def _labelled(rows: list[dict[str, Any]], audio: list[Any], label: str, valid: I
         values = [index.get(str(r[key]), -1) for r in rows]
     keep = [i for i, v in enumerate(values) if v >= 0 or not drop_unlabelled]
     if label == "gender" and rows and not any(v >= 0 for v in values):
-        raise CorpusError(f"no item has a known gender in this {name} selection "
-                          "(LibriSpeech: SPEAKERS.TXT next to the split folders, or speakers_file=...)")
+        raise CorpusError(
+            f"no item has a known gender in this {name} selection "
+            "(LibriSpeech: SPEAKERS.TXT next to the split folders, or speakers_file=...)"
+        )
     records = []
     for i in keep:
         r = dict(rows[i])
@@ -221,8 +245,10 @@ def read_speakers_txt(path: str | Path) -> dict[int, str]:
 
 def _librispeech_raw(split_dir: Path, speakers: dict[int, str]) -> tuple[list[dict[str, Any]], list[Path]]:
     rows, paths = [], []
-    trans_files = sorted(split_dir.glob("*/*/*.trans.txt"), key=lambda p: [int(x) if x.isdigit() else x
-                                                                            for x in re.split(r"[-.]", p.name)])
+    trans_files = sorted(
+        split_dir.glob("*/*/*.trans.txt"),
+        key=lambda p: [int(x) if x.isdigit() else x for x in re.split(r"[-.]", p.name)],
+    )
     if not trans_files:
         raise CorpusError(f"no <speaker>/<chapter>/*.trans.txt under {split_dir}")
     for tf in trans_files:
@@ -230,14 +256,24 @@ def _librispeech_raw(split_dir: Path, speakers: dict[int, str]) -> tuple[list[di
             if not line.strip():
                 continue
             utt_id, _, text = line.strip().partition(" ")
-            audio = next((tf.parent / (utt_id + ext) for ext in AUDIO_EXTS if (tf.parent / (utt_id + ext)).exists()),
-                         None)
+            audio = next(
+                (tf.parent / (utt_id + ext) for ext in AUDIO_EXTS if (tf.parent / (utt_id + ext)).exists()), None
+            )
             if audio is None:
                 raise CorpusError(f"{tf} lists {utt_id} but no {utt_id}.flac (or .wav) is beside it")
             spk, chap, _ = (utt_id.split("-") + ["", ""])[:3]
             g, gname = normalize_gender(speakers.get(int(spk)) if spk.isdigit() else None)
-            rows.append({"text": text.strip(), "id": utt_id, "speaker": spk, "speaker_id": int(spk) if spk.isdigit() else -1,
-                         "chapter_id": int(chap) if chap.isdigit() else -1, "gender": g, "gender_name": gname})
+            rows.append(
+                {
+                    "text": text.strip(),
+                    "id": utt_id,
+                    "speaker": spk,
+                    "speaker_id": int(spk) if spk.isdigit() else -1,
+                    "chapter_id": int(chap) if chap.isdigit() else -1,
+                    "gender": g,
+                    "gender_name": gname,
+                }
+            )
             paths.append(audio)
     return rows, paths
 
@@ -261,8 +297,14 @@ def load_librispeech(
     ``speakers_file``).
     """
     n = _check_n(n)
-    params = {"source": str(path_or_name), "split": split, "n": n, "label": label, "shuffle_seed": shuffle_seed,
-              "max_seconds": max_seconds}
+    params = {
+        "source": str(path_or_name),
+        "split": split,
+        "n": n,
+        "label": label,
+        "shuffle_seed": shuffle_seed,
+        "max_seconds": max_seconds,
+    }
     if label not in ("speaker", "gender"):
         raise ValueError(f"unknown label {label!r}; valid: speaker, gender")
     root = Path(path_or_name)
@@ -289,13 +331,24 @@ def load_librispeech(
         return _labelled(sel_rows, sel_audio, label, ("speaker", "gender"), drop_unlabelled, "librispeech", params)
     if root.is_dir() and not any(root.iterdir()):
         raise CorpusError(f"{root} is empty")
-    if root.exists() and not (root / "dataset_dict.json").exists() and not (root / "state.json").exists() \
-            and not any(root.glob("**/*.parquet")) and not any(root.glob("**/*.arrow")):
-        raise CorpusError(f"{root} holds neither LibriSpeech split {split!r} (<split>/<speaker>/<chapter>/*.trans.txt; "
-                          f"folders there: {sorted(p.name for p in root.iterdir() if p.is_dir())[:10]}) nor a "
-                          "Hugging Face dataset")
-    ds = _load_hf(path_or_name, split, None,
-                  f"datasets.load_dataset({str(path_or_name)!r}, split={split!r}).save_to_disk('librispeech_{split}')")
+    if (
+        root.exists()
+        and not (root / "dataset_dict.json").exists()
+        and not (root / "state.json").exists()
+        and not any(root.glob("**/*.parquet"))
+        and not any(root.glob("**/*.arrow"))
+    ):
+        raise CorpusError(
+            f"{root} holds neither LibriSpeech split {split!r} (<split>/<speaker>/<chapter>/*.trans.txt; "
+            f"folders there: {sorted(p.name for p in root.iterdir() if p.is_dir())[:10]}) nor a "
+            "Hugging Face dataset"
+        )
+    ds = _load_hf(
+        path_or_name,
+        split,
+        None,
+        f"datasets.load_dataset({str(path_or_name)!r}, split={split!r}).save_to_disk('librispeech_{split}')",
+    )
     rows, audio = [], []
     for i in _select(list(range(len(ds))), None, shuffle_seed):
         if n is not None and len(rows) >= n:
@@ -305,9 +358,17 @@ def load_librispeech(
             continue
         spk = r.get("speaker_id", -1)
         g, gname = normalize_gender(r.get("gender") or speakers.get(int(spk) if str(spk).lstrip("-").isdigit() else -1))
-        rows.append({"text": str(r.get("text", "")), "id": str(r.get("id", i)), "speaker": str(spk),
-                     "speaker_id": int(spk) if str(spk).lstrip("-").isdigit() else -1,
-                     "chapter_id": int(r.get("chapter_id", -1) or -1), "gender": g, "gender_name": gname})
+        rows.append(
+            {
+                "text": str(r.get("text", "")),
+                "id": str(r.get("id", i)),
+                "speaker": str(spk),
+                "speaker_id": int(spk) if str(spk).lstrip("-").isdigit() else -1,
+                "chapter_id": int(r.get("chapter_id", -1) or -1),
+                "gender": g,
+                "gender_name": gname,
+            }
+        )
         audio.append(_hf_audio(ds, i))
     return _labelled(rows, audio, label, ("speaker", "gender"), drop_unlabelled, "librispeech", params)
 
@@ -321,9 +382,16 @@ def _cv_row(r: Mapping[str, Any], fallback_id: str) -> dict[str, Any]:
     accent = r.get("accents", r.get("accent", "")) or ""
     client = str(r.get("client_id", "") or "")
     path = str(r.get("path", "") or "")
-    return {"text": str(r.get("sentence", "") or ""), "id": Path(path).stem or fallback_id, "speaker": client,
-            "gender": g, "gender_name": gname, "accent": str(accent), "age": str(r.get("age", "") or ""),
-            "locale": str(r.get("locale", "") or "")}
+    return {
+        "text": str(r.get("sentence", "") or ""),
+        "id": Path(path).stem or fallback_id,
+        "speaker": client,
+        "gender": g,
+        "gender_name": gname,
+        "accent": str(accent),
+        "age": str(r.get("age", "") or ""),
+        "locale": str(r.get("locale", "") or ""),
+    }
 
 
 def load_common_voice(
@@ -344,8 +412,15 @@ def load_common_voice(
     blank). ``max_seconds`` skips longer clips (checked from the file header).
     """
     n = _check_n(n)
-    params = {"source": str(path_or_name), "language": language, "split": split, "n": n, "label": label,
-              "shuffle_seed": shuffle_seed, "max_seconds": max_seconds}
+    params = {
+        "source": str(path_or_name),
+        "language": language,
+        "split": split,
+        "n": n,
+        "label": label,
+        "shuffle_seed": shuffle_seed,
+        "max_seconds": max_seconds,
+    }
     if label not in ("gender", "accent", "speaker"):
         raise ValueError(f"unknown label {label!r}; valid: gender, accent, speaker")
     root = Path(path_or_name)
@@ -360,8 +435,10 @@ def load_common_voice(
             tsvs = sorted(p.relative_to(root).as_posix() for p in list(root.glob("*.tsv")) + list(root.glob("*/*.tsv")))
             if tsvs or not (root / "dataset_dict.json").exists() and not (root / "state.json").exists():
                 langs = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.tsv")))
-                raise CorpusError(f"no {language}/{disk_split}.tsv under {root} (languages there: {langs or 'none'}; "
-                                  f"tsv files: {tsvs[:10] or 'none'})")
+                raise CorpusError(
+                    f"no {language}/{disk_split}.tsv under {root} (languages there: {langs or 'none'}; "
+                    f"tsv files: {tsvs[:10] or 'none'})"
+                )
     if lang_dir is not None:
         with open(lang_dir / f"{disk_split}.tsv", encoding="utf-8", newline="") as f:
             table = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -372,17 +449,23 @@ def load_common_voice(
             r = table[i]
             clip = lang_dir / "clips" / r.get("path", "")
             if not clip.is_file():
-                raise CorpusError(f"{lang_dir / (disk_split + '.tsv')} row {i + 1} names {r.get('path')!r}, "
-                                  f"not found in {lang_dir / 'clips'}")
+                raise CorpusError(
+                    f"{lang_dir / (disk_split + '.tsv')} row {i + 1} names {r.get('path')!r}, "
+                    f"not found in {lang_dir / 'clips'}"
+                )
             if max_seconds is not None and (_duration(clip) or 0.0) > max_seconds:
                 continue
             rows.append(_cv_row(r, str(i)))
             audio.append(str(clip))
         return _labelled(rows, audio, label, ("gender", "accent", "speaker"), drop_unlabelled, "common_voice", params)
-    ds = _load_hf(path_or_name, split, language,
-                  f"datasets.load_dataset({str(path_or_name)!r}, {language!r}, split={split!r})"
-                  f".save_to_disk('cv_{language}_{split}')' (Common Voice on the hub is gated: accept its terms and "
-                  "log in first; or download the tarball from commonvoice.mozilla.org")
+    ds = _load_hf(
+        path_or_name,
+        split,
+        language,
+        f"datasets.load_dataset({str(path_or_name)!r}, {language!r}, split={split!r})"
+        f".save_to_disk('cv_{language}_{split}')' (Common Voice on the hub is gated: accept its terms and "
+        "log in first; or download the tarball from commonvoice.mozilla.org",
+    )
     rows, audio = [], []
     for i in _select(list(range(len(ds))), None, shuffle_seed):
         if n is not None and len(rows) >= n:

@@ -41,17 +41,32 @@ class EspeakError(RuntimeError):
 
 
 class _VoiceStruct(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_char_p), ("languages", ctypes.c_char_p), ("identifier", ctypes.c_char_p),
-                ("gender", ctypes.c_ubyte), ("age", ctypes.c_ubyte), ("variant", ctypes.c_ubyte),
-                ("xx1", ctypes.c_ubyte), ("score", ctypes.c_int), ("spare", ctypes.c_void_p)]
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_char_p),
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
 
 
 class _Event(ctypes.Structure):
     """libespeak-ng's ``espeak_EVENT`` (speak_lib.h); a list of them ends with type 0."""
 
-    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
-                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
-                ("user_data", ctypes.c_void_p), ("id", ctypes.c_int64)]
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_int64),
+    ]
 
 
 _EVENT_WORD, _EVENT_END = 1, 5
@@ -86,8 +101,11 @@ class _Espeak:
 
             return espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
         except Exception as e:  # missing package or a broken wheel: try the system library
-            for cand in ["/usr/lib/x86_64-linux-gnu/libespeak-ng.so.1", "/usr/lib/aarch64-linux-gnu/libespeak-ng.so.1",
-                         "/usr/lib/libespeak-ng.so.1"]:
+            for cand in [
+                "/usr/lib/x86_64-linux-gnu/libespeak-ng.so.1",
+                "/usr/lib/aarch64-linux-gnu/libespeak-ng.so.1",
+                "/usr/lib/libespeak-ng.so.1",
+            ]:
                 if Path(cand).exists():
                     return cand, None
             raise EspeakError(
@@ -116,8 +134,11 @@ class _Espeak:
         if alias is None or self.lib.espeak_SetVoiceByName(f"{alias}{plus}{variant}".encode()) != 0:
             names = list_voices()
             close = difflib.get_close_matches(voice, names, n=5, cutoff=0.5)
-            raise EspeakError(f"unknown espeak-ng voice {voice!r}" + (f"; close: {', '.join(close)}" if close else "")
-                              + " (hooked_asr.datasets.espeak.list_voices() lists all; variants look like 'en-us+f3')")
+            raise EspeakError(
+                f"unknown espeak-ng voice {voice!r}"
+                + (f"; close: {', '.join(close)}" if close else "")
+                + " (hooked_asr.datasets.espeak.list_voices() lists all; variants look like 'en-us+f3')"
+            )
 
 
 # A word's edges: 5-ms frames quieter than this fraction of the utterance's peak RMS (an amplitude, not a time).
@@ -146,8 +167,13 @@ def synthesize(
 
 
 def synthesize_words(
-    text: str, voice: str = "en-us", rate: int = 160, pitch: int | None = None, sample_rate: int = SAMPLE_RATE,
-    silence: float = WORD_EDGE_SILENCE, pause: float = 0.1,
+    text: str,
+    voice: str = "en-us",
+    rate: int = 160,
+    pitch: int | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    silence: float = WORD_EDGE_SILENCE,
+    pause: float = 0.1,
 ) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
     """:func:`synthesize` with each word's time: ``(audio, [(word, start_s, end_s), ...])``.
 
@@ -162,8 +188,15 @@ def synthesize_words(
     return _synthesize(text, voice, rate, pitch, sample_rate, True, silence, pause)
 
 
-def _word_spans(text: str, audio: np.ndarray, events: list[tuple[int, int, int, int]], engine_rate: int,
-                sample_rate: int, silence: float = WORD_EDGE_SILENCE, pause: float = 0.1) -> list[tuple[str, float, float]]:
+def _word_spans(
+    text: str,
+    audio: np.ndarray,
+    events: list[tuple[int, int, int, int]],
+    engine_rate: int,
+    sample_rate: int,
+    silence: float = WORD_EDGE_SILENCE,
+    pause: float = 0.1,
+) -> list[tuple[str, float, float]]:
     hop = max(1, sample_rate // 200)  # 5-ms frames
     n = len(audio) // hop
     rms = np.sqrt((audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(1)) if n else np.zeros(0)
@@ -187,8 +220,16 @@ def _word_spans(text: str, audio: np.ndarray, events: list[tuple[int, int, int, 
     return spans
 
 
-def _synthesize(text: str, voice: str, rate: int, pitch: int | None, sample_rate: int,
-                words: bool, silence: float = WORD_EDGE_SILENCE, pause: float = 0.1) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+def _synthesize(
+    text: str,
+    voice: str,
+    rate: int,
+    pitch: int | None,
+    sample_rate: int,
+    words: bool,
+    silence: float = WORD_EDGE_SILENCE,
+    pause: float = 0.1,
+) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
     if not text.strip():
         raise ValueError("text is empty: nothing to synthesise")
     if not hasattr(os, "fork"):
@@ -199,6 +240,7 @@ def _synthesize(text: str, voice: str, rate: int, pitch: int | None, sample_rate
         # a voice (its variant especially) leaves settings behind that the next voice keeps.
         _engine()
         import scipy.signal  # noqa: F401
+
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: speak once, send the samples, exit without running Python's cleanup
@@ -299,7 +341,7 @@ def _phonemize_here(text: str, voice: str) -> str:
 def _send(fd: int, kind: bytes, body: bytes) -> None:
     data = kind + struct.pack("<I", len(body)) + body
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def _recv(fd: int) -> tuple[bytes, bytes]:

@@ -19,6 +19,7 @@ import numpy as np
 from jaxtyping import Float
 
 from hooked_asr.audio import SAMPLE_RATE
+
 DEFAULT_PEAK = 0.5
 NONSPEECH_KINDS = ("white", "pink", "brown", "tone", "chirp", "music")
 
@@ -67,20 +68,23 @@ def coloured_noise(
     return normalize_peak(np.fft.irfft(spec * scale, n), peak)
 
 
-def white_noise(seconds: float, seed: Seed = 0, *, rng: np.random.Generator | None = None,
-                peak: float = DEFAULT_PEAK) -> Float[np.ndarray, "samples"]:
+def white_noise(
+    seconds: float, seed: Seed = 0, *, rng: np.random.Generator | None = None, peak: float = DEFAULT_PEAK
+) -> Float[np.ndarray, "samples"]:
     """Gaussian white noise (flat spectrum)."""
     return coloured_noise(seconds, 0.0, seed, rng=rng, peak=peak)
 
 
-def pink_noise(seconds: float, seed: Seed = 0, *, rng: np.random.Generator | None = None,
-               peak: float = DEFAULT_PEAK) -> Float[np.ndarray, "samples"]:
+def pink_noise(
+    seconds: float, seed: Seed = 0, *, rng: np.random.Generator | None = None, peak: float = DEFAULT_PEAK
+) -> Float[np.ndarray, "samples"]:
     """Pink noise: PSD ~ 1/f (-3 dB per octave)."""
     return coloured_noise(seconds, 1.0, seed, rng=rng, peak=peak)
 
 
-def brown_noise(seconds: float, seed: Seed = 0, *, rng: np.random.Generator | None = None,
-                peak: float = DEFAULT_PEAK) -> Float[np.ndarray, "samples"]:
+def brown_noise(
+    seconds: float, seed: Seed = 0, *, rng: np.random.Generator | None = None, peak: float = DEFAULT_PEAK
+) -> Float[np.ndarray, "samples"]:
     """Brown (red) noise: PSD ~ 1/f^2 (-6 dB per octave)."""
     return coloured_noise(seconds, 2.0, seed, rng=rng, peak=peak)
 
@@ -99,16 +103,18 @@ def _fade(a: np.ndarray, fade_s: float) -> np.ndarray:
     return a
 
 
-def tone(freq: float, seconds: float, peak: float = DEFAULT_PEAK, fade_s: float = 0.01,
-         phase: float = 0.0) -> Float[np.ndarray, "samples"]:
+def tone(
+    freq: float, seconds: float, peak: float = DEFAULT_PEAK, fade_s: float = 0.01, phase: float = 0.0
+) -> Float[np.ndarray, "samples"]:
     """A pure sine at ``freq`` Hz with ``fade_s`` raised-cosine fades (no clicks)."""
     _check_freq("freq", freq)
     t = np.arange(_n_samples(seconds)) / SAMPLE_RATE
     return normalize_peak(_fade(np.sin(2 * np.pi * freq * t + phase), fade_s), peak)
 
 
-def chirp(f0: float, f1: float, seconds: float, method: str = "linear", peak: float = DEFAULT_PEAK,
-          fade_s: float = 0.01) -> Float[np.ndarray, "samples"]:
+def chirp(
+    f0: float, f1: float, seconds: float, method: str = "linear", peak: float = DEFAULT_PEAK, fade_s: float = 0.01
+) -> Float[np.ndarray, "samples"]:
     """A sweep from ``f0`` to ``f1`` Hz (``method``: ``"linear"`` or ``"logarithmic"``, as scipy's)."""
     from scipy.signal import chirp as _chirp
 
@@ -121,8 +127,14 @@ def chirp(f0: float, f1: float, seconds: float, method: str = "linear", peak: fl
     return normalize_peak(_fade(_chirp(t, f0, max(t[-1], 1.0 / SAMPLE_RATE), f1, method=method), fade_s), peak)
 
 
-def synthetic_music(seconds: float, seed: Seed = 0, *, rng: np.random.Generator | None = None,
-                    peak: float = DEFAULT_PEAK, n_voices: int = 2) -> Float[np.ndarray, "samples"]:
+def synthetic_music(
+    seconds: float,
+    seed: Seed = 0,
+    *,
+    rng: np.random.Generator | None = None,
+    peak: float = DEFAULT_PEAK,
+    n_voices: int = 2,
+) -> Float[np.ndarray, "samples"]:
     """A few notes from a pentatonic scale, each with 5 decaying harmonics and an
     attack-decay-sustain-release envelope; ``n_voices`` overlapping melodic lines."""
     n = _n_samples(seconds)
@@ -138,7 +150,9 @@ def synthetic_music(seconds: float, seed: Seed = 0, *, rng: np.random.Generator 
             f = 440.0 * 2 ** ((midi - 69) / 12)
             m = min(dur, n - pos)
             t = np.arange(m) / SAMPLE_RATE
-            note = sum((0.6**h) * np.sin(2 * np.pi * f * (h + 1) * t) for h in range(5) if f * (h + 1) < SAMPLE_RATE / 2)
+            note = sum(
+                (0.6**h) * np.sin(2 * np.pi * f * (h + 1) * t) for h in range(5) if f * (h + 1) < SAMPLE_RATE / 2
+            )
             a, r = max(1, int(0.01 * SAMPLE_RATE)), max(1, int(0.05 * SAMPLE_RATE))
             env = np.exp(-3.0 * t / max(dur / SAMPLE_RATE, 1e-3)) * 0.7 + 0.3
             env[: min(a, m)] *= np.linspace(0, 1, min(a, m))
@@ -196,7 +210,11 @@ def white_noise_like(
 
 
 def mix_at_snr(
-    speech: np.ndarray, noise: np.ndarray, snr_db: float, *, max_peak: float = 0.99,
+    speech: np.ndarray,
+    noise: np.ndarray,
+    snr_db: float,
+    *,
+    max_peak: float = 0.99,
     return_components: bool = False,
 ) -> Float[np.ndarray, "samples"] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``speech + g * noise`` with ``10 log10(P_speech / P(g * noise)) == snr_db``.
@@ -234,7 +252,9 @@ def mix_at_snr(
     return mixed.astype(np.float32)
 
 
-def nonspeech_clip(kind: str, seconds: float, seed: int = 0, peak: float = DEFAULT_PEAK) -> Float[np.ndarray, "samples"]:
+def nonspeech_clip(
+    kind: str, seconds: float, seed: int = 0, peak: float = DEFAULT_PEAK
+) -> Float[np.ndarray, "samples"]:
     """One clip of ``kind`` (one of :data:`NONSPEECH_KINDS`); tone and chirp frequencies and
     the notes of ``music`` are drawn from ``seed`` (tones 100-2000 Hz log-uniform, chirps
     between 100 and 4000 Hz, up or down)."""
@@ -244,8 +264,12 @@ def nonspeech_clip(kind: str, seconds: float, seed: int = 0, peak: float = DEFAU
         "pink": lambda: pink_noise(seconds, rng=g, peak=peak),
         "brown": lambda: brown_noise(seconds, rng=g, peak=peak),
         "tone": lambda: tone(float(np.exp(g.uniform(np.log(100), np.log(2000)))), seconds, peak=peak),
-        "chirp": lambda: chirp(*[float(x) for x in np.exp(g.uniform(np.log(100), np.log(4000), 2))], seconds,
-                               method="logarithmic", peak=peak),
+        "chirp": lambda: chirp(
+            *[float(x) for x in np.exp(g.uniform(np.log(100), np.log(4000), 2))],
+            seconds,
+            method="logarithmic",
+            peak=peak,
+        ),
         "music": lambda: synthetic_music(seconds, rng=g, peak=peak),
     }
     if kind not in makers:
@@ -254,7 +278,8 @@ def nonspeech_clip(kind: str, seconds: float, seed: int = 0, peak: float = DEFAU
 
 
 __all__ = [
-    "rms", "white_noise_like",
+    "rms",
+    "white_noise_like",
     "NONSPEECH_KINDS",
     "brown_noise",
     "chirp",

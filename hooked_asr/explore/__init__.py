@@ -93,21 +93,37 @@ def explore(
     lens = step("logit lens", logit_lens, model, wave, tokens=result.tokens, top_k=top_k, language=result.language)
     steps = lens.tokens.tolist()  # the transcript, then end of text
     words = step("word timings", _data.word_timings, model, result)
-    audio_att, self_att = step("attention", _data.attention_sections, model, wave, steps, result.language, len(steps),
-                               max_audio_columns=max_audio_columns)
+    audio_att, self_att = step(
+        "attention",
+        _data.attention_sections,
+        model,
+        wave,
+        steps,
+        result.language,
+        len(steps),
+        max_audio_columns=max_audio_columns,
+    )
     enc = step("encoder lens", encoder_lens, model, wave, final=result, max_new_tokens=encoder_lens_max_new_tokens)
     audio_sec = _data.audio_section(wave)
     wav = audio_sec.pop("wav_base64")
     mel = _data.mel_section(model, wave)
     data: dict[str, Any] = {
-        "version": 1, "title": title,
-        "model": {"name": model.cfg.name, "arch": "whisper" if _data.has_cross_attention(model) else "qwen2_audio",
-                  "decoder_layers": model.cfg.decoder.n_layers, "decoder_heads": model.cfg.decoder.n_heads,
-                  "encoder_layers": model.cfg.encoder.n_layers},
-        "audio": audio_sec, "mel": mel,
+        "version": 1,
+        "title": title,
+        "model": {
+            "name": model.cfg.name,
+            "arch": "whisper" if _data.has_cross_attention(model) else "qwen2_audio",
+            "decoder_layers": model.cfg.decoder.n_layers,
+            "decoder_heads": model.cfg.decoder.n_heads,
+            "encoder_layers": model.cfg.encoder.n_layers,
+        },
+        "audio": audio_sec,
+        "mel": mel,
         "transcript": _data.transcript_section(result, lens, words, reference_text),
-        "audio_attention": audio_att, "self_attention": self_att,
-        "logit_lens": _data.logit_lens_section(lens), "encoder_lens": _data.encoder_lens_section(enc),
+        "audio_attention": audio_att,
+        "self_attention": self_att,
+        "logit_lens": _data.logit_lens_section(lens),
+        "encoder_lens": _data.encoder_lens_section(enc),
         "downsampling": _data.downsampling_note(audio_sec, mel, audio_att),
     }
     if sweep is not None:
@@ -130,11 +146,14 @@ def _one_window(model: Any, audio: Any, sampling_rate: int | None) -> Float[np.n
         raise ValueError(
             f"the clip lasts {len(wave) / SAMPLE_RATE:.2f} s but {model.cfg.name} reads {window / SAMPLE_RATE:.2f} s at a "
             f"time; the explorer shows one window: cut it with hooked_asr.audio.chunk_audio(audio, {window / SAMPLE_RATE:g}) "
-            "and explore each chunk")
+            "and explore each chunk"
+        )
     return wave
 
 
-def patched_transcripts(model: Any, audio: Any, comps: Sequence[Any], **sweep_kwargs: Any) -> tuple[Any, dict[str, str]]:
+def patched_transcripts(
+    model: Any, audio: Any, comps: Sequence[Any], **sweep_kwargs: Any
+) -> tuple[Any, dict[str, str]]:
     """``(sweep result, {component: patched transcript})``: one generate-mode
     :func:`hooked_asr.patching.sweep` of ``comps`` on this clip (``sweep_kwargs`` as for
     ``sweep``: ``intervention``, ``reference="noise"``, ...) that keeps every transcript."""

@@ -82,9 +82,13 @@ def audio_section(audio: Float[np.ndarray, "samples"]) -> dict[str, Any]:
     hi = np.maximum.reduceat(audio, edges[:-1]) if n else np.zeros(1)
     peak = float(max(np.abs(audio).max() if n else 0.0, 1e-6))
     return {
-        "sample_rate": SAMPLE_RATE, "duration": n / SAMPLE_RATE, "peak": peak,
-        "wave_min": b64_uint8(quantize(lo / peak, -1, 1)), "wave_max": b64_uint8(quantize(hi / peak, -1, 1)),
-        "wave_columns": cols, "wav_base64": wav_base64(audio),
+        "sample_rate": SAMPLE_RATE,
+        "duration": n / SAMPLE_RATE,
+        "peak": peak,
+        "wave_min": b64_uint8(quantize(lo / peak, -1, 1)),
+        "wave_max": b64_uint8(quantize(hi / peak, -1, 1)),
+        "wave_columns": cols,
+        "wav_base64": wav_base64(audio),
     }
 
 
@@ -94,9 +98,14 @@ def mel_section(model: Any, audio: Float[np.ndarray, "samples"]) -> dict[str, An
     feats = model.prepare_features(audio)["input_features"][0].float().cpu().numpy()  # [n_mels, frames]
     n_frames = min(feats.shape[-1], max(1, math.ceil(len(audio) / HOP_LENGTH)))
     mel = pool_columns(feats[:, :n_frames], MAX_MEL_COLUMNS, reduce="mean")
-    return {"n_mels": int(mel.shape[0]), "columns": int(mel.shape[1]), "frames": n_frames,
-            "seconds": n_frames * HOP_LENGTH / SAMPLE_RATE, "data": b64_uint8(quantize(mel)),
-            "range": [float(mel.min()), float(mel.max())]}
+    return {
+        "n_mels": int(mel.shape[0]),
+        "columns": int(mel.shape[1]),
+        "frames": n_frames,
+        "seconds": n_frames * HOP_LENGTH / SAMPLE_RATE,
+        "data": b64_uint8(quantize(mel)),
+        "range": [float(mel.min()), float(mel.max())],
+    }
 
 
 # ---- transcript and words -------------------------------------------------------------------
@@ -123,12 +132,22 @@ def word_timings(model: Any, result: Any) -> list[dict[str, Any]]:
     out, pos = [], 0
     for w in result.words:
         ids = [int(t) for t in w.tokens]
-        at = next((i for i in range(pos, len(result.tokens) - len(ids) + 1) if list(result.tokens[i : i + len(ids)]) == ids), None)
+        at = next(
+            (i for i in range(pos, len(result.tokens) - len(ids) + 1) if list(result.tokens[i : i + len(ids)]) == ids),
+            None,
+        )
         if at is None:
             raise RuntimeError(f"word {w.word!r}: its tokens {ids} are not in the transcript after token {pos}")
         pos = at + len(ids)
-        out.append({"word": w.word.strip(), "start": round(float(w.start), 3), "end": round(float(w.end), 3),
-                    "tokens": list(range(at, pos)), "probability": round(float(w.probability), 4)})
+        out.append(
+            {
+                "word": w.word.strip(),
+                "start": round(float(w.start), 3),
+                "end": round(float(w.end), 3),
+                "tokens": list(range(at, pos)),
+                "probability": round(float(w.probability), 4),
+            }
+        )
     return out
 
 
@@ -138,25 +157,45 @@ def transcript_section(result: Any, lens: Any, words: list[dict[str, Any]], refe
     word_of = {i: w for w, wd in enumerate(words) for i in wd["tokens"]}
     n = len(result.tokens)
     lps = list(result.token_logprobs) + [None] * (lens.n_steps - n)
-    tokens = [{"id": int(t), "text": s, "logprob": None if lp is None else round(float(lp), 4),
-               "special": i >= n, "word": word_of.get(i)}
-              for i, (t, s, lp) in enumerate(zip(lens.tokens.tolist(), lens.token_strs, lps))]
-    return {"text": result.text, "reference": reference, "language": result.language,
-            "avg_logprob": round(float(result.avg_logprob), 4), "tokens": tokens, "words": words}
+    tokens = [
+        {
+            "id": int(t),
+            "text": s,
+            "logprob": None if lp is None else round(float(lp), 4),
+            "special": i >= n,
+            "word": word_of.get(i),
+        }
+        for i, (t, s, lp) in enumerate(zip(lens.tokens.tolist(), lens.token_strs, lps))
+    ]
+    return {
+        "text": result.text,
+        "reference": reference,
+        "language": result.language,
+        "avg_logprob": round(float(result.avg_logprob), 4),
+        "tokens": tokens,
+        "words": words,
+    }
 
 
 def downsampling_note(audio: dict[str, Any], mel: dict[str, Any], attention: dict[str, Any]) -> str:
     """What the page draws at lower resolution than was computed (the page shows this line)."""
-    return (f"Computed at full resolution; drawn downsampled: waveform min/max in {audio['wave_columns']} columns, "
-            f"log-mel mean-pooled from {mel['frames']} frames to {mel['columns']} columns, attention over the audio "
-            f"sum-pooled from {attention['frames']} positions to {attention['columns']} bins, each row scaled to its maximum.")
+    return (
+        f"Computed at full resolution; drawn downsampled: waveform min/max in {audio['wave_columns']} columns, "
+        f"log-mel mean-pooled from {mel['frames']} frames to {mel['columns']} columns, attention over the audio "
+        f"sum-pooled from {attention['frames']} positions to {attention['columns']} bins, each row scaled to its maximum."
+    )
 
 
 # ---- attention ----------------------------------------------------------------------------
 @torch.no_grad()
 def attention_sections(
-    model: Any, audio: Float[np.ndarray, "samples"], tokens: Sequence[int], language: str | None, n_steps: int,
-    max_audio_columns: int = 400, budget_bytes: int = 1_200_000,
+    model: Any,
+    audio: Float[np.ndarray, "samples"],
+    tokens: Sequence[int],
+    language: str | None,
+    n_steps: int,
+    max_audio_columns: int = 400,
+    budget_bytes: int = 1_200_000,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(audio attention, self-attention)`` of every decoder layer and head for each step.
 
@@ -201,11 +240,20 @@ def attention_sections(
     q_att, peak = _rows_scaled(pooled)
     q_mean, peak_mean = _rows_scaled(pooled_mean)
     audio_sec = {
-        "kind": kind, "hook": "cross_attn.hook_pattern" if cross else "attn.hook_pattern",
-        "n_layers": n_layers, "n_heads": n_heads, "n_steps": n_steps, "columns": n_cols,
-        "frames": int(n_cols_full), "seconds": n_cols_full * col_seconds, "frame_seconds": col_seconds,
-        "data": b64_uint8(q_att), "row_max": np.round(peak, 5).tolist(),
-        "mean_heads": [list(h) for h in heads], "mean_data": b64_uint8(q_mean), "mean_row_max": np.round(peak_mean, 5).tolist(),
+        "kind": kind,
+        "hook": "cross_attn.hook_pattern" if cross else "attn.hook_pattern",
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "n_steps": n_steps,
+        "columns": n_cols,
+        "frames": int(n_cols_full),
+        "seconds": n_cols_full * col_seconds,
+        "frame_seconds": col_seconds,
+        "data": b64_uint8(q_att),
+        "row_max": np.round(peak, 5).tolist(),
+        "mean_heads": [list(h) for h in heads],
+        "mean_data": b64_uint8(q_mean),
+        "mean_row_max": np.round(peak_mean, 5).tolist(),
     }
     selfp = torch.stack([cache[n][0][:, queries][..., text_keys] for n in self_names])  # [L, H, S, K]
     selfp = selfp.permute(2, 0, 1, 3).float().cpu().numpy()
@@ -213,9 +261,12 @@ def attention_sections(
     if not per_head:
         selfp = selfp.mean(2, keepdims=True)
     self_sec = {
-        "per_head": per_head, "keys": token_strings(model, ids[text_keys].tolist()),
-        "key_positions": text_keys.tolist(), "query_positions": queries.tolist(),
-        "data": b64_uint8(quantize(selfp, 0.0, 1.0)), "shape": list(selfp.shape),
+        "per_head": per_head,
+        "keys": token_strings(model, ids[text_keys].tolist()),
+        "key_positions": text_keys.tolist(),
+        "query_positions": queries.tolist(),
+        "data": b64_uint8(quantize(selfp, 0.0, 1.0)),
+        "shape": list(selfp.shape),
     }
     return audio_sec, self_sec
 
@@ -224,22 +275,34 @@ def attention_sections(
 def logit_lens_section(lens: Any) -> dict[str, Any]:
     """Top-k per layer and step, p(final token), its rank, the saturation layer (per step)."""
     return {
-        "layers": list(range(lens.n_layers)), "topk_strs": lens.topk_strs, "topk_ids": lens.topk_ids.tolist(),
+        "layers": list(range(lens.n_layers)),
+        "topk_strs": lens.topk_strs,
+        "topk_ids": lens.topk_ids.tolist(),
         "topk_probs": np.round(lens.topk_probs.float().numpy(), 4).tolist(),
         "chosen_prob": np.round(lens.chosen_prob.float().numpy(), 4).tolist(),
-        "chosen_rank": lens.chosen_rank.tolist(), "saturation": lens.saturation.tolist(),
+        "chosen_rank": lens.chosen_rank.tolist(),
+        "saturation": lens.saturation.tolist(),
     }
 
 
 def encoder_lens_section(enc: Any) -> list[dict[str, Any]]:
-    return [{"layer": r.layer, "text": r.text if r.text is not None else " ".join(map(str, r.tokens)),
-             "empty": r.empty, "loop": r.repetition_loop, "prefix": r.matches_final_prefix,
-             "wer": None if r.wer is None else round(float(r.wer), 3)} for r in enc.layers]
+    return [
+        {
+            "layer": r.layer,
+            "text": r.text if r.text is not None else " ".join(map(str, r.tokens)),
+            "empty": r.empty,
+            "loop": r.repetition_loop,
+            "prefix": r.matches_final_prefix,
+            "wer": None if r.wer is None else round(float(r.wer), 3),
+        }
+        for r in enc.layers
+    ]
 
 
 # ---- optional panels ----------------------------------------------------------------------
-def patching_section(result: Any, metric: str | None = None, transcripts: Mapping[str, str] | None = None,
-                     relative_to_clean: bool = True) -> dict[str, Any]:
+def patching_section(
+    result: Any, metric: str | None = None, transcripts: Mapping[str, str] | None = None, relative_to_clean: bool = True
+) -> dict[str, Any]:
     """Layer x head heatmaps of a :func:`hooked_asr.patching.sweep` result (one per stack and kind),
     with the patched transcript of each head when ``transcripts`` (component -> text) is given."""
     t = result.table
@@ -258,11 +321,23 @@ def patching_section(result: Any, metric: str | None = None, transcripts: Mappin
             values = values - clean
         names = {(int(r.layer), int(r.head)): r.component for r in g.itertuples()}
         comps = [[names.get((l, h), "") for h in range(values.shape[1])] for l in layers]
-        maps.append({"stack": stack, "kind": kind, "layers": layers,
-                     "values": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in values],
-                     "components": comps})
-    return {"metric": metric, "clean": clean, "relative": relative_to_clean, "maps": maps,
-            "transcripts": dict(transcripts or {}), "config": {k: str(v) for k, v in result.config.items()}}
+        maps.append(
+            {
+                "stack": stack,
+                "kind": kind,
+                "layers": layers,
+                "values": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in values],
+                "components": comps,
+            }
+        )
+    return {
+        "metric": metric,
+        "clean": clean,
+        "relative": relative_to_clean,
+        "maps": maps,
+        "transcripts": dict(transcripts or {}),
+        "config": {k: str(v) for k, v in result.config.items()},
+    }
 
 
 def probe_section(probe: Any, title: str | None = None) -> dict[str, Any]:
@@ -271,16 +346,29 @@ def probe_section(probe: Any, title: str | None = None) -> dict[str, Any]:
     if not rows:
         raise ValueError("the probe sweep has no rows")
     keys = [k for k in ("test_acc", "train_acc", "f1", "chance", "test_r2", "train_r2") if k in rows[0]]
-    return {"title": title or getattr(probe, "title", "") or "probe",
-            "layers": [str(r.get("layer", r.get("key"))) for r in rows],
-            "metrics": {k: [None if r[k] is None or (isinstance(r[k], float) and math.isnan(r[k])) else round(float(r[k]), 4)
-                            for r in rows] for k in keys}}
+    return {
+        "title": title or getattr(probe, "title", "") or "probe",
+        "layers": [str(r.get("layer", r.get("key"))) for r in rows],
+        "metrics": {
+            k: [
+                None if r[k] is None or (isinstance(r[k], float) and math.isnan(r[k])) else round(float(r[k]), 4)
+                for r in rows
+            ]
+            for k in keys
+        },
+    }
 
 
 @torch.no_grad()
 def sae_section(
-    model: Any, sae: Any, audio: Float[np.ndarray, "samples"], clips: Sequence[np.ndarray] | None = None,
-    features: Sequence[int] | None = None, n_features: int = 8, top_k: int = 6, snippet_seconds: float = 1.0,
+    model: Any,
+    sae: Any,
+    audio: Float[np.ndarray, "samples"],
+    clips: Sequence[np.ndarray] | None = None,
+    features: Sequence[int] | None = None,
+    n_features: int = 8,
+    top_k: int = 6,
+    snippet_seconds: float = 1.0,
     progress: bool = False,
 ) -> dict[str, Any]:
     """An SAE's features: per feature its activation over this clip (aligned with the
@@ -306,22 +394,56 @@ def sae_section(
         examples = []
         for e in r.examples:
             lo, hi = max(0, e.frame - half), e.frame + half
-            ex = {"value": round(e.value, 4), "clip": e.clip, "time": round(e.time, 3), "word": e.word,
-                  "context": e.context, "in_padding": e.in_padding,
-                  "start": lo * ENCODER_FRAME_SECONDS, "end": hi * ENCODER_FRAME_SECONDS}
+            ex = {
+                "value": round(e.value, 4),
+                "clip": e.clip,
+                "time": round(e.time, 3),
+                "word": e.word,
+                "context": e.context,
+                "in_padding": e.in_padding,
+                "start": lo * ENCODER_FRAME_SECONDS,
+                "end": hi * ENCODER_FRAME_SECONDS,
+            }
             if e.clip != main:  # another clip's audio travels as its own short WAV
                 snippet = clips[e.clip][lo * SAMPLES_PER_ENCODER_FRAME : hi * SAMPLES_PER_ENCODER_FRAME]
                 ex["wav_base64"] = wav_base64(snippet) if len(snippet) else None
             examples.append(ex)
-        out.append({"feature": r.feature, "label": r.label, "frequency": r.frequency, "max_act": r.max_act,
-                    "hist": stats.hist[r.feature].tolist(), "bin_edges": np.round(stats.bin_edges.numpy(), 3).tolist(),
-                    "trace": b64_uint8(quantize(col, 0.0, max(float(col.max()), 1e-6))), "trace_max": float(col.max()),
-                    "examples": examples})
-    return {"hook": sae.cfg.hook_name, "d_sae": int(sae.d_sae), "n_clips": len(clips), "frame_seconds": ENCODER_FRAME_SECONDS,
-            "trace_frames": int(trace.shape[0]), "features": out}
+        out.append(
+            {
+                "feature": r.feature,
+                "label": r.label,
+                "frequency": r.frequency,
+                "max_act": r.max_act,
+                "hist": stats.hist[r.feature].tolist(),
+                "bin_edges": np.round(stats.bin_edges.numpy(), 3).tolist(),
+                "trace": b64_uint8(quantize(col, 0.0, max(float(col.max()), 1e-6))),
+                "trace_max": float(col.max()),
+                "examples": examples,
+            }
+        )
+    return {
+        "hook": sae.cfg.hook_name,
+        "d_sae": int(sae.d_sae),
+        "n_clips": len(clips),
+        "frame_seconds": ENCODER_FRAME_SECONDS,
+        "trace_frames": int(trace.shape[0]),
+        "features": out,
+    }
 
 
 __all__ = [
-    "attention_sections", "audio_section", "b64_uint8", "downsampling_note", "encoder_lens_section", "transcript_section", "logit_lens_section", "mel_section",
-    "patching_section", "pool_columns", "probe_section", "quantize", "sae_section", "word_timings",
+    "attention_sections",
+    "audio_section",
+    "b64_uint8",
+    "downsampling_note",
+    "encoder_lens_section",
+    "transcript_section",
+    "logit_lens_section",
+    "mel_section",
+    "patching_section",
+    "pool_columns",
+    "probe_section",
+    "quantize",
+    "sae_section",
+    "word_timings",
 ]

@@ -80,9 +80,19 @@ class LiveSession:
     """
 
     def __init__(
-        self, model: Any, audio: Any, *, sampling_rate: int | None = None, start: float = 0.0, window: float | None = None,
-        language: str | None = None, name: str | None = None, workdir: str | Path | None = None,
-        encoder_lens_max_new_tokens: int | None = 40, model_name: str | None = None, sae: Any = None,
+        self,
+        model: Any,
+        audio: Any,
+        *,
+        sampling_rate: int | None = None,
+        start: float = 0.0,
+        window: float | None = None,
+        language: str | None = None,
+        name: str | None = None,
+        workdir: str | Path | None = None,
+        encoder_lens_max_new_tokens: int | None = 40,
+        model_name: str | None = None,
+        sae: Any = None,
         sae_path: str | Path | None = None,
     ):
         self.model = model
@@ -102,8 +112,16 @@ class LiveSession:
         self.set_audio(audio, sampling_rate=sampling_rate, start=start, window=window, name=name)
 
     # ---- clean state ---------------------------------------------------------------------------
-    def set_audio(self, audio: Any, *, sampling_rate: int | None = None, start: float = 0.0, window: float | None = None,
-                  name: str | None = None, progress: Callable[[str], None] | None = None) -> None:
+    def set_audio(
+        self,
+        audio: Any,
+        *,
+        sampling_rate: int | None = None,
+        start: float = 0.0,
+        window: float | None = None,
+        name: str | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         """Load new audio (any length) and show the window ``[start, start + window)``."""
         from hooked_asr.audio import load_audio
 
@@ -114,7 +132,9 @@ class LiveSession:
             self.full_wave, self.name = full, name or "clip"
             self.set_window(start, window, progress=progress)
 
-    def set_window(self, start: float = 0.0, window: float | None = None, progress: Callable[[str], None] | None = None) -> None:
+    def set_window(
+        self, start: float = 0.0, window: float | None = None, progress: Callable[[str], None] | None = None
+    ) -> None:
         """Show another window of the loaded audio; recomputes the clean view."""
         import soundfile as sf
 
@@ -125,8 +145,15 @@ class LiveSession:
         with self.lock:
             if progress:
                 progress("computing the clean view")
-            view = explore(self.model, wave, language=self.language, title=self.name, progress=False,
-                           encoder_lens_max_new_tokens=self.encoder_lens_max_new_tokens, sae=self.sae)
+            view = explore(
+                self.model,
+                wave,
+                language=self.language,
+                title=self.name,
+                progress=False,
+                encoder_lens_max_new_tokens=self.encoder_lens_max_new_tokens,
+                sae=self.sae,
+            )
             self.wave, self.start, self.view = wave, float(start), view
             self.audio_path = self.workdir / "clip.wav"
             buf = io.BytesIO()
@@ -157,11 +184,15 @@ class LiveSession:
         from hooked_asr.patching.interventions import position_kind
 
         if not isinstance(specs, list) or len(specs) > MAX_INTERVENTIONS:
-            raise LiveError(f"interventions must be a list of at most {MAX_INTERVENTIONS} objects, got {type(specs).__name__}")
+            raise LiveError(
+                f"interventions must be a list of at most {MAX_INTERVENTIONS} objects, got {type(specs).__name__}"
+            )
         out = []
         for i, s in enumerate(specs):
             if not isinstance(s, Mapping):
-                raise LiveError(f"intervention {i} must be an object like {{'component': ..., 'method': 'zero'}}, got {s!r}")
+                raise LiveError(
+                    f"intervention {i} must be an object like {{'component': ..., 'method': 'zero'}}, got {s!r}"
+                )
             extra = set(s) - SPEC_KEYS
             if extra:
                 raise LiveError(f"intervention {i}: unknown keys {sorted(extra)}; allowed: {sorted(SPEC_KEYS)}")
@@ -172,7 +203,9 @@ class LiveSession:
             if set(s) & {"feature", "mode", "value"}:
                 raise LiveError(f"intervention {i}: 'feature'/'mode'/'value' belong to method 'steer'")
             if not isinstance(comp_s, str) or not 0 < len(comp_s) <= 200:
-                raise LiveError(f"intervention {i}: component must be a string like 'decoder.blocks.0.cross_attn.head.3'")
+                raise LiveError(
+                    f"intervention {i}: component must be a string like 'decoder.blocks.0.cross_attn.head.3'"
+                )
             if method not in METHODS:
                 raise LiveError(f"intervention {i}: method {method!r} is not one of {list(METHODS)}")
             try:
@@ -180,7 +213,11 @@ class LiveSession:
             except Exception as e:
                 raise LiveError(f"intervention {i}: {e}") from None
             alpha = s.get("alpha", 1.0)
-            if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (math.isfinite(alpha) and 0 <= alpha <= 10):
+            if (
+                isinstance(alpha, bool)
+                or not isinstance(alpha, (int, float))
+                or not (math.isfinite(alpha) and 0 <= alpha <= 10)
+            ):
                 raise LiveError(f"intervention {i}: alpha must be a number in [0, 10], got {alpha!r}")
             norm: dict[str, Any] = {"component": comp.name, "method": method}
             if alpha != 1.0:
@@ -201,14 +238,22 @@ class LiveSession:
                 raise LiveError(f"intervention {i}: {comp.name} is indexed by {unit}s: give {want}")
             if has_time:
                 a, b = s.get("from", 0.0), s.get("to", self.duration)
-                if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (a, b)) \
-                        or not 0 <= a < b:
+                if (
+                    not all(
+                        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (a, b)
+                    )
+                    or not 0 <= a < b
+                ):
                     raise LiveError(f"intervention {i}: need 0 <= from < to (seconds), got from={a!r} to={b!r}")
                 norm["from"], norm["to"] = float(a), float(b)
             if has_tokens:
                 tk = s["tokens"]
-                if not (isinstance(tk, list) and len(tk) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in tk)
-                        and 0 <= tk[0] < tk[1]):
+                if not (
+                    isinstance(tk, list)
+                    and len(tk) == 2
+                    and all(isinstance(x, int) and not isinstance(x, bool) for x in tk)
+                    and 0 <= tk[0] < tk[1]
+                ):
                     raise LiveError(f"intervention {i}: tokens must be [a, b] with 0 <= a < b, got {tk!r}")
                 norm["tokens"] = [int(tk[0]), int(tk[1])]
             if method == "mask" and not (has_time or has_tokens):
@@ -216,7 +261,9 @@ class LiveSession:
             out.append(norm)
         ranges = {(s.get("from"), s.get("to")) for s in out if s["method"] == "steer"}
         if len(ranges) > 1:
-            raise LiveError(f"every 'steer' of a list shares one time range (one SAE splice), got {sorted(ranges, key=str)}")
+            raise LiveError(
+                f"every 'steer' of a list shares one time range (one SAE splice), got {sorted(ranges, key=str)}"
+            )
         return out
 
     def _validate_steer(self, i: int, s: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,20 +271,37 @@ class LiveSession:
             raise LiveError(f"intervention {i}: 'steer' needs an SAE: start the session with sae= (CLI: --sae PATH)")
         hook = self.sae.cfg.hook_name
         if s.get("component", hook) != hook:
-            raise LiveError(f"intervention {i}: the SAE reads {hook!r}; a steer's component is that hook, got {s.get('component')!r}")
+            raise LiveError(
+                f"intervention {i}: the SAE reads {hook!r}; a steer's component is that hook, got {s.get('component')!r}"
+            )
         if set(s) & {"alpha", "tokens"}:
-            raise LiveError(f"intervention {i}: a steer takes feature, mode, value and from/to, not {sorted(set(s) & {'alpha', 'tokens'})}")
+            raise LiveError(
+                f"intervention {i}: a steer takes feature, mode, value and from/to, not {sorted(set(s) & {'alpha', 'tokens'})}"
+            )
         f, mode, value = s.get("feature"), s.get("mode", "add"), s.get("value", 0.0)
         if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < int(self.sae.d_sae):
             raise LiveError(f"intervention {i}: feature must be an integer in 0..{int(self.sae.d_sae) - 1}, got {f!r}")
         if mode not in STEER_MODES:
             raise LiveError(f"intervention {i}: mode {mode!r} is not one of {list(STEER_MODES)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and abs(value) <= 1e4):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and abs(value) <= 1e4)
+        ):
             raise LiveError(f"intervention {i}: value must be a finite number with |value| <= 1e4, got {value!r}")
-        norm: dict[str, Any] = {"component": hook, "method": "steer", "feature": int(f), "mode": mode, "value": float(value)}
+        norm: dict[str, Any] = {
+            "component": hook,
+            "method": "steer",
+            "feature": int(f),
+            "mode": mode,
+            "value": float(value),
+        }
         if "from" in s or "to" in s:
             a, b = s.get("from", 0.0), s.get("to", self.duration)
-            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (a, b)) or not 0 <= a < b:
+            if (
+                not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (a, b))
+                or not 0 <= a < b
+            ):
                 raise LiveError(f"intervention {i}: need 0 <= from < to (seconds), got from={a!r} to={b!r}")
             norm["from"], norm["to"] = float(a), float(b)
         return norm
@@ -263,7 +327,9 @@ class LiveSession:
                 store[hook] = mean_activations(self.model, [self.tf.kwargs], [hook])[hook]
             else:
                 noise = white_noise_like(self.wave, seed=NOISE_SEED)
-                kw = self.model.teacher_forced_inputs(noise, continuation=self.steps, allow_silence=True, **self._lang()).kwargs
+                kw = self.model.teacher_forced_inputs(
+                    noise, continuation=self.steps, allow_silence=True, **self._lang()
+                ).kwargs
                 store[hook] = record_reference(self.model, kw, [hook])[hook]
         return store
 
@@ -323,7 +389,9 @@ class LiveSession:
 
         with self._applied(norm):
             lens = logit_lens(self.model, self.wave, tokens=self.steps[:-1], top_k=5, keep_logits=True, **self._lang())
-        lp = torch.log_softmax(lens.logits[-1].float(), -1).gather(-1, lens.tokens[:, None].to(lens.logits.device))[:, 0]
+        lp = torch.log_softmax(lens.logits[-1].float(), -1).gather(-1, lens.tokens[:, None].to(lens.logits.device))[
+            :, 0
+        ]
         lens.logits = None  # [layer, step, vocab]: not kept with the session
         return lens, [float(x) for x in lp.cpu()]
 
@@ -337,12 +405,23 @@ class LiveSession:
             norm = self.validate(specs)
             lens, after = self._lens(norm)
             with self._applied(norm):
-                audio_att, _ = _data.attention_sections(self.model, self.wave, self.steps, self.clean_language,
-                                                        len(self.steps),
-                                                        max_audio_columns=self.view.data["audio_attention"]["columns"])
-        return {"interventions": norm, "logprobs_before": self.clean_logprobs, "logprobs_after": after,
-                "sum_before": float(sum(self.clean_logprobs)), "sum_after": float(sum(after)),
-                "logit_lens": _data.logit_lens_section(lens), "audio_attention": audio_att}
+                audio_att, _ = _data.attention_sections(
+                    self.model,
+                    self.wave,
+                    self.steps,
+                    self.clean_language,
+                    len(self.steps),
+                    max_audio_columns=self.view.data["audio_attention"]["columns"],
+                )
+        return {
+            "interventions": norm,
+            "logprobs_before": self.clean_logprobs,
+            "logprobs_after": after,
+            "sum_before": float(sum(self.clean_logprobs)),
+            "sum_after": float(sum(after)),
+            "logit_lens": _data.logit_lens_section(lens),
+            "audio_attention": audio_att,
+        }
 
     @torch.no_grad()
     def transcribe(self, specs: Any, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -361,10 +440,16 @@ class LiveSession:
 
             with self._applied(norm), self.model.hooks(fwd_hooks=[("decoder.hook_embed", step)]):
                 out = self.model.transcribe(self.wave, **self._lang())
-        return {"interventions": norm, "text": out.text, "clean_text": self.clean_text,
-                "diff": word_diff(self.clean_text, out.text), "tokens": [int(t) for t in out.tokens],
-                "token_strs": token_strings(self.model, list(out.tokens)),
-                "token_logprobs": [float(x) for x in out.token_logprobs], "decoder_calls": count[0]}
+        return {
+            "interventions": norm,
+            "text": out.text,
+            "clean_text": self.clean_text,
+            "diff": word_diff(self.clean_text, out.text),
+            "tokens": [int(t) for t in out.tokens],
+            "token_strs": token_strings(self.model, list(out.tokens)),
+            "token_logprobs": [float(x) for x in out.token_logprobs],
+            "decoder_calls": count[0],
+        }
 
     def to_python(self, specs: Any) -> str:
         """Python that reproduces :meth:`teacher_forced`'s log-probs and :meth:`transcribe`'s text for
@@ -417,8 +502,12 @@ class LiveSession:
     def start_transcribe(self, specs: Any) -> str:
         self.validate(specs)  # refuse a bad list now, not in the thread
         limit = int(getattr(self.model.cfg.decoder, "n_ctx", 448)) // 2
-        return self.start_job("transcribe", lambda report: self.transcribe(
-            specs, on_step=lambda n: report(f"decoding: step {n} (at most ~{limit})", n)))
+        return self.start_job(
+            "transcribe",
+            lambda report: self.transcribe(
+                specs, on_step=lambda n: report(f"decoding: step {n} (at most ~{limit})", n)
+            ),
+        )
 
     def start_upload(self, data: bytes, start: float = 0.0, window: float | None = None, name: str = "upload") -> str:
         wave = decode_wav_bytes(data)
@@ -440,10 +529,17 @@ class LiveSession:
     def state(self) -> dict[str, Any]:
         from hooked_asr.audio import SAMPLE_RATE
 
-        return {"name": self.name, "text": self.clean_text, "start": self.start, "duration": self.duration,
-                "total": len(self.full_wave) / SAMPLE_RATE, "model": self.model_name,
-                "methods": [m for m in METHODS if m != "steer" or self.sae is not None], "prompt_len": self.tf.prompt_len,
-                "sae": None if self.sae is None else {"hook": self.sae.cfg.hook_name, "d_sae": int(self.sae.d_sae)}}
+        return {
+            "name": self.name,
+            "text": self.clean_text,
+            "start": self.start,
+            "duration": self.duration,
+            "total": len(self.full_wave) / SAMPLE_RATE,
+            "model": self.model_name,
+            "methods": [m for m in METHODS if m != "steer" or self.sae is not None],
+            "prompt_len": self.tf.prompt_len,
+            "sae": None if self.sae is None else {"hook": self.sae.cfg.hook_name, "d_sae": int(self.sae.d_sae)},
+        }
 
     # ---- the one dispatcher ------------------------------------------------------------------------
     def handle(self, action: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -471,9 +567,17 @@ class LiveSession:
             raw = body.get("data")
             if not isinstance(raw, str):
                 raise LiveError("upload_base64 needs 'data': the file as base64")
-            return {"job": self.start_upload(base64.b64decode(raw), body.get("start", 0.0), body.get("window"),
-                                             str(body.get("name") or "upload")[:80])}
-        raise LiveError(f"unknown action {action!r}: one of state, teacher_forced, transcribe, job, export, window, upload_base64")
+            return {
+                "job": self.start_upload(
+                    base64.b64decode(raw),
+                    body.get("start", 0.0),
+                    body.get("window"),
+                    str(body.get("name") or "upload")[:80],
+                )
+            }
+        raise LiveError(
+            f"unknown action {action!r}: one of state, teacher_forced, transcribe, job, export, window, upload_base64"
+        )
 
     # ---- the page ----------------------------------------------------------------------------------
     def page(self, config: Mapping[str, Any] | None = None) -> str:
@@ -484,8 +588,10 @@ class LiveSession:
         html = self.view.to_html()
         cfg = dict(config or {})
         cfg["state"] = self.state()
-        extra = (f"<style>{static_text('live.css')}</style>\n<script>window.HA_LIVE = {json_for_script(cfg)};</script>\n"
-                 f"<script>{static_text('live.js')}</script>\n")
+        extra = (
+            f"<style>{static_text('live.css')}</style>\n<script>window.HA_LIVE = {json_for_script(cfg)};</script>\n"
+            f"<script>{static_text('live.js')}</script>\n"
+        )
         i = html.rindex("</body>")
         html = html[:i] + extra + html[i:]
         # no favicon request: it would carry no token and be refused

@@ -28,8 +28,10 @@ def pick_window(
         raise LiveError(f"start={start!r} s is outside the audio (0 to {total:.2f} s): pick --start in that range")
     if window is None:
         if total - start > max_seconds + 1e-6 and start == 0:
-            raise LiveError(f"the audio lasts {total:.2f} s and the model reads {max_seconds:g} s at a time: choose a "
-                            f"window with --start S (and --window W <= {max_seconds:g}), e.g. --start 0 --window {max_seconds:g}")
+            raise LiveError(
+                f"the audio lasts {total:.2f} s and the model reads {max_seconds:g} s at a time: choose a "
+                f"window with --start S (and --window W <= {max_seconds:g}), e.g. --start 0 --window {max_seconds:g}"
+            )
         window = min(max_seconds, total - start)
     if not (isinstance(window, (int, float)) and math.isfinite(window) and 0 < window <= max_seconds + 1e-6):
         raise LiveError(f"window={window!r} s: give 0 < window <= {max_seconds:g} s (the model's window)")
@@ -47,7 +49,9 @@ def decode_wav_bytes(data: bytes) -> Float[np.ndarray, "samples"]:
     try:
         samples, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile's error names the format problem
-        raise LiveError(f"cannot read the uploaded audio ({len(data)} bytes): {e}; upload a WAV, FLAC or OGG file") from None
+        raise LiveError(
+            f"cannot read the uploaded audio ({len(data)} bytes): {e}; upload a WAV, FLAC or OGG file"
+        ) from None
     return load_audio(samples.mean(axis=1), sr, allow_long=True)
 
 

@@ -15,11 +15,15 @@ def session_code(session: Any, norm: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         f"# hooked_asr live explorer: {len(norm)} intervention(s) on {session.name!r} "
         f"({session.start:.2f}-{session.start + session.duration:.2f} s), {session.model_name}",
-        "import torch", "", "import hooked_asr", "from hooked_asr.audio import load_audio",
+        "import torch",
+        "",
+        "import hooked_asr",
+        "from hooked_asr.audio import load_audio",
         "from hooked_asr.patching import (interpolate, mean_ablate, mean_activations, patched, record_reference,",
         "                                 run_with_interventions, zero_ablate)",
         "from hooked_asr.patching.attention_masks import frames_between, mask_attention",
-        "from hooked_asr.patching.references import white_noise_like", "",
+        "from hooked_asr.patching.references import white_noise_like",
+        "",
         "torch.set_grad_enabled(False)",
         f"model = hooked_asr.load_model({session.model_name!r})",
         f"audio = load_audio({str(session.audio_path)!r})  # the window the page showed (float WAV: exact samples)",
@@ -29,22 +33,37 @@ def session_code(session: Any, norm: Sequence[Mapping[str, Any]]) -> str:
     ]
     from hooked_asr.patching import parse_component
 
-    hooks = {m: list(dict.fromkeys(parse_component(session.model, s["component"]).hook_name for s in norm if s["method"] == m))
-             for m in ("mean", "noise")}
+    hooks = {
+        m: list(
+            dict.fromkeys(parse_component(session.model, s["component"]).hook_name for s in norm if s["method"] == m)
+        )
+        for m in ("mean", "noise")
+    }
     if hooks["mean"]:
-        lines.append(f"means = mean_activations(model, [tf.kwargs], {hooks['mean']!r})  # over every position of the clip")
+        lines.append(
+            f"means = mean_activations(model, [tf.kwargs], {hooks['mean']!r})  # over every position of the clip"
+        )
     if hooks["noise"]:
-        lines += [f"noise = white_noise_like(audio, seed={NOISE_SEED})  # at the clip's RMS",
-                  f"noise_ref = record_reference(model, model.teacher_forced_inputs(noise, continuation=steps, "
-                  f"allow_silence=True{lang}).kwargs, {hooks['noise']!r})"]
+        lines += [
+            f"noise = white_noise_like(audio, seed={NOISE_SEED})  # at the clip's RMS",
+            f"noise_ref = record_reference(model, model.teacher_forced_inputs(noise, continuation=steps, "
+            f"allow_silence=True{lang}).kwargs, {hooks['noise']!r})",
+        ]
     steers = [s for s in norm if s["method"] == "steer"]
     if steers:
-        lines += ["from hooked_asr.sae.model import load_sae", "from hooked_asr.sae.steering import FeatureIntervention, steer",
-                  f"sae = load_sae({session._sae_folder()!r})",
-                  "edits = [" + ", ".join(f"FeatureIntervention({s['feature']}, {s['mode']!r}, {s['value']!r})" for s in steers) + "]"]
+        lines += [
+            "from hooked_asr.sae.model import load_sae",
+            "from hooked_asr.sae.steering import FeatureIntervention, steer",
+            f"sae = load_sae({session._sae_folder()!r})",
+            "edits = ["
+            + ", ".join(f"FeatureIntervention({s['feature']}, {s['mode']!r}, {s['value']!r})" for s in steers)
+            + "]",
+        ]
         if "from" in steers[0]:
-            lines += [f"frame_mask = torch.zeros({int(session.model.cfg.encoder.n_ctx)}, dtype=torch.bool)  # the SAE hook's frames",
-                      f"frame_mask[list(frames_between({steers[0]['from']!r}, {steers[0]['to']!r}))] = True"]
+            lines += [
+                f"frame_mask = torch.zeros({int(session.model.cfg.encoder.n_ctx)}, dtype=torch.bool)  # the SAE hook's frames",
+                f"frame_mask[list(frames_between({steers[0]['from']!r}, {steers[0]['to']!r}))] = True",
+            ]
         else:
             lines.append("frame_mask = None")
     p = "tf.prompt_len"

@@ -36,8 +36,14 @@ class LiveServer:
     """The live page of one :class:`LiveSession` over HTTP. ``start()`` serves in a thread,
     ``serve_forever()`` in this one; ``url`` carries the token."""
 
-    def __init__(self, session: LiveSession, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 max_upload_bytes: int = MAX_UPLOAD_BYTES):
+    def __init__(
+        self,
+        session: LiveSession,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    ):
         self.session = session
         self.token = token or secrets.token_urlsafe(24)
         self.max_upload_bytes = int(max_upload_bytes)
@@ -53,7 +59,9 @@ class LiveServer:
         return f"http://{shown}:{self.port}/?token={self.token}"
 
     def allowed_hosts(self) -> set[str]:
-        names = {self.host, "localhost", "127.0.0.1", "[::1]"} if self.host in ("127.0.0.1", "localhost", "::1") else None
+        names = (
+            {self.host, "localhost", "127.0.0.1", "[::1]"} if self.host in ("127.0.0.1", "localhost", "::1") else None
+        )
         if names is None:  # bound to a public address on purpose (--host): any Host header, the token still guards
             return set()
         return {f"{n}:{self.port}" for n in names}
@@ -102,7 +110,9 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(HTTPStatus.FORBIDDEN, {"error": "Host not allowed: open the URL the server printed"})
                 return True
             if not self._authorised():
-                self._send_json(HTTPStatus.FORBIDDEN, {"error": "missing or wrong token: open the URL the server printed"})
+                self._send_json(
+                    HTTPStatus.FORBIDDEN, {"error": "missing or wrong token: open the URL the server printed"}
+                )
                 return True
             return False
 
@@ -137,8 +147,10 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
             n = int(length)
             if n > limit:
                 self.close_connection = True  # do not read a body we refuse
-                self._send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                                {"error": f"the body has {n} bytes; the limit is {limit} (--max-upload-mb)"})
+                self._send_json(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    {"error": f"the body has {n} bytes; the limit is {limit} (--max-upload-mb)"},
+                )
                 return None
             return self.rfile.read(n)
 
@@ -151,7 +163,9 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
                 cfg = {"transport": "http", "max_upload_bytes": server.max_upload_bytes}
                 self._send(HTTPStatus.OK, server.session.page(cfg).encode("utf-8"), "text/html; charset=utf-8")
             else:
-                self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such page {route!r}: the server serves /, /api/* and /upload"})
+                self._send_json(
+                    HTTPStatus.NOT_FOUND, {"error": f"no such page {route!r}: the server serves /, /api/* and /upload"}
+                )
 
         def do_POST(self) -> None:
             if self._refuse():
@@ -170,9 +184,11 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
                 except (LiveError, ValueError) as e:
                     self._send_json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
                 return
-            action = route[len("/api/"):] if route.startswith("/api/") else None
+            action = route[len("/api/") :] if route.startswith("/api/") else None
             if action not in ACTIONS:
-                self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such action {route!r}: /api/ one of {list(ACTIONS)}"})
+                self._send_json(
+                    HTTPStatus.NOT_FOUND, {"error": f"no such action {route!r}: /api/ one of {list(ACTIONS)}"}
+                )
                 return
             raw = self._body(MAX_JSON_BYTES)
             if raw is None:

@@ -54,8 +54,13 @@ class ExplorerView:
     def to_html(self) -> str:
         """The whole page as a string."""
         title = f"hooked_asr explorer: {self.data.get('title') or self.data['model']['name']}"
-        return _TEMPLATE.format(title=html.escape(title), css=static_text("explorer.css"), js=static_text("explorer.js"),
-                                wav=self.wav_base64, data=json_for_script(self.data))
+        return _TEMPLATE.format(
+            title=html.escape(title),
+            css=static_text("explorer.css"),
+            js=static_text("explorer.js"),
+            wav=self.wav_base64,
+            data=json_for_script(self.data),
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write the page atomically; returns the path."""
@@ -68,13 +73,17 @@ class ExplorerView:
 
     def _repr_html_(self) -> str:
         page = html.escape(self.to_html(), quote=True)
-        return (f'<iframe srcdoc="{page}" style="width:100%;height:1100px;border:1px solid #ddd" '
-                'sandbox="allow-scripts allow-same-origin"></iframe>')
+        return (
+            f'<iframe srcdoc="{page}" style="width:100%;height:1100px;border:1px solid #ddd" '
+            'sandbox="allow-scripts allow-same-origin"></iframe>'
+        )
 
     def __repr__(self) -> str:
         t = self.data["transcript"]
-        return (f"ExplorerView({self.data['model']['name']}, {self.data['audio']['duration']:.1f} s, "
-                f"{len(t['tokens'])} tokens, {self.size_bytes / 1e6:.2f} MB: {t['text']!r})")
+        return (
+            f"ExplorerView({self.data['model']['name']}, {self.data['audio']['duration']:.1f} s, "
+            f"{len(t['tokens'])} tokens, {self.size_bytes / 1e6:.2f} MB: {t['text']!r})"
+        )
 
 
 __all__ = ["ExplorerView", "json_for_script", "static_text"]

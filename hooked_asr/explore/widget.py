@@ -83,9 +83,15 @@ def _widget_class() -> type:
         def answer(self, content: dict[str, Any]) -> dict[str, Any]:
             """The reply to one page request ``{id, action, body}``: ``{id, result}`` or ``{id, error}``."""
             try:
-                return {"id": content.get("id"), "result": self.session.handle(str(content.get("action")), content.get("body") or {})}
+                return {
+                    "id": content.get("id"),
+                    "result": self.session.handle(str(content.get("action")), content.get("body") or {}),
+                }
             except Exception as e:  # shown in the page's status line
-                return {"id": content.get("id"), "error": f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)}
+                return {
+                    "id": content.get("id"),
+                    "error": f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e),
+                }
 
     return LiveWidget
 

@@ -50,8 +50,16 @@ class EncoderLensResult:
     def table(self) -> str:
         lines = [f"{'layer':>5} {'flags':<14} {'wer':>5}  transcript", "-" * 72]
         for r in self.layers:
-            flags = ",".join(f for f, on in [("empty", r.empty), ("loop", r.repetition_loop),
-                                             ("prefix", r.matches_final_prefix), ("cut", not r.finished)] if on)
+            flags = ",".join(
+                f
+                for f, on in [
+                    ("empty", r.empty),
+                    ("loop", r.repetition_loop),
+                    ("prefix", r.matches_final_prefix),
+                    ("cut", not r.finished),
+                ]
+                if on
+            )
             wer = "" if r.wer is None else f"{r.wer:.2f}"
             text = r.text if r.text is not None else " ".join(map(str, r.tokens))
             lines.append(f"{r.layer:>5} {flags:<14} {wer:>5}  {clip_text(text, 120)}")
@@ -107,8 +115,14 @@ def encoder_lens(
     if max_new_tokens is None:
         max_new_tokens = max(2 * len(final.tokens) + 10, 32)
     main_input = batch.pop(main)
-    gen = model.generate(main_input, final.prompt, max_new_tokens=max_new_tokens, encoder_hidden_states=states,
-                         **model.generation_kwargs(), **batch)
+    gen = model.generate(
+        main_input,
+        final.prompt,
+        max_new_tokens=max_new_tokens,
+        encoder_hidden_states=states,
+        **model.generation_kwargs(),
+        **batch,
+    )
     rows = []
     for layer, r in zip(layers, model.results_from_generation(gen, final.prompt, language=final.language)):
         toks, text, finished = r.tokens, r.text, r.finished

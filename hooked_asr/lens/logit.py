@@ -32,6 +32,7 @@ from jaxtyping import Float, Int
 from hooked_asr.hooks import act_name
 from hooked_asr.text import clip_text, mean_ci
 
+
 def decoder_lens_names(model: Any) -> list[str]:
     """``decoder.blocks.{l}.hook_resid_post`` for every decoder layer, in order."""
     return [act_name("resid_post", l, "decoder") for l in range(model.n_layers["decoder"])]
@@ -68,7 +69,6 @@ def saturation_layer(
     agree = (top1 == final).long()
     trailing = agree.flip(0).cumprod(0).sum(0)
     return top1.shape[0] - trailing
-
 
 
 @dataclass
@@ -133,7 +133,9 @@ class LogitLensResult:
         ``top-1 token (p of chosen)``; ``*`` marks the saturation layer."""
         steps = range(min(self.n_steps, max_steps or self.n_steps))
         width = 16
-        head = f"{'step':>4} {'chosen':<14} {'sat':>3} | " + " ".join(f"{'L' + str(l):<{width}}" for l in range(self.n_layers))
+        head = f"{'step':>4} {'chosen':<14} {'sat':>3} | " + " ".join(
+            f"{'L' + str(l):<{width}}" for l in range(self.n_layers)
+        )
         lines = [head, "-" * len(head)]
         for s in steps:
             cells = []
@@ -141,9 +143,10 @@ class LogitLensResult:
                 mark = "*" if l == int(self.saturation[s]) else " "
                 cell = f"{mark}{clip_text(self.topk_strs[l][s][0], 8)} {float(self.chosen_prob[l, s]):.2f}"
                 cells.append(f"{cell:<{width}}")
-            lines.append(f"{s:>4} {clip_text(self.token_strs[s], 14):<14} {int(self.saturation[s]):>3} | " + " ".join(cells))
+            lines.append(
+                f"{s:>4} {clip_text(self.token_strs[s], 14):<14} {int(self.saturation[s]):>3} | " + " ".join(cells)
+            )
         return "\n".join(lines)
-
 
 
 def token_string(model: Any, token: int) -> str:
@@ -162,7 +165,6 @@ def token_string(model: Any, token: int) -> str:
     except Exception:  # a tokenizer that refuses an id (outside its vocabulary): show the id
         s = ""
     return s if s else f"<{token}>"
-
 
 
 @torch.no_grad()
@@ -280,8 +282,16 @@ def logit_lens(
     resid = torch.stack([cache[n][0, p - 1 : p - 1 + len(tokens)] for n in names])
     target = inputs.tokens[0, p : p + len(tokens)]
     return _result_from_resid(
-        model, resid, target, names, top_k, n_future, keep_logits,
-        prompt=inputs.tokens[0, :p].tolist(), text=text, mode="teacher_forced",
+        model,
+        resid,
+        target,
+        names,
+        top_k,
+        n_future,
+        keep_logits,
+        prompt=inputs.tokens[0, :p].tolist(),
+        text=text,
+        mode="teacher_forced",
     )
 
 
@@ -325,7 +335,9 @@ def logit_lens_generate(
     # before it): its steps 0..n-1 start at the last call that is step 0 over the whole prompt.
     # Steps after a stop token that did not end generation are not part of the transcript.
     if len({c[0] for c in calls}) > 1:
-        raise ValueError("logit_lens_generate lenses one 30-s window; split long audio with hooked_asr.audio.chunk_audio")
+        raise ValueError(
+            "logit_lens_generate lenses one 30-s window; split long audio with hooked_asr.audio.chunk_audio"
+        )
     starts = [i for i, c in enumerate(calls) if c[2] == 0 and c[3] == len(out.prompt) and i + n_steps <= len(calls)]
     if not starts or [c[2] for c in calls[starts[-1] : starts[-1] + n_steps]] != list(range(n_steps)):
         raise RuntimeError(
@@ -341,10 +353,17 @@ def logit_lens_generate(
         final_logits = apply_logit_lens(model, resid[-1, -1])
         tokens.append(stops[int(final_logits[stops].argmax())])
     return _result_from_resid(
-        model, resid, torch.tensor(tokens, device=resid.device), names, top_k, n_future, keep_logits,
-        prompt=list(out.prompt), text=out.text, mode="generate",
+        model,
+        resid,
+        torch.tensor(tokens, device=resid.device),
+        names,
+        top_k,
+        n_future,
+        keep_logits,
+        prompt=list(out.prompt),
+        text=out.text,
+        mode="generate",
     )
-
 
 
 @dataclass

@@ -53,9 +53,7 @@ class TunedLens(nn.Module):
         """``A_l h_l + b_l`` for each stacked layer (``layers`` names them; default all, in order)."""
         idx = list(range(self.n_layers)) if layers is None else list(layers)
         if resid.shape[0] != len(idx) or resid.shape[-1] != self.d_model:
-            raise ValueError(
-                f"resid must be [{len(idx)} layers, ..., {self.d_model}], got {tuple(resid.shape)}"
-            )
+            raise ValueError(f"resid must be [{len(idx)} layers, ..., {self.d_model}], got {tuple(resid.shape)}")
         W, b = self.weight[idx], self.bias[idx]
         flat = resid.reshape(len(idx), -1, self.d_model)
         out = torch.baddbmm(b[:, None, :], flat, W.transpose(1, 2))
@@ -72,8 +70,13 @@ class TunedLens(nn.Module):
         """Write ``path.safetensors`` and ``path.json`` (each atomically); returns both paths."""
         base = Path(path).with_suffix("")
         atomic_save_safetensors({"weight": self.weight, "bias": self.bias}, base.with_suffix(".safetensors"))
-        meta = {"format": "hooked_asr.tuned_lens/1", "n_layers": self.n_layers, "d_model": self.d_model,
-                "model_name": self.model_name, **(extra or {})}
+        meta = {
+            "format": "hooked_asr.tuned_lens/1",
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "model_name": self.model_name,
+            **(extra or {}),
+        }
         atomic_write_text(base.with_suffix(".json"), json.dumps(meta, indent=2))
         return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
@@ -85,7 +88,9 @@ class TunedLens(nn.Module):
         st, js = base.with_suffix(".safetensors"), base.with_suffix(".json")
         for p in (st, js):
             if not p.exists():
-                raise FileNotFoundError(f"tuned lens file {p} is missing: TunedLens.save writes both {st.name} and {js.name}")
+                raise FileNotFoundError(
+                    f"tuned lens file {p} is missing: TunedLens.save writes both {st.name} and {js.name}"
+                )
         try:
             meta = json.loads(js.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -162,9 +167,7 @@ def _frozen(model: Any) -> Iterator[None]:
             p.requires_grad_(f)
 
 
-def _kl_per_layer(
-    model: Any, lens: TunedLens | None, resid: torch.Tensor
-) -> Float[torch.Tensor, "layer batch"]:
+def _kl_per_layer(model: Any, lens: TunedLens | None, resid: torch.Tensor) -> Float[torch.Tensor, "layer batch"]:
     """``KL(p_final || p_l)`` for each layer; ``lens=None`` is the logit lens."""
     with torch.no_grad():
         target = F.log_softmax(apply_logit_lens(model, resid[-1]).float(), dim=-1)

@@ -103,7 +103,9 @@ def read_ct2_model_bin(paths: str | Path | Sequence[str | Path]) -> dict[str, np
     files = _as_paths(paths)
     for f in files:
         if not f.exists():
-            raise CT2FormatError(f"{f} is missing" + (f" (part {files.index(f) + 1} of {len(files)})" if len(files) > 1 else ""))
+            raise CT2FormatError(
+                f"{f} is missing" + (f" (part {files.index(f) + 1} of {len(files)})" if len(files) > 1 else "")
+            )
     s = _Stream(files)
     version = s.u("<I", "the format version")
     if version != 6:
@@ -173,23 +175,44 @@ def ct2_whisper_to_hf(
     if d is None:
         raise CT2FormatError("no encoder/conv1/weight: not a Whisper model")
     n_enc, n_dec = _n_layers(v, "encoder"), _n_layers(v, "decoder")
-    heads = {s: int(np.asarray(v[f"{s}/num_heads"]).item()) if f"{s}/num_heads" in v else None for s in ("encoder", "decoder")}
-    used.update(k for k in v if v[k].ndim == 0)  # scalar settings: heads go to the config, the rest are fixed for Whisper
+    heads = {
+        s: int(np.asarray(v[f"{s}/num_heads"]).item()) if f"{s}/num_heads" in v else None
+        for s in ("encoder", "decoder")
+    }
+    used.update(
+        k for k in v if v[k].ndim == 0
+    )  # scalar settings: heads go to the config, the rest are fixed for Whisper
     if not all(heads.values()):
         heads = {s: d // 64 for s in heads}  # older specs store no head count; Whisper's d_head is always 64
 
     sd: dict[str, torch.Tensor] = {}
-    sd["model.encoder.conv1.weight"], sd["model.encoder.conv1.bias"] = take("encoder/conv1/weight"), take("encoder/conv1/bias")
-    sd["model.encoder.conv2.weight"], sd["model.encoder.conv2.bias"] = take("encoder/conv2/weight"), take("encoder/conv2/bias")
+    sd["model.encoder.conv1.weight"], sd["model.encoder.conv1.bias"] = (
+        take("encoder/conv1/weight"),
+        take("encoder/conv1/bias"),
+    )
+    sd["model.encoder.conv2.weight"], sd["model.encoder.conv2.bias"] = (
+        take("encoder/conv2/weight"),
+        take("encoder/conv2/bias"),
+    )
     sd["model.encoder.embed_positions.weight"] = take("encoder/position_encodings/encodings")
     for stack, n in (("encoder", n_enc), ("decoder", n_dec)):
         for i in range(n):
             sd.update(_layer(take, f"{stack}/layer_{i}", f"model.{stack}.layers.{i}", d, cross=stack == "decoder"))
-    sd["model.encoder.layer_norm.weight"], sd["model.encoder.layer_norm.bias"] = take("encoder/layer_norm/gamma"), take("encoder/layer_norm/beta")
+    sd["model.encoder.layer_norm.weight"], sd["model.encoder.layer_norm.bias"] = (
+        take("encoder/layer_norm/gamma"),
+        take("encoder/layer_norm/beta"),
+    )
     sd["model.decoder.embed_tokens.weight"] = take("decoder/embeddings/weight")
     sd["model.decoder.embed_positions.weight"] = take("decoder/position_encodings/encodings")
-    sd["model.decoder.layer_norm.weight"], sd["model.decoder.layer_norm.bias"] = take("decoder/layer_norm/gamma"), take("decoder/layer_norm/beta")
-    proj = take("decoder/projection/weight") if "decoder/projection/weight" in v else sd["model.decoder.embed_tokens.weight"]
+    sd["model.decoder.layer_norm.weight"], sd["model.decoder.layer_norm.bias"] = (
+        take("decoder/layer_norm/gamma"),
+        take("decoder/layer_norm/beta"),
+    )
+    proj = (
+        take("decoder/projection/weight")
+        if "decoder/projection/weight" in v
+        else sd["model.decoder.embed_tokens.weight"]
+    )
     if not torch.equal(proj, sd["model.decoder.embed_tokens.weight"]):
         raise CT2FormatError("decoder/projection/weight differs from the embeddings; Whisper ties them")
     sd["proj_out.weight"] = sd["model.decoder.embed_tokens.weight"]
@@ -210,7 +233,11 @@ def _layer(take: Callable[[str], torch.Tensor], c: str, h: str, d: int, cross: b
         raise CT2FormatError(f"{c}/self_attention/linear_0/weight has shape {tuple(w.shape)}, expected {(3 * d, d)}")
     if b[d : 2 * d].abs().max() != 0:
         raise CT2FormatError(f"{c}: non-zero k bias in fused q/k/v; Whisper's k projection has no bias")
-    sd[f"{h}.self_attn.q_proj.weight"], sd[f"{h}.self_attn.k_proj.weight"], sd[f"{h}.self_attn.v_proj.weight"] = w[:d], w[d : 2 * d], w[2 * d :]
+    sd[f"{h}.self_attn.q_proj.weight"], sd[f"{h}.self_attn.k_proj.weight"], sd[f"{h}.self_attn.v_proj.weight"] = (
+        w[:d],
+        w[d : 2 * d],
+        w[2 * d :],
+    )
     sd[f"{h}.self_attn.q_proj.bias"], sd[f"{h}.self_attn.v_proj.bias"] = b[:d], b[2 * d :]
     sd[f"{h}.self_attn.out_proj.weight"] = take(f"{c}/self_attention/linear_1/weight")
     sd[f"{h}.self_attn.out_proj.bias"] = take(f"{c}/self_attention/linear_1/bias")
@@ -233,15 +260,26 @@ def _layer(take: Callable[[str], torch.Tensor], c: str, h: str, d: int, cross: b
     return sd
 
 
-def _model_config(sd: dict[str, torch.Tensor], d: int, n_enc: int, n_dec: int, heads: dict[str, int],
-                  ct2_config: dict[str, Any], tokenizer_json: str | Path | None) -> dict[str, Any]:
+def _model_config(
+    sd: dict[str, torch.Tensor],
+    d: int,
+    n_enc: int,
+    n_dec: int,
+    heads: dict[str, int],
+    ct2_config: dict[str, Any],
+    tokenizer_json: str | Path | None,
+) -> dict[str, Any]:
     """The ``WhisperConfig`` keywords: sizes read off the weights, token settings from the files."""
     vocab = int(sd["model.decoder.embed_tokens.weight"].shape[0])
     n_mels = int(sd["model.encoder.conv1.weight"].shape[1])
     config: dict[str, Any] = dict(
-        vocab_size=vocab, num_mel_bins=n_mels, d_model=d,
-        encoder_layers=n_enc, decoder_layers=n_dec,
-        encoder_attention_heads=heads["encoder"], decoder_attention_heads=heads["decoder"],
+        vocab_size=vocab,
+        num_mel_bins=n_mels,
+        d_model=d,
+        encoder_layers=n_enc,
+        decoder_layers=n_dec,
+        encoder_attention_heads=heads["encoder"],
+        decoder_attention_heads=heads["decoder"],
         encoder_ffn_dim=int(sd["model.encoder.layers.0.fc1.weight"].shape[0]),
         decoder_ffn_dim=int(sd["model.decoder.layers.0.fc1.weight"].shape[0]),
         max_source_positions=int(sd["model.encoder.embed_positions.weight"].shape[0]),
@@ -260,10 +298,17 @@ def _token_config(vocab: int, ct2_config: dict[str, Any], tokenizer_json: str | 
     multilingual = vocab >= 51865
     eot = ids.get("<|endoftext|>", 50257 if multilingual else 50256)
     sot = ids.get("<|startoftranscript|>", eot + 1)
-    langs = {k: i for k, i in ids.items() if k.startswith("<|") and k.endswith("|>") and sot < i < ids.get("<|translate|>", sot + 101)}
+    langs = {
+        k: i
+        for k, i in ids.items()
+        if k.startswith("<|") and k.endswith("|>") and sot < i < ids.get("<|translate|>", sot + 101)
+    }
     parse = lambda x: json.loads(x) if isinstance(x, str) else list(x or [])  # noqa: E731  CT2 stores some lists as strings
     out = dict(
-        decoder_start_token_id=sot, eos_token_id=eot, bos_token_id=eot, pad_token_id=eot,
+        decoder_start_token_id=sot,
+        eos_token_id=eot,
+        bos_token_id=eot,
+        pad_token_id=eot,
         suppress_tokens=parse(ct2_config.get("suppress_ids")),
         begin_suppress_tokens=parse(ct2_config.get("suppress_ids_begin")),
         alignment_heads=[list(h) for h in parse(ct2_config.get("alignment_heads"))],

@@ -50,8 +50,23 @@ def resolve_hub_or_dir(path_or_hub_id: str | Path) -> Path:
 
 
 # safetensors dtype names -> bytes per element (the format's own table).
-_ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-                "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+_ST_ITEMSIZE = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
+}
 _MAX_HEADER = 100 << 20  # the format's own limit on a header
 
 
@@ -177,7 +192,8 @@ def read_safetensors_dir(d: Path) -> dict[str, torch.Tensor]:
 
 
 def load_hf_whisper_dir(
-    path_or_hub_id: str | Path, values_checked: bool = False,
+    path_or_hub_id: str | Path,
+    values_checked: bool = False,
 ) -> tuple[dict[str, torch.Tensor], ModelConfig, Any]:
     """``(hf_state_dict, config, tokenizer)`` from an HF-layout Whisper directory or hub id (see :func:`load_tokenizer_for`).
 
@@ -249,8 +265,11 @@ def load_tokenizer_for(d: Path, vocab_size: int) -> Any:
                 f"{d} has no tokenizer.json and no shipped Whisper tokenizer has its vocabulary of {vocab_size}: copy "
                 "the tokenizer.json of the checkpoint this one was trained from into the folder"
             )
-        warnings.warn(f"{d} has no tokenizer.json; using the Whisper tokenizer for a vocabulary of {vocab_size} "
-                      f"shipped in {path.parent}", stacklevel=3)
+        warnings.warn(
+            f"{d} has no tokenizer.json; using the Whisper tokenizer for a vocabulary of {vocab_size} "
+            f"shipped in {path.parent}",
+            stacklevel=3,
+        )
     try:
         tok = WhisperTokenizer.from_file(path)
     except Exception as e:  # tokenizers raises its own Exception types
@@ -284,8 +303,11 @@ def _qwen2_audio_tokenizer(d: Path) -> Any | None:
 
 
 def load_hf_qwen2_audio_dir(
-    path_or_hub_id: str | Path, dtype: torch.dtype | str | None, device: str | torch.device,
-    tokenizer: Any | None = None, chat: bool | None = None,
+    path_or_hub_id: str | Path,
+    dtype: torch.dtype | str | None,
+    device: str | torch.device,
+    tokenizer: Any | None = None,
+    chat: bool | None = None,
 ) -> tuple[ModelConfig, Iterable[dict[str, torch.Tensor]], Any | None]:
     """A Hugging Face-layout Qwen2-Audio checkpoint: ``(cfg, shards, tokenizer)``.
 

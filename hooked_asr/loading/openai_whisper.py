@@ -71,9 +71,15 @@ def openai_whisper_from_hf_dir(folder: str | Path) -> Any:
     for f in sorted(folder.glob("*.safetensors")):
         state.update(load_file(f))
     dims = ModelDimensions(
-        n_mels=cfg["num_mel_bins"], n_audio_ctx=cfg["max_source_positions"], n_audio_state=cfg["d_model"],
-        n_audio_head=cfg["encoder_attention_heads"], n_audio_layer=cfg["encoder_layers"], n_vocab=cfg["vocab_size"],
-        n_text_ctx=cfg["max_target_positions"], n_text_state=cfg["d_model"], n_text_head=cfg["decoder_attention_heads"],
+        n_mels=cfg["num_mel_bins"],
+        n_audio_ctx=cfg["max_source_positions"],
+        n_audio_state=cfg["d_model"],
+        n_audio_head=cfg["encoder_attention_heads"],
+        n_audio_layer=cfg["encoder_layers"],
+        n_vocab=cfg["vocab_size"],
+        n_text_ctx=cfg["max_target_positions"],
+        n_text_state=cfg["d_model"],
+        n_text_head=cfg["decoder_attention_heads"],
         n_text_layer=cfg["decoder_layers"],
     )
     model = Whisper(dims)

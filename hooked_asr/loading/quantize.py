@@ -63,7 +63,6 @@ from torch import nn
 QUANTIZATIONS = ("int8",)
 
 
-
 def _has_vnni() -> bool:
     try:
         with open("/proc/cpuinfo") as f:
@@ -82,8 +81,15 @@ _NOT_EDITS = {"requires_grad_", "share_memory_"}
 _OTHER, _PRODUCT, _EDIT = 0, 1, 2
 _KIND: dict[Any, int] = {}
 # The products the components compute with their weights (see hooked_asr.components).
-_MATMULS = {torch.addmm, torch.matmul, torch.mm, torch.Tensor.__matmul__, torch.Tensor.matmul, torch.Tensor.mm,
-            F.linear}
+_MATMULS = {
+    torch.addmm,
+    torch.matmul,
+    torch.mm,
+    torch.Tensor.__matmul__,
+    torch.Tensor.matmul,
+    torch.Tensor.mm,
+    F.linear,
+}
 
 
 def _classify(func: Callable) -> int:
@@ -254,13 +260,17 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         return model
     params = dict(model.named_parameters())
     bad = {str(p.device) for p in params.values() if p.device.type != "cpu"} | {
-        str(p.dtype) for p in params.values() if p.dtype != torch.float32}
+        str(p.dtype) for p in params.values() if p.dtype != torch.float32
+    }
     if bad:
         raise ValueError(
             f"int8 quantization runs on float32 CPU models; this one has {sorted(bad)}: load it with "
             "dtype=torch.float32 on the CPU (quantize='int8' is a CPU fast path)"
         )
-    if "fbgemm" not in torch.backends.quantized.supported_engines and "x86" not in torch.backends.quantized.supported_engines:
+    if (
+        "fbgemm" not in torch.backends.quantized.supported_engines
+        and "x86" not in torch.backends.quantized.supported_engines
+    ):
         raise RuntimeError("this PyTorch build has no fbgemm/x86 int8 kernels; quantize='int8' needs an x86 CPU build")
     if not hasattr(torch.ops.quantized, "linear_dynamic") or not hasattr(torch, "quantize_per_channel"):
         raise RuntimeError("this PyTorch release no longer has the fbgemm dynamic int8 linear; use the float32 model")

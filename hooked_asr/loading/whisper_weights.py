@@ -148,16 +148,22 @@ def expected_hf_whisper_shapes(hf_config: Any) -> dict[str, tuple[int, ...]]:
     c = hf_config
     d, mels = int(c.d_model), int(c.num_mel_bins)
     shapes: dict[str, tuple[int, ...]] = {
-        "encoder.conv1.weight": (d, mels, 3), "encoder.conv1.bias": (d,),
-        "encoder.conv2.weight": (d, d, 3), "encoder.conv2.bias": (d,),
+        "encoder.conv1.weight": (d, mels, 3),
+        "encoder.conv1.bias": (d,),
+        "encoder.conv2.weight": (d, d, 3),
+        "encoder.conv2.bias": (d,),
         "encoder.embed_positions.weight": (int(c.max_source_positions), d),
-        "encoder.layer_norm.weight": (d,), "encoder.layer_norm.bias": (d,),
+        "encoder.layer_norm.weight": (d,),
+        "encoder.layer_norm.bias": (d,),
         "decoder.embed_tokens.weight": (int(c.vocab_size), d),
         "decoder.embed_positions.weight": (int(c.max_target_positions), d),
-        "decoder.layer_norm.weight": (d,), "decoder.layer_norm.bias": (d,),
+        "decoder.layer_norm.weight": (d,),
+        "decoder.layer_norm.bias": (d,),
     }
-    for stack, n_layers, ffn in (("encoder", c.encoder_layers, c.encoder_ffn_dim),
-                                 ("decoder", c.decoder_layers, c.decoder_ffn_dim)):
+    for stack, n_layers, ffn in (
+        ("encoder", c.encoder_layers, c.encoder_ffn_dim),
+        ("decoder", c.decoder_layers, c.decoder_ffn_dim),
+    ):
         for i in range(int(n_layers)):
             p = f"{stack}.layers.{i}"
             attns = ["self_attn"] + (["encoder_attn"] if stack == "decoder" else [])

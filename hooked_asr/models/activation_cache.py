@@ -44,8 +44,13 @@ class ActivationCache(Mapping):
     >>> heads, labels = cache.stack_head_results(return_labels=True)  # self + cross heads
     """
 
-    def __init__(self, cache_dict: dict[str, torch.Tensor], model: Any, has_batch_dim: bool = True,
-                 derived: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        cache_dict: dict[str, torch.Tensor],
+        model: Any,
+        has_batch_dim: bool = True,
+        derived: Mapping[str, str] | None = None,
+    ):
         self.cache_dict, self.model, self.has_batch_dim = cache_dict, model, has_batch_dim
         # pattern name -> scores name: patterns kept as their scores, ``softmax(scores)`` on access
         # (run_with_cache stores one of the two when it can recompute the other exactly).
@@ -119,8 +124,10 @@ class ActivationCache(Mapping):
         if batch_size is None:
             batch_size = max((v.shape[0] for v in self.cache_dict.values() if v.ndim > 0), default=1)
         if batch_size != 1:
-            raise ValueError(f"cannot remove the batch dimension of a cache with batch size {batch_size}; "
-                             "use apply_slice_to_batch_dim(i) to keep one item")
+            raise ValueError(
+                f"cannot remove the batch dimension of a cache with batch size {batch_size}; "
+                "use apply_slice_to_batch_dim(i) to keep one item"
+            )
         self.cache_dict = {k: (v[0] if v.ndim > 0 and v.shape[0] == 1 else v) for k, v in self.cache_dict.items()}
         self.has_batch_dim = False
         return self
@@ -130,8 +137,12 @@ class ActivationCache(Mapping):
         if not self.has_batch_dim:
             raise ValueError("this cache has no batch dimension to slice")
         sl = _sl(batch_slice)
-        return ActivationCache({k: sl.apply(v, dim=0) for k, v in self.cache_dict.items()}, self.model,
-                               has_batch_dim=sl.mode != "int", derived=self.derived)
+        return ActivationCache(
+            {k: sl.apply(v, dim=0) for k, v in self.cache_dict.items()},
+            self.model,
+            has_batch_dim=sl.mode != "int",
+            derived=self.derived,
+        )
 
     def toggle_autodiff(self, mode: bool = False) -> None:
         """``torch.set_grad_enabled(mode)`` (global state, as in TransformerLens)."""
@@ -185,8 +196,15 @@ class ActivationCache(Mapping):
 
     # ---- residual stream ---------------------------------------------------------------------
     def accumulated_resid(
-        self, layer: int | None = None, incl_mid: bool = False, apply_ln: bool = False, pos_slice: Any = None,
-        mlp_input: bool = False, return_labels: bool = False, stack: Stack = "decoder", cross_input: bool = False,
+        self,
+        layer: int | None = None,
+        incl_mid: bool = False,
+        apply_ln: bool = False,
+        pos_slice: Any = None,
+        mlp_input: bool = False,
+        return_labels: bool = False,
+        stack: Stack = "decoder",
+        cross_input: bool = False,
     ) -> Any:
         """The residual stream at each block's input up to ``layer`` (TL semantics): ``resid_pre``
         of layers ``0..layer`` (``layer = n_layers``: the final ``resid_post``), with ``incl_mid``
@@ -208,14 +226,28 @@ class ActivationCache(Mapping):
                 names += [f"{stack}.blocks.{l}.{m}" for m in (mids if mlp_input else mids[:1])]
         comps = torch.stack([psl.apply(self[nm], dim=-2) for nm in names])
         if apply_ln:
-            comps = self.apply_ln_to_stack(comps, layer, mlp_input=mlp_input, pos_slice=pos_slice,
-                                           has_batch_dim=self.has_batch_dim, recompute_ln=layer == n,
-                                           stack=stack, cross_input=cross_input)
+            comps = self.apply_ln_to_stack(
+                comps,
+                layer,
+                mlp_input=mlp_input,
+                pos_slice=pos_slice,
+                has_batch_dim=self.has_batch_dim,
+                recompute_ln=layer == n,
+                stack=stack,
+                cross_input=cross_input,
+            )
         return (comps, names) if return_labels else comps
 
     def decompose_resid(
-        self, layer: int | None = None, mlp_input: bool = False, mode: str = "all", apply_ln: bool = False,
-        pos_slice: Any = None, incl_embeds: bool = True, return_labels: bool = False, stack: Stack = "decoder",
+        self,
+        layer: int | None = None,
+        mlp_input: bool = False,
+        mode: str = "all",
+        apply_ln: bool = False,
+        pos_slice: Any = None,
+        incl_embeds: bool = True,
+        return_labels: bool = False,
+        stack: Stack = "decoder",
         cross_input: bool = False,
     ) -> Any:
         """The residual stream into ``layer`` as a stack of what wrote it: the embeddings, then
@@ -238,20 +270,28 @@ class ActivationCache(Mapping):
             raise ValueError("nothing to decompose: no embeddings (incl_embeds=False) and no layers before this one")
         comps = torch.stack([psl.apply(t, dim=-2) for _, t in items])
         if apply_ln:
-            comps = self.apply_ln_to_stack(comps, layer, mlp_input=mlp_input, pos_slice=pos_slice, stack=stack,
-                                           cross_input=cross_input)
+            comps = self.apply_ln_to_stack(
+                comps, layer, mlp_input=mlp_input, pos_slice=pos_slice, stack=stack, cross_input=cross_input
+            )
         labels = [nm for nm, _ in items]
         return (comps, labels) if return_labels else comps
 
     # ---- heads -------------------------------------------------------------------------------
-    def head_results(self, stack: str, layer: int, kind: str = "attn", pos_slice: Any = None,
-                     ) -> Float[torch.Tensor, "batch pos head d_model"]:
+    def head_results(
+        self,
+        stack: str,
+        layer: int,
+        kind: str = "attn",
+        pos_slice: Any = None,
+    ) -> Float[torch.Tensor, "batch pos head d_model"]:
         """Every head's result of one attention, ``einsum("...hd,hdm->...hm", z, W_O)`` (what the opt-in
         ``hook_result`` holds); ``pos_slice`` selects positions of ``z`` first (an int drops the axis)."""
         name = f"{stack}.blocks.{layer}.{kind}.hook_z"
         if name not in self.cache_dict:
-            raise KeyError(f"'{name}' is not in the cache: head results are computed from hook_z; keep it in "
-                           "run_with_cache's names_filter (e.g. lambda n: n.endswith('hook_z'))")
+            raise KeyError(
+                f"'{name}' is not in the cache: head results are computed from hook_z; keep it in "
+                "run_with_cache's names_filter (e.g. lambda n: n.endswith('hook_z'))"
+            )
         W_O = self.model.attn_weight("W_O", stack, layer, kind)
         z = _sl(pos_slice).apply(self.cache_dict[name], dim=-3)
         return torch.einsum("...hd,hdm->...hm", z.to(W_O.dtype), W_O)
@@ -264,11 +304,12 @@ class ActivationCache(Mapping):
                 for l in range(self._n(s)):
                     self.cache_dict[f"{s}.blocks.{l}.{kind}.hook_result"] = self.head_results(s, l, kind)
 
-    def _head_stack(self, layer: int, stack: str, partial: list[str], pos_slice: Any,
-                    kinds: list[str] | None = None) -> tuple[torch.Tensor, list[str]]:
+    def _head_stack(
+        self, layer: int, stack: str, partial: list[str], pos_slice: Any, kinds: list[str] | None = None
+    ) -> tuple[torch.Tensor, list[str]]:
         parts, labels = [], []
         for l in range(min(layer + (1 if partial else 0), self._n(stack))):
-            for kind in (self._kinds(stack) if l < layer else partial):
+            for kind in self._kinds(stack) if l < layer else partial:
                 if kinds is not None and kind not in kinds:
                     continue
                 r = self.head_results(stack, l, kind, pos_slice)
@@ -280,8 +321,14 @@ class ActivationCache(Mapping):
         return ref.new_zeros(0, *ref.shape), labels
 
     def stack_head_results(
-        self, layer: int = -1, return_labels: bool = False, incl_remainder: bool = False, pos_slice: Any = None,
-        apply_ln: bool = False, stack: Stack = "decoder", kinds: list[str] | None = None,
+        self,
+        layer: int = -1,
+        return_labels: bool = False,
+        incl_remainder: bool = False,
+        pos_slice: Any = None,
+        apply_ln: bool = False,
+        stack: Stack = "decoder",
+        kinds: list[str] | None = None,
     ) -> Any:
         """Every head's result (``z_h W_O[h]``) of the layers strictly before ``layer``,
         ``[component, batch, pos, d_model]``; per layer self-attention heads, then cross-attention
@@ -297,15 +344,20 @@ class ActivationCache(Mapping):
             comps = self.apply_ln_to_stack(comps, layer, pos_slice=pos_slice, stack=stack)
         return (comps, labels) if return_labels else comps
 
-    def stack_activation(self, activation_name: str, layer: int = -1, sublayer_type: str | None = None,
-                         stack: Stack = "decoder") -> torch.Tensor:
+    def stack_activation(
+        self, activation_name: str, layer: int = -1, sublayer_type: str | None = None, stack: Stack = "decoder"
+    ) -> torch.Tensor:
         """``cache[activation_name, l, stack]`` for every layer before ``layer``, stacked."""
         layer = self._layer(layer, stack)
         return torch.stack([self[activation_name, l, stack] for l in range(layer)])
 
     # ---- neurons -----------------------------------------------------------------------------
     def get_neuron_results(
-        self, layer: int, neuron_slice: Any = None, pos_slice: Any = None, project_output_onto: torch.Tensor | None = None,
+        self,
+        layer: int,
+        neuron_slice: Any = None,
+        pos_slice: Any = None,
+        project_output_onto: torch.Tensor | None = None,
         stack: Stack = "decoder",
     ) -> torch.Tensor:
         """Each neuron's write to the residual, ``post[..., n] W_out[n]`` ``[batch, pos, neuron, d_model]``
@@ -321,9 +373,16 @@ class ActivationCache(Mapping):
         return acts * proj if project_output_onto.ndim == 1 else acts[..., None] * proj
 
     def stack_neuron_results(
-        self, layer: int, pos_slice: Any = None, neuron_slice: Any = None, return_labels: bool = False,
-        incl_remainder: bool = False, apply_ln: bool = False, project_output_onto: torch.Tensor | None = None,
-        mlp_input: bool = False, stack: Stack = "decoder",
+        self,
+        layer: int,
+        pos_slice: Any = None,
+        neuron_slice: Any = None,
+        return_labels: bool = False,
+        incl_remainder: bool = False,
+        apply_ln: bool = False,
+        project_output_onto: torch.Tensor | None = None,
+        mlp_input: bool = False,
+        stack: Stack = "decoder",
     ) -> Any:
         """Every neuron's result of the MLPs strictly before ``layer`` ``[component, batch, pos, d_model]``,
         labels ``decoder.blocks.0.mlp.neuron.17``. Expensive for all neurons: pass
@@ -373,8 +432,10 @@ class ActivationCache(Mapping):
             if mlp_input or cross_input:
                 raise ValueError("at the final layer (the unembed) mlp_input / cross_input must be False")
             if stack == "encoder" and self.model.cfg.encoder.pool_stride:
-                raise ValueError("the encoder's final norm follows Qwen2-Audio's pooling: pass layer < n_layers, "
-                                 "or decompose encoder.hook_pooled yourself")
+                raise ValueError(
+                    "the encoder's final norm follows Qwen2-Audio's pooling: pass layer < n_layers, "
+                    "or decompose encoder.hook_pooled yourself"
+                )
             return f"{stack}.ln_final"
         return f"{stack}.blocks.{layer}.{'ln2' if mlp_input else 'ln_cross' if cross_input else 'ln1'}"
 
@@ -384,8 +445,9 @@ class ActivationCache(Mapping):
     def _centres(self, layer: int, stack: str, mlp_input: bool, cross_input: bool) -> bool:
         return type(self._norm(layer, stack, mlp_input, cross_input)).__name__ == "LayerNorm"
 
-    def _scale(self, layer: int, stack: str, mlp_input: bool, cross_input: bool, pos_slice: Any,
-               batch_slice: Any = None) -> torch.Tensor:
+    def _scale(
+        self, layer: int, stack: str, mlp_input: bool, cross_input: bool, pos_slice: Any, batch_slice: Any = None
+    ) -> torch.Tensor:
         """The norm's cached scale ``[batch, pos, 1]``, or the same computed by hand from the
         cached residual it normalised: ``sqrt(var(x) + eps)`` (LayerNorm), ``sqrt(mean(x^2) + eps)`` (RMSNorm)."""
         name = self._norm_name(layer, stack, mlp_input, cross_input)
@@ -395,8 +457,10 @@ class ActivationCache(Mapping):
             try:
                 x = self._input_resid(layer, stack, mlp_input, cross_input).float()
             except KeyError:
-                raise KeyError(f"apply_ln needs '{name}.hook_scale' or the residual it normalises in the cache; "
-                               f"keep one of them (names_filter)") from None
+                raise KeyError(
+                    f"apply_ln needs '{name}.hook_scale' or the residual it normalises in the cache; "
+                    f"keep one of them (names_filter)"
+                ) from None
             norm = self._norm(layer, stack, mlp_input, cross_input)
             if self._centres(layer, stack, mlp_input, cross_input):
                 x = x - x.mean(-1, keepdim=True)
@@ -407,9 +471,16 @@ class ActivationCache(Mapping):
         return scale
 
     def apply_ln_to_stack(
-        self, residual_stack: Float[torch.Tensor, "component *batch_and_pos d_model"], layer: int | None = None,
-        mlp_input: bool = False, pos_slice: Any = None, batch_slice: Any = None, has_batch_dim: bool = True,
-        recompute_ln: bool = False, stack: Stack = "decoder", cross_input: bool = False,
+        self,
+        residual_stack: Float[torch.Tensor, "component *batch_and_pos d_model"],
+        layer: int | None = None,
+        mlp_input: bool = False,
+        pos_slice: Any = None,
+        batch_slice: Any = None,
+        has_batch_dim: bool = True,
+        recompute_ln: bool = False,
+        stack: Stack = "decoder",
+        cross_input: bool = False,
     ) -> Float[torch.Tensor, "component *batch_and_pos d_model"]:
         """Each component as the norm before ``layer``'s sublayer sees it (TL semantics):
         ``(c - mean(c)) / s`` with the cached scale ``s`` of the whole residual (no centring for
@@ -436,31 +507,57 @@ class ActivationCache(Mapping):
         if incorrect_tokens is not None:
             t, it = torch.as_tensor(_token(self.model, tokens)), torch.as_tensor(_token(self.model, incorrect_tokens))
             if t.shape != it.shape:
-                raise ValueError(f"tokens and incorrect_tokens must have the same shape, got {tuple(t.shape)} and {tuple(it.shape)}")
+                raise ValueError(
+                    f"tokens and incorrect_tokens must have the same shape, got {tuple(t.shape)} and {tuple(it.shape)}"
+                )
             d = d - self.model.tokens_to_residual_directions(incorrect_tokens) * w
         return d
 
     def logit_attrs(
-        self, residual_stack: Float[torch.Tensor, "component *batch_and_pos d_model"], tokens: Any,
-        incorrect_tokens: Any = None, pos_slice: Any = None, batch_slice: Any = None, has_batch_dim: bool = True,
+        self,
+        residual_stack: Float[torch.Tensor, "component *batch_and_pos d_model"],
+        tokens: Any,
+        incorrect_tokens: Any = None,
+        pos_slice: Any = None,
+        batch_slice: Any = None,
+        has_batch_dim: bool = True,
     ) -> Float[torch.Tensor, "component *batch_and_pos"]:
         """Each component's direct contribution to the logit of ``tokens`` (or the logit difference
         to ``incorrect_tokens``): ``apply_ln_to_stack(c) . (w * W_U[:, t])``. Over a full
         decomposition these sum to the logit minus the final norm's bias term ``b . W_U[:, t]``.
         ``tokens``: an id, a string, ``[batch]`` (one per item) or ``[batch, pos]``."""
         dirs = self.logit_directions(tokens, incorrect_tokens)
-        scaled = self.apply_ln_to_stack(residual_stack, -1, pos_slice=pos_slice, batch_slice=batch_slice,
-                                        has_batch_dim=has_batch_dim, stack="decoder")
-        if (has_batch_dim and scaled.ndim == 4 and dirs.ndim == 2 and dirs.shape[0] == scaled.shape[1]
-                and _sl(batch_slice).mode != "int"):
+        scaled = self.apply_ln_to_stack(
+            residual_stack,
+            -1,
+            pos_slice=pos_slice,
+            batch_slice=batch_slice,
+            has_batch_dim=has_batch_dim,
+            stack="decoder",
+        )
+        if (
+            has_batch_dim
+            and scaled.ndim == 4
+            and dirs.ndim == 2
+            and dirs.shape[0] == scaled.shape[1]
+            and _sl(batch_slice).mode != "int"
+        ):
             dirs = dirs.unsqueeze(-2)  # one token per item, broadcast over positions
         return (scaled * dirs.to(scaled.dtype)).sum(-1)
 
     # ---- full decomposition ------------------------------------------------------------------
     def get_full_resid_decomposition(
-        self, layer: int | None = None, mlp_input: bool = False, expand_neurons: bool = True, apply_ln: bool = False,
-        pos_slice: Any = None, return_labels: bool = False, project_output_onto: torch.Tensor | None = None,
-        stack: Stack = "decoder", cross_input: bool = False, split_biases: bool = False,
+        self,
+        layer: int | None = None,
+        mlp_input: bool = False,
+        expand_neurons: bool = True,
+        apply_ln: bool = False,
+        pos_slice: Any = None,
+        return_labels: bool = False,
+        project_output_onto: torch.Tensor | None = None,
+        stack: Stack = "decoder",
+        cross_input: bool = False,
+        split_biases: bool = False,
     ) -> Any:
         """The residual into ``layer`` as every head, every neuron (or MLP), the embeddings and
         the biases, in TransformerLens's order: heads, neurons / MLPs, embeddings, ``bias``
@@ -473,16 +570,20 @@ class ActivationCache(Mapping):
         heads, labels = self._head_stack(layer, stack, partial, pos_slice)
         comps = [heads]
         if layer > 0:
-            mlps, mlp_labels = (self.stack_neuron_results(layer, pos_slice=pos_slice, return_labels=True, stack=stack)
-                                if expand_neurons else self.decompose_resid(
-                                    layer, pos_slice=pos_slice, mode="mlp", incl_embeds=False, return_labels=True, stack=stack))
+            mlps, mlp_labels = (
+                self.stack_neuron_results(layer, pos_slice=pos_slice, return_labels=True, stack=stack)
+                if expand_neurons
+                else self.decompose_resid(
+                    layer, pos_slice=pos_slice, mode="mlp", incl_embeds=False, return_labels=True, stack=stack
+                )
+            )
             comps, labels = comps + [mlps], labels + mlp_labels
         embeds = self._embeds(stack)
         comps += [psl.apply(t, dim=-2)[None] for _, t in embeds]
         labels = labels + [name for name, _ in embeds]
         biases: list[tuple[str, torch.Tensor]] = []
         for l in range(min(layer + (1 if partial else 0), self._n(stack))):
-            for kind in (self._kinds(stack) if l < layer else partial):
+            for kind in self._kinds(stack) if l < layer else partial:
                 biases.append((f"{stack}.blocks.{l}.{kind}.b_O", self.model.attn_weight("b_O", stack, l, kind)))
             if expand_neurons and l < layer:
                 biases.append((f"{stack}.blocks.{l}.mlp.b_out", self.model.mlp_weight("b_out", stack, l)))
@@ -496,8 +597,9 @@ class ActivationCache(Mapping):
             labels.append("bias")
         out = torch.cat([c.to(heads.dtype) for c in comps])
         if apply_ln:
-            out = self.apply_ln_to_stack(out, layer, mlp_input=mlp_input, pos_slice=pos_slice, stack=stack,
-                                         cross_input=cross_input)
+            out = self.apply_ln_to_stack(
+                out, layer, mlp_input=mlp_input, pos_slice=pos_slice, stack=stack, cross_input=cross_input
+            )
         if project_output_onto is not None:
             out = out @ project_output_onto.to(out.dtype)
         return (out, labels) if return_labels else out

@@ -126,8 +126,14 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
 
     @abstractmethod
     def teacher_forced_inputs(
-        self, audio: Any, continuation: Sequence[int] = (), *, language: str | None = None, task: str = "transcribe",
-        sampling_rate: int | None = None, allow_silence: bool = False,
+        self,
+        audio: Any,
+        continuation: Sequence[int] = (),
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        sampling_rate: int | None = None,
+        allow_silence: bool = False,
     ) -> TeacherForcedInputs:
         """Inputs for one forward over the prompt followed by ``continuation`` tokens."""
 
@@ -195,7 +201,8 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
             have = [k for k, v in vars(self.capabilities).items() if v is True]
             raise NotImplementedError(
                 f"{needed_for} needs {capability!r}, which {type(self).__name__} does not support "
-                f"(it supports {have}; see {type(self).__name__}.capabilities)")
+                f"(it supports {have}; see {type(self).__name__}.capabilities)"
+            )
 
     def check_hook_name(self, name: str) -> None:
         """Raise ``KeyError`` with the valid range when ``name`` is not a hook of this model."""
@@ -243,8 +250,9 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
     def _timestamp_rules(self, eos: int, max_initial_timestamp_index: int | None) -> TimestampRules:
         if self.cfg.no_timestamps_token_id is None:
             raise ValueError(f"return_timestamps=True needs timestamp tokens; {type(self).__name__} has none")
-        return TimestampRules(self.cfg.no_timestamps_token_id + 1, self.cfg.no_timestamps_token_id, eos,
-                              max_initial_timestamp_index)
+        return TimestampRules(
+            self.cfg.no_timestamps_token_id + 1, self.cfg.no_timestamps_token_id, eos, max_initial_timestamp_index
+        )
 
     @torch.no_grad()
     def generate(
@@ -305,8 +313,10 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
             raise ValueError(f"prompt_ids has {prompt.shape[0]} rows for a batch of {batch} audio inputs")
         check_generate_args(num_beams, max_new_tokens, do_sample, temperature, length_penalty, patience)
         if beam_algorithm not in ("huggingface", "openai"):
-            raise ValueError(f"beam_algorithm={beam_algorithm!r}: 'huggingface' (HF generate's) or 'openai' "
-                             "(openai-whisper's, what transcribe runs)")
+            raise ValueError(
+                f"beam_algorithm={beam_algorithm!r}: 'huggingface' (HF generate's) or 'openai' "
+                "(openai-whisper's, what transcribe runs)"
+            )
         eos = self.cfg.eos_token_id if eos_token_id is None else eos_token_id
         suppress = list(self.cfg.suppress_tokens if suppress_tokens is None else suppress_tokens)
         begin = list(self.cfg.begin_suppress_tokens if begin_suppress_tokens is None else begin_suppress_tokens)
@@ -320,8 +330,10 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         if return_timestamps:
             ts = self._timestamp_rules(eos, max_initial_timestamp_index)
             if int(prompt[0, -1]) == ts.no_timestamps:
-                raise ValueError("return_timestamps=True with a prompt ending in <|notimestamps|>: drop that token "
-                                 "(model.sot_sequence(..., timestamps=True))")
+                raise ValueError(
+                    "return_timestamps=True with a prompt ending in <|notimestamps|>: drop that token "
+                    "(model.sot_sequence(..., timestamps=True))"
+                )
         rules = LogitRules.build(self.cfg.decoder.d_vocab, device, suppress, begin, ts)
         if clean_prefix is not None:
             self.require("prefix_sharing", "generate(clean_prefix=)")
@@ -329,8 +341,10 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         recorder = None
         if return_prefix_cache:
             if batch != 1 or num_beams != 1 or not use_cache or clean_prefix is not None:
-                raise ValueError("return_prefix_cache=True records one clean row: batch 1, num_beams=1, use_cache=True, "
-                                 "no clean_prefix")
+                raise ValueError(
+                    "return_prefix_cache=True records one clean row: batch 1, num_beams=1, use_cache=True, "
+                    "no clean_prefix"
+                )
             recorder = PrefixRecorder(self.cfg.decoder.n_layers)
 
         own_state = self._decoding_state is None
@@ -343,33 +357,63 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
             if clean_prefix is not None and encoder_hidden_states is None:  # the rows read the clean audio
                 context = clean_prefix.context.expand(batch, *clean_prefix.context.shape[1:])
             else:
-                context = self._generation_context(input_features, encoder_hidden_states=encoder_hidden_states,
-                                                   **feature_kwargs)
+                context = self._generation_context(
+                    input_features, encoder_hidden_states=encoder_hidden_states, **feature_kwargs
+                )
             no_speech = self._no_speech_query(prompt[0].tolist())
             if num_beams > 1:
                 rows = torch.arange(batch, device=device).repeat_interleave(num_beams)
                 stepper = Stepper(self, self._select_context(context, rows), use_cache)
                 if beam_algorithm == "openai":
                     if do_sample:
-                        raise ValueError("beam_algorithm='openai' is deterministic: openai-whisper samples with "
-                                         "best_of instead of sampled beams")
+                        raise ValueError(
+                            "beam_algorithm='openai' is deterministic: openai-whisper samples with "
+                            "best_of instead of sampled beams"
+                        )
                     return openai_beam_search(
-                        stepper, prompt.index_select(0, rows), rules, eos=eos, max_new_tokens=max_new_tokens,
-                        beam_size=num_beams, patience=patience, length_penalty=length_penalty, state=state,
+                        stepper,
+                        prompt.index_select(0, rows),
+                        rules,
+                        eos=eos,
+                        max_new_tokens=max_new_tokens,
+                        beam_size=num_beams,
+                        patience=patience,
+                        length_penalty=length_penalty,
+                        state=state,
                         no_speech=no_speech,
                     )
                 return beam_search(
-                    stepper, prompt.index_select(0, rows), rules, eos=eos, max_new_tokens=max_new_tokens,
-                    num_beams=num_beams, length_penalty=1.0 if length_penalty is None else length_penalty,
-                    patience=patience, do_sample=do_sample,
-                    temperature=temperature, generator=generator, state=state, no_speech=no_speech,
+                    stepper,
+                    prompt.index_select(0, rows),
+                    rules,
+                    eos=eos,
+                    max_new_tokens=max_new_tokens,
+                    num_beams=num_beams,
+                    length_penalty=1.0 if length_penalty is None else length_penalty,
+                    patience=patience,
+                    do_sample=do_sample,
+                    temperature=temperature,
+                    generator=generator,
+                    state=state,
+                    no_speech=no_speech,
                 )
-            stepper = (Stepper(self, context, use_cache) if clean_prefix is None
-                       else PrefixStepper(self, context, clean_prefix, start_at_layer or 0, batch))
+            stepper = (
+                Stepper(self, context, use_cache)
+                if clean_prefix is None
+                else PrefixStepper(self, context, clean_prefix, start_at_layer or 0, batch)
+            )
             with self.hooks(fwd_hooks=recorder.hooks()) if recorder else contextlib.nullcontext():
                 out = sample(
-                    stepper, prompt, rules, eos=eos, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                    temperature=temperature, generator=generator, state=state, no_speech=no_speech,
+                    stepper,
+                    prompt,
+                    rules,
+                    eos=eos,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=do_sample,
+                    temperature=temperature,
+                    generator=generator,
+                    state=state,
+                    no_speech=no_speech,
                 )
             if recorder is not None:
                 out.prefix_cache = recorder.build(out.sequences, prompt.shape[1], stepper.cache, context)
@@ -379,7 +423,11 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
                 self._decoding_state = None
 
     def results_from_generation(
-        self, gen: GenerationOutput, prompt: Sequence[int] | torch.Tensor, *, language: str | None = None,
+        self,
+        gen: GenerationOutput,
+        prompt: Sequence[int] | torch.Tensor,
+        *,
+        language: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> list[TranscriptionResult]:
         """THE cut-at-end-of-text and decode: one :class:`TranscriptionResult` per row of ``gen``.
@@ -396,21 +444,34 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
             toks, lps = gen.tokens[row].tolist(), gen.logprobs[row].tolist()
             cut = next((j for j, t in enumerate(toks) if t in stops), None)
             # openai-whisper's sum_logprob counts the end of text; a beam search reports its own float32 sum
-            total = float(gen.sum_logprobs[row]) if gen.sum_logprobs is not None else sum(lps[: None if cut is None else cut + 1])
+            total = (
+                float(gen.sum_logprobs[row])
+                if gen.sum_logprobs is not None
+                else sum(lps[: None if cut is None else cut + 1])
+            )
             # a row padded with end of text after an unfinished beam did not finish
             finished = cut is not None and (toks[cut] != stop_ids[0] or bool(gen.finished[row]))
             if cut is not None:
                 toks, lps = toks[:cut], lps[:cut]
             text = tok.decode(toks).strip() if tok is not None else None
             p = prompts[row] if prompts and isinstance(prompts[0], list) else prompts
-            out.append(TranscriptionResult(
-                text=text, tokens=toks, token_logprobs=lps, prompt=[int(x) for x in p], finished=finished,
-                language=language, extra=dict(extra or {}) | {"sum_logprob": total},
-            ))
+            out.append(
+                TranscriptionResult(
+                    text=text,
+                    tokens=toks,
+                    token_logprobs=lps,
+                    prompt=[int(x) for x in p],
+                    finished=finished,
+                    language=language,
+                    extra=dict(extra or {}) | {"sum_logprob": total},
+                )
+            )
         return out
 
     # ---- loading ---------------------------------------------------------------------
-    def _load_pieces(self, pieces: Iterable[dict[str, torch.Tensor]], device: str | torch.device) -> "HookedEncoderDecoder":
+    def _load_pieces(
+        self, pieces: Iterable[dict[str, torch.Tensor]], device: str | torch.device
+    ) -> "HookedEncoderDecoder":
         """The one weight validator: assign converted tensors piece by piece into a meta-device
         model, checking every key, shape and that every tensor the model has was given."""
         from hooked_asr.components.attention import RotaryEmbedding
@@ -422,7 +483,11 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
             bad = [k for k in piece if k not in own]
             if bad:
                 raise WeightConversionError(f"converted keys the model does not have: {sorted(bad)[:5]}")
-            wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k])}" for k, v in piece.items() if v.shape != own[k]]
+            wrong = [
+                f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k])}"
+                for k, v in piece.items()
+                if v.shape != own[k]
+            ]
             if wrong:
                 raise WeightConversionError("checkpoint does not fit the config: " + "; ".join(wrong[:5]))
             self.load_state_dict(piece, strict=False, assign=True)
@@ -439,6 +504,11 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
 
 
 __all__ = [
-    "GenerationOutput", "HookedEncoderDecoder", "PromptGroup", "Segment", "TeacherForcedInputs",
-    "TranscriptionResult", "WordTiming",
+    "GenerationOutput",
+    "HookedEncoderDecoder",
+    "PromptGroup",
+    "Segment",
+    "TeacherForcedInputs",
+    "TranscriptionResult",
+    "WordTiming",
 ]

@@ -178,12 +178,23 @@ def _hook_shape(model: Any, name: str, d: dict[str, Any]) -> tuple[int, ...] | N
     cross = ".cross_attn." in name
     if cross and site in ("hook_k", "hook_v") and d["X"] == 0:
         return None
-    return _block_site_shape(site, B, T, d["X"] if cross else T, c.d_model, c.n_heads,
-                                  c.n_heads if cross else c.n_kv_heads, c.d_head, c.d_mlp, parent)
+    return _block_site_shape(
+        site,
+        B,
+        T,
+        d["X"] if cross else T,
+        c.d_model,
+        c.n_heads,
+        c.n_heads if cross else c.n_kv_heads,
+        c.d_head,
+        c.d_mlp,
+        parent,
+    )
 
 
-def _block_site_shape(site: str, B: int, Q: int, K: int, d_model: int, H: int, Hkv: int, dh: int,
-                      d_mlp: int, parent: str) -> tuple[int, ...]:
+def _block_site_shape(
+    site: str, B: int, Q: int, K: int, d_model: int, H: int, Hkv: int, dh: int, d_mlp: int, parent: str
+) -> tuple[int, ...]:
     if site in ("hook_q", "hook_z", "hook_rot_q"):
         return (B, Q, H, dh)
     if site in ("hook_k", "hook_v", "hook_rot_k"):
@@ -224,5 +235,10 @@ def _sliced_len(sl: Slice, n: int) -> int:
 
 
 __all__ = [
-    "CacheSizeEstimate", "as_slice", "estimate_cache_size", "names_filter_fn", "patterns_kept_as_scores", "position_axes",
+    "CacheSizeEstimate",
+    "as_slice",
+    "estimate_cache_size",
+    "names_filter_fn",
+    "patterns_kept_as_scores",
+    "position_axes",
 ]

@@ -29,7 +29,13 @@ from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.components.projector import AudioProjector, audio_token_counts
 from hooked_asr.config import ModelConfig
 from hooked_asr.models.runner import encode_from
-from hooked_asr.models.base import HookedEncoderDecoder, ModelCapabilities, PromptGroup, TeacherForcedInputs, TranscriptionResult
+from hooked_asr.models.base import (
+    HookedEncoderDecoder,
+    ModelCapabilities,
+    PromptGroup,
+    TeacherForcedInputs,
+    TranscriptionResult,
+)
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.loading.hf import as_dtype
 from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS, config_from_hf, iter_converted
@@ -69,7 +75,9 @@ class HookedQwen2Audio(HookedEncoderDecoder):
     def __init__(self, cfg: ModelConfig, tokenizer: Any | None = None):
         super().__init__()
         if cfg.encoder.pool_stride != 2:
-            raise ValueError(f"Qwen2-Audio pools the audio tower with stride 2; the config has pool_stride={cfg.encoder.pool_stride}")
+            raise ValueError(
+                f"Qwen2-Audio pools the audio tower with stride 2; the config has pool_stride={cfg.encoder.pool_stride}"
+            )
         if "audio_token_id" not in cfg.extra:
             raise ValueError("cfg.extra['audio_token_id'] (the <|AUDIO|> placeholder id) is required")
         self.cfg = cfg
@@ -129,8 +137,11 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         former). Padded mel frames are masked as keys. ``start_at_layer`` / ``attn_z`` resume as
         Whisper's ``encode`` (pass the ``feature_attention_mask`` of the run they came from)."""
         if stop_at_layer is None:
-            return self.projector(self.encode_audio_tower(input_features, feature_attention_mask,
-                                                          start_at_layer=start_at_layer, attn_z=attn_z))
+            return self.projector(
+                self.encode_audio_tower(
+                    input_features, feature_attention_mask, start_at_layer=start_at_layer, attn_z=attn_z
+                )
+            )
         return self.encode_audio_tower(input_features, feature_attention_mask, stop_at_layer, start_at_layer, attn_z)
 
     def encode_audio_tower(
@@ -148,8 +159,11 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         if start_at_layer is None:
             mask = self._feature_mask(input_features, feature_attention_mask)
         else:
-            mask = feature_attention_mask if feature_attention_mask is not None else torch.ones(
-                input_features.shape[0], self.cfg.encoder.n_frames, dtype=torch.long, device=w.device)
+            mask = (
+                feature_attention_mask
+                if feature_attention_mask is not None
+                else torch.ones(input_features.shape[0], self.cfg.encoder.n_frames, dtype=torch.long, device=w.device)
+            )
         attn_mask = self.encoder_attention_mask(mask, w.dtype)
         return encode_from(self.encoder, input_features, start_at_layer, attn_z, attn_mask, stop_at_layer)
 
@@ -202,7 +216,10 @@ class HookedQwen2Audio(HookedEncoderDecoder):
                 f"{what}: the audio gives {n_tok} embeddings (after pooling; {sum(n_tok)} in all) but the prompt "
                 f"rows hold {per_row} placeholders {name}; {fix}"
             )
-        keep = torch.arange(audio_embeds.shape[1], device=audio_embeds.device)[None, :] < n_audio_tokens.to(audio_embeds.device)[:, None]
+        keep = (
+            torch.arange(audio_embeds.shape[1], device=audio_embeds.device)[None, :]
+            < n_audio_tokens.to(audio_embeds.device)[:, None]
+        )
         embeds = F.embedding(input_ids, self.decoder.W_E)
         audio = audio_embeds[keep].to(embeds.dtype)
         return embeds.masked_scatter(is_audio[..., None], audio)
@@ -352,8 +369,14 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         return list(dict.fromkeys(i for i in ids if i is not None and i >= 0))
 
     def teacher_forced_inputs(
-        self, audio: Any, continuation: Sequence[int] = (), *, language: str | None = None, task: str = "transcribe",
-        sampling_rate: int | None = None, allow_silence: bool = False,
+        self,
+        audio: Any,
+        continuation: Sequence[int] = (),
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        sampling_rate: int | None = None,
+        allow_silence: bool = False,
     ) -> TeacherForcedInputs:
         """``model(**inputs.kwargs)`` runs the transcription prompt then ``continuation``.
         Every item of a batch must give the same number of audio tokens (same length).
@@ -395,17 +418,24 @@ class HookedQwen2Audio(HookedEncoderDecoder):
 
     def _select_context(self, context: AudioContext, rows: torch.Tensor) -> AudioContext:
         rows = rows.to(context.audio_embeds.device)
-        return AudioContext(context.audio_embeds.index_select(0, rows), context.n_audio_tokens.index_select(0, rows.to(context.n_audio_tokens.device)))
+        return AudioContext(
+            context.audio_embeds.index_select(0, rows),
+            context.n_audio_tokens.index_select(0, rows.to(context.n_audio_tokens.device)),
+        )
 
     def _always_suppressed(self) -> list[int]:
         return [self.audio_token_id]  # the placeholder is an input, never an output
 
     def _check_language_task(self, language: str | None, task: str) -> None:
         if task != "transcribe":
-            raise ValueError(f"task {task!r}: Qwen2-Audio's prompt here is for 'transcribe'; pass your own instruction=")
+            raise ValueError(
+                f"task {task!r}: Qwen2-Audio's prompt here is for 'transcribe'; pass your own instruction="
+            )
 
     def _window_prompt(self, language: str | None, task: str, timestamps: bool, previous: Sequence[int]) -> list[int]:
-        raise NotImplementedError("Qwen2-Audio's prompt depends on the number of audio tokens: use transcription_prompt")
+        raise NotImplementedError(
+            "Qwen2-Audio's prompt depends on the number of audio tokens: use transcription_prompt"
+        )
 
     def _short_form_features(self, waves: list[Any]) -> dict[str, torch.Tensor]:
         feats, mask, _ = self._features(list(waves), None, allow_silence=True)  # already validated
@@ -427,8 +457,14 @@ class HookedQwen2Audio(HookedEncoderDecoder):
             groups.setdefault(n, []).append(i)
         mo = opts.model_options
         return [
-            PromptGroup(self.transcription_prompt(n, mo.get("instruction"), chat=mo.get("chat"), language=opts.language or "en"),
-                        rows, opts.language, {"n_audio_tokens": n})
+            PromptGroup(
+                self.transcription_prompt(
+                    n, mo.get("instruction"), chat=mo.get("chat"), language=opts.language or "en"
+                ),
+                rows,
+                opts.language,
+                {"n_audio_tokens": n},
+            )
             for n, rows in groups.items()
         ]
 
@@ -441,12 +477,22 @@ class HookedQwen2Audio(HookedEncoderDecoder):
         window = self._window_samples()
         feats = self._short_form_features(chunks := chunk_audio(wave, window / SAMPLE_RATE))
         by_window = self._transcribe_short(feats, [c.size for c in chunks], list(range(len(chunks))), opts)
-        return join_windows([by_window[i] for i in range(len(chunks))], window, language=opts.language,
-                            has_text=self.tokenizer is not None)
+        return join_windows(
+            [by_window[i] for i in range(len(chunks))],
+            window,
+            language=opts.language,
+            has_text=self.tokenizer is not None,
+        )
 
     def transcribe(
-        self, audio: Any, *, instruction: str | None = None, chat: bool | None = None, sampling_rate: int | None = None,
-        allow_silence: bool = False, **options: Any,
+        self,
+        audio: Any,
+        *,
+        instruction: str | None = None,
+        chat: bool | None = None,
+        sampling_rate: int | None = None,
+        allow_silence: bool = False,
+        **options: Any,
     ) -> TranscriptionResult | list[TranscriptionResult]:
         """:meth:`HookedEncoderDecoder.transcribe` (greedy, beam search, sampling, fallback; audio longer
         than the tower's 30 s in consecutive windows) with Qwen2-Audio's prompt: ``instruction`` (default
@@ -464,13 +510,20 @@ class HookedQwen2Audio(HookedEncoderDecoder):
 
     @classmethod
     def from_hf(
-        cls, hf_model: Any, tokenizer: Any | None = None, dtype: torch.dtype | str | None = None,
-        device: str | torch.device = "cpu", chat: bool = True,
+        cls,
+        hf_model: Any,
+        tokenizer: Any | None = None,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device = "cpu",
+        chat: bool = True,
     ) -> "HookedQwen2Audio":
         """Convert an in-memory ``Qwen2AudioForConditionalGeneration`` (weights are copied).
         ``chat=False`` for the base (non-instruct) model's prompt and end token."""
-        cfg = config_from_hf(hf_model.config, getattr(hf_model, "generation_config", None),
-                             name=getattr(hf_model.config, "_name_or_path", "") or "qwen2-audio")
+        cfg = config_from_hf(
+            hf_model.config,
+            getattr(hf_model, "generation_config", None),
+            name=getattr(hf_model.config, "_name_or_path", "") or "qwen2-audio",
+        )
         cfg.extra["chat"] = chat
         dtype = as_dtype(dtype) or next(hf_model.parameters()).dtype
         model = cls._empty(cfg, tokenizer)
@@ -479,8 +532,12 @@ class HookedQwen2Audio(HookedEncoderDecoder):
 
     @classmethod
     def from_pretrained(
-        cls, path_or_hub_id: str | Path, dtype: torch.dtype | str | None = torch.bfloat16,
-        device: str | torch.device = "cpu", tokenizer: Any | None = None, chat: bool | None = None,
+        cls,
+        path_or_hub_id: str | Path,
+        dtype: torch.dtype | str | None = torch.bfloat16,
+        device: str | torch.device = "cpu",
+        tokenizer: Any | None = None,
+        chat: bool | None = None,
     ) -> "HookedQwen2Audio":
         """Load a Hugging Face-layout checkpoint (``config.json`` + ``*.safetensors``, sharded or
         not) from a local directory or a hub id, one shard at a time.

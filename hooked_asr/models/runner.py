@@ -48,7 +48,8 @@ def encode_from(
     if start_at_layer is None or not 0 <= start_at_layer < n or tuple(attn_z.shape[:2]) != tuple(resid.shape[:2]):
         raise ValueError(
             f"attn_z is block l's attn.hook_z [batch, {encoder.cfg.n_ctx}, head, d_head] for start_at_layer=l in "
-            f"0..{n - 1}; got start_at_layer={start_at_layer}, attn_z {tuple(attn_z.shape)}")
+            f"0..{n - 1}; got start_at_layer={start_at_layer}, attn_z {tuple(attn_z.shape)}"
+        )
     encoder.check_resid(resid, start_at_layer)
     if stop_at_layer is not None and stop_at_layer <= start_at_layer:
         return resid  # no block runs (as encoder(resid, start_at_layer=l, stop_at_layer<=l))
@@ -89,16 +90,24 @@ def decode_from_prefix(
 
 
 def _lower_blocks(
-    decoder: TextDecoder, x: torch.Tensor, lo: int, input_ids: torch.Tensor, encoder_out: torch.Tensor | None,
-    past_kv: list[LayerCache] | None, position_ids: torch.Tensor | None, resid_pre: torch.Tensor | None,
+    decoder: TextDecoder,
+    x: torch.Tensor,
+    lo: int,
+    input_ids: torch.Tensor,
+    encoder_out: torch.Tensor | None,
+    past_kv: list[LayerCache] | None,
+    position_ids: torch.Tensor | None,
+    resid_pre: torch.Tensor | None,
     run_rows: torch.Tensor | None,
 ) -> tuple[torch.Tensor, list[LayerCache]]:
     """Blocks ``0..lo-1`` on rows ``run_rows`` only; the other rows take ``resid_pre``."""
     batch = x.shape[0]
     rows = torch.arange(batch, device=x.device) if run_rows is None else run_rows.to(x.device)
     if resid_pre is None and rows.numel() != batch:
-        raise ValueError(f"start_at_layer={lo} with {rows.numel()} of {batch} rows in run_rows needs resid_pre "
-                         "(the residual entering that block) for the others")
+        raise ValueError(
+            f"start_at_layer={lo} with {rows.numel()} of {batch} rows in run_rows needs resid_pre "
+            "(the residual entering that block) for the others"
+        )
     learned = decoder.cfg.positional == "learned"
     embed_hooks = [decoder.hook_embed] + ([decoder.hook_pos_embed] if learned else [])
     if resid_pre is not None and any(h.is_live() for h in embed_hooks):
@@ -110,8 +119,10 @@ def _lower_blocks(
         keep = torch.ones(batch, dtype=torch.bool, device=x.device)
         keep[rows] = False
         if not torch.equal(x[keep], plain.expand_as(x)[keep]):
-            raise ValueError("a hook on decoder.hook_embed / hook_pos_embed changed a row that skips blocks "
-                             f"< {lo} (start_at_layer): patch embeddings without clean_prefix")
+            raise ValueError(
+                "a hook on decoder.hook_embed / hook_pos_embed changed a row that skips blocks "
+                f"< {lo} (start_at_layer): patch embeddings without clean_prefix"
+            )
     present: list[LayerCache] = []
     if rows.numel() == 0:  # dense: a hook may write into it
         return resid_pre.contiguous(), [{} for _ in range(lo)]

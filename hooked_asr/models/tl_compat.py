@@ -177,16 +177,28 @@ class TLCompatMixin:
         """``model.weights("decoder", "cross_attn").W_Q``, ``.QK``, ``.OV`` (see :class:`AttentionWeights`)."""
         return AttentionWeights(self, stack, kind)
 
-    W_Q = property(lambda self: self.stacked_attn_weight("W_Q"), doc="decoder self-attention [layer, head, d_model, d_head]")
-    W_K = property(lambda self: self.stacked_attn_weight("W_K"), doc="decoder self-attention [layer, head, d_model, d_head]")
-    W_V = property(lambda self: self.stacked_attn_weight("W_V"), doc="decoder self-attention [layer, head, d_model, d_head]")
-    W_O = property(lambda self: self.stacked_attn_weight("W_O"), doc="decoder self-attention [layer, head, d_head, d_model]")
+    W_Q = property(
+        lambda self: self.stacked_attn_weight("W_Q"), doc="decoder self-attention [layer, head, d_model, d_head]"
+    )
+    W_K = property(
+        lambda self: self.stacked_attn_weight("W_K"), doc="decoder self-attention [layer, head, d_model, d_head]"
+    )
+    W_V = property(
+        lambda self: self.stacked_attn_weight("W_V"), doc="decoder self-attention [layer, head, d_model, d_head]"
+    )
+    W_O = property(
+        lambda self: self.stacked_attn_weight("W_O"), doc="decoder self-attention [layer, head, d_head, d_model]"
+    )
     b_Q = property(lambda self: self.stacked_attn_weight("b_Q"), doc="decoder self-attention [layer, head, d_head]")
     b_K = property(lambda self: self.stacked_attn_weight("b_K"), doc="decoder self-attention [layer, head, d_head]")
     b_V = property(lambda self: self.stacked_attn_weight("b_V"), doc="decoder self-attention [layer, head, d_head]")
     b_O = property(lambda self: self.stacked_attn_weight("b_O"), doc="decoder self-attention [layer, d_model]")
-    QK = property(lambda self: self.weights("decoder", "attn").QK, doc="decoder self-attention W_Q W_K^T (FactoredMatrix)")
-    OV = property(lambda self: self.weights("decoder", "attn").OV, doc="decoder self-attention W_V W_O (FactoredMatrix)")
+    QK = property(
+        lambda self: self.weights("decoder", "attn").QK, doc="decoder self-attention W_Q W_K^T (FactoredMatrix)"
+    )
+    OV = property(
+        lambda self: self.weights("decoder", "attn").OV, doc="decoder self-attention W_V W_O (FactoredMatrix)"
+    )
 
     @property
     def W_E(self) -> Float[torch.Tensor, "d_vocab d_model"]:
@@ -237,8 +249,15 @@ class TLCompatMixin:
         multilingual = bool(getattr(self.cfg, "is_multilingual", False) and getattr(self.cfg, "lang_to_id", None))
         return list(self.sot_sequence((language or "en") if multilingual else language, task))
 
-    def to_tokens(self, input: str | Sequence[str], prepend_bos: bool = True, move_to_device: bool = True,
-                  *, language: str | None = None, task: str = "transcribe") -> Int[torch.Tensor, "batch pos"]:
+    def to_tokens(
+        self,
+        input: str | Sequence[str],
+        prepend_bos: bool = True,
+        move_to_device: bool = True,
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+    ) -> Int[torch.Tensor, "batch pos"]:
         """Text -> ``[batch, pos]`` ids. ``prepend_bos`` prepends the model's text prompt (Whisper:
         ``sot_sequence(language, task)``: ``<|startoftranscript|><|en|><|transcribe|><|notimestamps|>`` on a
         multilingual checkpoint, where ``language=None`` means ``'en'``; English-only ones have no language
@@ -264,8 +283,9 @@ class TLCompatMixin:
             return [self.to_string(row, language=language, task=task) for row in t]
         return self._tok().decode([int(i) for i in t.reshape(-1).tolist()], skip_special_tokens=False)
 
-    def to_str_tokens(self, input: str | Any, prepend_bos: bool = True, *, language: str | None = None,
-                      task: str = "transcribe") -> list[str]:
+    def to_str_tokens(
+        self, input: str | Any, prepend_bos: bool = True, *, language: str | None = None, task: str = "transcribe"
+    ) -> list[str]:
         """Each token as its own string (text is tokenised first, with the prompt of ``language`` /
         ``task`` if ``prepend_bos``: see :meth:`to_tokens` for the default on multilingual models)."""
         if isinstance(input, str):
@@ -324,7 +344,9 @@ class TLCompatMixin:
             return logits, _loss(logits, self._decoder_tokens(inputs), loss_per_token)
         if callable(return_type):
             return return_type(logits)
-        raise ValueError(f"return_type must be 'logits', 'loss', 'both', None or a function of the logits, got {return_type!r}")
+        raise ValueError(
+            f"return_type must be 'logits', 'loss', 'both', None or a function of the logits, got {return_type!r}"
+        )
 
     def run_with_hooks(  # type: ignore[override]
         self,
@@ -379,14 +401,23 @@ class TLCompatMixin:
         """
         self._check_names_filter(names_filter)  # a misspelt name is an error, not an empty cache
         inputs = self._bind(model_args, model_kwargs)
-        estimate = self.estimate_cache_size(names_filter=names_filter, pos_slice=pos_slice, frame_slice=frame_slice,
-                                            dtype=dtype, incl_bwd=incl_bwd, return_cache_object=return_cache_object,
-                                            device=device, **inputs)
+        estimate = self.estimate_cache_size(
+            names_filter=names_filter,
+            pos_slice=pos_slice,
+            frame_slice=frame_slice,
+            dtype=dtype,
+            incl_bwd=incl_bwd,
+            return_cache_object=return_cache_object,
+            device=device,
+            **inputs,
+        )
         if estimate.total_bytes > self.cache_warn_bytes:
             warnings.warn(
                 f"run_with_cache will build a large {estimate}; keep fewer hooks (names_filter), fewer positions "
                 f"(pos_slice / frame_slice), a smaller dtype, or offload with device='cpu' "
-                f"(threshold: model.cache_warn_bytes = {self.cache_warn_bytes})", stacklevel=2)
+                f"(threshold: model.cache_warn_bytes = {self.cache_warn_bytes})",
+                stacklevel=2,
+            )
         keep = names_filter_fn(names_filter)
         pslice, fslice = as_slice(pos_slice), as_slice(frame_slice)
         cache: dict[str, torch.Tensor] = {}
@@ -416,15 +447,21 @@ class TLCompatMixin:
             if return_cache_object:
                 # Exact only when nothing but our save sees the scores and the pattern (a user hook
                 # could change either between the two).
-                derived.update({p: s for p, s in patterns_kept_as_scores(names, fslice, dtype, device).items()
-                                if len(self.hook_dict[p]._forward_hooks) == len(self.hook_dict[s]._forward_hooks) == 1})
+                derived.update(
+                    {
+                        p: s
+                        for p, s in patterns_kept_as_scores(names, fslice, dtype, device).items()
+                        if len(self.hook_dict[p]._forward_hooks) == len(self.hook_dict[s]._forward_hooks) == 1
+                    }
+                )
             out = self._run(inputs, return_type, loss_per_token)
             if incl_bwd:
                 scalar = out[1] if return_type == "both" else out
                 if not isinstance(scalar, torch.Tensor) or scalar.numel() != 1:
                     raise ValueError(
                         "incl_bwd=True needs a scalar output to differentiate: pass return_type='loss' or a "
-                        f"metric function logits -> scalar (got return_type={return_type!r})")
+                        f"metric function logits -> scalar (got return_type={return_type!r})"
+                    )
                 scalar.backward()
         if return_cache_object:
             return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim, derived=derived)
@@ -448,8 +485,17 @@ class TLCompatMixin:
         defaults to ``run_with_cache``'s own default."""
         if return_cache_object is None:
             return_cache_object = inspect.signature(self.run_with_cache).parameters["return_cache_object"].default
-        return estimate_cache_size(self, self._bind(model_args, model_kwargs), names_filter, pos_slice, frame_slice,
-                                   dtype, incl_bwd, return_cache_object, device)
+        return estimate_cache_size(
+            self,
+            self._bind(model_args, model_kwargs),
+            names_filter,
+            pos_slice,
+            frame_slice,
+            dtype,
+            incl_bwd,
+            return_cache_object,
+            device,
+        )
 
 
 def _loss(logits: torch.Tensor, tokens: torch.Tensor, per_token: bool) -> torch.Tensor:

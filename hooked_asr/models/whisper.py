@@ -13,7 +13,13 @@ from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.config import ModelConfig
 from hooked_asr.models.runner import decode_from_prefix, encode_from
-from hooked_asr.models.base import HookedEncoderDecoder, ModelCapabilities, PromptGroup, TeacherForcedInputs, TranscriptionResult
+from hooked_asr.models.base import (
+    HookedEncoderDecoder,
+    ModelCapabilities,
+    PromptGroup,
+    TeacherForcedInputs,
+    TranscriptionResult,
+)
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment
 from hooked_asr.loading.whisper_weights import config_from_hf, convert_hf_whisper_weights
@@ -28,8 +34,15 @@ class HookedWhisper(HookedEncoderDecoder):
     >>> model.transcribe("lecture.wav", beam_size=5, word_timestamps=True).words[0]
     """
 
-    capabilities = ModelCapabilities(resume_at_block=True, resume_at_head=True, prefix_sharing=True, timestamps=True,
-                                     word_timestamps=True, long_form="seek", encode_inputs=("input_features",))
+    capabilities = ModelCapabilities(
+        resume_at_block=True,
+        resume_at_head=True,
+        prefix_sharing=True,
+        timestamps=True,
+        word_timestamps=True,
+        long_form="seek",
+        encode_inputs=("input_features",),
+    )
 
     def __init__(self, cfg: ModelConfig, tokenizer: Any | None = None):
         super().__init__()
@@ -41,8 +54,11 @@ class HookedWhisper(HookedEncoderDecoder):
 
     # ---- forward passes --------------------------------------------------------------
     def encode(
-        self, input_features: Float[torch.Tensor, "batch n_mels frames"], stop_at_layer: int | None = None,
-        start_at_layer: int | None = None, attn_z: Float[torch.Tensor, "batch frame head d_head"] | None = None,
+        self,
+        input_features: Float[torch.Tensor, "batch n_mels frames"],
+        stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
+        attn_z: Float[torch.Tensor, "batch frame head d_head"] | None = None,
     ) -> Float[torch.Tensor, "batch frame d_model"]:
         """What the decoder reads, ``encoder.hook_out`` (or, with ``stop_at_layer=l``, the residual
         after ``l`` blocks); with ``start_at_layer=l`` the input is ``encoder.blocks.{l}.hook_resid_pre``
@@ -53,8 +69,9 @@ class HookedWhisper(HookedEncoderDecoder):
         input_features = input_features.to(dtype=w.dtype)
         if attn_z is None:
             return self.encoder(input_features, stop_at_layer=stop_at_layer, start_at_layer=start_at_layer)
-        return encode_from(self.encoder, input_features, start_at_layer, attn_z.to(dtype=w.dtype),
-                           stop_at_layer=stop_at_layer)
+        return encode_from(
+            self.encoder, input_features, start_at_layer, attn_z.to(dtype=w.dtype), stop_at_layer=stop_at_layer
+        )
 
     def decode(
         self,
@@ -74,10 +91,19 @@ class HookedWhisper(HookedEncoderDecoder):
         if encoder_hidden_states is not None:  # e.g. a float32 encoder output given to a half-precision decoder
             encoder_hidden_states = encoder_hidden_states.to(dtype=self.decoder.W_E.dtype)
         if prefix:
-            return decode_from_prefix(self.decoder, decoder_input_ids, encoder_hidden_states, past_key_values,
-                                      stop_at_layer=stop_at_layer, **prefix)
+            return decode_from_prefix(
+                self.decoder,
+                decoder_input_ids,
+                encoder_hidden_states,
+                past_key_values,
+                stop_at_layer=stop_at_layer,
+                **prefix,
+            )
         return self.decoder(
-            decoder_input_ids, encoder_out=encoder_hidden_states, past_kv=past_key_values, stop_at_layer=stop_at_layer,
+            decoder_input_ids,
+            encoder_out=encoder_hidden_states,
+            past_kv=past_key_values,
+            stop_at_layer=stop_at_layer,
         )
 
     def forward(
@@ -104,26 +130,37 @@ class HookedWhisper(HookedEncoderDecoder):
     ) -> dict[str, torch.Tensor]:
         from hooked_asr.audio import prepare_features
 
-        features, _ = prepare_features(audio, self.cfg.encoder.n_mels, sampling_rate=sampling_rate,
-                                       allow_silence=allow_silence)
+        features, _ = prepare_features(
+            audio, self.cfg.encoder.n_mels, sampling_rate=sampling_rate, allow_silence=allow_silence
+        )
         return {"input_features": features.to(self.device)}
 
     def finish_encoder(self, resid: Float[torch.Tensor, "batch frame d_model"], **_: Any) -> torch.Tensor:
         return self.encoder.ln_final(resid)
 
     def teacher_forced_inputs(
-        self, audio: Any, continuation: Sequence[int] = (), *, language: str | None = None, task: str = "transcribe",
-        sampling_rate: int | None = None, allow_silence: bool = False,
+        self,
+        audio: Any,
+        continuation: Sequence[int] = (),
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        sampling_rate: int | None = None,
+        allow_silence: bool = False,
     ) -> TeacherForcedInputs:
         """``model(**inputs.kwargs)`` runs the prompt ``sot_sequence(language, task)`` then
         ``continuation``. ``language=None``: detected on multilingual models, as ``transcribe`` does."""
         self._check_language_task(language, task)
         items, _ = self._transcription_inputs(audio, sampling_rate, allow_silence)
-        feats = items["input_features"] if isinstance(items, dict) else self._short_form_features(items)["input_features"]
+        feats = (
+            items["input_features"] if isinstance(items, dict) else self._short_form_features(items)["input_features"]
+        )
         if language is None and self.cfg.is_multilingual and self.cfg.lang_to_id:
             langs = set(self.detect_language(feats))
             if len(langs) != 1:
-                raise ValueError(f"the items are detected as {sorted(langs)}: pass language= (one prompt for the batch)")
+                raise ValueError(
+                    f"the items are detected as {sorted(langs)}: pass language= (one prompt for the batch)"
+                )
             language = langs.pop()
         prompt = self.sot_sequence(language, task)
         tokens = torch.tensor([prompt + list(continuation)], device=feats.device).expand(feats.shape[0], -1)
@@ -145,7 +182,9 @@ class HookedWhisper(HookedEncoderDecoder):
         needs = not past_kv or any("cross" not in c for c in past_kv[prefix.get("start_at_layer") or 0 :])
         return self.decode(input_ids, context if needs else None, past_kv, **prefix)
 
-    def sot_sequence(self, language: str | None = None, task: str = "transcribe", timestamps: bool = False) -> list[int]:
+    def sot_sequence(
+        self, language: str | None = None, task: str = "transcribe", timestamps: bool = False
+    ) -> list[int]:
         """Whisper's prompt: ``<|startoftranscript|> [<|lang|> <|task|>] <|notimestamps|>``
         (``timestamps=True``: without ``<|notimestamps|>``, so timestamp tokens are predicted)."""
         seq = [self.cfg.decoder_start_token_id]
@@ -170,7 +209,9 @@ class HookedWhisper(HookedEncoderDecoder):
         return self.cfg.no_timestamps_token_id - (5 if task == "translate" else 4)
 
     @torch.no_grad()
-    def language_probabilities(self, input_features: Float[torch.Tensor, "batch n_mels frames"]) -> list[dict[str, float]]:
+    def language_probabilities(
+        self, input_features: Float[torch.Tensor, "batch n_mels frames"]
+    ) -> list[dict[str, float]]:
         """``p(language | audio)`` per item (openai-whisper's ``detect_language``): the softmax of the
         first decoder step's logits over the language tokens only."""
         if not (self.cfg.is_multilingual and self.cfg.lang_to_id):
@@ -221,8 +262,10 @@ class HookedWhisper(HookedEncoderDecoder):
                     "or load a multilingual checkpoint (e.g. whisper-base)"
                 )
             if task == "translate":
-                raise ValueError(f"task='translate': {self.cfg.name} is English-only and cannot translate; "
-                                 "use a multilingual checkpoint (e.g. whisper-base)")
+                raise ValueError(
+                    f"task='translate': {self.cfg.name} is English-only and cannot translate; "
+                    "use a multilingual checkpoint (e.g. whisper-base)"
+                )
 
     def _short_form_features(self, waves: list[Any]) -> dict[str, torch.Tensor]:
         from hooked_asr.audio import log_mel_spectrogram
@@ -239,8 +282,10 @@ class HookedWhisper(HookedEncoderDecoder):
         for i, lang in enumerate(langs):
             groups.setdefault(lang, []).append(i)
         initial = self._initial_tokens(opts)
-        return [PromptGroup(self._window_prompt(lang, opts.task, not opts.without_timestamps, initial), rows, lang, {})
-                for lang, rows in groups.items()]
+        return [
+            PromptGroup(self._window_prompt(lang, opts.task, not opts.without_timestamps, initial), rows, lang, {})
+            for lang, rows in groups.items()
+        ]
 
     def _transcribe_long(self, wave: Any, opts: TranscribeOptions) -> TranscriptionResult:
         import torch.nn.functional as F
@@ -270,8 +315,12 @@ class HookedWhisper(HookedEncoderDecoder):
     # ---- loading ---------------------------------------------------------------------
     @classmethod
     def from_state_dict(
-        cls, hf_state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig, tokenizer: Any | None = None,
-        dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+        cls,
+        hf_state_dict: Mapping[str, torch.Tensor],
+        cfg: ModelConfig,
+        tokenizer: Any | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
     ) -> "HookedWhisper":
         """Build from a Hugging Face-named Whisper state dict and a config."""
         weights = convert_hf_whisper_weights(hf_state_dict, cfg)
@@ -283,8 +332,11 @@ class HookedWhisper(HookedEncoderDecoder):
     @classmethod
     def from_hf(cls, hf_model: Any, tokenizer: Any | None = None, **kwargs: Any) -> "HookedWhisper":
         """Convert an in-memory ``transformers`` Whisper model (weights are copied)."""
-        cfg = config_from_hf(hf_model.config, getattr(hf_model, "generation_config", None),
-                             name=getattr(hf_model.config, "_name_or_path", "") or "whisper")
+        cfg = config_from_hf(
+            hf_model.config,
+            getattr(hf_model, "generation_config", None),
+            name=getattr(hf_model.config, "_name_or_path", "") or "whisper",
+        )
         dtype = kwargs.pop("dtype", next(hf_model.parameters()).dtype)
         sd = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
         return cls.from_state_dict(sd, cfg, tokenizer=_as_tokenizer(tokenizer), dtype=dtype, **kwargs)

@@ -82,16 +82,26 @@ class AttentionMask:
                 return None
             if int(rows.max()) >= batch:
                 raise IndexError(f"mask on {comp} targets row {int(rows.max())}, but the batch has {batch} rows")
-            heads = torch.arange(act.shape[1], device=device) if comp.head is None else torch.tensor([comp.head], device=device)
+            heads = (
+                torch.arange(act.shape[1], device=device)
+                if comp.head is None
+                else torch.tensor([comp.head], device=device)
+            )
             new = act.clone()
-            idx = (rows[:, None, None, None], heads[None, :, None, None], (q - start)[None, None, :, None], k[None, None, None, :])
+            idx = (
+                rows[:, None, None, None],
+                heads[None, :, None, None],
+                (q - start)[None, None, :, None],
+                k[None, None, None, :],
+            )
             new[idx] = fill
             if self.mode == "scores":
                 sel = new[rows[:, None, None], heads[None, :, None], (q - start)[None, None, :]]
                 if torch.isneginf(sel).all(-1).any():
                     raise ValueError(
                         f"mask on {comp}: keys {keys.tolist()[:5]}... cover every key some query can attend to "
-                        f"(nothing left for the softmax); mask fewer keys, or use mode='pattern' to zero the weights")
+                        f"(nothing left for the softmax); mask fewer keys, or use mode='pattern' to zero the weights"
+                    )
             return new
 
         return hook_name, fn

@@ -34,8 +34,10 @@ def _frame(comps: list[Component], values: list[float], column: str) -> Any:
     import pandas as pd
 
     return pd.DataFrame(
-        [{"component": c.name, column: v, "stack": c.stack, "layer": c.layer, "kind": c.kind, "head": c.head}
-         for c, v in zip(comps, values)]
+        [
+            {"component": c.name, column: v, "stack": c.stack, "layer": c.layer, "kind": c.kind, "head": c.head}
+            for c, v in zip(comps, values)
+        ]
     )
 
 
@@ -104,8 +106,16 @@ def patching_effects(
     the sweep's batched runs (:func:`~hooked_asr.patching.sweeps.patched_values`; row ``j`` of a
     run patched at component ``j``, each run starting where its patches are)."""
     comps = [parse_component(model, c) for c in comps]
-    clean, values = patched_values(model, target_kwargs, comps, metric, "interpolate", alpha,
-                                   reference_cache=reference_cache, batch_size=batch_size)
+    clean, values = patched_values(
+        model,
+        target_kwargs,
+        comps,
+        metric,
+        "interpolate",
+        alpha,
+        reference_cache=reference_cache,
+        batch_size=batch_size,
+    )
     return _frame(comps, [v - clean for v in values], "effect")
 
 

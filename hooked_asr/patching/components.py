@@ -89,7 +89,9 @@ def parse_component(model: Any, spec: "str | Component") -> Component:
     if head is not None:
         n = _n_heads(model, stack)
         if n is not None and head >= n:
-            raise ComponentError(f"component {spec!r}: head {head} does not exist, the {stack} has {n} heads (0-{n - 1})")
+            raise ComponentError(
+                f"component {spec!r}: head {head} does not exist, the {stack} has {n} heads (0-{n - 1})"
+            )
     return Component(spec, hook, head, stack, layer, kind)
 
 

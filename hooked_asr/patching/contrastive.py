@@ -52,7 +52,7 @@ class WordClip:
 
 def _trim(a: np.ndarray) -> np.ndarray:
     loud = np.nonzero(np.abs(a) > _TRIM * (np.abs(a).max() + 1e-9))[0]
-    return a[loud[0]: loud[-1] + 1] if len(loud) else a
+    return a[loud[0] : loud[-1] + 1] if len(loud) else a
 
 
 def _word(word: str, voice: str, rate: int) -> np.ndarray:
@@ -76,12 +76,13 @@ def fit_duration(word: str, n: int, voice: str = "en-us", rate: int = 160) -> Fl
         a = resample(a, n).astype(np.float32)
     out = np.zeros(n, np.float32)
     off = (n - len(a)) // 2
-    out[off: off + len(a)] = a
+    out[off : off + len(a)] = a
     return out
 
 
-def speak_words(words: Sequence[str], voice: str = "en-us", rate: int = 160,
-                slots: Sequence[int] | None = None) -> WordClip:
+def speak_words(
+    words: Sequence[str], voice: str = "en-us", rate: int = 160, slots: Sequence[int] | None = None
+) -> WordClip:
     """``words`` spoken one by one, trimmed, ``GAP_S`` apart after ``LEAD_S`` of silence; ``slots``: each
     word's length in samples (fitted with :func:`fit_duration`), so two clips can share their timing."""
     parts = [np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32)]
@@ -166,8 +167,9 @@ class ContrastivePair:
             raise ValueError(f"the tokens of {self.text!r} do not split before word {self.index}: pick another text")
         return ids, len(prefix)
 
-    def inputs(self, model: Any, language: str | None = "en", task: str = "transcribe",
-               corrupt_token: int | None = None) -> PairInputs:
+    def inputs(
+        self, model: Any, language: str | None = "en", task: str = "transcribe", corrupt_token: int | None = None
+    ) -> PairInputs:
         """Both runs' inputs on ``model``, teacher-forced on the clean text with the clean prompt
         (``language`` / ``task``; None detects it on the *clean* clip). ``corrupt_token`` overrides the
         token the metric compares against (default: see the module docstring)."""
@@ -190,8 +192,10 @@ class ContrastivePair:
             logits[clean_tok] = float("-inf")
             corrupt_token = int(logits.argmax())
         if corrupt_token == clean_tok:
-            raise ValueError(f"the clean and corrupt word of {self.name!r} start with the same token {clean_tok}: "
-                             "the logit difference would be 0; pick words whose first tokens differ")
+            raise ValueError(
+                f"the clean and corrupt word of {self.name!r} start with the same token {clean_tok}: "
+                "the logit difference would be 0; pick words whose first tokens differ"
+            )
         return PairInputs(dict(tf.kwargs), corrupt, tf.tokens, tf.prompt_len, pos, clean_tok, corrupt_token)
 
 
@@ -204,8 +208,9 @@ def _text(words: Sequence[str], text: str | None) -> str:
     return text
 
 
-def word_swap(words: Sequence[str], index: int, replacement: str, voice: str = "en-us", rate: int = 160,
-              text: str | None = None) -> ContrastivePair:
+def word_swap(
+    words: Sequence[str], index: int, replacement: str, voice: str = "en-us", rate: int = 160, text: str | None = None
+) -> ContrastivePair:
     """Word ``index`` spoken as ``replacement`` in the same slot (same start and duration); every other
     word's samples are identical in both clips."""
     words = list(words)
@@ -215,12 +220,28 @@ def word_swap(words: Sequence[str], index: int, replacement: str, voice: str = "
     corrupt = clean.audio.copy()
     _, a, b = clean.spans[index]
     corrupt[a:b] = fit_duration(replacement, slots[index], voice, rate)
-    return ContrastivePair(f"swap:{words[index]}->{replacement}", "word_swap", clean.audio, corrupt, words,
-                           _text(words, text), clean.spans, index, replacement)
+    return ContrastivePair(
+        f"swap:{words[index]}->{replacement}",
+        "word_swap",
+        clean.audio,
+        corrupt,
+        words,
+        _text(words, text),
+        clean.spans,
+        index,
+        replacement,
+    )
 
 
-def word_replaced(words: Sequence[str], index: int, fill: str = "noise", voice: str = "en-us", rate: int = 160,
-                  text: str | None = None, seed: int = 0) -> ContrastivePair:
+def word_replaced(
+    words: Sequence[str],
+    index: int,
+    fill: str = "noise",
+    voice: str = "en-us",
+    rate: int = 160,
+    text: str | None = None,
+    seed: int = 0,
+) -> ContrastivePair:
     """Word ``index``'s samples replaced by ``fill``: ``'noise'`` (white, the word's RMS), ``'silence'``,
     or another word (fitted to the slot, as :func:`word_swap`)."""
     words = list(words)
@@ -235,12 +256,28 @@ def word_replaced(words: Sequence[str], index: int, fill: str = "noise", voice: 
     else:
         corrupt[a:b] = fit_duration(fill, b - a, voice, rate)
     word = None if fill in ("noise", "silence") else fill
-    return ContrastivePair(f"replace:{words[index]}->{fill}", "word_replaced", clean.audio, corrupt, words,
-                           _text(words, text), clean.spans, index, word, {"fill": fill})
+    return ContrastivePair(
+        f"replace:{words[index]}->{fill}",
+        "word_replaced",
+        clean.audio,
+        corrupt,
+        words,
+        _text(words, text),
+        clean.spans,
+        index,
+        word,
+        {"fill": fill},
+    )
 
 
-def other_voice(words: Sequence[str], voice_b: str = "en-gb+f3", voice: str = "en-us", rate: int = 160,
-                text: str | None = None, index: int | None = None) -> ContrastivePair:
+def other_voice(
+    words: Sequence[str],
+    voice_b: str = "en-gb+f3",
+    voice: str = "en-us",
+    rate: int = 160,
+    text: str | None = None,
+    index: int | None = None,
+) -> ContrastivePair:
     """The same words in ``voice_b``, each fitted to the clean word's slot (same timing). ``index``: a
     word to measure at (the corrupt run's top other token there), None: the clean text's log-probability."""
     words = list(words)
@@ -251,12 +288,29 @@ def other_voice(words: Sequence[str], voice_b: str = "en-gb+f3", voice: str = "e
         raise AssertionError("fitted word slots must give the clean timing")  # fit_duration returns n samples
     if index is not None:
         _check_index(words, index)
-    return ContrastivePair(f"voice:{voice}->{voice_b}", "other_voice", clean.audio, corrupt.audio, words,
-                           _text(words, text), clean.spans, index, None, {"voice_b": voice_b})
+    return ContrastivePair(
+        f"voice:{voice}->{voice_b}",
+        "other_voice",
+        clean.audio,
+        corrupt.audio,
+        words,
+        _text(words, text),
+        clean.spans,
+        index,
+        None,
+        {"voice_b": voice_b},
+    )
 
 
-def noise_burst(words: Sequence[str], index: int, snr_db: float = 0.0, voice: str = "en-us", rate: int = 160,
-                text: str | None = None, seed: int = 0) -> ContrastivePair:
+def noise_burst(
+    words: Sequence[str],
+    index: int,
+    snr_db: float = 0.0,
+    voice: str = "en-us",
+    rate: int = 160,
+    text: str | None = None,
+    seed: int = 0,
+) -> ContrastivePair:
     """White noise added over word ``index``'s samples at ``snr_db`` against that word (0 dB: as loud as it)."""
     words = list(words)
     _check_index(words, index)
@@ -265,9 +319,18 @@ def noise_burst(words: Sequence[str], index: int, snr_db: float = 0.0, voice: st
     seg = clean.audio[a:b]
     corrupt = clean.audio.copy()
     corrupt[a:b] = seg + white_noise_like(seg, seed=seed, rms_level=rms(seg) / 10 ** (snr_db / 20))
-    return ContrastivePair(f"burst:{words[index]}@{snr_db:g}dB", "noise_burst", clean.audio,
-                           np.clip(corrupt, -1, 1), words, _text(words, text), clean.spans, index, None,
-                           {"snr_db": snr_db})
+    return ContrastivePair(
+        f"burst:{words[index]}@{snr_db:g}dB",
+        "noise_burst",
+        clean.audio,
+        np.clip(corrupt, -1, 1),
+        words,
+        _text(words, text),
+        clean.spans,
+        index,
+        None,
+        {"snr_db": snr_db},
+    )
 
 
 def _check_index(words: Sequence[str], index: int) -> None:
@@ -293,7 +356,9 @@ KINDS: dict[str, Callable[..., ContrastivePair]] = {
 }
 
 
-def contrastive_pairs(kinds: Sequence[str] = ("word_swap",), n: int | None = None, **kwargs: Any) -> list[ContrastivePair]:
+def contrastive_pairs(
+    kinds: Sequence[str] = ("word_swap",), n: int | None = None, **kwargs: Any
+) -> list[ContrastivePair]:
     """The built-in pairs (:data:`SWAPS`) of each kind in ``kinds`` (keys of :data:`KINDS`); ``n``: the
     first ``n`` sentences. ``kwargs`` go to the builders (``voice``, ``rate``)."""
     unknown = [k for k in kinds if k not in KINDS]
@@ -303,6 +368,16 @@ def contrastive_pairs(kinds: Sequence[str] = ("word_swap",), n: int | None = Non
 
 
 __all__ = [
-    "KINDS", "SWAPS", "ContrastivePair", "PairInputs", "WordClip", "contrastive_pairs", "fit_duration",
-    "noise_burst", "other_voice", "speak_words", "word_replaced", "word_swap",
+    "KINDS",
+    "SWAPS",
+    "ContrastivePair",
+    "PairInputs",
+    "WordClip",
+    "contrastive_pairs",
+    "fit_duration",
+    "noise_burst",
+    "other_voice",
+    "speak_words",
+    "word_replaced",
+    "word_swap",
 ]

@@ -77,7 +77,9 @@ def position_kind(hook_name: str) -> Literal["token", "frame"]:
     is the kind of the query axis (the keys of a cross-attention pattern are frames).
     """
     if hook_name in _CHANNEL_FIRST:
-        raise ValueError(f"'{hook_name}' is [batch, channel, frame]; patch encoder.hook_pos_embed or a block site instead")
+        raise ValueError(
+            f"'{hook_name}' is [batch, channel, frame]; patch encoder.hook_pos_embed or a block site instead"
+        )
     if hook_name.startswith("decoder.") and not hook_name.endswith(("cross_attn.hook_k", "cross_attn.hook_v")):
         return "token"
     return "frame"
@@ -88,7 +90,9 @@ def attention_site(model: Any, head: str | Component, site: Literal["pattern", "
     "decoder.blocks.1.cross_attn.head.3")`` -> ``decoder.blocks.1.cross_attn.hook_pattern``, head 3."""
     comp = parse_component(model, head)
     if comp.kind not in ("attn", "cross_attn") or comp.head is None:
-        raise ValueError(f"{comp.name!r} is not an attention head: write '<stack>.blocks.<l>.<attn|cross_attn>.head.<h>'")
+        raise ValueError(
+            f"{comp.name!r} is not an attention head: write '<stack>.blocks.<l>.<attn|cross_attn>.head.<h>'"
+        )
     if site not in ("pattern", "attn_scores"):
         raise ValueError(f"site must be 'pattern' or 'attn_scores', got {site!r}")
     hook = f"{comp.stack}.blocks.{comp.layer}.{comp.kind}.hook_{site}"
@@ -115,7 +119,9 @@ class PositionTracker:
 
     def __init__(self, model: Any):
         if "decoder.hook_embed" not in model.hook_dict:
-            raise ValueError("position tracking needs the hook 'decoder.hook_embed' (every model has it: docs/architecture.md)")
+            raise ValueError(
+                "position tracking needs the hook 'decoder.hook_embed' (every model has it: docs/architecture.md)"
+            )
         self._reset_hooks = [n for n in ("encoder.hook_out",) if n in model.hook_dict]
         self.start = 0
         self._end: int | None = None
@@ -161,7 +167,9 @@ class _ConstantSource:
         if self.values is None:
             return None
         if hook_name not in self.values:
-            raise KeyError(f"no mean for '{hook_name}'; compute it with mean_activations(model, inputs, ['{hook_name}'])")
+            raise KeyError(
+                f"no mean for '{hook_name}'; compute it with mean_activations(model, inputs, ['{hook_name}'])"
+            )
         return self.values[hook_name]
 
 
@@ -244,7 +252,8 @@ def _make_hook_fn(iv: Intervention, comp: Component, kind: str, tracker: Positio
                 if ref.shape[-1] < n_key:
                     raise MissingPositionError(
                         f"intervention on {comp}: the run attends over {n_key} keys, the reference pattern has "
-                        f"{ref.shape[-1]}; record the reference over at least as many tokens/frames")
+                        f"{ref.shape[-1]}; record the reference over at least as many tokens/frames"
+                    )
                 ref = ref[..., :n_key]
         else:
             const = iv.source.get(comp.hook_name)
@@ -391,8 +400,11 @@ def record_reference(model: Any, forward_kwargs: Mapping[str, Any], comps: Itera
     """
     names = hook_names(model, comps)
     _, cache = model.run_with_cache(**forward_kwargs, names_filter=names)
-    return ReferenceCache.of({n: cache[n].detach() for n in names}, decoder_tokens(forward_kwargs),
-                             getattr(forward_kwargs, "explicit_prompt", False))
+    return ReferenceCache.of(
+        {n: cache[n].detach() for n in names},
+        decoder_tokens(forward_kwargs),
+        getattr(forward_kwargs, "explicit_prompt", False),
+    )
 
 
 @torch.no_grad()
@@ -413,8 +425,10 @@ def mean_activations(
         for n in names:
             a = _pos_major(n, cache[n]).double()
             if is_pattern_site(n) and n in sums and a.shape[-1] != sums[n].shape[-1]:
-                raise ValueError(f"mean of '{n}': items attend over {sums[n].shape[-1]} and {a.shape[-1]} keys; "
-                                 "a mean pattern needs inputs of one length")
+                raise ValueError(
+                    f"mean of '{n}': items attend over {sums[n].shape[-1]} and {a.shape[-1]} keys; "
+                    "a mean pattern needs inputs of one length"
+                )
             sums[n] = sums.get(n, 0) + a.sum(dim=(0, 1))
             counts[n] = counts.get(n, 0) + a.shape[0] * a.shape[1]
     if not counts:

@@ -33,8 +33,9 @@ def _capabilities(model: Any) -> Any:
     from hooked_asr.models.base import ModelCapabilities
 
     caps = getattr(model, "capabilities", None)
-    return caps if isinstance(caps, ModelCapabilities) else ModelCapabilities(resume_at_block=False,
-                                                                              resume_at_head=False)
+    return (
+        caps if isinstance(caps, ModelCapabilities) else ModelCapabilities(resume_at_block=False, resume_at_head=False)
+    )
 
 
 def generation_settings(model: Any) -> tuple[dict[str, Any], list[int]]:
@@ -60,8 +61,16 @@ def resume_point(comp: Component) -> int:
 
 # Hooks of an encoder block from its attention's head outputs on: a run may start at the clean
 # attn.hook_z of that block (what is not listed here starts at the block's residual).
-_AFTER_ATTENTION = ("attn.hook_z", "attn.hook_result", "hook_attn_out", "hook_resid_mid", "ln2.", "mlp.",
-                    "hook_mlp_out", "hook_resid_post")
+_AFTER_ATTENTION = (
+    "attn.hook_z",
+    "attn.hook_result",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "ln2.",
+    "mlp.",
+    "hook_mlp_out",
+    "hook_resid_post",
+)
 
 
 def start_point(comp: Component) -> int:
@@ -135,8 +144,9 @@ class ItemRun:
     run. Every call goes through hook names and the public model API.
     """
 
-    def __init__(self, model: Any, item: Any, tf_kwargs: Mapping[str, Any], reuse: bool,
-                 inputs: Mapping[str, Any] | None = None):
+    def __init__(
+        self, model: Any, item: Any, tf_kwargs: Mapping[str, Any], reuse: bool, inputs: Mapping[str, Any] | None = None
+    ):
         # ``inputs``: one fixed teacher-forced input (``model(**inputs)``, batch 1) that every
         # teacher-forced run uses whatever its continuation; the encoder's part is what encode takes.
         self.model, self.item, self.reuse = model, item, reuse
@@ -203,8 +213,12 @@ class ItemRun:
         kwargs = {k: v for k, v in self._batch(n).items() if k != "input_features"}
         if point % 2 and layer in self.attn_z:
             kwargs["attn_z"] = self.attn_z[layer].expand(n, *self.attn_z[layer].shape[1:])
-        resid = self.model.encode(self.resid_pre[layer].expand(n, *self.resid_pre[layer].shape[1:]), **kwargs,
-                                  stop_at_layer=self.n_encoder, start_at_layer=layer)
+        resid = self.model.encode(
+            self.resid_pre[layer].expand(n, *self.resid_pre[layer].shape[1:]),
+            **kwargs,
+            stop_at_layer=self.n_encoder,
+            start_at_layer=layer,
+        )
         return self.model.finish_encoder(resid, **self._batch(n))
 
     def encoder_groups(self, chunk: Sequence[Component], size: int) -> list[list[int]] | None:
@@ -225,12 +239,19 @@ class ItemRun:
         # The decoding core's one cut-at-end-of-text and decode.
         return [Transcript(r.tokens, r.text, r.finished) for r in self.model.results_from_generation(out, self.prompt)]
 
-    def generate(self, n: int, encoded: torch.Tensor | None, max_new_tokens: int | None,
-                 chunk: Sequence[Component] | None = None, record: bool = False) -> list[Transcript]:
+    def generate(
+        self,
+        n: int,
+        encoded: torch.Tensor | None,
+        max_new_tokens: int | None,
+        chunk: Sequence[Component] | None = None,
+        record: bool = False,
+    ) -> list[Transcript]:
         """Greedy transcripts of ``n`` rows. The clean run (``record=True``) records its prefix; a chunk whose components all sit in decoder blocks ``>= l`` shares it from block
         ``l`` (rows skip blocks ``< l`` while their tokens are the clean ones)."""
-        kwargs: dict[str, Any] = dict(self._batch(n), prompt_ids=self.prompt, max_new_tokens=max_new_tokens,
-                                      **self.gen_kwargs)
+        kwargs: dict[str, Any] = dict(
+            self._batch(n), prompt_ids=self.prompt, max_new_tokens=max_new_tokens, **self.gen_kwargs
+        )
         layer = None if chunk is None or self.prefix is None else prefix_layer(chunk)
         if layer is not None:
             kwargs.update(clean_prefix=self.prefix, start_at_layer=layer)
@@ -246,7 +267,10 @@ class ItemRun:
         if self.fixed is not None:
             return self.fixed
         if self._tf is None or self._tf[0] != list(continuation):
-            self._tf = (list(continuation), self.model.teacher_forced_inputs(self.item.audio, continuation, **self.tf_kwargs))
+            self._tf = (
+                list(continuation),
+                self.model.teacher_forced_inputs(self.item.audio, continuation, **self.tf_kwargs),
+            )
         return self._tf[1]
 
     @torch.no_grad()
@@ -290,8 +314,9 @@ class ItemRun:
         return out
 
 
-def plan_chunks(comps: Sequence[Component], batch_size: int, split_at_resume: bool = True,
-                rows: RowBatching | None = None) -> list[list[Component]]:
+def plan_chunks(
+    comps: Sequence[Component], batch_size: int, split_at_resume: bool = True, rows: RowBatching | None = None
+) -> list[list[Component]]:
     """Components in run order, cut into chunks of at most ``batch_size`` rows (teacher-forced with
     ``rows``: as :class:`RowBatching` says for each kind of row).
 
@@ -307,6 +332,7 @@ def plan_chunks(comps: Sequence[Component], batch_size: int, split_at_resume: bo
     chunks across starting points, because decoding rows together saves far more than the extra
     encoder blocks cost.
     """
+
     def kind(c: Component) -> int:
         p = start_point(c)
         return p if p in (FULL, DECODER) else 0
@@ -321,13 +347,25 @@ def plan_chunks(comps: Sequence[Component], batch_size: int, split_at_resume: bo
     for i in order:
         c = comps[i]
         prev = chunks[-1][-1] if chunks else None
-        same = prev is not None and (start_point(prev) == start_point(c) or (
-            rows is not None and rows.splits_encoder and kind(prev) == kind(c) == 0))
+        same = prev is not None and (
+            start_point(prev) == start_point(c)
+            or (rows is not None and rows.splits_encoder and kind(prev) == kind(c) == 0)
+        )
         if prev is None or len(chunks[-1]) >= cap(c) or (split_at_resume and not same):
             chunks.append([])
         chunks[-1].append(c)
     return chunks
 
 
-__all__ = ["DECODER", "FULL", "ItemRun", "RowBatching", "generation_settings", "plan_chunks", "prefix_layer",
-           "resume_point", "row_batching", "start_point"]
+__all__ = [
+    "DECODER",
+    "FULL",
+    "ItemRun",
+    "RowBatching",
+    "generation_settings",
+    "plan_chunks",
+    "prefix_layer",
+    "resume_point",
+    "row_batching",
+    "start_point",
+]

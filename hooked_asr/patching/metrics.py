@@ -100,8 +100,9 @@ def _ref_text(ctx: MetricContext) -> str:
 
 
 def _failure(t: Transcript, spoken: str | None) -> bool:
-    return repetition.is_repetition_failure(t.words, repetition.words(spoken) if spoken else None,
-                                            tokens=t.tokens, finished=t.finished)
+    return repetition.is_repetition_failure(
+        t.words, repetition.words(spoken) if spoken else None, tokens=t.tokens, finished=t.finished
+    )
 
 
 def _extra(ctx: MetricContext, key: str) -> Any:
@@ -114,17 +115,28 @@ def _extra(ctx: MetricContext, key: str) -> Any:
 TRANSCRIPT_METRICS: dict[str, TranscriptMetric] = {
     "changed": lambda c: float(transcript_changed(c.clean.as_text, c.patched.as_text)),
     "wer": lambda c: word_error_rate(_ref_text(c), c.patched.as_text),
-    "wer_delta": lambda c: word_error_rate(_ref_text(c), c.patched.as_text) - word_error_rate(_ref_text(c), c.clean.as_text),
-    "word_restored": lambda c: float(word_restored(c.patched.as_text, _extra(c, "acoustic_word"), _extra(c, "contextual_word"))),
+    "wer_delta": lambda c: (
+        word_error_rate(_ref_text(c), c.patched.as_text) - word_error_rate(_ref_text(c), c.clean.as_text)
+    ),
+    "word_restored": lambda c: float(
+        word_restored(c.patched.as_text, _extra(c, "acoustic_word"), _extra(c, "contextual_word"))
+    ),
     "loop": lambda c: float(_failure(c.patched, getattr(c.item, "text", None))),
-    "loop_resolved": lambda c: float(repetition.loop_resolved(_failure(c.clean, getattr(c.item, "text", None)),
-                                                              _failure(c.patched, getattr(c.item, "text", None)))),
-    "repeated": lambda c: float(repetition.excess_repeats(c.patched.words, repetition.words(getattr(c.item, "text", None)) or None)),
+    "loop_resolved": lambda c: float(
+        repetition.loop_resolved(
+            _failure(c.clean, getattr(c.item, "text", None)), _failure(c.patched, getattr(c.item, "text", None))
+        )
+    ),
+    "repeated": lambda c: float(
+        repetition.excess_repeats(c.patched.words, repetition.words(getattr(c.item, "text", None)) or None)
+    ),
     "n_tokens": lambda c: float(len(c.patched.tokens)),
 }
 
 
-def resolve_transcript_metrics(metrics: Sequence[str | TranscriptMetric] | Mapping[str, TranscriptMetric]) -> dict[str, TranscriptMetric]:
+def resolve_transcript_metrics(
+    metrics: Sequence[str | TranscriptMetric] | Mapping[str, TranscriptMetric],
+) -> dict[str, TranscriptMetric]:
     """Names (from :data:`TRANSCRIPT_METRICS`) or ``{name: fn(ctx) -> float}``."""
     if isinstance(metrics, Mapping):
         return dict(metrics)

@@ -22,7 +22,9 @@ def plot_head_heatmaps(
 
     plt = pyplot()
     if relative_to_clean:
-        result = dataclasses.replace(result, table=result.table.assign(value=result.table["value"] - result.table["clean"]))
+        result = dataclasses.replace(
+            result, table=result.table.assign(value=result.table["value"] - result.table["clean"])
+        )
     t = result.table
     t = t[t["metric"] == metric]
     panels = [(s, k) for s, k in t[t["head"].notna()][["stack", "kind"]].drop_duplicates().itertuples(index=False)]

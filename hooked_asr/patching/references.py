@@ -75,7 +75,9 @@ def make_reference(kind: str, audio: Any, seed: int = 0, other: Any = None, rms_
         return silence_like(audio)
     if kind == "other":
         if other is None:
-            raise ValueError("reference kind 'other' needs the other utterance: make_reference('other', audio, other=...)")
+            raise ValueError(
+                "reference kind 'other' needs the other utterance: make_reference('other', audio, other=...)"
+            )
         return other_utterance(audio, other)
     raise ValueError(f"unknown reference kind {kind!r}; use 'noise', 'silence' or 'other'")
 
@@ -99,8 +101,9 @@ class ReferenceCache(dict):
     explicit_prompt: bool = False
 
     @classmethod
-    def of(cls, acts: Mapping[str, torch.Tensor], tokens: torch.Tensor | None, explicit_prompt: bool = False
-           ) -> "ReferenceCache":
+    def of(
+        cls, acts: Mapping[str, torch.Tensor], tokens: torch.Tensor | None, explicit_prompt: bool = False
+    ) -> "ReferenceCache":
         out = cls(acts)
         out.tokens = None if tokens is None else tokens.detach().cpu()
         out.explicit_prompt = bool(explicit_prompt)
@@ -138,8 +141,11 @@ def check_reference_prompt(model: Any, target_kwargs: Mapping[str, Any], referen
     (a hand-built cache) or the reference's tokens were chosen explicitly."""
     if getattr(reference, "explicit_prompt", False):
         return
-    ref = reference.tokens if isinstance(reference, ReferenceCache) else (
-        decoder_tokens(reference) if isinstance(reference, Mapping) else None)
+    ref = (
+        reference.tokens
+        if isinstance(reference, ReferenceCache)
+        else (decoder_tokens(reference) if isinstance(reference, Mapping) else None)
+    )
     clean = decoder_tokens(target_kwargs)
     if ref is None or clean is None:
         return
@@ -236,8 +242,10 @@ def reference_cache(
     if reference_is_cache or (reference_is_cache is None and is_reference_cache(reference)):
         missing = [h for h in hooks if h not in reference]
         if missing:
-            raise KeyError(f"the reference cache lacks {missing[:3]}{'...' if len(missing) > 3 else ''}; "
-                           f"record it at those hooks (hooked_asr.patching.record_reference)")
+            raise KeyError(
+                f"the reference cache lacks {missing[:3]}{'...' if len(missing) > 3 else ''}; "
+                f"record it at those hooks (hooked_asr.patching.record_reference)"
+            )
         check_reference_prompt(model, target_kwargs, reference)
         if isinstance(reference, ReferenceCache):
             return reference
@@ -249,7 +257,16 @@ def reference_cache(
 
 
 __all__ = [
-    "ReferenceCache", "ReferenceInputs", "check_reference_prompt", "decoder_tokens", "is_reference_cache",
-    "make_reference", "other_utterance", "reference_cache", "reference_inputs", "rms", "silence_like",
+    "ReferenceCache",
+    "ReferenceInputs",
+    "check_reference_prompt",
+    "decoder_tokens",
+    "is_reference_cache",
+    "make_reference",
+    "other_utterance",
+    "reference_cache",
+    "reference_inputs",
+    "rms",
+    "silence_like",
     "white_noise_like",
 ]

@@ -41,8 +41,7 @@ class ResultsFile:
     """An open, locked results file. ``rows``: the complete rows read back; :meth:`append`
     writes new rows; :meth:`close` releases the lock (also a context manager)."""
 
-    def __init__(self, path: str | Path, config: dict[str, Any], metrics: Sequence[str],
-                 item_hashes: dict[str, str]):
+    def __init__(self, path: str | Path, config: dict[str, Any], metrics: Sequence[str], item_hashes: dict[str, str]):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(self.path)
@@ -73,8 +72,12 @@ class ResultsFile:
             if ok:
                 parsed.append(obj)
             elif i == len(raw) - 1 and i > 0:
-                warnings.warn(f"{self.path}: line {i + 1} is cut short or damaged (a full disk or a run killed while "
-                              "writing?); its rows are recomputed", UserWarning, stacklevel=4)
+                warnings.warn(
+                    f"{self.path}: line {i + 1} is cut short or damaged (a full disk or a run killed while "
+                    "writing?); its rows are recomputed",
+                    UserWarning,
+                    stacklevel=4,
+                )
                 rewrite = True
             else:
                 raise ValueError(
@@ -82,12 +85,16 @@ class ResultsFile:
                     "Delete it (or that line) and rerun; the sweep recomputes what is missing"
                 )
         if not parsed or "config" not in parsed[0]:
-            raise ValueError(f"{self.path} has no sweep header on line 1; it is not a sweep results file. "
-                             "Use another results_path (--out) or delete it")
+            raise ValueError(
+                f"{self.path} has no sweep header on line 1; it is not a sweep results file. "
+                "Use another results_path (--out) or delete it"
+            )
         diff = differences(parsed[0]["config"], config)
         if diff:
-            raise ValueError(f"{self.path} holds results of a different sweep ({describe_differences(diff)}). Use another results_path "
-                             "(--out), or delete the file to recompute")
+            raise ValueError(
+                f"{self.path} holds results of a different sweep ({describe_differences(diff)}). Use another results_path "
+                "(--out), or delete the file to recompute"
+            )
         rows = parsed[1:]
         for r in rows:
             want = item_hashes.get(r["item"])

@@ -30,7 +30,13 @@ import torch
 from hooked_asr.fingerprint import data_hash, jsonable, model_identity, tensors_hash
 from hooked_asr.patching.components import Component, parse_component
 from hooked_asr.patching.item_runs import (
-    DECODER, ItemRun, RowBatching, generation_settings, plan_chunks, row_batching, start_point,
+    DECODER,
+    ItemRun,
+    RowBatching,
+    generation_settings,
+    plan_chunks,
+    row_batching,
+    start_point,
 )
 from hooked_asr.patching.interventions import (
     Intervention,
@@ -76,7 +82,9 @@ def _logprob_metric(logits: torch.Tensor, tf: Any, item: SweepItem) -> torch.Ten
 
 def _logit_diff_metric(logits: torch.Tensor, tf: Any, item: SweepItem) -> torch.Tensor:
     if "logit_diff" not in item.extra:
-        raise KeyError(f"metric 'logit_diff' needs item.extra['logit_diff'] = (position, token_a, token_b) (item {item.id})")
+        raise KeyError(
+            f"metric 'logit_diff' needs item.extra['logit_diff'] = (position, token_a, token_b) (item {item.id})"
+        )
     pos, a, b = item.extra["logit_diff"]
     return logit_difference(logits, pos, a, b)
 
@@ -121,8 +129,14 @@ class SweepResult:
 
 
 def _make_intervention(
-    kind: str | Callable, comp: Component, row: int, alpha: float, ref_cache: Mapping | None,
-    means: Mapping | None, missing: MissingPolicy, positions: Sequence[int] | None,
+    kind: str | Callable,
+    comp: Component,
+    row: int,
+    alpha: float,
+    ref_cache: Mapping | None,
+    means: Mapping | None,
+    missing: MissingPolicy,
+    positions: Sequence[int] | None,
 ) -> Intervention:
     if callable(kind):
         return kind(comp, [row], ref_cache)
@@ -143,8 +157,11 @@ def _metric_functions(mode: str, metrics: Sequence[Any] | Mapping[str, Any]) -> 
         return resolve_transcript_metrics(metrics)
     if mode != "teacher_forced":
         raise ValueError(f"mode must be 'generate' or 'teacher_forced', got {mode!r}")
-    pairs = metrics.items() if isinstance(metrics, Mapping) else [
-        (m if isinstance(m, str) else getattr(m, "__name__", f"metric{i}"), m) for i, m in enumerate(metrics)]
+    pairs = (
+        metrics.items()
+        if isinstance(metrics, Mapping)
+        else [(m if isinstance(m, str) else getattr(m, "__name__", f"metric{i}"), m) for i, m in enumerate(metrics)]
+    )
     out = {}
     for name, fn in pairs:
         if isinstance(fn, str):
@@ -156,7 +173,11 @@ def _metric_functions(mode: str, metrics: Sequence[Any] | Mapping[str, Any]) -> 
 
 
 def _reference_cache(
-    model: Any, item: SweepItem, reference: str | None, seed: int, clean_kwargs: Mapping[str, Any],
+    model: Any,
+    item: SweepItem,
+    reference: str | None,
+    seed: int,
+    clean_kwargs: Mapping[str, Any],
     comps: Sequence[Component],
 ) -> dict[str, torch.Tensor]:
     """The reference run's activations at ``comps``, teacher-forced on the clean run's decoder tokens
@@ -199,12 +220,21 @@ class _SweepSpec:
         return plan_chunks(comps, self.batch_size, split_at_resume=False)
 
 
-def _run_chunk(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Transcript,
-               clean_values: dict[str, float], ref_cache: Mapping | None, cap: int) -> list[dict[str, Any]]:
+def _run_chunk(
+    run: ItemRun,
+    spec: _SweepSpec,
+    chunk: list[Component],
+    clean: Transcript,
+    clean_values: dict[str, float],
+    ref_cache: Mapping | None,
+    cap: int,
+) -> list[dict[str, Any]]:
     """One batched run: row ``j`` carries the intervention on ``chunk[j]``; returns its table rows."""
     model, item, n = run.model, run.item, len(chunk)
-    ivs = [_make_intervention(spec.intervention, c, j, spec.alpha, ref_cache, spec.means, spec.missing, spec.positions)
-           for j, c in enumerate(chunk)]
+    ivs = [
+        _make_intervention(spec.intervention, c, j, spec.alpha, ref_cache, spec.means, spec.missing, spec.positions)
+        for j, c in enumerate(chunk)
+    ]
     start = min(start_point(c) for c in chunk)
     rows = []
     with patched(model, ivs) as tracker:
@@ -223,8 +253,9 @@ def _run_chunk(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Tr
     return rows
 
 
-def _teacher_forced_rows(spec: _SweepSpec, chunk: list[Component], item: Any, logits: torch.Tensor, tf: Any,
-                         clean_values: dict[str, float]) -> list[dict[str, Any]]:
+def _teacher_forced_rows(
+    spec: _SweepSpec, chunk: list[Component], item: Any, logits: torch.Tensor, tf: Any, clean_values: dict[str, float]
+) -> list[dict[str, Any]]:
     rows = []
     for name, fn in spec.metric_fns.items():
         vals = fn(logits, tf, item)
@@ -232,21 +263,33 @@ def _teacher_forced_rows(spec: _SweepSpec, chunk: list[Component], item: Any, lo
     return rows
 
 
-def _run_rows(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Transcript,
-              clean_values: dict[str, Any], ref_cache: Mapping | None, cap: int) -> list[dict[str, Any]]:
+def _run_rows(
+    run: ItemRun,
+    spec: _SweepSpec,
+    chunk: list[Component],
+    clean: Transcript,
+    clean_values: dict[str, Any],
+    ref_cache: Mapping | None,
+    cap: int,
+) -> list[dict[str, Any]]:
     """One chunk's table rows: one batched run (:func:`_run_chunk`), or, teacher-forced when encoder
     reruns go fewer per run than the chunk holds (``spec.rows``), the encoder parts group by group,
     each from its own start point with its rows' patches, then the decoder part of the whole
     chunk as one batch (every patch sits in the encoder, so the decoder runs unpatched)."""
-    groups = (run.encoder_groups(chunk, spec.rows.encoder)
-              if spec.mode == "teacher_forced" and spec.rows is not None and run.can_share_tf else None)
+    groups = (
+        run.encoder_groups(chunk, spec.rows.encoder)
+        if spec.mode == "teacher_forced" and spec.rows is not None and run.can_share_tf
+        else None
+    )
     if groups is None:
         return _run_chunk(run, spec, chunk, clean, clean_values, ref_cache, cap)
     encoded = []
     for g in groups:
         comps = [chunk[i] for i in g]
-        ivs = [_make_intervention(spec.intervention, c, j, spec.alpha, ref_cache, spec.means, spec.missing,
-                                  spec.positions) for j, c in enumerate(comps)]
+        ivs = [
+            _make_intervention(spec.intervention, c, j, spec.alpha, ref_cache, spec.means, spec.missing, spec.positions)
+            for j, c in enumerate(comps)
+        ]
         with patched(run.model, ivs) as tracker:
             tracker.reset()
             encoded.append(run.encode_from(min(start_point(c) for c in comps), len(g)))
@@ -254,17 +297,28 @@ def _run_rows(run: ItemRun, spec: _SweepSpec, chunk: list[Component], clean: Tra
     return _teacher_forced_rows(spec, chunk, run.item, logits, tf, clean_values)
 
 
-def _sweep_item(model: Any, item: SweepItem, pending: list[Component], spec: _SweepSpec,
-                emit: Callable[[list[dict[str, Any]]], None], bar: Any) -> int:
+def _sweep_item(
+    model: Any,
+    item: SweepItem,
+    pending: list[Component],
+    spec: _SweepSpec,
+    emit: Callable[[list[dict[str, Any]]], None],
+    bar: Any,
+) -> int:
     """Every pending component of one item; returns the number of batched runs."""
     run = ItemRun(model, item, spec.tf_kwargs, spec.reuse)
     if run.can_share_gen or run.can_share_tf:
         run.encode_clean({start_point(c) for c in pending})
-    clean = run.generate(1, run.encoded if run.can_share_gen else None, spec.max_new_tokens,
-                         record=spec.mode == "generate")[0]
-    ref_cache = (_reference_cache(model, item, spec.reference, spec.reference_seed,
-                                  run.teacher_forced_inputs(clean.tokens).kwargs, pending)
-                 if spec.needs_ref else None)
+    clean = run.generate(
+        1, run.encoded if run.can_share_gen else None, spec.max_new_tokens, record=spec.mode == "generate"
+    )[0]
+    ref_cache = (
+        _reference_cache(
+            model, item, spec.reference, spec.reference_seed, run.teacher_forced_inputs(clean.tokens).kwargs, pending
+        )
+        if spec.needs_ref
+        else None
+    )
     if spec.mode == "generate":
         base = MetricContext(item, clean, clean)
         clean_values = {k: fn(base) if k == TRANSCRIPT else float(fn(base)) for k, fn in spec.metric_fns.items()}
@@ -303,8 +357,23 @@ def patched_values(
     if reference_cache is not None:
         check_reference_prompt(model, forward_kwargs, reference_cache)
     fns = {"value": lambda logits, tf, item: metric(logits)}
-    spec = _SweepSpec(intervention, alpha, "teacher_forced", fns, None, 0, means, "error", None, batch_size, None, None,
-                      share_encoder, {}, row_batching(model.device, batch_size, encoder_batch_size))
+    spec = _SweepSpec(
+        intervention,
+        alpha,
+        "teacher_forced",
+        fns,
+        None,
+        0,
+        means,
+        "error",
+        None,
+        batch_size,
+        None,
+        None,
+        share_encoder,
+        {},
+        row_batching(model.device, batch_size, encoder_batch_size),
+    )
     item = SweepItem("inputs", None)
     run = ItemRun(model, item, {}, share_encoder, inputs=forward_kwargs)
     if run.can_share_tf:
@@ -313,8 +382,10 @@ def patched_values(
     clean = float(metric(logits)[0])
     got: dict[str, float] = {}
     for chunk in spec.chunks(comps):
-        got.update((r["component"], r["value"]) for r in
-                   _run_rows(run, spec, chunk, Transcript([], None), {"value": clean}, reference_cache, 0))
+        got.update(
+            (r["component"], r["value"])
+            for r in _run_rows(run, spec, chunk, Transcript([], None), {"value": clean}, reference_cache, 0)
+        )
     return clean, [got[c.name] for c in comps]
 
 
@@ -387,18 +458,40 @@ def sweep(
         if mode != "generate":
             raise ValueError("keep_transcripts=True keeps generated transcripts: use mode='generate'")
         metric_fns[TRANSCRIPT] = _patched_text
-    spec = _SweepSpec(intervention, alpha, mode, metric_fns, reference, reference_seed, means,
-                      missing, positions, batch_size, max_new_tokens, patched_max_new_tokens, share_encoder,
-                      dict(teacher_forced_kwargs or {}),
-                      row_batching(model.device, batch_size, encoder_batch_size))
-    config = _fingerprint(model, spec, intervention, reference, positions, means) if results_path is not None else {
-        "intervention": intervention if isinstance(intervention, str) else getattr(intervention, "__name__", "custom"),
-        "alpha": alpha, "mode": mode, "metrics": sorted(spec.metric_fns), "reference": reference,
-        "reference_seed": reference_seed, "missing": missing,
-    }
+    spec = _SweepSpec(
+        intervention,
+        alpha,
+        mode,
+        metric_fns,
+        reference,
+        reference_seed,
+        means,
+        missing,
+        positions,
+        batch_size,
+        max_new_tokens,
+        patched_max_new_tokens,
+        share_encoder,
+        dict(teacher_forced_kwargs or {}),
+        row_batching(model.device, batch_size, encoder_batch_size),
+    )
+    config = (
+        _fingerprint(model, spec, intervention, reference, positions, means)
+        if results_path is not None
+        else {
+            "intervention": intervention
+            if isinstance(intervention, str)
+            else getattr(intervention, "__name__", "custom"),
+            "alpha": alpha,
+            "mode": mode,
+            "metrics": sorted(spec.metric_fns),
+            "reference": reference,
+            "reference_seed": reference_seed,
+            "missing": missing,
+        }
+    )
     hashes = {it.id: _item_hash(it) for it in items} if results_path is not None else {}
-    results = (ResultsFile(results_path, config, sorted(spec.metric_fns), hashes)
-               if results_path is not None else None)
+    results = ResultsFile(results_path, config, sorted(spec.metric_fns), hashes) if results_path is not None else None
     rows: list[dict[str, Any]] = list(results.rows) if results else []
     done = {(r["component"], r["item"]) for r in rows}
 
@@ -436,30 +529,48 @@ def sweep(
             texts.setdefault(r["item"], {})[r["component"]] = r["text"]
             clean_texts[r["item"]] = r["clean_text"]
     rows = [r for r in rows if r["metric"] != TRANSCRIPT]
-    table = pd.DataFrame(rows, columns=["component", "item", "metric", "value", "clean", "stack", "layer", "kind", "head"])
+    table = pd.DataFrame(
+        rows, columns=["component", "item", "metric", "value", "clean", "stack", "layer", "kind", "head"]
+    )
     return SweepResult(table, time.perf_counter() - t0, n_runs, config, texts, clean_texts)
 
 
-def _fingerprint(model: Any, spec: _SweepSpec, intervention: Any, reference: str | None,
-                 positions: Sequence[int] | None, means: Mapping[str, torch.Tensor] | None) -> dict[str, Any]:
+def _fingerprint(
+    model: Any,
+    spec: _SweepSpec,
+    intervention: Any,
+    reference: str | None,
+    positions: Sequence[int] | None,
+    means: Mapping[str, torch.Tensor] | None,
+) -> dict[str, Any]:
     """Everything that decides a sweep's rows, as stored in its results file's header (what only
     changes speed, such as ``batch_size`` or ``share_encoder``, is left out)."""
     gen_kwargs, stops = generation_settings(model)
-    return jsonable({
-        "intervention": intervention if isinstance(intervention, str) else getattr(intervention, "__name__", "custom"),
-        "alpha": spec.alpha, "mode": spec.mode, "metrics": sorted(spec.metric_fns), "reference": reference,
-        "reference_seed": spec.reference_seed, "missing": spec.missing,
-        "model": model_identity(model), "generation": {**gen_kwargs, "stop_token_ids": stops},
-        "positions": None if positions is None else [int(p) for p in positions],
-        "max_new_tokens": spec.max_new_tokens, "patched_max_new_tokens": spec.patched_max_new_tokens,
-        "teacher_forced_kwargs": spec.tf_kwargs, "means": tensors_hash(means),
-    })
+    return jsonable(
+        {
+            "intervention": intervention
+            if isinstance(intervention, str)
+            else getattr(intervention, "__name__", "custom"),
+            "alpha": spec.alpha,
+            "mode": spec.mode,
+            "metrics": sorted(spec.metric_fns),
+            "reference": reference,
+            "reference_seed": spec.reference_seed,
+            "missing": spec.missing,
+            "model": model_identity(model),
+            "generation": {**gen_kwargs, "stop_token_ids": stops},
+            "positions": None if positions is None else [int(p) for p in positions],
+            "max_new_tokens": spec.max_new_tokens,
+            "patched_max_new_tokens": spec.patched_max_new_tokens,
+            "teacher_forced_kwargs": spec.tf_kwargs,
+            "means": tensors_hash(means),
+        }
+    )
 
 
 def _item_hash(item: SweepItem) -> str:
     """Content hash of what an item's rows depend on: its audio, reference, text and extra fields."""
-    return data_hash([data_hash(item.audio), data_hash(item.reference), item.text,
-                      jsonable(item.extra)])
+    return data_hash([data_hash(item.audio), data_hash(item.reference), item.text, jsonable(item.extra)])
 
 
 # The metric keep_transcripts adds: its rows carry the texts and leave the table for result.transcripts.
@@ -471,8 +582,15 @@ def _patched_text(ctx: MetricContext) -> str:
 
 
 def _row(c: Component, item: SweepItem, metric: str, value: float | str, clean: float | str) -> dict[str, Any]:
-    row = {"component": c.name, "item": item.id, "metric": metric, "stack": c.stack, "layer": c.layer,
-           "kind": c.kind, "head": c.head}
+    row = {
+        "component": c.name,
+        "item": item.id,
+        "metric": metric,
+        "stack": c.stack,
+        "layer": c.layer,
+        "kind": c.kind,
+        "head": c.head,
+    }
     if metric == TRANSCRIPT:
         return {**row, "value": None, "clean": None, "text": str(value), "clean_text": str(clean)}
     return {**row, "value": float(value), "clean": float(clean)}

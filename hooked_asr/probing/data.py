@@ -60,8 +60,9 @@ def to_python(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def stratified_split(labels: Any, test_size: float = 0.2, seed: int = 0,
-                     stratify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: Any, test_size: float = 0.2, seed: int = 0, stratify: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(train, test)``. With ``stratify``, each class puts
     ``round(test_size * n_c)`` items (at least one, at most ``n_c - 1``) in the test split."""
     arr = np.asarray(labels)

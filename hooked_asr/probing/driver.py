@@ -1,6 +1,6 @@
 """Probing a model end to end: hooks by stack, extraction into a store, a layer sweep.
 
-    >>> sweep = probe_model(model, dataset, hooks="encoder", out_dir="acts/gender")
+>>> sweep = probe_model(model, dataset, hooks="encoder", out_dir="acts/gender")
 """
 
 from __future__ import annotations
@@ -53,9 +53,19 @@ def probe_model(
     names = model_hooks(model, hooks)
     if out_dir is None:
         out_dir = tempfile.mkdtemp(prefix="hooked_asr_probe_")
-    store = extract_activations(model, dataset, names, out_dir, pooling=pooling, shard_size=shard_size,
-                                batch_size=batch_size, language=language, max_new_tokens=max_new_tokens,
-                                dataset_id=dataset_id, progress=progress)
+    store = extract_activations(
+        model,
+        dataset,
+        names,
+        out_dir,
+        pooling=pooling,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        language=language,
+        max_new_tokens=max_new_tokens,
+        dataset_id=dataset_id,
+        progress=progress,
+    )
     return probe_layers(store, hooks=names, label_key=label_key, **probe_kwargs)
 
 

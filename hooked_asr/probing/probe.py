@@ -39,7 +39,13 @@ import torch
 from jaxtyping import Float
 from torch import nn
 
-from hooked_asr.files import FileCheckError, atomic_save_safetensors, atomic_write_text, header_shapes, read_checked_safetensors
+from hooked_asr.files import (
+    FileCheckError,
+    atomic_save_safetensors,
+    atomic_write_text,
+    header_shapes,
+    read_checked_safetensors,
+)
 from hooked_asr.probing.data import Task, as_features, as_labels, resolve_task, stratified_split, to_python
 
 
@@ -55,8 +61,13 @@ class LinearProbe(nn.Module):
     ``classes`` are the label values (ints, floats or strings), sorted.
     """
 
-    def __init__(self, d_in: int, task: Task = "classification", classes: Sequence[Any] | None = None,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        d_in: int,
+        task: Task = "classification",
+        classes: Sequence[Any] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         if task not in ("classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
@@ -137,8 +148,13 @@ class LinearProbe(nn.Module):
 
     # -- io -----------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        return {"format": "hooked_asr.probe/1", "d_in": self.d_in, "task": self.task, "classes": self.classes,
-                "dtype": str(self.mean.dtype).replace("torch.", "")}
+        return {
+            "format": "hooked_asr.probe/1",
+            "d_in": self.d_in,
+            "task": self.task,
+            "classes": self.classes,
+            "dtype": str(self.mean.dtype).replace("torch.", ""),
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write ``<path>.safetensors`` (weights + buffers, config in the header) and
@@ -170,10 +186,18 @@ class LinearProbe(nn.Module):
             raise ValueError(f"{st} is not a hooked_asr probe (config {cfg})")
         d_in, task, classes = cfg.get("d_in"), cfg.get("task"), cfg.get("classes")
         if isinstance(d_in, bool) or not isinstance(d_in, int) or d_in <= 0 or not isinstance(classes, list):
-            raise FileCheckError(f"{st}: config d_in={d_in!r}, classes={classes!r}; expected a positive integer and a list")
+            raise FileCheckError(
+                f"{st}: config d_in={d_in!r}, classes={classes!r}; expected a positive integer and a list"
+            )
         n_out = 1 if task == "regression" or len(classes) == 2 else len(classes)
-        expected = {"linear.weight": (n_out, d_in), "linear.bias": (n_out,), "mean": (d_in,), "std": (d_in,),
-                    "y_mean": (), "y_std": ()}
+        expected = {
+            "linear.weight": (n_out, d_in),
+            "linear.bias": (n_out,),
+            "mean": (d_in,),
+            "std": (d_in,),
+            "y_mean": (),
+            "y_std": (),
+        }
         tensors = read_checked_safetensors(st, expected, "probe")
         dtype = getattr(torch, str(cfg.get("dtype", "float32")), None)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -185,7 +209,6 @@ class LinearProbe(nn.Module):
 
     def extra_repr(self) -> str:
         return f"d_in={self.d_in}, task={self.task!r}, classes={self.classes}"
-
 
 
 # ---- training -------------------------------------------------------------------------------
@@ -261,8 +284,15 @@ def train_probe(
         probe.mean.copy_(mean), probe.std.copy_(std)
     W, b = probe.linear.weight, probe.linear.bias
     binary = W.shape[0] == 1
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=tol * 1e-3,
-                            history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [W, b],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=tol * 1e-3,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -329,9 +359,14 @@ class ProbeResult:
         """Scalars (and the confusion matrix as nested lists), JSON-ready."""
         out: dict[str, Any] = {"task": self.task, "n_train": self.n_train, "n_test": self.n_test}
         if self.task == "classification":
-            out.update(train_acc=self.train_acc, test_acc=self.test_acc, f1=self.f1, chance=self.chance,
-                       classes=[to_python(c) for c in self.classes],
-                       confusion=None if self.confusion is None else self.confusion.tolist())
+            out.update(
+                train_acc=self.train_acc,
+                test_acc=self.test_acc,
+                f1=self.f1,
+                chance=self.chance,
+                classes=[to_python(c) for c in self.classes],
+                confusion=None if self.confusion is None else self.confusion.tolist(),
+            )
         else:
             out.update(train_r2=self.train_r2, test_r2=self.test_r2, train_mse=self.train_mse, test_mse=self.test_mse)
         return out
@@ -389,8 +424,9 @@ def fit_probe(
 
     if len({to_python(v) for v in arr[tr].tolist()}) < 2:
         raise ValueError("the training split holds a single class: a probe needs at least two")
-    probe = train_probe(X[tr_t], arr[tr], "classification", classes=classes, l2=l2, max_iter=max_iter,
-                        tol=tol, device=device)
+    probe = train_probe(
+        X[tr_t], arr[tr], "classification", classes=classes, l2=l2, max_iter=max_iter, tol=tol, device=device
+    )
     index = {c: i for i, c in enumerate(classes)}
     true = np.array([index[to_python(v)] for v in arr.tolist()], dtype=np.int64)
     res = ProbeResult(probe, "classification", classes, len(tr), len(te), train_idx=tr, test_idx=te)
@@ -405,4 +441,12 @@ def fit_probe(
     return res
 
 
-__all__ = ["DEFAULT_L2", "LinearProbe", "ProbeResult", "confusion_matrix", "f1_from_confusion", "fit_probe", "train_probe"]
+__all__ = [
+    "DEFAULT_L2",
+    "LinearProbe",
+    "ProbeResult",
+    "confusion_matrix",
+    "f1_from_confusion",
+    "fit_probe",
+    "train_probe",
+]

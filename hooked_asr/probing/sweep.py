@@ -108,9 +108,13 @@ class ProbeSweep:
         return text
 
     def to_json(self, path: str | Path | None = None) -> dict[str, Any]:
-        data = {"title": self.title, "task": self.task, "best_layer": _jsonable(self.best_layer),
-                "rows": [{k: _jsonable(v) for k, v in r.items()} for r in self.rows],
-                "details": {str(k): _jsonable(res.metrics()) for k, res in self.results.items()}}
+        data = {
+            "title": self.title,
+            "task": self.task,
+            "best_layer": _jsonable(self.best_layer),
+            "rows": [{k: _jsonable(v) for k, v in r.items()} for r in self.rows],
+            "details": {str(k): _jsonable(res.metrics()) for k, res in self.results.items()},
+        }
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(json.dumps(data, indent=1))
@@ -147,8 +151,13 @@ class ProbeSweep:
         else:
             curves = {"train": [r["train_r2"] for r in self.rows], "test": [r["test_r2"] for r in self.rows]}
             ylabel = "R^2"
-        fig = plot_curves({k: np.asarray(v, dtype=float) for k, v in curves.items()}, x=xs, xlabel=xlabel,
-                          ylabel=ylabel, title=self.title if title is None else title)
+        fig = plot_curves(
+            {k: np.asarray(v, dtype=float) for k, v in curves.items()},
+            x=xs,
+            xlabel=xlabel,
+            ylabel=ylabel,
+            title=self.title if title is None else title,
+        )
         ax = fig.axes[0]
         if all(isinstance(x, int) for x in xs):
             ax.set_xticks(xs)  # layers are whole numbers
@@ -213,8 +222,10 @@ def probe_layers(
         keys = list(hooks) if hooks is not None else store.hook_names
         for h in keys:
             if store.pooling(h) == "none":  # also raises KeyError naming the store's hooks
-                raise ValueError(f"{h!r} was stored with pooling 'none' (one row per frame/token); probes need "
-                                 "one row per item: extract with pooling 'mean' or 'final'")
+                raise ValueError(
+                    f"{h!r} was stored with pooling 'none' (one row per frame/token); probes need "
+                    "one row per item: extract with pooling 'mean' or 'final'"
+                )
         if y is None:
             y = _store_labels(store, label_key)
 
@@ -235,6 +246,7 @@ def probe_layers(
 
         def get(k: Any) -> torch.Tensor:
             return source[k]
+
     if not keys:
         raise ValueError("no layers to probe")
 
@@ -254,8 +266,14 @@ def probe_layers(
             raise ValueError(f"layer {k!r} has {X.shape[0]} rows, the labels {arr.shape[0]}")
         res = fit_probe(X, arr, task_, l2=l2, max_iter=max_iter, device=device, split=(tr, te))
         stack, layer = _layer_of(k)
-        row = {"key": k, "layer": layer, "stack": stack, "hook": k if isinstance(k, str) else None,
-               "d": X.shape[1], **{m: v for m, v in res.metrics().items() if m not in ("confusion", "classes")}}
+        row = {
+            "key": k,
+            "layer": layer,
+            "stack": stack,
+            "hook": k if isinstance(k, str) else None,
+            "d": X.shape[1],
+            **{m: v for m, v in res.metrics().items() if m not in ("confusion", "classes")},
+        }
         rows.append(row)
         results[k] = res
     return ProbeSweep(rows, results, task_, title=title, store=store)

@@ -76,34 +76,71 @@ def english_sentences(n: int, seed: int = 0, harvard: bool = True) -> list[str]:
     out = list(HARVARD) if harvard else []
     rng.shuffle(out)
     while len(out) < n:
-        out.append(rng.choice(_TEMPLATES).format(
-            name=rng.choice(_NAMES), verb=rng.choice(_VERBS), num=rng.choice(_NUMBERS),
-            color=rng.choice(_COLORS), thing=rng.choice(_THINGS), place=rng.choice(_PLACES)))
+        out.append(
+            rng.choice(_TEMPLATES).format(
+                name=rng.choice(_NAMES),
+                verb=rng.choice(_VERBS),
+                num=rng.choice(_NUMBERS),
+                color=rng.choice(_COLORS),
+                thing=rng.choice(_THINGS),
+                place=rng.choice(_PLACES),
+            )
+        )
     return out[:n]
 
 
 # The same eight sentences in each language (espeak-ng voice in the key).
 MULTILINGUAL = {
-    "en": ["The cat sleeps on the warm chair.", "I would like a cup of coffee, please.",
-           "The train leaves at seven in the morning.", "My brother lives in a small house.",
-           "Today the weather is very nice.", "Where is the train station?",
-           "We are going to the market tomorrow.", "The children play in the garden."],
-    "de": ["Die Katze schläft auf dem warmen Stuhl.", "Ich möchte bitte eine Tasse Kaffee.",
-           "Der Zug fährt um sieben Uhr morgens ab.", "Mein Bruder wohnt in einem kleinen Haus.",
-           "Heute ist das Wetter sehr schön.", "Wo ist der Bahnhof?",
-           "Wir gehen morgen auf den Markt.", "Die Kinder spielen im Garten."],
-    "fr": ["Le chat dort sur la chaise chaude.", "Je voudrais une tasse de café, s'il vous plaît.",
-           "Le train part à sept heures du matin.", "Mon frère habite dans une petite maison.",
-           "Aujourd'hui il fait très beau.", "Où est la gare?",
-           "Nous allons au marché demain.", "Les enfants jouent dans le jardin."],
-    "es": ["El gato duerme en la silla caliente.", "Quisiera una taza de café, por favor.",
-           "El tren sale a las siete de la mañana.", "Mi hermano vive en una casa pequeña.",
-           "Hoy hace muy buen tiempo.", "¿Dónde está la estación de tren?",
-           "Mañana vamos al mercado.", "Los niños juegan en el jardín."],
-    "it": ["Il gatto dorme sulla sedia calda.", "Vorrei una tazza di caffè, per favore.",
-           "Il treno parte alle sette del mattino.", "Mio fratello abita in una piccola casa.",
-           "Oggi il tempo è molto bello.", "Dov'è la stazione?",
-           "Domani andiamo al mercato.", "I bambini giocano in giardino."],
+    "en": [
+        "The cat sleeps on the warm chair.",
+        "I would like a cup of coffee, please.",
+        "The train leaves at seven in the morning.",
+        "My brother lives in a small house.",
+        "Today the weather is very nice.",
+        "Where is the train station?",
+        "We are going to the market tomorrow.",
+        "The children play in the garden.",
+    ],
+    "de": [
+        "Die Katze schläft auf dem warmen Stuhl.",
+        "Ich möchte bitte eine Tasse Kaffee.",
+        "Der Zug fährt um sieben Uhr morgens ab.",
+        "Mein Bruder wohnt in einem kleinen Haus.",
+        "Heute ist das Wetter sehr schön.",
+        "Wo ist der Bahnhof?",
+        "Wir gehen morgen auf den Markt.",
+        "Die Kinder spielen im Garten.",
+    ],
+    "fr": [
+        "Le chat dort sur la chaise chaude.",
+        "Je voudrais une tasse de café, s'il vous plaît.",
+        "Le train part à sept heures du matin.",
+        "Mon frère habite dans une petite maison.",
+        "Aujourd'hui il fait très beau.",
+        "Où est la gare?",
+        "Nous allons au marché demain.",
+        "Les enfants jouent dans le jardin.",
+    ],
+    "es": [
+        "El gato duerme en la silla caliente.",
+        "Quisiera una taza de café, por favor.",
+        "El tren sale a las siete de la mañana.",
+        "Mi hermano vive en una casa pequeña.",
+        "Hoy hace muy buen tiempo.",
+        "¿Dónde está la estación de tren?",
+        "Mañana vamos al mercado.",
+        "Los niños juegan en el jardín.",
+    ],
+    "it": [
+        "Il gatto dorme sulla sedia calda.",
+        "Vorrei una tazza di caffè, per favore.",
+        "Il treno parte alle sette del mattino.",
+        "Mio fratello abita in una piccola casa.",
+        "Oggi il tempo è molto bello.",
+        "Dov'è la stazione?",
+        "Domani andiamo al mercato.",
+        "I bambini giocano in giardino.",
+    ],
 }
 
 ESPEAK_VOICE = {"en": "en-us", "de": "de", "fr": "fr-fr", "es": "es", "it": "it"}

@@ -56,7 +56,10 @@ class ReconstructionMetrics:
 
 @torch.no_grad()
 def reconstruction_metrics(
-    sae: SparseAutoencoder, source: FrameSource, max_frames: int | None = None, dense_threshold: float = 0.1,
+    sae: SparseAutoencoder,
+    source: FrameSource,
+    max_frames: int | None = None,
+    dense_threshold: float = 0.1,
     progress: bool = False,
 ) -> ReconstructionMetrics:
     """FVU, L0, dead and dense fractions over (up to ``max_frames`` of) ``source``'s frames."""
@@ -86,8 +89,12 @@ def reconstruction_metrics(
     total_var = sum_sq - float(sum_x.pow(2).sum()) / n  # sum ||x - mean||^2
     freq = fires / n
     return ReconstructionMetrics(
-        n_frames=n, fvu=sq_err / max(total_var, 1e-12), mse=sq_err / n, l0=l0 / n,
-        dead_fraction=float((freq == 0).double().mean()), dense_fraction=float((freq > dense_threshold).double().mean()),
+        n_frames=n,
+        fvu=sq_err / max(total_var, 1e-12),
+        mse=sq_err / n,
+        l0=l0 / n,
+        dead_fraction=float((freq == 0).double().mean()),
+        dense_fraction=float((freq > dense_threshold).double().mean()),
         feature_frequency=freq.tolist(),
     )
 
@@ -176,8 +183,9 @@ def splice_metrics(
             enc_spliced = model.encode(**feats)
         with model.hooks(fwd_hooks=[(sae.cfg.hook_name, ablate)]):
             enc_ablated = model.encode(**feats)
-        gen = model.generate(feats["input_features"], clean.prompt, max_new_tokens=max_new_tokens,
-                             encoder_hidden_states=enc_spliced)
+        gen = model.generate(
+            feats["input_features"], clean.prompt, max_new_tokens=max_new_tokens, encoder_hidden_states=enc_spliced
+        )
         toks = gen.tokens[0].tolist()
         toks = toks[: toks.index(model.cfg.eos_token_id)] if model.cfg.eos_token_id in toks else toks
         tok = getattr(model, "tokenizer", None)
@@ -189,8 +197,10 @@ def splice_metrics(
         ids = torch.tensor([clean.prompt + target], device=enc_clean.device)
         sl = slice(len(clean.prompt) - 1, ids.shape[1] - 1)
         y = ids[0, len(clean.prompt) :]
-        logits = {k: model(decoder_input_ids=ids, encoder_hidden_states=e)[0, sl].float()
-                  for k, e in (("clean", enc_clean), ("spliced", enc_spliced), ("ablated", enc_ablated))}
+        logits = {
+            k: model(decoder_input_ids=ids, encoder_hidden_states=e)[0, sl].float()
+            for k, e in (("clean", enc_clean), ("spliced", enc_spliced), ("ablated", enc_ablated))
+        }
         for k in ce:
             ce[k].append(float(F.cross_entropy(logits[k], y)))
         lp_c, lp_s = logits["clean"].log_softmax(-1), logits["spliced"].log_softmax(-1)
@@ -203,18 +213,28 @@ def splice_metrics(
         wer_clean=corpus_word_error_rate(refs, [r["clean"] for r in rows]) if references is not None else None,
         wer_spliced=corpus_word_error_rate(refs, [r["spliced"] for r in rows]) if references is not None else None,
         wer_spliced_vs_clean=corpus_word_error_rate([r["clean"] for r in rows], [r["spliced"] for r in rows]),
-        ce_clean=c, ce_spliced=s, ce_mean_ablated=a,
+        ce_clean=c,
+        ce_spliced=s,
+        ce_mean_ablated=a,
         ce_recovered=(a - s) / (a - c) if abs(a - c) > 1e-12 else float("nan"),
-        kl_clean_spliced=float(np.mean(kls)), transcripts=rows,
+        kl_clean_spliced=float(np.mean(kls)),
+        transcripts=rows,
     )
 
 
-def _mean_activation(model: Any, sae: SparseAutoencoder, audios: Sequence[np.ndarray], frames: str, pad_frames: int) -> torch.Tensor:
+def _mean_activation(
+    model: Any, sae: SparseAutoencoder, audios: Sequence[np.ndarray], frames: str, pad_frames: int
+) -> torch.Tensor:
     """Mean activation at the SAE's hook over (the spliced frames of) a few clips."""
     from hooked_asr.sae.frames import ModelFrameSource
 
-    src = ModelFrameSource(model, audios, sae.cfg.hook_name, batch_size=4,
-                           pad_frames=pad_frames if frames == "speech" else model.cfg.encoder.n_ctx)
+    src = ModelFrameSource(
+        model,
+        audios,
+        sae.cfg.hook_name,
+        batch_size=4,
+        pad_frames=pad_frames if frames == "speech" else model.cfg.encoder.n_ctx,
+    )
     total, n = 0.0, 0
     for chunk in src:
         total = total + chunk.double().sum(0)
@@ -229,10 +249,57 @@ _SUFFIXES = ("ing", "ed", "es", "s", "ly", "er", "est", "tion", "ment", "ness")
 _EXTRA_CLASSES = {
     "numbers": ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "twenty", "hundred"),
     "colours": ("red", "blue", "green", "yellow", "black", "white", "brown", "grey", "gray", "pink", "purple"),
-    "time": ("morning", "evening", "night", "day", "today", "tomorrow", "yesterday", "monday", "tuesday",
-             "wednesday", "thursday", "friday", "saturday", "sunday", "week", "year", "hour", "minute"),
-    "function": ("the", "a", "an", "of", "to", "in", "on", "at", "and", "or", "is", "are", "was", "it", "he", "she",
-                 "we", "they", "you", "i", "his", "her", "their", "my", "our", "for", "with", "by", "from"),
+    "time": (
+        "morning",
+        "evening",
+        "night",
+        "day",
+        "today",
+        "tomorrow",
+        "yesterday",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+        "week",
+        "year",
+        "hour",
+        "minute",
+    ),
+    "function": (
+        "the",
+        "a",
+        "an",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "it",
+        "he",
+        "she",
+        "we",
+        "they",
+        "you",
+        "i",
+        "his",
+        "her",
+        "their",
+        "my",
+        "our",
+        "for",
+        "with",
+        "by",
+        "from",
+    ),
 }
 
 
@@ -245,8 +312,9 @@ def _word_class(word: str) -> str | None:
     return None
 
 
-def feature_category(label: str, words: Sequence[str], phonemes: Sequence[str] | None = None,
-                     share: float = 0.5) -> str:
+def feature_category(
+    label: str, words: Sequence[str], phonemes: Sequence[str] | None = None, share: float = 0.5
+) -> str:
     """Sort one labelled feature into the SAE paper's kinds (phonetic, semantic, morphological,
     positional, lexical, non-linguistic), or ``mixed``.
 
@@ -285,5 +353,11 @@ def feature_category(label: str, words: Sequence[str], phonemes: Sequence[str] |
     return "mixed"
 
 
-__all__ = ["FEATURE_CATEGORIES", "ReconstructionMetrics", "SpliceMetrics", "feature_category",
-           "reconstruction_metrics", "splice_metrics"]
+__all__ = [
+    "FEATURE_CATEGORIES",
+    "ReconstructionMetrics",
+    "SpliceMetrics",
+    "feature_category",
+    "reconstruction_metrics",
+    "splice_metrics",
+]

@@ -41,7 +41,10 @@ class Word:
 
 @torch.no_grad()
 def align_words(
-    model: Any, audio: np.ndarray, tokens: Sequence[int] | None = None, language: str | None = None,
+    model: Any,
+    audio: np.ndarray,
+    tokens: Sequence[int] | None = None,
+    language: str | None = None,
     medfilt_width: int = 7,
 ) -> list[Word]:
     """Words of the transcript (``tokens``, or the model's own transcript) with start/end times:
@@ -55,9 +58,17 @@ def align_words(
         return []
     feats = model.prepare_features(audio)
     n_frames = audio_frames(len(audio), model.cfg.encoder.n_ctx, window_samples(model))
-    timings = find_alignment(model, tokens, input_features=feats["input_features"], num_frames=2 * n_frames,
-                             language=language, medfilt_width=medfilt_width)
-    return [Word(t.word.strip(), t.start, max(t.end, t.start + ENCODER_FRAME_SECONDS)) for t in timings if t.word.strip()]
+    timings = find_alignment(
+        model,
+        tokens,
+        input_features=feats["input_features"],
+        num_frames=2 * n_frames,
+        language=language,
+        medfilt_width=medfilt_width,
+    )
+    return [
+        Word(t.word.strip(), t.start, max(t.end, t.start + ENCODER_FRAME_SECONDS)) for t in timings if t.word.strip()
+    ]
 
 
 def word_at(words: Sequence[Word], t: float, tolerance: float = 0.06) -> str:
@@ -88,8 +99,15 @@ class FeatureStats:
 
 @torch.no_grad()
 def collect_feature_stats(
-    model: Any, sae: SparseAutoencoder, audios: Sequence[np.ndarray], top_k: int = 8, batch_size: int = 4,
-    pad_frames: int = 8, n_bins: int = 50, log10_range: tuple[float, float] = (-3.0, 2.0), progress: bool = True,
+    model: Any,
+    sae: SparseAutoencoder,
+    audios: Sequence[np.ndarray],
+    top_k: int = 8,
+    batch_size: int = 4,
+    pad_frames: int = 8,
+    n_bins: int = 50,
+    log10_range: tuple[float, float] = (-3.0, 2.0),
+    progress: bool = True,
 ) -> FeatureStats:
     """Stream the clips through the model and the SAE, keeping per feature its firing rate,
     a histogram, and the ``top_k`` clips with the largest activation (and where it peaks)."""
@@ -103,8 +121,9 @@ def collect_feature_stats(
     top_c = torch.full((d, top_k), -1, dtype=torch.long)
     top_f = torch.zeros((d, top_k), dtype=torch.long)
     n = 0
-    for x, clip_idx, frame_idx in tqdm(source.iter_with_meta(), total=source.n_chunks, desc="features",
-                                       disable=not progress):
+    for x, clip_idx, frame_idx in tqdm(
+        source.iter_with_meta(), total=source.n_chunks, desc="features", disable=not progress
+    ):
         f = sae.encode(x)  # [n, d_sae]
         n += len(f)
         active = f > 0
@@ -126,8 +145,14 @@ def collect_feature_stats(
             top_v, top_c, top_f = cand_v.gather(1, keep), cand_c.gather(1, keep), cand_f.gather(1, keep)
     top_c = torch.where(top_v > 0, top_c, torch.full_like(top_c, -1))
     return FeatureStats(
-        n_frames=n, frequency=fires / max(n, 1), max_act=max_act, hist=hist, bin_edges=edges,
-        top_values=top_v.clamp_min(0), top_clip=top_c, top_frame=top_f,
+        n_frames=n,
+        frequency=fires / max(n, 1),
+        max_act=max_act,
+        hist=hist,
+        bin_edges=edges,
+        top_values=top_v.clamp_min(0),
+        top_clip=top_c,
+        top_frame=top_f,
         clip_speech_frames=[audio_frames(len(a), model.cfg.encoder.n_ctx, window_samples(model)) for a in audios],
     )
 
@@ -179,8 +204,13 @@ def _norm_word(w: str) -> str:
 
 @torch.no_grad()
 def feature_reports(
-    model: Any, stats: FeatureStats, audios: Sequence[np.ndarray], features: Sequence[int],
-    language: str | None = None, progress: bool = True, aligned: dict[int, list[Word]] | None = None,
+    model: Any,
+    stats: FeatureStats,
+    audios: Sequence[np.ndarray],
+    features: Sequence[int],
+    language: str | None = None,
+    progress: bool = True,
+    aligned: dict[int, list[Word]] | None = None,
 ) -> list[FeatureReport]:
     """Top examples with the words spoken there and a label. Each clip is aligned once;
     pass a dict as ``aligned`` to keep the alignments (``write_feature_browser`` reuses them)."""
@@ -197,11 +227,15 @@ def feature_reports(
             t = (fr + 0.5) * ENCODER_FRAME_SECONDS
             ws = words[c]
             w = word_at(ws, t)
-            ctx = " ".join(f"[{x.text}]" if x.text == w and x.start <= t + 0.06 and t - 0.06 < x.end else x.text
-                           for x in ws if abs((x.start + x.end) / 2 - t) < 1.0)
+            ctx = " ".join(
+                f"[{x.text}]" if x.text == w and x.start <= t + 0.06 and t - 0.06 < x.end else x.text
+                for x in ws
+                if abs((x.start + x.end) / 2 - t) < 1.0
+            )
             exs.append(Example(v, c, fr, t, w, ctx, fr >= stats.clip_speech_frames[c]))
-        reports.append(FeatureReport(int(i), float(stats.frequency[i]), float(stats.max_act[i]),
-                                     label_from_examples(exs), exs))
+        reports.append(
+            FeatureReport(int(i), float(stats.frequency[i]), float(stats.max_act[i]), label_from_examples(exs), exs)
+        )
     return reports
 
 
@@ -258,9 +292,16 @@ def _trace_png(trace: np.ndarray, words: Sequence[Word], frame: int, lo: int) ->
 
 @torch.no_grad()
 def write_feature_browser(
-    model: Any, sae: SparseAutoencoder, stats: FeatureStats, reports: Sequence[FeatureReport],
-    audios: Sequence[np.ndarray], out_dir: str | Path, snippet_seconds: float = 1.2, title: str = "SAE features",
-    language: str | None = None, aligned: dict[int, list[Word]] | None = None,
+    model: Any,
+    sae: SparseAutoencoder,
+    stats: FeatureStats,
+    reports: Sequence[FeatureReport],
+    audios: Sequence[np.ndarray],
+    out_dir: str | Path,
+    snippet_seconds: float = 1.2,
+    title: str = "SAE features",
+    language: str | None = None,
+    aligned: dict[int, list[Word]] | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` and ``out_dir/features/feature_{i}.html``, each
     self-contained (audio as base64 WAV, plots as base64 PNG), and ``features.json``."""
@@ -277,18 +318,23 @@ def write_feature_browser(
     half = int(snippet_seconds / 2 / ENCODER_FRAME_SECONDS)
     rows = []
     for col, r in enumerate(reports):
-        parts = [f"<h2>Feature {r.feature}</h2><p><b>{html.escape(r.label)}</b> &middot; frequency "
-                 f"{100 * r.frequency:.3f}% &middot; max {r.max_act:.2f}</p>",
-                 f'<img src="data:image/png;base64,{_histogram_png(stats, r.feature)}">',
-                 "<table><tr><th>#</th><th>act</th><th>clip</th><th>time</th><th>words</th><th>audio</th><th>trace</th></tr>"]
+        parts = [
+            f"<h2>Feature {r.feature}</h2><p><b>{html.escape(r.label)}</b> &middot; frequency "
+            f"{100 * r.frequency:.3f}% &middot; max {r.max_act:.2f}</p>",
+            f'<img src="data:image/png;base64,{_histogram_png(stats, r.feature)}">',
+            "<table><tr><th>#</th><th>act</th><th>clip</th><th>time</th><th>words</th><th>audio</th><th>trace</th></tr>",
+        ]
         for k, e in enumerate(r.examples):
             audio = audios[e.clip]
             lo_f = max(0, e.frame - half)
             hi_f = e.frame + half
             snippet = audio[lo_f * SAMPLES_PER_ENCODER_FRAME : hi_f * SAMPLES_PER_ENCODER_FRAME]
-            player = (f'<audio controls src="data:audio/wav;base64,{wav_base64(snippet)}"></audio>'
-                      if len(snippet) else "(padding: no audio)")
-            tr = traces[e.clip][lo_f : hi_f, col]
+            player = (
+                f'<audio controls src="data:audio/wav;base64,{wav_base64(snippet)}"></audio>'
+                if len(snippet)
+                else "(padding: no audio)"
+            )
+            tr = traces[e.clip][lo_f:hi_f, col]
             parts.append(
                 f"<tr><td>{k + 1}</td><td>{e.value:.2f}</td><td>{e.clip}</td><td>{e.time:.2f}s</td>"
                 f"<td>{html.escape(e.context) or '(silence)'}</td><td>{player}</td>"
@@ -298,26 +344,37 @@ def write_feature_browser(
         page = _page(f"{title}: feature {r.feature}", "\n".join(parts) + '<p><a href="../index.html">index</a></p>')
         (out / "features" / f"feature_{r.feature}.html").write_text(page)
         top_words = ", ".join(html.escape(e.word or "-") for e in r.examples[:5])
-        rows.append(f'<tr><td><a href="features/feature_{r.feature}.html">{r.feature}</a></td>'
-                    f"<td>{100 * r.frequency:.3f}%</td><td>{r.max_act:.2f}</td><td>{html.escape(r.label)}</td>"
-                    f"<td>{top_words}</td></tr>")
+        rows.append(
+            f'<tr><td><a href="features/feature_{r.feature}.html">{r.feature}</a></td>'
+            f"<td>{100 * r.frequency:.3f}%</td><td>{r.max_act:.2f}</td><td>{html.escape(r.label)}</td>"
+            f"<td>{top_words}</td></tr>"
+        )
     freq = stats.frequency.numpy()
-    summary = (f"<p>{stats.n_frames} frames from {len(audios)} clips; SAE {sae.cfg.architecture} d_sae={sae.d_sae} "
-               f"on <code>{html.escape(sae.cfg.hook_name)}</code>; dead {100 * float((freq == 0).mean()):.1f}%, "
-               f"dense (&gt;10%) {100 * float((freq > 0.1).mean()):.1f}%</p>")
-    index = _page(title, summary + "<table><tr><th>feature</th><th>freq</th><th>max</th><th>label</th>"
-                  "<th>top words</th></tr>" + "\n".join(rows) + "</table>")
+    summary = (
+        f"<p>{stats.n_frames} frames from {len(audios)} clips; SAE {sae.cfg.architecture} d_sae={sae.d_sae} "
+        f"on <code>{html.escape(sae.cfg.hook_name)}</code>; dead {100 * float((freq == 0).mean()):.1f}%, "
+        f"dense (&gt;10%) {100 * float((freq > 0.1).mean()):.1f}%</p>"
+    )
+    index = _page(
+        title,
+        summary + "<table><tr><th>feature</th><th>freq</th><th>max</th><th>label</th>"
+        "<th>top words</th></tr>" + "\n".join(rows) + "</table>",
+    )
     (out / "index.html").write_text(index)
     (out / "features.json").write_text(json.dumps([asdict(r) for r in reports], indent=1))
     return out
 
 
 def _page(title: str, body: str) -> str:
-    style = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;vertical-align:middle}"
-             "audio{height:28px;width:180px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+    style = (
+        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;vertical-align:middle}"
+        "audio{height:28px;width:180px}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
 
 
 __all__ = [

@@ -27,7 +27,6 @@ from hooked_asr.activations.stream import FrameSource, StoreFrameSource
 from hooked_asr.audio import audio_frames, window_samples
 
 
-
 class TensorFrameSource(FrameSource):
     """Frames already in a tensor ``[n_frames, d_in]``, yielded ``chunk_size`` at a time."""
 
@@ -141,8 +140,14 @@ class ModelFrameSource(FrameSource):
         from hooked_asr.fingerprint import data_hash, model_identity
 
         audio = data_hash([data_hash(np.asarray(self.audios[j], dtype=np.float32)) for j in range(len(self.audios))])
-        return {**super().fingerprint(), "model": model_identity(self.model), "hook_name": self.hook_name,
-                "audio": audio, "batch_size": int(self.batch_size), "pad_frames": int(self.pad_frames)}
+        return {
+            **super().fingerprint(),
+            "model": model_identity(self.model),
+            "hook_name": self.hook_name,
+            "audio": audio,
+            "batch_size": int(self.batch_size),
+            "pad_frames": int(self.pad_frames),
+        }
 
     def iter_with_meta(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for i in range(self.n_chunks):

@@ -251,8 +251,14 @@ def _saelens_cfg(c: SAEConfig) -> dict[str, Any]:
         "apply_b_dec_to_input": True,
         "normalize_activations": "none",
         "reshape_activations": "none",
-        "metadata": {"sae_lens_version": SAELENS_FORMAT, "model_name": c.model_name, "hook_name": c.hook_name,
-                     "hook_head_index": None, "prepend_bos": False, "context_size": None},
+        "metadata": {
+            "sae_lens_version": SAELENS_FORMAT,
+            "model_name": c.model_name,
+            "hook_name": c.hook_name,
+            "hook_head_index": None,
+            "prepend_bos": False,
+            "context_size": None,
+        },
         "architecture": "topk" if c.architecture == "topk" else "standard",
     }
     if c.architecture == "topk":
@@ -300,7 +306,10 @@ def _config_from_saelens(meta: dict[str, Any]) -> SAEConfig:
     md = meta.get("metadata", {}) or {}
     k = meta.get("k", (meta.get("activation_fn_kwargs") or {}).get("k", 1))
     return SAEConfig(
-        d_in=meta["d_in"], d_sae=meta["d_sae"], architecture="topk" if arch == "topk" else "relu", k=int(k),
+        d_in=meta["d_in"],
+        d_sae=meta["d_sae"],
+        architecture="topk" if arch == "topk" else "relu",
+        k=int(k),
         hook_name=meta.get("hook_name", md.get("hook_name", "")) or "",
         model_name=meta.get("model_name", md.get("model_name", "")) or "",
     )
@@ -319,16 +328,22 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
     cfg = SAEConfig.from_dict(meta["hooked_asr"]) if "hooked_asr" in meta else _config_from_saelens(meta)
     norm = meta.get("normalize_activations", "none")
     if "hooked_asr" not in meta and norm not in ("none", None, False):
-        raise ValueError(f"SAELens normalize_activations={norm!r} is not supported; fold it first "
-                         "(sae.fold_activation_norm_scaling_factor in SAELens) and save with 'none'")
+        raise ValueError(
+            f"SAELens normalize_activations={norm!r} is not supported; fold it first "
+            "(sae.fold_activation_norm_scaling_factor in SAELens) and save with 'none'"
+        )
     d_in, d_sae = cfg.d_in, cfg.d_sae
     # Shapes from the config are checked against the file's header before anything is allocated.
     tensors = read_checked_safetensors(
-        path / WEIGHTS_FILE, {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)},
-        "SAE", optional=("input_scale",))
+        path / WEIGHTS_FILE,
+        {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)},
+        "SAE",
+        optional=("input_scale",),
+    )
     if "input_scale" in tensors and tuple(tensors["input_scale"].shape) != ():
-        raise FileCheckError(f"{path / WEIGHTS_FILE}: input_scale has shape {list(tensors['input_scale'].shape)}, "
-                             "expected a scalar")
+        raise FileCheckError(
+            f"{path / WEIGHTS_FILE}: input_scale has shape {list(tensors['input_scale'].shape)}, expected a scalar"
+        )
     if "input_scale" not in tensors:  # SAELens layout: unfold the scale save_sae folded in
         s = float(meta.get("hooked_asr_input_scale", 1.0))
         if not math.isfinite(s) or s <= 0:

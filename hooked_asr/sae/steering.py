@@ -42,7 +42,8 @@ class FeatureIntervention:
 
 
 def apply_interventions(
-    f: Float[torch.Tensor, "... d_sae"], interventions: Sequence[FeatureIntervention],
+    f: Float[torch.Tensor, "... d_sae"],
+    interventions: Sequence[FeatureIntervention],
     frame_mask: Bool[torch.Tensor, "batch frame"] | None = None,
 ) -> Float[torch.Tensor, "... d_sae"]:
     """A copy of ``f`` with each intervention applied (on frames where ``frame_mask`` is True)."""
@@ -53,7 +54,13 @@ def apply_interventions(
         if bad:
             raise IndexError(f"feature(s) {bad} out of range: the SAE has {f.shape[-1]} features (0-{f.shape[-1] - 1})")
         cur = out[..., idx]
-        new = cur + iv.value if iv.mode == "add" else cur * iv.value if iv.mode == "scale" else torch.full_like(cur, iv.value)
+        new = (
+            cur + iv.value
+            if iv.mode == "add"
+            else cur * iv.value
+            if iv.mode == "scale"
+            else torch.full_like(cur, iv.value)
+        )
         if frame_mask is not None:
             new = torch.where(frame_mask[..., None].to(f.device), new, cur)
         out[..., idx] = new
@@ -67,13 +74,17 @@ def _frame_mask_for(x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.T
     if m.ndim == 1:
         m = m[None].expand(x.shape[0], -1)
     if tuple(m.shape) != tuple(x.shape[:2]):
-        raise ValueError(f"frame_mask has shape {tuple(frame_mask.shape)}; the activation is {tuple(x.shape[:2])} [batch, frame]")
+        raise ValueError(
+            f"frame_mask has shape {tuple(frame_mask.shape)}; the activation is {tuple(x.shape[:2])} [batch, frame]"
+        )
     return m
 
 
 @contextmanager
 def splice(
-    model: Any, sae: SparseAutoencoder, use_error_term: bool = False,
+    model: Any,
+    sae: SparseAutoencoder,
+    use_error_term: bool = False,
     frame_mask: Bool[torch.Tensor, "batch frame"] | Bool[torch.Tensor, " frame"] | None = None,
 ) -> Iterator[SparseAutoencoder]:
     """Inside the block, ``sae.cfg.hook_name`` carries ``sae(x)`` instead of ``x`` (on the
@@ -100,7 +111,9 @@ def splice(
 
 @contextmanager
 def steer(
-    model: Any, sae: SparseAutoencoder, interventions: Sequence[FeatureIntervention],
+    model: Any,
+    sae: SparseAutoencoder,
+    interventions: Sequence[FeatureIntervention],
     frame_mask: Bool[torch.Tensor, "batch frame"] | Bool[torch.Tensor, " frame"] | None = None,
 ) -> Iterator[SparseAutoencoder]:
     """Transcribe (or run anything) with features edited and the SAE's error kept.
@@ -124,8 +137,12 @@ def __getattr__(name: str) -> Any:
     if name == "Intervention":
         import warnings
 
-        warnings.warn("hooked_asr.sae.steering.Intervention is now FeatureIntervention (Intervention names "
-                      "hooked_asr.patching's component rewrite)", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "hooked_asr.sae.steering.Intervention is now FeatureIntervention (Intervention names "
+            "hooked_asr.patching's component rewrite)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return FeatureIntervention
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

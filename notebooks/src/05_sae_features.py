@@ -47,23 +47,29 @@ HOOK = "encoder.blocks.2.hook_resid_post"
 
 # %%
 sentences = [
-    "The quick brown fox jumps over the lazy dog.", "Seven red apples are on the kitchen table.",
-    "She sells sea shells by the sea shore.", "The weather today is sunny with a light breeze from the west.",
-    "Birds fly south for the winter when the days grow short.", "He read the newspaper while drinking a cup of hot coffee.",
-    "Turn left at the next corner and walk two blocks north.", "Our library opens at nine in the morning and closes at six.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Seven red apples are on the kitchen table.",
+    "She sells sea shells by the sea shore.",
+    "The weather today is sunny with a light breeze from the west.",
+    "Birds fly south for the winter when the days grow short.",
+    "He read the newspaper while drinking a cup of hot coffee.",
+    "Turn left at the next corner and walk two blocks north.",
+    "Our library opens at nine in the morning and closes at six.",
     "A large dog barked loudly at the postman this morning.",
 ]
 voices = ["en-us", "en-us+f3", "en"]
-gap = np.zeros(4000, dtype=np.float32)   # 0.25 s between sentences
-train_clips = [np.concatenate([x for s in sentences[i : i + 3] for x in (synthesize(s, voice=voices[i // 3]), gap)])
-               for i in (0, 3, 6)]
+gap = np.zeros(4000, dtype=np.float32)  # 0.25 s between sentences
+train_clips = [
+    np.concatenate([x for s in sentences[i : i + 3] for x in (synthesize(s, voice=voices[i // 3]), gap)])
+    for i in (0, 3, 6)
+]
 held_out = synthesize("Please call Stella and ask her to bring these things with her from the store.")
 
 source = ModelFrameSource(model, train_clips, HOOK, batch_size=3, pad_frames=8)
 chunks = list(source.iter_with_meta())
-frames = torch.cat([c[0] for c in chunks])            # [n_frames, 384]
-clip_of = torch.cat([c[1] for c in chunks])           # which clip each frame came from
-frame_of = torch.cat([c[2] for c in chunks])          # its index inside the clip (20 ms steps)
+frames = torch.cat([c[0] for c in chunks])  # [n_frames, 384]
+clip_of = torch.cat([c[1] for c in chunks])  # which clip each frame came from
+frame_of = torch.cat([c[2] for c in chunks])  # its index inside the clip (20 ms steps)
 test_frames = torch.cat(list(ModelFrameSource(model, [held_out], HOOK, batch_size=1, pad_frames=8)))
 print(f"{len(frames)} training frames, {len(test_frames)} held-out frames of width {frames.shape[1]}")
 
@@ -77,17 +83,20 @@ print(f"{len(frames)} training frames, {len(test_frames)} held-out frames of wid
 # but it trains in seconds.
 
 # %%
-sae = SparseAutoencoder(SAEConfig(d_in=384, d_sae=1024, architecture="topk", k=16, hook_name=HOOK,
-                                  model_name="whisper-tiny.en"))
-train_cfg = TrainConfig(total_frames=60 * 256, batch_size=256, buffer_frames=4096, lr=3e-3, log_every=5,
-                        progress=False)
+sae = SparseAutoencoder(
+    SAEConfig(d_in=384, d_sae=1024, architecture="topk", k=16, hook_name=HOOK, model_name="whisper-tiny.en")
+)
+train_cfg = TrainConfig(total_frames=60 * 256, batch_size=256, buffer_frames=4096, lr=3e-3, log_every=5, progress=False)
 t0 = time.perf_counter()
 state = SAETrainer(sae, train_cfg).train(TensorFrameSource(frames, chunk_size=512))
 print(f"{state.step} steps in {time.perf_counter() - t0:.1f} s")
 hist = state.history
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.plot([h["step"] for h in hist], [h["fvu"] for h in hist])
-ax.set_xlabel("step"); ax.set_ylabel("training FVU"); ax.set_ylim(0, None); ax.grid(alpha=0.3)
+ax.set_xlabel("step")
+ax.set_ylabel("training FVU")
+ax.set_ylim(0, None)
+ax.grid(alpha=0.3)
 plt.show()
 
 # %% [markdown]
@@ -118,15 +127,18 @@ for name, m in [("train", train_m), ("held-out", test_m)]:
 from hooked_asr.audio import audio_frames as speech_frames
 
 with torch.no_grad():
-    f_train = sae.encode(frames)                        # [n_frames, d_sae]
+    f_train = sae.encode(frames)  # [n_frames, d_sae]
 freq = (f_train > 0).float().mean(0)
 n_speech = torch.tensor([speech_frames(len(c)) for c in train_clips])
 inside = (frame_of >= 10) & (frame_of < n_speech[clip_of])
 candidates = torch.nonzero((freq > 0.005) & (freq < 0.05)).flatten()
 feature = int(candidates[f_train[inside][:, candidates].max(0).values.argmax()])
 acts = f_train[:, feature]
-print(f"feature {feature}: fires on {float(freq[feature]):.1%} of frames, max {float(acts.max()):.2f};",
-      "frames per clip:", [int((acts[clip_of == c] > 0).sum()) for c in range(len(train_clips))])
+print(
+    f"feature {feature}: fires on {float(freq[feature]):.1%} of frames, max {float(acts.max()):.2f};",
+    "frames per clip:",
+    [int((acts[clip_of == c] > 0).sum()) for c in range(len(train_clips))],
+)
 
 c0 = int(clip_of[acts.argmax()])
 words = align_words(model, train_clips[c0])
@@ -141,7 +153,8 @@ ax.plot(np.arange(len(trace)) * 0.02, trace)
 for w in words:
     ax.axvline(w.start, color="grey", lw=0.5)
     ax.text(w.start, trace.max() * 1.02, w.text, fontsize=7, rotation=45)
-ax.set_xlabel("time (s)"); ax.set_ylabel(f"feature {feature}")
+ax.set_xlabel("time (s)")
+ax.set_ylabel(f"feature {feature}")
 plt.show()
 
 # %% [markdown]
@@ -187,11 +200,14 @@ print(f"steered (feature {feature} += {amount:.1f} on the speech frames):", stee
 feats = model.prepare_features(held_out)
 NEXT = "encoder.blocks.3.hook_resid_pre"
 
+
 @torch.no_grad()
 def next_block_input(interventions=None):
     grabbed = {}
+
     def grab(x, hook):
         grabbed["x"] = x.clone()
+
     if interventions is None:
         with model.hooks(fwd_hooks=[(NEXT, grab)]):
             model.encode(**feats)
@@ -200,21 +216,26 @@ def next_block_input(interventions=None):
             model.encode(**feats)
     return grabbed["x"]
 
+
 base = next_block_input()
-moved = next_block_input([FeatureIntervention(feature=feature, mode="add", value=amount)]) - base   # every frame
+moved = next_block_input([FeatureIntervention(feature=feature, mode="add", value=amount)]) - base  # every frame
 identity = next_block_input([])
 expected = amount * sae.W_dec[feature].detach() / sae.input_scale
-print("max |moved - a W_dec[i] / s| =", f"{float((moved - expected).abs().max()):.1e}",
-      "| |a W_dec[i] / s| =", f"{float(expected.norm()):.2f}")
+print(
+    "max |moved - a W_dec[i] / s| =",
+    f"{float((moved - expected).abs().max()):.1e}",
+    "| |a W_dec[i] / s| =",
+    f"{float(expected.norm()):.2f}",
+)
 
 # %% [markdown]
 # ## Checks
 
 # %%
-assert test_m.fvu < 1.0 and train_m.fvu < 0.5, (train_m.fvu, test_m.fvu)   # better than the mean frame
+assert test_m.fvu < 1.0 and train_m.fvu < 0.5, (train_m.fvu, test_m.fvu)  # better than the mean frame
 assert train_m.l0 <= sae.cfg.k + 1e-6 and test_m.l0 <= sae.cfg.k + 1e-6
-assert hist[-1]["fvu"] < hist[0]["fvu"]                                        # training reduced the error
-assert torch.equal(identity, base)                                             # no edit: exact identity
+assert hist[-1]["fvu"] < hist[0]["fvu"]  # training reduced the error
+assert torch.equal(identity, base)  # no edit: exact identity
 assert torch.allclose(moved, expected.expand_as(moved), atol=1e-3)
 assert float(acts.max()) > 0 and len(words) > 0
 print(f"all checks passed in {time.perf_counter() - t_start:.1f} s")

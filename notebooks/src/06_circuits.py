@@ -69,13 +69,16 @@ print(f"max |sum of components - logit| over {len(res.positions)} steps: {res.ma
 
 # %%
 tf = model.teacher_forced_inputs(audio, tokens)
-_, cache = model.run_with_cache(**tf.kwargs, return_cache_object=True,
-                                names_filter=lambda n: n.endswith(("cross_attn.hook_pattern", "encoder.hook_out")))
+_, cache = model.run_with_cache(
+    **tf.kwargs,
+    return_cache_object=True,
+    names_filter=lambda n: n.endswith(("cross_attn.hook_pattern", "encoder.hook_out")),
+)
 cross_grid = res.heatmap("cross_attn", step=step)
 best = top_heads(cross_grid, 3)
-n_frames = int(np.ceil(len(audio) / 320))   # encoder frames holding audio (20 ms each)
+n_frames = int(np.ceil(len(audio) / 320))  # encoder frames holding audio (20 ms each)
 mel = log_mel_spectrogram(audio, 80)[0, :, : 2 * n_frames]
-rows = slice(tf.prompt_len - 1, tf.prompt_len - 1 + len(tokens))   # the rows writing each token
+rows = slice(tf.prompt_len - 1, tf.prompt_len - 1 + len(tokens))  # the rows writing each token
 fig, axes = plt.subplots(1 + len(best), 1, figsize=(9, 2 + 1.6 * len(best)), sharex=False)
 axes[0].imshow(mel, origin="lower", aspect="auto", extent=[0, n_frames * 0.02, 0, 80])
 for w, s, e in words:
@@ -101,18 +104,32 @@ plt.show()
 # marked `*`).
 
 # %%
-scores = detect_heads(model, [{"audio": audio, "words": words}], ["alignment", "previous_token", "padding"], progress=False)
+scores = detect_heads(
+    model, [{"audio": audio, "words": words}], ["alignment", "previous_token", "padding"], progress=False
+)
 published = {tuple(h) for h in model.cfg.alignment_heads}
-for name, grid in [("alignment", scores["alignment"]), ("previous_token", scores["previous_token"]),
-                   ("padding (cross-attention)", scores["padding"]["decoder.cross_attn"])]:
+for name, grid in [
+    ("alignment", scores["alignment"]),
+    ("previous_token", scores["previous_token"]),
+    ("padding (cross-attention)", scores["padding"]["decoder.cross_attn"]),
+]:
     g = grid.numpy()
     text = [[f"{g[l, h]:.2f}{'*' if (l, h) in published else ''}" for h in range(6)] for l in range(4)]
-    plot_heatmap(g, [str(l) for l in range(4)], [str(h) for h in range(6)], cell_text=text, title=name,
-                 vmin=0, vmax=float(g.max()))
+    plot_heatmap(
+        g,
+        [str(l) for l in range(4)],
+        [str(h) for h in range(6)],
+        cell_text=text,
+        title=name,
+        vmin=0,
+        vmax=float(g.max()),
+    )
     plt.show()
 top_align = top_heads(scores["alignment"], len(published))
-print(f"alignment detector's top {len(published)}: {top_align}; {len(published & set(top_align))} are published "
-      f"alignment heads (chance {len(published) ** 2 / 24:.1f})")
+print(
+    f"alignment detector's top {len(published)}: {top_align}; {len(published & set(top_align))} are published "
+    f"alignment heads (chance {len(published) ** 2 / 24:.1f})"
+)
 
 # %% [markdown]
 # ## One head's OV circuit, read through the unembedding
@@ -125,8 +142,8 @@ print(f"alignment detector's top {len(published)}: {top_align}; {len(published &
 l, h = best[0]
 ov = OV(model, "decoder", "cross_attn", l, h)
 frames = list(frames_between(*[(s, e) for w, s, e in words if w == "dog"][0]))
-enc = cache["encoder.hook_out"][0, frames]                      # [frames, d_model]: what the values read
-writes = (((enc @ ov.A) @ ov.B) @ model.W_U).mean(0)            # [d_vocab], b_V and the final norm left out
+enc = cache["encoder.hook_out"][0, frames]  # [frames, d_model]: what the values read
+writes = (((enc @ ov.A) @ ov.B) @ model.W_U).mean(0)  # [d_vocab], b_V and the final norm left out
 top_tokens = model.to_str_tokens(writes.topk(10).indices)
 print(f"{ov}\nhead {l}.{h} attending to the frames of 'dog' writes towards: {top_tokens}")
 
@@ -147,9 +164,9 @@ print(f"logit of ' dog': clean {clean_logit:.2f}, head {l}.{h} masked off the wo
 # ## Checks
 
 # %%
-assert res.max_abs_error < 1e-4                                   # DLA sums to the logit
-assert len(published & set(top_align)) >= 3                       # well above chance (2.7)
-assert " dog" in top_tokens and masked_logit < clean_logit - 1     # the head carries the word
+assert res.max_abs_error < 1e-4  # DLA sums to the logit
+assert len(published & set(top_align)) >= 3  # well above chance (2.7)
+assert " dog" in top_tokens and masked_logit < clean_logit - 1  # the head carries the word
 assert scores["previous_token"].max() > 0.5
 print(f"all checks passed in {time.perf_counter() - t_start:.1f} s")
 
@@ -237,16 +254,23 @@ print("m(clean), m(corrupt):", [round(v, 2) for v in x.values(model)])
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     scores = eap_ig(model, x.clean, x.corrupt, x.metric, graph, steps=2, batch_size=2)
-print("completeness:", {k: round(v, 3) for k, v in scores.meta["completeness"].items() if k in ("input_sum", "effect", "rel_error")},
-      "| warnings:", [str(w.message)[:60] for w in caught])
+print(
+    "completeness:",
+    {k: round(v, 3) for k, v in scores.meta["completeness"].items() if k in ("input_sum", "effect", "rel_error")},
+    "| warnings:",
+    [str(w.message)[:60] for w in caught],
+)
 print(scores.ranked().head(8).to_string(index=False))
 
 # %%
 fractions = [0.005, 0.02, 0.1, 1.0]
 curve = faithfulness_curve(model, scores, x.clean, x.corrupt, x.metric, fractions=fractions)
-noise_scores = eap(model, x.clean, white_noise_like(pair.clean, seed=0), x.metric, graph)  # the clean prompt, noise audio
-noise_curve = faithfulness_curve(model, noise_scores, x.clean, white_noise_like(pair.clean, seed=0), x.metric,
-                                 fractions=fractions)
+noise_scores = eap(
+    model, x.clean, white_noise_like(pair.clean, seed=0), x.metric, graph
+)  # the clean prompt, noise audio
+noise_curve = faithfulness_curve(
+    model, noise_scores, x.clean, white_noise_like(pair.clean, seed=0), x.metric, fractions=fractions
+)
 print(curve[["k", "fraction", "faithfulness"]].to_string(index=False))
 print(noise_curve[["k", "fraction", "faithfulness"]].to_string(index=False))
 fig, axes = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 2.4]})
@@ -267,4 +291,4 @@ s = "encoder.blocks.3.attn.head.0"
 node = run_with_interventions(model, [patch(s, record_reference(model, p_ref_kwargs, [s]))], **p_tf.kwargs)
 assert abs(float(p_metric(node)) - m_clean - via_all[0]) < 1e-3
 assert abs(curve["faithfulness"].iloc[-1] - 1.0) < 1e-4
-assert curve["faithfulness"].iloc[2] > noise_curve["faithfulness"].iloc[2]   # at 10 % of the edges: the pair ahead
+assert curve["faithfulness"].iloc[2] > noise_curve["faithfulness"].iloc[2]  # at 10 % of the edges: the pair ahead

@@ -45,8 +45,16 @@ audio = synthesize(said)
 # %%
 heads = [c for c in components(model, kinds=["cross_attn"], heads=True, stacks=["decoder"]) if c.layer == 3]
 swept, texts = patched_transcripts(model, audio, heads, intervention="zero", progress=False)
-view = explore(model, audio, reference_text=said, sweep=swept, sweep_metric="changed", patched_transcripts=texts,
-               encoder_lens_max_new_tokens=32, progress=False)
+view = explore(
+    model,
+    audio,
+    reference_text=said,
+    sweep=swept,
+    sweep_metric="changed",
+    patched_transcripts=texts,
+    encoder_lens_max_new_tokens=32,
+    progress=False,
+)
 print(view)
 display(view)
 
@@ -64,7 +72,7 @@ import html
 import re
 
 page = view.to_html()
-assert view.size_bytes < 1_000_000                             # a 3-s clip: a small page
+assert view.size_bytes < 1_000_000  # a 3-s clip: a small page
 assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)  # nothing fetched from a network
 assert d["transcript"]["text"] == model.transcribe(audio).text
 assert [t["id"] for t in tokens][-1] == model.cfg.eos_token_id

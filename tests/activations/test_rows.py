@@ -23,8 +23,17 @@ from tests.conftest import make_hf_qwen2_audio, make_tokenizer
 
 
 def _store_and_monitor_agree(model, data, hooks, tmp_path, batch_size, **kw):
-    store = extract_activations(model, data, hooks, tmp_path, shard_size=len(data), batch_size=batch_size,
-                                progress=False, dataset_id="rows", **kw)
+    store = extract_activations(
+        model,
+        data,
+        hooks,
+        tmp_path,
+        shard_size=len(data),
+        batch_size=batch_size,
+        progress=False,
+        dataset_id="rows",
+        **kw,
+    )
     y = store.labels("label")
     mons = [ProbeMonitor(f"m{i}", fit_probe(store.load(h), y, test_size=0).probe, h) for i, h in enumerate(hooks)]
     for b0 in range(0, len(data), batch_size):
@@ -47,8 +56,10 @@ def test_probe_on_extracted_rows_scores_identically_on_monitor_rows_whisper(tmp_
 def _qwen_clips(model, n, seed=0):
     rng = np.random.default_rng(seed)
     w = window_samples(model)
-    return [{"audio": (0.2 * rng.standard_normal(int(rng.integers(w // 4, w)))).astype(np.float32), "label": i % 2}
-            for i in range(n)]
+    return [
+        {"audio": (0.2 * rng.standard_normal(int(rng.integers(w // 4, w)))).astype(np.float32), "label": i % 2}
+        for i in range(n)
+    ]
 
 
 def test_probe_on_extracted_rows_scores_identically_on_monitor_rows_qwen2_audio(tmp_path):
@@ -60,8 +71,11 @@ def test_probe_on_extracted_rows_scores_identically_on_monitor_rows_qwen2_audio(
 def test_split_batch_gives_the_rows_of_its_clips_one_by_one():
     model = HookedQwen2Audio.from_hf(make_hf_qwen2_audio("gqa"), tokenizer=make_tokenizer())
     data = [d["audio"] for d in _qwen_clips(model, 3, seed=1)]
-    sites = [("encoder.hook_pooled", "mean"), ("decoder.blocks.1.hook_resid_post", "final"),
-             ("decoder.blocks.1.hook_resid_post", "mean")]
+    sites = [
+        ("encoder.hook_pooled", "mean"),
+        ("decoder.blocks.1.hook_resid_post", "final"),
+        ("decoder.blocks.1.hook_resid_post", "mean"),
+    ]
     batch = pooled_rows(model, data, sites, max_new_tokens=3)
     for i, clip in enumerate(data):
         one = pooled_rows(model, [clip], sites, max_new_tokens=3)
@@ -87,12 +101,24 @@ def test_extraction_reads_a_datasets_silent_clips_and_monitors_ask_for_the_switc
     model = small_whisper()
     data = clips(2, seed=5) + [{"audio": np.zeros(8000, np.float32), "label": 0, "id": "silence", "gain": 0.0}]
     hooks = ["encoder.blocks.1.hook_resid_post", "decoder.blocks.1.hook_resid_post"]
-    store = extract_activations(model, data, hooks, tmp_path, shard_size=len(data), batch_size=3, progress=False,
-                                dataset_id="silence", max_new_tokens=3, language="en")
+    store = extract_activations(
+        model,
+        data,
+        hooks,
+        tmp_path,
+        shard_size=len(data),
+        batch_size=3,
+        progress=False,
+        dataset_id="silence",
+        max_new_tokens=3,
+        language="en",
+    )
     assert all(store.load(h).shape[0] == 3 for h in hooks)
     mon = ProbeMonitor("m", fit_probe(store.load(hooks[1]), store.labels("label"), test_size=0).probe, hooks[1])
     with pytest.raises(AudioError, match="allow_silence"):
         transcribe_with_monitors(model, [data[2]["audio"]], [mon], max_new_tokens=3, language="en")
-    out = transcribe_with_monitors(model, [data[2]["audio"]], [mon], max_new_tokens=3, language="en", allow_silence=True)
+    out = transcribe_with_monitors(
+        model, [data[2]["audio"]], [mon], max_new_tokens=3, language="en", allow_silence=True
+    )
     want = mon.probe.predict_proba(store.load(hooks[1])[2:3])[:, 1].double().tolist()
     assert [out[0].extra["monitors"]["m"]] == want

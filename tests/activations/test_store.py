@@ -29,8 +29,11 @@ def shard_contents(root: Path) -> dict[str, dict]:
     for p in sorted(root.glob("shard_*.safetensors")):
         with safe_open(str(p), framework="pt") as f:
             meta = dict(f.metadata())
-            out[p.name] = {"tensors": {k: f.get_tensor(k) for k in f.keys()}, "items": meta["items"],
-                           "range": meta["item_range"]}
+            out[p.name] = {
+                "tensors": {k: f.get_tensor(k) for k in f.keys()},
+                "items": meta["items"],
+                "range": meta["item_range"],
+            }
     return out
 
 
@@ -78,9 +81,11 @@ def test_mean_pooling_ignores_padded_frames(model, reference):
     X = store.load(ENC)
     for i, item in enumerate(clips(7)):
         feats = model.prepare_features(item["audio"])
-        _, cache = model.run_with_cache(input_features=feats["input_features"],
-                                        decoder_input_ids=torch.tensor([[model.cfg.decoder_start_token_id]]),
-                                        names_filter=[ENC])
+        _, cache = model.run_with_cache(
+            input_features=feats["input_features"],
+            decoder_input_ids=torch.tensor([[model.cfg.decoder_start_token_id]]),
+            names_filter=[ENC],
+        )
         n = math.ceil(len(item["audio"]) / 320)
         torch.testing.assert_close(X[i], cache[ENC][0, :n].mean(0), atol=1e-5, rtol=1e-5)
         # The padding differs from the audio: averaging all 1500 frames would give another vector.
@@ -95,8 +100,11 @@ def test_decoder_final_is_end_of_text_position(model, reference):
         out = model.transcribe(item["audio"], max_new_tokens=4)
         assert out.tokens == meta["tokens"]
         ids = torch.tensor([out.prompt + out.tokens + [model.cfg.eos_token_id]])
-        _, cache = model.run_with_cache(input_features=model.prepare_features(item["audio"])["input_features"],
-                                        decoder_input_ids=ids, names_filter=[DEC])
+        _, cache = model.run_with_cache(
+            input_features=model.prepare_features(item["audio"])["input_features"],
+            decoder_input_ids=ids,
+            names_filter=[DEC],
+        )
         torch.testing.assert_close(X[i], cache[DEC][0, -1], atol=1e-5, rtol=1e-5)
 
 
@@ -114,8 +122,9 @@ def test_labels_and_metadata_round_trip(reference):
 def test_frames_stream_without_loading_everything(model, tmp_path):
     """pooling='none': every audio frame once, in order, through load / iter_batches / frame_source."""
     data = clips(5)
-    store = extract_activations(model, data, [ENC], tmp_path, pooling="none", shard_size=2, batch_size=2,
-                                dataset_id="clips", progress=False)
+    store = extract_activations(
+        model, data, [ENC], tmp_path, pooling="none", shard_size=2, batch_size=2, dataset_id="clips", progress=False
+    )
     X, item, pos = store.load_rows(ENC)
     lengths = [math.ceil(len(d["audio"]) / 320) for d in data]
     assert X.shape[0] == sum(lengths) == store.n_rows(ENC)

@@ -53,7 +53,9 @@ def test_cross_attention_mask_equals_softmax_over_the_other_frames(whisper_rand)
     assert torch.allclose(masked[name + "z"][:, :, 2], z, atol=1e-5)
     assert masked[name + "pattern"][:, 2][..., window].abs().max() == 0
     # Other heads and everything before the site are untouched.
-    assert torch.allclose(masked[name + "z"][:, :, [0, 1, 3, 4, 5]], clean[name + "z"][:, :, [0, 1, 3, 4, 5]], atol=1e-6)
+    assert torch.allclose(
+        masked[name + "z"][:, :, [0, 1, 3, 4, 5]], clean[name + "z"][:, :, [0, 1, 3, 4, 5]], atol=1e-6
+    )
     assert torch.equal(masked["decoder.blocks.1.hook_resid_mid"], clean["decoder.blocks.1.hook_resid_mid"])
 
 
@@ -99,9 +101,14 @@ def test_self_attention_mask_same_with_and_without_kv_cache(whisper_rand):
     m = whisper_rand
     feats = whisper_inputs(m, batch=1)["input_features"]
     prompt = [50258, 50259, 50359]
-    ivs = [mask_attention("decoder.blocks.1.attn", [1, 2]), mask_attention("decoder.blocks.0.cross_attn.head.1", frames_between(0.1, 0.5))]
-    outs = [generate_with_interventions(m, ivs, input_features=feats, prompt_ids=prompt, max_new_tokens=6, use_cache=c)
-            for c in (True, False)]
+    ivs = [
+        mask_attention("decoder.blocks.1.attn", [1, 2]),
+        mask_attention("decoder.blocks.0.cross_attn.head.1", frames_between(0.1, 0.5)),
+    ]
+    outs = [
+        generate_with_interventions(m, ivs, input_features=feats, prompt_ids=prompt, max_new_tokens=6, use_cache=c)
+        for c in (True, False)
+    ]
     assert torch.equal(outs[0].sequences, outs[1].sequences)
     # Teacher-forced on the generated sequence, the masked logits pick the generated tokens.
     logits = run_with_interventions(m, ivs, input_features=feats, decoder_input_ids=outs[0].sequences)

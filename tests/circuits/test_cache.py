@@ -40,7 +40,14 @@ def _points(model, stack):
     out = [(n, False, False, f"{stack}.blocks.{n - 1}.hook_resid_post")]
     for l in range(n):
         out.append((l, False, False, f"{stack}.blocks.{l}.hook_resid_pre"))
-        out.append((l, True, False, f"{stack}.blocks.{l}.hook_resid_mid_cross" if cross else f"{stack}.blocks.{l}.hook_resid_mid"))
+        out.append(
+            (
+                l,
+                True,
+                False,
+                f"{stack}.blocks.{l}.hook_resid_mid_cross" if cross else f"{stack}.blocks.{l}.hook_resid_mid",
+            )
+        )
         if cross:
             out.append((l, False, True, f"{stack}.blocks.{l}.hook_resid_mid"))
     return out
@@ -107,7 +114,10 @@ def test_logit_attrs_sum_to_the_logits(which, wcache, qcache, whisper_rand, qwen
     attrs = cache.logit_attrs(full, toks)
     ln = model.decoder.ln_final
     bias = 0 if getattr(ln, "b", None) is None else ln.b @ model.W_U[:, toks]
-    _close(attrs.sum(0) + bias[:, None] if torch.is_tensor(bias) else attrs.sum(0), logits[..., toks].diagonal(dim1=0, dim2=2).T)
+    _close(
+        attrs.sum(0) + bias[:, None] if torch.is_tensor(bias) else attrs.sum(0),
+        logits[..., toks].diagonal(dim1=0, dim2=2).T,
+    )
     diff = cache.logit_attrs(full, toks, incorrect_tokens=toks + 1)
     want = logits[..., toks].diagonal(dim1=0, dim2=2).T - logits[..., toks + 1].diagonal(dim1=0, dim2=2).T
     bias_d = 0 if getattr(ln, "b", None) is None else (ln.b @ (model.W_U[:, toks] - model.W_U[:, toks + 1]))[:, None]
@@ -147,8 +157,15 @@ class _TLView:
         self.blocks, self.ln_final, self.model = mod.blocks, mod.ln_final, model
         rms = type(self.ln_final).__name__ == "RMSNorm"
         c = getattr(model.cfg, stack)
-        self.cfg = SimpleNamespace(n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_mlp=c.d_mlp, attn_only=False,
-                                   normalization_type="RMS" if rms else "LN", final_rms=rms)
+        self.cfg = SimpleNamespace(
+            n_layers=c.n_layers,
+            n_heads=c.n_heads,
+            d_model=c.d_model,
+            d_mlp=c.d_mlp,
+            attn_only=False,
+            normalization_type="RMS" if rms else "LN",
+            final_rms=rms,
+        )
 
     def accumulated_bias(self, layer, mlp_input=False, include_mlp_biases=True):
         total = torch.zeros(self.cfg.d_model)
@@ -166,7 +183,7 @@ class _TLView:
 
 
 def _tl(model, cache, stack):
-    d = {k[len(stack) + 1:]: v for k, v in cache.items() if k.startswith(stack + ".")}
+    d = {k[len(stack) + 1 :]: v for k, v in cache.items() if k.startswith(stack + ".")}
     if stack == "encoder":
         d["hook_embed"] = cache["encoder.hook_conv2"].transpose(-1, -2)
     return TLCache(d, _TLView(model, stack))
@@ -174,31 +191,48 @@ def _tl(model, cache, stack):
 
 @pytest.mark.parametrize("which", ["whisper-encoder", "qwen-decoder"])
 def test_agrees_with_transformer_lens_activation_cache(which, wcache, qcache, whisper_rand, qwen_gqa):
-    model, (_, ours), stack = ((whisper_rand, wcache, "encoder") if which == "whisper-encoder"
-                               else (qwen_gqa, qcache, "decoder"))
+    model, (_, ours), stack = (
+        (whisper_rand, wcache, "encoder") if which == "whisper-encoder" else (qwen_gqa, qcache, "decoder")
+    )
     tl = _tl(model, ours, stack)
     n = model.n_layers[stack]
     final = n if not (stack == "encoder" and model.cfg.encoder.pool_stride) else n - 1
     for layer in sorted({1, final}):
-        for mlp_input in ([False, True] if layer < n else [False]):
+        for mlp_input in [False, True] if layer < n else [False]:
             kw = dict(mlp_input=mlp_input, pos_slice=(1, 4))
             for apply_ln in (False, True):
-                _close(ours.decompose_resid(layer, apply_ln=apply_ln, stack=stack, **kw),
-                       tl.decompose_resid(layer, apply_ln=apply_ln, **kw))
-                _close(ours.get_full_resid_decomposition(layer, apply_ln=apply_ln, stack=stack, **kw),
-                       tl.get_full_resid_decomposition(layer, apply_ln=apply_ln, **kw))
-                _close(ours.get_full_resid_decomposition(layer, expand_neurons=False, apply_ln=apply_ln, stack=stack, **kw),
-                       tl.get_full_resid_decomposition(layer, expand_neurons=False, apply_ln=apply_ln, **kw))
-                _close(ours.accumulated_resid(layer, incl_mid=True, apply_ln=apply_ln, stack=stack, **kw),
-                       tl.accumulated_resid(layer, incl_mid=True, apply_ln=apply_ln, **kw))
+                _close(
+                    ours.decompose_resid(layer, apply_ln=apply_ln, stack=stack, **kw),
+                    tl.decompose_resid(layer, apply_ln=apply_ln, **kw),
+                )
+                _close(
+                    ours.get_full_resid_decomposition(layer, apply_ln=apply_ln, stack=stack, **kw),
+                    tl.get_full_resid_decomposition(layer, apply_ln=apply_ln, **kw),
+                )
+                _close(
+                    ours.get_full_resid_decomposition(
+                        layer, expand_neurons=False, apply_ln=apply_ln, stack=stack, **kw
+                    ),
+                    tl.get_full_resid_decomposition(layer, expand_neurons=False, apply_ln=apply_ln, **kw),
+                )
+                _close(
+                    ours.accumulated_resid(layer, incl_mid=True, apply_ln=apply_ln, stack=stack, **kw),
+                    tl.accumulated_resid(layer, incl_mid=True, apply_ln=apply_ln, **kw),
+                )
         for apply_ln in (False, True):
-            _close(ours.stack_head_results(layer, apply_ln=apply_ln, incl_remainder=True, pos_slice=-1, stack=stack),
-                   tl.stack_head_results(layer, apply_ln=apply_ln, incl_remainder=True, pos_slice=-1))
-            _close(ours.stack_neuron_results(layer, neuron_slice=(0, 7), apply_ln=apply_ln, stack=stack),
-                   tl.stack_neuron_results(layer, neuron_slice=(0, 7), apply_ln=apply_ln))
+            _close(
+                ours.stack_head_results(layer, apply_ln=apply_ln, incl_remainder=True, pos_slice=-1, stack=stack),
+                tl.stack_head_results(layer, apply_ln=apply_ln, incl_remainder=True, pos_slice=-1),
+            )
+            _close(
+                ours.stack_neuron_results(layer, neuron_slice=(0, 7), apply_ln=apply_ln, stack=stack),
+                tl.stack_neuron_results(layer, neuron_slice=(0, 7), apply_ln=apply_ln),
+            )
         direction = torch.randn(model.get_submodule(stack).cfg.d_model)
-        _close(ours.stack_neuron_results(layer, apply_ln=True, project_output_onto=direction, stack=stack),
-               tl.stack_neuron_results(layer, apply_ln=True, project_output_onto=direction))
+        _close(
+            ours.stack_neuron_results(layer, apply_ln=True, project_output_onto=direction, stack=stack),
+            tl.stack_neuron_results(layer, apply_ln=True, project_output_onto=direction),
+        )
     if stack == "decoder":
         full = ours.get_full_resid_decomposition()
         toks = torch.tensor([3])

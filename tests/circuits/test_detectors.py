@@ -76,7 +76,9 @@ def test_alignment_heads_found_above_chance(whisper_tiny_en, scored, tmp_path):
     chance = len(published) ** 2 / (4 * 6)  # expected overlap of a random top-8 (2.7)
     assert len(published & set(top)) >= 4 > chance, (top, published)
     paths = save_head_scores(scored["padding"], tmp_path / "pad", "padding", marked=m.cfg.alignment_heads)
-    assert paths["decoder.cross_attn"].stat().st_size > 1000 and paths["csv"].read_text().count("\n") == 1 + 4 * 6 + 4 * 6
+    assert (
+        paths["decoder.cross_attn"].stat().st_size > 1000 and paths["csv"].read_text().count("\n") == 1 + 4 * 6 + 4 * 6
+    )
 
 
 def test_qwen_padding_is_masked_and_previous_token_by_hand(qwen_gqa):

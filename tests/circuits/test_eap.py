@@ -95,7 +95,9 @@ def test_top_k_circuit_ranks_round_trips_and_draws(setup, tmp_path):
     back = Circuit.from_json(g, tmp_path / "c.json")
     assert torch.equal(back.edges, c.edges) and json.loads((tmp_path / "c.json").read_text())["n_edges"] == 20
     curve = faithfulness_curve(m, scores, kw, ref, logit_diff, ks=(0, 20, g.n_edges), progress=False)
-    assert curve["faithfulness"].iloc[0] == pytest.approx(0, abs=1e-4) and curve["faithfulness"].iloc[-1] == pytest.approx(1, abs=1e-5)
+    assert curve["faithfulness"].iloc[0] == pytest.approx(0, abs=1e-4) and curve["faithfulness"].iloc[
+        -1
+    ] == pytest.approx(1, abs=1e-5)
     c.draw(tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="not an edge"):
@@ -109,7 +111,7 @@ def test_real_tiny_en_eap_sums_to_attribution_patching(whisper_tiny_en):
     m = whisper_tiny_en
     audio = synthesize("the cat sat on the mat")
     tf = m.teacher_forced_inputs(audio, m.tokenizer.encode(" The cat sat on the mat."))
-    rkw = m.teacher_forced_inputs(white_noise_like(audio, seed=0), tf.tokens[0, tf.prompt_len:].tolist()).kwargs
+    rkw = m.teacher_forced_inputs(white_noise_like(audio, seed=0), tf.tokens[0, tf.prompt_len :].tolist()).kwargs
     metric = lambda lg: continuation_logprob(lg, tf.tokens, tf.prompt_len)  # noqa: E731
     g = Graph.from_model(m)
     nodes = eap(m, tf.kwargs, rkw, metric, g).node_scores()
@@ -134,11 +136,15 @@ def test_readme_circuit_example_runs_and_its_baselines_are_the_two_real_runs(tmp
     model, tf, metric, ev = ns["model"], ns["tf"], ns["metric"], ns["ev"]
     with torch.no_grad():
         clean = float(metric(model(**tf.kwargs)))
-        ref_run = float(metric(model(**model.teacher_forced_inputs(white_noise_like(ns["audio"]), ns["out"].tokens).kwargs)))
+        ref_run = float(
+            metric(model(**model.teacher_forced_inputs(white_noise_like(ns["audio"]), ns["out"].tokens).kwargs))
+        )
         assert (ns["logits"] - model(**tf.kwargs)).abs().max() > 1e-4  # the one path changes the logits
     # no edge patched is the clean run; every edge patched is the reference run itself
     assert ev.clean == pytest.approx(clean, abs=1e-5) and ev.reference == pytest.approx(ref_run, abs=1e-3)
-    assert json.loads((tmp_path / "circuit.json").read_text())["n_edges"] == 3000 and (tmp_path / "circuit.png").exists()
+    assert (
+        json.loads((tmp_path / "circuit.json").read_text())["n_edges"] == 3000 and (tmp_path / "circuit.png").exists()
+    )
 
 
 def test_eap_ig_checks_its_completeness_and_adapts_its_steps(setup):

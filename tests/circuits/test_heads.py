@@ -69,8 +69,12 @@ def test_labels_are_sweep_components_in_forward_order(whisper_rand):
     comps = head_components(whisper_rand, "decoder")
     n = whisper_rand.cfg.decoder.n_heads
     assert [c.name for c in comps[: n + 1]] == [f"decoder.blocks.0.attn.head.{h}" for h in range(n)] + [
-        "decoder.blocks.0.cross_attn.head.0"]
-    assert {c.hook_name for c in comps if c.layer == 1} == {"decoder.blocks.1.attn.hook_z", "decoder.blocks.1.cross_attn.hook_z"}
+        "decoder.blocks.0.cross_attn.head.0"
+    ]
+    assert {c.hook_name for c in comps if c.layer == 1} == {
+        "decoder.blocks.1.attn.hook_z",
+        "decoder.blocks.1.cross_attn.hook_z",
+    }
     assert len(head_components(whisper_rand, "decoder", layer=1)) == 2 * n  # layers strictly before 1
     with pytest.raises(ComponentError, match="head 9 does not exist"):
         head_result(whisper_rand, {}, "decoder.blocks.0.cross_attn.head.9")
@@ -84,7 +88,8 @@ def test_real_tiny_en_head_results_sum_to_attention_outputs(whisper_tiny_en):
     m = whisper_tiny_en
     mel = torch.randn(1, 80, 3000) * 0.3
     toks = torch.tensor([m.sot_sequence() + [464, 2068, 7586]])
-    _, cache = m.run_with_cache(input_features=mel, decoder_input_ids=toks,
-                                names_filter=lambda n: n.endswith(("hook_z", "attn_out")))
+    _, cache = m.run_with_cache(
+        input_features=mel, decoder_input_ids=toks, names_filter=lambda n: n.endswith(("hook_z", "attn_out"))
+    )
     assert _check_sums(m, cache, "decoder") < 1e-4
     assert _check_sums(m, cache, "encoder") < 1e-3  # 1500 frames, activations of O(10)

@@ -37,24 +37,43 @@ def test_graph_edges_follow_the_forward(setup):
     # an encoder head reaches later encoder heads, every cross-attention k / v, never a decoder q or the logits
     e = s["encoder.blocks.0.attn.head.1"]
     assert g.allowed[e, r["encoder.blocks.1.attn.head.0<q>"]] and not g.allowed[e, r["encoder.blocks.0.attn.head.0<q>"]]
-    assert g.allowed[e, r["decoder.blocks.2.cross_attn.head.3<k>"]] and g.allowed[e, r["decoder.blocks.0.cross_attn.head.0<v>"]]
+    assert (
+        g.allowed[e, r["decoder.blocks.2.cross_attn.head.3<k>"]]
+        and g.allowed[e, r["decoder.blocks.0.cross_attn.head.0<v>"]]
+    )
     assert not g.allowed[e, r["decoder.blocks.2.cross_attn.head.3<q>"]] and not g.allowed[e, r["logits"]]
     # within a decoder block: self-attention -> cross-attention q -> MLP; not back
     d = s["decoder.blocks.1.attn.head.2"]
     assert g.allowed[d, r["decoder.blocks.1.cross_attn.head.0<q>"]] and g.allowed[d, r["decoder.blocks.1.mlp"]]
-    assert not g.allowed[d, r["decoder.blocks.1.attn.head.0<k>"]] and not g.allowed[d, r["decoder.blocks.1.cross_attn.head.0<k>"]]
-    assert not g.allowed[s["decoder.blocks.2.mlp"], r["decoder.blocks.2.mlp"]] and g.allowed[s["decoder.blocks.2.mlp"], r["logits"]]
+    assert (
+        not g.allowed[d, r["decoder.blocks.1.attn.head.0<k>"]]
+        and not g.allowed[d, r["decoder.blocks.1.cross_attn.head.0<k>"]]
+    )
+    assert (
+        not g.allowed[s["decoder.blocks.2.mlp"], r["decoder.blocks.2.mlp"]]
+        and g.allowed[s["decoder.blocks.2.mlp"], r["logits"]]
+    )
 
 
-@pytest.mark.parametrize("sender", ["encoder.embed", "encoder.blocks.0.attn.head.2", "encoder.blocks.1.mlp",
-                                    "decoder.blocks.1.attn.head.4", "decoder.blocks.1.cross_attn.head.3",
-                                    "decoder.blocks.2.mlp"])
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "encoder.embed",
+        "encoder.blocks.0.attn.head.2",
+        "encoder.blocks.1.mlp",
+        "decoder.blocks.1.attn.head.4",
+        "decoder.blocks.1.cross_attn.head.3",
+        "decoder.blocks.2.mlp",
+    ],
+)
 def test_sender_into_all_receivers_equals_patching_the_node(setup, sender):
     m, g, kw, rkw, ref = setup
     node = g.senders[g.sender_index([sender])[0]]
     with torch.no_grad():
         clean = m(**kw)
-        node_patched = run_with_interventions(m, [patch(node.component, record_reference(m, rkw, [node.component]))], **kw)
+        node_patched = run_with_interventions(
+            m, [patch(node.component, record_reference(m, rkw, [node.component]))], **kw
+        )
     paths = path_patch(m, kw, ref, [sender])  # receivers=None: every receiver downstream
     assert (node_patched - clean).abs().max() > 1e-2  # the patch does something
     torch.testing.assert_close(paths, node_patched, atol=5e-5, rtol=0)
@@ -65,7 +84,9 @@ def test_patching_every_edge_is_the_reference_run_and_none_the_clean_run(setup):
     with torch.no_grad():
         clean, reference = m(**kw), m(**rkw)
     torch.testing.assert_close(run_with_patched_edges(m, kw, ref, g.allowed, g), reference, atol=5e-5, rtol=0)
-    torch.testing.assert_close(run_with_patched_edges(m, kw, ref, torch.zeros_like(g.allowed), g), clean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        run_with_patched_edges(m, kw, ref, torch.zeros_like(g.allowed), g), clean, atol=1e-5, rtol=0
+    )
 
 
 def test_encoder_head_into_one_cross_attention_head_matches_a_hand_computed_k_and_v(setup):
@@ -86,6 +107,7 @@ def test_encoder_head_into_one_cross_attention_head_matches_a_hand_computed_k_an
             act = act.clone()
             act[:, :, head] = new[inp]
             return act
+
         return fn
 
     with torch.no_grad():
@@ -121,8 +143,13 @@ def test_bad_requests_say_what_to_do(setup, qwen_gqa):
     with pytest.raises(ValueError, match="cross-attention <k>/<v>"):
         path_patch(m, kw, ref, ["encoder.blocks.0.mlp"], ["decoder.blocks.0.cross_attn.head.0<q>"], graph=g)
     with pytest.raises(ValueError, match="not encoder_hidden_states"):
-        path_patch(m, {"encoder_hidden_states": torch.zeros(1, 2, 3), "decoder_input_ids": kw["decoder_input_ids"]},
-                   ref, ["decoder.blocks.0.mlp"], graph=g)
+        path_patch(
+            m,
+            {"encoder_hidden_states": torch.zeros(1, 2, 3), "decoder_input_ids": kw["decoder_input_ids"]},
+            ref,
+            ["decoder.blocks.0.mlp"],
+            graph=g,
+        )
     short = dict(kw, decoder_input_ids=kw["decoder_input_ids"][:, :3])
     with pytest.raises(ValueError, match="decoder tokens differ from the clean run's at position 3"):
         path_patch(m, short, ref, ["decoder.blocks.0.mlp"], graph=g)  # the cache remembers its tokens

@@ -18,8 +18,16 @@ def test_cli_writes_table_json_and_heatmap(tmp_path):
     from hooked_asr.cli import main
 
     torch.manual_seed(0)
-    cfg = WhisperConfig(**{**WHISPER_SHAPES["en-80mel"], "max_source_positions": 1500, "d_model": 32,
-                           "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}, attn_implementation="eager")
+    cfg = WhisperConfig(
+        **{
+            **WHISPER_SHAPES["en-80mel"],
+            "max_source_positions": 1500,
+            "d_model": 32,
+            "encoder_ffn_dim": 64,
+            "decoder_ffn_dim": 64,
+        },
+        attn_implementation="eager",
+    )
     hf = WhisperForConditionalGeneration(cfg).eval()
     with torch.no_grad():
         for name, p in hf.named_parameters():
@@ -30,9 +38,28 @@ def test_cli_writes_table_json_and_heatmap(tmp_path):
     sf.write(wav, (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000)
     out = tmp_path / "out"
     with pytest.warns(UserWarning, match="no tokenizer.json"):  # a random HF model is saved without one
-        rc = main(["patch", str(wav), "--model", str(tmp_path / "model"), "--stacks", "decoder", "--kinds", "cross_attn",
-                   "--alpha", "0", "--max-new-tokens", "5", "--out", str(out), "--no-progress", "--metrics", "changed",
-                   "n_tokens"])
+        rc = main(
+            [
+                "patch",
+                str(wav),
+                "--model",
+                str(tmp_path / "model"),
+                "--stacks",
+                "decoder",
+                "--kinds",
+                "cross_attn",
+                "--alpha",
+                "0",
+                "--max-new-tokens",
+                "5",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--metrics",
+                "changed",
+                "n_tokens",
+            ]
+        )
     assert rc == 0
     import pandas as pd
 

@@ -19,9 +19,19 @@ def setup(tmp_path_factory):
     from hooked_asr.sae import SAEConfig, SparseAutoencoder, save_sae
 
     root = tmp_path_factory.mktemp("cli_errors")
-    save_sae(SparseAutoencoder(SAEConfig(d_in=384, d_sae=768, architecture="topk", k=8,
-                                         hook_name="encoder.blocks.1.hook_resid_post", model_name="whisper-tiny.en")),
-             root / "sae")
+    save_sae(
+        SparseAutoencoder(
+            SAEConfig(
+                d_in=384,
+                d_sae=768,
+                architecture="topk",
+                k=8,
+                hook_name="encoder.blocks.1.hook_resid_post",
+                model_name="whisper-tiny.en",
+            )
+        ),
+        root / "sae",
+    )
     (root / "afile").write_text("")
     return root
 
@@ -50,9 +60,14 @@ CASES = {
     "layer 99": (["patch", "--say", "hi", "--layers", "99"], "the decoder has 4 blocks (0-3)"),
     "bad component": (["patch", "--say", "hi", "--components", "decoder.blocks.0.mlpx"], "decoder.blocks.0.mlpx"),
     "SAE feature out of range": (["sae", "steer", "{root}/sae", "--say", "hi", "--feature", "99999"], "0-767"),
-    "unwritable --out (patch)": (["patch", "--say", "hi", "--components", "decoder.blocks.0.mlp", "--out",
-                                  "{root}/afile/x"], "writable --out"),
-    "unwritable --out (lens)": (["lens", "--say", "hi", "--no-encoder-lens", "--out", "{root}/afile/x"], "writable --out"),
+    "unwritable --out (patch)": (
+        ["patch", "--say", "hi", "--components", "decoder.blocks.0.mlp", "--out", "{root}/afile/x"],
+        "writable --out",
+    ),
+    "unwritable --out (lens)": (
+        ["lens", "--say", "hi", "--no-encoder-lens", "--out", "{root}/afile/x"],
+        "writable --out",
+    ),
     "unwritable --output-dir": (["transcribe", "--say", "hi", "-o", "{root}/afile/x"], "writable --output-dir"),
     "missing SAE": (["sae", "eval", "{root}/none", "--say", "hi"], "none"),
 }
@@ -102,12 +117,21 @@ def test_traceback_on_request(cli, monkeypatch):
 def test_python_option_names_become_flags():
     from hooked_asr.cli import _cli_message
 
-    flags = {"beam_size": ("--beam-size", False), "allow_silence": ("--allow-silence", True),
-             "alpha": ("--alpha", False)}
+    flags = {
+        "beam_size": ("--beam-size", False),
+        "allow_silence": ("--allow-silence", True),
+        "alpha": ("--alpha", False),
+    }
     assert _cli_message(ValueError("beam_size=-1: must be >= 1"), flags) == "--beam-size -1: must be >= 1"
-    assert _cli_message(ValueError("x is silent. Pass allow_silence=True to study it"), flags) == \
-        "x is silent. Pass --allow-silence to study it"
-    assert _cli_message(ValueError("alpha must be finite; encoder_alpha=2 and alphabet= stay"), flags) == \
-        "--alpha must be finite; encoder_alpha=2 and alphabet= stay"
+    assert (
+        _cli_message(ValueError("x is silent. Pass allow_silence=True to study it"), flags)
+        == "x is silent. Pass --allow-silence to study it"
+    )
+    assert (
+        _cli_message(ValueError("alpha must be finite; encoder_alpha=2 and alphabet= stay"), flags)
+        == "--alpha must be finite; encoder_alpha=2 and alphabet= stay"
+    )
     # a command without the switch points at the one that has it
-    assert "hooked-asr transcribe --allow-silence" in _cli_message(ValueError("x is silent. Pass allow_silence=True"), {})
+    assert "hooked-asr transcribe --allow-silence" in _cli_message(
+        ValueError("x is silent. Pass allow_silence=True"), {}
+    )

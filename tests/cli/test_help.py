@@ -49,15 +49,19 @@ def test_sae_train_help_lists_its_options(capsys):
     except SystemExit as e:
         assert e.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    for text in ("--layer LAYER encoder block whose hook is read (default: 2)", "(default: 200000)",
-                 "--k K active features per frame (topk) (default: 32)"):
+    for text in (
+        "--layer LAYER encoder block whose hook is read (default: 2)",
+        "(default: 200000)",
+        "--k K active features per frame (topk) (default: 32)",
+    ):
         assert text in out
 
 
 def _run(code: str) -> str:
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
-                          cwd=ROOT).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=ROOT
+    ).stdout
 
 
 def test_help_and_version_import_no_torch():

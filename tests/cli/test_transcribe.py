@@ -30,8 +30,10 @@ def wavs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("wavs")
     out = []
-    for folder, text in (("a", "Good morning everyone. The cat sat on the mat."),
-                         ("b", "Please call Stella. Ask her to bring these things with her from the store.")):
+    for folder, text in (
+        ("a", "Good morning everyone. The cat sat on the mat."),
+        ("b", "Please call Stella. Ask her to bring these things with her from the store."),
+    ):
         (root / folder).mkdir()
         path = root / folder / f"{folder}_clip.wav"
         sf.write(path, np.concatenate([synthesize(text), np.zeros(8000, np.float32)]), 16000)
@@ -49,15 +51,29 @@ def _cue_texts(srt: str) -> list[str]:
 
 def _vtt_cue_texts(vtt: str) -> list[str]:
     assert vtt.startswith("WEBVTT\n\n")
-    return [" ".join(block.split("\n")[1:]) for block in vtt[len("WEBVTT\n\n"):].strip().split("\n\n")]
+    return [" ".join(block.split("\n")[1:]) for block in vtt[len("WEBVTT\n\n") :].strip().split("\n\n")]
 
 
 def test_one_file_per_input_and_format_with_the_same_text(cli, wavs, tmp_path, capsys):
     out = tmp_path / "out"
-    assert cli(["transcribe", *map(str, wavs), "--output-dir", str(out), "--output-format", "all",
-                "--word-timestamps", "--no-progress"]) == 0
+    assert (
+        cli(
+            [
+                "transcribe",
+                *map(str, wavs),
+                "--output-dir",
+                str(out),
+                "--output-format",
+                "all",
+                "--word-timestamps",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{w.stem}.{f}" for w in wavs for f in ("txt", "vtt", "srt", "tsv", "json"))
+        f"{w.stem}.{f}" for w in wavs for f in ("txt", "vtt", "srt", "tsv", "json")
+    )
     n_segments = []
     for w in wavs:
         data = json.loads((out / f"{w.stem}.json").read_text())
@@ -117,15 +133,46 @@ def test_same_stem_twice_is_refused(cli, wavs, tmp_path, capsys):
 def test_word_timings_reflow_cues_with_openai_options(cli, wavs, tmp_path):
     out = tmp_path / "o"
     stem = wavs[1].stem
-    assert cli(["transcribe", str(wavs[1]), "-o", str(out), "-f", "all", "--word-timestamps", "--max-line-width", "16",
-                "--max-line-count", "1", "--no-progress"]) == 0
+    assert (
+        cli(
+            [
+                "transcribe",
+                str(wavs[1]),
+                "-o",
+                str(out),
+                "-f",
+                "all",
+                "--word-timestamps",
+                "--max-line-width",
+                "16",
+                "--max-line-count",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     words = json.loads((out / f"{stem}.json").read_text())["words"]
     cues = _cue_texts((out / f"{stem}.srt").read_text())
     # one line per cue, at most 16 characters unless one word is longer; every word once, in order
     assert len(cues) > 3 and all(len(c) <= 16 or " " not in c for c in cues)
     assert " ".join(cues).split() == [w["word"].strip() for w in words]
-    assert cli(["transcribe", str(wavs[1]), "-o", str(out), "-f", "vtt", "--word-timestamps", "--highlight-words",
-                "--no-progress"]) == 0
+    assert (
+        cli(
+            [
+                "transcribe",
+                str(wavs[1]),
+                "-o",
+                str(out),
+                "-f",
+                "vtt",
+                "--word-timestamps",
+                "--highlight-words",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     highlighted = [c for c in _vtt_cue_texts((out / f"{stem}.vtt").read_text()) if "<u>" in c]
     assert [re.search(r"<u>(.*?)</u>", c).group(1) for c in highlighted] == [w["word"].strip() for w in words]
 

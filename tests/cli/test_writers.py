@@ -26,11 +26,20 @@ def _result(sentences=SENTENCES, words: bool = True) -> TranscriptionResult:
     for i, (text, a, b) in enumerate(sentences):
         ws = text.split()
         step = (b - a) / max(len(ws), 1)
-        timings = [WordTiming(" " + w, round(a + j * step, 2), round(a + (j + 1) * step, 2), 0.9) for j, w in enumerate(ws)]
+        timings = [
+            WordTiming(" " + w, round(a + j * step, 2), round(a + (j + 1) * step, 2), 0.9) for j, w in enumerate(ws)
+        ]
         segs.append(Segment(i, 0, a, b, " " + text, [], -0.2, 1.3, 0.01, 0.0, timings if words else None))
-    return TranscriptionResult(text=" ".join(s[0] for s in sentences), tokens=[], token_logprobs=[], prompt=[],
-                               finished=True, language="en", segments=segs,
-                               words=[w for s in segs for w in (s.words or [])] if words else None)
+    return TranscriptionResult(
+        text=" ".join(s[0] for s in sentences),
+        tokens=[],
+        token_logprobs=[],
+        prompt=[],
+        finished=True,
+        language="en",
+        segments=segs,
+        words=[w for s in segs for w in (s.words or [])] if words else None,
+    )
 
 
 def _openai(fmt: str, result: TranscriptionResult, **options) -> str:
@@ -45,14 +54,17 @@ def _openai(fmt: str, result: TranscriptionResult, **options) -> str:
 
 
 @pytest.mark.parametrize("fmt", ["txt", "srt", "vtt", "tsv"])
-@pytest.mark.parametrize("options, words", [
-    ({}, False),  # segments only
-    ({}, True),   # word timings present, cues still per segment
-    ({"max_line_width": 20, "max_line_count": 2}, True),
-    ({"max_line_width": 16}, True),
-    ({"highlight_words": True}, True),
-    ({"max_line_width": 24, "max_line_count": 1, "highlight_words": True}, True),
-])  # (the re-flowing options need word timings: the CLI refuses them without --word-timestamps)
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({}, False),  # segments only
+        ({}, True),  # word timings present, cues still per segment
+        ({"max_line_width": 20, "max_line_count": 2}, True),
+        ({"max_line_width": 16}, True),
+        ({"highlight_words": True}, True),
+        ({"max_line_width": 24, "max_line_count": 1, "highlight_words": True}, True),
+    ],
+)  # (the re-flowing options need word timings: the CLI refuses them without --word-timestamps)
 def test_files_equal_openai_whisper_writers(fmt, options, words):
     result = _result(words=words)
     ours = WRITERS[fmt](result, SubtitleOptions(**options))

@@ -78,12 +78,16 @@ def test_backward_hook_on_every_hook_point_sees_the_explicit_paths_gradient(buil
         torch.testing.assert_close(dict(model.named_parameters())[n].grad, g, atol=1e-5, rtol=1e-4, msg=n)
 
 
-@pytest.mark.parametrize("register", [
-    lambda hp: hp.add_hook(lambda x, hook: None),
-    lambda hp: hp.add_hook(lambda g, hook: None, dir="bwd"),
-    lambda hp: hp.register_forward_pre_hook(lambda m, a: None),
-    lambda hp: hp.register_full_backward_pre_hook(lambda m, g: None),
-], ids=["fwd", "bwd", "fwd_pre", "bwd_pre"])
+@pytest.mark.parametrize(
+    "register",
+    [
+        lambda hp: hp.add_hook(lambda x, hook: None),
+        lambda hp: hp.add_hook(lambda g, hook: None, dir="bwd"),
+        lambda hp: hp.register_forward_pre_hook(lambda m, a: None),
+        lambda hp: hp.register_full_backward_pre_hook(lambda m, g: None),
+    ],
+    ids=["fwd", "bwd", "fwd_pre", "bwd_pre"],
+)
 def test_is_live_counts_every_kind_of_hook(register):
     hp = HookPoint()
     assert not hp.is_live()
@@ -91,11 +95,14 @@ def test_is_live_counts_every_kind_of_hook(register):
     assert hp.is_live()
 
 
-@pytest.mark.parametrize("module, point", [
-    (lambda: Attention(16, 2, causal=True), "hook_pattern"),
-    (lambda: Attention(16, 2, causal=True), "hook_attn_scores"),
-    (lambda: LayerNorm(16), "hook_scale"),
-])
+@pytest.mark.parametrize(
+    "module, point",
+    [
+        (lambda: Attention(16, 2, causal=True), "hook_pattern"),
+        (lambda: Attention(16, 2, causal=True), "hook_attn_scores"),
+        (lambda: LayerNorm(16), "hook_scale"),
+    ],
+)
 def test_a_backward_pre_hook_alone_takes_the_explicit_path(module, point):
     torch.manual_seed(0)
     m = module()

@@ -59,4 +59,4 @@ def test_entering_after_the_attention_gives_the_same_output_and_skips_the_hooks_
     assert set(present) == {"cross"}
     skipped = first[: first.index("attn.hook_z")]
     assert "hook_resid_pre" in skipped and "attn.hook_pattern" in skipped
-    assert fired == first[first.index("attn.hook_z"):]
+    assert fired == first[first.index("attn.hook_z") :]

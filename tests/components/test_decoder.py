@@ -19,8 +19,9 @@ def _decoder(**kw) -> TextDecoder:
     return dec
 
 
-ROTARY = dict(norm="rmsnorm", positional="rotary", mlp="gated_silu", cross_attention=False,
-              n_key_value_heads=2, tie_unembed=False)
+ROTARY = dict(
+    norm="rmsnorm", positional="rotary", mlp="gated_silu", cross_attention=False, n_key_value_heads=2, tie_unembed=False
+)
 
 
 @pytest.mark.parametrize("kw", [{}, ROTARY], ids=["whisper", "qwen2"])

@@ -21,7 +21,15 @@ LS_UTTS = [  # speaker, chapter, utt, text, voice
 ]
 CV_ROWS = [  # client, file, sentence, gender, accent, voice, write as
     ("c1", "common_voice_en_1.wav", 'She said "hello" to me.', "female_feminine", "England English", "en+f3", "wav"),
-    ("c2", "common_voice_en_2.mp3", "The sun is bright today.", "male_masculine", "United States English", "en-us", "mp3"),
+    (
+        "c2",
+        "common_voice_en_2.mp3",
+        "The sun is bright today.",
+        "male_masculine",
+        "United States English",
+        "en-us",
+        "mp3",
+    ),
     ("c3", "common_voice_en_3.wav", "Please close the door.", "", "", "en-029", "wav"),
     ("c1", "common_voice_en_4.wav", "We walked home slowly.", "female_feminine", "England English", "en+f3", "wav"),
 ]
@@ -44,7 +52,8 @@ def librispeech_root(tmp_path_factory):
     (base / "SPEAKERS.TXT").write_text(
         "; LibriSpeech speakers\n;ID  |SEX| SUBSET           |MINUTES| NAME\n"
         "1089 | M | test-clean       | 25.00 | Somebody\n121  | F | test-clean       | 25.00 | Someone\n"
-        "237  | F | test-clean       | 25.00 | Another\n")
+        "237  | F | test-clean       | 25.00 | Another\n"
+    )
     return root, audio
 
 
@@ -70,7 +79,9 @@ def test_librispeech_raw_layout(librispeech_root):
     spk = load_librispeech(root, split="test.clean", n=3, shuffle_seed=0)
     assert len(spk) == 3 and spk.label_names == sorted({str(r["speaker_id"]) for r in spk.metadata()})
     assert spk.dataset_id != ds.dataset_id
-    assert [r["id"] for r in spk.metadata()] == [r["id"] for r in load_librispeech(root, n=3, shuffle_seed=0).metadata()]
+    assert [r["id"] for r in spk.metadata()] == [
+        r["id"] for r in load_librispeech(root, n=3, shuffle_seed=0).metadata()
+    ]
     assert len(load_librispeech(root, max_seconds=1.5)) < 5
     with pytest.raises(CorpusError, match="neither LibriSpeech split 'test.other'"):
         load_librispeech(root / "LibriSpeech", split="test.other")
@@ -82,13 +93,20 @@ def test_librispeech_hf_save_to_disk(librispeech_root, tmp_path):
     files = sorted((root / "LibriSpeech" / "test-clean").glob("*/*/*.flac"))
     ids = [f.stem for f in files]
     texts = {f"{s}-{c}-{u:04d}": t for s, c, u, t, _ in LS_UTTS}
-    hf = datasets.Dataset.from_dict({
-        "file": [str(f) for f in files], "audio": [str(f) for f in files], "text": [texts[i] for i in ids],
-        "speaker_id": [int(i.split("-")[0]) for i in ids], "chapter_id": [int(i.split("-")[1]) for i in ids],
-        "id": ids}).cast_column("audio", datasets.Audio())
+    hf = datasets.Dataset.from_dict(
+        {
+            "file": [str(f) for f in files],
+            "audio": [str(f) for f in files],
+            "text": [texts[i] for i in ids],
+            "speaker_id": [int(i.split("-")[0]) for i in ids],
+            "chapter_id": [int(i.split("-")[1]) for i in ids],
+            "id": ids,
+        }
+    ).cast_column("audio", datasets.Audio())
     datasets.DatasetDict({"test.clean": hf}).save_to_disk(str(tmp_path / "hf"))
-    ds = load_librispeech(tmp_path / "hf", split="test.clean",
-                          speakers_file=root / "LibriSpeech" / "SPEAKERS.TXT", label="gender")
+    ds = load_librispeech(
+        tmp_path / "hf", split="test.clean", speakers_file=root / "LibriSpeech" / "SPEAKERS.TXT", label="gender"
+    )
     assert [r["id"] for r in ds.metadata()] == ids and [r["text"] for r in ds.metadata()] == [texts[i] for i in ids]
     assert [r["gender_name"] for r in ds.metadata()] == ["male" if i.startswith("1089") else "female" for i in ids]
     for i in range(len(ds)):

@@ -85,11 +85,17 @@ def test_the_same_call_gives_the_same_samples_in_another_process():
     import hooked_asr.datasets.espeak as espeak
 
     # the module alone (it needs only numpy and scipy): a fresh process without torch's start-up
-    code = ("import hashlib, importlib.util, sys; spec = importlib.util.spec_from_file_location('e', sys.argv[1]); "
-            "e = importlib.util.module_from_spec(spec); spec.loader.exec_module(e); "
-            "print(hashlib.sha1(e.synthesize('Good morning to you', voice='en-us+f3').tobytes()).hexdigest())")
-    runs = {subprocess.run([sys.executable, "-c", code, espeak.__file__], capture_output=True, text=True,
-                           check=True).stdout.strip() for _ in range(2)}
+    code = (
+        "import hashlib, importlib.util, sys; spec = importlib.util.spec_from_file_location('e', sys.argv[1]); "
+        "e = importlib.util.module_from_spec(spec); spec.loader.exec_module(e); "
+        "print(hashlib.sha1(e.synthesize('Good morning to you', voice='en-us+f3').tobytes()).hexdigest())"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code, espeak.__file__], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    }
     here = hashlib.sha1(synthesize("Good morning to you", voice="en-us+f3").tobytes()).hexdigest()
     assert runs == {here}
 

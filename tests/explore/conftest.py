@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 THIRTY_S = 30 * 16000
-PARAGRAPH = ("Researchers explore before they measure. For text models they open attention and logit lens views. "
-             "For audio there is nothing that puts the sound, the spectrogram, the tokens and the heads side by side. "
-             "This paragraph is long enough to fill most of a thirty second window, so that the size of the page can be "
-             "measured where it matters most: on the longest clip that one window of the model can read at once. "
-             "We speak slowly and clearly.")
+PARAGRAPH = (
+    "Researchers explore before they measure. For text models they open attention and logit lens views. "
+    "For audio there is nothing that puts the sound, the spectrogram, the tokens and the heads side by side. "
+    "This paragraph is long enough to fill most of a thirty second window, so that the size of the page can be "
+    "measured where it matters most: on the longest clip that one window of the model can read at once. "
+    "We speak slowly and clearly."
+)
 SHORT = "She opened the window and looked at the sea."
 
 
@@ -42,12 +44,28 @@ def panels_view(whisper_tiny_en):
 
     model = whisper_tiny_en
     audio = synthesize(SHORT, voice="en-us")
-    comps = [c for c in components(model, kinds=["cross_attn"], heads=True, stacks=["decoder"])
-             if c.layer in (0, model.cfg.decoder.n_layers - 1)]
+    comps = [
+        c
+        for c in components(model, kinds=["cross_attn"], heads=True, stacks=["decoder"])
+        if c.layer in (0, model.cfg.decoder.n_layers - 1)
+    ]
     swept, texts = patched_transcripts(model, audio, comps, intervention="zero", progress=False)
     sae = identity_sae(model.cfg.encoder.d_model, hook_name="encoder.blocks.2.hook_resid_post")
-    probe_rows = [{"layer": l, "train_acc": 0.5 + 0.1 * l, "test_acc": 0.5 + 0.08 * l, "f1": 0.5, "chance": 0.5}
-                  for l in range(model.cfg.encoder.n_layers)]
-    view = explore(model, audio, reference_text=SHORT, sweep=swept, sweep_metric="changed", patched_transcripts=texts,
-                   sae=sae, sae_features=[0, 1, 2], probe=probe_rows, progress=False, encoder_lens_max_new_tokens=24)
+    probe_rows = [
+        {"layer": l, "train_acc": 0.5 + 0.1 * l, "test_acc": 0.5 + 0.08 * l, "f1": 0.5, "chance": 0.5}
+        for l in range(model.cfg.encoder.n_layers)
+    ]
+    view = explore(
+        model,
+        audio,
+        reference_text=SHORT,
+        sweep=swept,
+        sweep_metric="changed",
+        patched_transcripts=texts,
+        sae=sae,
+        sae_features=[0, 1, 2],
+        probe=probe_rows,
+        progress=False,
+        encoder_lens_max_new_tokens=24,
+    )
     return view, audio, swept, texts

@@ -12,7 +12,9 @@ import pytest
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
+    pytest.mark.skipif(
+        shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+    ),
 ]
 
 ROOT_STATE = "JSON.stringify(document.getElementById('ha-root').dataset)"
@@ -34,10 +36,18 @@ def test_clicking_a_token_and_a_head_changes_the_attention_panel(thirty_second_v
     with Chromium(width=1280, height=1000) as b:
         b.open(page)
         assert b.evaluate("document.querySelectorAll('.ha-token').length") == n_tokens
-        before = b.evaluate(ROOT_STATE), b.evaluate(STRIP), b.evaluate("document.getElementById('ha-lens-title').textContent")
+        before = (
+            b.evaluate(ROOT_STATE),
+            b.evaluate(STRIP),
+            b.evaluate("document.getElementById('ha-lens-title').textContent"),
+        )
         assert '"selectedToken":"0"' in before[0] and '"selectedHead":"mean"' in before[0]
         b.click('.ha-token[data-i="12"]')
-        after_token = b.evaluate(ROOT_STATE), b.evaluate(STRIP), b.evaluate("document.getElementById('ha-lens-title').textContent")
+        after_token = (
+            b.evaluate(ROOT_STATE),
+            b.evaluate(STRIP),
+            b.evaluate("document.getElementById('ha-lens-title').textContent"),
+        )
         assert '"selectedToken":"12"' in after_token[0]
         assert after_token[1] != before[1] and after_token[2] != before[2]  # attention strip and lens redrawn
         assert b.evaluate("document.querySelector('.ha-token.ha-sel').dataset.i") == "12"
@@ -56,7 +66,9 @@ def test_clicking_a_token_and_a_head_changes_the_attention_panel(thirty_second_v
             if (a.readyState < 1) await new Promise((ok, bad) => { a.onloadedmetadata = ok; a.onerror = bad; });
             return [pcm.duration, a.duration, a.error === null];
         })()""")
-        assert decoded[0] == pytest.approx(30.0, abs=0.01) and decoded[1] == pytest.approx(30.0, abs=0.05) and decoded[2]
+        assert (
+            decoded[0] == pytest.approx(30.0, abs=0.01) and decoded[1] == pytest.approx(30.0, abs=0.05) and decoded[2]
+        )
         shot = b.screenshot(tmp_path / "explorer.png")
         assert not b.errors(), b.errors()
     assert shot.stat().st_size > 20_000
@@ -77,7 +89,9 @@ def test_optional_panels_respond_to_clicks(panels_view, tmp_path):
         b.click('.ha-sae-btn[data-i="2"]')
         assert b.evaluate("document.getElementById('ha-sae-info').textContent") != first
         assert "feature 2" in b.evaluate("document.getElementById('ha-sae-label').textContent")
-        assert b.evaluate("document.querySelectorAll('#ha-probe tr').length") == 1 + view.data["model"]["encoder_layers"]
+        assert (
+            b.evaluate("document.querySelectorAll('#ha-probe tr').length") == 1 + view.data["model"]["encoder_layers"]
+        )
         b.click('.ha-word[data-w="3"]')  # a word: selects its first token and plays its span
         w = view.data["transcript"]["words"][3]
         assert b.evaluate("document.getElementById('ha-root').dataset.selectedToken") == str(w["tokens"][0])
@@ -87,8 +101,10 @@ def test_optional_panels_respond_to_clicks(panels_view, tmp_path):
         both = tmp_path / "notebook.html"
         both.write_text(f"<!doctype html><html><body>{view._repr_html_()}{view._repr_html_()}</body></html>")
         b.open(both, settle_ms=800)
-        counts = b.evaluate("Array.from(document.querySelectorAll('iframe')).map("
-                            "f => f.contentDocument.querySelectorAll('.ha-token').length)")
+        counts = b.evaluate(
+            "Array.from(document.querySelectorAll('iframe')).map("
+            "f => f.contentDocument.querySelectorAll('.ha-token').length)"
+        )
         assert counts == [len(view.data["transcript"]["tokens"])] * 2
         assert not b.errors(), b.errors()
     _keep(shot)

@@ -23,7 +23,9 @@ def test_explore_command_writes_the_view_of_the_file_and_prints_its_path(whisper
     assert main(["explore", str(wav), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert str(out.resolve()) in printed
-    data = json.loads(re.search(r'<script type="application/json" id="ha-data">(.*?)</script>', out.read_text(), re.S)[1])
+    data = json.loads(
+        re.search(r'<script type="application/json" id="ha-data">(.*?)</script>', out.read_text(), re.S)[1]
+    )
     assert data["transcript"]["text"] == whisper_tiny_en.transcribe(str(wav)).text
     assert data["audio"]["duration"] == pytest.approx(sf.info(wav).duration)
     assert main(["explore", str(tmp_path / "missing.wav")]) == 2  # the CLI's one-line user error

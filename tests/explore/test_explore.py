@@ -41,7 +41,7 @@ def test_pool_columns_keeps_attention_mass_and_quantize_round_trips():
     np.testing.assert_allclose(pooled.sum(-1), 1.0, atol=1e-12)
     # each bin is the sum of its frames
     edges = np.linspace(0, 1500, 302).round().astype(int)
-    np.testing.assert_allclose(pooled[1, 0, 7], x[1, 0, edges[7]:edges[8]].sum())
+    np.testing.assert_allclose(pooled[1, 0, 7], x[1, 0, edges[7] : edges[8]].sum())
     q = quantize(x[0, 0], 0.0, float(x[0, 0].max()))
     assert np.abs(q / 255 * x[0, 0].max() - x[0, 0]).max() <= 0.5 / 255 * x[0, 0].max() + 1e-12
 
@@ -97,7 +97,9 @@ def test_whisper_cross_attention_drawn_is_the_models(thirty_second_view, whisper
     words = v.data["transcript"]["words"]
     assert [i for w in words for i in w["tokens"]] == list(range(len(toks) - 1))
     assert all(0 <= w["start"] <= w["end"] <= 30.0 for w in words)  # openai-whisper's DTW can give a word 0 s
-    assert [w["word"] for w in words] == [w.word.strip() for w in model.transcribe(thirty_second_clip, word_timestamps=True).words]
+    assert [w["word"] for w in words] == [
+        w.word.strip() for w in model.transcribe(thirty_second_clip, word_timestamps=True).words
+    ]
     assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:]))
 
 
@@ -179,8 +181,12 @@ def test_sae_panel_traces_the_features_on_this_clip(panels_view, whisper_tiny_en
     view, audio, _, _ = panels_view
     Z = view.data["sae"]
     assert [f["feature"] for f in Z["features"]] == [0, 1, 2]
-    got = _captured(whisper_tiny_en, whisper_tiny_en.prepare_features(audio), ["encoder.blocks.2.hook_resid_post"],
-                    run=whisper_tiny_en.encode)
+    got = _captured(
+        whisper_tiny_en,
+        whisper_tiny_en.prepare_features(audio),
+        ["encoder.blocks.2.hook_resid_post"],
+        run=whisper_tiny_en.encode,
+    )
     x = got["encoder.blocks.2.hook_resid_post"][0, : Z["trace_frames"]].numpy()
     for f in Z["features"]:
         expect = np.maximum(x[:, f["feature"]], 0)  # identity SAE: feature i < d_in is relu(x_i)
@@ -208,7 +214,9 @@ def test_the_script_and_style_ship_as_package_data():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hooked_asr.explore"]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "hooked_asr.explore"
+    ]
     static = root / "hooked_asr" / "explore" / "static"
     files = sorted(p.relative_to(static.parent).as_posix() for p in static.iterdir())
     assert files == ["static/explorer.css", "static/explorer.js", "static/live.css", "static/live.js"]

@@ -60,8 +60,11 @@ def test_zero_ablating_a_head_matches_the_patching_api(session, whisper_tiny_en,
     with patched(whisper_tiny_en, ivs):
         assert tr["text"] == whisper_tiny_en.transcribe(clip).text
     clean = whisper_tiny_en(**inputs.kwargs)
-    np.testing.assert_allclose(tf["logprobs_before"], torch.log_softmax(clean[0, p - 1 : -1], -1)
-                               .gather(-1, inputs.tokens[0, p:, None])[:, 0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        tf["logprobs_before"],
+        torch.log_softmax(clean[0, p - 1 : -1], -1).gather(-1, inputs.tokens[0, p:, None])[:, 0].numpy(),
+        atol=1e-6,
+    )
     assert tf["logprobs_after"] != tf["logprobs_before"]  # this head matters to the clip
     # The changed views have the clean view's layout (the page draws them with the same code).
     assert tf["audio_attention"]["columns"] == session.view.data["audio_attention"]["columns"]
@@ -138,7 +141,11 @@ def test_long_audio_takes_a_window_choice(whisper_tiny_en, clip):
 def test_word_diff():
     from hooked_asr.explore.live import word_diff
 
-    assert word_diff("she opened the window", "she opened the door") == [["=", "she opened the"], ["-", "window"], ["+", "door"]]
+    assert word_diff("she opened the window", "she opened the door") == [
+        ["=", "she opened the"],
+        ["-", "window"],
+        ["+", "door"],
+    ]
     assert word_diff("a b", "a b") == [["=", "a b"]]
 
 
@@ -157,7 +164,9 @@ def test_explore_command_on_long_audio_uses_the_window(whisper_tiny_en, clip, tm
         main(["explore", str(wav), "--out", str(tmp_path / "x.html")])
     out = tmp_path / "w.html"
     assert main(["explore", str(wav), "--start", "30.5", "--window", "2.5", "--out", str(out)]) == 0
-    data = json.loads(re.search(r'<script type="application/json" id="ha-data">(.*?)</script>', out.read_text(), re.S)[1])
+    data = json.loads(
+        re.search(r'<script type="application/json" id="ha-data">(.*?)</script>', out.read_text(), re.S)[1]
+    )
     assert data["audio"]["duration"] == pytest.approx(2.5)
     assert data["transcript"]["text"] == whisper_tiny_en.transcribe(long[int(30.5 * 16000) : int(33.0 * 16000)]).text
 
@@ -171,7 +180,9 @@ def test_widget_answers_through_the_same_backend(session):
     specs = [{"component": HEAD, "method": "zero"}]
     reply = w.answer({"id": 7, "action": "teacher_forced", "body": {"interventions": specs}})
     assert reply["id"] == 7 and reply["result"]["logprobs_after"] == session.teacher_forced(specs)["logprobs_after"]
-    bad = w.answer({"id": 8, "action": "teacher_forced", "body": {"interventions": [{"component": HEAD, "method": "x"}]}})
+    bad = w.answer(
+        {"id": 8, "action": "teacher_forced", "body": {"interventions": [{"component": HEAD, "method": "x"}]}}
+    )
     assert "method 'x'" in bad["error"]
     sent = []
     w.send = sent.append  # what the comm would carry back to the page
@@ -220,14 +231,19 @@ def test_steering_an_sae_feature_matches_steer_and_exports(whisper_tiny_en, clip
     s = LiveSession(whisper_tiny_en, clip, sae_path=folder, encoder_lens_max_new_tokens=8)
     try:
         assert s.view.data["sae"]["d_sae"] == sae.d_sae and "steer" in s.state()["methods"]
-        specs = [{"method": "steer", "feature": 5, "mode": "add", "value": 40.0, "from": 0.3, "to": 1.2},
-                 {"method": "steer", "feature": 9, "mode": "clamp", "value": 0.0, "from": 0.3, "to": 1.2},
-                 {"component": "decoder.blocks.0.cross_attn.head.4", "method": "zero"}]
+        specs = [
+            {"method": "steer", "feature": 5, "mode": "add", "value": 40.0, "from": 0.3, "to": 1.2},
+            {"method": "steer", "feature": 9, "mode": "clamp", "value": 0.0, "from": 0.3, "to": 1.2},
+            {"component": "decoder.blocks.0.cross_attn.head.4", "method": "zero"},
+        ]
         tf, tr = s.teacher_forced(specs), s.transcribe(specs)
         mask = torch.zeros(whisper_tiny_en.cfg.encoder.n_ctx, dtype=torch.bool)
         mask[list(frames_between(0.3, 1.2))] = True
         edits = [FeatureIntervention(5, "add", 40.0), FeatureIntervention(9, "clamp", 0.0)]
-        with steer(whisper_tiny_en, s.sae, edits, frame_mask=mask), patched(whisper_tiny_en, [zero_ablate("decoder.blocks.0.cross_attn.head.4")]):
+        with (
+            steer(whisper_tiny_en, s.sae, edits, frame_mask=mask),
+            patched(whisper_tiny_en, [zero_ablate("decoder.blocks.0.cross_attn.head.4")]),
+        ):
             assert tr["text"] == whisper_tiny_en.transcribe(clip).text
         assert tf["sum_after"] != tf["sum_before"]
         ns: dict = {}

@@ -17,7 +17,9 @@ import pytest
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
+    pytest.mark.skipif(
+        shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+    ),
 ]
 
 SAID = "She opened the window and looked at the sea."
@@ -35,8 +37,13 @@ def _keep(png: Path) -> None:
 @pytest.fixture(scope="module")
 def served():
     """The CLI in a subprocess, as a user starts it; yields the URL it prints."""
-    proc = subprocess.Popen([sys.executable, "-m", "hooked_asr.cli", "explore", "--say", SAID, "--serve", "--model", "whisper-tiny.en"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hooked_asr.cli", "explore", "--say", SAID, "--serve", "--model", "whisper-tiny.en"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ),
+    )
     url, lines = None, []
     deadline = time.monotonic() + 300
     while url is None and time.monotonic() < deadline:
@@ -89,11 +96,14 @@ def test_clicking_a_head_ablates_it_as_the_python_api_does(served, whisper_tiny_
         shown = _wait(b, f"{ROOT}.liveText")
         assert shown == want
         assert b.evaluate("document.getElementById('ha-live-text').textContent") == want
-        diff = b.evaluate("Array.from(document.querySelectorAll('#ha-live-diff span')).map(s => s.className + ':' + s.textContent)")
+        diff = b.evaluate(
+            "Array.from(document.querySelectorAll('#ha-live-diff span')).map(s => s.className + ':' + s.textContent)"
+        )
         assert "ha-del:sea." in diff and "ha-ins:window." in diff
         tf_sum = float(_wait(b, f"{ROOT}.liveTf"))
         assert b.evaluate("document.querySelectorAll('#ha-live-lp-table tr').length") == 1 + len(
-            b.evaluate("window.hookedAsrExplorer.data.transcript.tokens"))
+            b.evaluate("window.hookedAsrExplorer.data.transcript.tokens")
+        )
         b.click('.ha-token[data-i="8"]')  # "sea": the intervened lens and attention follow the token picked
         assert "token 8" in b.evaluate("document.getElementById('ha-live-strip-label').textContent")
         shot = b.screenshot(tmp_path / "live_explorer.png", full_page=True)
@@ -116,13 +126,18 @@ def test_a_mask_drawn_on_the_spectrogram_matches_the_python_api(served, whisper_
 
     with Chromium(width=1300, height=1000, timeout=300) as b:
         b.open(served, settle_ms=300)
-        box = b.evaluate("(() => { const e = document.getElementById('ha-mel'); e.scrollIntoView({block: 'center'}); "
-                         "const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()")
+        box = b.evaluate(
+            "(() => { const e = document.getElementById('ha-mel'); e.scrollIntoView({block: 'center'}); "
+            "const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()"
+        )
         T, W = b.evaluate("window.hookedAsrExplorer.T"), b.evaluate("window.hookedAsrExplorer.W")
         x0, x1, y = box[0] + 1.9 / T * W, box[0] + 2.3 / T * W, box[1] + box[3] / 2  # over "sea": 1.9-2.3 s
         for kind, x in (("mousePressed", x0), ("mouseMoved", x1), ("mouseReleased", x1)):
             b.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1, modifiers=8)  # shift
-        a, c = float(b.evaluate("document.getElementById('ha-live-from').value")), float(b.evaluate("document.getElementById('ha-live-to').value"))
+        a, c = (
+            float(b.evaluate("document.getElementById('ha-live-from').value")),
+            float(b.evaluate("document.getElementById('ha-live-to').value")),
+        )
         assert a == pytest.approx(1.9, abs=0.02) and c == pytest.approx(2.3, abs=0.02)
         b.evaluate("document.getElementById('ha-live-comp').value = 'decoder.blocks.3.cross_attn'")
         b.evaluate("document.getElementById('ha-live-method').value = 'mask'")
@@ -154,7 +169,9 @@ def test_uploading_a_wav_shows_its_transcript(served, whisper_tiny_en, tmp_path)
         time.sleep(0.5)
         assert b.evaluate("document.querySelector('.ha-heard b').textContent") == want
         assert "calm" in b.evaluate("document.getElementById('ha-live-audio-note').textContent")
-        assert b.evaluate("window.hookedAsrExplorer.data.audio.duration") == pytest.approx(sf.info(wav).duration, abs=1e-3)
+        assert b.evaluate("window.hookedAsrExplorer.data.audio.duration") == pytest.approx(
+            sf.info(wav).duration, abs=1e-3
+        )
         # The microphone path's WAV writer: a recording's samples come back from the WAV it writes.
         err = b.evaluate("""(async () => {
             const n = 4000, x = new Float32Array(n);

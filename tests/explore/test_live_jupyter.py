@@ -19,15 +19,19 @@ import pytest
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
+    pytest.mark.skipif(
+        shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+    ),
 ]
 pytest.importorskip("jupyterlab")
 pytest.importorskip("anywidget")
 
 SAID = "She opened the window and looked at the sea."
 LAYER, HEAD = 0, 4
-FRAME = ("(() => { for (const f of document.querySelectorAll('.jp-OutputArea iframe')) "
-         "{ const d = f.contentDocument; if (d && d.getElementById('ha-live-comp')) return d; } return null; })()")
+FRAME = (
+    "(() => { for (const f of document.querySelectorAll('.jp-OutputArea iframe')) "
+    "{ const d = f.contentDocument; if (d && d.getElementById('ha-live-comp')) return d; } return null; })()"
+)
 
 
 def _free_port() -> int:
@@ -42,17 +46,36 @@ def lab(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("lab")
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(
-        "import hooked_asr\nfrom hooked_asr.datasets.espeak import synthesize\nfrom hooked_asr.explore.widget import live_widget\n"
-        f"model = hooked_asr.load_model('whisper-tiny.en')\nw = live_widget(model, synthesize({SAID!r}), encoder_lens_max_new_tokens=8)\nw")]
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import hooked_asr\nfrom hooked_asr.datasets.espeak import synthesize\nfrom hooked_asr.explore.widget import live_widget\n"
+            f"model = hooked_asr.load_model('whisper-tiny.en')\nw = live_widget(model, synthesize({SAID!r}), encoder_lens_max_new_tokens=8)\nw"
+        )
+    ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "live.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / ".cfg"), JUPYTER_RUNTIME_DIR=str(root / ".rt"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1", f"--ServerApp.root_dir={root}",
-         f"--IdentityProvider.token={token}", "--LabApp.expose_app_in_browser=True", "--ServerApp.port_retries=0", "--allow-root"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=root)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--ServerApp.root_dir={root}",
+            f"--IdentityProvider.token={token}",
+            "--LabApp.expose_app_in_browser=True",
+            "--ServerApp.port_retries=0",
+            "--allow-root",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=root,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline, lines = time.monotonic() + 120, []
     while time.monotonic() < deadline:
@@ -94,16 +117,25 @@ def test_the_widget_in_jupyterlab_ablates_a_head_as_the_python_api_does(lab, whi
         want = whisper_tiny_en.transcribe(synthesize(SAID)).text
     with Chromium(width=1400, height=1100, timeout=300) as b:
         b.open(lab, settle_ms=1000)
-        _wait(b, "!!(window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell'))", what="the notebook to open")
-        _wait(b, "(() => { const w = window.jupyterapp.shell.currentWidget; return !!(w && w.sessionContext && "
-                 "w.sessionContext.session && w.sessionContext.session.kernel && "
-                 "w.sessionContext.session.kernel.connectionStatus === 'connected'); })()", what="the kernel")
+        _wait(
+            b, "!!(window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell'))", what="the notebook to open"
+        )
+        _wait(
+            b,
+            "(() => { const w = window.jupyterapp.shell.currentWidget; return !!(w && w.sessionContext && "
+            "w.sessionContext.session && w.sessionContext.session.kernel && "
+            "w.sessionContext.session.kernel.connectionStatus === 'connected'); })()",
+            what="the kernel",
+        )
         b.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         _wait(b, f"!!({FRAME} && {FRAME}.querySelector('.ha-token'))", what="the widget's page")
         frame = FRAME
         assert b.evaluate(f"{frame}.querySelector('.ha-heard b').textContent") == SAID
-        b.evaluate(f"{frame}.querySelector('.ha-head[data-layer=\"{LAYER}\"][data-head=\"{HEAD}\"]').click()")
-        assert b.evaluate(f"{frame}.getElementById('ha-live-comp').value") == f"decoder.blocks.{LAYER}.cross_attn.head.{HEAD}"
+        b.evaluate(f'{frame}.querySelector(\'.ha-head[data-layer="{LAYER}"][data-head="{HEAD}"]\').click()')
+        assert (
+            b.evaluate(f"{frame}.getElementById('ha-live-comp').value")
+            == f"decoder.blocks.{LAYER}.cross_attn.head.{HEAD}"
+        )
         b.evaluate(f"{frame}.getElementById('ha-live-ablate-head').click()")
         shown = _wait(b, f"{frame}.getElementById('ha-root').dataset.liveText", what="the re-transcription")
         assert shown == want

@@ -80,8 +80,17 @@ def test_a_foreign_host_header_is_refused(server):
     assert request(server, "GET", "/", headers={"Host": f"localhost:{server.port}"})[0] == 200
 
 
-@pytest.mark.parametrize("path", ["/../../../../etc/passwd", "/static/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
-                                  "/api/../../etc/passwd", "//etc/passwd", "/explorer.js"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../../../../etc/passwd",
+        "/static/../../../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/api/../../etc/passwd",
+        "//etc/passwd",
+        "/explorer.js",
+    ],
+)
 def test_no_file_is_served_by_path(server, path):
     status, body = request(server, "GET", path)
     assert status == 404 and b"root:" not in body
@@ -92,8 +101,11 @@ def test_no_file_is_served_by_path(server, path):
 def test_only_the_documented_actions_run(server):
     status, j = api(server, "eval", {"code": "__import__('os').system('id')"})
     assert status == 404 and "no such action" in j["error"]
-    status, j = api(server, "teacher_forced", {"interventions": [{"component": "decoder.blocks.0.mlp", "method": "zero",
-                                                                   "hook": "lambda x: x"}]})
+    status, j = api(
+        server,
+        "teacher_forced",
+        {"interventions": [{"component": "decoder.blocks.0.mlp", "method": "zero", "hook": "lambda x: x"}]},
+    )
     assert status == 400 and "unknown keys ['hook']" in j["error"]
     status, data = request(server, "POST", "/api/state", b"{not json", {"Content-Type": "application/json"})
     assert status == 400
@@ -151,7 +163,10 @@ def test_an_uploaded_wav_becomes_the_clip(server, whisper_tiny_en):
     j = wait_job(server, json.loads(body)["job"])
     assert j["state"] == "done", j
     buf.seek(0)
-    assert j["result"]["name"] == "calm" and j["result"]["text"] == whisper_tiny_en.transcribe(sf.read(buf, dtype="float32")[0]).text
+    assert (
+        j["result"]["name"] == "calm"
+        and j["result"]["text"] == whisper_tiny_en.transcribe(sf.read(buf, dtype="float32")[0]).text
+    )
     status, page = request(server, "GET", "/")
     assert status == 200 and json.dumps(j["result"]["text"]).encode() in page
     status, body = request(server, "POST", "/upload", b"not audio at all")

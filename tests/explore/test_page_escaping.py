@@ -15,14 +15,28 @@ from hooked_asr.explore.view import ExplorerView
 
 html5lib = pytest.importorskip("html5lib")
 
-PAYLOADS = ["<!--<script", "</script><script>alert(1)</script>", "-->", "<!--", "&amp; &lt;", "a\u2028b\u2029c",
-            "<SCRIPT>", "</ScRiPt >", "<\\/script>", "\"'`"]
+PAYLOADS = [
+    "<!--<script",
+    "</script><script>alert(1)</script>",
+    "-->",
+    "<!--",
+    "&amp; &lt;",
+    "a\u2028b\u2029c",
+    "<SCRIPT>",
+    "</ScRiPt >",
+    "<\\/script>",
+    "\"'`",
+]
 
 
 def _view(text: str) -> ExplorerView:
-    data = {"version": 1, "title": f"title {text}", "model": {"name": f"m {text}"},
-            "audio": {"duration": 1.0},
-            "transcript": {"text": f"said {text} end", "tokens": [text, "<|endoftext|>"], "words": [{"word": text}]}}
+    data = {
+        "version": 1,
+        "title": f"title {text}",
+        "model": {"name": f"m {text}"},
+        "audio": {"duration": 1.0},
+        "transcript": {"text": f"said {text} end", "tokens": [text, "<|endoftext|>"], "words": [{"word": text}]},
+    }
     return ExplorerView(data, wav_base64="UklGRg==")
 
 

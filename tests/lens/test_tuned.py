@@ -27,7 +27,9 @@ def test_tuned_lens_starts_as_logit_lens_and_training_lowers_kl(pair, tmp_path):
     before = evaluate_kl(model, None, resid)
     assert before[-1].abs() < 1e-5 and before[0] > 0
     params_before = [p.clone() for p in model.parameters()]
-    lens, hist = train_tuned_lens(model, resid, lens, steps=30, batch_size=16, lr=3e-3, val_fraction=0.0, progress=False)
+    lens, hist = train_tuned_lens(
+        model, resid, lens, steps=30, batch_size=16, lr=3e-3, val_fraction=0.0, progress=False
+    )
     after = evaluate_kl(model, lens, resid)
     assert torch.all(after[:-1] < 0.5 * before[:-1]), (before, after)
     assert all(torch.equal(a, b) and b.grad is None for a, b in zip(params_before, model.parameters()))

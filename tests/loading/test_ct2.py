@@ -34,14 +34,23 @@ def test_real_checkpoints_parse_to_the_end(name):
     assert v["encoder/conv1/weight"].dtype == np.float16
 
 
-@pytest.mark.parametrize("fixture_name, ct2_name", [("whisper_tiny_en", "whisper-tiny.en"), ("whisper_base", "whisper-base")])
+@pytest.mark.parametrize(
+    "fixture_name, ct2_name", [("whisper_tiny_en", "whisper-tiny.en"), ("whisper_base", "whisper-base")]
+)
 def test_transcripts_and_logits_equal_ctranslate2(request, fixture_name, ct2_name, features, tmp_path):
     ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is in the [test] extra")
     model = request.getfixturevalue(fixture_name)
     ct = ctranslate2.models.Whisper(ct2_model_dir(ct2_name, tmp_path), device="cpu", compute_type="float32")
     prompt = model.sot_sequence("en")
-    ref = ct.generate(ctranslate2.StorageView.from_array(features.numpy()), [prompt] * len(SENTENCES), beam_size=1,
-                      max_length=120, return_logits_vocab=True, suppress_blank=False, suppress_tokens=[])
+    ref = ct.generate(
+        ctranslate2.StorageView.from_array(features.numpy()),
+        [prompt] * len(SENTENCES),
+        beam_size=1,
+        max_length=120,
+        return_logits_vocab=True,
+        suppress_blank=False,
+        suppress_tokens=[],
+    )
     ours = model.generate(features, prompt, max_new_tokens=100, suppress_tokens=[], begin_suppress_tokens=[])
     for i, r in enumerate(ref):
         toks = ours.tokens[i].tolist()

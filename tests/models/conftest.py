@@ -21,6 +21,7 @@ def hf_whisper(name: str):
     gc.prev_sot_token_id = gc.no_timestamps_token_id - 2
     return hf
 
+
 SENTENCES = [
     "The weather today is sunny with a light breeze from the west.",
     "Please remember to bring your notebook to the meeting tomorrow.",

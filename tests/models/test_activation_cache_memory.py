@@ -25,8 +25,10 @@ def qwen():
 def _inputs(model):
     if isinstance(model, HookedWhisper):
         g = torch.Generator().manual_seed(0)
-        return {"input_features": torch.randn(2, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames, generator=g),
-                "decoder_input_ids": torch.randint(0, 1000, (2, 6), generator=g)}
+        return {
+            "input_features": torch.randn(2, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames, generator=g),
+            "decoder_input_ids": torch.randint(0, 1000, (2, 6), generator=g),
+        }
     audio = (0.1 * np.random.default_rng(0).standard_normal(model.cfg.encoder.n_frames * 160)).astype(np.float32)
     return model.teacher_forced_inputs(audio, [7, 8, 9]).kwargs
 
@@ -58,8 +60,9 @@ def test_full_cache_keeps_scores_and_rebuilds_every_pattern_bit_for_bit(which, w
 
 def test_pattern_alone_is_stored_and_helpers_see_derived_patterns(whisper):
     inputs = _inputs(whisper)
-    _, cache = whisper.run_with_cache(**inputs, names_filter=lambda n: n.endswith("hook_pattern"),
-                                      return_cache_object=True)
+    _, cache = whisper.run_with_cache(
+        **inputs, names_filter=lambda n: n.endswith("hook_pattern"), return_cache_object=True
+    )
     assert not cache.derived and all(n.endswith("hook_pattern") for n in cache.cache_dict)
     _, full = whisper.run_with_cache(**inputs, return_cache_object=True)
     _, plain = whisper.run_with_cache(**inputs, return_cache_object=False)

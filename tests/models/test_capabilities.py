@@ -15,8 +15,10 @@ from tests.conftest import make_hf_qwen2_audio, make_hf_whisper, make_tokenizer
 
 @pytest.fixture(scope="module")
 def models():
-    return {"whisper": HookedWhisper.from_hf(make_hf_whisper("v3-128mel")),
-            "qwen": HookedQwen2Audio.from_hf(make_hf_qwen2_audio("gqa"), tokenizer=make_tokenizer())}
+    return {
+        "whisper": HookedWhisper.from_hf(make_hf_whisper("v3-128mel")),
+        "qwen": HookedQwen2Audio.from_hf(make_hf_qwen2_audio("gqa"), tokenizer=make_tokenizer()),
+    }
 
 
 def _audio(model):
@@ -37,13 +39,19 @@ def test_declared_resume_points_give_the_full_encoder_output(which, layer, model
     caps = model.capabilities
     assert caps.resume_at_block and caps.resume_at_head  # both models declare both
     if which == "whisper":  # the random Whisper reads a short window: features of its own size
-        feats = {"input_features": torch.randn(1, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames,
-                                               generator=torch.Generator().manual_seed(0))}
+        feats = {
+            "input_features": torch.randn(
+                1, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames, generator=torch.Generator().manual_seed(0)
+            )
+        }
     else:
         feats = model.prepare_features(_audio(model))
     names = [f"encoder.blocks.{layer}.hook_resid_pre", f"encoder.blocks.{layer}.attn.hook_z"]
-    _, cache = model.run_with_cache(**feats, decoder_input_ids=torch.tensor([[1, 2]]), names_filter=names) \
-        if which == "whisper" else (None, None)
+    _, cache = (
+        model.run_with_cache(**feats, decoder_input_ids=torch.tensor([[1, 2]]), names_filter=names)
+        if which == "whisper"
+        else (None, None)
+    )
     if cache is None:  # Qwen2-Audio: the encoder alone (its forward needs a prompt with placeholders)
         cache = {}
         with model.hooks([(n, lambda t, hook: cache.__setitem__(hook.name, t.clone())) for n in names]):

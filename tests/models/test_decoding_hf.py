@@ -29,9 +29,16 @@ def _hf_generate(hf, feats, prompt, kw, num_beams, timestamps=False, enc=None):
         extra["logits_processor"] = [WhisperTimeStampLogitsProcessor(hf.generation_config, begin_index=len(prompt))]
     with torch.no_grad():
         return GenerationMixin.generate(
-            hf, input_features=feats, decoder_input_ids=torch.tensor([prompt] * feats.shape[0]), max_new_tokens=N_NEW,
-            do_sample=False, num_beams=num_beams, suppress_tokens=kw["suppress_tokens"],
-            begin_suppress_tokens=kw["begin_suppress_tokens"], eos_token_id=kw["eos_token_id"], **extra,
+            hf,
+            input_features=feats,
+            decoder_input_ids=torch.tensor([prompt] * feats.shape[0]),
+            max_new_tokens=N_NEW,
+            do_sample=False,
+            num_beams=num_beams,
+            suppress_tokens=kw["suppress_tokens"],
+            begin_suppress_tokens=kw["begin_suppress_tokens"],
+            eos_token_id=kw["eos_token_id"],
+            **extra,
         ).tolist()
 
 
@@ -42,8 +49,15 @@ def test_greedy_and_beam_tokens_equal_hf_generate(whisper_tiny_en, hf_tiny_en, f
     enc = model.encode(feats)  # both decoders read the same encoder output (checked in test_whisper_equivalence)
     out = {}
     for beams in (1, 5):
-        out[beams] = model.generate(feats, prompt, num_beams=beams, return_timestamps=timestamps, max_new_tokens=N_NEW,
-                                    encoder_hidden_states=enc, **kw)
+        out[beams] = model.generate(
+            feats,
+            prompt,
+            num_beams=beams,
+            return_timestamps=timestamps,
+            max_new_tokens=N_NEW,
+            encoder_hidden_states=enc,
+            **kw,
+        )
         ref = _hf_generate(hf_tiny_en, feats, prompt, kw, beams, timestamps, enc=enc)
         assert out[beams].sequences.tolist() == ref, beams
         assert out[beams].finished.all()
@@ -64,9 +78,13 @@ def test_base_beam_and_timestamps_equal_hf(whisper_base, hf_base):
     enc = model.encode(feats)
     ours = model.generate(feats, prompt, num_beams=5, max_new_tokens=N_NEW, encoder_hidden_states=enc, **kw)
     assert ours.sequences.tolist() == _hf_generate(hf, feats, prompt, kw, 5, enc=enc)
-    ts = model.generate(feats, model.sot_sequence("en", timestamps=True), return_timestamps=True, max_new_tokens=N_NEW, **kw)
+    ts = model.generate(
+        feats, model.sot_sequence("en", timestamps=True), return_timestamps=True, max_new_tokens=N_NEW, **kw
+    )
     with torch.no_grad():
-        ref = hf.generate(input_features=feats, return_timestamps=True, language="en", task="transcribe", max_new_tokens=N_NEW)
+        ref = hf.generate(
+            input_features=feats, return_timestamps=True, language="en", task="transcribe", max_new_tokens=N_NEW
+        )
     ref = ref if isinstance(ref, torch.Tensor) else ref["sequences"]
     n = ref.shape[1]
     assert ts.tokens[:, :n].tolist() == ref.tolist()  # HF drops the prompt and the end of text

@@ -56,8 +56,9 @@ def test_shared_prefix_gives_the_plain_runs_tokens_and_logprobs(model, setup, la
     batch = feats.expand(n, -1, -1)
     with model.hooks(fwd_hooks=_row_hooks(model, layer, model.cfg.decoder.d_model)):
         plain = model.generate(batch, prompt, max_new_tokens=N_NEW + 4, **kw)
-        shared = model.generate(batch, prompt, max_new_tokens=N_NEW + 4, clean_prefix=clean.prefix_cache,
-                                start_at_layer=layer, **kw)
+        shared = model.generate(
+            batch, prompt, max_new_tokens=N_NEW + 4, clean_prefix=clean.prefix_cache, start_at_layer=layer, **kw
+        )
     assert shared.tokens.tolist() == plain.tokens.tolist()
     torch.testing.assert_close(shared.logprobs, plain.logprobs, atol=1e-4, rtol=0)
     # guard: the rows do what they are meant to, so both kinds of row are checked
@@ -78,6 +79,7 @@ def test_matched_rows_skip_the_blocks_below_the_start(model, setup):
     def count(i):
         def pre(mod, args, kwargs):
             seen[i] = seen.get(i, 0) + args[0].shape[0] * args[0].shape[1]
+
         return pre
 
     handles = [b.register_forward_pre_hook(count(i), with_kwargs=True) for i, b in enumerate(model.decoder.blocks)]
@@ -129,7 +131,9 @@ def test_a_hooked_cross_attention_key_is_recomputed_and_seen(model, setup):
     hooks = [("decoder.blocks.2.cross_attn.hook_k", scale_row1)]
     with model.hooks(fwd_hooks=hooks):
         plain = model.generate(batch, prompt, max_new_tokens=N_NEW, **kw)
-        shared = model.generate(batch, prompt, max_new_tokens=N_NEW, clean_prefix=clean.prefix_cache, start_at_layer=2, **kw)
+        shared = model.generate(
+            batch, prompt, max_new_tokens=N_NEW, clean_prefix=clean.prefix_cache, start_at_layer=2, **kw
+        )
     assert fired == [2, 2]
     assert shared.tokens.tolist() == plain.tokens.tolist()
     torch.testing.assert_close(shared.logprobs, plain.logprobs, atol=1e-4, rtol=0)
@@ -143,8 +147,9 @@ def test_generation_sweep_with_the_prefix_equals_the_plain_loop(model, setup):
 
     feats = setup[0]
     items = [SweepItem("a", feats, reference=torch.roll(feats, 7, dims=-1))]
-    comps = components(model, stacks=["decoder"], heads=False) + components(model, kinds=["attn"], stacks=["decoder"],
-                                                                           layers=[2])
+    comps = components(model, stacks=["decoder"], heads=False) + components(
+        model, kinds=["attn"], stacks=["decoder"], layers=[2]
+    )
     kw = dict(metrics=["changed", "n_tokens", "wer_delta"], missing="keep", max_new_tokens=N_NEW, progress=False)
     fast = sweep(model, items, comps, "interpolate", 1.0, batch_size=5, **kw)
     plain = sweep(model, items, comps, "interpolate", 1.0, batch_size=1, share_encoder=False, **kw)
@@ -164,8 +169,9 @@ def test_real_tiny_en_shared_prefix_equals_plain_generate(whisper_tiny_en):
     batch = feats.expand(4, -1, -1)
     with model.hooks(fwd_hooks=_row_hooks(model, 2, model.cfg.decoder.d_model)):
         plain = model.generate(batch, prompt, max_new_tokens=24, **kw)
-        shared = model.generate(batch, prompt, max_new_tokens=24, clean_prefix=clean.prefix_cache, start_at_layer=2,
-                                **kw)
+        shared = model.generate(
+            batch, prompt, max_new_tokens=24, clean_prefix=clean.prefix_cache, start_at_layer=2, **kw
+        )
     assert shared.tokens.tolist() == plain.tokens.tolist()
     torch.testing.assert_close(shared.logprobs, plain.logprobs, atol=1e-4, rtol=0)
     c = clean.tokens[0].tolist()

@@ -19,8 +19,9 @@ def test_encoding_from_a_blocks_head_outputs_equals_the_full_pass(tiny_hooked_wh
     pre, z = f"encoder.blocks.{layer}.hook_resid_pre", f"encoder.blocks.{layer}.attn.hook_z"
     with torch.no_grad():
         full = m.encode(feats)
-        _, cache = m.run_with_cache(input_features=feats, decoder_input_ids=torch.tensor([[1], [1]]),
-                                    names_filter=[pre, z])
+        _, cache = m.run_with_cache(
+            input_features=feats, decoder_input_ids=torch.tensor([[1], [1]]), names_filter=[pre, z]
+        )
         resumed = m.encode(cache[pre], start_at_layer=layer, attn_z=cache[z])
     torch.testing.assert_close(resumed, full, atol=1e-5, rtol=0)
 
@@ -41,13 +42,18 @@ def test_hooks_from_hook_z_on_fire_and_patch_the_resumed_run(tiny_hooked_whisper
         fired.append(hook.name)
 
     with torch.no_grad():
-        _, cache = m.run_with_cache(input_features=feats, decoder_input_ids=torch.tensor([[1], [1]]),
-                                    names_filter=[pre, z])
+        _, cache = m.run_with_cache(
+            input_features=feats, decoder_input_ids=torch.tensor([[1], [1]]), names_filter=[pre, z]
+        )
         with m.hooks(fwd_hooks=[(z, zero_head_2)]):
             want = m.encode(feats)
         fired.clear()
-        hooks = [(z, zero_head_2), (pre, seen), (f"encoder.blocks.{layer}.attn.hook_q", seen),
-                 (f"encoder.blocks.{layer}.hook_attn_out", seen)]
+        hooks = [
+            (z, zero_head_2),
+            (pre, seen),
+            (f"encoder.blocks.{layer}.attn.hook_q", seen),
+            (f"encoder.blocks.{layer}.hook_attn_out", seen),
+        ]
         with m.hooks(fwd_hooks=hooks):
             got = m.encode(cache[pre], start_at_layer=layer, attn_z=cache[z])
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

@@ -86,7 +86,9 @@ def test_logits_hidden_states_and_audio_tower_match_hf(qwen_pair):
     for row in range(2):
         where = (ids[row] == model.audio_token_id).nonzero()[:, 0]
         assert len(where) == n_tok[row]
-        torch.testing.assert_close(cache["decoder.hook_embed"][row, where], cache["projector.hook_out"][row, : n_tok[row]])
+        torch.testing.assert_close(
+            cache["decoder.hook_embed"][row, where], cache["projector.hook_out"][row, : n_tok[row]]
+        )
 
 
 def test_audio_tower_hidden_states_match_hf(qwen_pair):
@@ -96,16 +98,21 @@ def test_audio_tower_hidden_states_match_hf(qwen_pair):
     conv, _ = audio_token_counts(mask)
     n_ctx = hf.config.audio_config.max_source_positions
     mask_2d = (torch.arange(n_ctx)[None] < conv[:, None]).long()
-    attn = create_bidirectional_mask(config=hf.model.audio_tower.config, inputs_embeds=torch.zeros(2, n_ctx, 1),
-                                     attention_mask=mask_2d)
+    attn = create_bidirectional_mask(
+        config=hf.model.audio_tower.config, inputs_embeds=torch.zeros(2, n_ctx, 1), attention_mask=mask_2d
+    )
     with torch.no_grad():
         ref = hf.model.audio_tower(feats, attention_mask=attn, output_hidden_states=True)
-        _, cache = model.run_with_cache(input_features=feats, input_ids=_prompts(model, mask), feature_attention_mask=mask)
+        _, cache = model.run_with_cache(
+            input_features=feats, input_ids=_prompts(model, mask), feature_attention_mask=mask
+        )
     n = model.n_layers["encoder"]
     torch.testing.assert_close(cache["encoder.blocks.0.hook_resid_pre"], ref.hidden_states[0], atol=ATOL, rtol=0)
     assert len(ref.hidden_states) == n + 1
     for i in range(n - 1):
-        torch.testing.assert_close(cache[f"encoder.blocks.{i}.hook_resid_post"], ref.hidden_states[i + 1], atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            cache[f"encoder.blocks.{i}.hook_resid_post"], ref.hidden_states[i + 1], atol=ATOL, rtol=0
+        )
     # HF replaces the last block's output by the tower's final (pooled, normed) output.
     torch.testing.assert_close(cache["encoder.hook_out"], ref.hidden_states[n], atol=ATOL, rtol=0)
     torch.testing.assert_close(cache["encoder.hook_out"], ref.last_hidden_state, atol=ATOL, rtol=0)
@@ -126,11 +133,26 @@ def test_greedy_tokens_equal_hf_generate(qwen_pair):
         ids = torch.tensor([prompt] * f.shape[0])
         with torch.no_grad():
             ref = GenerationMixin.generate(
-                hf, input_ids=ids, attention_mask=torch.ones_like(ids), input_features=f, feature_attention_mask=m,
-                max_new_tokens=n_new, do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=eos,
+                hf,
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                input_features=f,
+                feature_attention_mask=m,
+                max_new_tokens=n_new,
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=eos,
+                pad_token_id=eos,
             )
-        ours = model.generate(f, prompt, max_new_tokens=n_new, eos_token_id=eos, feature_attention_mask=m,
-                              suppress_tokens=[], begin_suppress_tokens=[])
+        ours = model.generate(
+            f,
+            prompt,
+            max_new_tokens=n_new,
+            eos_token_id=eos,
+            feature_attention_mask=m,
+            suppress_tokens=[],
+            begin_suppress_tokens=[],
+        )
         assert ours.sequences.tolist() == ref.tolist()
         assert len(set(ours.tokens.flatten().tolist())) > 2, "degenerate random model: the test would prove little"
 
@@ -167,8 +189,11 @@ def test_hooks_live_during_generation_change_the_transcript(qwen_pair):
     assert len(calls) == 1
     assert ablated.tokens.tolist() != base.tokens.tolist()
     with torch.no_grad():
-        silent = model.decode(torch.tensor([prompt]), torch.zeros(1, feats.shape[-1] // 4, model.cfg.decoder.d_model),
-                              audio_token_counts(mask[:1])[1])[0]
+        silent = model.decode(
+            torch.tensor([prompt]),
+            torch.zeros(1, feats.shape[-1] // 4, model.cfg.decoder.d_model),
+            audio_token_counts(mask[:1])[1],
+        )[0]
     assert int(silent[0, -1].argmax()) == ablated.tokens[0, 0]
 
 
@@ -176,7 +201,10 @@ def test_transcribe_equals_generate_on_prepared_audio(qwen_pair):
     hf, model, _, _ = qwen_pair
     window = 2 * hf.config.audio_config.max_source_positions * 160
     rng = np.random.default_rng(0)
-    clips = [0.15 * rng.standard_normal(window - 1000).astype(np.float32), 0.15 * rng.standard_normal(window // 2).astype(np.float32)]
+    clips = [
+        0.15 * rng.standard_normal(window - 1000).astype(np.float32),
+        0.15 * rng.standard_normal(window // 2).astype(np.float32),
+    ]
     results = model.transcribe(clips, max_new_tokens=8)
     feats = model.prepare_features(clips)
     n_tok = audio_token_counts(feats["feature_attention_mask"])[1].tolist()
@@ -184,9 +212,15 @@ def test_transcribe_equals_generate_on_prepared_audio(qwen_pair):
     stops = model.stop_token_ids()
     for i, res in enumerate(results):
         prompt = model.transcription_prompt(n_tok[i])
-        out = model.generate(feats["input_features"][i : i + 1], prompt, max_new_tokens=8, eos_token_id=stops[0],
-                             feature_attention_mask=feats["feature_attention_mask"][i : i + 1],
-                             suppress_tokens=[model.audio_token_id], begin_suppress_tokens=[model.audio_token_id])
+        out = model.generate(
+            feats["input_features"][i : i + 1],
+            prompt,
+            max_new_tokens=8,
+            eos_token_id=stops[0],
+            feature_attention_mask=feats["feature_attention_mask"][i : i + 1],
+            suppress_tokens=[model.audio_token_id],
+            begin_suppress_tokens=[model.audio_token_id],
+        )
         toks = out.tokens[0].tolist()
         cut = next((j for j, t in enumerate(toks) if t in stops), len(toks))
         assert res.tokens == toks[:cut]
@@ -212,8 +246,15 @@ def _hf_processor(n_mels: int):
 def test_prompt_features_and_mask_equal_hf_processor(window_pair):
     hf, model = window_pair
     proc = _hf_processor(hf.config.audio_config.num_mel_bins)
-    chat = [{"role": "user", "content": [{"type": "audio", "audio_url": "-"},
-                                         {"type": "text", "text": "Transcribe the speech into text."}]}]
+    chat = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "audio", "audio_url": "-"},
+                {"type": "text", "text": "Transcribe the speech into text."},
+            ],
+        }
+    ]
     text = proc.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
     rng = np.random.default_rng(0)
     for n_samples, n_tok in [(16000, 25), (16000 * 7 + 77, 175)]:  # 1 s: 100 frames -> 50 -> 25 tokens
@@ -227,9 +268,16 @@ def test_prompt_features_and_mask_equal_hf_processor(window_pair):
     assert audio_token_counts(torch.ones(1, 3000))[1].tolist() == [750]
     # End to end: our transcript is HF's greedy continuation of the processor's inputs.
     with torch.no_grad():
-        gen = GenerationMixin.generate(hf, **ref, max_new_tokens=6, do_sample=False, num_beams=1,
-                                       eos_token_id=model.cfg.eos_token_id, pad_token_id=model.cfg.eos_token_id,
-                                       suppress_tokens=[model.audio_token_id])
+        gen = GenerationMixin.generate(
+            hf,
+            **ref,
+            max_new_tokens=6,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=model.cfg.eos_token_id,
+            pad_token_id=model.cfg.eos_token_id,
+            suppress_tokens=[model.audio_token_id],
+        )
     res = model.transcribe(clip, max_new_tokens=6)
     hf_new = gen[0, ref["input_ids"].shape[1] :].tolist()
     assert res.tokens == hf_new[: len(res.tokens)] and len(hf_new) == len(res.tokens) + res.finished
@@ -277,7 +325,9 @@ def test_convert_tensor_rejects_foreign_keys():
     cfg = HookedQwen2Audio.from_hf(hf).cfg
     with pytest.raises(WeightConversionError, match="unexpected key 'model.vision_tower.w'"):
         convert_tensor("model.vision_tower.w", torch.zeros(1), cfg)
-    with pytest.raises(WeightConversionError, match="unexpected key 'model.language_model.layers.3.mlp.up_proj.weight'"):
+    with pytest.raises(
+        WeightConversionError, match="unexpected key 'model.language_model.layers.3.mlp.up_proj.weight'"
+    ):
         convert_tensor("model.language_model.layers.3.mlp.up_proj.weight", torch.zeros(80, 64), cfg)
     # The older hub layout converts to the same names.
     w = torch.randn(64 * 2 // 8 * 1, 64)
@@ -308,10 +358,14 @@ def test_save_pretrained_round_trip_shard_by_shard(tmp_path, shape, monkeypatch)
     assert model.tokenizer is not None and model.tokenizer.token_to_id("<|AUDIO|>") == model.audio_token_id
 
     g = torch.Generator().manual_seed(2)
-    feats = torch.randn(1, hf.config.audio_config.num_mel_bins, 2 * hf.config.audio_config.max_source_positions, generator=g)
+    feats = torch.randn(
+        1, hf.config.audio_config.num_mel_bins, 2 * hf.config.audio_config.max_source_positions, generator=g
+    )
     ids = torch.tensor([model.transcription_prompt(feats.shape[-1] // 4)])
     with torch.no_grad():
-        ref = hf(input_ids=ids, input_features=feats, feature_attention_mask=torch.ones(1, feats.shape[-1], dtype=torch.long)).logits
+        ref = hf(
+            input_ids=ids, input_features=feats, feature_attention_mask=torch.ones(1, feats.shape[-1], dtype=torch.long)
+        ).logits
         torch.testing.assert_close(model(input_ids=ids, input_features=feats), ref, atol=ATOL, rtol=0)
         half = HookedQwen2Audio.from_pretrained(tmp_path, dtype="bfloat16")
         assert {p.dtype for p in half.parameters()} == {torch.bfloat16}

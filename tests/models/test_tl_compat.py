@@ -28,8 +28,10 @@ def qwen():
 
 def _w_inputs(model, batch=2, n_tok=6):
     g = torch.Generator().manual_seed(0)
-    return {"input_features": torch.randn(batch, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames, generator=g),
-            "decoder_input_ids": torch.randint(0, 1000, (batch, n_tok), generator=g)}
+    return {
+        "input_features": torch.randn(batch, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames, generator=g),
+        "decoder_input_ids": torch.randint(0, 1000, (batch, n_tok), generator=g),
+    }
 
 
 def _q_inputs(model):
@@ -45,8 +47,15 @@ def _measured(cache):
 
 
 @pytest.mark.parametrize("which", ["whisper", "qwen"])
-@pytest.mark.parametrize("kw", [{}, {"pos_slice": (1, 4)}, {"frame_slice": [0, 3, 5], "dtype": torch.float16},
-                                {"names_filter": lambda n: "pattern" in n, "pos_slice": -1}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"pos_slice": (1, 4)},
+        {"frame_slice": [0, 3, 5], "dtype": torch.float16},
+        {"names_filter": lambda n: "pattern" in n, "pos_slice": -1},
+    ],
+)
 def test_cache_size_estimate_matches_the_bytes_cached(which, kw, pair, qwen):
     model = pair[1] if which == "whisper" else qwen
     inputs = _w_inputs(model) if which == "whisper" else _q_inputs(model)
@@ -60,7 +69,10 @@ def test_cache_size_estimate_matches_the_bytes_cached(which, kw, pair, qwen):
 
 def test_real_tiny_en_cache_estimate_30s(whisper_tiny_en):
     m = whisper_tiny_en
-    inputs = {"input_features": torch.zeros(1, 80, 3000), "decoder_input_ids": torch.tensor([m.sot_sequence() + [400, 500]])}
+    inputs = {
+        "input_features": torch.zeros(1, 80, 3000),
+        "decoder_input_ids": torch.tensor([m.sot_sequence() + [400, 500]]),
+    }
     keep = lambda n: not n.endswith(("attn_scores", "hook_pattern")) or n.startswith("decoder")
     est = m.estimate_cache_size(**inputs, names_filter=keep)
     _, cache = m.run_with_cache(**inputs, names_filter=keep)
@@ -88,12 +100,20 @@ def test_slicing_offload_and_dtype(pair):
     _, part = model.run_with_cache(**inputs, pos_slice=(2, 5), frame_slice=[1, 4], dtype=torch.float16, device="cpu")
     assert torch.equal(part["decoder.blocks.0.hook_resid_pre"], full["decoder.blocks.0.hook_resid_pre"][:, 2:5].half())
     assert torch.equal(part["decoder.blocks.1.attn.hook_z"], full["decoder.blocks.1.attn.hook_z"][:, 2:5].half())
-    assert torch.equal(part["decoder.blocks.1.cross_attn.hook_pattern"],
-                       full["decoder.blocks.1.cross_attn.hook_pattern"][:, :, 2:5][..., [1, 4]].half())
-    assert torch.equal(part["decoder.blocks.1.cross_attn.hook_k"], full["decoder.blocks.1.cross_attn.hook_k"][:, [1, 4]].half())
-    assert torch.equal(part["encoder.blocks.0.attn.hook_pattern"], full["encoder.blocks.0.attn.hook_pattern"][:, :, [1, 4]].half())
+    assert torch.equal(
+        part["decoder.blocks.1.cross_attn.hook_pattern"],
+        full["decoder.blocks.1.cross_attn.hook_pattern"][:, :, 2:5][..., [1, 4]].half(),
+    )
+    assert torch.equal(
+        part["decoder.blocks.1.cross_attn.hook_k"], full["decoder.blocks.1.cross_attn.hook_k"][:, [1, 4]].half()
+    )
+    assert torch.equal(
+        part["encoder.blocks.0.attn.hook_pattern"], full["encoder.blocks.0.attn.hook_pattern"][:, :, [1, 4]].half()
+    )
     assert torch.equal(part["encoder.hook_conv2"], full["encoder.hook_conv2"][..., [1, 4]].half())
-    _, one = model.run_with_cache(**{k: v[:1] for k, v in inputs.items()}, remove_batch_dim=True, return_cache_object=True)
+    _, one = model.run_with_cache(
+        **{k: v[:1] for k, v in inputs.items()}, remove_batch_dim=True, return_cache_object=True
+    )
     assert isinstance(one, ActivationCache) and not one.has_batch_dim
     assert torch.allclose(one["resid_post", 2], full["decoder.blocks.2.hook_resid_post"][0], atol=1e-4)
 
@@ -121,8 +141,9 @@ def test_incl_bwd_caches_gradients_of_the_loss(pair):
     model = pair[1]
     inputs = _w_inputs(model)
     name = "decoder.blocks.1.hook_resid_mid"
-    loss, cache = model.run_with_cache(**inputs, names_filter=[name, "decoder.blocks.1.cross_attn.hook_pattern"],
-                                       incl_bwd=True, return_type="loss")
+    loss, cache = model.run_with_cache(
+        **inputs, names_filter=[name, "decoder.blocks.1.cross_attn.hook_pattern"], incl_bwd=True, return_type="loss"
+    )
     model.zero_grad(set_to_none=True)
     # The same gradient by autograd directly: d loss / d resid_mid, via a leaf substituted in a hook.
     leaf = {}
@@ -134,7 +155,10 @@ def test_incl_bwd_caches_gradients_of_the_loss(pair):
     out = model.run_with_hooks(**inputs, fwd_hooks=[(name, grab)], return_type="loss")
     (grad,) = torch.autograd.grad(out, leaf["x"])
     assert torch.allclose(cache[name + "_grad"], grad, atol=1e-6)
-    assert cache["decoder.blocks.1.cross_attn.hook_pattern_grad"].shape == cache["decoder.blocks.1.cross_attn.hook_pattern"].shape
+    assert (
+        cache["decoder.blocks.1.cross_attn.hook_pattern_grad"].shape
+        == cache["decoder.blocks.1.cross_attn.hook_pattern"].shape
+    )
     with pytest.raises(ValueError, match="scalar"):
         model.run_with_cache(**inputs, names_filter=[name], incl_bwd=True)
     model.zero_grad(set_to_none=True)
@@ -144,9 +168,9 @@ def test_tokens_round_trip(whisper_tiny_en):
     m = whisper_tiny_en
     toks = m.to_tokens(" the cat sat")
     assert toks.shape[0] == 1 and toks[0, : len(m.sot_sequence())].tolist() == m.sot_sequence()
-    assert m.to_string(toks[0, len(m.sot_sequence()):]) == " the cat sat"
+    assert m.to_string(toks[0, len(m.sot_sequence()) :]) == " the cat sat"
     strs = m.to_str_tokens(" the cat sat")
-    assert strs[0] == "<|startoftranscript|>" and "".join(strs[len(m.sot_sequence()):]) == " the cat sat"
+    assert strs[0] == "<|startoftranscript|>" and "".join(strs[len(m.sot_sequence()) :]) == " the cat sat"
     assert m.to_single_token(" the") == m.tokenizer.encode(" the")[0]
     with pytest.raises(ValueError, match="not one"):
         m.to_single_token(" the cat")
@@ -167,12 +191,17 @@ def test_stacked_weights_and_circuits_match_parameters(pair, qwen):
     model = pair[1]
     a = model.decoder.blocks[1].cross_attn
     w = model.weights("decoder", "cross_attn")
-    assert torch.equal(w.W_Q[1], a.W_Q) and torch.equal(w.W_O[1], a.W_O) and torch.equal(w.b_K[1], torch.zeros_like(a.b_Q))
+    assert (
+        torch.equal(w.W_Q[1], a.W_Q) and torch.equal(w.W_O[1], a.W_O) and torch.equal(w.b_K[1], torch.zeros_like(a.b_Q))
+    )
     assert torch.equal(model.W_Q[2], model.decoder.blocks[2].attn.W_Q)
     assert w.QK.shape == (3, 6, 96, 96)
     from hooked_asr.circuits import OV, QK
+
     assert torch.allclose(QK(model, "decoder", "cross_attn", 1, 4).AB, a.W_Q[4] @ a.W_K[4].T)
-    assert torch.allclose(OV(model, "encoder", "attn", 0, 2).AB, model.encoder.blocks[0].attn.W_V[2] @ model.encoder.blocks[0].attn.W_O[2])
+    assert torch.allclose(
+        OV(model, "encoder", "attn", 0, 2).AB, model.encoder.blocks[0].attn.W_V[2] @ model.encoder.blocks[0].attn.W_O[2]
+    )
     # Grouped-query: query head h reads key/value head h // (n_heads // n_kv_heads) = h // 4.
     qa = qwen.decoder.blocks[0].attn
     assert torch.equal(qwen.W_K[0, 5], qa.W_K[1]) and torch.equal(qwen.W_V[0, 3], qa.W_V[0])
@@ -197,8 +226,9 @@ def test_run_with_cache_returns_an_activation_cache_as_hooked_transformer(pair, 
     """HookedTransformer.run_with_cache returns an ActivationCache; the dict by flag, same tensors."""
     for model, inputs in ((pair[1], _w_inputs(pair[1])), (qwen, _q_inputs(qwen))):
         logits, cache = model.run_with_cache(**inputs, names_filter=lambda n: n.endswith("hook_resid_post"))
-        plain_logits, plain = model.run_with_cache(**inputs, names_filter=lambda n: n.endswith("hook_resid_post"),
-                                                   return_cache_object=False)
+        plain_logits, plain = model.run_with_cache(
+            **inputs, names_filter=lambda n: n.endswith("hook_resid_post"), return_cache_object=False
+        )
         assert isinstance(cache, ActivationCache) and type(plain) is dict
         assert list(cache) == list(plain) and len(cache) == model.cfg.n_layers("encoder") + model.cfg.n_layers
         for name in plain:

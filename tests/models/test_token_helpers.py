@@ -29,8 +29,12 @@ def test_multilingual_token_helpers_take_language_and_task(whisper_base):
     assert m.to_str_tokens(" il était", language="fr", task="translate")[1:3] == ["<|fr|>", "<|translate|>"]
     assert m.to_string(fr[0, 4:], language="fr") == " il était"
     assert m.to_single_token(" was", language="de") == m.tokenizer.encode(" was")[0]
-    for fn in (lambda: m.to_tokens(" x", language="xx"), lambda: m.to_str_tokens(" x", language="xx"),
-               lambda: m.to_string([1, 2], language="xx"), lambda: m.to_single_token(" x", language="xx")):
+    for fn in (
+        lambda: m.to_tokens(" x", language="xx"),
+        lambda: m.to_str_tokens(" x", language="xx"),
+        lambda: m.to_string([1, 2], language="xx"),
+        lambda: m.to_single_token(" x", language="xx"),
+    ):
         with pytest.raises(ValueError, match="unknown language 'xx'"):
             fn()
     with pytest.raises(ValueError, match="task must be"):

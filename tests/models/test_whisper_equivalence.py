@@ -43,8 +43,9 @@ def test_attention_patterns_match_hf(whisper_pair):
     tokens = _tokens(hf)
     ref = _hf_forward(hf, features, tokens)
     with torch.no_grad():
-        _, cache = model.run_with_cache(input_features=features, decoder_input_ids=tokens,
-                                        names_filter=lambda n: n.endswith("hook_pattern"))
+        _, cache = model.run_with_cache(
+            input_features=features, decoder_input_ids=tokens, names_filter=lambda n: n.endswith("hook_pattern")
+        )
     for i, att in enumerate(ref.encoder_attentions):
         torch.testing.assert_close(cache[f"encoder.blocks.{i}.attn.hook_pattern"], att, atol=ATOL, rtol=0)
     for i, att in enumerate(ref.decoder_attentions):
@@ -61,9 +62,15 @@ def test_greedy_tokens_equal_hf_generate(whisper_pair):
     n_new = 12
     with torch.no_grad():
         ref = GenerationMixin.generate(
-            hf, input_features=features, decoder_input_ids=torch.tensor([prompt] * 2), max_new_tokens=n_new,
-            do_sample=False, num_beams=1, suppress_tokens=hf.config.suppress_tokens,
-            begin_suppress_tokens=hf.config.begin_suppress_tokens, eos_token_id=hf.config.eos_token_id,
+            hf,
+            input_features=features,
+            decoder_input_ids=torch.tensor([prompt] * 2),
+            max_new_tokens=n_new,
+            do_sample=False,
+            num_beams=1,
+            suppress_tokens=hf.config.suppress_tokens,
+            begin_suppress_tokens=hf.config.begin_suppress_tokens,
+            eos_token_id=hf.config.eos_token_id,
         )
     ours = model.generate(features, prompt, max_new_tokens=n_new)
     # HF pads a finished row with pad (= eos here); ours pads with eos too.

@@ -31,7 +31,14 @@ def test_attribution_is_the_derivative_of_real_patching(model, tf):
     attr = attribution_patching(model, t.kwargs, r.kwargs, comps, metric)["attribution"].to_numpy()
     ref = record_reference(model, r.kwargs, comps)
     eps = 1e-2
-    fd = patching_effects(model.double(), {k: (v.double() if v.is_floating_point() else v) for k, v in t.kwargs.items()},
-                          {k: v.double() for k, v in ref.items()}, comps, metric, batch_size=len(comps), alpha=eps)
+    fd = patching_effects(
+        model.double(),
+        {k: (v.double() if v.is_floating_point() else v) for k, v in t.kwargs.items()},
+        {k: v.double() for k, v in ref.items()},
+        comps,
+        metric,
+        batch_size=len(comps),
+        alpha=eps,
+    )
     model.float()
     np.testing.assert_allclose(fd["effect"].to_numpy() / eps, attr, rtol=0.05, atol=2e-3 * np.abs(attr).max())

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from hooked_asr.patching.contrastive import (
-    contrastive_pairs, fit_duration, noise_burst, other_voice, speak_words, word_replaced, word_swap,
+    contrastive_pairs,
+    fit_duration,
+    noise_burst,
+    other_voice,
+    speak_words,
+    word_replaced,
+    word_swap,
 )
 
 WORDS = ["he", "was", "reading", "a", "book"]
@@ -22,8 +28,12 @@ def test_fit_duration_gives_exactly_n_samples():
 
 def test_pairs_differ_only_where_the_corruption_is():
     clip = speak_words(WORDS)
-    for pair in (word_swap(WORDS, 4, "letter"), word_replaced(WORDS, 4, "noise"), word_replaced(WORDS, 4, "silence"),
-                 noise_burst(WORDS, 4)):
+    for pair in (
+        word_swap(WORDS, 4, "letter"),
+        word_replaced(WORDS, 4, "noise"),
+        word_replaced(WORDS, 4, "silence"),
+        noise_burst(WORDS, 4),
+    ):
         _, a, b = pair.spans[4]
         assert pair.clean.shape == pair.corrupt.shape and np.array_equal(pair.clean, clip.audio)
         assert np.array_equal(pair.clean[:a], pair.corrupt[:a]) and np.array_equal(pair.clean[b:], pair.corrupt[b:])

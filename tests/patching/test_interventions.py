@@ -59,15 +59,20 @@ def test_patching_with_own_cache_changes_nothing(model, tf, feats):
     prompt = t.tokens[0, : t.prompt_len]
     gen = model.generate(feats[0], prompt, max_new_tokens=8)
     own = record_reference(model, model.teacher_forced_inputs(feats[0], gen.tokens[0].tolist()).kwargs, comps)
-    out = generate_with_interventions(model, [patch(c, own) for c in comps], input_features=feats[0],
-                                      prompt_ids=prompt, max_new_tokens=8)
+    out = generate_with_interventions(
+        model, [patch(c, own) for c in comps], input_features=feats[0], prompt_ids=prompt, max_new_tokens=8
+    )
     assert torch.equal(out.tokens, gen.tokens)
 
 
 def test_patching_a_whole_stack_reproduces_the_reference_run(model, tf):
     t, r = tf
     last = model.n_layers["encoder"] - 1
-    names = ["encoder.hook_out", f"encoder.blocks.{last}.hook_resid_post", f"decoder.blocks.{model.n_layers['decoder'] - 1}.hook_resid_post"]
+    names = [
+        "encoder.hook_out",
+        f"encoder.blocks.{last}.hook_resid_post",
+        f"decoder.blocks.{model.n_layers['decoder'] - 1}.hook_resid_post",
+    ]
     ref_logits, ref = _cache(model, r.kwargs, names)
     # every encoder frame of the last block's output -> the encoder output is the reference's
     with patched(model, [patch(names[1], ref)]) as tr:
@@ -87,11 +92,15 @@ def test_patching_the_encoder_output_during_generation_gives_the_reference_trans
     prompt = model.teacher_forced_inputs(f).tokens[0]
     ref_gen = model.generate(fr, prompt, max_new_tokens=8)
     ref = record_reference(model, {"input_features": fr, "decoder_input_ids": prompt[None]}, ["encoder.hook_out"])
-    out = generate_with_interventions(model, [patch("encoder.hook_out", ref)], input_features=f, prompt_ids=prompt, max_new_tokens=8)
+    out = generate_with_interventions(
+        model, [patch("encoder.hook_out", ref)], input_features=f, prompt_ids=prompt, max_new_tokens=8
+    )
     assert torch.equal(out.tokens, ref_gen.tokens)
 
 
-@pytest.mark.parametrize("comp", ["decoder.blocks.1.cross_attn.head.2", "encoder.blocks.0.attn.head.1", "decoder.blocks.0.attn.head.3"])
+@pytest.mark.parametrize(
+    "comp", ["decoder.blocks.1.cross_attn.head.2", "encoder.blocks.0.attn.head.1", "decoder.blocks.0.attn.head.3"]
+)
 def test_head_patch_changes_only_that_head(model, tf, comp):
     t, r = tf
     c = parse_component(model, comp)
@@ -128,12 +137,16 @@ def test_interpolation_zero_and_mean_ablation_values(model, tf, feats):
     # mean over two reference inputs and all positions, per head
     kw = [t.kwargs, r.kwargs]
     means = mean_activations(model, kw, ["decoder.blocks.0.attn.head.1"])
-    zs = torch.cat([_cache(model, k, ["decoder.blocks.0.attn.hook_z"])[1]["decoder.blocks.0.attn.hook_z"] for k in kw], 1)
+    zs = torch.cat(
+        [_cache(model, k, ["decoder.blocks.0.attn.hook_z"])[1]["decoder.blocks.0.attn.hook_z"] for k in kw], 1
+    )
     with patched(model, [mean_ablate("decoder.blocks.0.attn.head.1", means)]) as tr:
         tr.reset()
         _, c = _cache(model, t.kwargs, ["decoder.blocks.0.attn.hook_z"])
     z = c["decoder.blocks.0.attn.hook_z"]
-    torch.testing.assert_close(z[:, :, 1], zs[:, :, 1].mean(1, keepdim=True).expand_as(z[:, :, 1]), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        z[:, :, 1], zs[:, :, 1].mean(1, keepdim=True).expand_as(z[:, :, 1]), atol=1e-6, rtol=1e-5
+    )
     assert torch.equal(z[:, :, 0], clean["decoder.blocks.0.attn.hook_z"][:, :, 0])
 
 
@@ -163,9 +176,15 @@ def test_decoder_patch_is_the_same_with_and_without_kv_cache(model, feats, tf):
     f, fr = feats
     prompt = tf[0].tokens[0, : tf[0].prompt_len]
     clean = model.generate(f, prompt, max_new_tokens=10)
-    ref = record_reference(model, model.teacher_forced_inputs(fr, clean.tokens[0].tolist()).kwargs,
-                           ["decoder.blocks.1.attn.head.0", "decoder.blocks.0.mlp"])
-    ivs = [patch("decoder.blocks.1.attn.head.0", ref, missing="keep"), interpolate("decoder.blocks.0.mlp", ref, 0.7, missing="keep")]
+    ref = record_reference(
+        model,
+        model.teacher_forced_inputs(fr, clean.tokens[0].tolist()).kwargs,
+        ["decoder.blocks.1.attn.head.0", "decoder.blocks.0.mlp"],
+    )
+    ivs = [
+        patch("decoder.blocks.1.attn.head.0", ref, missing="keep"),
+        interpolate("decoder.blocks.0.mlp", ref, 0.7, missing="keep"),
+    ]
     a = generate_with_interventions(model, ivs, input_features=f, prompt_ids=prompt, max_new_tokens=10, use_cache=True)
     b = generate_with_interventions(model, ivs, input_features=f, prompt_ids=prompt, max_new_tokens=10, use_cache=False)
     assert torch.equal(a.tokens, b.tokens)
@@ -178,10 +197,16 @@ def test_hooks_see_absolute_positions_during_cached_generation(model, feats, tf)
     n_new = 6
     # a reference whose value at position p is p: what a hook gets tells which position it was given
     d = model.cfg.decoder.d_model
-    ref = {"decoder.blocks.0.hook_mlp_out": torch.arange(len(prompt) + n_new, dtype=torch.float)[None, :, None].expand(1, -1, d)}
+    ref = {
+        "decoder.blocks.0.hook_mlp_out": torch.arange(len(prompt) + n_new, dtype=torch.float)[None, :, None].expand(
+            1, -1, d
+        )
+    }
     seen = []
     with patched(model, [patch("decoder.blocks.0.mlp", ref)]):
-        with model.hooks(fwd_hooks=[("decoder.blocks.0.hook_mlp_out", lambda a, hook: seen.append(a[0, :, 0].tolist()))]):
+        with model.hooks(
+            fwd_hooks=[("decoder.blocks.0.hook_mlp_out", lambda a, hook: seen.append(a[0, :, 0].tolist()))]
+        ):
             model.generate(f, prompt, max_new_tokens=n_new, eos_token_id=-1)
     flat = [p for call in seen for p in call]
     assert flat == list(range(len(prompt) + n_new - 1))
@@ -194,8 +219,14 @@ def test_missing_positions_raise_or_are_kept(model, feats, tf):
     short = record_reference(model, model.teacher_forced_inputs(fr, [5, 6]).kwargs, ["decoder.blocks.0.mlp"])
     before = _n_hooks(model)
     with pytest.raises(MissingPositionError, match="missing='keep'"):
-        generate_with_interventions(model, [patch("decoder.blocks.0.mlp", short)], input_features=f,
-                                    prompt_ids=prompt, max_new_tokens=8, eos_token_id=-1)
+        generate_with_interventions(
+            model,
+            [patch("decoder.blocks.0.mlp", short)],
+            input_features=f,
+            prompt_ids=prompt,
+            max_new_tokens=8,
+            eos_token_id=-1,
+        )
     assert _n_hooks(model) == before
     # teacher-forced: positions past the reference keep their clean values
     name = "decoder.blocks.0.hook_mlp_out"
@@ -221,6 +252,7 @@ def test_no_hook_remains_after_an_exception(model, tf):
     def bad(comp, rows, cache):  # an intervention whose hook raises mid-forward
         iv = zero_ablate(comp, rows=[99])
         return iv
+
     with pytest.raises(IndexError, match="row 99"):
         run_with_interventions(model, [bad("decoder.blocks.0.mlp", None, None)], **t.kwargs)
     assert _n_hooks(model) == before
@@ -258,7 +290,9 @@ def test_qwen2_audio_patching_properties(qwen):
     dref = record_reference(m, r.kwargs, ["decoder.blocks.1.attn.head.3"])
     ivs = [interpolate("decoder.blocks.1.attn.head.3", dref, 3.0, missing="keep")]
     a = generate_with_interventions(m, ivs, input_features=f, prompt_ids=prompt, max_new_tokens=6, **gk)
-    b = generate_with_interventions(m, ivs, input_features=f, prompt_ids=prompt, max_new_tokens=6, use_cache=False, **gk)
+    b = generate_with_interventions(
+        m, ivs, input_features=f, prompt_ids=prompt, max_new_tokens=6, use_cache=False, **gk
+    )
     assert torch.equal(a.tokens, b.tokens)
     # batched sweep (encoder shared for decoder chunks) equals one at a time
     items = [SweepItem("q", f, reference=fr)]

@@ -22,6 +22,10 @@ def test_continuation_logprob_is_the_mean_log_softmax_of_the_continuation():
 
     g = torch.Generator().manual_seed(0)
     logits, tokens = 5 * torch.randn(3, 7, 50, generator=g), torch.randint(0, 50, (1, 7), generator=g)
-    want = torch.stack([torch.stack([torch.log_softmax(logits[b, t - 1], -1)[tokens[0, t]] for t in range(2, 7)]).mean()
-                        for b in range(3)])
+    want = torch.stack(
+        [
+            torch.stack([torch.log_softmax(logits[b, t - 1], -1)[tokens[0, t]] for t in range(2, 7)]).mean()
+            for b in range(3)
+        ]
+    )
     torch.testing.assert_close(continuation_logprob(logits, tokens, 2), want, atol=1e-5, rtol=0)

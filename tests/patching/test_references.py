@@ -57,8 +57,16 @@ def test_sweep_noise_reference_runs_with_the_clean_prompt(multilingual):
     from hooked_asr.patching import SweepItem, sweep
 
     model, audio, *_ = multilingual
-    res = sweep(model, [SweepItem("a", audio)], [HEAD], mode="teacher_forced", metrics=["logprob"],
-                reference="noise", reference_seed=2, progress=False)  # language detected: <|en|>
+    res = sweep(
+        model,
+        [SweepItem("a", audio)],
+        [HEAD],
+        mode="teacher_forced",
+        metrics=["logprob"],
+        reference="noise",
+        reference_seed=2,
+        progress=False,
+    )  # language detected: <|en|>
     row = res.table.iloc[0]
     assert row["value"] == row["clean"]
 
@@ -87,7 +95,11 @@ def test_attribution_and_real_patching_of_a_layer0_head_keep_the_clean_value(mul
     import torch
 
     from hooked_asr.patching import (
-        attribution_patching, patch, patching_effects, reference_cache, run_with_interventions,
+        attribution_patching,
+        patch,
+        patching_effects,
+        reference_cache,
+        run_with_interventions,
     )
 
     model, _, noise, _, tf = multilingual

@@ -22,8 +22,10 @@ from hooked_asr.patching import SweepItem, components, sweep
 def _items(model, n=2, seed=3):
     g = torch.Generator().manual_seed(seed)
     shape = (1, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames)
-    return [SweepItem(f"item{k}", torch.randn(shape, generator=g), reference=torch.randn(shape, generator=g))
-            for k in range(n)]
+    return [
+        SweepItem(f"item{k}", torch.randn(shape, generator=g), reference=torch.randn(shape, generator=g))
+        for k in range(n)
+    ]
 
 
 KW = dict(mode="teacher_forced", metrics=["logprob", "logit_diff"], max_new_tokens=4, progress=False)
@@ -67,8 +69,15 @@ def test_another_model_is_refused_naming_the_model(model, setup):
         sweep(other, items, comps, "zero", **_kw(path))
 
 
-@pytest.mark.parametrize("change", [dict(max_new_tokens=5), dict(positions=[0]),
-                                    dict(teacher_forced_kwargs={"language": "en"}), dict(reference="noise")])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(max_new_tokens=5),
+        dict(positions=[0]),
+        dict(teacher_forced_kwargs={"language": "en"}),
+        dict(reference="noise"),
+    ],
+)
 def test_another_option_is_refused_naming_it(model, setup, change):
     items, comps, path = setup
     sweep(model, items, comps, "zero", **_kw(path))
@@ -122,8 +131,9 @@ def test_a_missing_metric_row_is_recomputed(model, setup):
     assert again.n_batched_runs >= 1
     assert len(again.table) == len(fresh.table)
     assert not again.table.duplicated(["component", "item", "metric"]).any()
-    row = again.table.query("component == @dropped['component'] and item == @dropped['item'] "
-                            "and metric == @dropped['metric']")
+    row = again.table.query(
+        "component == @dropped['component'] and item == @dropped['item'] and metric == @dropped['metric']"
+    )
     assert row["value"].item() == pytest.approx(dropped["value"], abs=1e-5)
 
 

@@ -28,13 +28,24 @@ from hooked_asr.patching import (
     zero_ablate,
 )
 from hooked_asr.patching.components import parse_component
-from hooked_asr.patching.item_runs import DECODER, FULL, RowBatching, plan_chunks, resume_point, row_batching, start_point
+from hooked_asr.patching.item_runs import (
+    DECODER,
+    FULL,
+    RowBatching,
+    plan_chunks,
+    resume_point,
+    row_batching,
+    start_point,
+)
 
 
 def _items(model, n=2, seed=3):
     g = torch.Generator().manual_seed(seed)
     shape = (1, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames)
-    return [SweepItem(f"item{k}", torch.randn(shape, generator=g), reference=torch.randn(shape, generator=g)) for k in range(n)]
+    return [
+        SweepItem(f"item{k}", torch.randn(shape, generator=g), reference=torch.randn(shape, generator=g))
+        for k in range(n)
+    ]
 
 
 def test_batched_sweep_equals_one_at_a_time_and_single_patches(model):
@@ -52,7 +63,9 @@ def test_batched_sweep_equals_one_at_a_time_and_single_patches(model):
     toks = toks[: toks.index(model.cfg.eos_token_id)] if model.cfg.eos_token_id in toks else toks
     t = model.teacher_forced_inputs(it.audio, toks)
     ref = record_reference(model, model.teacher_forced_inputs(it.reference, toks).kwargs, [c])
-    want = continuation_logprob(run_with_interventions(model, [interpolate(c, ref, 0.8)], **t.kwargs), t.tokens, t.prompt_len)
+    want = continuation_logprob(
+        run_with_interventions(model, [interpolate(c, ref, 0.8)], **t.kwargs), t.tokens, t.prompt_len
+    )
     got = batched.table.query("component == @c.name and item == @it.id")["value"].item()
     assert got == pytest.approx(float(want.detach()), abs=1e-4)
 
@@ -78,6 +91,7 @@ def test_sweep_resumes_from_its_results_file(model, tmp_path):
     def counting(comp, rows, cache):
         calls.append(comp.name)
         return zero_ablate(comp, rows=rows)
+
     counting.__name__ = "zero"  # same config as the first run
     full = sweep(model, items, comps, counting, **kw)
     assert sorted(set(calls)) == sorted(c.name for c in comps[3:])
@@ -92,7 +106,9 @@ def test_sweep_resumes_from_its_results_file(model, tmp_path):
 def test_heatmap_is_layer_by_head(model):
     items = _items(model, 1)
     comps = components(model, kinds=["cross_attn"])
-    res = sweep(model, items, comps, "zero", mode="teacher_forced", metrics=["logprob"], max_new_tokens=5, progress=False)
+    res = sweep(
+        model, items, comps, "zero", mode="teacher_forced", metrics=["logprob"], max_new_tokens=5, progress=False
+    )
     grid, layers = res.heatmap("logprob", "decoder", "cross_attn")
     assert grid.shape == (2, 4) and layers == [0, 1]
     row = res.table.query("component == 'decoder.blocks.1.cross_attn.head.3'")["value"].item()
@@ -112,8 +128,13 @@ def _token_fingerprint(ctx) -> float:
 
 # Every kind of component both stacks have, plus raw hooks the shortcuts must route around:
 # the cross-attention keys (cached for other layers), the encoder's final norm (no block).
-RAW = ["decoder.blocks.1.cross_attn.hook_k", "decoder.blocks.0.cross_attn.hook_v", "encoder.ln_final.hook_normalized",
-       "encoder.blocks.1.hook_resid_pre", "decoder.hook_embed"]
+RAW = [
+    "decoder.blocks.1.cross_attn.hook_k",
+    "decoder.blocks.0.cross_attn.hook_v",
+    "encoder.ln_final.hook_normalized",
+    "encoder.blocks.1.hook_resid_pre",
+    "decoder.hook_embed",
+]
 
 
 @pytest.mark.parametrize("encoder_batch_size", [None, 3])  # per device (CPU: 1); 3 rows split a block's 5
@@ -153,8 +174,12 @@ def test_each_run_reruns_only_the_encoder_blocks_at_and_after_its_patch(model):
     def count(x, hook):
         counts[hook.name] = counts.get(hook.name, 0) + 1
 
-    names = ([f"encoder.blocks.{l}.hook_resid_post" for l in range(n_enc)] + ["encoder.hook_conv1"]
-             + [f"decoder.blocks.{l}.cross_attn.hook_k" for l in range(n_dec)] + ["encoder.blocks.1.attn.hook_q"])
+    names = (
+        [f"encoder.blocks.{l}.hook_resid_post" for l in range(n_enc)]
+        + ["encoder.hook_conv1"]
+        + [f"decoder.blocks.{l}.cross_attn.hook_k" for l in range(n_dec)]
+        + ["encoder.blocks.1.attn.hook_q"]
+    )
     comps = components(model, kinds=["attn"], layers=[1], stacks=["encoder"]) + components(model, stacks=["decoder"])
     kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=6, progress=False)
     with model.hooks(fwd_hooks=[(n, count) for n in names]):
@@ -184,9 +209,17 @@ def test_each_run_reruns_only_the_encoder_blocks_at_and_after_its_patch(model):
 
 
 def test_chunks_group_rows_by_where_their_run_starts(model):
-    comps = [parse_component(model, c) for c in
-             ["decoder.blocks.0.mlp", "encoder.blocks.1.attn.head.0", "encoder.hook_pos_embed",
-              "encoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2", "encoder.blocks.1.mlp"]]
+    comps = [
+        parse_component(model, c)
+        for c in [
+            "decoder.blocks.0.mlp",
+            "encoder.blocks.1.attn.head.0",
+            "encoder.hook_pos_embed",
+            "encoder.blocks.0.mlp",
+            "decoder.blocks.1.cross_attn.head.2",
+            "encoder.blocks.1.mlp",
+        ]
+    ]
     assert [resume_point(c) for c in comps] == [DECODER, 1, FULL, 0, DECODER, 1]
     # generation: chunks fill up across starting points (a chunk starts at its lowest block)
     assert [[c.name for c in ch] for ch in plan_chunks(comps, 2, split_at_resume=False)] == [
@@ -196,7 +229,8 @@ def test_chunks_group_rows_by_where_their_run_starts(model):
     ]
     # teacher-forced: a chunk never spans two starting points
     assert [[c.name for c in ch] for ch in plan_chunks(comps, 3)] == [
-        ["encoder.hook_pos_embed"], ["encoder.blocks.0.mlp"],
+        ["encoder.hook_pos_embed"],
+        ["encoder.blocks.0.mlp"],
         ["encoder.blocks.1.attn.head.0", "encoder.blocks.1.mlp"],
         ["decoder.blocks.0.mlp", "decoder.blocks.1.cross_attn.head.2"],
     ]
@@ -210,9 +244,17 @@ def test_chunks_group_rows_by_where_their_run_starts(model):
     assert row_batching("cpu", 24) == RowBatching(24, 1, 6) and row_batching("cuda", 24) == RowBatching(24, 24, 24)
     # within a block: a head or anything after the attention starts at the block's head outputs,
     # the residual entering the block (and the attention's inputs) before them
-    points = {n: start_point(parse_component(model, n)) for n in
-              ["encoder.blocks.1.hook_resid_pre", "encoder.blocks.1.attn.hook_q", "encoder.blocks.1.attn.head.0",
-               "encoder.blocks.1.attn", "encoder.blocks.1.mlp", "encoder.blocks.1.ln2.hook_normalized"]}
+    points = {
+        n: start_point(parse_component(model, n))
+        for n in [
+            "encoder.blocks.1.hook_resid_pre",
+            "encoder.blocks.1.attn.hook_q",
+            "encoder.blocks.1.attn.head.0",
+            "encoder.blocks.1.attn",
+            "encoder.blocks.1.mlp",
+            "encoder.blocks.1.ln2.hook_normalized",
+        ]
+    }
     assert list(points.values()) == [2, 2, 3, 3, 3, 3]
     assert start_point(comps[0]) == DECODER and start_point(comps[2]) == FULL
 
@@ -226,8 +268,13 @@ def test_qwen2_audio_fast_sweep_equals_the_plain_one_with_padded_audio():
     m = HookedQwen2Audio.from_hf(make_hf_qwen2_audio("gqa"), tokenizer=make_tokenizer())
     rng = np.random.default_rng(0)
     n = int(0.6 * m.cfg.encoder.n_frames * 160)  # 60 % of the window is audio, the rest padding
-    items = [SweepItem("q", (0.1 * rng.standard_normal(n)).astype(np.float32),
-                       reference=(0.1 * rng.standard_normal(n)).astype(np.float32))]
+    items = [
+        SweepItem(
+            "q",
+            (0.1 * rng.standard_normal(n)).astype(np.float32),
+            reference=(0.1 * rng.standard_normal(n)).astype(np.float32),
+        )
+    ]
     assert m.prepare_features(items[0].audio)["feature_attention_mask"].float().mean() < 0.7
     comps = components(m, heads=False) + components(m, kinds=["attn"], layers=[1], stacks=["encoder"])
     kw = dict(mode="teacher_forced", metrics=["logprob"], max_new_tokens=5, progress=False)
@@ -262,7 +309,9 @@ def test_generation_sweep_keeps_each_patched_transcript(model, tmp_path):
     changed = res.table.query("metric == 'changed'").set_index("component")["value"]
     assert 0 < changed.sum() < len(comps)
     assert all(changed[c] == float(texts[c] != res.clean_transcripts[it.id]) for c in texts)
-    again = sweep(model, items, comps, "zero", 0.2, batch_size=4, results_path=path, **kw)  # all read back from the file
+    again = sweep(
+        model, items, comps, "zero", 0.2, batch_size=4, results_path=path, **kw
+    )  # all read back from the file
     assert again.n_batched_runs == 0 and again.transcripts == res.transcripts
     with pytest.raises(ValueError, match="mode='generate'"):
         sweep(model, items, comps, "zero", mode="teacher_forced", metrics=["logprob"], keep_transcripts=True)

@@ -78,8 +78,10 @@ def test_multiclass_confusion_and_macro_f1():
 def test_binary_f1_is_f1_of_larger_label():
     cm = np.array([[8, 2], [1, 9]])  # rows true, columns predicted
     assert f1_from_confusion(cm) == pytest.approx(2 * 9 / (2 * 9 + 2 + 1))
-    assert (confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 2, 1, 2]), 3) == np.array(
-        [[1, 0, 0], [0, 1, 1], [0, 0, 1]])).all()
+    assert (
+        confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 2, 1, 2]), 3)
+        == np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+    ).all()
 
 
 # ---- independent checks ----------------------------------------------------------------------
@@ -160,9 +162,12 @@ def test_regression_recovers_coefficients_like_lstsq():
 def test_save_load_round_trip(tmp_path, kind):
     g = torch.Generator().manual_seed(7)
     X = torch.randn(90, 12, generator=g)
-    y = {"binary": (X[:, 0] > 0).long(), "multi": torch.arange(90) % 3,
-         "strings": [["en-us", "en-gb", "en-in"][i % 3] for i in range(90)],
-         "regression": X[:, 1].double() * 2}[kind]
+    y = {
+        "binary": (X[:, 0] > 0).long(),
+        "multi": torch.arange(90) % 3,
+        "strings": [["en-us", "en-gb", "en-in"][i % 3] for i in range(90)],
+        "regression": X[:, 1].double() * 2,
+    }[kind]
     res = fit_probe(X, y)
     path = res.probe.save(tmp_path / "probe")
     assert path.exists() and path.with_suffix(".json").exists()

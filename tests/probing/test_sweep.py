@@ -48,11 +48,11 @@ def whisper_store(tmp_path_factory):
 
     model = small_whisper()
     data = clips(10)
-    hooks = ["encoder.blocks.0.hook_resid_post", "encoder.blocks.1.hook_resid_post",
-             "decoder.blocks.1.hook_resid_post"]
+    hooks = ["encoder.blocks.0.hook_resid_post", "encoder.blocks.1.hook_resid_post", "decoder.blocks.1.hook_resid_post"]
     out = tmp_path_factory.mktemp("store")
-    store = extract_activations(model, data, hooks, out, shard_size=4, batch_size=4, max_new_tokens=3,
-                                progress=False, dataset_id="clips10")
+    store = extract_activations(
+        model, data, hooks, out, shard_size=4, batch_size=4, max_new_tokens=3, progress=False, dataset_id="clips10"
+    )
     return model, data, hooks, store, out
 
 
@@ -74,8 +74,17 @@ def test_sweep_over_activation_store(whisper_store, tmp_path):
     reg = probe_layers(store, label_key="gain", hooks=hooks[:1])
     assert reg.task == "regression" and not math.isnan(reg.rows[0]["train_r2"])
     # probe_model on the same directory resumes the store and gives the same sweep
-    again = probe_model(model, data, hooks=hooks, out_dir=out, shard_size=4, batch_size=4, max_new_tokens=3,
-                        dataset_id="clips10", progress=False)
+    again = probe_model(
+        model,
+        data,
+        hooks=hooks,
+        out_dir=out,
+        shard_size=4,
+        batch_size=4,
+        max_new_tokens=3,
+        dataset_id="clips10",
+        progress=False,
+    )
     assert [r["test_acc"] for r in again.rows] == [r["test_acc"] for r in sweep.rows]
     assert "encoder.blocks.1.hook_resid_post" in again.summary()
 

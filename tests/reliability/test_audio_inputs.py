@@ -68,8 +68,17 @@ def test_stereo_file_is_mixed_with_a_warning(tmp_path):
     np.testing.assert_allclose(out, 0.75 * _tone(), atol=1e-6)
 
 
-@pytest.mark.parametrize("rate, match", [(16000.5, "whole number"), ("16000", "str"), (0, "positive"),
-                                         (-8000, "positive"), (True, "bool"), (float("nan"), "whole number")])
+@pytest.mark.parametrize(
+    "rate, match",
+    [
+        (16000.5, "whole number"),
+        ("16000", "str"),
+        (0, "positive"),
+        (-8000, "positive"),
+        (True, "bool"),
+        (float("nan"), "whole number"),
+    ],
+)
 def test_bad_sampling_rates(rate, match):
     with pytest.raises(AudioError, match=match):
         load_audio(_tone(), sampling_rate=rate)
@@ -101,8 +110,16 @@ def test_integer_log_mel_features_are_refused():
         prepare_features(torch.zeros(1, 80, 3000, dtype=torch.long), 80)
 
 
-@pytest.mark.parametrize("audio, match", [(None, "NoneType"), (3.5, "float"), (b"RIFF", "bytes"),
-                                          (np.array(["a", "b"]), "dtype <U1"), (np.zeros(10, complex), "complex")])
+@pytest.mark.parametrize(
+    "audio, match",
+    [
+        (None, "NoneType"),
+        (3.5, "float"),
+        (b"RIFF", "bytes"),
+        (np.array(["a", "b"]), "dtype <U1"),
+        (np.zeros(10, complex), "complex"),
+    ],
+)
 def test_things_that_are_not_audio(audio, match):
     with pytest.raises(AudioError, match=match):
         load_audio(audio)

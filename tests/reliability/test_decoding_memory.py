@@ -75,7 +75,10 @@ def test_estimate_is_close_to_the_measured_peak(whisper_tiny_en):
     """Peak memory growth of 60 beams against the estimate for 60 rows: the estimate may be
     generous (it is a guard) but not by more than 2x, and not short by more than 20%."""
     beams = 60
-    grown = int(subprocess.run([sys.executable, "-c", _MEASURE, str(beams)], capture_output=True, text=True,
-                               check=True).stdout.split()[-1])
+    grown = int(
+        subprocess.run(
+            [sys.executable, "-c", _MEASURE, str(beams)], capture_output=True, text=True, check=True
+        ).stdout.split()[-1]
+    )
     est = beams * decoding_bytes_per_row(whisper_tiny_en, 3 + 20)
     assert 0.8 * grown <= est <= 2.0 * grown, (est / 1e6, grown / 1e6)

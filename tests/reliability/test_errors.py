@@ -18,8 +18,9 @@ def test_hook_returning_another_dtype_names_the_hook(tiny_hooked_whisper):
     tokens = torch.tensor([[model.cfg.decoder_start_token_id, 5]])
     name = "encoder.blocks.0.hook_resid_post"
     with pytest.raises(HookDtypeError, match=rf"'{name}'.*float64.*float32"):
-        model.run_with_hooks(input_features=feats, decoder_input_ids=tokens,
-                             fwd_hooks=[(name, lambda x, hook: x.double())])
+        model.run_with_hooks(
+            input_features=feats, decoder_input_ids=tokens, fwd_hooks=[(name, lambda x, hook: x.double())]
+        )
     # Hooks are removed after the error: the model still runs.
     model(input_features=feats, decoder_input_ids=tokens)
 
@@ -30,7 +31,9 @@ def test_sae_whose_d_in_differs_from_the_hook_width(tiny_hooked_whisper):
 
     model = tiny_hooked_whisper
     name = "encoder.blocks.0.hook_resid_post"
-    sae = SparseAutoencoder(SAEConfig(d_in=model.cfg.encoder.d_model + 3, d_sae=8, architecture="relu", hook_name=name), seed=0)
+    sae = SparseAutoencoder(
+        SAEConfig(d_in=model.cfg.encoder.d_model + 3, d_sae=8, architecture="relu", hook_name=name), seed=0
+    )
     feats = torch.randn(1, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames)
     with pytest.raises(ValueError, match=rf"d_in={model.cfg.encoder.d_model + 3}.*width {model.cfg.encoder.d_model}"):
         with splice(model, sae):
@@ -54,9 +57,16 @@ def test_load_sae_json_and_safetensors_errors_name_the_file(tmp_path):
 def test_store_shard_that_is_not_safetensors_names_the_file(tmp_path):
     from hooked_asr.activations.store import ActivationStore, StoreError
 
-    manifest = {"format": "hooked_asr.activations/1", "spec": {"hooks": {"h": "mean"}}, "spec_hash": "x",
-                "n_items": 1, "shard_size": 1, "n_shards": 1, "complete": True,
-                "shards": [{"index": 0, "file": "shard_00000.safetensors", "items": [0, 1], "rows": {"h": 1}}]}
+    manifest = {
+        "format": "hooked_asr.activations/1",
+        "spec": {"hooks": {"h": "mean"}},
+        "spec_hash": "x",
+        "n_items": 1,
+        "shard_size": 1,
+        "n_shards": 1,
+        "complete": True,
+        "shards": [{"index": 0, "file": "shard_00000.safetensors", "items": [0, 1], "rows": {"h": 1}}],
+    }
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "shard_00000.safetensors").write_bytes(b"garbage")
     with pytest.raises(StoreError, match="shard_00000.safetensors"):

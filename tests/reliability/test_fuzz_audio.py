@@ -32,13 +32,26 @@ CONTAINERS = ["numpy", "torch", "list"]
 
 def _case(rng: np.random.Generator) -> dict:
     if rng.random() < 0.3:  # near the valid region, so that transcription is exercised often
-        return dict(dtype=str(rng.choice(["float32", "float64", "float16", "int16"])),
-                    rate=[None, 16000, 8000, 44100, 22050.0][rng.integers(5)], n=int(rng.choice([37, 4000, 16000])),
-                    amp=float(rng.choice([1e-3, 0.3, 1.5])), shape=str(rng.choice(["1d", "row", "col"])),
-                    container=str(rng.choice(CONTAINERS)), nonfinite=False, seed=int(rng.integers(1 << 30)))
-    return dict(dtype=str(rng.choice(DTYPES)), rate=RATES[rng.integers(len(RATES))],
-                n=int(rng.choice(LENGTHS)), amp=float(rng.choice(AMPS)), shape=str(rng.choice(SHAPES)),
-                container=str(rng.choice(CONTAINERS)), nonfinite=bool(rng.random() < 0.15), seed=int(rng.integers(1 << 30)))
+        return dict(
+            dtype=str(rng.choice(["float32", "float64", "float16", "int16"])),
+            rate=[None, 16000, 8000, 44100, 22050.0][rng.integers(5)],
+            n=int(rng.choice([37, 4000, 16000])),
+            amp=float(rng.choice([1e-3, 0.3, 1.5])),
+            shape=str(rng.choice(["1d", "row", "col"])),
+            container=str(rng.choice(CONTAINERS)),
+            nonfinite=False,
+            seed=int(rng.integers(1 << 30)),
+        )
+    return dict(
+        dtype=str(rng.choice(DTYPES)),
+        rate=RATES[rng.integers(len(RATES))],
+        n=int(rng.choice(LENGTHS)),
+        amp=float(rng.choice(AMPS)),
+        shape=str(rng.choice(SHAPES)),
+        container=str(rng.choice(CONTAINERS)),
+        nonfinite=bool(rng.random() < 0.15),
+        seed=int(rng.integers(1 << 30)),
+    )
 
 
 def _build(c: dict):
@@ -60,7 +73,13 @@ def _build(c: dict):
         arr = x.astype(dtype) if dtype.kind != "b" else x > 0
     if dtype.kind not in "f" and dtype != np.int16:
         causes.add("dtype")
-    scaled = arr.astype(np.float64) / 32768 if dtype == np.int16 else arr.astype(np.float64, copy=False) if dtype.kind == "f" else None
+    scaled = (
+        arr.astype(np.float64) / 32768
+        if dtype == np.int16
+        else arr.astype(np.float64, copy=False)
+        if dtype.kind == "f"
+        else None
+    )
     shape = c["shape"] if c["container"] != "list" else "1d"
     if shape == "row":
         arr = arr[None]
@@ -80,8 +99,11 @@ def _build(c: dict):
         arr = np.stack([np.stack([arr] * 3)] * 2)
         causes.add("shape")
     rate = c["rate"]
-    if isinstance(rate, (bool, str)) or (isinstance(rate, float) and rate != int(rate)) or (
-            isinstance(rate, (int, np.integer)) and rate <= 0):
+    if (
+        isinstance(rate, (bool, str))
+        or (isinstance(rate, float) and rate != int(rate))
+        or (isinstance(rate, (int, np.integer)) and rate <= 0)
+    ):
         causes.add("rate")
     sr = 16000 if rate is None or "rate" in causes else int(rate)
     if n == 0:

@@ -52,8 +52,11 @@ def _case(rng: np.random.Generator) -> tuple[dict, set[str]]:
         else:
             pool = VALID[name]
             opts[name] = pool[rng.integers(len(pool))]
-    if opts["patience"] is not None and "patience" not in causes and not (
-            "beam_size" not in causes and opts["beam_size"]):
+    if (
+        opts["patience"] is not None
+        and "patience" not in causes
+        and not ("beam_size" not in causes and opts["beam_size"])
+    ):
         causes.add("patience")  # patience needs a beam
     return opts, causes
 

@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-SENTENCES = ["The cat sat on the mat.", "Please call Stella and ask her to bring these things.",
-             "It is raining in the north of the country today.", "Seven green apples fell from the tree.",
-             "We will meet again next Monday morning."]
+SENTENCES = [
+    "The cat sat on the mat.",
+    "Please call Stella and ask her to bring these things.",
+    "It is raining in the north of the country today.",
+    "Seven green apples fell from the tree.",
+    "We will meet again next Monday morning.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +26,9 @@ def clips():
 
 
 # float16 matrix products are slow on CPU (about 30 s for one tiny.en encoder pass): slow-marked there.
-@pytest.fixture(scope="module", params=[torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.slow)],
-                ids=["bf16", "fp16"])
+@pytest.fixture(
+    scope="module", params=[torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.slow)], ids=["bf16", "fp16"]
+)
 def half(request):
     import hooked_asr
 
@@ -43,8 +48,9 @@ def test_half_precision_runs_beams_cache_and_lenses(half, whisper_tiny_en, clips
     feats = half.prepare_features(clips[0])["input_features"]
     assert feats.dtype == torch.float32  # features stay float32; the model casts them
     tokens = torch.tensor([half.sot_sequence()])
-    logits, cache = half.run_with_cache(input_features=feats, decoder_input_ids=tokens,
-                                        names_filter="encoder.blocks.0.hook_resid_post")
+    logits, cache = half.run_with_cache(
+        input_features=feats, decoder_input_ids=tokens, names_filter="encoder.blocks.0.hook_resid_post"
+    )
     assert logits.dtype == next(half.parameters()).dtype
     assert torch.isfinite(logits.float()).all()
     logit_lens(half, clips[0])

@@ -16,8 +16,9 @@ def _features(model, batch: int = 1) -> torch.Tensor:
     return torch.randn(batch, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames)
 
 
-@pytest.mark.parametrize("hook_name", ["encoder.hook_pos_embed", "decoder.hook_pos_embed", "encoder.hook_mel",
-                                       "decoder.hook_embed"])
+@pytest.mark.parametrize(
+    "hook_name", ["encoder.hook_pos_embed", "decoder.hook_pos_embed", "encoder.hook_mel", "decoder.hook_embed"]
+)
 @pytest.mark.parametrize("batch", [1, 2])
 def test_in_place_hook_leaves_weights_and_inputs_alone(tiny_hooked_whisper, hook_name, batch):
     model = tiny_hooked_whisper
@@ -27,8 +28,9 @@ def test_in_place_hook_leaves_weights_and_inputs_alone(tiny_hooked_whisper, hook
     params_before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         clean = model(input_features=feats, decoder_input_ids=tokens)
-        hooked = model.run_with_hooks(input_features=feats, decoder_input_ids=tokens,
-                                      fwd_hooks=[(hook_name, _edit_in_place)])
+        hooked = model.run_with_hooks(
+            input_features=feats, decoder_input_ids=tokens, fwd_hooks=[(hook_name, _edit_in_place)]
+        )
         after = model(input_features=feats, decoder_input_ids=tokens)
     assert not torch.allclose(hooked, clean), "the in-place edit should change this run"
     torch.testing.assert_close(feats, feats_before, rtol=0, atol=0, msg="the caller's input_features changed")

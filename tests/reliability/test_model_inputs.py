@@ -29,10 +29,13 @@ def test_teacher_forced_inputs_take_a_sampling_rate(whisper_tiny_en):
     assert np.allclose(a.numpy(), b.numpy())
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"language": "de"}, "English-only"),
-    ({"task": "translate"}, "cannot translate"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"language": "de"}, "English-only"),
+        ({"task": "translate"}, "cannot translate"),
+    ],
+)
 def test_english_only_models_refuse_other_languages_and_translation(whisper_tiny_en, kwargs, match):
     clip = np.full(1600, 0.05, dtype=np.float32)
     with pytest.raises(ValueError, match=match):

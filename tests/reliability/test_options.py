@@ -51,12 +51,23 @@ def test_bad_option_is_refused_naming_it(kwargs, message):
         TranscribeOptions(**kwargs)
 
 
-GOOD = [dict(temperature=0), dict(temperature=np.float32(0.2)), dict(temperature=(0.0, 0.2, 0.4)),
-        dict(temperature=np.array([0.0, 0.5])), dict(beam_size=np.int64(3), patience=1.5, length_penalty=0.6),
-        dict(max_new_tokens=np.int32(7)), dict(initial_prompt="a prompt"), dict(initial_prompt=(1, 2, 3)),
-        dict(logprob_threshold=None, compression_ratio_threshold=None, no_speech_threshold=None),
-        dict(logprob_threshold=-math.inf), dict(suppress_tokens="-1"), dict(suppress_tokens=" 1, 2 "),
-        dict(suppress_tokens=[-1, 5]), dict(suppress_tokens=""), dict(suppress_tokens=None)]
+GOOD = [
+    dict(temperature=0),
+    dict(temperature=np.float32(0.2)),
+    dict(temperature=(0.0, 0.2, 0.4)),
+    dict(temperature=np.array([0.0, 0.5])),
+    dict(beam_size=np.int64(3), patience=1.5, length_penalty=0.6),
+    dict(max_new_tokens=np.int32(7)),
+    dict(initial_prompt="a prompt"),
+    dict(initial_prompt=(1, 2, 3)),
+    dict(logprob_threshold=None, compression_ratio_threshold=None, no_speech_threshold=None),
+    dict(logprob_threshold=-math.inf),
+    dict(suppress_tokens="-1"),
+    dict(suppress_tokens=" 1, 2 "),
+    dict(suppress_tokens=[-1, 5]),
+    dict(suppress_tokens=""),
+    dict(suppress_tokens=None),
+]
 
 
 @pytest.mark.parametrize("kwargs", GOOD, ids=[repr(k) for k in GOOD])
@@ -99,11 +110,13 @@ def test_generate_refuses_bad_arguments(whisper_tiny_en):
 
     feats = torch.zeros(1, 80, 3000)
     prompt = whisper_tiny_en.sot_sequence()
-    for kwargs, message in [(dict(num_beams=2.5), r"num_beams=2.5.*integer"),
-                            (dict(max_new_tokens=2.5), r"max_new_tokens=2.5.*integer"),
-                            (dict(do_sample=True, temperature=float("nan")), r"temperature=nan"),
-                            (dict(do_sample=True, temperature=0.0), r"temperature=0.0"),
-                            (dict(num_beams=2, length_penalty=float("nan")), r"length_penalty=nan"),
-                            (dict(num_beams=2, patience=float("inf")), r"patience=inf")]:
+    for kwargs, message in [
+        (dict(num_beams=2.5), r"num_beams=2.5.*integer"),
+        (dict(max_new_tokens=2.5), r"max_new_tokens=2.5.*integer"),
+        (dict(do_sample=True, temperature=float("nan")), r"temperature=nan"),
+        (dict(do_sample=True, temperature=0.0), r"temperature=0.0"),
+        (dict(num_beams=2, length_penalty=float("nan")), r"length_penalty=nan"),
+        (dict(num_beams=2, patience=float("inf")), r"patience=inf"),
+    ]:
         with pytest.raises(ValueError, match=message):
             whisper_tiny_en.generate(feats, prompt, **kwargs)

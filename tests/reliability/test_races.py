@@ -18,9 +18,19 @@ def _frames() -> torch.Tensor:
 
 def _trainer(ckpt: Path, total_steps: int) -> SAETrainer:
     sae = SparseAutoencoder(SAEConfig(d_in=8, d_sae=16, architecture="relu", dead_after_frames=10_000), seed=1)
-    return SAETrainer(sae, TrainConfig(total_frames=total_steps * 32, batch_size=32, buffer_frames=256, lr=3e-3,
-                                       checkpoint_dir=str(ckpt), checkpoint_every=5, progress=False,
-                                       resample_every=0))
+    return SAETrainer(
+        sae,
+        TrainConfig(
+            total_frames=total_steps * 32,
+            batch_size=32,
+            buffer_frames=256,
+            lr=3e-3,
+            checkpoint_dir=str(ckpt),
+            checkpoint_every=5,
+            progress=False,
+            resample_every=0,
+        ),
+    )
 
 
 def test_failure_while_writing_a_checkpoint_keeps_the_previous_one_whole(tmp_path, monkeypatch):

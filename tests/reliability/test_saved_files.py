@@ -68,8 +68,10 @@ def test_nan_weights_are_refused_naming_file_and_tensor(tmp_path, kind):
 
 def _forbid(monkeypatch, cls) -> None:
     """Building ``cls`` (which allocates the config's sizes) fails the test."""
+
     def boom(self, *a, **k):
         raise AssertionError(f"{cls.__name__} was built before its sizes were checked")
+
     monkeypatch.setattr(cls, "__init__", boom)
 
 
@@ -128,13 +130,17 @@ def test_store_manifest_rows_contradicting_the_shard_are_refused(audio_whisper, 
     from hooked_asr.activations import ActivationStore, StoreError, extract_activations
 
     hook = "encoder.blocks.1.hook_resid_post"
-    clips = [{"audio": (0.3 * np.sin(np.arange(3200) / (5 + i))).astype(np.float32), "id": f"c{i}", "label": i % 2}
-             for i in range(2)]
+    clips = [
+        {"audio": (0.3 * np.sin(np.arange(3200) / (5 + i))).astype(np.float32), "id": f"c{i}", "label": i % 2}
+        for i in range(2)
+    ]
     extract_activations(audio_whisper, clips, [hook], tmp_path / "s", shard_size=2, batch_size=2, progress=False)
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())
     m["shards"][0]["rows"][hook] = 10**9
     (tmp_path / "s" / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(StoreError, match=r"act/encoder.blocks.1.hook_resid_post has shape \[2, \d+\], the manifest says 1000000000"):
+    with pytest.raises(
+        StoreError, match=r"act/encoder.blocks.1.hook_resid_post has shape \[2, \d+\], the manifest says 1000000000"
+    ):
         ActivationStore(tmp_path / "s").load(hook)
 
 

@@ -51,8 +51,12 @@ def _trained(tmp_path: Path) -> tuple[SAETrainer, TensorFrameSource]:
     frames = torch.randn(600, 8, generator=g)
     sae = SparseAutoencoder(SAEConfig(d_in=8, d_sae=16, architecture="relu"), seed=0)
     source = TensorFrameSource(frames, chunk_size=100)
-    trainer = SAETrainer(sae, TrainConfig(total_frames=4 * 32, batch_size=32, buffer_frames=128, progress=False,
-                                          checkpoint_dir=str(tmp_path)))
+    trainer = SAETrainer(
+        sae,
+        TrainConfig(
+            total_frames=4 * 32, batch_size=32, buffer_frames=128, progress=False, checkpoint_dir=str(tmp_path)
+        ),
+    )
     trainer.train(source)
     return trainer, source
 

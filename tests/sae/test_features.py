@@ -95,7 +95,7 @@ def test_browser_embeds_the_audio_around_each_top_frame(model_30s, tmp_path):
     reports = feature_reports(model_30s, stats, clips, feats, progress=False)
     out = write_feature_browser(model_30s, sae, stats, reports, clips, tmp_path / "browser", snippet_seconds=0.4)
     page = (out / "features" / f"feature_{feats[0]}.html").read_text()
-    players = re.findall(r'data:audio/wav;base64,([A-Za-z0-9+/=]+)', page)
+    players = re.findall(r"data:audio/wav;base64,([A-Za-z0-9+/=]+)", page)
     ex = reports[0].examples[0]
     with wave.open(io.BytesIO(base64.b64decode(players[0]))) as w:
         got = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2") / 32767

@@ -24,8 +24,10 @@ def test_model_frame_source_counts_frames_at_the_hooks_resolution():
     w = window_samples(model)  # 32 mel frames: 16 tower frames, 8 pooled positions
     rng = np.random.default_rng(0)
     clips = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (w // 2, w // 5)]
-    for hook, n_frames in [("encoder.blocks.1.hook_resid_post", model.cfg.encoder.n_ctx),
-                           ("encoder.hook_pooled", model.cfg.encoder.n_ctx // 2)]:
+    for hook, n_frames in [
+        ("encoder.blocks.1.hook_resid_post", model.cfg.encoder.n_ctx),
+        ("encoder.hook_pooled", model.cfg.encoder.n_ctx // 2),
+    ]:
         src = ModelFrameSource(model, clips, hook, batch_size=2, pad_frames=0)
         x, clip_idx, frame_idx = src.chunk_with_meta(0)
         want = [math.ceil(len(c) * n_frames / w) for c in clips]

@@ -55,8 +55,12 @@ def test_topk_never_exceeds_k_with_negative_preactivations():
 def test_decoder_rows_unit_norm_after_every_step():
     for arch in ("topk", "relu"):
         sae = SparseAutoencoder(SAEConfig(d_in=12, d_sae=40, architecture=arch, k=4, dead_after_frames=64))
-        trainer = SAETrainer(sae, TrainConfig(total_frames=10 * 64, batch_size=64, lr=1e-2, resample_every=3,
-                                              progress=False, buffer_frames=256))
+        trainer = SAETrainer(
+            sae,
+            TrainConfig(
+                total_frames=10 * 64, batch_size=64, lr=1e-2, resample_every=3, progress=False, buffer_frames=256
+            ),
+        )
         frames = torch.randn(2000, 12) * 5 + 3
         source = TensorFrameSource(frames, chunk_size=128)
         it = [iter(source)]
@@ -70,10 +74,12 @@ def test_planted_sparse_dictionary_is_recovered():
     atoms, source = planted_source()
     for arch, l1, lr in (("topk", 0.0, 3e-3), ("relu", 1.0, 1e-2)):
         source.position = 0
-        sae = SparseAutoencoder(SAEConfig(d_in=32, d_sae=96, architecture=arch, k=3, l1_coefficient=l1,
-                                          dead_after_frames=10_000), seed=1)
-        SAETrainer(sae, TrainConfig(total_frames=120_000, batch_size=256, lr=lr, progress=False,
-                                    buffer_frames=4096)).train(source)
+        sae = SparseAutoencoder(
+            SAEConfig(d_in=32, d_sae=96, architecture=arch, k=3, l1_coefficient=l1, dead_after_frames=10_000), seed=1
+        )
+        SAETrainer(
+            sae, TrainConfig(total_frames=120_000, batch_size=256, lr=lr, progress=False, buffer_frames=4096)
+        ).train(source)
         # Each planted atom has a learned decoder row pointing the same way.
         best = (atoms @ sae.W_dec.detach().T).max(dim=1).values
         assert best.mean() > 0.95 and (best > 0.9).float().mean() >= 0.9, (arch, best)
@@ -97,7 +103,9 @@ def test_error_term_mode_is_exactly_the_input():
 
 
 def test_save_load_roundtrip_and_folded_scale(tmp_path):
-    sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=32, architecture="relu", hook_name="encoder.blocks.1.hook_resid_post"))
+    sae = SparseAutoencoder(
+        SAEConfig(d_in=16, d_sae=32, architecture="relu", hook_name="encoder.blocks.1.hook_resid_post")
+    )
     with torch.no_grad():
         sae.b_enc.normal_()
         sae.b_dec.normal_()

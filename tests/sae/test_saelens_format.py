@@ -22,8 +22,16 @@ from hooked_asr.sae import SAEConfig, SparseAutoencoder, load_sae, save_sae
 
 # SAELens 6.54 SAEConfig.__post_init__ accepts only these
 SAELENS_NORMALIZE = {"none", "expected_average_only_in", "constant_norm_rescale", "layer_norm", "covariance_whitening"}
-SAELENS_FIELDS = {"d_in", "d_sae", "dtype", "device", "apply_b_dec_to_input", "normalize_activations",
-                  "reshape_activations", "metadata"}
+SAELENS_FIELDS = {
+    "d_in",
+    "d_sae",
+    "dtype",
+    "device",
+    "apply_b_dec_to_input",
+    "normalize_activations",
+    "reshape_activations",
+    "metadata",
+}
 SAELENS_TOPK_FIELDS = SAELENS_FIELDS | {"k", "rescale_acts_by_decoder_norm"}
 
 
@@ -43,9 +51,17 @@ def _saelens_forward(folder, x: torch.Tensor) -> torch.Tensor:
 
 
 def _trained_like(architecture: str, seed: int = 0) -> SparseAutoencoder:
-    sae = SparseAutoencoder(SAEConfig(d_in=24, d_sae=96, architecture=architecture, k=7,
-                                      hook_name="encoder.blocks.2.hook_resid_post", model_name="whisper-tiny.en"),
-                            seed=seed)
+    sae = SparseAutoencoder(
+        SAEConfig(
+            d_in=24,
+            d_sae=96,
+            architecture=architecture,
+            k=7,
+            hook_name="encoder.blocks.2.hook_resid_post",
+            model_name="whisper-tiny.en",
+        ),
+        seed=seed,
+    )
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         sae.b_enc.copy_(torch.randn(96, generator=g) * 0.1)
@@ -103,16 +119,36 @@ def test_plain_saelens_folder_loads(tmp_path):
     from safetensors.torch import save_file
 
     g = torch.Generator().manual_seed(1)
-    w = {"W_enc": torch.randn(8, 16, generator=g), "b_enc": torch.randn(16, generator=g),
-         "W_dec": torch.randn(16, 8, generator=g), "b_dec": torch.randn(8, generator=g)}
+    w = {
+        "W_enc": torch.randn(8, 16, generator=g),
+        "b_enc": torch.randn(16, generator=g),
+        "W_dec": torch.randn(16, 8, generator=g),
+        "b_dec": torch.randn(8, generator=g),
+    }
     folder = tmp_path / "sl"
     folder.mkdir()
     save_file(w, str(folder / "sae_weights.safetensors"))
-    (folder / "cfg.json").write_text(json.dumps({
-        "d_in": 8, "d_sae": 16, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
-        "normalize_activations": "none", "reshape_activations": "none", "architecture": "topk", "k": 3,
-        "rescale_acts_by_decoder_norm": False,
-        "metadata": {"sae_lens_version": "6.54.12", "hook_name": "encoder.blocks.0.hook_resid_post", "model_name": "m"}}))
+    (folder / "cfg.json").write_text(
+        json.dumps(
+            {
+                "d_in": 8,
+                "d_sae": 16,
+                "dtype": "float32",
+                "device": "cpu",
+                "apply_b_dec_to_input": True,
+                "normalize_activations": "none",
+                "reshape_activations": "none",
+                "architecture": "topk",
+                "k": 3,
+                "rescale_acts_by_decoder_norm": False,
+                "metadata": {
+                    "sae_lens_version": "6.54.12",
+                    "hook_name": "encoder.blocks.0.hook_resid_post",
+                    "model_name": "m",
+                },
+            }
+        )
+    )
     sae = load_sae(folder)
     assert sae.cfg.architecture == "topk" and sae.cfg.k == 3 and sae.cfg.hook_name == "encoder.blocks.0.hook_resid_post"
     x = torch.randn(5, 8, generator=g)

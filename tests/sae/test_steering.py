@@ -48,7 +48,10 @@ def test_steering_by_zero_is_the_identity(model_and_inputs):
     sae = _random_sae(model.cfg.encoder.d_model)
     want_logits = model(input_features=feats, decoder_input_ids=tokens)
     want = model.generate(feats, [model.cfg.decoder_start_token_id], max_new_tokens=8)
-    zero = [FeatureIntervention(feature=[0, 3, 5], mode="add", value=0.0), FeatureIntervention(feature=7, mode="scale", value=1.0)]
+    zero = [
+        FeatureIntervention(feature=[0, 3, 5], mode="add", value=0.0),
+        FeatureIntervention(feature=7, mode="scale", value=1.0),
+    ]
     with steer(model, sae, zero):
         logits = model(input_features=feats, decoder_input_ids=tokens)
         got = model.generate(feats, [model.cfg.decoder_start_token_id], max_new_tokens=8)
@@ -78,8 +81,13 @@ def test_add_moves_chosen_frames_along_the_decoder_direction(model_and_inputs):
 
 def test_clamp_and_scale_edit_only_the_named_features():
     f = torch.rand(2, 6, 10)
-    out = apply_interventions(f, [FeatureIntervention(feature=[1, 2], mode="clamp", value=4.0),
-                                  FeatureIntervention(feature=3, mode="scale", value=-2.0)])
+    out = apply_interventions(
+        f,
+        [
+            FeatureIntervention(feature=[1, 2], mode="clamp", value=4.0),
+            FeatureIntervention(feature=3, mode="scale", value=-2.0),
+        ],
+    )
     assert (out[..., [1, 2]] == 4.0).all() and torch.equal(out[..., 3], -2.0 * f[..., 3])
     keep = [0, 4, 5, 6, 7, 8, 9]
     assert torch.equal(out[..., keep], f[..., keep])
@@ -91,9 +99,13 @@ def test_splice_replaces_only_masked_frames(model_and_inputs):
     model, feats, tokens = model_and_inputs
     sae = _random_sae(model.cfg.encoder.d_model)
     mask = torch.arange(model.cfg.encoder.n_ctx) < 7
-    _, clean = model.run_with_cache(input_features=feats, decoder_input_ids=tokens, names_filter=[HOOK, "encoder.blocks.1.hook_resid_pre"])
+    _, clean = model.run_with_cache(
+        input_features=feats, decoder_input_ids=tokens, names_filter=[HOOK, "encoder.blocks.1.hook_resid_pre"]
+    )
     with splice(model, sae, frame_mask=mask):
-        _, cache = model.run_with_cache(input_features=feats, decoder_input_ids=tokens, names_filter=["encoder.hook_out"])
+        _, cache = model.run_with_cache(
+            input_features=feats, decoder_input_ids=tokens, names_filter=["encoder.hook_out"]
+        )
     # The next site downstream sees x_hat on masked frames: recompute it independently.
     x = clean[HOOK]
     x_hat = (sae.activation(sae.encode_pre(x)) @ sae.W_dec + sae.b_dec) / sae.input_scale

@@ -18,8 +18,12 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     SAETrainer(full, TrainConfig(**cfg, resample_every=15)).train(TensorFrameSource(_frames(), chunk_size=100))
 
     part = SparseAutoencoder(SAEConfig(d_in=16, d_sae=48, architecture="relu", dead_after_frames=300), seed=3)
-    trainer = SAETrainer(part, TrainConfig(**{**cfg, "total_frames": 40 * 64}, resample_every=15,
-                                            checkpoint_dir=str(tmp_path), checkpoint_every=17))
+    trainer = SAETrainer(
+        part,
+        TrainConfig(
+            **{**cfg, "total_frames": 40 * 64}, resample_every=15, checkpoint_dir=str(tmp_path), checkpoint_every=17
+        ),
+    )
     # Stop after 17 steps by training on a copy of the config with fewer steps... simulated
     # crash: run to step 17 by hand, checkpoint, throw the trainer away.
     source = TensorFrameSource(_frames(), chunk_size=100)
@@ -44,8 +48,18 @@ def test_dead_features_are_tracked_and_resampled():
     sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=32, architecture="relu", dead_after_frames=128), seed=0)
     with torch.no_grad():
         sae.b_enc[:8] = -1e4  # features 0-7 can never fire
-    trainer = SAETrainer(sae, TrainConfig(total_frames=64 * 100, batch_size=64, lr=1e-3, progress=False,
-                                          init_b_dec=False, init_input_scale=False, resample_every=0))
+    trainer = SAETrainer(
+        sae,
+        TrainConfig(
+            total_frames=64 * 100,
+            batch_size=64,
+            lr=1e-3,
+            progress=False,
+            init_b_dec=False,
+            init_input_scale=False,
+            resample_every=0,
+        ),
+    )
     source = TensorFrameSource(_frames(), chunk_size=100)
     it = [iter(source)]
     for _ in range(3):
@@ -66,8 +80,9 @@ def test_topk_aux_loss_revives_dead_features():
     sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=64, architecture="topk", k=2, dead_after_frames=256), seed=0)
     with torch.no_grad():
         sae.b_enc[:32] = -3.0  # half the features start (almost) never chosen
-    trainer = SAETrainer(sae, TrainConfig(total_frames=64 * 300, batch_size=64, lr=3e-3, progress=False,
-                                          buffer_frames=512))
+    trainer = SAETrainer(
+        sae, TrainConfig(total_frames=64 * 300, batch_size=64, lr=3e-3, progress=False, buffer_frames=512)
+    )
     trainer.train(TensorFrameSource(frames, chunk_size=100))
     fired = (sae.encode(frames) > 0).any(0)
     assert fired[:32].float().mean() > 0.5

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from hooked_asr.sae import (ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TensorFrameSource,
-                            TrainConfig)
+from hooked_asr.sae import ModelFrameSource, SAEConfig, SAETrainer, SparseAutoencoder, TensorFrameSource, TrainConfig
 
 
 def _frames(seed: int = 0) -> torch.Tensor:
@@ -24,11 +23,22 @@ def _frames(seed: int = 0) -> torch.Tensor:
 
 
 def _trainer(ckpt, total_steps: int, hook: str = "") -> SAETrainer:
-    sae = SparseAutoencoder(SAEConfig(d_in=8, d_sae=16, architecture="relu", dead_after_frames=10_000, hook_name=hook),
-                            seed=1)
-    return SAETrainer(sae, TrainConfig(total_frames=total_steps * 32, batch_size=32, buffer_frames=256, lr=3e-3,
-                                       checkpoint_dir=str(ckpt), checkpoint_every=5, progress=False,
-                                       resample_every=0))
+    sae = SparseAutoencoder(
+        SAEConfig(d_in=8, d_sae=16, architecture="relu", dead_after_frames=10_000, hook_name=hook), seed=1
+    )
+    return SAETrainer(
+        sae,
+        TrainConfig(
+            total_frames=total_steps * 32,
+            batch_size=32,
+            buffer_frames=256,
+            lr=3e-3,
+            checkpoint_dir=str(ckpt),
+            checkpoint_every=5,
+            progress=False,
+            resample_every=0,
+        ),
+    )
 
 
 def _snapshot(folder):
@@ -63,8 +73,10 @@ def test_resume_on_other_frames_is_refused_naming_the_data(tmp_path):
 @pytest.fixture(scope="module")
 def clips():
     rng = np.random.default_rng(0)
-    return [(0.3 * np.sin(np.arange(4000) / (3 + i)) + 0.01 * rng.standard_normal(4000)).astype(np.float32)
-            for i in range(2)]
+    return [
+        (0.3 * np.sin(np.arange(4000) / (3 + i)) + 0.01 * rng.standard_normal(4000)).astype(np.float32)
+        for i in range(2)
+    ]
 
 
 def test_resume_on_another_layer_is_refused_naming_the_hook(tmp_path, model_30s, clips):
@@ -73,8 +85,12 @@ def test_resume_on_another_layer_is_refused_naming_the_hook(tmp_path, model_30s,
     d = model_30s.cfg.encoder.d_model
     hook1, hook0 = "encoder.blocks.0.hook_resid_post", "encoder.blocks.0.hook_resid_pre"
     sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=2 * d, k=4, hook_name=hook1), seed=0)
-    SAETrainer(sae, TrainConfig(total_frames=64, batch_size=32, buffer_frames=64, checkpoint_dir=str(tmp_path / "r"),
-                                progress=False)).train(ModelFrameSource(model_30s, clips, hook1, batch_size=2))
+    SAETrainer(
+        sae,
+        TrainConfig(
+            total_frames=64, batch_size=32, buffer_frames=64, checkpoint_dir=str(tmp_path / "r"), progress=False
+        ),
+    ).train(ModelFrameSource(model_30s, clips, hook1, batch_size=2))
     with pytest.raises(ValueError, match=r"other frames.*hook_name.*resid_post.*resid_pre"):
         SAETrainer.resume(tmp_path / "r", ModelFrameSource(model_30s, clips, hook0, batch_size=2))
     with pytest.raises(ValueError, match=r"other frames.*audio"):

@@ -46,8 +46,9 @@ def check_kinds(what: str, given: Sequence[str], valid: Sequence[str]) -> list[s
     return given
 
 
-def sentence_plan(rng: np.random.Generator, n: int, n_sentences: int,
-                  rate_range: tuple[int, int]) -> tuple[list[int], list[int]]:
+def sentence_plan(
+    rng: np.random.Generator, n: int, n_sentences: int, rate_range: tuple[int, int]
+) -> tuple[list[int], list[int]]:
     """``(sentence ids, rates)`` for ``n`` groups: the sentences in one seeded order (cycled when
     ``n`` exceeds them), and a speaking rate per group."""
     order = rng.permutation(n_sentences)
@@ -86,8 +87,14 @@ def params_str(params: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={fmt(v)}" for k, v in params.items())
 
 
-def finish(name: str, params: Mapping[str, Any], records: list[dict[str, Any]], audio: list[np.ndarray],
-           label_names: Sequence[str], label_key: str = "label") -> LabelledDataset:
+def finish(
+    name: str,
+    params: Mapping[str, Any],
+    records: list[dict[str, Any]],
+    audio: list[np.ndarray],
+    label_names: Sequence[str],
+    label_key: str = "label",
+) -> LabelledDataset:
     """Audio to float32, durations into records, id = builder(params)@digest(content)."""
     audio = [np.asarray(a, dtype=np.float32) for a in audio]
     for r, a in zip(records, audio):
@@ -96,4 +103,14 @@ def finish(name: str, params: Mapping[str, Any], records: list[dict[str, Any]], 
     return LabelledDataset(records, audio, label_names, did, label_key)
 
 
-__all__ = ["check_choices", "check_kinds", "check_n", "finish", "params_str", "render", "sentence_plan", "speak", "speaking_rates"]
+__all__ = [
+    "check_choices",
+    "check_kinds",
+    "check_n",
+    "finish",
+    "params_str",
+    "render",
+    "sentence_plan",
+    "speak",
+    "speaking_rates",
+]

@@ -73,8 +73,13 @@ class LabelledDataset(Sequence):
         self.dataset_id = dataset_id or f"LabelledDataset[{len(self.records)}]@{digest(self.records)}"
 
     @classmethod
-    def from_items(cls, items: Iterable[Mapping[str, Any]], label_names: Sequence[str] | None = None,
-                   dataset_id: str | None = None, label_key: str = "label") -> LabelledDataset:
+    def from_items(
+        cls,
+        items: Iterable[Mapping[str, Any]],
+        label_names: Sequence[str] | None = None,
+        dataset_id: str | None = None,
+        label_key: str = "label",
+    ) -> LabelledDataset:
         """From dicts that each carry ``audio``; ``label_names`` defaults to ``str(k)`` per label value."""
         items = list(items)
         recs = [{k: v for k, v in it.items() if k != "audio"} for it in items]
@@ -109,8 +114,14 @@ class LabelledDataset(Sequence):
         """The items at ``indices`` (their ids fold into ``dataset_id``)."""
         idx = [int(i) for i in indices]
         sub_id = f"{self.dataset_id}[{digest(idx)}]"
-        return LabelledDataset([self.records[i] for i in idx], [self._audio[i] for i in idx], self.label_names,
-                               sub_id, self.label_key, self.allow_silence)
+        return LabelledDataset(
+            [self.records[i] for i in idx],
+            [self._audio[i] for i in idx],
+            self.label_names,
+            sub_id,
+            self.label_key,
+            self.allow_silence,
+        )
 
     def labels(self) -> np.ndarray:
         """``[len]`` int64 array of the ``label_key`` values."""
@@ -135,8 +146,7 @@ class LabelledDataset(Sequence):
         return self
 
     def __repr__(self) -> str:
-        return (f"LabelledDataset({len(self)} items, {self.label_key}: {self.class_counts()}, "
-                f"id={self.dataset_id!r})")
+        return f"LabelledDataset({len(self)} items, {self.label_key}: {self.class_counts()}, id={self.dataset_id!r})"
 
     # -- disk ----------------------------------------------------------------------------
     def save(self, folder: str | Path, progress: bool = False) -> Path:
@@ -151,9 +161,14 @@ class LabelledDataset(Sequence):
             rel = f"clips/{i:05d}.wav"
             sf.write(str(folder / rel), self._load(i), SAMPLE_RATE, subtype="FLOAT")
             items.append({**self.records[i], "file": rel})
-        manifest = {"format": "hooked_asr.LabelledDataset/1", "dataset_id": self.dataset_id,
-                    "label_key": self.label_key, "label_names": self.label_names, "sample_rate": SAMPLE_RATE,
-                    "items": items}
+        manifest = {
+            "format": "hooked_asr.LabelledDataset/1",
+            "dataset_id": self.dataset_id,
+            "label_key": self.label_key,
+            "label_names": self.label_names,
+            "sample_rate": SAMPLE_RATE,
+            "items": items,
+        }
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
         keys: list[str] = []
         for r in items:

@@ -21,8 +21,12 @@ HALLUCINATION_KINDS = ("clean", "noisy", "truncated", "silence_padded", "fast", 
 
 
 def hallucination_prone_inputs(
-    n_per_kind: int = 10, seed: int = 0, kinds: Sequence[str] = HALLUCINATION_KINDS,
-    voices: Sequence[str] = DEFAULT_VOICES, snr_range: tuple[float, float] = (-12.0, -3.0), clean_voice: str = "en-us",
+    n_per_kind: int = 10,
+    seed: int = 0,
+    kinds: Sequence[str] = HALLUCINATION_KINDS,
+    voices: Sequence[str] = DEFAULT_VOICES,
+    snr_range: tuple[float, float] = (-12.0, -3.0),
+    clean_voice: str = "en-us",
     progress: bool = True,
 ) -> LabelledDataset:
     """Inputs on which small Whisper models often go wrong, with exact references.
@@ -73,12 +77,27 @@ def hallucination_prone_inputs(
                 extra_s = float(rng.uniform(12.0, 25.0))
                 lead = np.zeros(int(0.3 * SAMPLE_RATE), np.float32)
                 a = np.concatenate([lead, a, np.zeros(int(extra_s * SAMPLE_RATE), np.float32)])[: 30 * SAMPLE_RATE]
-            records.append({"label": label, "label_name": kind, "kind": kind, "text": text, "voice": voice, "rate": rate,
-                            "noise": f"{noise_kind}@{snr:.1f}dB" if kind == "noisy" else "none",
-                            "padding_s": round(extra_s, 3), "group": j})
+            records.append(
+                {
+                    "label": label,
+                    "label_name": kind,
+                    "kind": kind,
+                    "text": text,
+                    "voice": voice,
+                    "rate": rate,
+                    "noise": f"{noise_kind}@{snr:.1f}dB" if kind == "noisy" else "none",
+                    "padding_s": round(extra_s, 3),
+                    "group": j,
+                }
+            )
             audio.append(a)
-    return finish("hallucination_prone_inputs", {"n_per_kind": n, "seed": seed, "kinds": kinds,
-                                                 "snr_range": snr_range}, records, audio, kinds)
+    return finish(
+        "hallucination_prone_inputs",
+        {"n_per_kind": n, "seed": seed, "kinds": kinds, "snr_range": snr_range},
+        records,
+        audio,
+        kinds,
+    )
 
 
 def _text_of(result: Any) -> str:
@@ -92,14 +111,16 @@ def _text_of(result: Any) -> str:
     return str(text)
 
 
-def transcribe_all(model: Any, clips: Sequence[np.ndarray], batch_size: int = 8, progress: bool = True,
-                   **transcribe_kwargs: Any) -> list[str]:
+def transcribe_all(
+    model: Any, clips: Sequence[np.ndarray], batch_size: int = 8, progress: bool = True, **transcribe_kwargs: Any
+) -> list[str]:
     """``model.transcribe`` over ``clips`` in batches (a list in, a list out); the texts."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     texts: list[str] = []
-    for b in progress_bar(range(0, len(clips), batch_size), progress, "transcribing",
-                          total=-(-len(clips) // batch_size)):
+    for b in progress_bar(
+        range(0, len(clips), batch_size), progress, "transcribing", total=-(-len(clips) // batch_size)
+    ):
         batch = [np.asarray(c, dtype=np.float32) for c in clips[b : b + batch_size]]
         out = model.transcribe(batch, **transcribe_kwargs)
         if not isinstance(out, (list, tuple)):
@@ -108,6 +129,7 @@ def transcribe_all(model: Any, clips: Sequence[np.ndarray], batch_size: int = 8,
             raise ValueError(f"model.transcribe returned {len(out)} results for a batch of {len(batch)}")
         texts += [_text_of(r) for r in out]
     return texts
+
 
 def hallucination_dataset(
     model: Any,
@@ -171,11 +193,15 @@ def hallucination_dataset(
     zero = [i for i, w in enumerate(wers) if w == 0.0]
     high = sorted((i for i, w in enumerate(wers) if w >= min_wer), key=lambda i: (-wers[i], i))
     pairs = _length_matched_pairs(zero, high, lengths, n_per_class, max_length_diff)
-    summary = (f"{len(clips)} clips: {len(zero)} with WER 0, {len(high)} with WER >= {min_wer}; "
-               f"{len(pairs)} length-matched pairs")
+    summary = (
+        f"{len(clips)} clips: {len(zero)} with WER 0, {len(high)} with WER >= {min_wer}; "
+        f"{len(pairs)} length-matched pairs"
+    )
     if not pairs:
-        raise ValueError(f"no zero-WER / high-WER pairs could be formed ({summary}); give more or harder clips, "
-                         "lower min_wer or raise max_length_diff")
+        raise ValueError(
+            f"no zero-WER / high-WER pairs could be formed ({summary}); give more or harder clips, "
+            "lower min_wer or raise max_length_diff"
+        )
     if n_per_class is not None and len(pairs) < n_per_class:
         _short(f"asked for {n_per_class} per class, got {len(pairs)} ({summary})", strict)
     extras: list[tuple[int, int]] = []
@@ -186,19 +212,42 @@ def hallucination_dataset(
     records, audio = [], []
     order = [(p, label, i) for p, (z, h) in enumerate(pairs) for label, i in ((0, z), (1, h))]
     for p, label, i in order + [(p, 1, h) for p, h in extras]:
-        meta = {("source_" + k if k in ("label", "label_name") else k): v for k, v in metas[i].items()
-                if isinstance(v, (str, int, float, bool, np.integer, np.floating))}
-        meta.update({"label": label, "label_name": ("correct", "hallucination")[label], "text": references[i],
-                     "transcript": hyps[i], "wer": float(wers[i]), "ref_words": lengths[i][0], "pair": p,
-                     "source_index": i})
+        meta = {
+            ("source_" + k if k in ("label", "label_name") else k): v
+            for k, v in metas[i].items()
+            if isinstance(v, (str, int, float, bool, np.integer, np.floating))
+        }
+        meta.update(
+            {
+                "label": label,
+                "label_name": ("correct", "hallucination")[label],
+                "text": references[i],
+                "transcript": hyps[i],
+                "wer": float(wers[i]),
+                "ref_words": lengths[i][0],
+                "pair": p,
+                "source_index": i,
+            }
+        )
         records.append(meta)
         audio.append(np.asarray(clips[i], dtype=np.float32))
     src = getattr(clips_or_dataset, "dataset_id", None) or digest(references, [np.asarray(c) for c in clips])
     model_id = getattr(getattr(model, "cfg", None), "name", None) or type(model).__name__
-    return finish("hallucination_dataset", {"source": src, "model": model_id, "n_per_class": n_per_class,
-                                            "n_wrong": n_wrong, "min_wer": min_wer, "max_length_diff": max_length_diff,
-                                            **{k: v for k, v in sorted(kw.items())}},
-                  records, audio, ["correct", "hallucination"])
+    return finish(
+        "hallucination_dataset",
+        {
+            "source": src,
+            "model": model_id,
+            "n_per_class": n_per_class,
+            "n_wrong": n_wrong,
+            "min_wer": min_wer,
+            "max_length_diff": max_length_diff,
+            **{k: v for k, v in sorted(kw.items())},
+        },
+        records,
+        audio,
+        ["correct", "hallucination"],
+    )
 
 
 def _clips_and_metadata(clips_or_dataset: Sequence[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
@@ -235,8 +284,9 @@ def _length_gap(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     return abs(a[0] - b[0]), abs(a[1] - b[1])
 
 
-def _length_matched_pairs(zero: list[int], high: list[int], lengths: list[tuple[int, int]],
-                          n_pairs: int | None, max_length_diff: int | None) -> list[tuple[int, int]]:
+def _length_matched_pairs(
+    zero: list[int], high: list[int], lengths: list[tuple[int, int]], n_pairs: int | None, max_length_diff: int | None
+) -> list[tuple[int, int]]:
     """(zero-WER, high-WER) pairs: each high-WER clip in turn takes the unused zero-WER clip
     closest in (words, chars, index), skipped when the word gap exceeds ``max_length_diff``."""
     used: set[int] = set()
@@ -255,8 +305,13 @@ def _length_matched_pairs(zero: list[int], high: list[int], lengths: list[tuple[
     return pairs
 
 
-def _extra_wrong(pairs: list[tuple[int, int]], high: list[int], lengths: list[tuple[int, int]], n_wrong: int,
-                 max_length_diff: int | None) -> list[tuple[int, int]]:
+def _extra_wrong(
+    pairs: list[tuple[int, int]],
+    high: list[int],
+    lengths: list[tuple[int, int]],
+    n_wrong: int,
+    max_length_diff: int | None,
+) -> list[tuple[int, int]]:
     """(pair index, high-WER clip) for the next unpaired high-WER clips, each matched in
     length to an already paired zero-WER clip (reused), until ``n_wrong`` label-1 items."""
     taken = {h for _, h in pairs}

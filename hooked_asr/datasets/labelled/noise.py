@@ -17,8 +17,12 @@ from hooked_asr.datasets.nonspeech import NONSPEECH_KINDS, mix_at_snr, nonspeech
 
 
 def speech_nonspeech_dataset(
-    n_per_class: int, seed: int = 0, kinds: Sequence[str] = NONSPEECH_KINDS, voices: Sequence[str] = DEFAULT_VOICES,
-    rate_range: tuple[int, int] = (140, 190), progress: bool = True,
+    n_per_class: int,
+    seed: int = 0,
+    kinds: Sequence[str] = NONSPEECH_KINDS,
+    voices: Sequence[str] = DEFAULT_VOICES,
+    rate_range: tuple[int, int] = (140, 190),
+    progress: bool = True,
 ) -> LabelledDataset:
     """Label 1 = speech (a sentence, random voice and variant), 0 = non-speech of the same
     duration as its paired speech item (``kinds`` cycled in a seeded order: noise colours,
@@ -40,19 +44,47 @@ def speech_nonspeech_dataset(
         clip_seed = int(rng.integers(2**31))
         peak = float(rng.uniform(0.2, 0.8))
         other = nonspeech_clip(kind_order[j], speech.size / SAMPLE_RATE, clip_seed, peak=peak)[: speech.size]
-        records.append({"label": 0, "label_name": "nonspeech", "kind": kind_order[j], "text": "", "voice": "",
-                        "pair": j, "clip_seed": clip_seed})
+        records.append(
+            {
+                "label": 0,
+                "label_name": "nonspeech",
+                "kind": kind_order[j],
+                "text": "",
+                "voice": "",
+                "pair": j,
+                "clip_seed": clip_seed,
+            }
+        )
         audio.append(other)
-        records.append({"label": 1, "label_name": "speech", "kind": "speech", "text": SENTENCES[sid], "voice": voice,
-                        "pair": j, "clip_seed": -1})
+        records.append(
+            {
+                "label": 1,
+                "label_name": "speech",
+                "kind": "speech",
+                "text": SENTENCES[sid],
+                "voice": voice,
+                "pair": j,
+                "clip_seed": -1,
+            }
+        )
         audio.append(speech)
-    return finish("speech_nonspeech_dataset", {"n_per_class": n, "seed": seed, "kinds": kinds}, records, audio,
-                  ["nonspeech", "speech"])
+    return finish(
+        "speech_nonspeech_dataset",
+        {"n_per_class": n, "seed": seed, "kinds": kinds},
+        records,
+        audio,
+        ["nonspeech", "speech"],
+    )
 
 
 def noisy_dataset(
-    n_per_class: int, snr_db: float = 5.0, seed: int = 0, noise_kinds: Sequence[str] = ("white", "pink", "brown"),
-    voices: Sequence[str] = DEFAULT_VOICES, rate_range: tuple[int, int] = (140, 190), progress: bool = True,
+    n_per_class: int,
+    snr_db: float = 5.0,
+    seed: int = 0,
+    noise_kinds: Sequence[str] = ("white", "pink", "brown"),
+    voices: Sequence[str] = DEFAULT_VOICES,
+    rate_range: tuple[int, int] = (140, 190),
+    progress: bool = True,
 ) -> LabelledDataset:
     """The same utterances clean (label 0) and with noise at ``snr_db`` (label 1).
 
@@ -74,14 +106,25 @@ def noisy_dataset(
         clip_seed = int(rng.integers(2**31))
         clean = speak(SENTENCES[sid], voice, rates[j], None)
         noisy = mix_at_snr(clean, nonspeech_clip(kind, clean.size / SAMPLE_RATE, clip_seed), float(snr_db))
-        base = {"text": SENTENCES[sid], "voice": voice, "rate": rates[j], "sentence_id": sid, "pair": j,
-                "clip_seed": clip_seed}
+        base = {
+            "text": SENTENCES[sid],
+            "voice": voice,
+            "rate": rates[j],
+            "sentence_id": sid,
+            "pair": j,
+            "clip_seed": clip_seed,
+        }
         records.append({"label": 0, "label_name": "clean", "noise": "none", **base})
         audio.append(clean)
         records.append({"label": 1, "label_name": "noisy", "noise": kind, **base})
         audio.append(noisy)
-    return finish("noisy_dataset", {"n_per_class": n, "snr_db": float(snr_db), "seed": seed,
-                                    "noise_kinds": list(noise_kinds)}, records, audio, ["clean", "noisy"])
+    return finish(
+        "noisy_dataset",
+        {"n_per_class": n, "snr_db": float(snr_db), "seed": seed, "noise_kinds": list(noise_kinds)},
+        records,
+        audio,
+        ["clean", "noisy"],
+    )
 
 
 __all__ = ["noisy_dataset", "speech_nonspeech_dataset"]

@@ -16,8 +16,12 @@ _CATEGORY_ALIASES = {"body parts": "body_parts", "body-parts": "body_parts", "co
 
 
 def semantic_dataset(
-    categories: Sequence[str] = ("fruits", "clothing"), n_per_class: int = 12, seed: int = 0,
-    carrier: str | Sequence[str] = "I really like the {word}.", voice: str = "en-us", rate: int = 160,
+    categories: Sequence[str] = ("fruits", "clothing"),
+    n_per_class: int = 12,
+    seed: int = 0,
+    carrier: str | Sequence[str] = "I really like the {word}.",
+    voice: str = "en-us",
+    rate: int = 160,
     progress: bool = True,
 ) -> LabelledDataset:
     """Word category (label ``k`` = ``categories[k]``) in fixed carrier sentences.
@@ -39,18 +43,35 @@ def semantic_dataset(
     for c in cats:
         combos = [(w, t) for t in range(len(carriers)) for w in CATEGORY_WORDS[c]]
         if n > len(combos):
-            raise ValueError(f"category {c!r} has {len(CATEGORY_WORDS[c])} words x {len(carriers)} carrier(s) = "
-                             f"{len(combos)} distinct items; n_per_class={n} is too many (pass more carriers)")
+            raise ValueError(
+                f"category {c!r} has {len(CATEGORY_WORDS[c])} words x {len(carriers)} carrier(s) = "
+                f"{len(combos)} distinct items; n_per_class={n} is too many (pass more carriers)"
+            )
         picks[c] = [combos[int(i)] for i in rng.permutation(len(combos))[:n]]
     records = []
     for j in range(n):
         for label, c in enumerate(cats):
             word, t = picks[c][j]
-            records.append({"label": label, "label_name": c, "word": word, "carrier": carriers[t],
-                            "text": carriers[t].format(word=word), "voice": voice, "rate": int(rate), "group": j})
+            records.append(
+                {
+                    "label": label,
+                    "label_name": c,
+                    "word": word,
+                    "carrier": carriers[t],
+                    "text": carriers[t].format(word=word),
+                    "voice": voice,
+                    "rate": int(rate),
+                    "group": j,
+                }
+            )
     audio = render(records, progress, "semantic_dataset")
-    return finish("semantic_dataset", {"categories": cats, "n_per_class": n, "seed": seed, "carrier": carriers,
-                                       "voice": voice, "rate": rate}, records, audio, cats)
+    return finish(
+        "semantic_dataset",
+        {"categories": cats, "n_per_class": n, "seed": seed, "carrier": carriers, "voice": voice, "rate": rate},
+        records,
+        audio,
+        cats,
+    )
 
 
 __all__ = ["semantic_dataset"]

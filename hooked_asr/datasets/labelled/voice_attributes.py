@@ -24,8 +24,12 @@ from hooked_asr.datasets.labelled.voices import (
 
 
 def gender_dataset(
-    n_per_class: int, seed: int = 0, voices: Sequence[str] = DEFAULT_VOICES,
-    rate_range: tuple[int, int] = (140, 190), sentences: Sequence[str] = SENTENCES, progress: bool = True,
+    n_per_class: int,
+    seed: int = 0,
+    voices: Sequence[str] = DEFAULT_VOICES,
+    rate_range: tuple[int, int] = (140, 190),
+    sentences: Sequence[str] = SENTENCES,
+    progress: bool = True,
 ) -> LabelledDataset:
     """espeak-ng male vs female variants of several voices: label 0 = male, 1 = female.
 
@@ -40,20 +44,41 @@ def gender_dataset(
     records = []
     for j, sid in enumerate(sids):
         base = voices[int(rng.integers(len(voices)))]
-        variants = (MALE_VARIANTS[int(rng.integers(len(MALE_VARIANTS)))],
-                    FEMALE_VARIANTS[int(rng.integers(len(FEMALE_VARIANTS)))])
+        variants = (
+            MALE_VARIANTS[int(rng.integers(len(MALE_VARIANTS)))],
+            FEMALE_VARIANTS[int(rng.integers(len(FEMALE_VARIANTS)))],
+        )
         for label, name in enumerate(("male", "female")):
-            records.append({"label": label, "label_name": name, "text": sentences[sid], "voice": base + variants[label],
-                            "base_voice": base, "rate": rates[j], "sentence_id": sid, "pair": j})
+            records.append(
+                {
+                    "label": label,
+                    "label_name": name,
+                    "text": sentences[sid],
+                    "voice": base + variants[label],
+                    "base_voice": base,
+                    "rate": rates[j],
+                    "sentence_id": sid,
+                    "pair": j,
+                }
+            )
     audio = render(records, progress, "gender_dataset")
-    return finish("gender_dataset", {"n_per_class": n, "seed": seed, "voices": voices, "rate_range": rate_range},
-                  records, audio, ["male", "female"])
+    return finish(
+        "gender_dataset",
+        {"n_per_class": n, "seed": seed, "voices": voices, "rate_range": rate_range},
+        records,
+        audio,
+        ["male", "female"],
+    )
 
 
 def accent_dataset(
-    accents: Sequence[str] = ("en-us", "en-gb", "en-gb-scotland", "en-029"), n_per_class: int = 50, seed: int = 0,
-    rate_range: tuple[int, int] = (140, 190), variants: Sequence[str] = MALE_VARIANTS + FEMALE_VARIANTS,
-    sentences: Sequence[str] = SENTENCES, progress: bool = True,
+    accents: Sequence[str] = ("en-us", "en-gb", "en-gb-scotland", "en-029"),
+    n_per_class: int = 50,
+    seed: int = 0,
+    rate_range: tuple[int, int] = (140, 190),
+    variants: Sequence[str] = MALE_VARIANTS + FEMALE_VARIANTS,
+    sentences: Sequence[str] = SENTENCES,
+    progress: bool = True,
 ) -> LabelledDataset:
     """English accents as espeak-ng voices (label ``k`` = ``accents[k]``; ``"en-gb"`` is
     espeak's ``en``). Group ``j`` shares sentence, rate and voice variant across accents."""
@@ -65,16 +90,34 @@ def accent_dataset(
     for j, sid in enumerate(sids):
         var = variants[int(rng.integers(len(variants)))]
         for label, acc in enumerate(accents):
-            records.append({"label": label, "label_name": acc, "text": sentences[sid], "voice": ACCENT_VOICES[acc] + var,
-                            "variant": var or "default", "rate": rates[j], "sentence_id": sid, "group": j})
+            records.append(
+                {
+                    "label": label,
+                    "label_name": acc,
+                    "text": sentences[sid],
+                    "voice": ACCENT_VOICES[acc] + var,
+                    "variant": var or "default",
+                    "rate": rates[j],
+                    "sentence_id": sid,
+                    "group": j,
+                }
+            )
     audio = render(records, progress, "accent_dataset")
-    return finish("accent_dataset", {"accents": accents, "n_per_class": n, "seed": seed, "rate_range": rate_range},
-                  records, audio, accents)
+    return finish(
+        "accent_dataset",
+        {"accents": accents, "n_per_class": n, "seed": seed, "rate_range": rate_range},
+        records,
+        audio,
+        accents,
+    )
 
 
 def language_dataset(
-    languages: Sequence[str] = ("en", "de", "fr", "es"), n_per_class: int = 16, seed: int = 0,
-    rate_range: tuple[int, int] = (140, 180), variants: Sequence[str] = MALE_VARIANTS + FEMALE_VARIANTS,
+    languages: Sequence[str] = ("en", "de", "fr", "es"),
+    n_per_class: int = 16,
+    seed: int = 0,
+    rate_range: tuple[int, int] = (140, 180),
+    variants: Sequence[str] = MALE_VARIANTS + FEMALE_VARIANTS,
     progress: bool = True,
 ) -> LabelledDataset:
     """Spoken language (label ``k`` = ``languages[k]``) from :data:`LANGUAGE_SENTENCES`,
@@ -89,11 +132,21 @@ def language_dataset(
     for j, sid in enumerate(sids):
         var = variants[int(rng.integers(len(variants)))]
         for label, lang in enumerate(languages):
-            records.append({"label": label, "label_name": lang, "text": LANGUAGE_SENTENCES[lang][sid],
-                            "voice": LANGUAGE_VOICES[lang] + var, "rate": rates[j], "sentence_id": sid, "group": j})
+            records.append(
+                {
+                    "label": label,
+                    "label_name": lang,
+                    "text": LANGUAGE_SENTENCES[lang][sid],
+                    "voice": LANGUAGE_VOICES[lang] + var,
+                    "rate": rates[j],
+                    "sentence_id": sid,
+                    "group": j,
+                }
+            )
     audio = render(records, progress, "language_dataset")
-    return finish("language_dataset", {"languages": languages, "n_per_class": n, "seed": seed}, records, audio,
-                  languages)
+    return finish(
+        "language_dataset", {"languages": languages, "n_per_class": n, "seed": seed}, records, audio, languages
+    )
 
 
 __all__ = ["accent_dataset", "gender_dataset", "language_dataset"]

@@ -8,12 +8,25 @@ from collections.abc import Sequence
 import numpy as np
 
 # language code -> espeak-ng voice
-LANGUAGE_VOICES: dict[str, str] = {"en": "en-us", "de": "de", "fr": "fr", "es": "es", "it": "it", "pt": "pt", "nl": "nl"}
+LANGUAGE_VOICES: dict[str, str] = {
+    "en": "en-us",
+    "de": "de",
+    "fr": "fr",
+    "es": "es",
+    "it": "it",
+    "pt": "pt",
+    "nl": "nl",
+}
 
 # accent label -> espeak-ng voice ("en-gb" is espeak's "en" voice, British English)
 ACCENT_VOICES: dict[str, str] = {
-    "en-us": "en-us", "en-gb": "en", "en-gb-scotland": "en-gb-scotland", "en-029": "en-029",
-    "en-gb-x-rp": "en-gb-x-rp", "en-us-nyc": "en-us-nyc", "en-gb-x-gbclan": "en-gb-x-gbclan",
+    "en-us": "en-us",
+    "en-gb": "en",
+    "en-gb-scotland": "en-gb-scotland",
+    "en-029": "en-029",
+    "en-gb-x-rp": "en-gb-x-rp",
+    "en-us-nyc": "en-us-nyc",
+    "en-gb-x-gbclan": "en-gb-x-gbclan",
     "en-gb-x-gbcwmd": "en-gb-x-gbcwmd",
 }
 
@@ -31,8 +44,10 @@ def check_voices(voices: str | Sequence[str]) -> list[str]:
     voices = [voices] if isinstance(voices, str) else list(voices)
     bad = [v for v in voices if v.split("+")[0] not in known]
     if bad or not voices:
-        raise ValueError(f"unknown espeak-ng voice(s) {bad or voices}; valid: {', '.join(sorted(known))} "
-                         "(add a variant like '+f3' or '+m3')")
+        raise ValueError(
+            f"unknown espeak-ng voice(s) {bad or voices}; valid: {', '.join(sorted(known))} "
+            "(add a variant like '+f3' or '+m3')"
+        )
     return voices
 
 
@@ -42,5 +57,12 @@ def random_voice(rng: np.random.Generator, voices: Sequence[str]) -> str:
     return voices[int(rng.integers(len(voices)))] + var
 
 
-__all__ = ["ACCENT_VOICES", "DEFAULT_VOICES", "FEMALE_VARIANTS", "LANGUAGE_VOICES", "MALE_VARIANTS", "check_voices",
-           "random_voice"]
+__all__ = [
+    "ACCENT_VOICES",
+    "DEFAULT_VOICES",
+    "FEMALE_VARIANTS",
+    "LANGUAGE_VOICES",
+    "MALE_VARIANTS",
+    "check_voices",
+    "random_voice",
+]

@@ -12,6 +12,16 @@ from hooked_asr.models.decoding.state import DecodingState
 from hooked_asr.models.decoding.timing import alignment_heads, alignment_matrix, dtw, find_alignment, median_filter
 
 __all__ = [
-    "DecodingState", "GenerationOutput", "Segment", "TranscribeOptions", "TranscriptionResult", "WordTiming",
-    "alignment_heads", "alignment_matrix", "compression_ratio", "dtw", "find_alignment", "median_filter",
+    "DecodingState",
+    "GenerationOutput",
+    "Segment",
+    "TranscribeOptions",
+    "TranscriptionResult",
+    "WordTiming",
+    "alignment_heads",
+    "alignment_matrix",
+    "compression_ratio",
+    "dtw",
+    "find_alignment",
+    "median_filter",
 ]

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 
+
 def dtw(cost: Float[np.ndarray, "rows cols"]) -> tuple[np.ndarray, np.ndarray]:
     """Monotonic path through ``cost`` from (0, 0) to (rows-1, cols-1) with steps (1,1), (1,0),
     (0,1) and least total cost; ties prefer (0,1) then... exactly as openai-whisper's ``dtw_cpu``
@@ -94,7 +95,9 @@ def check_word_options(heads: Any, unit: str) -> None:
     try:
         pairs = [(int(layer), int(h)) for layer, h in heads]
     except (TypeError, ValueError):
-        raise ValueError(f"alignment_heads={heads!r}: one of {list(HEAD_CHOICES)} or a list of (layer, head) pairs") from None
+        raise ValueError(
+            f"alignment_heads={heads!r}: one of {list(HEAD_CHOICES)} or a list of (layer, head) pairs"
+        ) from None
     if not pairs:
         raise ValueError("alignment_heads=[]: name at least one (layer, head) pair, or 'openai' / 'detected'")
 
@@ -108,8 +111,10 @@ def _explicit_heads(model: Any, heads: Any) -> list[tuple[int, int]] | None:
     n_l, n_h = model.cfg.decoder.n_layers, model.cfg.decoder.n_heads
     bad = [p for p in pairs if not (0 <= p[0] < n_l and 0 <= p[1] < n_h)]
     if bad or not pairs:
-        raise ValueError(f"alignment_heads {bad or pairs}: the decoder has {n_l} layers (0-{n_l - 1}) of {n_h} heads "
-                         f"(0-{n_h - 1}); pass (layer, head) pairs in range, 'openai' or 'detected'")
+        raise ValueError(
+            f"alignment_heads {bad or pairs}: the decoder has {n_l} layers (0-{n_l - 1}) of {n_h} heads "
+            f"(0-{n_h - 1}); pass (layer, head) pairs in range, 'openai' or 'detected'"
+        )
     return pairs
 
 
@@ -129,7 +134,10 @@ def character_tokens(tokenizer: Any, text_tokens: Sequence[int]) -> tuple[list[i
 
 @torch.no_grad()
 def _cross_attention(
-    model: Any, ids: list[int], encoder_hidden_states: torch.Tensor, layers: list[int],
+    model: Any,
+    ids: list[int],
+    encoder_hidden_states: torch.Tensor,
+    layers: list[int],
 ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
     """One teacher-forced decoder pass: the cross-attention scores of ``layers``
     (``{layer: [head, token, frame]}``) and the logits ``[token, vocab]``."""
@@ -164,7 +172,8 @@ def _normalise(w: torch.Tensor, medfilt_width: int, qk_scale: float, norm: str) 
 
 
 def rank_heads(
-    attn: Float[torch.Tensor, "head token frame"], spans: torch.Tensor | None = None,
+    attn: Float[torch.Tensor, "head token frame"],
+    spans: torch.Tensor | None = None,
 ) -> Float[torch.Tensor, "head"]:
     """A score per head of how well its attention ``attn`` (softmax over frames, the rows that
     predict text) follows the audio, with no reference transcript or timing.
@@ -242,8 +251,11 @@ def alignment(
     if medfilt_width is None:
         medfilt_width = 3 if unit == "character" else 7
     chosen = _explicit_heads(model, heads)
+
     def matrix_of(
-        units: list[int], read: list[tuple[int, int]] | None, spans: torch.Tensor | None = None,
+        units: list[int],
+        read: list[tuple[int, int]] | None,
+        spans: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[tuple[int, int]], torch.Tensor]:
         """The DTW matrix of ``units`` teacher-forced after the prompt, the heads read (``read``, or
         ranked when None, against ``spans`` if given), and the logits."""
@@ -310,13 +322,17 @@ def alignment(
                 break
             cb = sp
         if cb == ca:
-            raise ValueError(f"a word of {char_first[len(text)] - char_first[ca]} character tokens does not fit the "
-                             f"decoder's {room} positions; use word_unit='token'")
+            raise ValueError(
+                f"a word of {char_first[len(text)] - char_first[ca]} character tokens does not fit the "
+                f"decoder's {room} positions; use word_unit='token'"
+            )
         units = chars[char_first[ca] : char_first[cb]]
-        unit_char = np.searchsorted(np.array(char_first[ca:cb]) - char_first[ca], np.arange(len(units)), "right") - 1 + ca
+        unit_char = (
+            np.searchsorted(np.array(char_first[ca:cb]) - char_first[ca], np.arange(len(units)), "right") - 1 + ca
+        )
         unit_char = np.append(unit_char, cb)  # the end-of-text row: the chunk's end
         c0 = int(char_start[ca]) if ca else 0  # where the previous chunk ended: times never run backwards
-        c1 = min(n, int(hi_f[ca:cb + 1].max()) + 1) if cb < len(text) else n
+        c1 = min(n, int(hi_f[ca : cb + 1].max()) + 1) if cb < len(text) else n
         spans = torch.tensor(np.stack([lo_f[unit_char] + band - 5, hi_f[unit_char] - band + 5], 1))
         m, used, _ = matrix_of(units, chosen, spans if chosen is None else None)
         matrix = m if matrix is None else matrix
@@ -330,8 +346,13 @@ def alignment(
         local = np.array(char_first[ca : cb + 1]) - char_first[ca]
         char_start[ca : cb + 1] = starts[np.minimum(local, len(starts) - 1)]
         ca = cb
-    return {"matrix": matrix, "heads": used_heads, "token_probs": probs_of(logits), "char_start": char_start,
-            "text": text}
+    return {
+        "matrix": matrix,
+        "heads": used_heads,
+        "token_probs": probs_of(logits),
+        "char_start": char_start,
+        "text": text,
+    }
 
 
 def alignment_matrix(
@@ -351,10 +372,30 @@ def alignment_matrix(
     over heads, one row per text token plus one for end of text (the rows that *predict* them),
     over the ``num_frames // 2`` encoder frames that hold audio; and each text token's probability.
     ``options``: ``heads``, ``unit``, ``norm``, ``top_k`` of :func:`alignment`."""
-    a = alignment(model, text_tokens, input_features=input_features, encoder_hidden_states=encoder_hidden_states,
-                  num_frames=num_frames, language=language, task=task, medfilt_width=medfilt_width,
-                  qk_scale=qk_scale, **options)
+    a = alignment(
+        model,
+        text_tokens,
+        input_features=input_features,
+        encoder_hidden_states=encoder_hidden_states,
+        num_frames=num_frames,
+        language=language,
+        task=task,
+        medfilt_width=medfilt_width,
+        qk_scale=qk_scale,
+        **options,
+    )
     return a["matrix"], a["token_probs"]
 
 
-__all__ = ["HEAD_CHOICES", "UNITS", "alignment", "alignment_heads", "alignment_matrix", "character_tokens", "check_word_options", "dtw", "median_filter", "rank_heads"]
+__all__ = [
+    "HEAD_CHOICES",
+    "UNITS",
+    "alignment",
+    "alignment_heads",
+    "alignment_matrix",
+    "character_tokens",
+    "check_word_options",
+    "dtw",
+    "median_filter",
+    "rank_heads",
+]

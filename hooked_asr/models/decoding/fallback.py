@@ -45,7 +45,9 @@ class WindowResult:
 
 
 def needs_fallback(
-    r: WindowResult, compression_ratio_threshold: float | None, logprob_threshold: float | None,
+    r: WindowResult,
+    compression_ratio_threshold: float | None,
+    logprob_threshold: float | None,
     no_speech_threshold: float | None,
 ) -> bool:
     bad = False
@@ -53,15 +55,24 @@ def needs_fallback(
         bad = True
     if logprob_threshold is not None and r.avg_logprob < logprob_threshold:
         bad = True
-    if (no_speech_threshold is not None and r.no_speech_prob > no_speech_threshold
-            and logprob_threshold is not None and r.avg_logprob < logprob_threshold):
+    if (
+        no_speech_threshold is not None
+        and r.no_speech_prob > no_speech_threshold
+        and logprob_threshold is not None
+        and r.avg_logprob < logprob_threshold
+    ):
         bad = False  # silence
     return bad
 
 
 def decode_with_fallback(
-    decode: Callable[[list[int], float], list[WindowResult]], n_rows: int, temperatures: Sequence[float], *,
-    compression_ratio_threshold: float | None, logprob_threshold: float | None, no_speech_threshold: float | None,
+    decode: Callable[[list[int], float], list[WindowResult]],
+    n_rows: int,
+    temperatures: Sequence[float],
+    *,
+    compression_ratio_threshold: float | None,
+    logprob_threshold: float | None,
+    no_speech_threshold: float | None,
     state: DecodingState | None = None,
 ) -> list[WindowResult]:
     """``decode(rows, temperature)`` for all rows at ``temperatures[0]``, then again for the rows

@@ -27,8 +27,12 @@ from hooked_asr.models.decoding.fallback import compression_ratio, decode_with_f
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment, TranscriptionResult, WordTiming
 from hooked_asr.models.decoding.timestamps import split_segments
-from hooked_asr.models.decoding.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, encoder_row, keep_encoder_output
-
+from hooked_asr.models.decoding.timing import (
+    APPEND_PUNCTUATIONS,
+    PREPEND_PUNCTUATIONS,
+    encoder_row,
+    keep_encoder_output,
+)
 
 
 def clip_ranges(clip_timestamps: str | Sequence[float], content_frames: int) -> list[tuple[int, int]]:
@@ -73,8 +77,17 @@ _PUNCTUATION = PREPEND_PUNCTUATIONS + APPEND_PUNCTUATIONS  # openai-whisper's ``
 
 
 def _skip_hallucinated_silence(
-    current: list[Segment], threshold: float, *, time_offset: float, window_end_time: float, segment_duration: float,
-    last_speech: float, previous_seek: int, seek: int, single_ending: bool, content_frames: int,
+    current: list[Segment],
+    threshold: float,
+    *,
+    time_offset: float,
+    window_end_time: float,
+    segment_duration: float,
+    last_speech: float,
+    previous_seek: int,
+    seek: int,
+    single_ending: bool,
+    content_frames: int,
 ) -> tuple[int, bool]:
     """openai-whisper's ``hallucination_silence_threshold`` rules for one window: ``(seek, skip)``;
     ``current`` is cut in place before the first segment that looks hallucinated in silence.
@@ -84,7 +97,11 @@ def _skip_hallucinated_silence(
         end = _last_end(current)
         if end is not None and end > time_offset:
             remaining = window_end_time - end
-            seek = round(end / MEL_FRAME_SECONDS) if remaining > threshold else previous_seek + round(segment_duration / MEL_FRAME_SECONDS)
+            seek = (
+                round(end / MEL_FRAME_SECONDS)
+                if remaining > threshold
+                else previous_seek + round(segment_duration / MEL_FRAME_SECONDS)
+            )
     first = next((s for s in current if s.words), None)
     if first is not None and _is_anomaly(first):
         gap = first.start - time_offset
@@ -97,10 +114,10 @@ def _skip_hallucinated_silence(
         if _is_anomaly(seg):
             nxt = next((s for s in current[i + 1 :] if s.words), None)
             hal_next_start = nxt.words[0].start if nxt is not None else time_offset + segment_duration
-            silence_before = (seg.start - hal_last_end > threshold or seg.start < threshold
-                              or seg.start - time_offset < 2.0)
-            silence_after = (hal_next_start - seg.end > threshold or _is_anomaly(nxt)
-                             or window_end_time - seg.end < 2.0)
+            silence_before = (
+                seg.start - hal_last_end > threshold or seg.start < threshold or seg.start - time_offset < 2.0
+            )
+            silence_after = hal_next_start - seg.end > threshold or _is_anomaly(nxt) or window_end_time - seg.end < 2.0
             if silence_before and silence_after:
                 seek = round(max(time_offset + 1, seg.start) / MEL_FRAME_SECONDS)
                 if content_frames * MEL_FRAME_SECONDS - seg.end < threshold:
@@ -112,7 +129,11 @@ def _skip_hallucinated_silence(
 
 
 def transcribe_sequential(
-    model: Any, mel: torch.Tensor, content_frames: int, opts: TranscribeOptions, language: str | None,
+    model: Any,
+    mel: torch.Tensor,
+    content_frames: int,
+    opts: TranscribeOptions,
+    language: str | None,
     initial_tokens: list[int],
 ) -> TranscriptionResult:
     """``mel [n_mels, content_frames + padding]`` -> one :class:`TranscriptionResult` over all windows
@@ -149,8 +170,10 @@ def transcribe_sequential(
                 size = min(N_FRAMES, content_frames - seek, clip_end - seek)
                 window_mel = F.pad(mel[:, seek : seek + size], (0, N_FRAMES - size))[None]
                 if opts.carry_initial_prompt:
-                    rest = all_tokens[max(len(initial_tokens), prompt_reset_since):]
-                    previous = list(initial_tokens) + (rest[-remaining_prompt_length:] if remaining_prompt_length > 0 else [])
+                    rest = all_tokens[max(len(initial_tokens), prompt_reset_since) :]
+                    previous = list(initial_tokens) + (
+                        rest[-remaining_prompt_length:] if remaining_prompt_length > 0 else []
+                    )
                 else:
                     previous = all_tokens[prompt_reset_since:]
                 prompt = model._window_prompt(language, opts.task, timestamps, previous)
@@ -158,17 +181,24 @@ def transcribe_sequential(
                 if state is not None:
                     state.window, state.seek, state.n_windows = window, seek, window + 1
                 feats = {"input_features": window_mel.to(model.device)}
-                with keep_encoder_output(model, opts.word_timestamps) as seen:  # word timings reuse the encoder's output
+                with keep_encoder_output(
+                    model, opts.word_timestamps
+                ) as seen:  # word timings reuse the encoder's output
                     r = decode_with_fallback(
-                        lambda rows, t: model._decode_rows(feats, prompt, t, opts, rows), 1, opts.temperature,
+                        lambda rows, t: model._decode_rows(feats, prompt, t, opts, rows),
+                        1,
+                        opts.temperature,
                         compression_ratio_threshold=opts.compression_ratio_threshold,
-                        logprob_threshold=opts.logprob_threshold, no_speech_threshold=opts.no_speech_threshold,
+                        logprob_threshold=opts.logprob_threshold,
+                        no_speech_threshold=opts.no_speech_threshold,
                         state=state,
                     )[0]
                 window += 1
                 previous_seek = seek
-                if opts.no_speech_threshold is not None and r.no_speech_prob > opts.no_speech_threshold and not (
-                    opts.logprob_threshold is not None and r.avg_logprob > opts.logprob_threshold
+                if (
+                    opts.no_speech_threshold is not None
+                    and r.no_speech_prob > opts.no_speech_threshold
+                    and not (opts.logprob_threshold is not None and r.avg_logprob > opts.logprob_threshold)
                 ):
                     seek += size
                     bar.update(min(content_frames, seek) - previous_seek)
@@ -181,12 +211,20 @@ def transcribe_sequential(
                     if math.isnan(end):
                         end = size * MEL_FRAME_SECONDS
                     toks = r.tokens[a:b]
-                    current.append(Segment(
-                        id=0, seek=seek, start=time_offset + start, end=time_offset + end,
-                        text=decode([t for t in toks if t < model.cfg.eos_token_id]),
-                        tokens=toks, avg_logprob=r.avg_logprob, compression_ratio=r.compression_ratio,
-                        no_speech_prob=r.no_speech_prob, temperature=r.temperature,
-                    ))
+                    current.append(
+                        Segment(
+                            id=0,
+                            seek=seek,
+                            start=time_offset + start,
+                            end=time_offset + end,
+                            text=decode([t for t in toks if t < model.cfg.eos_token_id]),
+                            tokens=toks,
+                            avg_logprob=r.avg_logprob,
+                            compression_ratio=r.compression_ratio,
+                            no_speech_prob=r.no_speech_prob,
+                            temperature=r.temperature,
+                        )
+                    )
                     lps_of[id(current[-1])] = r.logprobs[a:b]
                 if paired and not single_ending:
                     # the last segment is unfinished: drop it and start the next window at its start
@@ -195,8 +233,14 @@ def transcribe_sequential(
                     seek += size
                 if opts.word_timestamps:
                     model._add_word_timestamps(
-                        current, time_offset=time_offset, last_speech_timestamp=last_speech,
-                        input_features=window_mel, num_frames=size, language=language, task=opts.task, options=opts,
+                        current,
+                        time_offset=time_offset,
+                        last_speech_timestamp=last_speech,
+                        input_features=window_mel,
+                        num_frames=size,
+                        language=language,
+                        task=opts.task,
+                        options=opts,
                         encoder_hidden_states=encoder_row(seen, 0, 1),
                     )
                     if not single_ending:
@@ -205,10 +249,16 @@ def transcribe_sequential(
                             seek = round(end / MEL_FRAME_SECONDS)
                     if opts.hallucination_silence_threshold is not None:
                         seek, skip = _skip_hallucinated_silence(
-                            current, opts.hallucination_silence_threshold, time_offset=time_offset,
-                            window_end_time=window_end_time, segment_duration=size * MEL_FRAME_SECONDS,
-                            last_speech=last_speech, previous_seek=previous_seek, seek=seek,
-                            single_ending=single_ending, content_frames=content_frames,
+                            current,
+                            opts.hallucination_silence_threshold,
+                            time_offset=time_offset,
+                            window_end_time=window_end_time,
+                            segment_duration=size * MEL_FRAME_SECONDS,
+                            last_speech=last_speech,
+                            previous_seek=previous_seek,
+                            seek=seek,
+                            single_ending=single_ending,
+                            content_frames=content_frames,
                         )
                         if skip:
                             continue
@@ -233,8 +283,14 @@ def transcribe_sequential(
     words: list[WordTiming] | None = [w for s in segments for w in (s.words or [])] if opts.word_timestamps else None
     text = decode([t for t in kept_tokens if t < model.cfg.eos_token_id]).strip() if tok is not None else None
     return TranscriptionResult(
-        text=text, tokens=kept_tokens, token_logprobs=kept_lps, prompt=first_prompt or [], finished=finished,
-        language=language, segments=segments, words=words,
+        text=text,
+        tokens=kept_tokens,
+        token_logprobs=kept_lps,
+        prompt=first_prompt or [],
+        finished=finished,
+        language=language,
+        segments=segments,
+        words=words,
         extra={"n_windows": window, "compression_ratio": compression_ratio(text or "")},
     )
 
@@ -263,7 +319,12 @@ def join_windows(
             segments.append(seg)
     text = " ".join(r.text for r in parts if r.text) if has_text else None
     return TranscriptionResult(
-        text=text, tokens=tokens, token_logprobs=lps, prompt=parts[0].prompt, finished=all(r.finished for r in parts),
-        language=language, segments=segments,
+        text=text,
+        tokens=tokens,
+        token_logprobs=lps,
+        prompt=parts[0].prompt,
+        finished=all(r.finished for r in parts),
+        language=language,
+        segments=segments,
         extra={"n_windows": len(parts), "n_audio_tokens": [r.extra.get("n_audio_tokens") for r in parts]},
     )

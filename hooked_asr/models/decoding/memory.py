@@ -65,8 +65,9 @@ def available_bytes(device: torch.device | str) -> int | None:
         return None
 
 
-def check_decoding_memory(model: Any, batch: int, num_beams: int, n_tokens: int,
-                          device: torch.device | str | None = None) -> None:
+def check_decoding_memory(
+    model: Any, batch: int, num_beams: int, n_tokens: int, device: torch.device | str | None = None
+) -> None:
     """Raise :class:`DecodingMemoryError` before decoding when ``batch * num_beams`` rows of ``n_tokens``
     tokens (prompt + new) are estimated to need more than the memory available, naming the
     estimate and the largest ``beam_size`` that fits."""
@@ -78,8 +79,11 @@ def check_decoding_memory(model: Any, batch: int, num_beams: int, n_tokens: int,
     if free is None or rows * per_row <= _SHARE * free:
         return
     fit = int(_SHARE * free // (per_row * batch))
-    fix = (f"use a smaller beam_size (at most {fit} fit{'s' if fit == 1 else ''} with a batch of {batch})"
-           if fit >= 1 and num_beams > 1 else "decode fewer audio inputs at once (a smaller batch)")
+    fix = (
+        f"use a smaller beam_size (at most {fit} fit{'s' if fit == 1 else ''} with a batch of {batch})"
+        if fit >= 1 and num_beams > 1
+        else "decode fewer audio inputs at once (a smaller batch)"
+    )
     raise DecodingMemoryError(
         f"decoding {batch} input{'s' if batch != 1 else ''} x beam_size={num_beams} = {rows} rows needs about "
         f"{rows * per_row / 1e9:.1f} GB ({per_row / 1e6:.0f} MB per row: the encoder output, cross-attention "

@@ -58,8 +58,11 @@ class TranscribeOptions:
         self.temperature = _temperatures(self.temperature)
         self.beam_size = _count("beam_size", self.beam_size)
         self.best_of = _count("best_of", self.best_of)
-        self.max_new_tokens = _count("max_new_tokens", self.max_new_tokens, what="a positive integer number of "
-                                     "tokens (or None for the model's limit)")
+        self.max_new_tokens = _count(
+            "max_new_tokens",
+            self.max_new_tokens,
+            what="a positive integer number of tokens (or None for the model's limit)",
+        )
         self.length_penalty = _finite("length_penalty", self.length_penalty)
         self.patience = _finite("patience", self.patience)
         for name in ("compression_ratio_threshold", "logprob_threshold", "no_speech_threshold"):
@@ -67,14 +70,20 @@ class TranscribeOptions:
         if self.patience is not None and (self.patience <= 0 or not self.beam_size):
             raise ValueError(f"patience={self.patience} needs beam_size and must be > 0")
         if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
-            raise ValueError(f"length_penalty={self.length_penalty}: openai-whisper's GNMT alpha must be in [0, 1] "
-                             "(None ranks by sum log p / length)")
+            raise ValueError(
+                f"length_penalty={self.length_penalty}: openai-whisper's GNMT alpha must be in [0, 1] "
+                "(None ranks by sum log p / length)"
+            )
         if self.hallucination_silence_threshold is not None and not self.word_timestamps:
             raise ValueError("hallucination_silence_threshold needs word_timestamps=True (it reads the word timings)")
         if self.best_of is not None and not any(t > 0 for t in self.temperature):
-            warnings.warn(f"best_of={self.best_of} is used only at temperature > 0 (openai-whisper's rule); with "
-                          f"temperature={self.temperature} it has no effect. Use beam_size for several hypotheses at "
-                          "temperature 0, or a temperature above 0 to sample best_of", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"best_of={self.best_of} is used only at temperature > 0 (openai-whisper's rule); with "
+                f"temperature={self.temperature} it has no effect. Use beam_size for several hypotheses at "
+                "temperature 0, or a temperature above 0 to sample best_of",
+                UserWarning,
+                stacklevel=3,
+            )
         self.initial_prompt = _prompt(self.initial_prompt)
         _suppress_ids(self.suppress_tokens)
         if self.task not in ("transcribe", "translate"):
@@ -87,7 +96,9 @@ class TranscribeOptions:
     def needs_window_loop(self) -> bool:
         """Options only openai-whisper's window loop applies (a clip of <= 30 s then takes that loop too)."""
         clip = self.clip_timestamps
-        default_clip = clip in ("0", "", None) or (not isinstance(clip, str) and [float(x) for x in clip] in ([], [0.0]))
+        default_clip = clip in ("0", "", None) or (
+            not isinstance(clip, str) and [float(x) for x in clip] in ([], [0.0])
+        )
         return not default_clip or self.hallucination_silence_threshold is not None
 
     def suppress_list(self, checkpoint_list: Sequence[int]) -> list[int]:
@@ -134,8 +145,10 @@ def _temperatures(t: Any) -> tuple[float, ...]:
     except TypeError:
         items = [t]
     if not items or not all(_is_real(x) and math.isfinite(float(x)) and float(x) >= 0 for x in items):
-        raise ValueError(f"temperature={t!r}: must be a number >= 0, or a tuple of them for fallback "
-                         "(e.g. 0.0 or (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)); NaN, inf and strings are refused")
+        raise ValueError(
+            f"temperature={t!r}: must be a number >= 0, or a tuple of them for fallback "
+            "(e.g. 0.0 or (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)); NaN, inf and strings are refused"
+        )
     return tuple(float(x) for x in items)
 
 
@@ -144,16 +157,20 @@ def _prompt(p: Any) -> str | tuple[int, ...] | None:
     if p is None or isinstance(p, str):
         return p
     if isinstance(p, (bytes, bytearray, memoryview)):
-        raise ValueError(f"initial_prompt={bytes(p)[:40]!r}: bytes are not a prompt; decode them to text first "
-                         "(initial_prompt=data.decode('utf-8')) or pass a list of token ids")
+        raise ValueError(
+            f"initial_prompt={bytes(p)[:40]!r}: bytes are not a prompt; decode them to text first "
+            "(initial_prompt=data.decode('utf-8')) or pass a list of token ids"
+        )
     try:
         ids = list(p)
     except TypeError:
         raise ValueError(f"initial_prompt={p!r}: must be text or a sequence of token ids") from None
     bad = [i for i in ids if not isinstance(i, (int, np.integer)) or isinstance(i, (bool, np.bool_)) or i < 0]
     if bad:
-        raise ValueError(f"initial_prompt holds {bad[:5]!r}, which are not token ids (non-negative integers); "
-                         "pass text, or a list of ids")
+        raise ValueError(
+            f"initial_prompt holds {bad[:5]!r}, which are not token ids (non-negative integers); "
+            "pass text, or a list of ids"
+        )
     return tuple(int(i) for i in ids)
 
 
@@ -172,14 +189,17 @@ def _suppress_ids(s: Any) -> list[int]:
         if isinstance(x, str) and x.lstrip("-").isdigit():
             x = int(x)
         if not isinstance(x, (int, np.integer)) or isinstance(x, (bool, np.bool_)) or x < -1:
-            raise ValueError(f"suppress_tokens={s!r}: must be token ids (a list, or text such as '-1' or '1,2,3'; "
-                             "-1 stands for the checkpoint's non-speech tokens); {x!r} is not one")
+            raise ValueError(
+                f"suppress_tokens={s!r}: must be token ids (a list, or text such as '-1' or '1,2,3'; "
+                "-1 stands for the checkpoint's non-speech tokens); {x!r} is not one"
+            )
         ids.append(int(x))
     return ids
 
 
-def check_generate_args(num_beams: Any, max_new_tokens: Any, do_sample: bool, temperature: Any,
-                        length_penalty: Any, patience: Any) -> None:
+def check_generate_args(
+    num_beams: Any, max_new_tokens: Any, do_sample: bool, temperature: Any, length_penalty: Any, patience: Any
+) -> None:
     """Refuse bad :meth:`~hooked_asr.models.base.HookedEncoderDecoder.generate` arguments, naming
     the argument and its value (Hugging Face's names)."""
     if num_beams is None:
@@ -187,8 +207,10 @@ def check_generate_args(num_beams: Any, max_new_tokens: Any, do_sample: bool, te
     _count("num_beams", num_beams, what="an integer >= 1 (1: greedy or sampling)")
     _count("max_new_tokens", max_new_tokens, what="a positive integer number of tokens (or None)")
     if do_sample and (not _is_real(temperature) or not math.isfinite(float(temperature)) or temperature <= 0):
-        raise ValueError(f"temperature={temperature!r}: sampling needs a finite temperature > 0 "
-                         "(for greedy decoding pass do_sample=False)")
+        raise ValueError(
+            f"temperature={temperature!r}: sampling needs a finite temperature > 0 "
+            "(for greedy decoding pass do_sample=False)"
+        )
     _finite("length_penalty", length_penalty)
     p = _finite("patience", patience)
     if p is not None and p <= 0:

@@ -79,25 +79,34 @@ class PrefixRecorder:
 
     def build(self, sequences: torch.Tensor, prompt_len: int, cache: list[dict[str, KV]], context: Any) -> PrefixCache:
         resid = [torch.cat(p, dim=1) for p in self.parts]
-        return PrefixCache(sequences[0].clone(), prompt_len, resid, [c["self"] for c in cache],
-                           [c.get("cross") for c in cache], context)
+        return PrefixCache(
+            sequences[0].clone(),
+            prompt_len,
+            resid,
+            [c["self"] for c in cache],
+            [c.get("cross") for c in cache],
+            context,
+        )
 
 
-def check_prefix_use(model: Any, prefix: PrefixCache, prompt: torch.Tensor, start_at_layer: int, num_beams: int,
-                     use_cache: bool) -> None:
+def check_prefix_use(
+    model: Any, prefix: PrefixCache, prompt: torch.Tensor, start_at_layer: int, num_beams: int, use_cache: bool
+) -> None:
     """Refuse what prefix sharing cannot do exactly, naming the fix."""
     n = prefix.n_layers
     if not 0 <= start_at_layer < n:
         raise ValueError(f"start_at_layer={start_at_layer}: must lie in [0, {n - 1}] (the decoder's layers)")
     if num_beams > 1:
-        raise ValueError("clean_prefix with num_beams > 1: beams reorder rows every step; decode greedily or without "
-                         "clean_prefix")
+        raise ValueError(
+            "clean_prefix with num_beams > 1: beams reorder rows every step; decode greedily or without clean_prefix"
+        )
     if not use_cache:
         raise ValueError("clean_prefix with use_cache=False: sharing the prefix needs the key/value cache")
     if prompt.shape[1] > prefix.n_fed or not bool((prompt == prefix.tokens[: prompt.shape[1]]).all()):
         clean = prefix.tokens[: prefix.prompt_len].tolist()
-        raise ValueError(f"the prompt {prompt[0].tolist()} is not the clean run's ({clean}); record the prefix with "
-                         "the same prompt")
+        raise ValueError(
+            f"the prompt {prompt[0].tolist()} is not the clean run's ({clean}); record the prefix with the same prompt"
+        )
     for i in range(start_at_layer):
         for name, hp in model.decoder.blocks[i].named_modules():
             if hasattr(hp, "is_live") and hp.is_live():
@@ -144,8 +153,9 @@ class PrefixStepper:
         for i in range(self.l):
             k, v = (_rows(x[:, :, :start], new.numel()) for x in p.self_kv[i])
             old = self.lower[i]
-            self.lower[i] = ((k.contiguous(), v.contiguous()) if old is None
-                             else (torch.cat([old[0], k]), torch.cat([old[1], v])))
+            self.lower[i] = (
+                (k.contiguous(), v.contiguous()) if old is None else (torch.cat([old[0], k]), torch.cat([old[1], v]))
+            )
         self.div_rows = torch.cat([self.div_rows, new])
         self.diverged = now
 
@@ -166,7 +176,12 @@ class PrefixStepper:
             else:
                 lower.append({"cross": tuple(_rows(t, m) for t in p.cross_kv[i])} if m else {})
         logits, present = self.model._decode_step(
-            self.context, ids, lower + self.upper, start_at_layer=self.l, resid_pre=resid, run_rows=self.div_rows,
+            self.context,
+            ids,
+            lower + self.upper,
+            start_at_layer=self.l,
+            resid_pre=resid,
+            run_rows=self.div_rows,
         )
         for i in range(self.l):
             self.lower[i] = present[i]["self"] if m else self.lower[i]

@@ -49,11 +49,16 @@ class LogitRules:
 
     def __post_init__(self) -> None:
         self._suppress_bias, self._begin_bias = (
-            torch.zeros(m.shape, device=m.device).masked_fill(m, float("-inf")) for m in (self.suppress, self.begin))
+            torch.zeros(m.shape, device=m.device).masked_fill(m, float("-inf")) for m in (self.suppress, self.begin)
+        )
 
     @classmethod
     def build(
-        cls, vocab: int, device: torch.device, suppress: Sequence[int], begin: Sequence[int],
+        cls,
+        vocab: int,
+        device: torch.device,
+        suppress: Sequence[int],
+        begin: Sequence[int],
         timestamps: TimestampRules | None = None,
     ) -> "LogitRules":
         s = torch.zeros(vocab, dtype=torch.bool, device=device)
@@ -100,8 +105,13 @@ class Stepper:
             # Cross-attention keys/values are computed once from one audio per item; unless a
             # hook made them differ between an item's beams, reordering them is a no-op copy.
             self._cross_shared = all(
-                torch.equal(k.unflatten(0, (-1, group)), k.unflatten(0, (-1, group))[:, :1].expand_as(k.unflatten(0, (-1, group))))
-                for layer in self.cache if "cross" in layer for k in layer["cross"]
+                torch.equal(
+                    k.unflatten(0, (-1, group)),
+                    k.unflatten(0, (-1, group))[:, :1].expand_as(k.unflatten(0, (-1, group))),
+                )
+                for layer in self.cache
+                if "cross" in layer
+                for k in layer["cross"]
             )
             if self._cross_shared and len(rows) == group:
                 # One audio: every beam reads the same keys/values, so keep one row and view it
@@ -129,9 +139,17 @@ def _no_speech(logits: torch.Tensor, no_speech: tuple[int, int] | None) -> torch
 
 
 def sample(
-    step: Callable[[torch.Tensor], torch.Tensor], prompt: torch.Tensor, rules: LogitRules, *, eos: int,
-    max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0, generator: torch.Generator | None = None,
-    state: DecodingState | None = None, no_speech: tuple[int, int] | None = None,
+    step: Callable[[torch.Tensor], torch.Tensor],
+    prompt: torch.Tensor,
+    rules: LogitRules,
+    *,
+    eos: int,
+    max_new_tokens: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    state: DecodingState | None = None,
+    no_speech: tuple[int, int] | None = None,
 ) -> GenerationOutput:
     """Greedy (``do_sample=False`` or ``temperature == 0``) or sampled decoding of ``prompt [rows, p]``."""
     rows, p = prompt.shape
@@ -166,7 +184,9 @@ def sample(
 
 
 def rank_sequences(
-    lengths: Sequence[int], sum_logprobs: Sequence[float], length_penalty: float | None = None,
+    lengths: Sequence[int],
+    sum_logprobs: Sequence[float],
+    length_penalty: float | None = None,
 ) -> int:
     """Index of the best of one audio's candidates (openai-whisper's ``MaximumLikelihoodRanker``):
     ``argmax_i sum_logprob_i / penalty(n_i)`` with ``n_i`` the candidate's tokens without end of
@@ -179,8 +199,16 @@ def rank_sequences(
 
 
 def openai_beam_search(
-    stepper: Stepper, prompt: torch.Tensor, rules: LogitRules, *, eos: int, max_new_tokens: int, beam_size: int,
-    patience: float | None = None, length_penalty: float | None = None, state: DecodingState | None = None,
+    stepper: Stepper,
+    prompt: torch.Tensor,
+    rules: LogitRules,
+    *,
+    eos: int,
+    max_new_tokens: int,
+    beam_size: int,
+    patience: float | None = None,
+    length_penalty: float | None = None,
+    state: DecodingState | None = None,
     no_speech: tuple[int, int] | None = None,
 ) -> GenerationOutput:
     """openai-whisper's beam search (``BeamSearchDecoder`` + ``MaximumLikelihoodRanker``) over
@@ -250,14 +278,21 @@ def openai_beam_search(
         if all(len(f) >= max_candidates for f in finished):
             break
         stepper.reorder(torch.tensor(sources, device=prompt.device), beam_size)
-    return _ranked(prompt, p, beam_size, eos, sequences, token_logprobs, sum_logprobs.tolist(), finished,
-                   length_penalty, nsp)
+    return _ranked(
+        prompt, p, beam_size, eos, sequences, token_logprobs, sum_logprobs.tolist(), finished, length_penalty, nsp
+    )
 
 
 def _ranked(
-    prompt: torch.Tensor, p: int, beam_size: int, eos: int, sequences: list[tuple[int, ...]],
-    token_logprobs: list[list[float]], sums: list[float],
-    finished: list[dict[tuple[int, ...], tuple[float, list[float]]]], length_penalty: float | None,
+    prompt: torch.Tensor,
+    p: int,
+    beam_size: int,
+    eos: int,
+    sequences: list[tuple[int, ...]],
+    token_logprobs: list[list[float]],
+    sums: list[float],
+    finished: list[dict[tuple[int, ...], tuple[float, list[float]]]],
+    length_penalty: float | None,
     no_speech_probs: torch.Tensor | None,
 ) -> GenerationOutput:
     """openai-whisper's ``finalize`` then ``rank``: fill each audio's candidates with its best
@@ -279,19 +314,32 @@ def _ranked(
     logprobs = torch.zeros((len(picks), n), device=dev)
     for i, (toks, lps, _, _) in enumerate(picks):
         tokens[i, : len(toks)] = torch.tensor(toks, dtype=torch.long)
-        logprobs[i, : len(lps)] = torch.tensor(lps[: n])
+        logprobs[i, : len(lps)] = torch.tensor(lps[:n])
     sequences_out = torch.cat([prompt.view(len(picks), beam_size, p)[:, 0], tokens], 1)
     return GenerationOutput(
-        sequences=sequences_out, tokens=tokens, logprobs=logprobs,
-        finished=torch.tensor([done for _, _, _, done in picks], device=dev), no_speech_probs=no_speech_probs,
+        sequences=sequences_out,
+        tokens=tokens,
+        logprobs=logprobs,
+        finished=torch.tensor([done for _, _, _, done in picks], device=dev),
+        no_speech_probs=no_speech_probs,
         sum_logprobs=torch.tensor([score for _, _, score, _ in picks]),
     )
 
 
 def beam_search(
-    stepper: Stepper, prompt: torch.Tensor, rules: LogitRules, *, eos: int, max_new_tokens: int, num_beams: int,
-    length_penalty: float = 1.0, patience: float | None = None, do_sample: bool = False, temperature: float = 1.0,
-    generator: torch.Generator | None = None, state: DecodingState | None = None,
+    stepper: Stepper,
+    prompt: torch.Tensor,
+    rules: LogitRules,
+    *,
+    eos: int,
+    max_new_tokens: int,
+    num_beams: int,
+    length_penalty: float = 1.0,
+    patience: float | None = None,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    state: DecodingState | None = None,
     no_speech: tuple[int, int] | None = None,
 ) -> GenerationOutput:
     """Hugging Face's beam search (``early_stopping=False``) over ``prompt [batch * num_beams, p]``
@@ -376,7 +424,9 @@ def beam_search(
     logprobs = fin_lp[:, 0, :n].masked_fill(pad, 0.0)
     finished = (tokens.gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0] == eos) & fin_done[:, 0]
     sequences = torch.cat([prompt.view(n_items, beams, p)[:, 0], tokens], 1)
-    return GenerationOutput(sequences=sequences, tokens=tokens, logprobs=logprobs, finished=finished, no_speech_probs=nsp)
+    return GenerationOutput(
+        sequences=sequences, tokens=tokens, logprobs=logprobs, finished=finished, no_speech_probs=nsp
+    )
 
 
 __all__ = ["LogitRules", "Stepper", "beam_search", "openai_beam_search", "rank_sequences", "sample"]

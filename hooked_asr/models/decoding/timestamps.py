@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from hooked_asr.audio import TIME_PRECISION
 
 
-
 @dataclass
 class TimestampRules:
     timestamp_begin: int
@@ -73,13 +72,19 @@ def split_segments(tokens: list[int], timestamp_begin: int) -> tuple[list[tuple[
     consecutive = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
     if not consecutive:
         stamps = [t for t, s in zip(tokens, is_ts) if s]
-        end = (stamps[-1] - timestamp_begin) * TIME_PRECISION if stamps and stamps[-1] != timestamp_begin else float("nan")
+        end = (
+            (stamps[-1] - timestamp_begin) * TIME_PRECISION
+            if stamps and stamps[-1] != timestamp_begin
+            else float("nan")
+        )
         return [(0, len(tokens), 0.0, end)], single_ending, False
     slices = consecutive + ([len(tokens)] if single_ending else [])
     out, last = [], 0
     for cut in slices:
         piece = tokens[last:cut]
-        out.append((last, cut, (piece[0] - timestamp_begin) * TIME_PRECISION, (piece[-1] - timestamp_begin) * TIME_PRECISION))
+        out.append(
+            (last, cut, (piece[0] - timestamp_begin) * TIME_PRECISION, (piece[-1] - timestamp_begin) * TIME_PRECISION)
+        )
         last = cut
     return out, single_ending, True
 

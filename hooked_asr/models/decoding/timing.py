@@ -26,7 +26,12 @@ from jaxtyping import Float
 from hooked_asr.audio import ENCODER_FRAME_SECONDS
 
 from hooked_asr.models.decoding.alignment import (  # noqa: F401  (re-exported: timing's public names)
-    alignment, alignment_heads, alignment_matrix, check_word_options, dtw, median_filter,
+    alignment,
+    alignment_heads,
+    alignment_matrix,
+    check_word_options,
+    dtw,
+    median_filter,
 )
 from hooked_asr.models.decoding.results import Segment, WordTiming
 
@@ -34,7 +39,9 @@ PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
 
-def split_to_word_tokens(tokenizer: Any, tokens: list[int], language: str | None = None) -> tuple[list[str], list[list[int]]]:
+def split_to_word_tokens(
+    tokenizer: Any, tokens: list[int], language: str | None = None
+) -> tuple[list[str], list[list[int]]]:
     """openai-whisper's word split: byte-complete pieces, joined into words at spaces (special
     tokens and punctuation stand alone); languages written without spaces split per piece."""
     if tokenizer is None:  # no text to join pieces by: each token is a word
@@ -97,8 +104,15 @@ def find_alignment(
     if not text_tokens:
         return []
     a = alignment(
-        model, text_tokens, input_features=input_features, encoder_hidden_states=encoder_hidden_states,
-        num_frames=num_frames, language=language, task=task, medfilt_width=medfilt_width, qk_scale=qk_scale,
+        model,
+        text_tokens,
+        input_features=input_features,
+        encoder_hidden_states=encoder_hidden_states,
+        num_frames=num_frames,
+        language=language,
+        task=task,
+        medfilt_width=medfilt_width,
+        qk_scale=qk_scale,
         **options,
     )
     token_probs = a["token_probs"]
@@ -161,7 +175,9 @@ def encoder_row(seen: list[torch.Tensor], row: int, n_rows: int) -> torch.Tensor
     return seen[0][row * k : row * k + 1]
 
 
-def merge_punctuations(alignment: list[WordTiming], prepended: str = PREPEND_PUNCTUATIONS, appended: str = APPEND_PUNCTUATIONS) -> None:
+def merge_punctuations(
+    alignment: list[WordTiming], prepended: str = PREPEND_PUNCTUATIONS, appended: str = APPEND_PUNCTUATIONS
+) -> None:
     """Attach opening punctuation to the next word and closing punctuation to the previous one."""
     i, j = len(alignment) - 2, len(alignment) - 1
     while i >= 0:
@@ -184,9 +200,16 @@ def merge_punctuations(alignment: list[WordTiming], prepended: str = PREPEND_PUN
 
 
 def add_word_timestamps(
-    model: Any, segments: list[Segment], *, time_offset: float, last_speech_timestamp: float,
-    input_features: torch.Tensor | None = None, encoder_hidden_states: torch.Tensor | None = None,
-    num_frames: int | None = None, language: str | None = None, task: str = "transcribe",
+    model: Any,
+    segments: list[Segment],
+    *,
+    time_offset: float,
+    last_speech_timestamp: float,
+    input_features: torch.Tensor | None = None,
+    encoder_hidden_states: torch.Tensor | None = None,
+    num_frames: int | None = None,
+    language: str | None = None,
+    task: str = "transcribe",
     options: Any = None,
 ) -> float:
     """Fill ``segment.words`` for one window's segments (openai-whisper's ``add_word_timestamps``,
@@ -201,9 +224,15 @@ def add_word_timestamps(
     per_segment = [[t for t in s.tokens if t < eot] for s in segments]
     text_tokens = [t for ts in per_segment for t in ts]
     alignment = find_alignment(
-        model, text_tokens, input_features=input_features, encoder_hidden_states=encoder_hidden_states,
-        num_frames=num_frames, language=language, task=task,
-        heads=getattr(options, "alignment_heads", "detected"), unit=getattr(options, "word_unit", "token"),
+        model,
+        text_tokens,
+        input_features=input_features,
+        encoder_hidden_states=encoder_hidden_states,
+        num_frames=num_frames,
+        language=language,
+        task=task,
+        heads=getattr(options, "alignment_heads", "detected"),
+        unit=getattr(options, "word_unit", "token"),
     )
     durations = np.array([w.end - w.start for w in alignment])
     durations = durations[durations.nonzero()]
@@ -217,15 +246,22 @@ def add_word_timestamps(
                     alignment[i].end = alignment[i].start + longest
                 elif alignment[i - 1].word in marks:
                     alignment[i].start = alignment[i].end - longest
-    merge_punctuations(alignment, getattr(options, "prepend_punctuations", PREPEND_PUNCTUATIONS),
-                       getattr(options, "append_punctuations", APPEND_PUNCTUATIONS))
+    merge_punctuations(
+        alignment,
+        getattr(options, "prepend_punctuations", PREPEND_PUNCTUATIONS),
+        getattr(options, "append_punctuations", APPEND_PUNCTUATIONS),
+    )
     k = 0
     for seg, toks in zip(segments, per_segment):
         saved, words = 0, []
         while k < len(alignment) and saved < len(toks):
             a = alignment[k]
             if a.word:
-                words.append(WordTiming(a.word, round(time_offset + a.start, 2), round(time_offset + a.end, 2), a.probability, a.tokens))
+                words.append(
+                    WordTiming(
+                        a.word, round(time_offset + a.start, 2), round(time_offset + a.end, 2), a.probability, a.tokens
+                    )
+                )
             saved += len(a.tokens)
             k += 1
         if words:
@@ -250,4 +286,13 @@ def add_word_timestamps(
     return last_speech_timestamp
 
 
-__all__ = ["APPEND_PUNCTUATIONS", "PREPEND_PUNCTUATIONS", "add_word_timestamps", "encoder_row", "find_alignment", "keep_encoder_output", "merge_punctuations", "split_to_word_tokens"]
+__all__ = [
+    "APPEND_PUNCTUATIONS",
+    "PREPEND_PUNCTUATIONS",
+    "add_word_timestamps",
+    "encoder_row",
+    "find_alignment",
+    "keep_encoder_output",
+    "merge_punctuations",
+    "split_to_word_tokens",
+]

@@ -24,7 +24,12 @@ from hooked_asr.models.decoding.results import Segment, TranscriptionResult
 from hooked_asr.models.decoding.search import rank_sequences
 from hooked_asr.models.decoding.state import DecodingState
 from hooked_asr.models.decoding.timestamps import split_segments
-from hooked_asr.models.decoding.timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, encoder_row, keep_encoder_output
+from hooked_asr.models.decoding.timing import (
+    APPEND_PUNCTUATIONS,
+    PREPEND_PUNCTUATIONS,
+    encoder_row,
+    keep_encoder_output,
+)
 
 
 @dataclass
@@ -35,7 +40,6 @@ class PromptGroup:
     rows: list[int]
     language: str | None
     extra: dict[str, Any]
-
 
 
 class TranscriptionMixin:
@@ -98,21 +102,43 @@ class TranscriptionMixin:
         measured agreement with openai-whisper / faster-whisper / Hugging Face.
         """
         opts = TranscribeOptions(
-            language=language, task=task, temperature=temperature, beam_size=beam_size, best_of=best_of,
-            patience=patience, length_penalty=length_penalty, compression_ratio_threshold=compression_ratio_threshold,
-            logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
+            language=language,
+            task=task,
+            temperature=temperature,
+            beam_size=beam_size,
+            best_of=best_of,
+            patience=patience,
+            length_penalty=length_penalty,
+            compression_ratio_threshold=compression_ratio_threshold,
+            logprob_threshold=logprob_threshold,
+            no_speech_threshold=no_speech_threshold,
             condition_on_previous_text=condition_on_previous_text,
-            prompt_reset_on_temperature=prompt_reset_on_temperature, initial_prompt=initial_prompt,
-            carry_initial_prompt=carry_initial_prompt, word_timestamps=word_timestamps,
-            prepend_punctuations=prepend_punctuations, append_punctuations=append_punctuations,
-            alignment_heads=alignment_heads, word_unit=word_unit, clip_timestamps=clip_timestamps, hallucination_silence_threshold=hallucination_silence_threshold,
-            without_timestamps=without_timestamps, suppress_tokens=suppress_tokens, suppress_blank=suppress_blank,
-            max_new_tokens=max_new_tokens, use_cache=use_cache, progress=progress,
+            prompt_reset_on_temperature=prompt_reset_on_temperature,
+            initial_prompt=initial_prompt,
+            carry_initial_prompt=carry_initial_prompt,
+            word_timestamps=word_timestamps,
+            prepend_punctuations=prepend_punctuations,
+            append_punctuations=append_punctuations,
+            alignment_heads=alignment_heads,
+            word_unit=word_unit,
+            clip_timestamps=clip_timestamps,
+            hallucination_silence_threshold=hallucination_silence_threshold,
+            without_timestamps=without_timestamps,
+            suppress_tokens=suppress_tokens,
+            suppress_blank=suppress_blank,
+            max_new_tokens=max_new_tokens,
+            use_cache=use_cache,
+            progress=progress,
         )
         return self._transcribe(audio, opts, sampling_rate=sampling_rate, allow_silence=allow_silence)
 
     def _transcribe(
-        self, audio: Any, opts: TranscribeOptions, *, sampling_rate: int | None, allow_silence: bool,
+        self,
+        audio: Any,
+        opts: TranscribeOptions,
+        *,
+        sampling_rate: int | None,
+        allow_silence: bool,
     ) -> TranscriptionResult | list[TranscriptionResult]:
         """``transcribe`` with its options checked (a model's own ``transcribe`` adds ``opts.model_options``)."""
         self._check_language_task(opts.language, opts.task)
@@ -126,8 +152,10 @@ class TranscriptionMixin:
         try:
             if isinstance(items, dict):  # ready features: one window per item
                 if opts.needs_window_loop:
-                    raise ValueError("clip_timestamps / hallucination_silence_threshold work on audio, not on ready "
-                                     "log-mel features: pass the waveform or a path")
+                    raise ValueError(
+                        "clip_timestamps / hallucination_silence_threshold work on audio, not on ready "
+                        "log-mel features: pass the waveform or a path"
+                    )
                 short = list(range(items["input_features"].shape[0]))
                 results.update(self._transcribe_short(items, [None] * len(short), short, opts))
             else:
@@ -179,7 +207,11 @@ class TranscriptionMixin:
         return [int(t) for t in p]
 
     def _decode_rows(
-        self, features: dict[str, torch.Tensor], prompt: list[int], temperature: float, opts: TranscribeOptions,
+        self,
+        features: dict[str, torch.Tensor],
+        prompt: list[int],
+        temperature: float,
+        opts: TranscribeOptions,
         rows: list[int],
     ) -> list[WindowResult]:
         """Decode rows ``rows`` of ``features`` once at ``temperature``: beam search at 0 when
@@ -198,36 +230,66 @@ class TranscriptionMixin:
         limit = opts.max_new_tokens or self.default_max_new_tokens
         main = feats.pop("input_features")
         gen = self.generate(
-            main, prompt, max_new_tokens=limit, num_beams=opts.beam_size if (temperature == 0 and opts.beam_size) else 1,
-            do_sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0,
-            return_timestamps=timestamps, use_cache=opts.use_cache, suppress_tokens=suppress,
-            begin_suppress_tokens=begin, eos_token_id=stops[0], length_penalty=opts.length_penalty,
-            patience=opts.patience, beam_algorithm="openai",
+            main,
+            prompt,
+            max_new_tokens=limit,
+            num_beams=opts.beam_size if (temperature == 0 and opts.beam_size) else 1,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else 1.0,
+            return_timestamps=timestamps,
+            use_cache=opts.use_cache,
+            suppress_tokens=suppress,
+            begin_suppress_tokens=begin,
+            eos_token_id=stops[0],
+            length_penalty=opts.length_penalty,
+            patience=opts.patience,
+            beam_algorithm="openai",
             # openai-whisper stops once the sequence is longer than the context, so its last token
             # is predicted from the context's last position: one token more than max_length=n_ctx
-            max_length=self.cfg.decoder.n_ctx + 1, **feats,
+            max_length=self.cfg.decoder.n_ctx + 1,
+            **feats,
         )
         out = []
         for row, res in enumerate(self.results_from_generation(gen, prompt)):
             nsp = float(gen.no_speech_probs[row]) if gen.no_speech_probs is not None else float("nan")
-            out.append(WindowResult(res.tokens, res.token_logprobs, res.extra["sum_logprob"], res.text or "",
-                                    res.finished, temperature, nsp))
+            out.append(
+                WindowResult(
+                    res.tokens,
+                    res.token_logprobs,
+                    res.extra["sum_logprob"],
+                    res.text or "",
+                    res.finished,
+                    temperature,
+                    nsp,
+                )
+            )
         if n_samples > 1:  # openai-whisper's MaximumLikelihoodRanker over each item's samples
             groups = [out[i * n_samples : (i + 1) * n_samples] for i in range(len(rows))]
-            out = [g[rank_sequences([len(r.tokens) for r in g], [r.sum_logprob for r in g], opts.length_penalty)]
-                   for g in groups]
+            out = [
+                g[rank_sequences([len(r.tokens) for r in g], [r.sum_logprob for r in g], opts.length_penalty)]
+                for g in groups
+            ]
         return out
 
-    def _fallback(self, features: dict[str, torch.Tensor], prompt: list[int], opts: TranscribeOptions,
-                  n_rows: int) -> list[WindowResult]:
+    def _fallback(
+        self, features: dict[str, torch.Tensor], prompt: list[int], opts: TranscribeOptions, n_rows: int
+    ) -> list[WindowResult]:
         return decode_with_fallback(
-            lambda rows, t: self._decode_rows(features, prompt, t, opts, rows), n_rows, opts.temperature,
-            compression_ratio_threshold=opts.compression_ratio_threshold, logprob_threshold=opts.logprob_threshold,
-            no_speech_threshold=opts.no_speech_threshold, state=self._decoding_state,
+            lambda rows, t: self._decode_rows(features, prompt, t, opts, rows),
+            n_rows,
+            opts.temperature,
+            compression_ratio_threshold=opts.compression_ratio_threshold,
+            logprob_threshold=opts.logprob_threshold,
+            no_speech_threshold=opts.no_speech_threshold,
+            state=self._decoding_state,
         )
 
     def _transcribe_short(
-        self, features: dict[str, torch.Tensor], n_samples: list[int | None], items: list[int], opts: TranscribeOptions,
+        self,
+        features: dict[str, torch.Tensor],
+        n_samples: list[int | None],
+        items: list[int],
+        opts: TranscribeOptions,
     ) -> dict[int, TranscriptionResult]:
         """One batch of single-window items: grouped by prompt, decoded with fallback, no seeking."""
         if opts.without_timestamps is None:
@@ -243,15 +305,25 @@ class TranscriptionMixin:
                 n = n_samples[row]
                 frames = n_frames if n is None else audio_frames(n, n_frames, self._window_samples())
                 res = TranscriptionResult(
-                    text=r.text.strip() if self.tokenizer is not None else None, tokens=r.tokens,
-                    token_logprobs=r.logprobs, prompt=g.prompt, finished=r.finished, language=g.language,
-                    segments=self._segments(r, frames), extra=dict(g.extra),
+                    text=r.text.strip() if self.tokenizer is not None else None,
+                    tokens=r.tokens,
+                    token_logprobs=r.logprobs,
+                    prompt=g.prompt,
+                    finished=r.finished,
+                    language=g.language,
+                    segments=self._segments(r, frames),
+                    extra=dict(g.extra),
                 )
                 if opts.word_timestamps:
                     self._add_word_timestamps(
-                        res.segments, time_offset=0.0, last_speech_timestamp=0.0,
-                        input_features=features["input_features"][row : row + 1], num_frames=frames,
-                        language=g.language, task=opts.task, options=opts,
+                        res.segments,
+                        time_offset=0.0,
+                        last_speech_timestamp=0.0,
+                        input_features=features["input_features"][row : row + 1],
+                        num_frames=frames,
+                        language=g.language,
+                        task=opts.task,
+                        options=opts,
                         encoder_hidden_states=encoder_row(seen, g.rows.index(row), len(g.rows)),
                     )
                     res.words = [w for s in res.segments for w in (s.words or [])]
@@ -266,18 +338,28 @@ class TranscriptionMixin:
         eos = self.cfg.eos_token_id
         for a, b, start, end in cuts:
             toks = r.tokens[a:b]
-            text = self.tokenizer.decode([t for t in toks if t < eos or tb is None]) if self.tokenizer is not None else ""
-            segs.append(Segment(
-                id=len(segs), seek=seek, start=start, end=frames * MEL_FRAME_SECONDS if end != end else end, text=text, tokens=toks,
-                avg_logprob=r.avg_logprob, compression_ratio=r.compression_ratio, no_speech_prob=r.no_speech_prob,
-                temperature=r.temperature,
-            ))
+            text = (
+                self.tokenizer.decode([t for t in toks if t < eos or tb is None]) if self.tokenizer is not None else ""
+            )
+            segs.append(
+                Segment(
+                    id=len(segs),
+                    seek=seek,
+                    start=start,
+                    end=frames * MEL_FRAME_SECONDS if end != end else end,
+                    text=text,
+                    tokens=toks,
+                    avg_logprob=r.avg_logprob,
+                    compression_ratio=r.compression_ratio,
+                    no_speech_prob=r.no_speech_prob,
+                    temperature=r.temperature,
+                )
+            )
         return segs
 
     def _transcribe_long(self, wave: np.ndarray, opts: TranscribeOptions) -> TranscriptionResult:
         """Audio longer than one window (Whisper: sequential windows, see ``decoding.longform``)."""
         raise NotImplementedError(f"{type(self).__name__} has no long-form transcription")
-
 
 
 def _replace(opts: TranscribeOptions, **changes: Any) -> TranscribeOptions:

@@ -51,8 +51,7 @@ def test_extract_activations_reads_a_built_dataset(tmp_path):
     model = HookedWhisper.from_hf(make_hf_whisper_30s(max_target_positions=16, init="hf"))
     ds = gender_dataset(2, seed=0, progress=False)
     hook = "encoder.blocks.0.hook_resid_post"
-    store = extract_activations(model, ds, [hook], tmp_path / "store", batch_size=4, max_new_tokens=2,
-                                progress=False)
+    store = extract_activations(model, ds, [hook], tmp_path / "store", batch_size=4, max_new_tokens=2, progress=False)
     assert store.n_items == len(ds) and store.spec["dataset"] == ds.dataset_id
     assert store.labels("label").tolist() == ds.labels().tolist()
     assert store.load(hook).shape[0] == len(ds)

@@ -29,11 +29,30 @@ class FakeModel:
 
 
 def _clips_refs_hyps():
-    refs = ["one two three", "one two three four", "alpha beta gamma", "a b c d e f", "red green",
-            "red green blue", "cats and dogs", "yes no maybe so", "long reference with many words here",
-            "short one"]
-    hyps = ["one two three", "one two three four", "alpha beta gamma", "a b c d e f", "red green",
-            "totally wrong words here now", "cats", "yes no maybe so", "x", "short one"]
+    refs = [
+        "one two three",
+        "one two three four",
+        "alpha beta gamma",
+        "a b c d e f",
+        "red green",
+        "red green blue",
+        "cats and dogs",
+        "yes no maybe so",
+        "long reference with many words here",
+        "short one",
+    ]
+    hyps = [
+        "one two three",
+        "one two three four",
+        "alpha beta gamma",
+        "a b c d e f",
+        "red green",
+        "totally wrong words here now",
+        "cats",
+        "yes no maybe so",
+        "x",
+        "short one",
+    ]
     clips = [np.full(100, (i + 1) / 100, dtype=np.float32) for i in range(len(refs))]
     table = {round((i + 1) / 100, 6): h for i, h in enumerate(hyps)}
     return clips, refs, hyps, table
@@ -105,8 +124,9 @@ def test_hallucination_prone_inputs(same_audio):
 @pytest.mark.slow
 def test_hallucination_dataset_on_tiny_en(whisper_tiny_en):
     src = hallucination_prone_inputs(2, seed=0, kinds=("clean", "truncated", "repeated"), progress=False)
-    ds = hallucination_dataset(whisper_tiny_en, src, n_per_class=1, max_length_diff=None, max_new_tokens=32,
-                               progress=False)
+    ds = hallucination_dataset(
+        whisper_tiny_en, src, n_per_class=1, max_length_diff=None, max_new_tokens=32, progress=False
+    )
     zero = [ds[i] for i in range(len(ds)) if ds[i]["label"] == 0]
     assert zero and all(it["wer"] == 0.0 for it in zero)
     again = whisper_tiny_en.transcribe([it["audio"] for it in zero], max_new_tokens=32)

@@ -30,7 +30,9 @@ def test_noisy_realised_snr():
     np.testing.assert_array_equal(ds.labels(), [0, 1] * 3)
     for j in range(3):
         clean, noisy = ds[2 * j], ds[2 * j + 1]
-        assert clean["text"] == noisy["text"] and clean["noise"] == "none" and noisy["noise"] in ("white", "pink", "brown")
+        assert (
+            clean["text"] == noisy["text"] and clean["noise"] == "none" and noisy["noise"] in ("white", "pink", "brown")
+        )
         noise = nonspeech_clip(noisy["noise"], clean["audio"].size / SR, noisy["clip_seed"])
         mixed, s, z = mix_at_snr(clean["audio"], noise, 5.0, return_components=True)
         np.testing.assert_array_equal(mixed, noisy["audio"])

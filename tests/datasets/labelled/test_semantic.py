@@ -21,6 +21,10 @@ def test_semantic_differs_only_in_the_word():
     assert len(words) == len(ds)
     assert all(len(v) >= 12 for v in CATEGORY_WORDS.values()) and len(CATEGORY_WORDS) >= 8
     assert len(SENTENCES) >= 40
-    two = semantic_dataset(n_per_class=20, seed=1, carrier=["I like the {word}.", "Look at the {word} now."],
-                           progress=False)
-    assert len(two) == 40 and {it["carrier"] for it in two.metadata()} == {"I like the {word}.", "Look at the {word} now."}
+    two = semantic_dataset(
+        n_per_class=20, seed=1, carrier=["I like the {word}.", "Look at the {word} now."], progress=False
+    )
+    assert len(two) == 40 and {it["carrier"] for it in two.metadata()} == {
+        "I like the {word}.",
+        "Look at the {word} now.",
+    }

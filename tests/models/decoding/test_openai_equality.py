@@ -41,8 +41,9 @@ def test_long_form_beam_search_equals_openai(whisper_tiny_en, openai_tiny_en, lo
     Face's beam algorithm (log-probs before suppression, no renormalisation) kept a different
     hypothesis in the third window."""
     audio, _ = long_speech
-    ours, theirs = transcribe_both(whisper_tiny_en, openai_tiny_en, audio, beam_size=5,
-                                   condition_on_previous_text=False, temperature=0.0)
+    ours, theirs = transcribe_both(
+        whisper_tiny_en, openai_tiny_en, audio, beam_size=5, condition_on_previous_text=False, temperature=0.0
+    )
     assert ours.extra["n_windows"] >= 3
     assert_same(ours, theirs)
 
@@ -50,8 +51,15 @@ def test_long_form_beam_search_equals_openai(whisper_tiny_en, openai_tiny_en, lo
 @pytest.mark.parametrize("patience,length_penalty", [(2.0, 0.6), (1.0, 1.0)])
 def test_beam_patience_and_gnmt_length_penalty(whisper_tiny_en, openai_tiny_en, long_speech, patience, length_penalty):
     audio, _ = long_speech
-    ours, theirs = transcribe_both(whisper_tiny_en, openai_tiny_en, audio[: 16000 * 36], beam_size=5,
-                                   patience=patience, length_penalty=length_penalty, temperature=0.0)
+    ours, theirs = transcribe_both(
+        whisper_tiny_en,
+        openai_tiny_en,
+        audio[: 16000 * 36],
+        beam_size=5,
+        patience=patience,
+        length_penalty=length_penalty,
+        temperature=0.0,
+    )
     assert_same(ours, theirs)
 
 
@@ -85,24 +93,29 @@ def test_previous_text_and_prompt_options(whisper_tiny_en, openai_tiny_en, long_
     audio, _ = long_speech
     audio = audio[: 16000 * 40]
     prompt = "Weather, notebooks and trains."
-    ours, theirs = transcribe_both(whisper_tiny_en, openai_tiny_en, audio, initial_prompt=prompt,
-                                   carry_initial_prompt=True, temperature=0.0)
+    ours, theirs = transcribe_both(
+        whisper_tiny_en, openai_tiny_en, audio, initial_prompt=prompt, carry_initial_prompt=True, temperature=0.0
+    )
     assert_same(ours, theirs)
-    assert ours.prompt[1 : 1 + len(whisper_tiny_en.tokenizer.encode(" " + prompt))] == \
-        whisper_tiny_en.tokenizer.encode(" " + prompt)
-    as_ids = whisper_tiny_en.transcribe(audio, initial_prompt=whisper_tiny_en.tokenizer.encode(" " + prompt),
-                                        carry_initial_prompt=True, progress=False)
+    assert ours.prompt[1 : 1 + len(whisper_tiny_en.tokenizer.encode(" " + prompt))] == whisper_tiny_en.tokenizer.encode(
+        " " + prompt
+    )
+    as_ids = whisper_tiny_en.transcribe(
+        audio, initial_prompt=whisper_tiny_en.tokenizer.encode(" " + prompt), carry_initial_prompt=True, progress=False
+    )
     assert as_ids.tokens == ours.tokens
 
 
 def test_clip_timestamps_and_no_timestamps(whisper_tiny_en, openai_tiny_en, long_speech):
     audio, _ = long_speech
-    ours, theirs = transcribe_both(whisper_tiny_en, openai_tiny_en, audio[: 16000 * 50],
-                                   clip_timestamps="3.5,21,33", temperature=0.0)
+    ours, theirs = transcribe_both(
+        whisper_tiny_en, openai_tiny_en, audio[: 16000 * 50], clip_timestamps="3.5,21,33", temperature=0.0
+    )
     assert_same(ours, theirs)
     assert ours.segments[0].start >= 3.5
-    ours, theirs = transcribe_both(whisper_tiny_en, openai_tiny_en, audio[: 16000 * 40], without_timestamps=True,
-                                   temperature=0.0)
+    ours, theirs = transcribe_both(
+        whisper_tiny_en, openai_tiny_en, audio[: 16000 * 40], without_timestamps=True, temperature=0.0
+    )
     assert_same(ours, theirs)
 
 
@@ -110,10 +123,17 @@ def test_word_timestamps_with_custom_punctuation(whisper_tiny_en, openai_tiny_en
     """openai-whisper's word timings are ``alignment_heads="openai"`` (our default reads the heads our
     detector ranks on each window: more accurate, see the README's word-timing table)."""
     audio, _ = long_speech
-    ours, theirs = transcribe_both(whisper_tiny_en, openai_tiny_en, audio[: 16000 * 35], word_timestamps=True,
-                                   alignment_heads="openai", append_punctuations=".,", prepend_punctuations="",
-                                   temperature=0.0,
-                                   hallucination_silence_threshold=1.0)
+    ours, theirs = transcribe_both(
+        whisper_tiny_en,
+        openai_tiny_en,
+        audio[: 16000 * 35],
+        word_timestamps=True,
+        alignment_heads="openai",
+        append_punctuations=".,",
+        prepend_punctuations="",
+        temperature=0.0,
+        hallucination_silence_threshold=1.0,
+    )
     assert_same(ours, theirs)
     theirs_words = [w for s in theirs["segments"] for w in s.get("words", [])]
     assert [w.word for w in ours.words] == [w["word"] for w in theirs_words]
