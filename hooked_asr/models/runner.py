@@ -121,7 +121,7 @@ def _lower_blocks(
         if not torch.equal(x[keep], plain.expand_as(x)[keep]):
             raise ValueError(
                 "a hook on decoder.hook_embed / hook_pos_embed changed a row that skips blocks "
-                f"< {lo} (start_at_layer): patch embeddings without clean_prefix"
+                f"< {lo} (start_at_layer): patch embeddings with model.generate"
             )
     present: list[LayerCache] = []
     if rows.numel() == 0:  # dense: a hook may write into it
