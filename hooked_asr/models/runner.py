@@ -17,7 +17,7 @@ components' public pieces (``Block.after_attention``, ``Attention.from_z``, ``Te
   ``0..l-1`` themselves.
 
 Both give the numbers of the full run (``tests/models/test_encoder_resume.py``,
-``tests/models/test_decoding_prefix.py``).
+``tests/models/decoding/test_prefix_sharing.py``).
 """
 
 from __future__ import annotations
