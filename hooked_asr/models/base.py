@@ -500,12 +500,4 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         return self.eval()
 
 
-__all__ = [
-    "GenerationOutput",
-    "HookedEncoderDecoder",
-    "PromptGroup",
-    "Segment",
-    "TeacherForcedInputs",
-    "TranscriptionResult",
-    "WordTiming",
-]
+__all__ = ["HookedEncoderDecoder", "ModelCapabilities", "TeacherForcedInputs"]
