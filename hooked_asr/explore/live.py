@@ -327,7 +327,9 @@ class LiveSession:
             # kernel, which moves logits by ~1e-5; the log-probs are the plain forward's
             _, cache = self.model.run_with_cache(**kwargs, names_filter=decoder_lens_names(self.model))
             _, patterns = self.model.run_with_cache(**kwargs, names_filter=_data.pattern_names(self.model))
-        lens = logit_lens_of_cache(self.model, cache, self.tf, top_k=5, keep_logits=True)
+        lens = logit_lens_of_cache(
+            self.model, cache, self.tf, top_k=5, n_future=0, keep_logits=True
+        )  # no future ranks: the page shows none
         lp = torch.log_softmax(lens.logits[-1].float(), -1).gather(-1, lens.tokens[:, None].to(lens.logits.device))
         lens.logits = None  # [layer, step, vocab]: not kept with the session
         columns = self.view.data["audio_attention"]["columns"]
