@@ -210,3 +210,53 @@ def test_an_sae_feature_picked_in_the_panel_is_steered(whisper_tiny_en):
     want = session.teacher_forced([{"method": "steer", "feature": f, "mode": "add", "value": 30.0}])["sum_after"]
     assert got == pytest.approx(want, abs=1e-9)
     session.close()
+
+
+def test_patching_a_head_from_an_uploaded_other_clip_matches_the_python_api(served, whisper_tiny_en, tmp_path):
+    """Upload a second clip as the reference, pick a head, method 'other': the transcript the page shows (it
+    streams in while decoding) is the one the patching API gives with that clip's activations."""
+    import soundfile as sf
+
+    from hooked_asr.datasets.espeak import synthesize
+    from hooked_asr.patching import interpolate, patched, reference_cache
+    from hooked_asr.patching.references import other_utterance
+    from tests.explore.live_chromium import Chromium
+
+    wav = tmp_path / "door.wav"
+    sf.write(wav, synthesize("He closed the door and walked to the car."), 16000, subtype="FLOAT")
+    with Chromium(width=1300, height=1000, timeout=300) as b:
+        b.open(served, settle_ms=300)
+        doc = b.send("DOM.getDocument")["root"]["nodeId"]
+        node = b.send("DOM.querySelector", nodeId=doc, selector="#ha-live-file")["nodeId"]
+        b.send("DOM.setFileInputFiles", nodeId=node, files=[str(wav)])
+        b.click("#ha-live-upload-other")
+        assert _wait(b, f"{ROOT}.liveOther") == "door"
+        assert "door" in b.evaluate("document.getElementById('ha-live-other-note').textContent")
+        b.click(f'.ha-head[data-layer="{LAYER}"][data-head="{HEAD}"]')
+        b.evaluate("document.getElementById('ha-live-method').value = 'other'")
+        b.click("#ha-live-add")
+        assert "other decoder.blocks.0.cross_attn.head.4" in b.evaluate(
+            "document.getElementById('ha-live-list').textContent"
+        )
+        b.click("#ha-live-transcribe")
+        shown = _wait(b, f"{ROOT}.liveText")
+        b.click("#ha-live-tf")
+        tf_sum = float(_wait(b, f"{ROOT}.liveTf"))
+        assert not b.errors(), b.errors()
+    clip = synthesize(SAID)
+    comp = f"decoder.blocks.{LAYER}.cross_attn.head.{HEAD}"
+    steps = list(whisper_tiny_en.transcribe(clip).tokens) + [whisper_tiny_en.cfg.eos_token_id]
+    tf = whisper_tiny_en.teacher_forced_inputs(clip, continuation=steps)
+    other, _ = sf.read(wav, dtype="float32")
+    ref = reference_cache(
+        whisper_tiny_en, tf.kwargs, other_utterance(clip, other), ["decoder.blocks.0.cross_attn.hook_z"]
+    )
+    with patched(whisper_tiny_en, [interpolate(comp, ref, missing="keep")]):
+        assert shown == whisper_tiny_en.transcribe(clip).text
+        import torch
+
+        with torch.no_grad():
+            logits = whisper_tiny_en(**tf.kwargs)
+    p = tf.prompt_len
+    lp = torch.log_softmax(logits[0, p - 1 : -1], -1).gather(-1, tf.tokens[0, p:, None])[:, 0]
+    assert float(lp.sum()) == pytest.approx(tf_sum, abs=1e-4)
