@@ -119,6 +119,12 @@ class LiveSession:
         if other is not None:
             self.set_other(other)
 
+    def set_probe(self, probe: Any, probe_hook: str) -> None:
+        """The probe (a :class:`~hooked_asr.probing.probe.LinearProbe` or its path) the ``probe`` method steers
+        along, and the hook it was trained on."""
+        with self.lock:
+            self.probe, self.probe_path, self.probe_hook = self._load_probe(probe, probe_hook)
+
     def _load_probe(self, probe: Any, hook: str | None) -> tuple[Any, str | None, str | None]:
         if probe is None:
             return None, None, None
