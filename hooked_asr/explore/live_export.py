@@ -80,7 +80,7 @@ def session_code(session: Any, norm: Sequence[Mapping[str, Any]]) -> str:
             + ", ".join(f"FeatureIntervention({s['feature']}, {s['mode']!r}, {s['value']!r})" for s in steers)
             + "]",
         ]
-        steering.append(f"steer(model, sae, edits, frame_mask={mask('frame_mask', steers[0])})  # error term kept")
+        steering.append(f"steer(model, sae, edits, frame_mask={mask('frame_mask', steers[0])})")
     if probes:
         lines += [
             "from hooked_asr.probing.probe import LinearProbe",
@@ -122,7 +122,7 @@ def session_code(session: Any, norm: Sequence[Mapping[str, Any]]) -> str:
         lines += [
             "import contextlib",
             "",
-            "with contextlib.ExitStack() as steering:",
+            "with contextlib.ExitStack() as steering:  # SAE edits keep the SAE's error term",
             *[f"    steering.enter_context({c})" for c in steering],
             "    logits = run_with_interventions(model, interventions, **tf.kwargs)",
             "    with patched(model, interventions):",

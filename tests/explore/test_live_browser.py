@@ -214,9 +214,12 @@ def test_an_sae_feature_picked_in_the_panel_is_steered(whisper_tiny_en):
 
 def test_patching_a_head_from_an_uploaded_other_clip_matches_the_python_api(served, whisper_tiny_en, tmp_path):
     """Upload a second clip as the reference, pick a head, method 'other': the transcript the page shows (it
-    streams in while decoding) is the one the patching API gives with that clip's activations."""
+    streams in while decoding) and its log-probs are what the patching API gives with that clip's activations
+    (on the clip the page shows: an earlier test may have uploaded another), and the exported code's."""
     import soundfile as sf
+    import torch
 
+    from hooked_asr.audio import load_audio
     from hooked_asr.datasets.espeak import synthesize
     from hooked_asr.patching import interpolate, patched, reference_cache
     from hooked_asr.patching.references import other_utterance
@@ -224,6 +227,7 @@ def test_patching_a_head_from_an_uploaded_other_clip_matches_the_python_api(serv
 
     wav = tmp_path / "door.wav"
     sf.write(wav, synthesize("He closed the door and walked to the car."), 16000, subtype="FLOAT")
+    comp = f"decoder.blocks.{LAYER}.cross_attn.head.{HEAD}"
     with Chromium(width=1300, height=1000, timeout=300) as b:
         b.open(served, settle_ms=300)
         doc = b.send("DOM.getDocument")["root"]["nodeId"]
@@ -235,26 +239,26 @@ def test_patching_a_head_from_an_uploaded_other_clip_matches_the_python_api(serv
         b.click(f'.ha-head[data-layer="{LAYER}"][data-head="{HEAD}"]')
         b.evaluate("document.getElementById('ha-live-method').value = 'other'")
         b.click("#ha-live-add")
-        assert "other decoder.blocks.0.cross_attn.head.4" in b.evaluate(
-            "document.getElementById('ha-live-list').textContent"
-        )
+        assert f"other {comp}" in b.evaluate("document.getElementById('ha-live-list').textContent")
         b.click("#ha-live-transcribe")
         shown = _wait(b, f"{ROOT}.liveText")
         b.click("#ha-live-tf")
         tf_sum = float(_wait(b, f"{ROOT}.liveTf"))
+        b.click("#ha-live-export")
+        code = _wait(b, "document.getElementById('ha-live-code').textContent")
         assert not b.errors(), b.errors()
-    clip = synthesize(SAID)
-    comp = f"decoder.blocks.{LAYER}.cross_attn.head.{HEAD}"
+    ns: dict = {}
+    exec(compile(code, "exported.py", "exec"), ns)
+    assert ns["out"].text == shown
+    assert float(ns["logprobs"].sum()) == pytest.approx(tf_sum, abs=1e-4)
+    clip = ns["audio"]  # the page's clip, as the page wrote it
     steps = list(whisper_tiny_en.transcribe(clip).tokens) + [whisper_tiny_en.cfg.eos_token_id]
     tf = whisper_tiny_en.teacher_forced_inputs(clip, continuation=steps)
-    other, _ = sf.read(wav, dtype="float32")
     ref = reference_cache(
-        whisper_tiny_en, tf.kwargs, other_utterance(clip, other), ["decoder.blocks.0.cross_attn.hook_z"]
+        whisper_tiny_en, tf.kwargs, other_utterance(clip, load_audio(str(wav))), ["decoder.blocks.0.cross_attn.hook_z"]
     )
     with patched(whisper_tiny_en, [interpolate(comp, ref, missing="keep")]):
         assert shown == whisper_tiny_en.transcribe(clip).text
-        import torch
-
         with torch.no_grad():
             logits = whisper_tiny_en(**tf.kwargs)
     p = tf.prompt_len
