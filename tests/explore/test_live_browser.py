@@ -264,3 +264,37 @@ def test_patching_a_head_from_an_uploaded_other_clip_matches_the_python_api(serv
     p = tf.prompt_len
     lp = torch.log_softmax(logits[0, p - 1 : -1], -1).gather(-1, tf.tokens[0, p:, None])[:, 0]
     assert float(lp.sum()) == pytest.approx(tf_sum, abs=1e-4)
+
+
+def test_the_re_transcription_streams_into_the_page(whisper_tiny_en):
+    """While a re-transcription decodes, the page shows its tokens so far, with progress. Each decoding step is
+    slowed (a permanent hook that sleeps) so that the page's polling sees the decoding under way."""
+    from hooked_asr.datasets.espeak import synthesize
+    from hooked_asr.explore.live import LiveSession
+    from hooked_asr.explore.server import LiveServer
+    from tests.explore.live_chromium import Chromium
+
+    session = LiveSession(whisper_tiny_en, synthesize(SAID), encoder_lens_max_new_tokens=8)
+
+    def slow(x, hook):
+        if whisper_tiny_en.decoding_state is not None:
+            time.sleep(0.3)
+
+    whisper_tiny_en.add_hook("decoder.hook_embed", slow, is_permanent=True)
+    try:
+        with LiveServer(session) as srv, Chromium(width=1300, height=1000, timeout=300) as b:
+            b.open(srv.url, settle_ms=300)
+            b.click(f'.ha-head[data-layer="{LAYER}"][data-head="{HEAD}"]')
+            b.click("#ha-live-add")
+            b.click("#ha-live-transcribe")
+            partial = _wait(b, "(document.getElementById('ha-live-partial') || {}).textContent", timeout=120)
+            assert "decoding (" in partial and "tokens so far" in partial
+            assert b.evaluate("document.getElementById('ha-live-progress').style.visibility") == "visible"
+            assert b.evaluate("document.getElementById('ha-live-progress').value") > 0
+            shown = _wait(b, f"{ROOT}.liveText")
+            streamed = b.evaluate(f"{ROOT}.livePartial")
+            assert not b.errors(), b.errors()
+    finally:
+        whisper_tiny_en.reset_hooks(including_permanent=True)
+        session.close()
+    assert streamed.strip() and shown.startswith(streamed.strip())  # what streamed in is the start of the answer
