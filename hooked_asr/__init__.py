@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     "HookPoint": "hooked_asr.hooks",
     "act_name": "hooked_asr.hooks",
     "ActivationCache": "hooked_asr.models.activation_cache",
-    "TranscriptionResult": "hooked_asr.models.base",
+    "TranscriptionResult": "hooked_asr.models.decoding",
     "HookedWhisper": "hooked_asr.models.whisper",
     "HookedQwen2Audio": "hooked_asr.models.qwen2_audio",
     "list_models": "hooked_asr.loading.registry",
@@ -65,7 +65,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from hooked_asr.hooks import HookPoint, act_name
     from hooked_asr.loading.registry import list_models, load_model
     from hooked_asr.models.activation_cache import ActivationCache
-    from hooked_asr.models.base import TranscriptionResult
+    from hooked_asr.models.decoding import TranscriptionResult
     from hooked_asr.models.qwen2_audio import HookedQwen2Audio
     from hooked_asr.models.whisper import HookedWhisper
 

@@ -1,6 +1,11 @@
 """Tokenizers, offline: Whisper's from a ``tokenizer.json``, and Qwen2-Audio's adapter.
 
-The special tokens are read by name from the file. The tokenizer.json files shipped with
+The special tokens are read by name from the file. Text is encoded as openai-whisper's tiktoken
+encodes it: the file's pre-tokens (GPT-2's regex), each merged by tiktoken's rule, "join the adjacent
+pair whose join has the lowest rank (id)". The merge list of the multilingual tokenizer.json files
+(Hugging Face's conversion) cannot reach some tokens, so Hugging Face's BPE alone splits words
+tiktoken keeps whole (" trains": [220, 17227, 1292] against openai's [16329]), and a prompt
+would reach the decoder as other tokens than openai-whisper gives it. The tokenizer.json files shipped with
 the CTranslate2 tiny.en and base checkpoints lack timestamp tokens; Whisper's timestamp
 ids always follow ``<|notimestamps|>`` (``<|0.00|>`` = notimestamps + 1, in 0.02 s
 steps up to ``<|30.00|>``), so they are derived and decoded here.
@@ -18,6 +23,8 @@ from hooked_asr.audio import N_TIMESTAMPS, TIME_PRECISION
 class WhisperTokenizer:
     def __init__(self, tokenizer: Any, added_tokens: dict[str, int]):
         self._tok = tokenizer  # a tokenizers.Tokenizer
+        self._ranks: dict[str, int] | None = None  # byte-level token string -> id (= tiktoken's rank)
+        self._merged: dict[str, list[int]] = {}
         self.special = dict(added_tokens)
         self.id_to_special = {i: t for t, i in self.special.items()}
         self.eot = self.special["<|endoftext|>"]
@@ -89,13 +96,53 @@ class WhisperTokenizer:
         """Ids of ``text``. ``special=False`` reads special-token text such as ``"<|endoftext|>"``
         as the characters it is (what a prompt typed by a user must be), not as the special token."""
         if special:
-            return self._tok.encode(text, add_special_tokens=False).ids
+            return self._ranked(self._tok.encode(text, add_special_tokens=False))
         before = self._tok.encode_special_tokens
         self._tok.encode_special_tokens = True  # tokenizers' switch: added tokens are split as plain text
         try:
-            return self._tok.encode(text, add_special_tokens=False).ids
+            return self._ranked(self._tok.encode(text, add_special_tokens=False))
         finally:
             self._tok.encode_special_tokens = before
+
+    def _ranked(self, encoding: Any) -> list[int]:
+        """Re-merge each pre-token that Hugging Face's BPE left in several pieces by tiktoken's rule."""
+        out: list[int] = []
+        group: list[int] = []
+        last = None
+        for i, word in zip(encoding.ids, encoding.word_ids):
+            if word != last or i in self.id_to_special:
+                out += self._merge(group)
+                group = []
+            if i in self.id_to_special:
+                out.append(i)
+                last = None
+                continue
+            group.append(i)
+            last = word
+        return out + self._merge(group)
+
+    def _merge(self, ids: list[int]) -> list[int]:
+        if len(ids) < 2:
+            return ids
+        piece = "".join(self._tok.id_to_token(i) for i in ids)
+        if piece not in self._merged:
+            if self._ranks is None:
+                vocab = self._tok.get_vocab(with_added_tokens=False)
+                self._ranks = {t: i for t, i in vocab.items() if i not in self.id_to_special}
+            parts = list(piece)  # byte-level characters: one per byte
+            while len(parts) > 1:
+                ranks = [self._ranks.get(a + b) for a, b in zip(parts, parts[1:])]
+                best = (
+                    min((r, k) for k, r in enumerate(ranks) if r is not None)
+                    if any(r is not None for r in ranks)
+                    else None
+                )
+                if best is None:
+                    break
+                k = best[1]
+                parts[k : k + 2] = [parts[k] + parts[k + 1]]
+            self._merged[piece] = [self._ranks[p] for p in parts]
+        return list(self._merged[piece])
 
     def is_timestamp(self, token: int) -> bool:
         return self.timestamp_begin is not None and self.timestamp_begin <= token < self.timestamp_begin + N_TIMESTAMPS

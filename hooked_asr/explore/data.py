@@ -44,7 +44,7 @@ def b64_uint8(x: UInt8[np.ndarray, "..."]) -> str:
     return base64.b64encode(np.ascontiguousarray(x, dtype=np.uint8).tobytes()).decode("ascii")
 
 
-def quantize(x: Float[np.ndarray, "..."], lo: float | None = None, hi: float | None = None) -> UInt8[np.ndarray, "..."]:
+def to_uint8(x: Float[np.ndarray, "..."], lo: float | None = None, hi: float | None = None) -> UInt8[np.ndarray, "..."]:
     """Map ``[lo, hi]`` (default: the data's range) linearly to ``0..255``."""
     lo = float(np.min(x)) if lo is None else lo
     hi = float(np.max(x)) if hi is None else hi
@@ -67,7 +67,7 @@ def _rows_scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row (last axis) scaled to its maximum -> ``(uint8 rows, row maxima)``."""
     peak = x.max(-1, keepdims=True)
     scaled = np.where(peak > 0, x / np.where(peak > 0, peak, 1), 0)
-    return quantize(scaled, 0.0, 1.0), peak[..., 0]
+    return to_uint8(scaled, 0.0, 1.0), peak[..., 0]
 
 
 # ---- audio ---------------------------------------------------------------------------------
@@ -85,8 +85,8 @@ def audio_section(audio: Float[np.ndarray, "samples"]) -> dict[str, Any]:
         "sample_rate": SAMPLE_RATE,
         "duration": n / SAMPLE_RATE,
         "peak": peak,
-        "wave_min": b64_uint8(quantize(lo / peak, -1, 1)),
-        "wave_max": b64_uint8(quantize(hi / peak, -1, 1)),
+        "wave_min": b64_uint8(to_uint8(lo / peak, -1, 1)),
+        "wave_max": b64_uint8(to_uint8(hi / peak, -1, 1)),
         "wave_columns": cols,
         "wav_base64": wav_base64(audio),
     }
@@ -103,7 +103,7 @@ def mel_section(model: Any, audio: Float[np.ndarray, "samples"]) -> dict[str, An
         "columns": int(mel.shape[1]),
         "frames": n_frames,
         "seconds": n_frames * HOP_LENGTH / SAMPLE_RATE,
-        "data": b64_uint8(quantize(mel)),
+        "data": b64_uint8(to_uint8(mel)),
         "range": [float(mel.min()), float(mel.max())],
     }
 
@@ -288,7 +288,7 @@ def attention_sections_of_cache(
         "keys": token_strings(model, ids[text_keys].tolist()),
         "key_positions": text_keys.tolist(),
         "query_positions": queries.tolist(),
-        "data": b64_uint8(quantize(selfp, 0.0, 1.0)),
+        "data": b64_uint8(to_uint8(selfp, 0.0, 1.0)),
         "shape": list(selfp.shape),
     }
     return audio_sec, self_sec
@@ -439,7 +439,7 @@ def sae_section(
                 "max_act": r.max_act,
                 "hist": stats.hist[r.feature].tolist(),
                 "bin_edges": np.round(stats.bin_edges.numpy(), 3).tolist(),
-                "trace": b64_uint8(quantize(col, 0.0, max(float(col.max()), 1e-6))),
+                "trace": b64_uint8(to_uint8(col, 0.0, max(float(col.max()), 1e-6))),
                 "trace_max": float(col.max()),
                 "examples": examples,
             }
@@ -468,7 +468,7 @@ __all__ = [
     "patching_section",
     "pool_columns",
     "probe_section",
-    "quantize",
+    "to_uint8",
     "sae_section",
     "word_timings",
 ]

@@ -203,7 +203,7 @@ def load_hf_whisper_dir(
     converted cache, see ``registry``); every other folder is checked."""
     from transformers import GenerationConfig, WhisperConfig
 
-    from hooked_asr.loading.whisper_weights import config_from_hf, expected_hf_whisper_shapes
+    from hooked_asr.loading.whisper_weights import whisper_config_from_hf, expected_hf_whisper_shapes
 
     d = resolve_hub_or_dir(path_or_hub_id)
     if not (d / "config.json").exists():
@@ -226,7 +226,7 @@ def load_hf_whisper_dir(
             gen = GenerationConfig.from_pretrained(str(d))
         except Exception as e:
             raise CheckpointError(f"{d}/generation_config.json is not a generation config ({e})") from None
-    cfg = config_from_hf(hf_cfg, gen, name=Path(str(path_or_hub_id)).name)
+    cfg = whisper_config_from_hf(hf_cfg, gen, name=Path(str(path_or_hub_id)).name)
     tokenizer = load_tokenizer_for(d, int(hf_cfg.vocab_size))
     if not any(d.glob("*.safetensors")):
         raise CheckpointError(f"no *.safetensors weights in {d}.{_pickle_hint(d)}")
@@ -320,7 +320,7 @@ def load_hf_qwen2_audio_dir(
     from safetensors import safe_open
     from transformers import GenerationConfig, Qwen2AudioConfig
 
-    from hooked_asr.loading.qwen2_audio_weights import config_from_hf, iter_converted
+    from hooked_asr.loading.qwen2_audio_weights import qwen2_audio_config_from_hf, iter_converted
 
     d = resolve_hub_or_dir(path_or_hub_id)
     if not (d / "config.json").exists():
@@ -330,7 +330,7 @@ def load_hf_qwen2_audio_dir(
         raise CheckpointError(f"{d} holds a {model_type!r} model, not Qwen2-Audio (model_type 'qwen2_audio')")
     hf_cfg = Qwen2AudioConfig.from_pretrained(str(d))
     gen = GenerationConfig.from_pretrained(str(d)) if (d / "generation_config.json").exists() else None
-    cfg = config_from_hf(hf_cfg, gen, name=str(path_or_hub_id))
+    cfg = qwen2_audio_config_from_hf(hf_cfg, gen, name=str(path_or_hub_id))
     files = sorted(d.glob("*.safetensors"))
     if not files:
         raise CheckpointError(

@@ -33,7 +33,9 @@ def _get(c: Any, key: str, default: Any = None) -> Any:
     return c.get(key, default) if isinstance(c, Mapping) else getattr(c, key, default)
 
 
-def config_from_hf(hf_config: Any, generation_config: Any | None = None, name: str = "qwen2-audio") -> ModelConfig:
+def qwen2_audio_config_from_hf(
+    hf_config: Any, generation_config: Any | None = None, name: str = "qwen2-audio"
+) -> ModelConfig:
     """Build a :class:`ModelConfig` from a ``transformers.Qwen2AudioConfig`` (and its generation config).
 
     Raises :class:`WeightConversionError` for settings the hooked model does not implement
@@ -233,4 +235,4 @@ def iter_converted(
         yield ours, t.to(device=device, dtype=dtype).contiguous()
 
 
-__all__ = ["SPECIAL_TOKENS", "config_from_hf", "convert_tensor", "iter_converted"]
+__all__ = ["SPECIAL_TOKENS", "qwen2_audio_config_from_hf", "convert_tensor", "iter_converted"]

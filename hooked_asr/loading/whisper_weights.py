@@ -21,7 +21,7 @@ class WeightConversionError(ValueError):
     """A checkpoint does not match the architecture it claims."""
 
 
-def config_from_hf(hf_config: Any, generation_config: Any | None = None, name: str = "whisper") -> ModelConfig:
+def whisper_config_from_hf(hf_config: Any, generation_config: Any | None = None, name: str = "whisper") -> ModelConfig:
     """Build a :class:`ModelConfig` from a ``transformers.WhisperConfig`` (and its generation config)."""
     c = hf_config
     if getattr(c, "encoder_attention_heads", None) is None:
@@ -179,4 +179,9 @@ def expected_hf_whisper_shapes(hf_config: Any) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-__all__ = ["config_from_hf", "convert_hf_whisper_weights", "expected_hf_whisper_shapes", "WeightConversionError"]
+__all__ = [
+    "whisper_config_from_hf",
+    "convert_hf_whisper_weights",
+    "expected_hf_whisper_shapes",
+    "WeightConversionError",
+]

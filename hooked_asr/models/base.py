@@ -42,7 +42,7 @@ from hooked_asr.models.tl_compat import TLCompatMixin
 from hooked_asr.models.decoding.memory import check_decoding_memory
 from hooked_asr.models.decoding.options import check_generate_args
 from hooked_asr.models.decoding.results import GenerationOutput, Segment, TranscriptionResult, WordTiming
-from hooked_asr.models.decoding.prefix import PrefixCache, PrefixRecorder, PrefixStepper, check_prefix_use
+from hooked_asr.models.decoding.prefix import PrefixRecorder, PrefixStepper, PrefixUse, check_prefix_use
 from hooked_asr.models.decoding.search import LogitRules, Stepper, beam_search, openai_beam_search, sample
 from hooked_asr.models.decoding.state import DecodingState
 from hooked_asr.models.decoding.timestamps import TimestampRules
@@ -114,6 +114,9 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
     cfg: ModelConfig
     capabilities: ModelCapabilities = ModelCapabilities()
     _decoding_state: DecodingState | None = None
+    # Set for one generate call by decoding.prefix's generate_recording_prefix / generate_from_prefix
+    # (sweeps only), so generate's own arguments stay the ones users decode with.
+    _prefix_use: PrefixUse | None = None
     default_max_new_tokens: int | None = None  # None: up to the decoder's context
 
     # ---- the parts each model provides ------------------------------------------------
@@ -276,9 +279,6 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         max_initial_timestamp_index: int | None = 50,
         generator: torch.Generator | None = None,
         max_length: int | None = None,
-        clean_prefix: PrefixCache | None = None,
-        start_at_layer: int | None = None,
-        return_prefix_cache: bool = False,
         **feature_kwargs: Any,
     ) -> GenerationOutput:
         """Decode ``prompt_ids`` onward with every hook live at every step (Hugging Face names).
@@ -296,13 +296,9 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         rest of the decoder's context). ``encoder_hidden_states`` replaces the encoder's output
         (what :meth:`encode` returns; the features still give the batch size and any mask).
 
-        Sharing a clean run's prefix (:mod:`hooked_asr.models.decoding.prefix`):
-        ``return_prefix_cache=True`` (one row, greedy or sampled) records ``out.prefix_cache``;
-        ``clean_prefix=that, start_at_layer=l`` decodes rows of the same audio whose hooks all sit at
-        decoder layers ``>= l``: while a row's tokens are the clean ones it skips blocks ``< l``
-        (their numbers are the clean run's), and it reads the clean cross-attention keys/values
-        wherever ``cross_attn.hook_k/v`` is not hooked. Tokens and log-probs equal the plain run's
-        to float rounding. Hooks on blocks ``< l`` are refused (they would miss matched steps).
+        Sweeps that patch many rows of one audio share the clean run's decoder prefix through
+        :func:`~hooked_asr.models.decoding.generate_recording_prefix` and
+        :func:`~hooked_asr.models.decoding.generate_from_prefix`, which call this method.
         """
         device = input_features.device
         batch = input_features.shape[0]
@@ -335,15 +331,16 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
                     "(model.sot_sequence(..., timestamps=True))"
                 )
         rules = LogitRules.build(self.cfg.decoder.d_vocab, device, suppress, begin, ts)
+        use = self._prefix_use or PrefixUse()
+        clean_prefix, start_at_layer = use.prefix, use.start_at_layer
         if clean_prefix is not None:
             self.require("prefix_sharing", "generate(clean_prefix=)")
             check_prefix_use(self, clean_prefix, prompt, start_at_layer or 0, num_beams, use_cache)
         recorder = None
-        if return_prefix_cache:
-            if batch != 1 or num_beams != 1 or not use_cache or clean_prefix is not None:
+        if use.record:
+            if batch != 1 or num_beams != 1 or not use_cache:
                 raise ValueError(
-                    "return_prefix_cache=True records one clean row: batch 1, num_beams=1, use_cache=True, "
-                    "no clean_prefix"
+                    "generate_recording_prefix records one clean row: batch 1, num_beams=1, use_cache=True"
                 )
             recorder = PrefixRecorder(self.cfg.decoder.n_layers)
 
@@ -503,12 +500,4 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         return self.eval()
 
 
-__all__ = [
-    "GenerationOutput",
-    "HookedEncoderDecoder",
-    "PromptGroup",
-    "Segment",
-    "TeacherForcedInputs",
-    "TranscriptionResult",
-    "WordTiming",
-]
+__all__ = ["HookedEncoderDecoder", "ModelCapabilities", "TeacherForcedInputs"]

@@ -29,16 +29,12 @@ from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.components.projector import AudioProjector, audio_token_counts
 from hooked_asr.config import ModelConfig
 from hooked_asr.models.runner import encode_from
-from hooked_asr.models.base import (
-    HookedEncoderDecoder,
-    ModelCapabilities,
-    PromptGroup,
-    TeacherForcedInputs,
-    TranscriptionResult,
-)
+from hooked_asr.models.base import HookedEncoderDecoder, ModelCapabilities, TeacherForcedInputs
+from hooked_asr.models.decoding.results import TranscriptionResult
+from hooked_asr.models.decoding.transcription import PromptGroup
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.loading.hf import as_dtype
-from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS, config_from_hf, iter_converted
+from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS, qwen2_audio_config_from_hf, iter_converted
 from hooked_asr.tokenizer import Qwen2AudioTokenizer
 
 AUDIO_TOKEN = "<|AUDIO|>"
@@ -519,7 +515,7 @@ class HookedQwen2Audio(HookedEncoderDecoder):
     ) -> "HookedQwen2Audio":
         """Convert an in-memory ``Qwen2AudioForConditionalGeneration`` (weights are copied).
         ``chat=False`` for the base (non-instruct) model's prompt and end token."""
-        cfg = config_from_hf(
+        cfg = qwen2_audio_config_from_hf(
             hf_model.config,
             getattr(hf_model, "generation_config", None),
             name=getattr(hf_model.config, "_name_or_path", "") or "qwen2-audio",

@@ -17,7 +17,7 @@ components' public pieces (``Block.after_attention``, ``Attention.from_z``, ``Te
   ``0..l-1`` themselves.
 
 Both give the numbers of the full run (``tests/models/test_encoder_resume.py``,
-``tests/models/test_decoding_prefix.py``).
+``tests/models/decoding/test_prefix_sharing.py``).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def _lower_blocks(
         if not torch.equal(x[keep], plain.expand_as(x)[keep]):
             raise ValueError(
                 "a hook on decoder.hook_embed / hook_pos_embed changed a row that skips blocks "
-                f"< {lo} (start_at_layer): patch embeddings without clean_prefix"
+                f"< {lo} (start_at_layer): patch embeddings with model.generate"
             )
     present: list[LayerCache] = []
     if rows.numel() == 0:  # dense: a hook may write into it

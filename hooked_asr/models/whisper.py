@@ -13,16 +13,12 @@ from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
 from hooked_asr.config import ModelConfig
 from hooked_asr.models.runner import decode_from_prefix, encode_from
-from hooked_asr.models.base import (
-    HookedEncoderDecoder,
-    ModelCapabilities,
-    PromptGroup,
-    TeacherForcedInputs,
-    TranscriptionResult,
-)
+from hooked_asr.models.base import HookedEncoderDecoder, ModelCapabilities, TeacherForcedInputs
+from hooked_asr.models.decoding.results import TranscriptionResult
+from hooked_asr.models.decoding.transcription import PromptGroup
 from hooked_asr.models.decoding.options import TranscribeOptions
 from hooked_asr.models.decoding.results import Segment
-from hooked_asr.loading.whisper_weights import config_from_hf, convert_hf_whisper_weights
+from hooked_asr.loading.whisper_weights import whisper_config_from_hf, convert_hf_whisper_weights
 
 
 class HookedWhisper(HookedEncoderDecoder):
@@ -332,7 +328,7 @@ class HookedWhisper(HookedEncoderDecoder):
     @classmethod
     def from_hf(cls, hf_model: Any, tokenizer: Any | None = None, **kwargs: Any) -> "HookedWhisper":
         """Convert an in-memory ``transformers`` Whisper model (weights are copied)."""
-        cfg = config_from_hf(
+        cfg = whisper_config_from_hf(
             hf_model.config,
             getattr(hf_model, "generation_config", None),
             name=getattr(hf_model.config, "_name_or_path", "") or "whisper",

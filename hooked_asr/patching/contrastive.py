@@ -347,7 +347,7 @@ SWAPS: list[tuple[list[str], int, str]] = [
     (["we", "will", "meet", "on", "monday"], 4, "friday"),
 ]
 
-KINDS: dict[str, Callable[..., ContrastivePair]] = {
+PAIR_KINDS: dict[str, Callable[..., ContrastivePair]] = {
     "word_swap": lambda w, i, r, **kw: word_swap(w, i, r, **kw),
     "word_noise": lambda w, i, r, **kw: word_replaced(w, i, "noise", **kw),
     "word_silence": lambda w, i, r, **kw: word_replaced(w, i, "silence", **kw),
@@ -359,16 +359,16 @@ KINDS: dict[str, Callable[..., ContrastivePair]] = {
 def contrastive_pairs(
     kinds: Sequence[str] = ("word_swap",), n: int | None = None, **kwargs: Any
 ) -> list[ContrastivePair]:
-    """The built-in pairs (:data:`SWAPS`) of each kind in ``kinds`` (keys of :data:`KINDS`); ``n``: the
+    """The built-in pairs (:data:`SWAPS`) of each kind in ``kinds`` (keys of :data:`PAIR_KINDS`); ``n``: the
     first ``n`` sentences. ``kwargs`` go to the builders (``voice``, ``rate``)."""
-    unknown = [k for k in kinds if k not in KINDS]
+    unknown = [k for k in kinds if k not in PAIR_KINDS]
     if unknown:
-        raise ValueError(f"unknown pair kinds {unknown}; use {sorted(KINDS)}")
-    return [KINDS[k](w, i, r, **kwargs) for k in kinds for (w, i, r) in SWAPS[:n]]
+        raise ValueError(f"unknown pair kinds {unknown}; use {sorted(PAIR_KINDS)}")
+    return [PAIR_KINDS[k](w, i, r, **kwargs) for k in kinds for (w, i, r) in SWAPS[:n]]
 
 
 __all__ = [
-    "KINDS",
+    "PAIR_KINDS",
     "SWAPS",
     "ContrastivePair",
     "PairInputs",

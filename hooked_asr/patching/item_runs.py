@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from hooked_asr.hooks import block_of
+from hooked_asr.models.decoding import generate_from_prefix, generate_recording_prefix
 from hooked_asr.patching.components import Component
 from hooked_asr.patching.metrics import Transcript
 
@@ -254,13 +255,14 @@ class ItemRun:
         )
         layer = None if chunk is None or self.prefix is None else prefix_layer(chunk)
         if layer is not None:
-            kwargs.update(clean_prefix=self.prefix, start_at_layer=layer)
-        elif encoded is not None:
+            return self.transcripts(generate_from_prefix(self.model, self.prefix, layer, **kwargs))
+        if encoded is not None:
             kwargs["encoder_hidden_states"] = encoded
-        record = record and self.can_share_prefix
-        out = self.model.generate(**kwargs, return_prefix_cache=True) if record else self.model.generate(**kwargs)
-        if record:
+        if record and self.can_share_prefix:
+            out = generate_recording_prefix(self.model, **kwargs)
             self.prefix = out.prefix_cache
+        else:
+            out = self.model.generate(**kwargs)
         return self.transcripts(out)
 
     def teacher_forced_inputs(self, continuation: Sequence[int]) -> Any:

@@ -266,7 +266,5 @@ __all__ = [
     "other_utterance",
     "reference_cache",
     "reference_inputs",
-    "rms",
     "silence_like",
-    "white_noise_like",
 ]

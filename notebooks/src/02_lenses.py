@@ -121,7 +121,7 @@ print("tokens saturating at each layer:", dict(enumerate(curves.saturation_hist[
 # anything much longer than the real transcript is a loop.)
 
 # %%
-from hooked_asr.models.base import TranscriptionResult
+from hooked_asr import TranscriptionResult
 
 final = TranscriptionResult(
     text=lens.text, tokens=lens.tokens[:-1].tolist(), token_logprobs=[], prompt=lens.prompt, finished=True

@@ -69,14 +69,14 @@ def test_a_missing_capability_is_an_error_that_names_it(models):
     qwen = models["qwen"]
     assert not qwen.capabilities.prefix_sharing and models["whisper"].capabilities.prefix_sharing
     with pytest.raises(NotImplementedError, match="'prefix_sharing'.*HookedQwen2Audio"):
-        qwen.require("prefix_sharing", "generate(clean_prefix=)")
+        qwen.require("prefix_sharing", "generate_from_prefix")
     with pytest.raises(NotImplementedError, match="transcribe\\(word_timestamps=True\\) needs 'word_timestamps'"):
         qwen.transcribe(_audio(qwen), word_timestamps=True, max_new_tokens=2)
     with pytest.raises(NotImplementedError, match="'timestamps'"):
         qwen.transcribe(_audio(qwen), without_timestamps=False, max_new_tokens=2)
     with pytest.raises(ValueError, match="unknown capability 'flying'"):
         qwen.require("flying", "x")
-    models["whisper"].require("prefix_sharing", "generate(clean_prefix=)")  # declared: no error
+    models["whisper"].require("prefix_sharing", "generate_from_prefix")  # declared: no error
 
 
 @pytest.mark.parametrize("which", ["whisper", "qwen"])

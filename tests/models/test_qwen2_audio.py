@@ -313,7 +313,7 @@ def test_bad_prompts_raise_clear_errors(qwen_pair):
     with pytest.raises(ValueError, match=r"input_features must have shape \[batch, \d+, \d+\]"):
         model(input_ids=torch.tensor([[3]]), input_features=feats[:1, :, :-2])
     window_s = feats.shape[-1] * 160 / 16000
-    # One forward reads one window; transcribe() walks longer audio window by window (test_transcribe_long.py).
+    # One forward reads one window; transcribe() walks longer audio window by window (decoding/test_longform.py).
     with pytest.raises(AudioError, match=rf"reads at most {window_s:g} s"):
         model.prepare_features(np.full(int(16000 * (window_s + 1)), 0.1, dtype=np.float32))
     with pytest.raises(ValueError, match="no tokenizer"):

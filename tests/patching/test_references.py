@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hooked_asr.patching import other_utterance, silence_like, white_noise_like
-from hooked_asr.patching.references import rms
+from hooked_asr.datasets.nonspeech import rms
 
 
 def test_references():

@@ -7,10 +7,10 @@ So for a row whose tokens so far equal the clean run's and whose interventions a
 
     resid_pre^l_t(row) = resid_pre^l_t(clean)        K^i_t(row), V^i_t(row) = K^i_t(clean), V^i_t(clean)  (i < l)
 
-A :class:`PrefixCache`, recorded once from the clean ``generate`` (``return_prefix_cache=True``),
+A :class:`PrefixCache`, recorded once from the clean run (:func:`generate_recording_prefix`),
 holds the clean tokens, every layer's self-attention keys/values and ``decoder.blocks.{i}
 .hook_resid_pre`` at every position the clean run fed, and its cross-attention keys/values.
-``generate(clean_prefix=..., start_at_layer=l)`` then runs each step as follows: every row is
+``generate_from_prefix(model, prefix, l, ...)`` then runs each step as follows: every row is
 embedded (``decoder.hook_embed`` / ``hook_pos_embed`` fire on all rows, so position tracking
 works); rows still on the clean prefix enter block ``l`` with the clean residual and skip blocks
 ``< l``; a row whose newest token differs from the clean token at that step (or that runs past the
@@ -21,13 +21,15 @@ starting as the clean one (valid: up to the divergence its tokens were the clean
 Cross-attention keys/values are the clean run's (the rows read the clean audio) at every layer
 whose ``cross_attn.hook_k`` / ``hook_v`` has no live hook; rows then share one copy, and the
 attention reads it once for all rows. Hooks on decoder blocks ``< l`` would not see matched
-steps, so ``generate`` refuses them; a hook on the embeddings may not change a matched row.
+steps, so they are refused; a hook on the embeddings may not change a matched row.
 Beam search and ``use_cache=False`` are refused (no prefix to share across reordered beams /
 without a cache).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +66,64 @@ class PrefixCache:
         return len(self.resid_pre)
 
 
+@dataclass(frozen=True)
+class PrefixUse:
+    """What one ``generate`` call does with a prefix: record it (``record``), or decode from
+    ``prefix`` at block ``start_at_layer``; the default does neither."""
+
+    prefix: PrefixCache | None = None
+    start_at_layer: int = 0
+    record: bool = False
+
+
+@contextlib.contextmanager
+def _using(model: Any, use: PrefixUse) -> Iterator[None]:
+    if model._prefix_use is not None:
+        raise RuntimeError("prefix sharing is already active on this model (nested generate_*_prefix calls)")
+    model.require("prefix_sharing", "prefix sharing")
+    model._prefix_use = use
+    try:
+        yield
+    finally:
+        model._prefix_use = None
+
+
+def generate_recording_prefix(
+    model: Any,
+    input_features: Float[torch.Tensor, "1 n_mels frames"],
+    prompt_ids: Sequence[int] | Int[torch.Tensor, "1 prompt"],
+    **generate_kwargs: Any,
+) -> Any:
+    """``model.generate`` (one row, greedy or sampled, with the cache) whose output also holds
+    ``out.prefix_cache``: the :class:`PrefixCache` rows patched later can share.
+
+    Example::
+
+        clean = generate_recording_prefix(model, feats, prompt, max_new_tokens=20)
+        out = generate_from_prefix(model, clean.prefix_cache, 3, feats.expand(8, -1, -1), prompt)
+    """
+    with _using(model, PrefixUse(record=True)):
+        return model.generate(input_features, prompt_ids, **generate_kwargs)
+
+
+def generate_from_prefix(
+    model: Any,
+    prefix: PrefixCache,
+    start_at_layer: int,
+    input_features: Float[torch.Tensor, "batch n_mels frames"],
+    prompt_ids: Sequence[int] | Int[torch.Tensor, "batch prompt"],
+    **generate_kwargs: Any,
+) -> Any:
+    """``model.generate`` for rows of the clean audio whose hooks all sit at decoder layers
+    ``>= start_at_layer``: while a row's tokens are the clean ones it skips blocks
+    ``< start_at_layer`` (their numbers are the clean run's), and it reads the clean
+    cross-attention keys/values wherever ``cross_attn.hook_k/v`` is not hooked (the module
+    docstring gives the rule). Tokens and log-probs equal the plain run's to float rounding.
+    Hooks on blocks ``< start_at_layer``, beams and ``use_cache=False`` are refused."""
+    with _using(model, PrefixUse(prefix, start_at_layer)):
+        return model.generate(input_features, prompt_ids, **generate_kwargs)
+
+
 class PrefixRecorder:
     """Hooks on every ``decoder.blocks.{i}.hook_resid_pre`` that keep what each block received
     (added last, so after any user hook), for :meth:`PrefixCache` recording."""
@@ -98,10 +158,10 @@ def check_prefix_use(
         raise ValueError(f"start_at_layer={start_at_layer}: must lie in [0, {n - 1}] (the decoder's layers)")
     if num_beams > 1:
         raise ValueError(
-            "clean_prefix with num_beams > 1: beams reorder rows every step; decode greedily or without clean_prefix"
+            "prefix sharing with num_beams > 1: beams reorder rows every step; decode greedily or with model.generate"
         )
     if not use_cache:
-        raise ValueError("clean_prefix with use_cache=False: sharing the prefix needs the key/value cache")
+        raise ValueError("prefix sharing with use_cache=False: sharing the prefix needs the key/value cache")
     if prompt.shape[1] > prefix.n_fed or not bool((prompt == prefix.tokens[: prompt.shape[1]]).all()):
         clean = prefix.tokens[: prefix.prompt_len].tolist()
         raise ValueError(
@@ -112,7 +172,7 @@ def check_prefix_use(
             if hasattr(hp, "is_live") and hp.is_live():
                 raise ValueError(
                     f"a hook is attached to decoder.blocks.{i}.{name}, below start_at_layer={start_at_layer}: rows on "
-                    "the clean prefix skip that block; lower start_at_layer to the hook's layer or drop clean_prefix"
+                    "the clean prefix skip that block; lower start_at_layer to the hook's layer or use model.generate"
                 )
 
 

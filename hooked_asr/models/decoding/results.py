@@ -21,7 +21,7 @@ class GenerationOutput:
     logprobs: Float[torch.Tensor, "batch new"]
     finished: torch.Tensor  # [batch] bool: reached end of text before the length limit
     no_speech_probs: Float[torch.Tensor, " batch"] | None = None  # p(<|nospeech|>) at <|startoftranscript|>
-    prefix_cache: Any = None  # a PrefixCache, with generate(return_prefix_cache=True)
+    prefix_cache: Any = None  # a PrefixCache, from decoding.generate_recording_prefix
     sum_logprobs: Float[torch.Tensor, " batch"] | None = None  # openai beam search: the float32 score it ranked
 
 

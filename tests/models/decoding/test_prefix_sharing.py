@@ -1,4 +1,4 @@
-"""Sharing the clean run's prefix (``generate(clean_prefix=, start_at_layer=)``) changes no result:
+"""Sharing the clean run's prefix (``generate_recording_prefix`` / ``generate_from_prefix``) changes no result:
 tokens and log-probs equal the plain run's for rows that leave the clean tokens and rows that
 never do, mixed in one batch; blocks below the start layer really are skipped while rows match;
 what cannot be shared is refused (tiny random Whisper; one real tiny.en sweep)."""
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from hooked_asr.models.decoding import generate_from_prefix, generate_recording_prefix
 from tests.conftest import make_hf_whisper
 
 N_NEW = 10
@@ -27,7 +28,7 @@ def setup(model):
     feats = torch.randn(1, model.cfg.encoder.n_mels, model.cfg.encoder.n_frames, generator=g)
     prompt = [model.cfg.decoder_start_token_id]
     kw = model.generation_kwargs()
-    clean = model.generate(feats, prompt, max_new_tokens=N_NEW, return_prefix_cache=True, **kw)
+    clean = generate_recording_prefix(model, feats, prompt, max_new_tokens=N_NEW, **kw)
     return feats, prompt, kw, clean
 
 
@@ -56,9 +57,7 @@ def test_shared_prefix_gives_the_plain_runs_tokens_and_logprobs(model, setup, la
     batch = feats.expand(n, -1, -1)
     with model.hooks(fwd_hooks=_row_hooks(model, layer, model.cfg.decoder.d_model)):
         plain = model.generate(batch, prompt, max_new_tokens=N_NEW + 4, **kw)
-        shared = model.generate(
-            batch, prompt, max_new_tokens=N_NEW + 4, clean_prefix=clean.prefix_cache, start_at_layer=layer, **kw
-        )
+        shared = generate_from_prefix(model, clean.prefix_cache, layer, batch, prompt, max_new_tokens=N_NEW + 4, **kw)
     assert shared.tokens.tolist() == plain.tokens.tolist()
     torch.testing.assert_close(shared.logprobs, plain.logprobs, atol=1e-4, rtol=0)
     # guard: the rows do what they are meant to, so both kinds of row are checked
@@ -87,7 +86,7 @@ def test_matched_rows_skip_the_blocks_below_the_start(model, setup):
         with model.hooks(fwd_hooks=_row_hooks(model, 1, model.cfg.decoder.d_model)):
             model.generate(batch, prompt, max_new_tokens=N_NEW, **kw)
             plain, seen = dict(seen), {}
-            model.generate(batch, prompt, max_new_tokens=N_NEW, clean_prefix=clean.prefix_cache, start_at_layer=1, **kw)
+            generate_from_prefix(model, clean.prefix_cache, 1, batch, prompt, max_new_tokens=N_NEW, **kw)
     finally:
         for h in handles:
             h.remove()
@@ -98,21 +97,35 @@ def test_matched_rows_skip_the_blocks_below_the_start(model, setup):
 def test_what_cannot_share_the_prefix_is_refused(model, setup):
     feats, prompt, kw, clean = setup
     batch = feats.expand(2, -1, -1)
-    pre = dict(clean_prefix=clean.prefix_cache, max_new_tokens=3, **kw)
+    pre = dict(max_new_tokens=3, **kw)
+
+    def shared(p=prompt, **more):
+        return generate_from_prefix(model, clean.prefix_cache, 1, batch, p, **pre, **more)
+
     with pytest.raises(ValueError, match="num_beams"):
-        model.generate(batch, prompt, num_beams=2, start_at_layer=1, **pre)
+        shared(num_beams=2)
     with pytest.raises(ValueError, match="use_cache=False"):
-        model.generate(batch, prompt, use_cache=False, start_at_layer=1, **pre)
+        shared(use_cache=False)
     with pytest.raises(ValueError, match="decoder.blocks.0"):
         with model.hooks(fwd_hooks=[("decoder.blocks.0.hook_mlp_out", lambda x, hook: x)]):
-            model.generate(batch, prompt, start_at_layer=1, **pre)
+            shared()
     with pytest.raises(ValueError, match="hook_embed"):
         with model.hooks(fwd_hooks=[("decoder.hook_embed", lambda x, hook: x + 1.0)]):
-            model.generate(batch, prompt, start_at_layer=1, **pre)
+            shared()
     with pytest.raises(ValueError, match="prompt"):
-        model.generate(batch, prompt + [5], start_at_layer=1, **pre)
+        shared(prompt + [5])
     with pytest.raises(ValueError, match="one clean row"):
-        model.generate(batch, prompt, max_new_tokens=3, return_prefix_cache=True, **kw)
+        generate_recording_prefix(model, batch, prompt, max_new_tokens=3, **kw)
+    assert model._prefix_use is None  # a refused call leaves plain generate plain
+    torch.testing.assert_close(model.generate(feats, prompt, max_new_tokens=N_NEW, **kw).logprobs, clean.logprobs)
+
+
+def test_generate_has_no_sweep_only_arguments(model):
+    import inspect
+
+    params = inspect.signature(model.generate).parameters
+    assert not {"clean_prefix", "start_at_layer", "return_prefix_cache"} & set(params)
+    assert len([p for p in params.values() if p.kind is p.KEYWORD_ONLY]) == 16  # 19 with the sweep-only three
 
 
 def test_a_hooked_cross_attention_key_is_recomputed_and_seen(model, setup):
@@ -131,9 +144,7 @@ def test_a_hooked_cross_attention_key_is_recomputed_and_seen(model, setup):
     hooks = [("decoder.blocks.2.cross_attn.hook_k", scale_row1)]
     with model.hooks(fwd_hooks=hooks):
         plain = model.generate(batch, prompt, max_new_tokens=N_NEW, **kw)
-        shared = model.generate(
-            batch, prompt, max_new_tokens=N_NEW, clean_prefix=clean.prefix_cache, start_at_layer=2, **kw
-        )
+        shared = generate_from_prefix(model, clean.prefix_cache, 2, batch, prompt, max_new_tokens=N_NEW, **kw)
     assert fired == [2, 2]
     assert shared.tokens.tolist() == plain.tokens.tolist()
     torch.testing.assert_close(shared.logprobs, plain.logprobs, atol=1e-4, rtol=0)
@@ -165,13 +176,11 @@ def test_real_tiny_en_shared_prefix_equals_plain_generate(whisper_tiny_en):
     model = whisper_tiny_en
     feats = model.prepare_features(synthesize("The quick brown fox jumps over the lazy dog."))["input_features"]
     prompt, kw = model.sot_sequence(), model.generation_kwargs()
-    clean = model.generate(feats, prompt, max_new_tokens=20, return_prefix_cache=True, **kw)
+    clean = generate_recording_prefix(model, feats, prompt, max_new_tokens=20, **kw)
     batch = feats.expand(4, -1, -1)
     with model.hooks(fwd_hooks=_row_hooks(model, 2, model.cfg.decoder.d_model)):
         plain = model.generate(batch, prompt, max_new_tokens=24, **kw)
-        shared = model.generate(
-            batch, prompt, max_new_tokens=24, clean_prefix=clean.prefix_cache, start_at_layer=2, **kw
-        )
+        shared = generate_from_prefix(model, clean.prefix_cache, 2, batch, prompt, max_new_tokens=24, **kw)
     assert shared.tokens.tolist() == plain.tokens.tolist()
     torch.testing.assert_close(shared.logprobs, plain.logprobs, atol=1e-4, rtol=0)
     c = clean.tokens[0].tolist()
