@@ -76,7 +76,8 @@ class CleanRun:
         zero-padded to this clip's length (encoder frames aligned, 20 ms each) with the clean prompt and
         transcript (:func:`~hooked_asr.patching.reference_cache`)."""
         from hooked_asr.patching import mean_activations, record_reference, reference_cache
-        from hooked_asr.patching.references import other_utterance, white_noise_like
+        from hooked_asr.datasets.nonspeech import white_noise_like
+        from hooked_asr.patching.references import other_utterance
 
         store = self.refs[method]
         missing = [h for h in dict.fromkeys(hooks) if h not in store]
