@@ -212,7 +212,13 @@ def test_a_model_without_cross_attention_is_explored_live_too():
         np.testing.assert_allclose(tf["logprobs_after"], want.numpy(), atol=1e-5)
         assert tf["audio_attention"]["kind"] == "audio_prefix"
         with patched(model, [zero_ablate("decoder.blocks.0.attn.head.1")]):
-            assert s.transcribe(specs)["text"] == model.transcribe(audio).text
+            want = model.transcribe(audio)
+        seen: list[list[int]] = []
+        got = s.transcribe(specs, on_tokens=lambda ids, text: seen.append(ids))
+        assert got["text"] == want.text
+        # the streamed tokens read back from the decoder's inputs (an audio-prefix model too)
+        assert all(ids == got["tokens"][: len(ids)] for ids in seen)
+        assert len(seen) >= len(got["tokens"]) - 1
     finally:
         s.close()
 
