@@ -40,6 +40,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sae", default=None, help="an SAE folder (save_sae / SAELens): its feature panel, and steering in --serve"
     )
+    p.add_argument("--other", default=None, help="--serve: a second clip to patch from (method 'other')")
+    p.add_argument(
+        "--probe", default=None, help="--serve: a saved probe (LinearProbe.save) to steer along (method 'probe')"
+    )
+    p.add_argument(
+        "--probe-hook", default=None, help="the hook the --probe was trained on, e.g. encoder.blocks.2.hook_resid_post"
+    )
     p.add_argument(
         "--serve", action="store_true", help="serve the live explorer backed by the model instead of writing a file"
     )
@@ -118,6 +125,9 @@ def _serve(args: argparse.Namespace, model: object, audio: object, name: str) ->
             name=name,
             model_name=args.model or model.cfg.name,
             sae_path=args.sae,
+            other=args.other,
+            probe=args.probe,
+            probe_hook=args.probe_hook,
         )
     except LiveError as e:
         raise SystemExit(str(e)) from None

@@ -210,16 +210,39 @@ def attention_sections(
     """
     kw = {"language": language} if language is not None else {}
     tf = model.teacher_forced_inputs(audio, continuation=list(tokens), **kw)
+    _, cache = model.run_with_cache(**tf.kwargs, names_filter=pattern_names(model))
+    return attention_sections_of_cache(model, cache, tf, len(audio), n_steps, max_audio_columns, budget_bytes)
+
+
+def pattern_names(model: Any) -> list[str]:
+    """Every decoder layer's ``attn.hook_pattern``, then (Whisper) its ``cross_attn.hook_pattern``."""
+    n_layers = model.cfg.decoder.n_layers
+    out = [f"decoder.blocks.{l}.attn.hook_pattern" for l in range(n_layers)]
+    return out + (
+        [f"decoder.blocks.{l}.cross_attn.hook_pattern" for l in range(n_layers)] if has_cross_attention(model) else []
+    )
+
+
+def attention_sections_of_cache(
+    model: Any,
+    cache: Mapping[str, torch.Tensor],
+    tf: Any,
+    n_samples: int,
+    n_steps: int,
+    max_audio_columns: int = 400,
+    budget_bytes: int = 1_200_000,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`attention_sections` of a teacher-forced run already recorded: ``cache`` holds
+    :func:`pattern_names` of ``model(**tf.kwargs)`` (hooks may have been live), ``n_samples`` the clip's length."""
     n_layers, n_heads = model.cfg.decoder.n_layers, model.cfg.decoder.n_heads
     cross = has_cross_attention(model)
     self_names = [f"decoder.blocks.{l}.attn.hook_pattern" for l in range(n_layers)]
     cross_names = [f"decoder.blocks.{l}.cross_attn.hook_pattern" for l in range(n_layers)] if cross else []
-    _, cache = model.run_with_cache(**tf.kwargs, names_filter=self_names + cross_names)
     p = tf.prompt_len
     queries = torch.arange(p - 1, p - 1 + n_steps)
     ids = tf.tokens[0].cpu()
     if cross:
-        n_cols_full = audio_frames(len(audio), model.cfg.encoder.n_ctx, window_samples(model))
+        n_cols_full = audio_frames(n_samples, model.cfg.encoder.n_ctx, window_samples(model))
         audio_att = torch.stack([cache[n][0][:, queries, :n_cols_full] for n in cross_names])  # [L, H, S, F]
         col_seconds, kind = ENCODER_FRAME_SECONDS, "cross"
         text_keys = torch.arange(0, int(queries[-1]) + 1)
@@ -433,6 +456,8 @@ def sae_section(
 
 __all__ = [
     "attention_sections",
+    "attention_sections_of_cache",
+    "pattern_names",
     "audio_section",
     "b64_uint8",
     "downsampling_note",

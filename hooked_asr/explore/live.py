@@ -2,23 +2,30 @@
 interventions. The served page (:mod:`.server`) and the widget (:mod:`.widget`) both call :meth:`LiveSession.handle`.
 
 An intervention is a small JSON object (what the page sends, what :meth:`LiveSession.to_python`
-turns into code)::
+turns into code; checked by :mod:`.live_specs`)::
 
     {"component": "decoder.blocks.2.cross_attn.head.3", "method": "zero"}            # a~ = 0
     {"component": "encoder.blocks.1.mlp", "method": "mean", "from": 0.5, "to": 1.0}   # a~ = mean over the clip, frames of 0.5-1 s
     {"component": "decoder.blocks.0.attn.head.1", "method": "noise", "tokens": [2, 5]} # a~ = a on white noise, tokens 2-4
+    {"component": "encoder.blocks.3.attn.head.5", "method": "other", "from": 1.0, "to": 1.6}  # a~ = a on the other clip
     {"component": "decoder.blocks.3.cross_attn.head.0", "method": "mask", "from": 0.4, "to": 0.9}  # the head cannot see 0.4-0.9 s
     {"method": "steer", "feature": 7, "mode": "clamp", "value": 0.0, "from": 0.4, "to": 0.9}      # SAE feature 7 off there
+    {"method": "probe", "value": 8.0, "from": 0.4, "to": 0.9}                                   # x + 8 * probe direction there
 
 ``method``: ``zero`` (:func:`~hooked_asr.patching.zero_ablate`), ``mean`` (:func:`~hooked_asr.patching.mean_ablate`,
 the mean over every position of this clip's teacher-forced run), ``noise`` (:func:`~hooked_asr.patching.interpolate`
 towards the activation on white noise at the clip's RMS, seed 0, teacher-forced on the clean transcript; positions
-the reference lacks stay unpatched) or ``mask`` (:func:`~hooked_asr.patching.attention_masks.mask_attention`).
+the reference lacks stay unpatched), ``other`` (the same towards the activation on a second clip the user gave,
+:meth:`LiveSession.set_other` or an upload: cut or zero-padded to this clip's length so encoder frames line up, 20 ms
+each, and run with this clip's prompt and transcript through :func:`~hooked_asr.patching.reference_cache`; a token
+range must lie within that transcript; an unranged decoder site leaves positions a longer re-transcription adds
+unpatched) or ``mask`` (:func:`~hooked_asr.patching.attention_masks.mask_attention`).
 ``alpha`` (default 1): ``a~ = (1 - alpha) a + alpha a_target``. Where: ``from``/``to`` (seconds: encoder frames)
 or ``tokens`` ``[a, b)`` (the decoder positions that read those transcript tokens); none: everywhere. ``steer``
 (with an SAE) edits one feature at the SAE's hook, error term kept (:func:`~hooked_asr.sae.steering.steer`: ``add``
-/ ``scale`` by / ``clamp`` to ``value``; one time range per list). A list composes in order; anything else
-(unknown keys, methods or hooks) is refused with a message that names it.
+/ ``scale`` by / ``clamp`` to ``value``; one time range per list). ``probe`` (with a probe and the hook it reads)
+adds ``value`` times the probe's unit direction at that hook (:func:`~hooked_asr.sae.steering.steer_direction`,
+the same steering hook). A list composes in order: SAE steering, probe steering, then the patches.
 
     >>> live = LiveSession(model, "clip.wav")
     >>> ivs = [{"component": "decoder.blocks.3.cross_attn.head.2", "method": "zero"}]
@@ -32,27 +39,18 @@ from __future__ import annotations
 import contextlib
 import difflib
 import io
-import math
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from jaxtyping import Float
 
 from hooked_asr.explore.live_audio import LiveError, decode_wav_bytes, pick_window
-from hooked_asr.explore.live_export import NOISE_SEED
+from hooked_asr.explore.live_jobs import JobRunner, TokenStream
+from hooked_asr.explore.live_specs import METHODS
 from hooked_asr.files import atomic_write_bytes
-
-METHODS = ("zero", "mean", "noise", "mask", "steer")
-SPEC_KEYS = {"component", "method", "alpha", "from", "to", "tokens", "feature", "mode", "value"}
-STEER_MODES = ("add", "scale", "clamp")
-MAX_INTERVENTIONS = 64
-MAX_FINISHED_JOBS = 32
 
 
 def word_diff(a: str, b: str) -> list[list[str]]:
@@ -77,6 +75,9 @@ class LiveSession:
     ``start`` / ``window`` (seconds) pick the model window shown. The clip of the window is kept
     as a float WAV in ``workdir`` (a private temporary folder by default) so exported code
     reads exactly the samples the page used. Model calls are serialised (hooks are global state).
+    ``other``: a second clip for the ``other`` method (also :meth:`set_other`). ``probe`` (a
+    :class:`~hooked_asr.probing.probe.LinearProbe` or the path it was saved to) with ``probe_hook`` (the
+    hook it was trained on): the ``probe`` method steers along its direction.
     """
 
     def __init__(
@@ -94,6 +95,9 @@ class LiveSession:
         model_name: str | None = None,
         sae: Any = None,
         sae_path: str | Path | None = None,
+        other: Any = None,
+        probe: Any = None,
+        probe_hook: str | None = None,
     ):
         self.model = model
         self.model_name = model_name or model.cfg.name
@@ -107,9 +111,36 @@ class LiveSession:
 
             sae = load_sae(sae_path)
         self.sae, self.sae_path = sae, (str(sae_path) if sae_path is not None else None)
+        self.probe, self.probe_path, self.probe_hook = self._load_probe(probe, probe_hook)
         self.lock = threading.RLock()
-        self.jobs: dict[str, dict[str, Any]] = {}
+        self.runner = JobRunner()
+        self.other: Any = None
         self.set_audio(audio, sampling_rate=sampling_rate, start=start, window=window, name=name)
+        if other is not None:
+            self.set_other(other)
+
+    def set_probe(self, probe: Any, probe_hook: str) -> None:
+        """The probe (a :class:`~hooked_asr.probing.probe.LinearProbe` or its path) the ``probe`` method steers
+        along, and the hook it was trained on."""
+        with self.lock:
+            self.probe, self.probe_path, self.probe_hook = self._load_probe(probe, probe_hook)
+
+    def _load_probe(self, probe: Any, hook: str | None) -> tuple[Any, str | None, str | None]:
+        if probe is None:
+            return None, None, None
+        from hooked_asr.probing.probe import LinearProbe
+
+        path = None if isinstance(probe, LinearProbe) else str(probe)
+        probe = probe if path is None else LinearProbe.load(probe)
+        if not isinstance(hook, str):
+            raise LiveError(
+                "a probe needs probe_hook: the hook it was trained on, e.g. 'encoder.blocks.2.hook_resid_post'"
+            )
+        self.model.check_hook_name(hook)
+        stack = self.model.cfg.encoder if hook.startswith("encoder.") else self.model.cfg.decoder
+        if int(probe.d_in) != int(stack.d_model):
+            raise LiveError(f"the probe reads {probe.d_in} features; {hook} carries {stack.d_model}")
+        return probe, path, hook
 
     # ---- clean state ---------------------------------------------------------------------------
     def set_audio(
@@ -140,6 +171,7 @@ class LiveSession:
 
         from hooked_asr.audio import SAMPLE_RATE, window_samples
         from hooked_asr.explore import explore
+        from hooked_asr.explore.live_cache import CleanRun
 
         wave = pick_window(self.full_wave, start, window, window_samples(self.model) / SAMPLE_RATE)
         with self.lock:
@@ -164,9 +196,32 @@ class LiveSession:
             self.clean_language = t["language"] if getattr(self.model.cfg, "is_multilingual", False) else None
             self.steps = [int(x["id"]) for x in t["tokens"]]  # the transcript, then end of text
             self.tf = self.model.teacher_forced_inputs(wave, continuation=self.steps, **self._lang())
-            self.clean_logprobs = self._lens([])[1]
-            self._means: dict[str, torch.Tensor] = {}
-            self._noise: dict[str, torch.Tensor] = {}
+            self.clean = CleanRun(self.model, wave, self.tf, self._lang())
+            if self.other is not None:
+                self.clean.set_other(self.other)
+            self.clean_logprobs = self._forced([])[1]
+
+    def set_other(
+        self, audio: Any, *, sampling_rate: int | None = None, start: float = 0.0, name: str | None = None
+    ) -> None:
+        """The second clip the ``other`` method patches from (a path or a 1-D array; from ``start`` s, at
+        most the model's window). It is cut or zero-padded to the shown clip's length when used, so its
+        encoder frames line up with the clip's; kept as a float WAV in ``workdir`` for the exported code."""
+        import soundfile as sf
+
+        from hooked_asr.audio import SAMPLE_RATE, load_audio, window_samples
+
+        if isinstance(audio, (str, Path)):
+            name = name or Path(audio).stem
+        full = load_audio(audio, sampling_rate, allow_long=True)
+        wave = pick_window(full, start, min(len(full) / SAMPLE_RATE - start, window_samples(self.model) / SAMPLE_RATE))
+        with self.lock:
+            self.other, self.other_name = wave, name or "other"
+            self.other_path = self.workdir / "other.wav"
+            buf = io.BytesIO()
+            sf.write(buf, wave, SAMPLE_RATE, subtype="FLOAT", format="WAV")
+            atomic_write_bytes(self.other_path, buf.getvalue())
+            self.clean.set_other(wave)
 
     def _lang(self) -> dict[str, Any]:
         return {"language": self.clean_language} if self.clean_language else {}
@@ -178,133 +233,17 @@ class LiveSession:
         return len(self.wave) / SAMPLE_RATE
 
     # ---- interventions ---------------------------------------------------------------------------
+    def methods(self) -> list[str]:
+        """The methods this session offers (``steer`` with an SAE, ``probe`` with a probe)."""
+        return [
+            m for m in METHODS if (m != "steer" or self.sae is not None) and (m != "probe" or self.probe is not None)
+        ]
+
     def validate(self, specs: Any) -> list[dict[str, Any]]:
         """The intervention list, checked and normalised (see the module docstring); raises :class:`LiveError`."""
-        from hooked_asr.patching import parse_component
-        from hooked_asr.patching.interventions import position_kind
+        from hooked_asr.explore.live_specs import validate
 
-        if not isinstance(specs, list) or len(specs) > MAX_INTERVENTIONS:
-            raise LiveError(
-                f"interventions must be a list of at most {MAX_INTERVENTIONS} objects, got {type(specs).__name__}"
-            )
-        out = []
-        for i, s in enumerate(specs):
-            if not isinstance(s, Mapping):
-                raise LiveError(
-                    f"intervention {i} must be an object like {{'component': ..., 'method': 'zero'}}, got {s!r}"
-                )
-            extra = set(s) - SPEC_KEYS
-            if extra:
-                raise LiveError(f"intervention {i}: unknown keys {sorted(extra)}; allowed: {sorted(SPEC_KEYS)}")
-            comp_s, method = s.get("component"), s.get("method")
-            if method == "steer":
-                out.append(self._validate_steer(i, s))
-                continue
-            if set(s) & {"feature", "mode", "value"}:
-                raise LiveError(f"intervention {i}: 'feature'/'mode'/'value' belong to method 'steer'")
-            if not isinstance(comp_s, str) or not 0 < len(comp_s) <= 200:
-                raise LiveError(
-                    f"intervention {i}: component must be a string like 'decoder.blocks.0.cross_attn.head.3'"
-                )
-            if method not in METHODS:
-                raise LiveError(f"intervention {i}: method {method!r} is not one of {list(METHODS)}")
-            try:
-                comp = parse_component(self.model, comp_s)
-            except Exception as e:
-                raise LiveError(f"intervention {i}: {e}") from None
-            alpha = s.get("alpha", 1.0)
-            if (
-                isinstance(alpha, bool)
-                or not isinstance(alpha, (int, float))
-                or not (math.isfinite(alpha) and 0 <= alpha <= 10)
-            ):
-                raise LiveError(f"intervention {i}: alpha must be a number in [0, 10], got {alpha!r}")
-            norm: dict[str, Any] = {"component": comp.name, "method": method}
-            if alpha != 1.0:
-                norm["alpha"] = float(alpha)
-            if method == "mask":
-                if comp.kind not in ("attn", "cross_attn"):
-                    raise LiveError(f"intervention {i}: 'mask' needs an attention (head), got {comp.name!r}")
-                unit = "token" if comp.stack == "decoder" and comp.kind == "attn" else "frame"
-                if "alpha" in norm:
-                    raise LiveError(f"intervention {i}: a mask has no alpha")
-            else:
-                if comp.hook_name.endswith(("hook_mel", "hook_conv1", "hook_conv2")):
-                    raise LiveError(f"intervention {i}: {comp.hook_name} has no position axis to intervene on")
-                unit = position_kind(comp.hook_name)
-            has_time, has_tokens = "from" in s or "to" in s, "tokens" in s
-            if unit == "frame" and has_tokens or unit == "token" and has_time:
-                want = "'from'/'to' (seconds)" if unit == "frame" else "'tokens': [a, b] (transcript tokens)"
-                raise LiveError(f"intervention {i}: {comp.name} is indexed by {unit}s: give {want}")
-            if has_time:
-                a, b = s.get("from", 0.0), s.get("to", self.duration)
-                if (
-                    not all(
-                        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (a, b)
-                    )
-                    or not 0 <= a < b
-                ):
-                    raise LiveError(f"intervention {i}: need 0 <= from < to (seconds), got from={a!r} to={b!r}")
-                norm["from"], norm["to"] = float(a), float(b)
-            if has_tokens:
-                tk = s["tokens"]
-                if not (
-                    isinstance(tk, list)
-                    and len(tk) == 2
-                    and all(isinstance(x, int) and not isinstance(x, bool) for x in tk)
-                    and 0 <= tk[0] < tk[1]
-                ):
-                    raise LiveError(f"intervention {i}: tokens must be [a, b] with 0 <= a < b, got {tk!r}")
-                norm["tokens"] = [int(tk[0]), int(tk[1])]
-            if method == "mask" and not (has_time or has_tokens):
-                raise LiveError(f"intervention {i}: a mask needs the range it hides: 'from'/'to' seconds or 'tokens'")
-            out.append(norm)
-        ranges = {(s.get("from"), s.get("to")) for s in out if s["method"] == "steer"}
-        if len(ranges) > 1:
-            raise LiveError(
-                f"every 'steer' of a list shares one time range (one SAE splice), got {sorted(ranges, key=str)}"
-            )
-        return out
-
-    def _validate_steer(self, i: int, s: Mapping[str, Any]) -> dict[str, Any]:
-        if self.sae is None:
-            raise LiveError(f"intervention {i}: 'steer' needs an SAE: start the session with sae= (CLI: --sae PATH)")
-        hook = self.sae.cfg.hook_name
-        if s.get("component", hook) != hook:
-            raise LiveError(
-                f"intervention {i}: the SAE reads {hook!r}; a steer's component is that hook, got {s.get('component')!r}"
-            )
-        if set(s) & {"alpha", "tokens"}:
-            raise LiveError(
-                f"intervention {i}: a steer takes feature, mode, value and from/to, not {sorted(set(s) & {'alpha', 'tokens'})}"
-            )
-        f, mode, value = s.get("feature"), s.get("mode", "add"), s.get("value", 0.0)
-        if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < int(self.sae.d_sae):
-            raise LiveError(f"intervention {i}: feature must be an integer in 0..{int(self.sae.d_sae) - 1}, got {f!r}")
-        if mode not in STEER_MODES:
-            raise LiveError(f"intervention {i}: mode {mode!r} is not one of {list(STEER_MODES)}")
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not (math.isfinite(value) and abs(value) <= 1e4)
-        ):
-            raise LiveError(f"intervention {i}: value must be a finite number with |value| <= 1e4, got {value!r}")
-        norm: dict[str, Any] = {
-            "component": hook,
-            "method": "steer",
-            "feature": int(f),
-            "mode": mode,
-            "value": float(value),
-        }
-        if "from" in s or "to" in s:
-            a, b = s.get("from", 0.0), s.get("to", self.duration)
-            if (
-                not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (a, b))
-                or not 0 <= a < b
-            ):
-                raise LiveError(f"intervention {i}: need 0 <= from < to (seconds), got from={a!r} to={b!r}")
-            norm["from"], norm["to"] = float(a), float(b)
-        return norm
+        return validate(self, specs)
 
     def _positions(self, spec: Mapping[str, Any]) -> range | None:
         from hooked_asr.patching.attention_masks import frames_between
@@ -316,117 +255,122 @@ class LiveSession:
             return range(p + spec["tokens"][0], p + spec["tokens"][1])
         return None
 
-    def _reference(self, method: str, hook: str) -> Mapping[str, torch.Tensor]:
-        """The clip's mean at ``hook``, or its activation on white noise (cached per hook)."""
-        from hooked_asr.patching import mean_activations, record_reference
-        from hooked_asr.patching.references import white_noise_like
-
-        store = self._means if method == "mean" else self._noise
-        if hook not in store:
-            if method == "mean":
-                store[hook] = mean_activations(self.model, [self.tf.kwargs], [hook])[hook]
-            else:
-                noise = white_noise_like(self.wave, seed=NOISE_SEED)
-                kw = self.model.teacher_forced_inputs(
-                    noise, continuation=self.steps, allow_silence=True, **self._lang()
-                ).kwargs
-                store[hook] = record_reference(self.model, kw, [hook])[hook]
-        return store
-
     def interventions(self, specs: Any) -> list[Any]:
-        """The :mod:`hooked_asr.patching` objects of a validated list."""
+        """The :mod:`hooked_asr.patching` objects of a validated list (steering is applied around them)."""
         from hooked_asr.patching import interpolate, mean_ablate, parse_component, zero_ablate
         from hooked_asr.patching.attention_masks import mask_attention
 
+        norm = [s for s in self.validate(specs) if s["method"] not in ("steer", "probe")]
+        hooks = {s["component"]: parse_component(self.model, s["component"]).hook_name for s in norm}
+        refs = {
+            m: self.clean.references(m, [hooks[s["component"]] for s in norm if s["method"] == m])
+            for m in ("mean", "noise", "other")
+            if any(s["method"] == m for s in norm)
+        }
         out = []
-        for s in self.validate(specs):
-            if s["method"] == "steer":
-                continue  # applied by _applied(), around these
-            comp, pos, alpha = s["component"], self._positions(s), s.get("alpha", 1.0)
-            hook = parse_component(self.model, comp).hook_name
-            if s["method"] == "zero":
+        for s in norm:
+            comp, pos, alpha, m = s["component"], self._positions(s), s.get("alpha", 1.0), s["method"]
+            if m == "zero":
                 out.append(zero_ablate(comp, alpha=alpha, positions=pos))
-            elif s["method"] == "mean":
-                out.append(mean_ablate(comp, self._reference("mean", hook), alpha=alpha, positions=pos))
-            elif s["method"] == "noise":
-                out.append(interpolate(comp, self._reference("noise", hook), alpha, positions=pos, missing="keep"))
+            elif m == "mean":
+                out.append(mean_ablate(comp, refs[m], alpha=alpha, positions=pos))
+            elif m in ("noise", "other"):
+                missing = "error" if m == "other" and pos is not None else "keep"
+                out.append(interpolate(comp, refs[m], alpha, positions=pos, missing=missing))
             else:
                 out.append(mask_attention(comp, pos))
         return out
 
+    def hooks_touched(self, norm: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The hook names a validated list writes at."""
+        from hooked_asr.patching import parse_component
+
+        return [parse_component(self.model, s["component"]).hook_name for s in norm]
+
     # ---- actions ----------------------------------------------------------------------------------
-    def _steer_mask(self, steers: Sequence[Mapping[str, Any]]) -> torch.Tensor | None:
-        """The frames a list's steering applies to (``None``: all), over the SAE hook's frames."""
+    def frame_mask(self, spec: Mapping[str, Any]) -> torch.Tensor | None:
+        """The encoder frames a steer applies to (``None``: all)."""
         from hooked_asr.patching.attention_masks import frames_between
 
-        if not steers or "from" not in steers[0]:
+        if "from" not in spec:
             return None
         mask = torch.zeros(int(self.model.cfg.encoder.n_ctx), dtype=torch.bool)
-        mask[[f for f in frames_between(steers[0]["from"], steers[0]["to"]) if f < len(mask)]] = True
+        mask[[f for f in frames_between(spec["from"], spec["to"]) if f < len(mask)]] = True
         return mask
 
     @contextlib.contextmanager
     def _applied(self, norm: Sequence[Mapping[str, Any]]) -> Iterator[None]:
-        """SAE steering (if any), then the patching interventions, live inside the block."""
+        """SAE steering, probe steering, then the patching interventions, live inside the block."""
         from hooked_asr.patching import patched
+        from hooked_asr.sae.steering import FeatureIntervention, steer, steer_direction
 
         steers = [s for s in norm if s["method"] == "steer"]
         with contextlib.ExitStack() as stack:
             if steers:
-                from hooked_asr.sae.steering import FeatureIntervention, steer
-
                 edits = [FeatureIntervention(s["feature"], s["mode"], s["value"]) for s in steers]
-                stack.enter_context(steer(self.model, self.sae, edits, frame_mask=self._steer_mask(steers)))
+                stack.enter_context(steer(self.model, self.sae, edits, frame_mask=self.frame_mask(steers[0])))
+            for s in norm:
+                if s["method"] == "probe":
+                    d = self.probe.direction
+                    stack.enter_context(
+                        steer_direction(self.model, self.probe_hook, d, s["value"], frame_mask=self.frame_mask(s))
+                    )
             stack.enter_context(patched(self.model, self.interventions(norm)))
             yield
 
     @torch.no_grad()
-    def _lens(self, norm: Sequence[Mapping[str, Any]]) -> tuple[Any, list[float]]:
-        """The logit lens of the clean transcript under ``ivs`` and ``log p(step_s | prompt, steps_<s)`` of each
-        of its steps (end of text included): the last layer's lens is the model's output (``ln_final`` then
-        the unembedding), so one forward gives both."""
-        from hooked_asr.lens import logit_lens
+    def _forced(self, norm: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], list[float]]:
+        """The clean transcript teacher-forced under ``norm``, from the cached clean run
+        (:class:`~hooked_asr.explore.live_cache.CleanRun`): the logit lens and the attention over the audio
+        (the page's layout), and ``log p(step_s | prompt, steps_<s)`` of each step (end of text included),
+        which the last layer's lens is (``ln_final`` then the unembedding: the model's output)."""
+        from hooked_asr.explore import data as _data
+        from hooked_asr.lens import decoder_lens_names, logit_lens_of_cache
 
         with self._applied(norm):
-            lens = logit_lens(self.model, self.wave, tokens=self.steps[:-1], top_k=5, keep_logits=True, **self._lang())
-        lp = torch.log_softmax(lens.logits[-1].float(), -1).gather(-1, lens.tokens[:, None].to(lens.logits.device))[
-            :, 0
-        ]
+            kwargs = self.clean.forward_kwargs(self.hooks_touched(norm))
+            # two decoder runs on one encoder output: a live hook_pattern takes attention off its fused
+            # kernel, which moves logits by ~1e-5; the log-probs are the plain forward's
+            _, cache = self.model.run_with_cache(**kwargs, names_filter=decoder_lens_names(self.model))
+            _, patterns = self.model.run_with_cache(**kwargs, names_filter=_data.pattern_names(self.model))
+        lens = logit_lens_of_cache(
+            self.model, cache, self.tf, top_k=5, n_future=0, keep_logits=True
+        )  # no future ranks: the page shows none
+        lp = torch.log_softmax(lens.logits[-1].float(), -1).gather(-1, lens.tokens[:, None].to(lens.logits.device))
         lens.logits = None  # [layer, step, vocab]: not kept with the session
-        return lens, [float(x) for x in lp.cpu()]
+        columns = self.view.data["audio_attention"]["columns"]
+        audio_att, _ = _data.attention_sections_of_cache(
+            self.model, patterns, self.tf, len(self.wave), len(self.steps), max_audio_columns=columns
+        )
+        return {"logit_lens": _data.logit_lens_section(lens), "audio_attention": audio_att}, [
+            float(x) for x in lp[:, 0].cpu()
+        ]
 
-    @torch.no_grad()
     def teacher_forced(self, specs: Any) -> dict[str, Any]:
         """The clean transcript forced through the intervened model: each token's log-prob before and
         after, the logit lens and the attention over the audio (same layout as the page's clean data)."""
-        from hooked_asr.explore import data as _data
-
         with self.lock:
             norm = self.validate(specs)
-            lens, after = self._lens(norm)
-            with self._applied(norm):
-                audio_att, _ = _data.attention_sections(
-                    self.model,
-                    self.wave,
-                    self.steps,
-                    self.clean_language,
-                    len(self.steps),
-                    max_audio_columns=self.view.data["audio_attention"]["columns"],
-                )
+            views, after = self._forced(norm)
         return {
             "interventions": norm,
             "logprobs_before": self.clean_logprobs,
             "logprobs_after": after,
             "sum_before": float(sum(self.clean_logprobs)),
             "sum_after": float(sum(after)),
-            "logit_lens": _data.logit_lens_section(lens),
-            "audio_attention": audio_att,
+            **views,
         }
 
     @torch.no_grad()
-    def transcribe(self, specs: Any, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    def transcribe(
+        self,
+        specs: Any,
+        on_step: Callable[[int], None] | None = None,
+        on_tokens: Callable[[list[int], str], None] | None = None,
+    ) -> dict[str, Any]:
         """Greedy re-transcription with the interventions live at every decoding step (``model.transcribe``),
-        and its word diff against the clean transcript. ``on_step(n)`` after each decoder call."""
+        and its word diff against the clean transcript. ``on_step(n)`` after each decoder call;
+        ``on_tokens(ids, text)`` with the transcript so far each time a step adds a token (:class:`TokenStream`)."""
         from hooked_asr.explore.data import token_strings
 
         with self.lock:
@@ -438,7 +382,11 @@ class LiveSession:
                 if on_step:
                     on_step(count[0])
 
-            with self._applied(norm), self.model.hooks(fwd_hooks=[("decoder.hook_embed", step)]):
+            hooks = [("decoder.hook_embed", step)]
+            if on_tokens is not None:
+                stream = TokenStream(self.model, lambda ids: on_tokens(ids, self.model.to_string(ids)))
+                hooks.append(("decoder.hook_embed", stream.hook))
+            with self._applied(norm), self.model.hooks(fwd_hooks=hooks):
                 out = self.model.transcribe(self.wave, **self._lang())
         return {
             "interventions": norm,
@@ -469,48 +417,55 @@ class LiveSession:
             self.sae_path = str(folder)
         return self.sae_path
 
+    def _probe_file(self) -> str:
+        """Where the exported code loads the probe from (a copy in the session's folder if it came as an object)."""
+        if self.probe_path is None:
+            self.probe_path = str(self.probe.save(self.workdir / "probe"))
+        return self.probe_path
+
     # ---- jobs (long work with progress) --------------------------------------------------------
+    @property
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        return self.runner.jobs
+
     def start_job(self, kind: str, fn: Callable[[Callable[..., None]], Any]) -> str:
-        """Run ``fn(report)`` in a thread; ``report(message, step=None)`` updates what :meth:`job` shows."""
-        jid = uuid.uuid4().hex[:12]
-        job: dict[str, Any] = {"id": jid, "kind": kind, "state": "running", "message": "queued", "step": 0}
-        finished = [k for k, j in self.jobs.items() if j["state"] != "running"]
-        for k in finished[: max(0, len(finished) - MAX_FINISHED_JOBS)]:  # a long session keeps the newest results only
-            self.jobs.pop(k, None)
-        self.jobs[jid] = job
-
-        def report(message: str, step: int | None = None) -> None:
-            job["message"] = message
-            if step is not None:
-                job["step"] = step
-
-        def run() -> None:
-            try:
-                job["result"] = fn(report)
-                job["state"] = "done"
-            except Exception as e:  # shown in the page; the server keeps serving
-                job["state"], job["error"] = "error", f"{type(e).__name__}: {e}"
-
-        threading.Thread(target=run, daemon=True, name=f"hooked-asr-live-{kind}").start()
-        return jid
+        """Run ``fn(report)`` in a thread; ``report(message, step=None, **extra)`` updates what :meth:`job` shows."""
+        return self.runner.start(kind, fn)
 
     def job(self, jid: Any) -> dict[str, Any]:
-        if not isinstance(jid, str) or jid not in self.jobs:
-            raise LiveError(f"no job {jid!r}")
-        return {k: v for k, v in self.jobs[jid].items()}
+        return self.runner.get(jid)
 
     def start_transcribe(self, specs: Any) -> str:
+        """A re-transcription job whose ``partial`` (text) and ``partial_tokens`` grow as it decodes."""
         self.validate(specs)  # refuse a bad list now, not in the thread
         limit = int(getattr(self.model.cfg.decoder, "n_ctx", 448)) // 2
         return self.start_job(
             "transcribe",
             lambda report: self.transcribe(
-                specs, on_step=lambda n: report(f"decoding: step {n} (at most ~{limit})", n)
+                specs,
+                on_step=lambda n: report(f"decoding: step {n} (at most ~{limit})", n, limit=limit),
+                on_tokens=lambda ids, text: report(
+                    f"decoding: step {len(ids) + 1} (at most ~{limit})", partial=text, partial_tokens=len(ids)
+                ),
             ),
         )
 
-    def start_upload(self, data: bytes, start: float = 0.0, window: float | None = None, name: str = "upload") -> str:
+    def start_upload(
+        self, data: bytes, start: float = 0.0, window: float | None = None, name: str = "upload", role: str = "clip"
+    ) -> str:
+        """Uploaded bytes as the clip (``role='clip'``: a new clean view) or as the other clip (``'other'``)."""
+        if role not in ("clip", "other"):
+            raise LiveError(f"an upload is the 'clip' or the 'other' clip, got {role!r}")
         wave = decode_wav_bytes(data)
+        if role == "other":
+            pick_window(wave, start, None, 1e9)  # refuse a start outside it now
+
+            def other(report: Callable[..., None]) -> dict[str, Any]:
+                report("reading the other clip")
+                self.set_other(wave, start=start, name=name)
+                return self.state()
+
+            return self.start_job("audio", other)
 
         def work(report: Callable[..., None]) -> dict[str, Any]:
             report("reading the audio")
@@ -536,15 +491,22 @@ class LiveSession:
             "duration": self.duration,
             "total": len(self.full_wave) / SAMPLE_RATE,
             "model": self.model_name,
-            "methods": [m for m in METHODS if m != "steer" or self.sae is not None],
+            "methods": self.methods(),
             "prompt_len": self.tf.prompt_len,
             "sae": None if self.sae is None else {"hook": self.sae.cfg.hook_name, "d_sae": int(self.sae.d_sae)},
+            "probe": None
+            if self.probe is None
+            else {"hook": self.probe_hook, "classes": [str(c) for c in self.probe.classes]},
+            "other": None
+            if self.other is None
+            else {"name": self.other_name, "duration": len(self.other) / SAMPLE_RATE},
         }
 
     # ---- the one dispatcher ------------------------------------------------------------------------
     def handle(self, action: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Answer one documented action (JSON in, JSON out): ``state``, ``teacher_forced``, ``transcribe``
-        (returns a job), ``job``, ``export``, ``window`` (a job), ``upload_base64`` (widget uploads; a job)."""
+        (returns a job), ``job``, ``export``, ``window`` (a job), ``upload_base64`` (widget uploads, ``as``:
+        ``clip`` or ``other``; a job)."""
         if not isinstance(body, Mapping):
             raise LiveError("the request body must be a JSON object")
         if action == "state":
@@ -567,14 +529,11 @@ class LiveSession:
             raw = body.get("data")
             if not isinstance(raw, str):
                 raise LiveError("upload_base64 needs 'data': the file as base64")
-            return {
-                "job": self.start_upload(
-                    base64.b64decode(raw),
-                    body.get("start", 0.0),
-                    body.get("window"),
-                    str(body.get("name") or "upload")[:80],
-                )
-            }
+            name = str(body.get("name") or "upload")[:80]
+            job = self.start_upload(
+                base64.b64decode(raw), body.get("start", 0.0), body.get("window"), name, str(body.get("as", "clip"))
+            )
+            return {"job": job}
         raise LiveError(
             f"unknown action {action!r}: one of state, teacher_forced, transcribe, job, export, window, upload_base64"
         )

@@ -22,7 +22,8 @@ def session_code(session: Any, norm: Sequence[Mapping[str, Any]]) -> str:
         "from hooked_asr.patching import (interpolate, mean_ablate, mean_activations, patched, record_reference,",
         "                                 run_with_interventions, zero_ablate)",
         "from hooked_asr.patching.attention_masks import frames_between, mask_attention",
-        "from hooked_asr.patching.references import white_noise_like",
+        "from hooked_asr.datasets.nonspeech import white_noise_like",
+        "from hooked_asr.patching.references import other_utterance, reference_cache",
         "",
         "torch.set_grad_enabled(False)",
         f"model = hooked_asr.load_model({session.model_name!r})",
@@ -37,12 +38,18 @@ def session_code(session: Any, norm: Sequence[Mapping[str, Any]]) -> str:
         m: list(
             dict.fromkeys(parse_component(session.model, s["component"]).hook_name for s in norm if s["method"] == m)
         )
-        for m in ("mean", "noise")
+        for m in ("mean", "noise", "other")
     }
     if hooks["mean"]:
         lines.append(
             f"means = mean_activations(model, [tf.kwargs], {hooks['mean']!r})  # over every position of the clip"
         )
+    if hooks["other"]:
+        lines += [
+            f"other = load_audio({str(session.other_path)!r})  # the other clip ({session.other_name!r})",
+            "# cut or zero-padded to this clip's length (encoder frames line up), run with the clean prompt and tokens",
+            f"other_ref = reference_cache(model, tf.kwargs, other_utterance(audio, other), {hooks['other']!r})",
+        ]
     if hooks["noise"]:
         lines += [
             f"noise = white_noise_like(audio, seed={NOISE_SEED})  # at the clip's RMS",
@@ -50,6 +57,21 @@ def session_code(session: Any, norm: Sequence[Mapping[str, Any]]) -> str:
             f"allow_silence=True{lang}).kwargs, {hooks['noise']!r})",
         ]
     steers = [s for s in norm if s["method"] == "steer"]
+    probes = [s for s in norm if s["method"] == "probe"]
+    n_ctx = int(session.model.cfg.encoder.n_ctx)
+    steering = []  # context managers, in the session's order: SAE steering, probe steering
+
+    def mask(name: str, s: Mapping[str, Any]) -> str:
+        if "from" not in s:
+            return "None"
+        lines.extend(
+            [
+                f"{name} = torch.zeros({n_ctx}, dtype=torch.bool)  # the encoder frames it applies to",
+                f"{name}[list(frames_between({s['from']!r}, {s['to']!r}))] = True",
+            ]
+        )
+        return name
+
     if steers:
         lines += [
             "from hooked_asr.sae.model import load_sae",
@@ -59,17 +81,22 @@ def session_code(session: Any, norm: Sequence[Mapping[str, Any]]) -> str:
             + ", ".join(f"FeatureIntervention({s['feature']}, {s['mode']!r}, {s['value']!r})" for s in steers)
             + "]",
         ]
-        if "from" in steers[0]:
-            lines += [
-                f"frame_mask = torch.zeros({int(session.model.cfg.encoder.n_ctx)}, dtype=torch.bool)  # the SAE hook's frames",
-                f"frame_mask[list(frames_between({steers[0]['from']!r}, {steers[0]['to']!r}))] = True",
-            ]
-        else:
-            lines.append("frame_mask = None")
+        steering.append(f"steer(model, sae, edits, frame_mask={mask('frame_mask', steers[0])})")
+    if probes:
+        lines += [
+            "from hooked_asr.probing.probe import LinearProbe",
+            "from hooked_asr.sae.steering import steer_direction",
+            f"probe = LinearProbe.load({session._probe_file()!r})",
+        ]
+        for i, s in enumerate(probes):
+            m = mask(f"probe_mask_{i}", s)
+            steering.append(
+                f"steer_direction(model, {session.probe_hook!r}, probe.direction, {s['value']!r}, frame_mask={m})"
+            )
     p = "tf.prompt_len"
     lines.append("interventions = [")
     for s in norm:
-        if s["method"] == "steer":
+        if s["method"] in ("steer", "probe"):
             continue
         if "from" in s:
             where = f"frames_between({s['from']!r}, {s['to']!r})"
@@ -86,12 +113,18 @@ def session_code(session: Any, norm: Sequence[Mapping[str, Any]]) -> str:
             lines.append(f"    mean_ablate({c}, means{', alpha=' + repr(alpha) if alpha != 1.0 else ''}{pos}),")
         elif s["method"] == "noise":
             lines.append(f"    interpolate({c}, noise_ref, {alpha!r}{pos}, missing='keep'),")
+        elif s["method"] == "other":
+            missing = "error" if where else "keep"
+            lines.append(f"    interpolate({c}, other_ref, {alpha!r}{pos}, missing={missing!r}),")
         else:
             lines.append(f"    mask_attention({c}, {where}),")
     lines.append("]")
-    if steers:
+    if steering:
         lines += [
-            "with steer(model, sae, edits, frame_mask=frame_mask):  # the SAE edit, error term kept",
+            "import contextlib",
+            "",
+            "with contextlib.ExitStack() as steering:  # SAE edits keep the SAE's error term",
+            *[f"    steering.enter_context({c})" for c in steering],
             "    logits = run_with_interventions(model, interventions, **tf.kwargs)",
             "    with patched(model, interventions):",
             f"        out = model.transcribe(audio{lang})",

@@ -10,7 +10,8 @@ Security, in the spirit of Jupyter's server:
   server through DNS rebinding);
 * no file is read by path from a request: the only routes are ``/`` (the page), ``/api/<action>``
   (the documented actions of :meth:`~hooked_asr.explore.live.LiveSession.handle`, JSON in and out) and
-  ``/upload`` (audio bytes in the body, at most ``max_upload_bytes``, else 413); anything else is 404;
+  ``/upload`` (audio bytes in the body, at most ``max_upload_bytes``, else 413; ``?as=other``: the second clip of
+  the ``other`` method); anything else is 404;
 * no code runs from a request beyond those actions (interventions are data, validated field by field).
 """
 
@@ -180,7 +181,9 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
                     start = float((q.get("start") or ["0"])[0])
                     window = float(q["window"][0]) if q.get("window") and q["window"][0] else None
                     name = (q.get("name") or ["upload"])[0][:80]
-                    self._send_json(HTTPStatus.OK, {"job": server.session.start_upload(data, start, window, name)})
+                    role = (q.get("as") or ["clip"])[0]
+                    job = server.session.start_upload(data, start, window, name, role)
+                    self._send_json(HTTPStatus.OK, {"job": job})
                 except (LiveError, ValueError) as e:
                     self._send_json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
                 return

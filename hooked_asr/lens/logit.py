@@ -20,7 +20,7 @@ Student-t confidence intervals (:func:`hooked_asr.text.mean_ci`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,15 +276,34 @@ def logit_lens(
         raise ValueError("nothing to lens: tokens is empty and append_eos=False")
     tf_kwargs = {"language": language} if language is not None else {}
     inputs = model.teacher_forced_inputs(audio, tokens, **tf_kwargs)
+    _, cache = model.run_with_cache(**inputs.kwargs, names_filter=decoder_lens_names(model))
+    return logit_lens_of_cache(model, cache, inputs, top_k=top_k, n_future=n_future, keep_logits=keep_logits, text=text)
+
+
+def logit_lens_of_cache(
+    model: Any,
+    cache: Mapping[str, torch.Tensor],
+    inputs: Any,
+    *,
+    top_k: int = 5,
+    n_future: int = 2,
+    keep_logits: bool = False,
+    text: str | None = None,
+) -> LogitLensResult:
+    """:func:`logit_lens` of a teacher-forced run already recorded: ``cache`` holds
+    :func:`decoder_lens_names` ``[1, pos, d_model]`` of ``model(**inputs.kwargs)`` (a
+    ``TeacherForcedInputs``; the run may have had hooks live), every continuation token a step.
+
+    >>> _, cache = model.run_with_cache(**inputs.kwargs, names_filter=decoder_lens_names(model))
+    >>> logit_lens_of_cache(model, cache, inputs).chosen_prob   # [layer, step]
+    """
     names = decoder_lens_names(model)
-    _, cache = model.run_with_cache(**inputs.kwargs, names_filter=names)
-    p = inputs.prompt_len
-    resid = torch.stack([cache[n][0, p - 1 : p - 1 + len(tokens)] for n in names])
-    target = inputs.tokens[0, p : p + len(tokens)]
+    p, n = inputs.prompt_len, inputs.tokens.shape[1] - inputs.prompt_len
+    resid = torch.stack([cache[name][0, p - 1 : p - 1 + n] for name in names])
     return _result_from_resid(
         model,
         resid,
-        target,
+        inputs.tokens[0, p : p + n],
         names,
         top_k,
         n_future,
@@ -445,6 +464,7 @@ __all__ = [
     "lens_curves",
     "logit_lens",
     "logit_lens_generate",
+    "logit_lens_of_cache",
     "one_result",
     "saturation_layer",
     "summarize_lens",

@@ -5,13 +5,15 @@ reconstruction ``x_hat`` (what an SAE's downstream cost measures). ``steer(model
 interventions)`` keeps the error term, ``x -> x + (x_hat(f') - x_hat(f))``, where ``f'``
 is ``f`` with chosen features edited, so the model sees its own activation moved only by
 the edit: adding ``a`` to feature ``i`` moves every frame by ``a W_dec[i] / s``; scaling by
-``c`` moves it by ``(c - 1) f_i W_dec[i] / s``; clamping sets ``f_i`` to a value. Both are
-context managers over the model's hook API and remove their hooks on exit, even on error.
+``c`` moves it by ``(c - 1) f_i W_dec[i] / s``; clamping sets ``f_i`` to a value. ``steer_direction(model, hook, direction, c)`` moves
+every frame by ``c * direction`` (a probe's direction, say). All are context managers over the
+model's hook API, go through one hook (:func:`masked_edit`) and remove it on exit, even on error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -80,6 +82,22 @@ def _frame_mask_for(x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.T
     return m
 
 
+def masked_edit(
+    edit: Callable[[torch.Tensor], torch.Tensor],
+    frame_mask: Bool[torch.Tensor, "batch frame"] | Bool[torch.Tensor, " frame"] | None = None,
+) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    """The one steering hook: ``x -> edit(x)`` on the frames where ``frame_mask`` is True (every
+    position if None), ``x`` elsewhere. :func:`splice` / :func:`steer` edit through the SAE,
+    :func:`steer_direction` along a vector."""
+
+    def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
+        out = edit(x)
+        m = _frame_mask_for(x, frame_mask)
+        return out if m is None else torch.where(m[..., None], out, x)
+
+    return hook
+
+
 @contextmanager
 def splice(
     model: Any,
@@ -94,16 +112,10 @@ def splice(
     if not name:
         raise ValueError("the SAE has no hook_name in its config; set sae.cfg.hook_name to the site it was trained on")
     model.check_hook_name(name)
-
-    def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
-        out = sae(x)
-        m = _frame_mask_for(x, frame_mask)
-        return out if m is None else torch.where(m[..., None], out, x)
-
     previous = sae.use_error_term
     sae.use_error_term = use_error_term
     try:
-        with model.hooks(fwd_hooks=[(name, hook)]):
+        with model.hooks(fwd_hooks=[(name, masked_edit(sae, frame_mask))]):
             yield sae
     finally:
         sae.use_error_term = previous
@@ -131,6 +143,37 @@ def steer(
         yield sae
 
 
+@contextmanager
+def steer_direction(
+    model: Any,
+    hook_name: str,
+    direction: Float[torch.Tensor, " d_model"],
+    coefficient: float,
+    frame_mask: Bool[torch.Tensor, "batch frame"] | Bool[torch.Tensor, " frame"] | None = None,
+) -> Iterator[None]:
+    """Inside the block, ``x -> x + coefficient * direction`` at ``hook_name`` (on the frames where
+    ``frame_mask`` is True): e.g. along a probe's unit direction
+    (:attr:`hooked_asr.probing.probe.LinearProbe.direction`, in the raw activation space it was trained on).
+
+    >>> with steer_direction(model, "encoder.blocks.2.hook_resid_post", probe.direction, 8.0):
+    ...     model.transcribe(audio)
+    """
+    model.check_hook_name(hook_name)
+    d = torch.as_tensor(direction).detach()
+    if d.ndim != 1 or not torch.isfinite(d).all():
+        raise ValueError(f"direction must be a finite 1-D vector [d_model], got shape {tuple(d.shape)}")
+    if not (isinstance(coefficient, (int, float)) and math.isfinite(coefficient)):
+        raise ValueError(f"coefficient must be a finite number, got {coefficient!r}")
+
+    def edit(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != d.shape[0]:
+            raise ValueError(f"the direction has {d.shape[0]} dimensions; {hook_name} carries {x.shape[-1]}")
+        return x + coefficient * d.to(device=x.device, dtype=x.dtype)
+
+    with model.hooks(fwd_hooks=[(hook_name, masked_edit(edit, frame_mask))]):
+        yield
+
+
 def __getattr__(name: str) -> Any:
     # The old name, kept so code written against it runs; in hooked_asr "Intervention" is a
     # component rewrite (hooked_asr.patching.Intervention), so the SAE edit has its own name.
@@ -147,4 +190,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["FeatureIntervention", "apply_interventions", "splice", "steer"]
+__all__ = ["FeatureIntervention", "apply_interventions", "masked_edit", "splice", "steer", "steer_direction"]

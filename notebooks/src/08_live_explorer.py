@@ -12,9 +12,11 @@
 # * a greedy re-transcription with the hooks live at every step, and its word diff against the clean one;
 # * *export Python*: the code that reproduces those numbers with the public API.
 #
-# Interventions compose: zero / mean / white-noise ablation of any head, MLP or hook over a time range
-# (encoder frames, cross-attention keys) or a token range (decoder positions), and masks that keep a
-# head's attention off a time range (shift-drag on the spectrogram). *Your own audio*: upload a file or
+# Interventions compose: zero / mean / white-noise ablation, or a patch from **another clip** you give,
+# of any head, MLP or hook over a time range (encoder frames, cross-attention keys) or a token range
+# (decoder positions), masks that keep a head's attention off a time range (shift-drag on the
+# spectrogram), and steering along an SAE feature or a **probe's direction**. The re-transcription
+# **streams in** (its tokens appear while it decodes). *Your own audio*: upload a file or
 # record from the microphone; long audio takes a window (`start`, `window`).
 #
 # The widget is an [anywidget](https://anywidget.dev) (JupyterLab, Notebook 7, VS Code); its page
@@ -77,9 +79,45 @@ print("re-transcribed:", out2["text"])
 code = live.to_python(composed)
 print(code)
 
+# %% [markdown]
+# Another clip as the reference: patch the last encoder layer's attention over "the sea" with its value
+# on a different sentence. The other clip is cut or zero-padded to this clip's length (encoder frames
+# line up, 20 ms each) and run with this clip's prompt and transcript, through
+# `hooked_asr.patching.reference_cache` (in the page: *upload as the other clip*). The re-transcription
+# streams: `on_tokens` sees the transcript so far after every step (the page shows the same).
+
+# %%
+live.set_other(synthesize("He closed the door and walked to the car."), name="door")
+from_other = [{"component": "encoder.blocks.3.attn", "method": "other", "from": 1.8, "to": 2.6}]
+tf3 = live.teacher_forced(from_other)
+print(f"sum log p {tf3['sum_before']:.2f} -> {tf3['sum_after']:.2f}")
+streamed = []
+out3 = live.transcribe(from_other, on_tokens=lambda ids, text: streamed.append(text))
+print(*streamed[-3:], sep="\n")
+print("re-transcribed:", out3["text"])
+
+# %% [markdown]
+# Steering along a probe's direction: a linear probe at `encoder.blocks.2.hook_resid_post` tells
+# speech frames (the first 2.5 s) from the silent padding; the session adds `value` times its unit
+# direction at that hook (`hooked_asr.sae.steering.steer_direction`, the one steering hook SAE
+# features use too), here over "the sea", towards silence.
+
 # %%
 import numpy as np
 
+from hooked_asr.probing.probe import fit_probe
+
+hook = "encoder.blocks.2.hook_resid_post"
+_, cache = model.run_with_cache(**live.tf.kwargs, names_filter=[hook])
+is_speech = (torch.arange(250) < 125).long()  # 5 s of 20-ms frames: speech, then silence
+live.set_probe(fit_probe(cache[hook][0, :250], is_speech).probe, hook)
+push = [{"method": "probe", "value": -60.0, "from": 1.9, "to": 2.4}]
+tf4 = live.teacher_forced(push)
+print(f"sum log p {tf4['sum_before']:.2f} -> {tf4['sum_after']:.2f}")
+print("re-transcribed:", live.transcribe(push)["text"])
+print(live.to_python(push))  # loads the probe from the session's folder (tests/explore/test_live.py runs such code)
+
+# %%
 from hooked_asr.patching import patched, zero_ablate
 
 ns = {}

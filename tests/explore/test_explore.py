@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from hooked_asr.explore.data import pool_columns, quantize
+from hooked_asr.explore.data import pool_columns, to_uint8
 
 
 def _u8(b64: str) -> np.ndarray:
@@ -42,7 +42,7 @@ def test_pool_columns_keeps_attention_mass_and_quantize_round_trips():
     # each bin is the sum of its frames
     edges = np.linspace(0, 1500, 302).round().astype(int)
     np.testing.assert_allclose(pooled[1, 0, 7], x[1, 0, edges[7] : edges[8]].sum())
-    q = quantize(x[0, 0], 0.0, float(x[0, 0].max()))
+    q = to_uint8(x[0, 0], 0.0, float(x[0, 0].max()))
     assert np.abs(q / 255 * x[0, 0].max() - x[0, 0]).max() <= 0.5 / 255 * x[0, 0].max() + 1e-12
 
 

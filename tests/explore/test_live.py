@@ -212,7 +212,13 @@ def test_a_model_without_cross_attention_is_explored_live_too():
         np.testing.assert_allclose(tf["logprobs_after"], want.numpy(), atol=1e-5)
         assert tf["audio_attention"]["kind"] == "audio_prefix"
         with patched(model, [zero_ablate("decoder.blocks.0.attn.head.1")]):
-            assert s.transcribe(specs)["text"] == model.transcribe(audio).text
+            want = model.transcribe(audio)
+        seen: list[list[int]] = []
+        got = s.transcribe(specs, on_tokens=lambda ids, text: seen.append(ids))
+        assert got["text"] == want.text
+        # the streamed tokens read back from the decoder's inputs (an audio-prefix model too)
+        assert all(ids == got["tokens"][: len(ids)] for ids in seen)
+        assert len(seen) >= len(got["tokens"]) - 1
     finally:
         s.close()
 
@@ -262,3 +268,133 @@ def test_steering_an_sae_feature_matches_steer_and_exports(whisper_tiny_en, clip
             plain.validate([{"method": "steer", "feature": 1}])
     finally:
         plain.close()
+
+
+OTHER = "He closed the door and walked to the car."
+
+
+@torch.no_grad()
+def test_patching_from_another_clip_matches_reference_cache_and_exports(session, whisper_tiny_en, clip):
+    """Method 'other': the activation on a second clip, cut or padded to this clip's length and run with the
+    clean prompt and transcript (hooked_asr.patching.reference_cache): the session's numbers are the API's."""
+    from hooked_asr.datasets.espeak import synthesize
+    from hooked_asr.explore.live import LiveError
+    from hooked_asr.patching import interpolate, patched, reference_cache, run_with_interventions
+    from hooked_asr.patching.attention_masks import frames_between
+    from hooked_asr.patching.references import other_utterance
+
+    with pytest.raises(LiveError, match="second clip"):
+        session.validate([{"component": HEAD, "method": "other"}])
+    other = synthesize(OTHER, voice="en-us")
+    session.set_other(other, name="door")
+    assert session.state()["other"]["name"] == "door" and "other" in session.state()["methods"]
+    specs = [
+        {"component": "encoder.blocks.2.attn.head.1", "method": "other", "from": 0.3, "to": 1.5},
+        {"component": "decoder.blocks.2.cross_attn.head.3", "method": "other", "tokens": [2, 6]},
+        {"component": "decoder.blocks.3.mlp", "method": "other", "alpha": 0.5},
+    ]
+    tf, tr = session.teacher_forced(specs), session.transcribe(specs)
+    inputs = whisper_tiny_en.teacher_forced_inputs(clip, continuation=session.steps)
+    hooks = ["encoder.blocks.2.attn.hook_z", "decoder.blocks.2.cross_attn.hook_z", "decoder.blocks.3.hook_mlp_out"]
+    ref = reference_cache(whisper_tiny_en, inputs.kwargs, other_utterance(clip, other), hooks)
+    p = inputs.prompt_len
+    ivs = [
+        interpolate("encoder.blocks.2.attn.head.1", ref, positions=frames_between(0.3, 1.5), missing="error"),
+        interpolate("decoder.blocks.2.cross_attn.head.3", ref, positions=range(p + 2, p + 6), missing="error"),
+        interpolate("decoder.blocks.3.mlp", ref, 0.5, missing="keep"),
+    ]
+    logits = run_with_interventions(whisper_tiny_en, ivs, **inputs.kwargs)
+    want = torch.log_softmax(logits[0, p - 1 : -1], -1).gather(-1, inputs.tokens[0, p:, None])[:, 0]
+    np.testing.assert_allclose(tf["logprobs_after"], want.numpy(), atol=1e-5)
+    assert tf["sum_after"] != tf["sum_before"]
+    with patched(whisper_tiny_en, ivs):
+        assert tr["text"] == whisper_tiny_en.transcribe(clip).text
+    ns: dict = {}
+    exec(compile(session.to_python(specs), "exported.py", "exec"), ns)
+    np.testing.assert_allclose(ns["logprobs"].numpy(), tf["logprobs_after"], atol=1e-5)
+    assert ns["out"].text == tr["text"]
+    n = len(session.steps)
+    with pytest.raises(LiveError, match=f"b <= {n}"):
+        session.validate([{"component": "decoder.blocks.0.mlp", "method": "other", "tokens": [1, n + 1]}])
+
+
+@torch.no_grad()
+def test_steering_along_a_probe_direction_matches_steer_direction_and_exports(whisper_tiny_en, clip, tmp_path):
+    from hooked_asr.explore.live import LiveError, LiveSession
+    from hooked_asr.patching import patched, zero_ablate
+    from hooked_asr.patching.attention_masks import frames_between
+    from hooked_asr.probing.probe import LinearProbe
+    from hooked_asr.sae.steering import steer_direction
+
+    hook = "encoder.blocks.2.hook_resid_post"
+    probe = LinearProbe(whisper_tiny_en.cfg.encoder.d_model, classes=[0, 1])
+    probe.linear.weight.copy_(torch.randn(1, probe.d_in, generator=torch.Generator().manual_seed(1)))
+    with pytest.raises(LiveError, match="probe_hook"):
+        LiveSession(whisper_tiny_en, clip, probe=probe)
+    s = LiveSession(whisper_tiny_en, clip, probe=probe, probe_hook=hook, encoder_lens_max_new_tokens=8)
+    try:
+        specs = [
+            {"method": "probe", "value": 60.0, "from": 0.4, "to": 1.4},
+            {"component": "decoder.blocks.0.cross_attn.head.4", "method": "zero"},
+        ]
+        tf, tr = s.teacher_forced(specs), s.transcribe(specs)
+        mask = torch.zeros(whisper_tiny_en.cfg.encoder.n_ctx, dtype=torch.bool)
+        mask[list(frames_between(0.4, 1.4))] = True
+        inputs = s.tf
+        with (
+            steer_direction(whisper_tiny_en, hook, probe.direction, 60.0, frame_mask=mask),
+            patched(whisper_tiny_en, [zero_ablate("decoder.blocks.0.cross_attn.head.4")]),
+        ):
+            assert tr["text"] == whisper_tiny_en.transcribe(clip).text
+            logits = whisper_tiny_en(**inputs.kwargs)
+        p = inputs.prompt_len
+        want = torch.log_softmax(logits[0, p - 1 : -1], -1).gather(-1, inputs.tokens[0, p:, None])[:, 0]
+        np.testing.assert_allclose(tf["logprobs_after"], want.numpy(), atol=1e-5)
+        assert tf["sum_after"] < tf["sum_before"] - 1  # the push matters
+        ns: dict = {}
+        exec(compile(s.to_python(specs), "exported.py", "exec"), ns)
+        np.testing.assert_allclose(ns["logprobs"].numpy(), tf["logprobs_after"], atol=1e-5)
+        assert ns["out"].text == tr["text"]
+        with pytest.raises(LiveError, match="value"):
+            s.validate([{"method": "probe", "value": float("inf")}])
+    finally:
+        s.close()
+
+
+def test_steering_along_a_direction_is_the_added_vector(whisper_tiny_en, clip):
+    """steer_direction adds c * d at the hook, on the masked frames only (the one steering hook, as the SAE's)."""
+    from hooked_asr.sae.steering import steer_direction
+
+    hook = "encoder.blocks.1.hook_resid_post"
+    feats = whisper_tiny_en.prepare_features(clip)
+    d = torch.randn(whisper_tiny_en.cfg.encoder.d_model)
+    mask = torch.zeros(whisper_tiny_en.cfg.encoder.n_ctx, dtype=torch.bool)
+    mask[10:20] = True
+    with torch.no_grad():
+        clean = whisper_tiny_en.encode(**feats, stop_at_layer=2)
+        seen = {}
+        with (
+            steer_direction(whisper_tiny_en, hook, d, 3.0, frame_mask=mask),
+            whisper_tiny_en.hooks(fwd_hooks=[(hook, lambda x, hook: seen.setdefault("x", x.clone()))]),
+        ):
+            whisper_tiny_en.encode(**feats, stop_at_layer=2)
+    torch.testing.assert_close(seen["x"][0, 10:20], clean[0, 10:20] + 3.0 * d)
+    torch.testing.assert_close(seen["x"][0, 20:], clean[0, 20:])
+
+
+def test_the_re_transcription_streams_its_tokens(session, whisper_tiny_en):
+    """Partial transcripts while decoding: each is a prefix of the final transcript, the last is all of it."""
+    import time
+
+    specs = [{"component": HEAD, "method": "zero"}]
+    seen: list[list[int]] = []
+    out = session.transcribe(specs, on_tokens=lambda ids, text: seen.append(ids))
+    assert len(seen) >= 3 and seen[-1] == out["tokens"]
+    assert all(s == out["tokens"][: len(s)] for s in seen)
+    jid = session.start_transcribe(specs)
+    deadline = time.monotonic() + 120
+    while session.job(jid)["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job = session.job(jid)
+    assert job["state"] == "done" and job["partial"] == whisper_tiny_en.to_string(out["tokens"])
+    assert job["partial_tokens"] == len(out["tokens"]) and job["limit"] > 0

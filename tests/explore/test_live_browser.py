@@ -210,3 +210,91 @@ def test_an_sae_feature_picked_in_the_panel_is_steered(whisper_tiny_en):
     want = session.teacher_forced([{"method": "steer", "feature": f, "mode": "add", "value": 30.0}])["sum_after"]
     assert got == pytest.approx(want, abs=1e-9)
     session.close()
+
+
+def test_patching_a_head_from_an_uploaded_other_clip_matches_the_python_api(served, whisper_tiny_en, tmp_path):
+    """Upload a second clip as the reference, pick a head, method 'other': the transcript the page shows (it
+    streams in while decoding) and its log-probs are what the patching API gives with that clip's activations
+    (on the clip the page shows: an earlier test may have uploaded another), and the exported code's."""
+    import soundfile as sf
+    import torch
+
+    from hooked_asr.audio import load_audio
+    from hooked_asr.datasets.espeak import synthesize
+    from hooked_asr.patching import interpolate, patched, reference_cache
+    from hooked_asr.patching.references import other_utterance
+    from tests.explore.live_chromium import Chromium
+
+    wav = tmp_path / "door.wav"
+    sf.write(wav, synthesize("He closed the door and walked to the car."), 16000, subtype="FLOAT")
+    comp = f"decoder.blocks.{LAYER}.cross_attn.head.{HEAD}"
+    with Chromium(width=1300, height=1000, timeout=300) as b:
+        b.open(served, settle_ms=300)
+        doc = b.send("DOM.getDocument")["root"]["nodeId"]
+        node = b.send("DOM.querySelector", nodeId=doc, selector="#ha-live-file")["nodeId"]
+        b.send("DOM.setFileInputFiles", nodeId=node, files=[str(wav)])
+        b.click("#ha-live-upload-other")
+        assert _wait(b, f"{ROOT}.liveOther") == "door"
+        assert "door" in b.evaluate("document.getElementById('ha-live-other-note').textContent")
+        b.click(f'.ha-head[data-layer="{LAYER}"][data-head="{HEAD}"]')
+        b.evaluate("document.getElementById('ha-live-method').value = 'other'")
+        b.click("#ha-live-add")
+        assert f"other {comp}" in b.evaluate("document.getElementById('ha-live-list').textContent")
+        b.click("#ha-live-transcribe")
+        shown = _wait(b, f"{ROOT}.liveText")
+        b.click("#ha-live-tf")
+        tf_sum = float(_wait(b, f"{ROOT}.liveTf"))
+        b.click("#ha-live-export")
+        code = _wait(b, "document.getElementById('ha-live-code').textContent")
+        assert not b.errors(), b.errors()
+    ns: dict = {}
+    exec(compile(code, "exported.py", "exec"), ns)
+    assert ns["out"].text == shown
+    assert float(ns["logprobs"].sum()) == pytest.approx(tf_sum, abs=1e-4)
+    clip = ns["audio"]  # the page's clip, as the page wrote it
+    steps = list(whisper_tiny_en.transcribe(clip).tokens) + [whisper_tiny_en.cfg.eos_token_id]
+    tf = whisper_tiny_en.teacher_forced_inputs(clip, continuation=steps)
+    ref = reference_cache(
+        whisper_tiny_en, tf.kwargs, other_utterance(clip, load_audio(str(wav))), ["decoder.blocks.0.cross_attn.hook_z"]
+    )
+    with patched(whisper_tiny_en, [interpolate(comp, ref, missing="keep")]):
+        assert shown == whisper_tiny_en.transcribe(clip).text
+        with torch.no_grad():
+            logits = whisper_tiny_en(**tf.kwargs)
+    p = tf.prompt_len
+    lp = torch.log_softmax(logits[0, p - 1 : -1], -1).gather(-1, tf.tokens[0, p:, None])[:, 0]
+    assert float(lp.sum()) == pytest.approx(tf_sum, abs=1e-4)
+
+
+def test_the_re_transcription_streams_into_the_page(whisper_tiny_en):
+    """While a re-transcription decodes, the page shows its tokens so far, with progress. Each decoding step is
+    slowed (a permanent hook that sleeps) so that the page's polling sees the decoding under way."""
+    from hooked_asr.datasets.espeak import synthesize
+    from hooked_asr.explore.live import LiveSession
+    from hooked_asr.explore.server import LiveServer
+    from tests.explore.live_chromium import Chromium
+
+    session = LiveSession(whisper_tiny_en, synthesize(SAID), encoder_lens_max_new_tokens=8)
+
+    def slow(x, hook):
+        if whisper_tiny_en.decoding_state is not None:
+            time.sleep(0.3)
+
+    whisper_tiny_en.add_hook("decoder.hook_embed", slow, is_permanent=True)
+    try:
+        with LiveServer(session) as srv, Chromium(width=1300, height=1000, timeout=300) as b:
+            b.open(srv.url, settle_ms=300)
+            b.click(f'.ha-head[data-layer="{LAYER}"][data-head="{HEAD}"]')
+            b.click("#ha-live-add")
+            b.click("#ha-live-transcribe")
+            partial = _wait(b, "(document.getElementById('ha-live-partial') || {}).textContent", timeout=120)
+            assert "decoding (" in partial and "tokens so far" in partial
+            assert b.evaluate("document.getElementById('ha-live-progress').style.visibility") == "visible"
+            assert b.evaluate("document.getElementById('ha-live-progress').value") > 0
+            shown = _wait(b, f"{ROOT}.liveText")
+            streamed = b.evaluate(f"{ROOT}.livePartial")
+            assert not b.errors(), b.errors()
+    finally:
+        whisper_tiny_en.reset_hooks(including_permanent=True)
+        session.close()
+    assert streamed.strip() and shown.startswith(streamed.strip())  # what streamed in is the start of the answer

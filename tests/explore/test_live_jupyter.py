@@ -1,6 +1,6 @@
 """The live widget in a real JupyterLab served by a real Jupyter server, in headless Chromium over the
 DevTools protocol: run the notebook, click a head in the widget's page and ablate it; the transcript
-the widget shows is the one the Python API gives. Needs Debian's ``chromium``, ``jupyterlab`` and
+the widget shows (streamed in while it decodes) is the one the Python API gives. Needs Debian's ``chromium``, ``jupyterlab`` and
 ``anywidget`` (skipped without them)."""
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ def lab(tmp_path_factory):
     nb.cells = [
         nbformat.v4.new_code_cell(
             "import hooked_asr\nfrom hooked_asr.datasets.espeak import synthesize\nfrom hooked_asr.explore.widget import live_widget\n"
-            f"model = hooked_asr.load_model('whisper-tiny.en')\nw = live_widget(model, synthesize({SAID!r}), encoder_lens_max_new_tokens=8)\nw"
+            f"model = hooked_asr.load_model('whisper-tiny.en')\nw = live_widget(model, synthesize({SAID!r}), encoder_lens_max_new_tokens=8)\n"
+            # slow decoding steps down, so that the page's polling sees the re-transcription stream in
+            "import time\nmodel.add_hook('decoder.hook_embed', lambda x, hook: time.sleep(0.3) if model.decoding_state else None, "
+            "is_permanent=True)\nw"
         )
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -137,7 +140,12 @@ def test_the_widget_in_jupyterlab_ablates_a_head_as_the_python_api_does(lab, whi
             == f"decoder.blocks.{LAYER}.cross_attn.head.{HEAD}"
         )
         b.evaluate(f"{frame}.getElementById('ha-live-ablate-head').click()")
+        partial = _wait(
+            b, f"({frame}.getElementById('ha-live-partial') || {{}}).textContent", what="the streamed transcript"
+        )
+        assert "tokens so far" in partial
         shown = _wait(b, f"{frame}.getElementById('ha-root').dataset.liveText", what="the re-transcription")
+        assert shown.startswith(b.evaluate(f"{frame}.getElementById('ha-root').dataset.livePartial").strip())
         assert shown == want
         assert float(_wait(b, f"{frame}.getElementById('ha-root').dataset.liveTf")) < 0
         shot = b.screenshot(tmp_path / "live_jupyterlab.png")

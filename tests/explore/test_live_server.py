@@ -171,3 +171,25 @@ def test_an_uploaded_wav_becomes_the_clip(server, whisper_tiny_en):
     assert status == 200 and json.dumps(j["result"]["text"]).encode() in page
     status, body = request(server, "POST", "/upload", b"not audio at all")
     assert status == 400 and b"cannot read the uploaded audio" in body
+
+
+def test_an_upload_as_the_other_clip_is_the_reference_of_method_other(server):
+    """``/upload?as=other`` sets the second clip (the shown clip stays); the 'other' patch then answers as
+    the session's own method does; any other role is refused by name."""
+    import soundfile as sf
+
+    from hooked_asr.datasets.espeak import synthesize
+
+    before = api(server, "state", {})[1]
+    buf = io.BytesIO()
+    sf.write(buf, synthesize("Good night and sleep well."), 16000, format="WAV", subtype="FLOAT")
+    status, body = request(server, "POST", "/upload?name=night&as=other", buf.getvalue())
+    assert status == 200
+    j = wait_job(server, json.loads(body)["job"])
+    assert j["state"] == "done", j
+    assert j["result"]["other"]["name"] == "night" and j["result"]["text"] == before["text"]
+    specs = [{"component": "decoder.blocks.1.cross_attn.head.2", "method": "other"}]
+    status, tf = api(server, "teacher_forced", {"interventions": specs})
+    assert status == 200 and tf["logprobs_after"] == server.session.teacher_forced(specs)["logprobs_after"]
+    status, body = request(server, "POST", "/upload?as=code", buf.getvalue())
+    assert status == 400 and b"'clip' or the 'other'" in body

@@ -32,10 +32,12 @@
     if (!r.ok) throw new Error(j.error || r.statusText);
     return j;
   }
-  async function wait(jobId, label) { // poll a job, showing its progress
+  async function wait(jobId, label, onPartial) { // poll a job, showing its progress (and a transcript as it streams in)
     for (;;) {
       const j = await call("job", { id: jobId });
       setStatus(`${label}: ${j.message}`, j.state === "running");
+      if (j.limit) { bar.max = j.limit; bar.value = Math.min(j.step || 0, j.limit); }
+      if (onPartial && j.partial !== undefined && j.state === "running") onPartial(j.partial, j.partial_tokens);
       if (j.state === "done") return j.result;
       if (j.state === "error") throw new Error(j.error);
       await new Promise((r) => setTimeout(r, 250));
@@ -47,6 +49,8 @@
   const comp = el("input", { id: "ha-live-comp", size: 36, value: `decoder.blocks.0.${crossKind}.head.0`,
     title: "<stack>.blocks.<l>.<attn|cross_attn|mlp>[.head.<h>] or any hook name; follows the head you pick" });
   const methods = (CFG.state && CFG.state.methods) || ["zero", "mean", "noise", "mask"], SAE = CFG.state && CFG.state.sae;
+  const PROBE = CFG.state && CFG.state.probe;
+  const probeValue = el("input", { id: "ha-live-probe-value", size: 5, value: "4", title: "probe: coefficient c of x + c · direction" });
   const method = el("select", { id: "ha-live-method" }, ...methods.map((m) => el("option", { value: m, text: m })));
   const feature = el("input", { id: "ha-live-feature", size: 5, placeholder: "feature", title: SAE ? `SAE feature 0..${SAE.d_sae - 1} (click one in the SAE panel)` : "" });
   const mode = el("select", { id: "ha-live-mode" }, ...["add", "scale", "clamp"].map((m) => el("option", { value: m, text: m })));
@@ -88,6 +92,10 @@
   const wStart = el("input", { id: "ha-live-start", size: 5, value: String(CFG.state ? CFG.state.start : 0), title: "start of the window (s)" });
   const wLen = el("input", { id: "ha-live-window", size: 5, placeholder: "≤ 30", title: "window length (s), at most the model's 30 s" });
   const uploadBtn = button("ha-live-upload", "upload", () => upload());
+  const otherBtn = button("ha-live-upload-other", "upload as the other clip", () => upload("other"),
+    "the second clip method 'other' patches from (cut or padded to this clip's length)");
+  const otherNote = el("span", { class: "ha-note", id: "ha-live-other-note",
+    text: CFG.state && CFG.state.other ? `other clip: ${CFG.state.other.name} (${fmt(CFG.state.other.duration)} s)` : "no other clip yet" });
   const windowBtn = button("ha-live-rewindow", "show this window", () => rewindow());
   const recBtn = button("ha-live-record", "● record", () => record());
   const total = CFG.state ? CFG.state.total : D.audio.duration;
@@ -96,7 +104,9 @@
     el("div", { class: "ha-controls" }, "component ", comp, " ", method, " ", from, to, " ", tokA, tokB, " α ", alpha, " ", addBtn, " ", ablateHead),
     SAE ? el("div", { class: "ha-controls" }, `SAE on ${SAE.hook} (method steer): `, feature, " ", mode, " ", value,
       el("span", { class: "ha-note", text: "edits one feature with the SAE's error kept; from/to limit it to a time range" })) : null,
-    el("div", { class: "ha-note", text: "zero: a~ = 0 · mean: the clip's mean activation · noise: the activation on white noise · mask: the head cannot attend to the range. Range: seconds for encoder frames / cross-attention keys, tokens [a, b) for decoder positions; empty: everywhere. Shift-drag on the spectrogram fills from/to." }),
+    PROBE ? el("div", { class: "ha-controls" }, `probe on ${PROBE.hook} (method probe): coefficient `, probeValue,
+      el("span", { class: "ha-note", text: "adds c times the probe's unit direction; from/to limit it to a time range" })) : null,
+    el("div", { class: "ha-note", text: "zero: a~ = 0 · mean: the clip's mean activation · noise: the activation on white noise · other: the activation on the other clip (upload it below) · mask: the head cannot attend to the range. Range: seconds for encoder frames / cross-attention keys, tokens [a, b) for decoder positions; empty: everywhere. Shift-drag on the spectrogram fills from/to." }),
     list,
     el("div", { class: "ha-controls" }, tfBtn, trBtn, exportBtn, clearBtn, bar, status),
     textBox,
@@ -105,7 +115,7 @@
       el("div", {}, stripLabel, strips, el("div", { class: "ha-label", id: "ha-live-lens-label" }), lensBox)),
     code,
     el("h2", { text: "Your own audio" }),
-    el("div", { class: "ha-controls" }, file, " start ", wStart, " window ", wLen, " ", uploadBtn, " ", windowBtn, " ", recBtn,
+    el("div", { class: "ha-controls" }, file, " start ", wStart, " window ", wLen, " ", uploadBtn, " ", otherBtn, " ", windowBtn, " ", recBtn, " ", otherNote,
       el("span", { class: "ha-note", id: "ha-live-audio-note",
         text: `now: ${CFG.state ? CFG.state.name : "clip"}, ${fmt(total)} s in all, window from ${fmt(CFG.state ? CFG.state.start : 0)} s` +
           (CFG.max_upload_bytes ? ` · uploads up to ${Math.round(CFG.max_upload_bytes / 1048576)} MB` : "") })));
@@ -114,6 +124,7 @@
   function headComponent(hd) { return `decoder.blocks.${Math.floor(hd / NH)}.${crossKind}.head.${hd % NH}`; }
   function describe(iv) {
     let where = "";
+    if (iv.method === "probe") return `steer along the probe: + ${iv.value} · direction` + (iv.from !== undefined ? ` ${fmt(iv.from)}–${fmt(iv.to)} s` : "");
     if (iv.method === "steer") return `steer SAE feature ${iv.feature}: ${iv.mode} ${iv.value}` + (iv.from !== undefined ? ` ${fmt(iv.from)}–${fmt(iv.to)} s` : "");
     if (iv.from !== undefined) where = ` ${fmt(iv.from)}–${fmt(iv.to)} s`;
     if (iv.tokens) where = ` tokens ${iv.tokens[0]}–${iv.tokens[1] - 1}`;
@@ -129,6 +140,11 @@
     const num = (x) => (x.value.trim() === "" ? null : Number(x.value));
     if (method.value === "steer") {
       const iv = { method: "steer", feature: Math.trunc(num(feature) ?? 0), mode: mode.value, value: num(value) ?? 0 };
+      if (num(from) != null || num(to) != null) { iv.from = num(from) ?? 0; iv.to = num(to) ?? D.audio.duration; }
+      live.interventions.push(iv); drawList(); return;
+    }
+    if (method.value === "probe") {
+      const iv = { method: "probe", value: num(probeValue) ?? 0 };
       if (num(from) != null || num(to) != null) { iv.from = num(from) ?? 0; iv.to = num(to) ?? D.audio.duration; }
       live.interventions.push(iv); drawList(); return;
     }
@@ -159,7 +175,7 @@
     setStatus("re-transcribing…", true);
     try {
       const { job } = await call("transcribe", { interventions: live.interventions });
-      live.transcript = await wait(job, "re-transcribing");
+      live.transcript = await wait(job, "re-transcribing", drawPartial);
       setStatus(`re-transcribed with ${live.interventions.length} intervention(s)`);
       drawTranscript();
     } catch (e) { setStatus("error: " + e.message); }
@@ -167,6 +183,12 @@
   async function runAll() { await runTf(); await runTranscribe(); }
 
   // ---- drawing ------------------------------------------------------------------------------
+  function drawPartial(text, n) { // the re-transcription so far, while it decodes
+    let p = document.getElementById("ha-live-partial");
+    if (!p) { textBox.innerHTML = ""; p = el("div", { id: "ha-live-partial", class: "ha-note" }); textBox.append(p); }
+    p.textContent = `decoding (${n} tokens so far): ${text}`;
+    root.dataset.livePartial = text;
+  }
   function drawTranscript() {
     const r = live.transcript;
     textBox.innerHTML = "";
@@ -215,7 +237,7 @@
   }
 
   // ---- audio ------------------------------------------------------------------------------
-  async function sendAudio(blob, name) {
+  async function sendAudio(blob, name, role) {
     const start = Number(wStart.value || 0), win = wLen.value.trim();
     if (CFG.max_upload_bytes && blob.size > CFG.max_upload_bytes) { setStatus(`the file has ${blob.size} bytes; the limit is ${CFG.max_upload_bytes}`); return; }
     setStatus("uploading…", true);
@@ -223,27 +245,31 @@
       let job;
       if (CFG.transport === "widget") {
         const b64 = await new Promise((ok) => { const fr = new FileReader(); fr.onload = () => ok(String(fr.result).split(",")[1]); fr.readAsDataURL(blob); });
-        ({ job } = await call("upload_base64", { data: b64, start, window: win === "" ? null : Number(win), name }));
+        ({ job } = await call("upload_base64", { data: b64, start, window: win === "" ? null : Number(win), name, as: role || "clip" }));
       } else {
-        const q = new URLSearchParams({ start: String(start), name });
+        const q = new URLSearchParams({ start: String(start), name, as: role || "clip" });
         if (win !== "") q.set("window", win);
         const r = await fetch(`/upload?${q}`, { method: "POST", headers: { "X-HA-Token": token, "Content-Type": "application/octet-stream" }, body: blob });
         const j = await r.json();
         if (!r.ok) throw new Error(j.error || r.statusText);
         job = j.job;
       }
-      await wait(job, "new audio");
-      reloadPage();
+      const st = await wait(job, role === "other" ? "other clip" : "new audio");
+      if (role === "other") {
+        otherNote.textContent = `other clip: ${st.other.name} (${fmt(st.other.duration)} s)`;
+        root.dataset.liveOther = st.other.name;
+        setStatus("the other clip is ready: method 'other' patches from it");
+      } else reloadPage();
     } catch (e) { setStatus("error: " + e.message); }
   }
   function reloadPage() {
     if (CFG.transport === "widget") window.parent.postMessage({ ha_live_reload: true }, "*");
     else location.reload();
   }
-  function upload() {
+  function upload(role) {
     const f = file.files && file.files[0];
     if (!f) { setStatus("choose a file first"); return; }
-    sendAudio(f, f.name.replace(/\.[^.]*$/, ""));
+    sendAudio(f, f.name.replace(/\.[^.]*$/, ""), role);
   }
   async function rewindow() {
     const win = wLen.value.trim();
