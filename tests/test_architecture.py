@@ -344,3 +344,22 @@ def test_every_name_in_all_exists():
         mod = importlib.import_module(name)
         bad += [f"{name}.{n}" for n in getattr(mod, "__all__", []) if not hasattr(mod, n)]
     assert not bad, f"__all__ names that do not exist: {bad}"
+
+
+# Names every subcommand module defines by protocol (cli/__init__ calls each module's pair).
+PROTOCOL_NAMES = {"add_parser", "run"}
+
+
+def test_each_public_name_has_one_home():
+    """A name in the ``__all__`` of two modules (other than a package ``__init__`` re-exporting
+    its own submodule) is two doors to one room, or two rooms under one name."""
+    homes: dict[str, list[str]] = {}
+    for p in sorted(PACKAGE.rglob("*.py")):
+        if p.name == "__init__.py":
+            continue
+        for node in ast.parse(p.read_text()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+                for name in ast.literal_eval(node.value):
+                    homes.setdefault(name, []).append(p.relative_to(PACKAGE).as_posix())
+    many = {n: w for n, w in homes.items() if len(w) > 1 and n not in PROTOCOL_NAMES}
+    assert not many, f"public names listed in several modules' __all__ (keep one home, rename a collision): {many}"

@@ -61,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _window(args: argparse.Namespace, model: object, audio: object) -> object:
     """The chosen window of the audio (a 1-D array), or SystemExit naming the choice to make."""
     from hooked_asr.audio import SAMPLE_RATE, load_audio, window_samples
-    from hooked_asr.explore.live import LiveError, pick_window
+    from hooked_asr.explore.live_audio import LiveError, pick_window
 
     try:
         return pick_window(
@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, model: object, audio: object, name: str) -> int:
-    from hooked_asr.explore.live import LiveError, LiveSession
+    from hooked_asr.explore.live import LiveSession
+    from hooked_asr.explore.live_audio import LiveError
     from hooked_asr.explore.server import LiveServer
 
     if args.patching:

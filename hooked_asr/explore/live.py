@@ -562,4 +562,4 @@ class LiveSession:
             self._tmp = None
 
 
-__all__ = ["LiveError", "LiveSession", "METHODS", "decode_wav_bytes", "pick_window", "word_diff"]
+__all__ = ["LiveSession", "word_diff"]

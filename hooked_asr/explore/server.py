@@ -26,7 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from hooked_asr.explore.live import LiveError, LiveSession
+from hooked_asr.explore.live import LiveSession
+from hooked_asr.explore.live_audio import LiveError
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # ~26 min of 16-bit 16-kHz mono WAV
 MAX_JSON_BYTES = 1 * 1024 * 1024

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +37,6 @@ def test_serve_takes_another_clip_and_a_probe(whisper_tiny_en, tmp_path):
     """``--serve --other B.wav --probe P --probe-hook HOOK``: the served session offers methods 'other' and
     'probe', and a probe steer over HTTP gives the session API's numbers for the same probe."""
     import http.client
-    import os
     import subprocess
     import sys
     import time

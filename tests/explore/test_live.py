@@ -100,7 +100,7 @@ def test_exported_code_reproduces_the_numbers(session, capsys):
 
 
 def test_bad_interventions_are_refused_by_name(session):
-    from hooked_asr.explore.live import LiveError
+    from hooked_asr.explore.live_audio import LiveError
 
     bad = [
         ([{"component": HEAD, "method": "delete"}], "method 'delete'"),
@@ -121,7 +121,8 @@ def test_bad_interventions_are_refused_by_name(session):
 
 
 def test_long_audio_takes_a_window_choice(whisper_tiny_en, clip):
-    from hooked_asr.explore.live import LiveError, LiveSession, pick_window
+    from hooked_asr.explore.live import LiveSession
+    from hooked_asr.explore.live_audio import LiveError, pick_window
 
     long = np.concatenate([clip, np.zeros(16000 * 30, np.float32), clip])  # > 30 s
     with pytest.raises(LiveError, match="--start"):
@@ -226,7 +227,8 @@ def test_a_model_without_cross_attention_is_explored_live_too():
 def test_steering_an_sae_feature_matches_steer_and_exports(whisper_tiny_en, clip, tmp_path):
     """An SAE's feature edited over a time range (error term kept): the session's numbers are
     :func:`hooked_asr.sae.steering.steer`'s, and the exported code (loading the SAE from its folder) reproduces them."""
-    from hooked_asr.explore.live import LiveError, LiveSession
+    from hooked_asr.explore.live import LiveSession
+    from hooked_asr.explore.live_audio import LiveError
     from hooked_asr.patching import patched, zero_ablate
     from hooked_asr.patching.attention_masks import frames_between
     from hooked_asr.sae.model import identity_sae, save_sae
@@ -278,7 +280,7 @@ def test_patching_from_another_clip_matches_reference_cache_and_exports(session,
     """Method 'other': the activation on a second clip, cut or padded to this clip's length and run with the
     clean prompt and transcript (hooked_asr.patching.reference_cache): the session's numbers are the API's."""
     from hooked_asr.datasets.espeak import synthesize
-    from hooked_asr.explore.live import LiveError
+    from hooked_asr.explore.live_audio import LiveError
     from hooked_asr.patching import interpolate, patched, reference_cache, run_with_interventions
     from hooked_asr.patching.attention_masks import frames_between
     from hooked_asr.patching.references import other_utterance
@@ -320,7 +322,8 @@ def test_patching_from_another_clip_matches_reference_cache_and_exports(session,
 
 @torch.no_grad()
 def test_steering_along_a_probe_direction_matches_steer_direction_and_exports(whisper_tiny_en, clip, tmp_path):
-    from hooked_asr.explore.live import LiveError, LiveSession
+    from hooked_asr.explore.live import LiveSession
+    from hooked_asr.explore.live_audio import LiveError
     from hooked_asr.patching import patched, zero_ablate
     from hooked_asr.patching.attention_masks import frames_between
     from hooked_asr.probing.probe import LinearProbe
