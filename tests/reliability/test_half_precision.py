@@ -1,7 +1,8 @@
 """A model loaded in bfloat16 or float16 takes audio like one in float32 (issue 28, item 6): the
 log-mel features (always computed in float32) are cast at the model's edge. On real tiny.en and
 real speech (espeak), the half-precision models give float32's greedy tokens, and beam search,
-run_with_cache, the logit and encoder lenses run (measured when written: 5/5 clips equal in both)."""
+run_with_cache, the logit and encoder lenses run (measured when written: 5/5 clips equal in both; the
+test reads 5 in bfloat16 and 2 in float16)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,13 @@ def half(request):
     return hooked_asr.load_model("whisper-tiny.en", dtype=request.param)
 
 
+def _some(half, clips):
+    # float16 products have no fast CPU kernel (~30 s a tiny.en encoder pass): two clips there.
+    return clips if next(half.parameters()).dtype == torch.bfloat16 else clips[:2]
+
+
 def test_half_precision_greedy_tokens_equal_float32(half, whisper_tiny_en, clips):
+    clips = _some(half, clips)
     want = [r.tokens for r in whisper_tiny_en.transcribe(clips)]
     got = [r.tokens for r in half.transcribe(clips)]
     assert got == want

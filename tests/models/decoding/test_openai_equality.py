@@ -48,9 +48,10 @@ def test_long_form_beam_search_equals_openai(whisper_tiny_en, openai_tiny_en, lo
     assert_same(ours, theirs)
 
 
-@pytest.mark.parametrize("patience,length_penalty", [(2.0, 0.6), (1.0, 1.0)])
-def test_beam_patience_and_gnmt_length_penalty(whisper_tiny_en, openai_tiny_en, long_speech, patience, length_penalty):
+def test_beam_patience_and_gnmt_length_penalty(whisper_tiny_en, openai_tiny_en, long_speech):
+    """Patience and a fractional GNMT alpha in one run (the matrix in docs/decoding.md has each alone)."""
     audio, _ = long_speech
+    patience, length_penalty = 2.0, 0.6
     ours, theirs = transcribe_both(
         whisper_tiny_en,
         openai_tiny_en,
@@ -150,7 +151,8 @@ def test_base_language_probabilities_and_translation(whisper_base, openai_base):
     ours = whisper_base.language_probabilities(mel[None])[0]
     assert max(ours, key=ours.get) == max(theirs, key=theirs.get) == "fr"
     assert max(abs(ours[k] - theirs[k]) for k in theirs) < 1e-4
-    long = np.concatenate([speech, np.zeros(16000 * 3 // 2, np.float32)] * 7)  # > 30 s: openai's window loop
+    long = np.concatenate([speech, np.zeros(16000 * 3 // 2, np.float32)] * 5)  # > 30 s: openai's window loop
+    assert len(long) > 16000 * 30
     ours, theirs = transcribe_both(whisper_base, openai_base, long, task="translate", language=None, temperature=0.0)
     assert ours.language == theirs["language"] == "fr"
     assert_same(ours, theirs)
