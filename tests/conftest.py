@@ -3,8 +3,20 @@ builders of tiny random Qwen2-Audio models and their tokenizer."""
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+# pytest-xdist runs the suite in one process per core (pyproject's addopts): each worker gets its
+# share of the cores, so two workers on two cores do not fight over four threads. Set before torch
+# starts its pool; subprocesses (the CLI, notebooks' kernels) inherit it.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _WORKERS:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if _WORKERS:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS
 
