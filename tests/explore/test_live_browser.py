@@ -90,6 +90,8 @@ def test_clicking_a_head_ablates_it_as_the_python_api_does(served, whisper_tiny_
     with Chromium(width=1300, height=1000, timeout=300) as b:
         b.open(served, settle_ms=500)
         assert b.evaluate("document.querySelector('.ha-heard b').textContent") == SAID
+        # no optional row (SAE, probe: none given here) leaks a JavaScript null into the page's text
+        assert "null" not in b.evaluate("document.body.innerText")
         b.click(f'.ha-head[data-layer="{LAYER}"][data-head="{HEAD}"]')
         assert b.evaluate("document.getElementById('ha-live-comp').value") == comp  # the form follows the head picked
         b.click("#ha-live-ablate-head")

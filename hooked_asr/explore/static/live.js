@@ -100,7 +100,8 @@
   const recBtn = button("ha-live-record", "● record", () => record());
   const total = CFG.state ? CFG.state.total : D.audio.duration;
 
-  root.append(el("h2", { text: "Live: intervene and recompute (backed by the running model)" }),
+  // Element.append writes null as the text "null": the optional rows are dropped instead.
+  root.append(...[el("h2", { text: "Live: intervene and recompute (backed by the running model)" }),
     el("div", { class: "ha-controls" }, "component ", comp, " ", method, " ", from, to, " ", tokA, tokB, " α ", alpha, " ", addBtn, " ", ablateHead),
     SAE ? el("div", { class: "ha-controls" }, `SAE on ${SAE.hook} (method steer): `, feature, " ", mode, " ", value,
       el("span", { class: "ha-note", text: "edits one feature with the SAE's error kept; from/to limit it to a time range" })) : null,
@@ -118,7 +119,7 @@
     el("div", { class: "ha-controls" }, file, " start ", wStart, " window ", wLen, " ", uploadBtn, " ", otherBtn, " ", windowBtn, " ", recBtn, " ", otherNote,
       el("span", { class: "ha-note", id: "ha-live-audio-note",
         text: `now: ${CFG.state ? CFG.state.name : "clip"}, ${fmt(total)} s in all, window from ${fmt(CFG.state ? CFG.state.start : 0)} s` +
-          (CFG.max_upload_bytes ? ` · uploads up to ${Math.round(CFG.max_upload_bytes / 1048576)} MB` : "") })));
+          (CFG.max_upload_bytes ? ` · uploads up to ${Math.round(CFG.max_upload_bytes / 1048576)} MB` : "") }))].filter((x) => x != null));
 
   // ---- the list ---------------------------------------------------------------------------
   function headComponent(hd) { return `decoder.blocks.${Math.floor(hd / NH)}.${crossKind}.head.${hd % NH}`; }
