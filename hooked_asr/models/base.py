@@ -363,7 +363,7 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
             no_speech = self._no_speech_query(prompt[0].tolist())
             if num_beams > 1:
                 rows = torch.arange(batch, device=device).repeat_interleave(num_beams)
-                stepper = Stepper(self, self._select_context(context, rows), use_cache)
+                stepper = Stepper(self, self._select_context(context, rows), use_cache, group=num_beams)
                 if beam_algorithm == "openai":
                     if do_sample:
                         raise ValueError(
