@@ -12,12 +12,16 @@ the matrix once for all rows. Measured on tiny.en's shapes, one thread, microsec
     1500 x 384 x 1536      19300       17400   (an encoder MLP)
     1 x 384 x 1536         44          58      (greedy: MKL's vector-matrix product stays)
 
-The values agree to float32 rounding (~1e-6 relative). oneDNN's op has no backward, so a product
-that autograd records, a weight that is a tensor subclass (the int8 path's ``Int8Weight``, which
-runs its own kernel), another dtype or device, all take ``torch.addmm`` / ``@`` as before.
+The values agree with MKL's to float32 rounding (~1e-6 relative). The kernel does not depend on
+the grad mode: a product that autograd records runs the same oneDNN forward (its backward is the
+usual matrix products), so a run with gradients and one without give the same activations bit
+for bit (attribution patching relies on it). A weight that is a tensor subclass (the int8 path's
+``Int8Weight``, which runs its own kernel), another dtype or device take ``torch.addmm`` / ``@``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -41,10 +45,30 @@ def onednn_product(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = No
         and (b is None or b.dtype == torch.float32)
         and W.dim() == 2
         and x.numel() >= ONEDNN_MIN_ROWS * max(x.shape[-1], 1)
-        and not (
-            torch.is_grad_enabled() and (x.requires_grad or W.requires_grad or (b is not None and b.requires_grad))
-        )
     )
+
+
+def _onednn(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, W.T, b, "none", [], "")
+
+
+class _OneDNNProduct(torch.autograd.Function):
+    """oneDNN's forward with the usual backward (the op itself has none)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, W)
+        ctx.has_bias = b is not None
+        return _onednn(x, W, b)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, W = ctx.saved_tensors
+        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        gx = (g2 @ W.T).view(x.shape) if ctx.needs_input_grad[0] else None
+        gW = x2.T @ g2 if ctx.needs_input_grad[1] else None
+        gb = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gW, gb
 
 
 def product(
@@ -58,7 +82,8 @@ def product(
     torch.Size([5, 2])
     """
     if onednn_product(x, W, b):
-        return torch.ops.mkldnn._linear_pointwise(x, W.T, b, "none", [], "")
+        grad = torch.is_grad_enabled() and (x.requires_grad or W.requires_grad or (b is not None and b.requires_grad))
+        return _OneDNNProduct.apply(x, W, b) if grad else _onednn(x, W, b)
     x2 = x.reshape(-1, x.shape[-1])
     y = x2 @ W if b is None else torch.addmm(b, x2, W)
     return y.view(*x.shape[:-1], W.shape[-1])

@@ -111,8 +111,7 @@ def test_logits_only_at_gives_the_full_forwards_logits_there_and_everything_to_a
 
 
 def test_unembedding_of_many_rows_equals_the_product_and_keeps_its_gradient():
-    # Three rows and more take oneDNN's linear (no backward): the values are x W_U, and with a
-    # gradient to record the plain product runs.
+    # Three rows and more take oneDNN's linear: the values are x W_U, and the gradient is x's.
     dec = _decoder()
     x = torch.randn(5, 3, 32)
     with torch.no_grad():
