@@ -12,6 +12,11 @@ the matrix once for all rows. Measured on tiny.en's shapes, one thread, microsec
     1500 x 384 x 1536      19300       17400   (an encoder MLP)
     1 x 384 x 1536         44          58      (greedy: MKL's vector-matrix product stays)
 
+Only inside :func:`decoding_products` (``generate`` runs in it: encoder, prompt and every step):
+analyses compare teacher-forced runs bit for bit (a patched run against the clean one, a path
+patched from noise that must equal the clean value exactly), and those runs keep ``addmm`` so that
+a product over a subset of rows gives the same bits as over all of them.
+
 The values agree with MKL's to float32 rounding (~1e-6 relative). The kernel does not depend on
 the grad mode: a product that autograd records runs the same oneDNN forward (its backward is the
 usual matrix products), so a run with gradients and one without give the same activations bit
@@ -21,6 +26,9 @@ for bit (attribution patching relies on it). A weight that is a tensor subclass 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -28,6 +36,20 @@ from jaxtyping import Float
 from torch import nn
 
 ONEDNN_MIN_ROWS = 3
+_DECODING: contextvars.ContextVar[bool] = contextvars.ContextVar("hooked_asr_decoding_products", default=False)
+
+
+@contextlib.contextmanager
+def decoding_products() -> Iterator[None]:
+    """Within this block (and as a decorator, within the call) :func:`product` may run oneDNN's kernel
+    (see the module docstring); outside it always runs ``addmm`` / ``@``."""
+    token = _DECODING.set(True)
+    try:
+        yield
+    finally:
+        _DECODING.reset(token)
+
+
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 _PLAIN = (torch.Tensor, nn.Parameter)
 
@@ -36,6 +58,7 @@ def onednn_product(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = No
     """Whether ``x @ W + b`` may run as oneDNN's linear (see the module docstring)."""
     return (
         _HAS_ONEDNN_LINEAR
+        and _DECODING.get()
         and type(W) in _PLAIN
         and type(x) in _PLAIN
         and (b is None or type(b) in _PLAIN)
@@ -89,4 +112,4 @@ def product(
     return y.view(*x.shape[:-1], W.shape[-1])
 
 
-__all__ = ["ONEDNN_MIN_ROWS", "onednn_product", "product"]
+__all__ = ["ONEDNN_MIN_ROWS", "decoding_products", "onednn_product", "product"]

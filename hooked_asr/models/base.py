@@ -42,6 +42,7 @@ from hooked_asr.models.tl_compat import TLCompatMixin
 from hooked_asr.models.decoding.memory import check_decoding_memory
 from hooked_asr.models.decoding.options import check_generate_args
 from hooked_asr.models.decoding.results import GenerationOutput, Segment, TranscriptionResult, WordTiming
+from hooked_asr.components.products import decoding_products
 from hooked_asr.models.decoding.prefix import PrefixCache, PrefixRecorder, PrefixStepper, check_prefix_use
 from hooked_asr.models.decoding.search import LogitRules, Stepper, beam_search, openai_beam_search, sample
 from hooked_asr.models.decoding.state import DecodingState
@@ -255,6 +256,7 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         )
 
     @torch.no_grad()
+    @decoding_products()
     def generate(
         self,
         input_features: Float[torch.Tensor, "batch n_mels frames"],

@@ -112,10 +112,13 @@ def test_logits_only_at_gives_the_full_forwards_logits_there_and_everything_to_a
 
 def test_unembedding_of_many_rows_equals_the_product_and_keeps_its_gradient():
     # Three rows and more take oneDNN's linear: the values are x W_U, and the gradient is x's.
+    from hooked_asr.components.products import decoding_products
+
     dec = _decoder()
     x = torch.randn(5, 3, 32)
-    with torch.no_grad():
+    with torch.no_grad(), decoding_products():
         torch.testing.assert_close(dec.unembed(x), x @ dec.W_U.detach(), atol=1e-5, rtol=1e-5)
     x.requires_grad_(True)
-    dec.unembed(x)[..., 3].sum().backward()
+    with decoding_products():
+        dec.unembed(x)[..., 3].sum().backward()
     torch.testing.assert_close(x.grad, dec.W_U.detach()[:, 3].expand_as(x))
