@@ -8,8 +8,14 @@ greedy, temperature 0, previous-text conditioning, openai-whisper's thresholds, 
 three. Beam search: ``generate(num_beams=5)`` vs HF ``generate(num_beams=5)`` on one 30-s window, and
 long-form ``transcribe(beam_size=5)`` vs faster-whisper (CTranslate2 fp32) and openai-whisper itself
 (its ``Whisper`` filled from the same safetensors), interleaved, this process's CPU time, one thread
-(``--beam-seconds``, ``--repeats``; the issue-22 targets: <= 1.3x faster-whisper, <= 1.0x openai).
+(``--beam-seconds``, ``--repeats``; the issue-29 target: <= 1.0x faster-whisper). In the same
+rounds: the int8 path (``load_model(..., quantize="int8")``) beam 5 vs faster-whisper int8 (target
+<= 1.2x), greedy with word timestamps vs faster-whisper fp32's (target <= 1.0x), and with
+``--before DIR`` the same three from another checkout (a fresh process each round, timed by its own
+process CPU time after a one-window warm-up).
 Also reports the WER between the transcripts, so a speed-up never hides a different answer.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_transcribe.py --seconds 60 --skip-hf --threads 1 --before /tmp/old
 """
 
 from __future__ import annotations
