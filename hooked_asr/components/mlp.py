@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from jaxtyping import Float
 
+from hooked_asr.components.products import product
 from hooked_asr.hooks import HookPoint
 
 
@@ -23,7 +24,7 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(torch.addmm(self.b_in, x.flatten(0, -2), self.W_in).view(*x.shape[:-1], -1))
+        pre = self.hook_pre(product(x, self.W_in, self.b_in))
         if torch.is_grad_enabled() or self.hook_pre.is_live():
             post = self.hook_post(F.gelu(pre))
         else:
@@ -31,7 +32,7 @@ class MLP(nn.Module):
             # [batch, pos, d_mlp] allocation (above 32 MiB, i.e. batch >= 4 on tiny, each one is a
             # fresh mmap whose pages fault in one by one). Same kernel, same values.
             post = self.hook_post(torch.ops.aten.gelu_(pre))
-        return torch.addmm(self.b_out, post.flatten(0, -2), self.W_out).view(*x.shape[:-1], -1)
+        return product(post, self.W_out, self.b_out)
 
 
 class GatedMLP(nn.Module):
@@ -47,10 +48,10 @@ class GatedMLP(nn.Module):
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(x @ self.W_gate)
-        pre_linear = self.hook_pre_linear(x @ self.W_in)
+        pre = self.hook_pre(product(x, self.W_gate))
+        pre_linear = self.hook_pre_linear(product(x, self.W_in))
         post = self.hook_post(F.silu(pre) * pre_linear)
-        return post @ self.W_out
+        return product(post, self.W_out)
 
 
 __all__ = ["MLP", "GatedMLP"]

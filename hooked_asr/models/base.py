@@ -42,6 +42,7 @@ from hooked_asr.models.tl_compat import TLCompatMixin
 from hooked_asr.models.decoding.memory import check_decoding_memory
 from hooked_asr.models.decoding.options import check_generate_args
 from hooked_asr.models.decoding.results import GenerationOutput, Segment, TranscriptionResult, WordTiming
+from hooked_asr.components.products import decoding_products
 from hooked_asr.models.decoding.prefix import PrefixRecorder, PrefixStepper, PrefixUse, check_prefix_use
 from hooked_asr.models.decoding.search import LogitRules, Stepper, beam_search, openai_beam_search, sample
 from hooked_asr.models.decoding.state import DecodingState
@@ -78,7 +79,7 @@ class ModelCapabilities:
     resume_at_block: bool = True
     # encode(resid, start_at_layer=l, attn_z=z): block l starts after its attention, from attn.hook_z.
     resume_at_head: bool = True
-    # generate(clean_prefix=, start_at_layer=) shares a clean run's decoder prefix (decoding/prefix.py)
+    # decoding.generate_from_prefix shares a clean run's decoder prefix (decoding/prefix.py)
     # and decode(past_key_values=) reuses the clean cross-attention keys/values: needs cross-attention.
     prefix_sharing: bool = False
     # The decoder predicts timestamp tokens (transcribe(without_timestamps=False), segments' times).
@@ -197,7 +198,7 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
 
     def require(self, capability: str, needed_for: str) -> None:
         """Raise ``NotImplementedError`` naming the model and the fix when ``capability`` (a field
-        of :class:`ModelCapabilities`) is missing, e.g. ``require("prefix_sharing", "clean_prefix=")``."""
+        of :class:`ModelCapabilities`) is missing, e.g. ``require("prefix_sharing", "generate_from_prefix")``."""
         if not hasattr(self.capabilities, capability):
             raise ValueError(f"unknown capability {capability!r}; one of {list(vars(self.capabilities))}")
         if not getattr(self.capabilities, capability):
@@ -258,6 +259,7 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         )
 
     @torch.no_grad()
+    @decoding_products()
     def generate(
         self,
         input_features: Float[torch.Tensor, "batch n_mels frames"],
@@ -334,7 +336,7 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         use = self._prefix_use or PrefixUse()
         clean_prefix, start_at_layer = use.prefix, use.start_at_layer
         if clean_prefix is not None:
-            self.require("prefix_sharing", "generate(clean_prefix=)")
+            self.require("prefix_sharing", "generate_from_prefix")
             check_prefix_use(self, clean_prefix, prompt, start_at_layer or 0, num_beams, use_cache)
         recorder = None
         if use.record:
@@ -360,7 +362,7 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
             no_speech = self._no_speech_query(prompt[0].tolist())
             if num_beams > 1:
                 rows = torch.arange(batch, device=device).repeat_interleave(num_beams)
-                stepper = Stepper(self, self._select_context(context, rows), use_cache)
+                stepper = Stepper(self, self._select_context(context, rows), use_cache, group=num_beams)
                 if beam_algorithm == "openai":
                     if do_sample:
                         raise ValueError(

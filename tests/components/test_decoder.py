@@ -86,3 +86,39 @@ def test_attention_weights_are_relaid_for_one_gemm_and_keep_their_values():
     assert all(_flat_is_view(getattr(attn, n)) for n in ("W_Q", "W_K", "W_V"))
     assert all(torch.equal(getattr(attn, n), sd[f"blocks.0.attn.{n}"]) for n in ("W_Q", "W_K", "W_V"))
     torch.testing.assert_close(attn(x)[0], before, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kw", [{}, ROTARY], ids=["whisper", "qwen2"])
+def test_logits_only_at_gives_the_full_forwards_logits_there_and_everything_to_a_hook(kw):
+    # Decoding reads the last position (and the no-speech one); inside logits_only_at the other
+    # positions are not computed, unless a hook on hook_logits would see them.
+    dec = _decoder(**kw)
+    ids = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
+    enc = torch.randn(2, 4, 32) if dec.cfg.cross_attention else None
+    with torch.no_grad():
+        full, _ = dec(ids, encoder_out=enc)
+        with dec.logits_only_at([1, -1]):
+            some, _ = dec(ids, encoder_out=enc)
+        torch.testing.assert_close(some, full[:, [1, -1]], atol=1e-5, rtol=0)
+        seen = []
+        dec.hook_logits.add_hook(lambda t, hook: seen.append(t.shape))
+        try:
+            with dec.logits_only_at([-1]):
+                hooked, _ = dec(ids, encoder_out=enc)
+        finally:
+            dec.hook_logits.remove_hooks()
+    assert seen == [full.shape] and torch.equal(hooked, full)
+
+
+def test_unembedding_of_many_rows_equals_the_product_and_keeps_its_gradient():
+    # Three rows and more take oneDNN's linear: the values are x W_U, and the gradient is x's.
+    from hooked_asr.components.products import decoding_products
+
+    dec = _decoder()
+    x = torch.randn(5, 3, 32)
+    with torch.no_grad(), decoding_products():
+        torch.testing.assert_close(dec.unembed(x), x @ dec.W_U.detach(), atol=1e-5, rtol=1e-5)
+    x.requires_grad_(True)
+    with decoding_products():
+        dec.unembed(x)[..., 3].sum().backward()
+    torch.testing.assert_close(x.grad, dec.W_U.detach()[:, 3].expand_as(x))

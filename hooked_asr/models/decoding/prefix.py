@@ -219,7 +219,10 @@ class PrefixStepper:
         self.div_rows = torch.cat([self.div_rows, new])
         self.diverged = now
 
-    def __call__(self, seq: Int[torch.Tensor, "rows pos"]) -> Float[torch.Tensor, "rows new_pos d_vocab"]:
+    def __call__(
+        self, seq: Int[torch.Tensor, "rows pos"], at: Sequence[int] | None = None
+    ) -> Float[torch.Tensor, "rows new_pos d_vocab"]:
+        """Logits of the positions run this step (with ``at``: at those positions of ``seq`` only)."""
         p, n = self.prefix, self.n_rows
         if not self.started:
             ids, start = seq, 0
@@ -247,7 +250,7 @@ class PrefixStepper:
             self.lower[i] = present[i]["self"] if m else self.lower[i]
         self.upper = present[self.l :]
         self.started = True
-        return logits
+        return logits if at is None else logits[:, [a - seq.shape[1] if a >= 0 else a for a in at]]
 
 
 __all__ = ["PrefixCache", "PrefixRecorder", "PrefixStepper", "check_prefix_use"]

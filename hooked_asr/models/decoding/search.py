@@ -21,6 +21,7 @@ suppression at the first step, Whisper's timestamp rules) are built once per cal
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,21 +78,61 @@ class LogitRules:
 class Stepper:
     """Runs the decoder one step at a time through ``model._decode_step`` and keeps the cache.
 
-    ``use_cache=False`` reruns the whole sequence every step (hooks then see every position)."""
+    ``use_cache=False`` reruns the whole sequence every step (hooks then see every position).
+    ``group``: rows come in groups of that many beams of one audio with one prompt; with no hook
+    anywhere in the model, the first step (the prompt) runs once per audio and its cache is
+    shared by the group's beams (same numbers as running every beam: the rows are identical)."""
 
-    def __init__(self, model: Any, context: Any, use_cache: bool):
-        self.model, self.context, self.use_cache = model, context, use_cache
+    def __init__(self, model: Any, context: Any, use_cache: bool, group: int = 1):
+        self.model, self.context, self.use_cache, self.group = model, context, use_cache, group
         self.cache: Any = None
         self._cross_shared: bool | None = None
 
-    def __call__(self, seq: torch.Tensor) -> torch.Tensor:
-        """Logits ``[rows, pos, vocab]`` of the positions run this step."""
+    def __call__(self, seq: torch.Tensor, at: Sequence[int] | None = None) -> torch.Tensor:
+        """Logits ``[rows, pos, vocab]`` of the positions run this step; with ``at``, only at
+        those positions of ``seq`` (``[rows, len(at), vocab]``; the rest are not computed
+        unless ``decoder.hook_logits`` is live)."""
         if self.use_cache and self.cache is not None:
-            logits, self.cache = self.model._decode_step(self.context, seq[:, -1:], self.cache)
+            ids = seq[:, -1:]
         else:
-            logits, cache = self.model._decode_step(self.context, seq, None)
-            self.cache = cache if self.use_cache else None
+            ids = seq
+        # positions of the ones run this step (a cached step runs the last position only)
+        at_run = None if at is None else [a - seq.shape[1] if a >= 0 else a for a in at]
+        if at_run is not None and any(a < -ids.shape[1] for a in at_run):
+            raise ValueError(f"positions {list(at)} were not run this step ({ids.shape[1]} of {seq.shape[1]})")
+        select = getattr(self.model.decoder, "logits_only_at", None) if at_run is not None else None
+        with select(at_run) if select is not None else contextlib.nullcontext():
+            if self.use_cache and self.cache is not None:
+                logits, self.cache = self.model._decode_step(self.context, ids, self.cache)
+            elif self.use_cache and self.group > 1 and not _any_hook(self.model):
+                logits, self.cache = self._prompt_once_per_group(ids)
+            else:
+                logits, cache = self.model._decode_step(self.context, ids, None)
+                self.cache = cache if self.use_cache else None
+        if at_run is not None and logits.shape[1] != len(at_run):  # hook_logits was live: all positions
+            logits = logits[:, at_run]
         return logits
+
+    def _prompt_once_per_group(self, ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The first step for one row per group, its logits and cache repeated for the group's rows
+        (cross-attention keys/values of a single audio as a stride-0 view, read once per step)."""
+        rows, g = ids.shape[0], self.group
+        if rows % g or not torch.equal(ids.view(rows // g, g, -1), ids[::g, None].expand(-1, g, -1)):
+            logits, cache = self.model._decode_step(self.context, ids, None)
+            return logits, cache
+        first = torch.arange(0, rows, g, device=ids.device)
+        logits, cache = self.model._decode_step(self.model._select_context(self.context, first), ids[::g], None)
+        n = rows // g
+
+        def spread(t: torch.Tensor) -> torch.Tensor:
+            return t.expand(g, *t.shape[1:]) if n == 1 else t.repeat_interleave(g, dim=0)
+
+        out = [{kind: (spread(k), spread(v)) for kind, (k, v) in layer.items()} for layer in cache]
+        # self-attention keys/values are appended to at every step: each row gets its own copy
+        for layer in out:
+            if "self" in layer:
+                layer["self"] = tuple(t.contiguous() for t in layer["self"])
+        return logits.repeat_interleave(g, dim=0), out
 
     def reorder(self, rows: torch.Tensor, group: int) -> None:
         """Keep rows ``rows`` (beam search: the parent beam of each new beam; rows never leave
@@ -131,11 +172,27 @@ class Stepper:
             self.cache = reorder_cache(self.cache, rows)
 
 
-def _no_speech(logits: torch.Tensor, no_speech: tuple[int, int] | None) -> torch.Tensor | None:
+def _any_hook(model: Any) -> bool:
+    """Whether any module of ``model`` has a hook (a hook point that is live, or a hook a user put
+    on a module): a fast path that changes which rows or positions run is taken only without."""
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in model.modules()
+    )
+
+
+def _step_logits(
+    step: Callable[..., torch.Tensor], seq: torch.Tensor, first: bool, no_speech: tuple[int, int] | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The last position's logits ``[rows, vocab]`` and, at the first step with ``no_speech =
+    (position, token)``, ``p(token)`` at that position (openai-whisper's ``no_speech_prob``): only
+    those positions' logits are computed (the prompt's others are never read)."""
+    if not first:
+        return step(seq, [seq.shape[1] - 1])[:, -1], None
     if no_speech is None:
-        return None
+        return step(seq, [seq.shape[1] - 1])[:, -1], None
     pos, token = no_speech
-    return logits[:, pos].float().softmax(-1)[:, token]
+    logits = step(seq, [pos, seq.shape[1] - 1])
+    return logits[:, -1], logits[:, 0].float().softmax(-1)[:, token]
 
 
 def sample(
@@ -161,10 +218,9 @@ def sample(
     for t in range(max_new_tokens):
         if state is not None:
             state.step = t
-        logits = step(seq)
-        if t == 0:
-            nsp = _no_speech(logits, no_speech)
-        scores = rules.apply(logits[:, -1].float(), seq[:, p:])
+        logits, ns = _step_logits(step, seq, t == 0, no_speech)
+        nsp = ns if t == 0 else nsp
+        scores = rules.apply(logits.float(), seq[:, p:])
         if greedy:
             token = scores.max(-1).indices  # argmax's first maximum, ~2x faster on CPU
         else:
@@ -237,11 +293,10 @@ def openai_beam_search(
     for t in range(max_new_tokens):
         if state is not None:
             state.step = t
-        logits = stepper(tokens)
+        logits, ns = _step_logits(stepper, tokens, t == 0, no_speech)
         if t == 0:
-            nsp = _no_speech(logits, no_speech)
-            nsp = None if nsp is None else nsp.view(n_audio, beam_size)[:, 0]
-        logprobs = F.log_softmax(rules.apply(logits[:, -1].float(), tokens[:, p:]), dim=-1)
+            nsp = None if ns is None else ns.view(n_audio, beam_size)[:, 0]
+        logprobs = F.log_softmax(rules.apply(logits.float(), tokens[:, p:]), dim=-1)
         top_logprobs, top_tokens = logprobs.topk(beam_size + 1)
         candidate_scores = (sum_logprobs[:, None] + top_logprobs.cpu()).tolist()  # float32 sums, as openai's
         top_logprobs, top_tokens = top_logprobs.tolist(), top_tokens.tolist()
@@ -371,11 +426,10 @@ def beam_search(
     for t in range(max_new_tokens):
         if state is not None:
             state.step = t
-        logits = stepper(run_seq.view(rows, max_len)[:, :cur])
+        logits, ns = _step_logits(stepper, run_seq.view(rows, max_len)[:, :cur], t == 0, no_speech)
         if t == 0:
-            nsp = _no_speech(logits, no_speech)
-            nsp = None if nsp is None else nsp.view(n_items, beams)[:, 0]
-        lp = F.log_softmax(logits[:, -1].float(), dim=-1)
+            nsp = None if ns is None else ns.view(n_items, beams)[:, 0]
+        lp = F.log_softmax(logits.float(), dim=-1)
         lp = rules.apply(lp, run_seq.view(rows, max_len)[:, p:cur])
         vocab = lp.shape[-1]
         acc = (lp.view(n_items, beams, vocab) + run_scores[:, :, None]).view(n_items, beams * vocab)

@@ -137,8 +137,9 @@ def test_character_unit_keeps_words_tokens_and_confidence(whisper_tiny_en, timed
     tok = whisper_tiny_en.transcribe(audio, word_timestamps=True).words
     char = whisper_tiny_en.transcribe(audio, word_timestamps=True, word_unit="character").words
     assert [(w.word, w.tokens) for w in char] == [(w.word, w.tokens) for w in tok]
-    # the same teacher-forced probabilities (its pass reads other heads: attention kernels differ in rounding)
-    assert [w.probability for w in char] == pytest.approx([w.probability for w in tok], rel=1e-5)
+    # the same teacher-forced probabilities (its pass reads other heads: attention kernels differ in
+    # rounding, ~2e-6 on a probability of 0.18 once the encoder output comes from decoding's products)
+    assert [w.probability for w in char] == pytest.approx([w.probability for w in tok], rel=1e-5, abs=1e-5)
     starts = np.array([w.start for w in char])
     assert (np.diff(starts) >= 0).all() and all(w.end >= w.start for w in char)
     assert all(0.0 <= w.probability <= 1.0 for w in char)
