@@ -44,7 +44,7 @@ from hooked_asr.models.decoding.options import check_generate_args
 from hooked_asr.models.decoding.results import GenerationOutput, Segment, TranscriptionResult, WordTiming
 from hooked_asr.components.products import decoding_products
 from hooked_asr.models.decoding.prefix import PrefixRecorder, PrefixStepper, PrefixUse, check_prefix_use
-from hooked_asr.models.decoding.search import LogitRules, Stepper, beam_search, openai_beam_search, sample
+from hooked_asr.models.decoding.search import LogitRules, Stepper, any_hook, beam_search, openai_beam_search, sample
 from hooked_asr.models.decoding.state import DecodingState
 from hooked_asr.models.decoding.timestamps import TimestampRules
 from hooked_asr.models.decoding.transcription import PromptGroup, TranscriptionMixin
@@ -323,7 +323,9 @@ class HookedEncoderDecoder(TLCompatMixin, TranscriptionMixin, HookedRootModule, 
         if room <= 0:
             raise ValueError(f"the prompt has {prompt.shape[1]} tokens; the decoder reads at most {limit}")
         max_new_tokens = room if max_new_tokens is None else min(max_new_tokens, room)
-        check_decoding_memory(self, batch, num_beams, prompt.shape[1] + max_new_tokens, device)
+        # One audio's beams read one copy of it unless a hook makes every beam run its own (Stepper).
+        shared = batch == 1 and num_beams > 1 and use_cache and not any_hook(self)
+        check_decoding_memory(self, batch, num_beams, prompt.shape[1] + max_new_tokens, device, shared_audio=shared)
         ts = None
         if return_timestamps:
             ts = self._timestamp_rules(eos, max_initial_timestamp_index)

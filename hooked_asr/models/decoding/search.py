@@ -104,7 +104,7 @@ class Stepper:
         with select(at_run) if select is not None else contextlib.nullcontext():
             if self.use_cache and self.cache is not None:
                 logits, self.cache = self.model._decode_step(self.context, ids, self.cache)
-            elif self.use_cache and self.group > 1 and not _any_hook(self.model):
+            elif self.use_cache and self.group > 1 and not any_hook(self.model):
                 logits, self.cache = self._prompt_once_per_group(ids)
             else:
                 logits, cache = self.model._decode_step(self.context, ids, None)
@@ -172,7 +172,7 @@ class Stepper:
             self.cache = reorder_cache(self.cache, rows)
 
 
-def _any_hook(model: Any) -> bool:
+def any_hook(model: Any) -> bool:
     """Whether any module of ``model`` has a hook (a hook point that is live, or a hook a user put
     on a module): a fast path that changes which rows or positions run is taken only without."""
     return any(
@@ -483,4 +483,4 @@ def beam_search(
     )
 
 
-__all__ = ["LogitRules", "Stepper", "beam_search", "openai_beam_search", "rank_sequences", "sample"]
+__all__ = ["LogitRules", "Stepper", "any_hook", "beam_search", "openai_beam_search", "rank_sequences", "sample"]
