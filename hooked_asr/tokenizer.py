@@ -110,15 +110,16 @@ class WhisperTokenizer:
         group: list[int] = []
         last = None
         for i, word in zip(encoding.ids, encoding.word_ids):
-            if word != last or i in self.id_to_special:
+            special = i in self.id_to_special
+            if special or word != last:
                 out += self._merge(group)
                 group = []
-            if i in self.id_to_special:
+            if special:
                 out.append(i)
                 last = None
-                continue
-            group.append(i)
-            last = word
+            else:
+                group.append(i)
+                last = word
         return out + self._merge(group)
 
     def _merge(self, ids: list[int]) -> list[int]:
@@ -131,15 +132,14 @@ class WhisperTokenizer:
                 self._ranks = {t: i for t, i in vocab.items() if i not in self.id_to_special}
             parts = list(piece)  # byte-level characters: one per byte
             while len(parts) > 1:
-                ranks = [self._ranks.get(a + b) for a, b in zip(parts, parts[1:])]
-                best = (
-                    min((r, k) for k, r in enumerate(ranks) if r is not None)
-                    if any(r is not None for r in ranks)
-                    else None
-                )
-                if best is None:
+                joins = [
+                    (r, k)
+                    for k, (a, b) in enumerate(zip(parts, parts[1:]))
+                    if (r := self._ranks.get(a + b)) is not None
+                ]
+                if not joins:
                     break
-                k = best[1]
+                _, k = min(joins)
                 parts[k : k + 2] = [parts[k] + parts[k + 1]]
             self._merged[piece] = [self._ranks[p] for p in parts]
         return list(self._merged[piece])

@@ -104,11 +104,12 @@ def check_decoding_memory(
     rows = batch * num_beams
     if rows <= 1:
         return
-    per_row = decoding_bytes_per_row(model, n_tokens, shared_audio)
-    shared = audio_bytes(model) if shared_audio else 0
+    total = decoding_bytes(model, rows, n_tokens, shared_audio)
     free = available_bytes(device if device is not None else model.device)
-    if free is None or rows * per_row + shared <= _SHARE * free:
+    if free is None or total <= _SHARE * free:
         return
+    per_row = decoding_bytes_per_row(model, n_tokens, shared_audio)
+    shared = total - rows * per_row
     fit = int((_SHARE * free - shared) // (per_row * batch))
     fix = (
         f"use a smaller beam_size (at most {fit} fit{'s' if fit == 1 else ''} with a batch of {batch})"
@@ -117,7 +118,7 @@ def check_decoding_memory(
     )
     raise DecodingMemoryError(
         f"decoding {batch} input{'s' if batch != 1 else ''} x beam_size={num_beams} = {rows} rows needs about "
-        f"{(rows * per_row + shared) / 1e9:.1f} GB ({per_row / 1e6:.0f} MB per row: a cache of {n_tokens} tokens, "
+        f"{total / 1e9:.1f} GB ({per_row / 1e6:.0f} MB per row: a cache of {n_tokens} tokens, "
         f"the scores{'' if shared_audio else ', the encoder output and cross-attention keys/values'}), but "
         f"{free / 1e9:.1f} GB are available; {fix}"
     )

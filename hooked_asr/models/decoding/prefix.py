@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
+from hooked_asr.models.decoding.search import positions_from_end
+
 KV = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -250,7 +252,7 @@ class PrefixStepper:
             self.lower[i] = present[i]["self"] if m else self.lower[i]
         self.upper = present[self.l :]
         self.started = True
-        return logits if at is None else logits[:, [a - seq.shape[1] if a >= 0 else a for a in at]]
+        return logits if at is None else logits[:, positions_from_end(at, seq.shape[1])]
 
 
 __all__ = ["PrefixCache", "PrefixRecorder", "PrefixStepper", "check_prefix_use"]

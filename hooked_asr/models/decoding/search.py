@@ -97,7 +97,7 @@ class Stepper:
         else:
             ids = seq
         # positions of the ones run this step (a cached step runs the last position only)
-        at_run = None if at is None else [a - seq.shape[1] if a >= 0 else a for a in at]
+        at_run = None if at is None else positions_from_end(at, seq.shape[1])
         if at_run is not None and any(a < -ids.shape[1] for a in at_run):
             raise ValueError(f"positions {list(at)} were not run this step ({ids.shape[1]} of {seq.shape[1]})")
         select = getattr(self.model.decoder, "logits_only_at", None) if at_run is not None else None
@@ -170,6 +170,12 @@ class Stepper:
             ]
         else:
             self.cache = reorder_cache(self.cache, rows)
+
+
+def positions_from_end(at: Sequence[int], n: int) -> list[int]:
+    """Positions ``at`` of a sequence of length ``n`` as negative indices, which also index the
+    logits of a step that ran only the sequence's last positions."""
+    return [a - n if a >= 0 else a for a in at]
 
 
 def any_hook(model: Any) -> bool:
@@ -483,4 +489,13 @@ def beam_search(
     )
 
 
-__all__ = ["LogitRules", "Stepper", "any_hook", "beam_search", "openai_beam_search", "rank_sequences", "sample"]
+__all__ = [
+    "LogitRules",
+    "Stepper",
+    "any_hook",
+    "positions_from_end",
+    "beam_search",
+    "openai_beam_search",
+    "rank_sequences",
+    "sample",
+]
