@@ -12,8 +12,8 @@ The sources are plain Python in the "percent" format (jupytext, VS Code and PyCh
 
 A commented IPython magic (``# %matplotlib inline``) becomes the magic in the notebook.
 
-The .ipynb files are written without outputs (small diffs, small repository); the test
-suite executes them (``tests/test_notebooks.py``) and checks that they match their sources.
+The .ipynb files are written without outputs (small diffs, small repository); ``e2e/test_notebooks.py``
+executes them and ``tests/test_notebooks.py`` checks that they match their sources.
 
     python notebooks/build.py            # rebuild every notebook
     python notebooks/build.py --check    # exit 1 if a committed notebook is out of date

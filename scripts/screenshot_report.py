@@ -3,7 +3,7 @@ explorer view) in headless Chromium, take a full-page screenshot, and check that
 rendered.
 
 Checks made by the browser itself rather than by our own HTML writer, through the DevTools
-protocol (``tests/browser.py``, the same driver the explorer's browser test uses):
+protocol (``e2e/browser.py``, the same driver the explorer's browser test uses):
 
 * each ``<img>``'s decoded size (``naturalWidth x naturalHeight``), so a figure that failed to
   decode shows as ``0x0``;
@@ -26,7 +26,7 @@ import numpy as np
 
 import _common
 
-from tests.browser import Chromium, find_chromium
+from e2e.browser import Chromium, find_chromium
 
 
 def check_report(report: Path, out_png: Path, width: int = 1200, height: int = 4000) -> dict:

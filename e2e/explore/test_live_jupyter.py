@@ -112,8 +112,8 @@ def _wait(b, expression, timeout=300, what=None):
 
 
 def test_the_widget_in_jupyterlab_ablates_a_head_as_the_python_api_does(lab, whisper_tiny_en, tmp_path):
+    from e2e.browser import Chromium
     from hooked_asr.datasets.espeak import synthesize
-    from tests.explore.live_chromium import Chromium
     from hooked_asr.patching import patched, zero_ablate
 
     with patched(whisper_tiny_en, [zero_ablate(f"decoder.blocks.{LAYER}.cross_attn.head.{HEAD}")]):

@@ -1,6 +1,6 @@
 """Headless Chromium driven through the DevTools protocol over a pipe, for tests and scripts
 that must see a page the way a browser does (scripts run, audio decodes, figures render).
-Test tooling, not part of the package: ``from tests.browser import Chromium`` (scripts put the
+Test tooling, not part of the package: ``from e2e.browser import Chromium`` (scripts put the
 repository root on ``sys.path`` first).
 
 ``--remote-debugging-pipe`` makes Chromium read protocol commands from file descriptor 3 and

@@ -29,7 +29,7 @@ def _keep(png: Path) -> None:
 
 
 def test_clicking_a_token_and_a_head_changes_the_attention_panel(thirty_second_view, tmp_path):
-    from tests.browser import Chromium
+    from e2e.browser import Chromium
 
     page = thirty_second_view.save(tmp_path / "explorer.html")
     n_tokens = len(thirty_second_view.data["transcript"]["tokens"])
@@ -76,7 +76,7 @@ def test_clicking_a_token_and_a_head_changes_the_attention_panel(thirty_second_v
 
 
 def test_optional_panels_respond_to_clicks(panels_view, tmp_path):
-    from tests.browser import Chromium
+    from e2e.browser import Chromium
 
     view, _, _, texts = panels_view
     page = view.save(tmp_path / "panels.html")

@@ -1,7 +1,8 @@
 """Every Python block of the README runs as written, in order, on the real tiny.en, and what it
 prints is what the README shows (the ```text block after it: floats within the precision they are
 shown at, ``...`` for what is left out); a few printed values are also checked against the library
-computed another way. Every ``hooked-asr`` command line the README shows uses flags that exist.
+computed another way. (That every ``hooked-asr`` command line it shows uses flags that exist is
+checked in tests/cli/test_readme_command_lines.py.)
 
 Slow (several minutes on two busy cores): the SAE block trains on 40k frames, the probe block
 speaks 32 clips, the edge-attribution block patches every edge outside three circuits."""
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import shlex
 from pathlib import Path
 
 import pytest
@@ -80,6 +80,8 @@ def test_every_python_block_runs_and_prints_what_the_readme_shows(tmp_path, monk
             _check_output(expected, buf.getvalue(), f"README.md python block {i}")
         if i == 2:
             _check_tour_lens_and_patching(ns)
+        if "scores = eap(" in code:
+            _check_circuit_baselines(ns, tmp_path)
 
 
 def _check_tour_lens_and_patching(ns: dict) -> None:
@@ -97,23 +99,19 @@ def _check_tour_lens_and_patching(ns: dict) -> None:
     assert ns["result"].table["component"].nunique() == heads
 
 
-def test_every_command_line_uses_flags_that_exist():
-    import argparse
+def _check_circuit_baselines(ns: dict, folder: Path) -> None:
+    """The circuits block: no edge patched is the clean run, every edge patched is the reference run
+    itself, and its one path changes the logits."""
+    import json
 
-    from hooked_asr.cli import build_parser
+    from hooked_asr.patching import white_noise_like
 
-    parser = build_parser()
-    lines = re.findall(r"hooked-asr ((?:[a-z]+)(?: [^`#\n|]*)?)", README.read_text())
-    assert len(lines) >= 5
-    for line in lines:
-        words = shlex.split(line.replace('"..."', "x"))
-        p = parser
-        for w in words:  # walk down the subcommands the line names
-            sub = next((a for a in p._actions if isinstance(a, argparse._SubParsersAction)), None)
-            if sub is None or w not in sub.choices:
-                break
-            p = sub.choices[w]
-        known = {s for a in p._actions for s in a.option_strings}
-        for w in words:
-            if w.startswith("--"):
-                assert w.split("=")[0] in known, f"README: `hooked-asr {line}`: {w} is not an option of {p.prog}"
+    model, tf, metric, ev = ns["model"], ns["tf"], ns["metric"], ns["ev"]
+    with torch.no_grad():
+        clean = float(metric(model(**tf.kwargs)))
+        ref_run = float(
+            metric(model(**model.teacher_forced_inputs(white_noise_like(ns["audio"]), ns["out"].tokens).kwargs))
+        )
+        assert (ns["logits"] - model(**tf.kwargs)).abs().max() > 1e-4
+    assert ev.clean == pytest.approx(clean, abs=1e-5) and ev.reference == pytest.approx(ref_run, abs=1e-3)
+    assert json.loads((folder / "circuit.json").read_text())["n_edges"] == 3000 and (folder / "circuit.png").exists()

@@ -78,8 +78,8 @@ def _wait(b, expression, timeout=240):
 def test_clicking_a_head_ablates_it_as_the_python_api_does(served, whisper_tiny_en, tmp_path):
     import torch
 
+    from e2e.browser import Chromium
     from hooked_asr.datasets.espeak import synthesize
-    from tests.explore.live_chromium import Chromium
     from hooked_asr.patching import patched, zero_ablate
 
     comp = f"decoder.blocks.{LAYER}.cross_attn.head.{HEAD}"
@@ -121,8 +121,8 @@ def test_clicking_a_head_ablates_it_as_the_python_api_does(served, whisper_tiny_
 
 
 def test_a_mask_drawn_on_the_spectrogram_matches_the_python_api(served, whisper_tiny_en):
+    from e2e.browser import Chromium
     from hooked_asr.datasets.espeak import synthesize
-    from tests.explore.live_chromium import Chromium
     from hooked_asr.patching import patched
     from hooked_asr.patching.attention_masks import frames_between, mask_attention
 
@@ -155,8 +155,8 @@ def test_a_mask_drawn_on_the_spectrogram_matches_the_python_api(served, whisper_
 def test_uploading_a_wav_shows_its_transcript(served, whisper_tiny_en, tmp_path):
     import soundfile as sf
 
+    from e2e.browser import Chromium
     from hooked_asr.datasets.espeak import synthesize
-    from tests.explore.live_chromium import Chromium
 
     wav = tmp_path / "calm.wav"
     sf.write(wav, synthesize("The sea was calm and the sky was blue."), 16000, subtype="PCM_16")
@@ -189,8 +189,8 @@ def test_uploading_a_wav_shows_its_transcript(served, whisper_tiny_en, tmp_path)
 
 
 def test_an_sae_feature_picked_in_the_panel_is_steered(whisper_tiny_en):
+    from e2e.browser import Chromium
     from hooked_asr.datasets.espeak import synthesize
-    from tests.explore.live_chromium import Chromium
     from hooked_asr.explore.live import LiveSession
     from hooked_asr.explore.server import LiveServer
     from hooked_asr.sae.model import identity_sae
@@ -221,11 +221,11 @@ def test_patching_a_head_from_an_uploaded_other_clip_matches_the_python_api(serv
     import soundfile as sf
     import torch
 
+    from e2e.browser import Chromium
     from hooked_asr.audio import load_audio
     from hooked_asr.datasets.espeak import synthesize
     from hooked_asr.patching import interpolate, patched, reference_cache
     from hooked_asr.patching.references import other_utterance
-    from tests.explore.live_chromium import Chromium
 
     wav = tmp_path / "door.wav"
     sf.write(wav, synthesize("He closed the door and walked to the car."), 16000, subtype="FLOAT")
@@ -271,10 +271,10 @@ def test_patching_a_head_from_an_uploaded_other_clip_matches_the_python_api(serv
 def test_the_re_transcription_streams_into_the_page(whisper_tiny_en):
     """While a re-transcription decodes, the page shows its tokens so far, with progress. Each decoding step is
     slowed (a permanent hook that sleeps) so that the page's polling sees the decoding under way."""
+    from e2e.browser import Chromium
     from hooked_asr.datasets.espeak import synthesize
     from hooked_asr.explore.live import LiveSession
     from hooked_asr.explore.server import LiveServer
-    from tests.explore.live_chromium import Chromium
 
     session = LiveSession(whisper_tiny_en, synthesize(SAID), encoder_lens_max_new_tokens=8)
 
