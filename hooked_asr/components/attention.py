@@ -16,7 +16,7 @@ Weights use TransformerLens's head-explicit layout: ``W_Q: [n_heads, d_model, d_
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 
+from hooked_asr.components.products import PLAIN_TENSORS as _PLAIN
 from hooked_asr.components.products import product
 from hooked_asr.hooks import HookPoint
 
@@ -49,12 +50,25 @@ def project_heads(
     lead = x.shape[:-1]
     x2 = x.reshape(-1, d_model)
     if _flat_is_view(W):
-        W_flat = W.permute(1, 0, 2).reshape(d_model, n_heads * d_head)
-        return product(x2, W_flat, None if b is None else b.reshape(-1)).view(*lead, n_heads, d_head)
+        return product(x2, _flat(W), None if b is None else b.reshape(-1)).view(*lead, n_heads, d_head)
     y = x2.unsqueeze(0) @ W  # [head, rows, d_head]; x2 broadcast with stride 0, not copied
     if b is not None:
         y = y + b[:, None, :]
     return y.permute(1, 0, 2).view(*lead, n_heads, d_head)
+
+
+def _flat(W: torch.Tensor) -> torch.Tensor:
+    """``W [head, d_model, d_head]`` as the ``[d_model, head * d_head]`` matrix (a view, see :func:`_flat_is_view`)."""
+    return W.permute(1, 0, 2).reshape(W.shape[1], W.shape[0] * W.shape[2])
+
+
+def _flat_or_none(W: torch.Tensor) -> torch.Tensor | None:
+    return _flat(W) if _flat_is_view(W) else None
+
+
+def _rows_of_heads(W_O: torch.Tensor) -> torch.Tensor:
+    """``W_O [head, d_head, d_model]`` as the ``[head * d_head, d_model]`` matrix of :meth:`Attention.from_z`."""
+    return W_O.reshape(-1, W_O.shape[-1])
 
 
 def _flat_is_view(W: torch.Tensor) -> bool:
@@ -244,6 +258,7 @@ class Attention(nn.Module):
         self.b_O = nn.Parameter(torch.zeros(d_model)) if o_bias else None
         self.rotary = rotary
         self.use_attn_result = False
+        self._views: dict[tuple[int, Callable], tuple[torch.Tensor, torch.Tensor | None]] = {}  # see _subclass_view
         # load_state_dict(assign=True) puts the checkpoint's own layout in place.
         self.register_load_state_dict_post_hook(lambda module, incompatible: module.relayout_weights())
 
@@ -279,11 +294,29 @@ class Attention(nn.Module):
         Returns ``[batch, head, pos, d_head]`` (stored head-major with ``head_major``); the hook
         sees ``[batch, pos, head, d_head]``.
         """
-        y = hook(project_heads(x, W, b)).transpose(1, 2)
+        flat = None if type(W) in _PLAIN else self._subclass_view(W, _flat_or_none)
+        if flat is None:
+            y = project_heads(x, W, b)
+        else:  # the int8 path's weight, its flat view kept: project_heads' product without the ops on W
+            y = product(x, flat, None if b is None else b.reshape(-1)).view(*x.shape[:-1], -1, self.d_head)
+        y = hook(y).transpose(1, 2)
         # Keys and values are read once per query block by the attention kernel: in head-major
         # memory those reads are contiguous, which pays for this one copy (and a cached
         # cross-attention reads them at every decoding step). Queries are read once: kept as a view.
         return y.contiguous() if head_major else y
+
+    def _subclass_view(
+        self, W: torch.Tensor, view: Callable[[torch.Tensor], torch.Tensor | None]
+    ) -> torch.Tensor | None:
+        """``view(W)``, kept per weight object for a weight that is a tensor subclass (the int8 path's
+        ``Int8Weight``): every op on a subclass (``shape``, ``permute``, ``reshape``) dispatches in
+        Python, a few microseconds each, about ten per product; such a weight refuses in-place edits,
+        so its views stay valid. A new weight object (assigned to the module) gets its own view."""
+        key = (id(W), view)
+        hit = self._views.get(key)
+        if hit is None or hit[0] is not W:
+            hit = self._views[key] = (W, view(W))
+        return hit[1]
 
     def _rotate(self, x: torch.Tensor, position_ids: torch.Tensor | None, hook: HookPoint) -> torch.Tensor:
         if position_ids is None:
@@ -359,7 +392,9 @@ class Attention(nn.Module):
                 out = out + self.b_O
         else:
             # sum_h z_h W_O[h] + b_O as one GEMM: [rows, head * d_head] @ [head * d_head, d_model]
-            z2, W_O = z.reshape(-1, z.shape[2] * z.shape[3]), self.W_O.reshape(-1, self.W_O.shape[-1])
+            W_O = self.W_O
+            W_O = W_O.reshape(-1, W_O.shape[-1]) if type(W_O) in _PLAIN else self._subclass_view(W_O, _rows_of_heads)
+            z2 = z.reshape(-1, z.shape[2] * z.shape[3])
             out = product(z2, W_O, self.b_O).view(*z.shape[:2], -1)
         return out
 

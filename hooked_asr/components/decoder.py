@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 
-from hooked_asr.components.attention import KV, RotaryEmbedding
+from hooked_asr.components.attention import KV, KVCache, RotaryEmbedding
 from hooked_asr.components.blocks import Block
 from hooked_asr.components.norm import LayerNorm, RMSNorm
 from hooked_asr.components.products import product
@@ -26,23 +26,46 @@ from hooked_asr.hooks import HookPoint
 LayerCache = dict[str, KV]
 
 
-def reorder_cache(past_kv: list[LayerCache], beam_idx: Int[torch.Tensor, "rows"]) -> list[LayerCache]:
+def reorder_cache(
+    past_kv: list[LayerCache], beam_idx: Int[torch.Tensor, "rows"], in_place: bool = False
+) -> list[LayerCache]:
     """The cache of the rows ``beam_idx``: ``new[r] = old[beam_idx[r]]`` for every cached key and
     value (self- and cross-attention) of every layer, as beam search needs after each step.
 
     ``beam_idx`` may repeat or drop rows, so the result can hold more or fewer rows than the input.
-    The input is not modified.
+    The input is not modified, except with ``in_place=True`` (for a caller that owns the cache and
+    drops the old one, as beam search does): then a self-attention :class:`KVCache` that is its
+    buffer's latest view and keeps its row count is reordered inside its buffer, copying only the
+    rows whose source differs, so the next step appends in place instead of copying the whole past
+    into a new buffer (same values either way).
     """
     if beam_idx.ndim != 1 or beam_idx.dtype not in (torch.int64, torch.int32):
         raise ValueError(
             f"beam_idx must be a 1-d integer tensor of row indices, got {beam_idx.dtype} {tuple(beam_idx.shape)}"
         )
     out: list[LayerCache] = []
+    moved = None
     for layer in past_kv:
         new: LayerCache = {}
-        for kind, (k, v) in layer.items():
-            idx = beam_idx.to(k.device)
-            new[kind] = (k.index_select(0, idx), v.index_select(0, idx))
+        for kind, kv in layer.items():
+            idx = beam_idx.to(kv[0].device)
+            if (
+                in_place
+                and isinstance(kv, KVCache)
+                and kv.buffer.filled == kv.length
+                and len(idx) == kv.buffer.k.shape[0]
+            ):
+                if moved is None:
+                    moved = (idx != torch.arange(len(idx), device=idx.device)).nonzero()[:, 0]
+                k, v = kv.buffer.k[:, :, : kv.length], kv.buffer.v[:, :, : kv.length]
+                if len(moved):
+                    src = idx[moved]
+                    k.index_copy_(0, moved, k.index_select(0, src))
+                    v.index_copy_(0, moved, v.index_select(0, src))
+                new[kind] = kv
+            else:
+                k, v = kv
+                new[kind] = (k.index_select(0, idx), v.index_select(0, idx))
         out.append(new)
     return out
 
@@ -110,7 +133,9 @@ class TextDecoder(nn.Module):
     def unembed(self, x: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... d_vocab"]:
         """``x W_U``: the logits of an already-normalised residual (no ``ln_final`` here)."""
         # From 3 rows on, oneDNN's product (components.products): 8.8 against 12.7 ms at 5 rows on tiny.en
-        return product(x, self.W_U)
+        # reuse: inside decoding the unembedding is read at every step; oneDNN's packed copy of it
+        # gives the same bits twice as fast (components.products)
+        return product(x, self.W_U, reuse=True)
 
     def forward(
         self,

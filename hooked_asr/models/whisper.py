@@ -11,6 +11,7 @@ from jaxtyping import Float, Int
 
 from hooked_asr.components.audio_encoder import AudioEncoder
 from hooked_asr.components.decoder import LayerCache, TextDecoder
+from hooked_asr.components.products import keep_packed_weights
 from hooked_asr.config import ModelConfig
 from hooked_asr.models.runner import decode_from_prefix, encode_from
 from hooked_asr.models.base import HookedEncoderDecoder, ModelCapabilities, TeacherForcedInputs
@@ -294,7 +295,8 @@ class HookedWhisper(HookedEncoderDecoder):
         language = opts.language
         if language is None and self.cfg.is_multilingual and self.cfg.lang_to_id:
             language = self.detect_language(F.pad(mel[:, :N_FRAMES], (0, 0))[None].to(self.device))[0]
-        return transcribe_sequential(self, mel, content_frames, opts, language, self._initial_tokens(opts))
+        with keep_packed_weights():  # the unembedding packed for oneDNN once for every window (components.products)
+            return transcribe_sequential(self, mel, content_frames, opts, language, self._initial_tokens(opts))
 
     def alignment_matrix(self, text_tokens: Sequence[int], **kwargs: Any) -> torch.Tensor:
         """The matrix word timings are read from, ``[token + 1, frame]``: see

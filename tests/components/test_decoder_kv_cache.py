@@ -56,3 +56,31 @@ def test_append_kv_equals_cat_and_keeps_autograd():
     k, _ = append_kv((p, past[1]), *new)  # with a gradient wanted it is a plain cat
     k.sum().backward()
     assert torch.equal(p.grad, torch.ones_like(past[0]))
+
+
+@pytest.mark.parametrize("kw", [{}, ROTARY], ids=["whisper", "qwen2"])
+@torch.no_grad()
+def test_reorder_in_place_equals_the_copying_reorder_and_keeps_the_buffer(kw):
+    # Beam search reorders its own cache after every step: in place, only the rows whose parent
+    # changed are copied, and the next step appends into the same buffer (no copy of the past).
+    from hooked_asr.components.decoder import reorder_cache
+
+    dec = _decoder(**kw)
+    enc = torch.randn(4, 10, 32) if dec.cfg.cross_attention else None
+    toks = torch.randint(0, 50, (4, 7))
+    _, cache = dec(toks[:, :4], encoder_out=enc)
+    for t in range(4, 6):
+        _, cache = dec(toks[:, t : t + 1], past_kv=cache)
+    rows = torch.tensor([2, 0, 2, 3])  # a repeated parent, a dropped one, one that stays
+    copied = reorder_cache(cache, rows)
+    ptr = cache[0]["self"][0].data_ptr()
+    moved = reorder_cache(cache, rows, in_place=True)
+    for a, b in zip(copied, moved):
+        assert set(a) == set(b)
+        for kind in a:
+            assert all(torch.equal(x, y) for x, y in zip(a[kind], b[kind]))
+    new = toks[:, 6:7]
+    step_copied, _ = dec(new, past_kv=copied)
+    step_moved, after = dec(new, past_kv=moved)
+    assert torch.equal(step_copied, step_moved)
+    assert after[0]["self"][0].data_ptr() == ptr  # appended into the same buffer

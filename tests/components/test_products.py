@@ -48,3 +48,33 @@ def test_subclass_weights_and_other_dtypes_keep_the_plain_product():
         assert not onednn_product(x.double(), W.double())
     with torch.no_grad(), decoding_products():
         torch.testing.assert_close(product(x.double(), W.double()), x.double() @ W.double())
+
+
+@pytest.mark.parametrize("rows", [3, 5, 40])
+@torch.no_grad()
+def test_a_reused_weight_is_packed_after_a_few_products_and_gives_the_same_bits(rows):
+    # The unembedding is read at every decoding step: from its PACK_AFTER-th product in a block a
+    # oneDNN-packed copy runs it. The products must not change by a bit (beam search's tokens and
+    # every hook value depend on them), and an in-place edit of the weight must drop the pack.
+    from hooked_asr.components import products as P
+
+    if not P._HAS_ONEDNN_PACK:
+        pytest.skip("this PyTorch build has no oneDNN weight packing")
+    torch.manual_seed(0)
+    W_E = torch.randn(300, 24)  # stored as the tied unembedding is: W_U = W_E^T, a view
+    x = torch.randn(rows, 1, 24)
+    with decoding_products():
+        plain = product(x, W_E.T)
+        outs = [product(x, W_E.T, reuse=True) for _ in range(P.PACK_AFTER + 2)]
+        cache = P._PACKS.get()
+        assert len(cache) == 1 and next(iter(cache.values()))[3] is not None  # packed by now
+        assert all(torch.equal(y, plain) for y in outs)
+        W_E.mul_(2.0)  # an edit in place: the pack would be stale
+        assert torch.equal(product(x, W_E.T, reuse=True), product(x, W_E.T))
+    assert P._PACKS.get() is None  # dropped with the block
+    with P.keep_packed_weights():
+        for _ in range(2):  # two decoding runs (two windows): the pack made in the first is kept
+            with decoding_products():
+                for _ in range(P.PACK_AFTER):
+                    product(x, W_E.T, reuse=True)
+        assert next(iter(P._PACKS.get().values()))[2] == 2 * P.PACK_AFTER

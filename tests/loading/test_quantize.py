@@ -78,6 +78,24 @@ def test_a_product_equals_torch_ao_dynamic_int8_linear(int8_tiny_en, whisper_tin
     torch.testing.assert_close((x @ W8).double(), expected, rtol=1e-5, atol=1e-4)
 
 
+def test_the_components_product_runs_the_int8_kernel_without_dispatching_ops_on_the_weight(int8_tiny_en):
+    """``components.products.product`` asks the weight (``Int8Weight.weight_product``) before any
+    kernel: the same int8 numbers as ``torch.addmm`` on the subclass, bit for bit, and no op on the
+    weight goes through ``__torch_function__`` (its Python dispatch cost ~40 us a product)."""
+    from unittest import mock
+
+    from hooked_asr.components.products import decoding_products, product
+
+    mlp = int8_tiny_en.decoder.blocks[1].mlp
+    for rows in (1, 5, 40):  # fbgemm's per-tensor activations, then per-row ones
+        x = torch.randn(rows, 1, mlp.W_in.shape[0])
+        with torch.no_grad(), decoding_products():
+            with mock.patch.object(Int8Weight, "__torch_function__", side_effect=AssertionError("dispatched")):
+                ours = product(x, mlp.W_in, mlp.b_in)
+            theirs = torch.addmm(mlp.b_in, x.reshape(rows, -1), mlp.W_in).view(rows, 1, -1)
+        assert torch.equal(ours, theirs)
+
+
 def test_logits_stay_close_to_float32(int8_tiny_en, whisper_tiny_en, clips):
     """Teacher-forced on real speech: the fp32 model's next token stays int8's top-1 (or at worst
     in its top 5) and its log-probability moves by well under a nat (measured: top-1 everywhere,

@@ -8,7 +8,8 @@ Decoding holds, per row (``batch * num_beams`` rows; ``best_of`` samples are row
 * a step's scores: logits, log-softmax and the search's float32 working copies, measured at
   ~12 ``d_vocab``-sized float32 vectors per row (the first step reads two positions);
 
-and, once per copy of the audio, the encoder output (``n_audio * d_model`` values) and with
+the unembedding's oneDNN-packed copy (float32 on the CPU, from 3 rows: ``d_vocab * d_model``
+values, once); and, once per copy of the audio, the encoder output (``n_audio * d_model`` values) and with
 cross-attention its keys and values in every decoder layer (``2 * n_layers * n_audio * d_kv``).
 The beams of one audio share one copy when nothing in the model is hooked (the prompt runs once
 and its cross-attention cache is a stride-0 view, :class:`~hooked_asr.models.decoding.search.Stepper`);
@@ -26,6 +27,8 @@ import os
 from typing import Any
 
 import torch
+
+from hooked_asr.components.products import ONEDNN_MIN_ROWS
 
 # Estimates above this share of the memory available are refused (the rest is the model,
 # activations of one step, the allocator's slack).
@@ -62,9 +65,22 @@ def decoding_bytes_per_row(model: Any, n_tokens: int, shared_audio: bool = False
     return int(self_kv + scores + (0 if shared_audio else audio_bytes(model)))
 
 
+def packed_unembedding_bytes(model: Any, rows: int) -> int:
+    """Bytes of the unembedding's oneDNN-packed copy that decoding ``rows >= 3`` float32 rows on the
+    CPU keeps while it runs (``components.products``: the same products, twice as fast)."""
+    p = next(model.parameters())
+    if rows < ONEDNN_MIN_ROWS or p.dtype != torch.float32 or p.device.type != "cpu":
+        return 0
+    return model.cfg.decoder.d_vocab * model.cfg.decoder.d_model * 4
+
+
 def decoding_bytes(model: Any, rows: int, n_tokens: int, shared_audio: bool = False) -> int:
     """Estimated bytes of decoding ``rows`` rows of ``n_tokens`` tokens."""
-    return rows * decoding_bytes_per_row(model, n_tokens, shared_audio) + (audio_bytes(model) if shared_audio else 0)
+    return (
+        rows * decoding_bytes_per_row(model, n_tokens, shared_audio)
+        + (audio_bytes(model) if shared_audio else 0)
+        + packed_unembedding_bytes(model, rows)
+    )
 
 
 def available_bytes(device: torch.device | str) -> int | None:
@@ -131,4 +147,5 @@ __all__ = [
     "check_decoding_memory",
     "decoding_bytes",
     "decoding_bytes_per_row",
+    "packed_unembedding_bytes",
 ]

@@ -74,6 +74,14 @@ class LogitRules:
             scores = self.timestamps.apply(scores, generated)
         return scores
 
+    def apply_with_log_probs(self, scores: torch.Tensor, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(apply(scores), log_softmax(apply(scores)))`` in float32, with the timestamp rule's own
+        ``log_softmax`` reused where it applies (one pass over the vocabulary fewer per step)."""
+        scores = scores + (self._begin_bias if generated.shape[1] == 0 else self._suppress_bias).to(scores.dtype)
+        if self.timestamps is not None:
+            return self.timestamps.apply_with_log_probs(scores, generated)
+        return scores, F.log_softmax(scores.float(), dim=-1)
+
 
 class Stepper:
     """Runs the decoder one step at a time through ``model._decode_step`` and keeps the cache.
@@ -165,11 +173,11 @@ class Stepper:
         if self._cross_shared:
             self.cache = [
                 {kind: kv for kind, kv in layer.items() if kind == "cross"}
-                | reorder_cache([{"self": layer["self"]}], rows)[0]
+                | reorder_cache([{"self": layer["self"]}], rows, in_place=True)[0]
                 for layer in self.cache
             ]
         else:
-            self.cache = reorder_cache(self.cache, rows)
+            self.cache = reorder_cache(self.cache, rows, in_place=True)
 
 
 def positions_from_end(at: Sequence[int], n: int) -> list[int]:
@@ -226,12 +234,12 @@ def sample(
             state.step = t
         logits, ns = _step_logits(step, seq, t == 0, no_speech)
         nsp = ns if t == 0 else nsp
-        scores = rules.apply(logits.float(), seq[:, p:])
+        scores, logprobs = rules.apply_with_log_probs(logits.float(), seq[:, p:])
         if greedy:
             token = scores.max(-1).indices  # argmax's first maximum, ~2x faster on CPU
         else:
             token = torch.multinomial(F.softmax(scores / temperature, dim=-1), 1, generator=generator)[:, 0]
-        lp = F.log_softmax(scores, dim=-1).gather(-1, token[:, None])[:, 0]
+        lp = logprobs.gather(-1, token[:, None])[:, 0]
         token = torch.where(finished, eos_t, token)
         lp = lp.masked_fill(finished, 0.0)
         toks.append(token)
@@ -302,7 +310,7 @@ def openai_beam_search(
         logits, ns = _step_logits(stepper, tokens, t == 0, no_speech)
         if t == 0:
             nsp = None if ns is None else ns.view(n_audio, beam_size)[:, 0]
-        logprobs = F.log_softmax(rules.apply(logits.float(), tokens[:, p:]), dim=-1)
+        logprobs = rules.apply_with_log_probs(logits.float(), tokens[:, p:])[1]
         top_logprobs, top_tokens = logprobs.topk(beam_size + 1)
         candidate_scores = (sum_logprobs[:, None] + top_logprobs.cpu()).tolist()  # float32 sums, as openai's
         top_logprobs, top_tokens = top_logprobs.tolist(), top_tokens.tolist()

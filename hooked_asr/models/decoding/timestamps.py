@@ -34,6 +34,13 @@ class TimestampRules:
     def apply(self, scores: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
         """Mask ``scores [rows, vocab]`` (logits or log-probs; masked entries become ``-inf``)
         given each row's ``generated [rows, t]`` tokens after the prompt."""
+        return self.apply_with_log_probs(scores, generated)[0]
+
+    def apply_with_log_probs(self, scores: torch.Tensor, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`apply`, and ``log_softmax`` of its result (float32) for a caller that needs both:
+        the rule that forces a timestamp already computes it, so it is reused for the rows the rule
+        leaves alone and recomputed for the others (row by row the same numbers as one
+        ``log_softmax`` of the masked scores)."""
         tb, neg = self.timestamp_begin, float("-inf")
         scores[:, self.no_timestamps] = neg
         t = generated.shape[1]
@@ -42,24 +49,30 @@ class TimestampRules:
             if self.max_initial_timestamp_index is not None:
                 scores[:, tb + self.max_initial_timestamp_index + 1 :] = neg
         else:
+            # row masks as masked_fill_ over column ranges: no boolean indexing (a nonzero per rule)
             is_ts = generated >= tb
             last = is_ts[:, -1]
             penult = is_ts[:, -2] if t >= 2 else torch.ones_like(last)
+            timestamps, text = scores[:, tb:], scores[:, : self.eos]
             text_only = last & penult  # a closed pair: text must follow
-            scores[text_only, tb:] = neg
+            timestamps.masked_fill_(text_only[:, None], neg)
             ts_only = last & ~penult  # an open segment: close it or end
-            scores[ts_only, : self.eos] = neg
+            text.masked_fill_(ts_only[:, None], neg)
             # timestamps never decrease; a segment gets a nonzero length
             last_ts = torch.where(is_ts, generated, torch.full_like(generated, -1)).amax(1)
             lowest = torch.where(ts_only, last_ts, last_ts + 1)
             lowest = torch.where(last_ts >= 0, lowest, torch.full_like(lowest, tb))
-            vocab = torch.arange(scores.shape[-1], device=scores.device)
-            scores.masked_fill_((vocab[None] >= tb) & (vocab[None] < lowest[:, None]), neg)
+            offsets = torch.arange(timestamps.shape[-1], device=scores.device)
+            timestamps.masked_fill_(offsets[None] < (lowest - tb)[:, None], neg)
         logprobs = F.log_softmax(scores.float(), dim=-1)
         ts_mass = logprobs[:, tb:].logsumexp(-1)
         best_text = logprobs[:, :tb].max(-1).values
-        scores[ts_mass > best_text, :tb] = neg
-        return scores
+        forced = ts_mass > best_text
+        if bool(forced.any()):
+            scores[:, :tb].masked_fill_(forced[:, None], neg)
+            rows = forced.nonzero()[:, 0]
+            logprobs[rows] = F.log_softmax(scores[rows].float(), dim=-1)
+        return scores, logprobs
 
 
 def split_segments(tokens: list[int], timestamp_begin: int) -> tuple[list[tuple[int, int, float, float]], bool, bool]:
