@@ -50,12 +50,10 @@ def decoding_products() -> Iterator[None]:
     (``product(..., reuse=True)``) live until the block ends, or until an enclosing
     :func:`keep_packed_weights` block ends."""
     token = _DECODING.set(True)
-    packs = _PACKS.set({}) if _PACKS.get() is None else None
     try:
-        yield
+        with keep_packed_weights():
+            yield
     finally:
-        if packs is not None:
-            _PACKS.reset(packs)
         _DECODING.reset(token)
 
 
