@@ -73,7 +73,6 @@ def keep_packed_weights() -> Iterator[None]:
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 _HAS_ONEDNN_PACK = _HAS_ONEDNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 PLAIN_TENSORS = (torch.Tensor, nn.Parameter)  # a weight of another type is a subclass (the int8 path's)
-_PLAIN = PLAIN_TENSORS
 
 
 def onednn_product(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None) -> bool:
@@ -81,9 +80,9 @@ def onednn_product(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = No
     return (
         _HAS_ONEDNN_LINEAR
         and _DECODING.get()
-        and type(W) in _PLAIN
-        and type(x) in _PLAIN
-        and (b is None or type(b) in _PLAIN)
+        and type(W) in PLAIN_TENSORS
+        and type(x) in PLAIN_TENSORS
+        and (b is None or type(b) in PLAIN_TENSORS)
         and x.device.type == "cpu"
         and W.device.type == "cpu"
         and x.dtype == W.dtype == torch.float32
@@ -150,7 +149,7 @@ def product(
     >>> product(torch.ones(5, 2), torch.eye(2), torch.zeros(2)).shape
     torch.Size([5, 2])
     """
-    if type(W) not in _PLAIN:
+    if type(W) not in PLAIN_TENSORS:
         # A weight subclass may run its own kernel (the int8 path's Int8Weight.weight_product):
         # called directly, it spares the Python dispatch of torch.addmm on a subclass (~40 us).
         own = getattr(type(W), "weight_product", None)

@@ -200,9 +200,7 @@ def _step_logits(
     """The last position's logits ``[rows, vocab]`` and, at the first step with ``no_speech =
     (position, token)``, ``p(token)`` at that position (openai-whisper's ``no_speech_prob``): only
     those positions' logits are computed (the prompt's others are never read)."""
-    if not first:
-        return step(seq, [seq.shape[1] - 1])[:, -1], None
-    if no_speech is None:
+    if not first or no_speech is None:
         return step(seq, [seq.shape[1] - 1])[:, -1], None
     pos, token = no_speech
     logits = step(seq, [pos, seq.shape[1] - 1])

@@ -34,13 +34,19 @@ class TimestampRules:
     def apply(self, scores: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
         """Mask ``scores [rows, vocab]`` (logits or log-probs; masked entries become ``-inf``)
         given each row's ``generated [rows, t]`` tokens after the prompt."""
-        return self.apply_with_log_probs(scores, generated)[0]
+        return self._apply(scores, generated, log_probs=False)[0]
 
     def apply_with_log_probs(self, scores: torch.Tensor, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`apply`, and ``log_softmax`` of its result (float32) for a caller that needs both:
         the rule that forces a timestamp already computes it, so it is reused for the rows the rule
         leaves alone and recomputed for the others (row by row the same numbers as one
         ``log_softmax`` of the masked scores)."""
+        return self._apply(scores, generated, log_probs=True)
+
+    def _apply(
+        self, scores: torch.Tensor, generated: torch.Tensor, log_probs: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # log_probs=False: the forced rows' log-probs are left stale (apply does not return them)
         tb, neg = self.timestamp_begin, float("-inf")
         scores[:, self.no_timestamps] = neg
         t = generated.shape[1]
@@ -70,8 +76,9 @@ class TimestampRules:
         forced = ts_mass > best_text
         if bool(forced.any()):
             scores[:, :tb].masked_fill_(forced[:, None], neg)
-            rows = forced.nonzero()[:, 0]
-            logprobs[rows] = F.log_softmax(scores[rows].float(), dim=-1)
+            if log_probs:
+                rows = forced.nonzero()[:, 0]
+                logprobs[rows] = F.log_softmax(scores[rows].float(), dim=-1)
         return scores, logprobs
 
 
