@@ -59,11 +59,11 @@ class TimestampRules:
             is_ts = generated >= tb
             last = is_ts[:, -1]
             penult = is_ts[:, -2] if t >= 2 else torch.ones_like(last)
-            timestamps, text = scores[:, tb:], scores[:, : self.eos]
+            timestamps = scores[:, tb:]
             text_only = last & penult  # a closed pair: text must follow
             timestamps.masked_fill_(text_only[:, None], neg)
             ts_only = last & ~penult  # an open segment: close it or end
-            text.masked_fill_(ts_only[:, None], neg)
+            _mask_rows(scores, ts_only, self.eos)
             # timestamps never decrease; a segment gets a nonzero length
             last_ts = torch.where(is_ts, generated, torch.full_like(generated, -1)).amax(1)
             lowest = torch.where(ts_only, last_ts, last_ts + 1)
@@ -72,14 +72,22 @@ class TimestampRules:
             timestamps.masked_fill_(offsets[None] < (lowest - tb)[:, None], neg)
         logprobs = F.log_softmax(scores.float(), dim=-1)
         ts_mass = logprobs[:, tb:].logsumexp(-1)
-        best_text = logprobs[:, :tb].max(-1).values
+        best_text = logprobs[:, :tb].amax(-1)  # amax: max's indices cost 10x the values over a strided row
         forced = ts_mass > best_text
-        if bool(forced.any()):
-            scores[:, :tb].masked_fill_(forced[:, None], neg)
-            if log_probs:
-                rows = forced.nonzero()[:, 0]
-                logprobs[rows] = F.log_softmax(scores[rows].float(), dim=-1)
+        rows = _mask_rows(scores, forced, tb)
+        if log_probs and len(rows):
+            logprobs[rows] = F.log_softmax(scores[rows].float(), dim=-1)
         return scores, logprobs
+
+
+def _mask_rows(scores: torch.Tensor, rows: torch.Tensor, end: int) -> torch.Tensor:
+    """``scores[r, :end] = -inf`` for the rows where ``rows`` is true (returns their indices): only
+    those rows are written, where a broadcast ``masked_fill_`` reads and writes every row's ~50k
+    entries at each step of a search, most of them for rows the rule leaves alone."""
+    idx = rows.nonzero()[:, 0]
+    if len(idx):
+        scores[idx, :end] = float("-inf")
+    return idx
 
 
 def split_segments(tokens: list[int], timestamp_begin: int) -> tuple[list[tuple[int, int, float, float]], bool, bool]:
