@@ -154,13 +154,7 @@ class Stepper:
             # Cross-attention keys/values are computed once from one audio per item; unless a
             # hook made them differ between an item's beams, reordering them is a no-op copy.
             self._cross_shared = all(
-                torch.equal(
-                    k.unflatten(0, (-1, group)),
-                    k.unflatten(0, (-1, group))[:, :1].expand_as(k.unflatten(0, (-1, group))),
-                )
-                for layer in self.cache
-                if "cross" in layer
-                for k in layer["cross"]
+                _beams_share(t, group) for layer in self.cache if "cross" in layer for t in layer["cross"]
             )
             if self._cross_shared and len(rows) == group:
                 # One audio: every beam reads the same keys/values, so keep one row and view it
@@ -178,6 +172,13 @@ class Stepper:
             ]
         else:
             self.cache = reorder_cache(self.cache, rows, in_place=True)
+
+
+def _beams_share(t: torch.Tensor, group: int) -> bool:
+    """Whether each item's ``group`` rows of ``t`` are equal: by construction for a stride-0 view of one
+    row (the prompt ran once per item), else compared (a 1.4 ms pass per tensor on tiny.en)."""
+    rows = t.unflatten(0, (-1, group))
+    return rows.stride(1) == 0 or torch.equal(rows, rows[:, :1].expand_as(rows))
 
 
 def positions_from_end(at: Sequence[int], n: int) -> list[int]:
