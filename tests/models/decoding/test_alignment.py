@@ -9,7 +9,7 @@ import torch
 from hooked_asr.models.decoding.alignment import median_filter
 
 
-@pytest.mark.parametrize("width", [3, 7])
+@pytest.mark.parametrize("width", [3, 5, 7, 9, 13])
 @pytest.mark.parametrize("shape", [(4, 30, 200), (2, 5), (1, 9)])
 def test_median_filter_equals_openai_whisper(width, shape):
     reference = pytest.importorskip("whisper.timing").median_filter
