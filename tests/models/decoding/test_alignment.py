@@ -33,3 +33,15 @@ def test_dtw_equals_openai_whisper(shape):
         rows, cols = dtw(cost)
         expected = dtw_cpu(cost.copy())
         assert np.array_equal(rows, expected[0]) and np.array_equal(cols, expected[1])
+
+
+@pytest.mark.parametrize("norm, width", [("zscore", 7), ("l2", 3)])
+def test_each_head_normalises_on_its_own(norm, width):
+    """The detected-heads alignment reuses the seed heads' normalised matrices for the heads it picks
+    again: a head's normalised matrix must not depend on which other heads were normalised beside it."""
+    from hooked_asr.models.decoding.alignment import _normalise
+
+    raw = torch.randn(12, 30, 200) * 3
+    whole = _normalise(raw, width, 1.0, norm)
+    for heads in ([3], [5, 0, 11], [7, 2]):
+        assert torch.equal(_normalise(raw[heads], width, 1.0, norm), whole[heads])
