@@ -155,14 +155,14 @@ class Int8Weight(torch.Tensor):
         """``x @ self + b`` in int8 when ``self`` is a packed ``[in, out]`` product view (else ``None``):
         what ``torch.addmm(b, x, self)`` computes here, called by ``components.products.product``
         without the Python dispatch of an op on a subclass (~40 us a product, ~33 per decoder step)."""
-        if type(x) is Int8Weight or isinstance(b, Int8Weight):
+        if isinstance(b, Int8Weight):
             return None
         pack = self.__dict__.get("_right_pack", False)  # this view's pack, looked up once (views are kept)
         if pack is False:
             with torch._C.DisableTorchFunctionSubclass():
                 pack = self._right_pack = self._packs.get(_lhs_key(self)) if self.dim() == 2 else None
-        if pack is None or x.requires_grad or x.dtype != torch.float32 or x.device.type != "cpu":
-            return None  # as _pack_of: no int8 backward, and float32 CPU activations only
+        if pack is None or not _int8_input(x):
+            return None
         with torch._C.DisableTorchFunctionSubclass():
             y = _linear_int8(x.reshape(-1, x.shape[-1]), pack)
             if b is not None:
@@ -205,11 +205,22 @@ def _int8_product(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor | N
 
 def _pack_of(W: Any, right: bool, other: Any) -> Any:
     """The pack for the product view ``W`` (call with subclass dispatch disabled)."""
-    if not isinstance(W, Int8Weight) or isinstance(other, Int8Weight) or not isinstance(other, torch.Tensor):
+    if not isinstance(W, Int8Weight) or W.dim() != 2 or not _int8_input(other):
         return None
-    if W.dim() != 2 or other.dtype != torch.float32 or other.device.type != "cpu" or other.requires_grad:
-        return None  # autograd has no int8 backward: a gradient through the weights' product runs in float32
     return W._packs.get(_lhs_key(W) if right else _key(W))
+
+
+def _int8_input(x: Any) -> bool:
+    """Whether ``x`` may be the activation of an int8 product: a float32 CPU tensor that needs no
+    gradient (autograd has no int8 backward: a gradient through the weights' product runs in float32),
+    and not itself a quantized weight."""
+    return (
+        isinstance(x, torch.Tensor)
+        and not isinstance(x, Int8Weight)
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and not x.requires_grad
+    )
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:

@@ -68,8 +68,12 @@ class LogitRules:
         b[[t for t in begin if 0 <= t < vocab]] = True
         return cls(s, b, timestamps)
 
+    def _suppressed(self, scores: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+        """``scores`` plus the suppression bias of this step (the first step's, or every step's)."""
+        return scores + (self._begin_bias if generated.shape[1] == 0 else self._suppress_bias).to(scores.dtype)
+
     def apply(self, scores: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
-        scores = scores + (self._begin_bias if generated.shape[1] == 0 else self._suppress_bias).to(scores.dtype)
+        scores = self._suppressed(scores, generated)
         if self.timestamps is not None:
             scores = self.timestamps.apply(scores, generated)
         return scores
@@ -77,7 +81,7 @@ class LogitRules:
     def apply_with_log_probs(self, scores: torch.Tensor, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(apply(scores), log_softmax(apply(scores)))`` in float32, with the timestamp rule's own
         ``log_softmax`` reused where it applies (one pass over the vocabulary fewer per step)."""
-        scores = scores + (self._begin_bias if generated.shape[1] == 0 else self._suppress_bias).to(scores.dtype)
+        scores = self._suppressed(scores, generated)
         if self.timestamps is not None:
             return self.timestamps.apply_with_log_probs(scores, generated)
         return scores, F.log_softmax(scores.float(), dim=-1)
